@@ -1,0 +1,180 @@
+"""`devcloud` command line: up, down, status, fault add/clear/list, openstack (thin wrapper)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from devcloud import cloud, faults
+from devcloud.context import (DEFAULT_PORTS, CloudContext, DevcloudError, free_port,
+                              state_dir_from_env)
+
+log = logging.getLogger("devcloud")
+
+
+def parse_ports(text: str) -> tuple[dict[str, int], bool]:
+    """`keystone=35357,glance=39292` -> ports; `auto` -> free ports for everything."""
+    if text == "auto":
+        return {}, True
+    ports: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        name, _, port = item.partition("=")
+        if name not in DEFAULT_PORTS or not port.isdigit():
+            raise DevcloudError(f"bad --ports item {item!r}: use SERVICE=PORT with SERVICE one "
+                                f"of {', '.join(DEFAULT_PORTS)}, or `auto`")
+        ports[name] = int(port)
+    return ports, False
+
+
+def context_for_up(args: argparse.Namespace) -> CloudContext:
+    ctx = CloudContext.load(state_dir_from_env(args.state_dir))
+    if args.fast is not None:
+        ctx.fast = args.fast
+    if args.cache_dir:
+        ctx.cache_dir = Path(args.cache_dir).resolve()
+    if args.ports:
+        ports, auto = parse_ports(args.ports)
+        if auto:
+            ctx.ports = {name: free_port(ctx.host) for name in DEFAULT_PORTS}
+            ctx.backend_ports = {name: free_port(ctx.host) for name in DEFAULT_PORTS}
+        for name, port in ports.items():
+            ctx.ports[name] = port
+            ctx.backend_ports[name] = port + 1000
+    return ctx
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    ctx = cloud.up(context_for_up(args))
+    print(ctx.clouds_yaml)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = cloud.down(state_dir_from_env(args.state_dir))
+    log.info("stopped: %s", ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = cloud.status(CloudContext.load(state_dir_from_env(args.state_dir)))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"state dir:   {report['state_dir']}\nclouds.yaml: {report['clouds_yaml']} "
+          f"(cloud {report['cloud']}){'  [fast]' if report['fast'] else ''}")
+    for name, svc in report["services"].items():
+        state = f"running (pid {svc['pid']})" if svc["running"] else "stopped"
+        print(f"  {name:<10} {svc.get('url', ''):<28} {state}")
+    for image in report["images"]:
+        print(f"  image {image['name']} {image['id']} {image['properties']}")
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    state_dir = state_dir_from_env(args.state_dir)
+    if args.fault_cmd == "clear":
+        print(f"removed {faults.clear(state_dir, args.service)} rule(s)")
+    elif args.fault_cmd == "list":
+        print(json.dumps([vars(r) for r in faults.list_rules(state_dir)], indent=2))
+    else:
+        kind, value = _fault_kind(args)
+        rule = faults.add(state_dir, faults.FaultRule(
+            service=args.service, kind=kind, value=value, method=args.method,
+            path_regex=args.path_regex, count=args.count))
+        print(rule.id)
+    return 0
+
+
+def _fault_kind(args: argparse.Namespace) -> tuple[str, float]:
+    if args.status is not None:
+        return "status", args.status
+    if args.latency is not None:
+        return "latency", args.latency
+    if args.drop_after_bytes is not None:
+        return "drop", args.drop_after_bytes
+    return ("hang-snapshot" if args.hang_snapshot else "quota-exceeded"), 0
+
+
+def cmd_openstack(args: argparse.Namespace) -> int:
+    """Run python-openstackclient from the services venv against this cloud."""
+    ctx = CloudContext.load(state_dir_from_env(args.state_dir))
+    exe = ctx.services_bin("openstack")
+    if not exe.exists():
+        raise DevcloudError(f"{exe} is missing: run `devcloud up` first")
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(ctx.clouds_yaml)}
+    env.setdefault("OS_CLOUD", "devcloud")
+    argv = args.args[1:] if args.args[:1] == ["--"] else args.args
+    os.execve(str(exe), [str(exe), *argv], env)
+    return 127  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="devcloud", description=__doc__)
+    parser.add_argument("--state-dir", help="state directory (default $DEVCLOUD_STATE or "
+                                            "<repo>/.state/devcloud)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("up", help="start the cloud (idempotent); prints the clouds.yaml path")
+    p.add_argument("--state-dir", default=argparse.SUPPRESS)
+    p.add_argument("--fast", action="store_true", default=None,
+                   help="servers are disk files without a VM")
+    p.add_argument("--no-fast", dest="fast", action="store_false")
+    p.add_argument("--ports", help="SERVICE=PORT,... (public ports) or `auto` for free ports")
+    p.add_argument("--cache-dir", help="where the services venv and guest images are cached")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop every process of the cloud (by pid)")
+    p.add_argument("--state-dir", default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="services, endpoints, clouds.yaml, images")
+    p.add_argument("--state-dir", default=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("fault", help="fault injection rules")
+    p.add_argument("--state-dir", default=argparse.SUPPRESS)
+    fsub = p.add_subparsers(dest="fault_cmd", required=True)
+    add = fsub.add_parser("add", help="add a rule; prints its id")
+    add.add_argument("service", choices=faults.SERVICES)
+    add.add_argument("--method", help="only this HTTP method")
+    add.add_argument("--path-regex", help="only paths matching this regex (re.search)")
+    add.add_argument("--count", type=int, help="apply to this many requests, then stop")
+    kind = add.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--status", type=int, help="answer with this HTTP status")
+    kind.add_argument("--latency", type=float, help="delay requests by this many seconds")
+    kind.add_argument("--drop-after-bytes", type=int,
+                      help="reset the connection after this many response body bytes")
+    kind.add_argument("--hang-snapshot", action="store_true",
+                      help="Nova: image snapshots never finish")
+    kind.add_argument("--quota-exceeded", action="store_true",
+                      help="Nova: requests fail with quota exceeded")
+    for name in ("clear", "list"):
+        fp = fsub.add_parser(name)
+        if name == "clear":
+            fp.add_argument("service", nargs="?", choices=faults.SERVICES)
+    p.set_defaults(func=cmd_fault)
+
+    p = sub.add_parser("openstack", help="the openstack CLI of the services venv, OS_CLOUD=devcloud")
+    p.add_argument("--state-dir", default=argparse.SUPPRESS)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_openstack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="devcloud: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except (DevcloudError, ValueError) as exc:
+        print(f"devcloud: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,120 @@
+"""`up`, `down` and `status`: the order in which the dev cloud's parts start, and its report.
+
+Order: services venv -> fault proxy -> Keystone (identities, catalog, clouds.yaml) -> Glance ->
+seeded guest images -> Cinder -> Nova. Every step is skipped when already done, so `up` on a
+running cloud only checks it. Parts owned by other packages (guest, cinder, nova) are started
+when importable and skipped with a log line otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from devcloud import glance, keystone, processes, rest, services_venv
+from devcloud.context import REPO_ROOT, CloudContext, DevcloudError
+
+log = logging.getLogger("devcloud")
+
+PROXY = "faultproxy"
+SERVICES = ("keystone", "glance", "cinder", "nova", "neutron")
+#: Which spawned process (pid file name) serves each service; Neutron lives in Nova's process.
+PROCESS_OF = {"keystone": "keystone", "glance": "glance", "cinder": "cinder", "nova": "nova",
+              "neutron": "nova"}
+
+
+def _optional(module: str, attr: str) -> Callable[..., Any] | None:
+    """A function of a part that may not exist yet; None (logged) if its module is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            log.info("skipping %s: %s is not available yet", module, exc.name)
+            return None
+        raise
+    return getattr(mod, attr)
+
+
+def start_proxy(ctx: CloudContext) -> None:
+    if ctx.pid(PROXY) is not None:
+        return
+    env = {"PYTHONPATH": str(REPO_ROOT / "src"), "PATH": "/usr/bin:/bin"}
+    ctx.spawn(PROXY, [str(ctx.services_python), "-m", "devcloud.faultproxy", str(ctx.state_dir)],
+              env=env)
+    ctx.wait_http(ctx.public_url("keystone"), timeout=20, name=PROXY)
+
+
+def up(ctx: CloudContext) -> CloudContext:
+    """Bring every part up (idempotent); returns the context saved in the state dir."""
+    started = time.monotonic()
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    ctx.save()
+    services_venv.ensure(ctx)
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("fault proxy", lambda: start_proxy(ctx)),
+        ("keystone", lambda: keystone.start(ctx)),
+        ("glance", lambda: glance.start(ctx)),
+        ("guest images", lambda: _seed_images(ctx)),
+    ]
+    for module in ("devcloud.cinder.launch", "devcloud.nova.launch"):
+        steps.append((module, lambda m=module: _start_part(ctx, m)))
+    for name, step in steps:
+        t0 = time.monotonic()
+        step()
+        log.info("%s ready (%.1f s)", name, time.monotonic() - t0)
+    log.info("devcloud up in %.1f s", time.monotonic() - started)
+    return ctx
+
+
+def _start_part(ctx: CloudContext, module: str) -> None:
+    start = _optional(module, "start")
+    if start is not None:
+        start(ctx)
+
+
+def _seed_images(ctx: CloudContext) -> None:
+    build_all = _optional("devcloud.guest.images", "build_all")
+    if build_all is None:
+        return
+    guest_images = build_all(ctx.cache_dir / "guest")
+    glance.seed_images(ctx, guest_images)
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stop every process of the cloud in `state_dir` by pid; its data stays for the next `up`."""
+    return processes.stop_all(Path(state_dir).resolve())
+
+
+def status(ctx: CloudContext) -> dict[str, Any]:
+    """What `devcloud status --json` prints (see ARCHITECTURE.md)."""
+    services: dict[str, Any] = {}
+    for name in SERVICES:
+        pid = ctx.pid(PROCESS_OF[name])
+        services[name] = {"url": ctx.public_url(name), "backend_url": ctx.url(name),
+                          "pid": pid, "running": pid is not None}
+    proxy_pid = ctx.pid(PROXY)
+    services[PROXY] = {"pid": proxy_pid, "running": proxy_pid is not None}
+    report: dict[str, Any] = {
+        "state_dir": str(ctx.state_dir), "clouds_yaml": str(ctx.clouds_yaml), "cloud": "devcloud",
+        "fast": ctx.fast, "services": services, "images": [],
+        "proxy_server_id": None, "proxy_device_root": str(ctx.proxy_device_root),
+    }
+    if not (services["keystone"]["running"] and services["glance"]["running"]):
+        return report
+    try:
+        token = glance.admin_token(ctx)
+        report["images"] = [{"name": i["name"], "id": i["id"], "status": i["status"],
+                             "disk_format": i.get("disk_format"),
+                             "properties": glance.properties(i)}
+                            for i in glance.list_images(ctx, token)]
+        if services["nova"]["running"]:
+            data = rest.request("GET", ctx.url("nova") + "/v2.1/servers?name=^stackvault-proxy$",
+                                token=token)[2]
+            servers = data.get("servers", [])
+            report["proxy_server_id"] = servers[0]["id"] if servers else None
+    except DevcloudError as exc:
+        report["error"] = str(exc)
+    return report

@@ -1,0 +1,147 @@
+"""Spawning and stopping the dev cloud's processes, by pid, never by name.
+
+Every process we spawn carries `DEVCLOUD_STATE_DIR=<state dir>` in its environment (children such
+as uWSGI workers and QEMU guests inherit it). Before signalling a pid from a pid file we check that
+marker (or the state dir on its command line), so a pid reused by an unrelated process after a
+crash or reboot is never killed; the same marker finds orphans whose pid file is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+MARKER = "DEVCLOUD_STATE_DIR"
+
+
+def _pid_file(state_dir: Path, name: str) -> Path:
+    return state_dir / "run" / f"{name}.pid"
+
+
+def _log_file(state_dir: Path, name: str) -> Path:
+    return state_dir / "logs" / f"{name}.log"
+
+
+def spawn(state_dir: Path, name: str, argv: list[str], env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> int:
+    """Start `argv` in its own session (so its whole process group can be stopped), detached."""
+    (state_dir / "run").mkdir(parents=True, exist_ok=True)
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ if env is None else env)
+    full_env[MARKER] = str(state_dir)
+    with open(_log_file(state_dir, name), "ab") as log:
+        proc = subprocess.Popen(
+            [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=full_env, cwd=str(cwd or state_dir), start_new_session=True, close_fds=True)
+    _pid_file(state_dir, name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def log_tail(state_dir: Path, name: str, lines: int = 30) -> str:
+    path = _log_file(state_dir, name)
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not running; reap it if it is our child
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            return False
+    except (OSError, IndexError):
+        return False
+    return True
+
+
+def belongs_to(pid: int, state_dir: Path) -> bool:
+    """True if `pid` is a live process of the cloud in `state_dir` (env marker or cmdline)."""
+    if not _alive(pid):
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if f"{MARKER}={state_dir}".encode() in environ:
+            return True
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(state_dir).encode() in cmdline
+
+
+def running_pid(state_dir: Path, name: str) -> int | None:
+    path = _pid_file(state_dir, name)
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if belongs_to(pid, state_dir) else None
+
+
+def _marked_pids(state_dir: Path) -> set[int]:
+    """Every live process carrying this state dir's marker (finds orphans of a crashed run)."""
+    needle = f"{MARKER}={state_dir}".encode()
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
+    """Stop every process of this cloud: pid files under <state>/run (any depth), then orphans.
+
+    SIGTERM to each process group first (uWSGI runs with die-on-term), SIGKILL what is left after
+    `timeout`. Returns the names of what was stopped, for the log.
+    """
+    run_dir = state_dir / "run"
+    targets: dict[int, str] = {}
+    pid_files = sorted(run_dir.rglob("*.pid")) if run_dir.exists() else []
+    for path in pid_files:
+        try:
+            pid = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if belongs_to(pid, state_dir):
+            targets[pid] = str(path.relative_to(run_dir).with_suffix(""))
+    for pid in _marked_pids(state_dir):
+        targets.setdefault(pid, f"pid {pid}")
+
+    def signal_all(sig: int) -> None:
+        for pid in targets:
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in targets):
+        time.sleep(0.1)
+    if any(_alive(p) for p in targets):
+        signal_all(signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in targets):
+            time.sleep(0.1)
+    for path in pid_files:
+        path.unlink(missing_ok=True)
+    return sorted(set(targets.values()))
