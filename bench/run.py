@@ -1,0 +1,381 @@
+"""stackvault against restic and borg on one generated disk image: Full, Incremental, Restore.
+
+Run with `make bench` (options after `BENCH_ARGS=`), e.g.
+
+    make bench                                  # 2 GiB image, all three tools
+    make bench BENCH_ARGS="--quick"             # 256 MiB smoke run
+    make bench BENCH_ARGS="--block-sizes 256K,1M,4M --tools stackvault"
+
+What one run does (see docs/performance.md for why each choice):
+1. generates the image from a seed (40% holes, 40% OS-like compressible data, 20% random), or
+   reuses the one already generated when its BLAKE3 matches;
+2. measures the baselines on it: read + BLAKE3 of the non-hole data, `cat`, `b3sum`;
+3. per tool, in a fresh scratch directory: init, Full, rewrite 1% of the image in scattered 64 KiB
+   extents, Incremental, Restore; wall time, peak RSS of the process tree, CPU time and repository
+   size after each; the restored image must hash equal to the source or the run fails;
+   then the image is put back to its first version for the next tool;
+4. optionally the same stackvault phases at several block sizes;
+5. prints the table, the time ratios and the issue's targets as PASS/MISS, writes JSON to
+   bench/out/, and profiles stackvault on each phase that missed its target.
+The page cache is dropped before every measured phase when the bench may (root); otherwise the
+report says the numbers are warm-cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import hotspots  # noqa: E402
+import imagegen  # noqa: E402
+import report  # noqa: E402
+from measure import (CommandFailed, PhaseResult, dir_size, drop_caches, file_allocated,  # noqa: E402
+                     file_digest, run_measured)
+from tools import Borg, Restic, Stackvault, Tool  # noqa: E402
+
+GENERATOR_VERSION = 1  # bump when imagegen's output changes, so a cached image is not reused
+PHASES = ("full", "incremental", "restore")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot give a meaningful answer (wrong restore, missing tool, bad option)."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def default_stackvault() -> str:
+    exe = os.path.join(os.path.dirname(sys.executable), "stackvault")
+    return exe if os.path.exists(exe) else f"{sys.executable} -m stackvault.cli"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", default="2G", help="image size (default 2G)")
+    p.add_argument("--quick", action="store_true", help="256 MiB image: a smoke run of a minute")
+    p.add_argument("--seed", type=int, default=20261201, help="image seed (default 20261201)")
+    p.add_argument("--tools", default="stackvault,restic,borg", help="comma list (default all three)")
+    p.add_argument("--stackvault", default=None, help="stackvault command (default: the venv's)")
+    p.add_argument("--block-size", default=None,
+                   help="block size of the main stackvault run (default: stackvault's own default)")
+    p.add_argument("--block-sizes", default=None,
+                   help="also run stackvault at these block sizes, e.g. 256K,1M,4M")
+    p.add_argument("--change", type=float, default=0.01, help="fraction rewritten (default 0.01)")
+    p.add_argument("--scratch", default=os.path.join(ROOT, ".state", "bench"),
+                   help="scratch directory for the image and repositories (default .state/bench)")
+    p.add_argument("--out", default=os.path.join(HERE, "out"), help="results directory (bench/out)")
+    p.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
+                   help="profile stackvault phases: when a target is missed (auto), always, never")
+    p.add_argument("--no-drop-caches", action="store_true", help="keep the page cache (warm runs)")
+    p.add_argument("--keep", action="store_true", help="keep repositories after the run")
+    a = p.parse_args(argv)
+    a.size_bytes = imagegen.parse_size("256M" if a.quick else a.size)
+    a.tool_list = [t.strip() for t in a.tools.split(",") if t.strip()]
+    unknown = set(a.tool_list) - {"stackvault", "restic", "borg"}
+    if unknown:
+        p.error(f"unknown tool(s) {', '.join(sorted(unknown))} (choose from stackvault,restic,borg)")
+    a.block_size_bytes = imagegen.parse_size(a.block_size) if a.block_size else None
+    a.sweep = [imagegen.parse_size(s) for s in a.block_sizes.split(",")] if a.block_sizes else []
+    a.stackvault = a.stackvault or default_stackvault()
+    return a
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.scratch = os.path.abspath(args.scratch)
+        self.image = os.path.join(self.scratch, "image", "disk.img")
+        self.log_path = os.path.join(os.path.abspath(args.out), "commands.log")
+        self.layout = imagegen.plan_layout(args.size_bytes, args.seed)
+        self.change = imagegen.ImageChange(self.layout, args.change)
+        self.cold = False
+        self.results: list[PhaseResult] = []
+        self.sweep: list[PhaseResult] = []
+        self.baselines: list[PhaseResult] = []
+        self.digest_v1 = self.digest_v2 = ""
+
+    # -- the image -------------------------------------------------------------------------------
+
+    def prepare_image(self) -> None:
+        os.makedirs(os.path.dirname(self.image), exist_ok=True)
+        stamp_path = self.image + ".stamp.json"
+        want = {"size": self.layout.size, "seed": self.layout.seed, "generator": GENERATOR_VERSION,
+                "change": self.args.change}
+        stamp = {}
+        if os.path.exists(stamp_path) and os.path.exists(self.image):
+            with open(stamp_path) as f:
+                stamp = json.load(f)
+        if {k: stamp.get(k) for k in want} == want and file_digest(self.image) == stamp.get("v1"):
+            log(f"reusing the generated image {self.image}")
+            self.digest_v1, self.digest_v2 = stamp["v1"], stamp["v2"]
+            return
+        log(f"generating a {imagegen.human(self.layout.size)} image ({len(self.layout.extents)} "
+            f"extents, seed {self.layout.seed}) at {self.image}")
+        t = time.monotonic()
+        imagegen.write_image(self.image, self.layout)
+        log(f"generated in {time.monotonic() - t:.1f} s")
+        self.digest_v1 = file_digest(self.image)
+        self.change.apply(self.image)
+        self.digest_v2 = file_digest(self.image)
+        self.change.revert(self.image)
+        if file_digest(self.image) != self.digest_v1:
+            raise BenchError("putting the first image version back failed: its hash differs")
+        with open(stamp_path, "w") as f:
+            json.dump({**want, "v1": self.digest_v1, "v2": self.digest_v2}, f)
+
+    def image_facts(self) -> dict:
+        """What the image holds, measured: allocated bytes and how well its OS-like data compresses."""
+        import zstandard
+
+        rng = random.Random(self.layout.seed)
+        comp = [e for e in self.layout.extents if e.kind == imagegen.COMPRESSIBLE]
+        zc = zstandard.ZstdCompressor(level=3)
+        raw = packed = 0
+        with open(self.image, "rb") as f:
+            for e in rng.sample(comp, min(16, len(comp))):
+                f.seek(e.offset)
+                block = f.read(min(e.length, 1 << 20))
+                raw += len(block)
+                packed += len(zc.compress(block))
+        return {
+            "size": self.layout.size, "seed": self.layout.seed,
+            "extents": len(self.layout.extents),
+            "bytes": {k: self.layout.bytes_of(k) for k in imagegen.DEFAULT_MIX},
+            "allocated": file_allocated(self.image),
+            "compressible_zstd3_ratio_1MiB": round(raw / packed, 2) if packed else None,
+            "change_extents": len(self.change.offsets),
+            "change_bytes": self.change.bytes_changed,
+            "blake3_v1": self.digest_v1, "blake3_v2": self.digest_v2,
+        }
+
+    # -- measuring ---------------------------------------------------------------------------------
+
+    def cold_start(self) -> None:
+        if not self.args.no_drop_caches:
+            self.cold = drop_caches()
+
+    def measure(self, tool: str, phase: str, cmd, sink: list[PhaseResult]) -> tuple[PhaseResult, bytes]:
+        self.cold_start()
+        res, out = run_measured(tool, phase, cmd.argv, env=cmd.env, cwd=cmd.cwd,
+                                log_path=self.log_path)
+        sink.append(res)
+        return res, out
+
+    def run_baselines(self) -> None:
+        from tools import Command
+
+        bs = self.args.block_size_bytes or (1 << 20)
+        py = [sys.executable, os.path.join(HERE, "baseline_read_hash.py"), self.image, str(bs)]
+        res, out = self.measure("baseline", "read+blake3", Command(py), self.baselines)
+        res.extra = json.loads(out)
+        log(f"baseline read+BLAKE3 (python, 1 thread, holes skipped): {res.wall_s:.2f} s")
+        res, _ = self.measure("baseline", "cat", Command(["sh", "-c", f"cat '{self.image}' > /dev/null"]),
+                              self.baselines)
+        log(f"baseline cat (holes read as zeros): {res.wall_s:.2f} s")
+        if shutil.which("b3sum"):
+            res, _ = self.measure("baseline", "b3sum", Command(["b3sum", "--no-names", self.image]),
+                                  self.baselines)
+            log(f"baseline b3sum (mmap, all threads): {res.wall_s:.2f} s")
+
+    def run_tool(self, tool: Tool, sink: list[PhaseResult], label: str) -> None:
+        """Full, change, Incremental, Restore, check, put the image back."""
+        from tools import Command
+
+        shutil.rmtree(tool.root, ignore_errors=True)
+        os.makedirs(tool.root)
+        init = tool.init()
+        subprocess.run(init.argv, env=init.env, cwd=init.cwd, check=True,
+                       stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))
+        try:
+            for phase in ("full", "incremental"):
+                if phase == "incremental":
+                    self.change.apply(self.image)
+                res, out = self.measure(label, phase, tool.backup(self.image, phase), sink)
+                res.repo_bytes, res.repo_apparent_bytes = dir_size(tool.repo)
+                res.extra = tool.report(out)
+                log(f"{label} {phase}: {res.wall_s:.2f} s, peak {imagegen.human(res.peak_rss)}, "
+                    f"repo {imagegen.human(res.repo_bytes)}")
+            out_dir = os.path.join(tool.root, "restored")
+            os.makedirs(out_dir)
+            cmd, restored = tool.restore(self.image, out_dir)
+            res, out = self.measure(label, "restore", cmd, sink)
+            # Durable output for every tool alike: the restore is done when its bytes are on disk.
+            t = time.monotonic()
+            fd = os.open(restored, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+            res.wall_s += time.monotonic() - t
+            res.repo_bytes, res.repo_apparent_bytes = dir_size(tool.repo)
+            res.extra = {"restored_allocated": file_allocated(restored)}
+            got = file_digest(restored)
+            if got != self.digest_v2:
+                raise BenchError(f"{label} restored a WRONG image: BLAKE3 {got} != source {self.digest_v2}"
+                                 f" ({restored} kept for inspection)")
+            res.extra["verified"] = True
+            log(f"{label} restore: {res.wall_s:.2f} s, peak {imagegen.human(res.peak_rss)}, "
+                f"restored image hash OK, allocated {imagegen.human(res.extra['restored_allocated'])}")
+            os.unlink(restored)
+        finally:
+            if self.change.saved:
+                self.change.revert(self.image)
+        if not self.args.keep:
+            shutil.rmtree(tool.root, ignore_errors=True)
+
+    def make_tool(self, name: str, block_size: int | None = None) -> Tool:
+        root = os.path.join(self.scratch, "tools", name if block_size is None else
+                            f"{name}-{block_size >> 10}K")
+        if name == "stackvault":
+            return Stackvault(root, self.args.stackvault, block_size)
+        for exe in (name,):
+            if not shutil.which(exe):
+                raise BenchError(f"{exe} is not installed (apt-get install "
+                                 f"{'borgbackup' if exe == 'borg' else exe}, or leave it out with --tools)")
+        return Restic(root) if name == "restic" else Borg(root)
+
+    # -- profiling ---------------------------------------------------------------------------------
+
+    def profile(self, phases: list[str]) -> dict[str, str]:
+        """Re-run stackvault's phases, each listed one under py-spy; summaries by phase."""
+        out_dir = os.path.abspath(self.args.out)
+        tool = self.make_tool("stackvault", self.args.block_size_bytes)
+        root = tool.root + "-profile"
+        tool = Stackvault(root, self.args.stackvault, self.args.block_size_bytes)
+        shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)
+        summaries: dict[str, str] = {}
+        logf = open(self.log_path, "ab")
+        init = tool.init()
+        subprocess.run(init.argv, env=init.env, check=True, stdout=subprocess.DEVNULL, stderr=logf)
+        try:
+            steps = [("full", tool.backup(self.image, "full")), ("incremental", None), ("restore", None)]
+            for phase, cmd in steps:
+                if phase == "incremental":
+                    self.change.apply(self.image)
+                    cmd = tool.backup(self.image, "incremental")
+                if phase == "restore":
+                    os.makedirs(os.path.join(root, "restored"), exist_ok=True)
+                    cmd, _ = tool.restore(self.image, os.path.join(root, "restored"))
+                self.cold_start()
+                if phase in phases:
+                    raw = os.path.join(out_dir, f"profile-{phase}.txt")
+                    log(f"profiling stackvault {phase} with py-spy -> {raw}")
+                    if not hotspots.record(cmd.argv, raw, env=cmd.env, log=logf):
+                        log("py-spy is not installed (pip install py-spy): no profile")
+                        return summaries
+                    summaries[phase] = hotspots.summarise(raw)
+                    with open(os.path.join(out_dir, f"profile-{phase}-summary.txt"), "w") as f:
+                        f.write(summaries[phase])
+                else:
+                    subprocess.run(cmd.argv, env=cmd.env, check=True, stdout=subprocess.DEVNULL,
+                                   stderr=logf)
+        finally:
+            if self.change.saved:
+                self.change.revert(self.image)
+            shutil.rmtree(root, ignore_errors=True)
+            logf.close()
+        return summaries
+
+    # -- the whole run -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        os.makedirs(self.args.out, exist_ok=True)
+        open(self.log_path, "w").close()
+        started = time.time()
+        self.prepare_image()
+        facts = self.image_facts()
+        log(f"image: {json.dumps({k: facts[k] for k in ('bytes', 'allocated', 'compressible_zstd3_ratio_1MiB', 'change_extents')})}")
+        self.run_baselines()
+        if not self.cold:
+            log("page cache NOT dropped (not root, or --no-drop-caches): numbers are warm-cache")
+        for name in self.args.tool_list:
+            self.run_tool(self.make_tool(name, self.args.block_size_bytes if name == "stackvault"
+                                         else None), self.results, name)
+        for bs in self.args.sweep:
+            label = f"stackvault@{bs >> 10}K"
+            self.run_tool(self.make_tool("stackvault", bs), self.sweep, label)
+        verdict = report.evaluate(self.results, self.baselines)
+        text = report.render(self.results, self.baselines, self.sweep, verdict, facts, self.cold)
+        print(text)
+        missed = [t["phase"] for t in verdict["targets"] if t["status"] == "MISS" and t.get("phase")]
+        profile_phases = list(PHASES) if self.args.profile == "always" else (
+            sorted(set(missed), key=PHASES.index) if self.args.profile == "auto" else [])
+        profiles = self.profile(profile_phases) if profile_phases and "stackvault" in self.args.tool_list else {}
+        for phase, summary in profiles.items():
+            print(f"\n## profile of stackvault {phase}\n{summary}")
+        doc = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "duration_s": round(time.time() - started, 1),
+            "machine": machine(),
+            "cold_cache": self.cold,
+            "stackvault_command": self.args.stackvault,
+            "stackvault_commit": git_head(),
+            "block_size": self.args.block_size_bytes,
+            "image": facts,
+            "baselines": [vars(r) for r in self.baselines],
+            "results": [vars(r) for r in self.results],
+            "block_size_sweep": [vars(r) for r in self.sweep],
+            "verdict": verdict,
+            "profiles": profiles,
+            "table": text,
+        }
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+        for name in (f"results-{stamp}.json", "latest.json"):
+            with open(os.path.join(self.args.out, name), "w") as f:
+                json.dump(doc, f, indent=1)
+        log(f"results in {os.path.join(self.args.out, 'latest.json')}")
+        return 0
+
+
+def machine() -> dict:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for exe, flag in (("restic", "version"), ("borg", "--version")):
+        try:
+            versions[exe] = subprocess.run([exe, flag], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            versions[exe] = None
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory": mem, "kernel": platform.release(),
+            "python": platform.python_version(), "load_1m": os.getloadavg()[0], **versions}
+
+
+def git_head() -> str | None:
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return Bench(args).run()
+    except (BenchError, CommandFailed) as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
