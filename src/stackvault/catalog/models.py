@@ -1,0 +1,65 @@
+"""Catalog tables. One row per job, backup and backed-up disk; never one per block."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    repo_id: Mapped[str] = mapped_column(String(40), index=True)
+    started: Mapped[str] = mapped_column(String(40))
+    finished: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(String, default="")
+    backup_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    report: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class BackupRow(Base):
+    __tablename__ = "backups"
+
+    backup_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repo_id: Mapped[str] = mapped_column(String(40), index=True)
+    created: Mapped[str] = mapped_column(String(40), index=True)
+    finished: Mapped[str] = mapped_column(String(40))
+    level: Mapped[str] = mapped_column(String(20))
+    requested_level: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String, default="")
+    host: Mapped[str] = mapped_column(String, default="")
+    consistency: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    source: Mapped[dict] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    disks: Mapped[list[DiskRow]] = relationship(back_populates="backup", cascade="all, delete-orphan",
+                                                order_by="DiskRow.position")
+
+
+class DiskRow(Base):
+    __tablename__ = "disks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.backup_id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String)
+    disk_key: Mapped[str] = mapped_column(String, index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    block_size: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(20))
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    blocks_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    blocks_changed: Mapped[int] = mapped_column(BigInteger, default=0)
+    backup: Mapped[BackupRow] = relationship(back_populates="disks")

@@ -1,0 +1,193 @@
+"""The `stackvault` command: parses, calls a job, renders. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from . import __version__
+from .config import Retention, load_settings, parse_size
+from .errors import StackvaultError, UsageError
+from . import render
+from .jobs.context import JobContext
+from .progress import progress_factory
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as every other usage error
+        raise UsageError(message, f"see `{self.prog} --help`")
+
+
+def _global_options(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("--config", default=default, help="TOML settings file (env STACKVAULT_CONFIG)")
+    p.add_argument("--repo", default=default, help="repository location (env STACKVAULT_REPO)")
+    p.add_argument("--workdir", default=default, help="working state directory (env STACKVAULT_WORKDIR)")
+    p.add_argument("--catalog", default=default, help="catalog SQLAlchemy URL (env STACKVAULT_CATALOG)")
+    p.add_argument("--json", action="store_true", default=default if default is not None else False,
+                   help="machine-readable output")
+    p.add_argument("-q", "--quiet", action="store_true", default=default if default is not None else False)
+    p.add_argument("--wait", type=float, default=default, metavar="SECONDS",
+                   help="wait this long for a conflicting lock to go away")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stackvault", description="Block-level backup and restore of disks and OpenStack servers.")
+    parser.add_argument("--version", action="version", version=f"stackvault {__version__}")
+    _global_options(parser, None)
+    common = _Parser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[common])
+
+    p = cmd("init", "create a repository")
+    p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 1MiB)")
+    p.add_argument("--compression-level", type=int, default=None)
+
+    p = cmd("backup", "back up disks")
+    p.add_argument("--source", action="append", default=[], metavar="file:PATH", help="a disk image or device")
+    p.add_argument("--level", choices=("full", "incremental", "differential"), default="incremental")
+    p.add_argument("--name", default="")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+
+    p = cmd("list", "list backups")
+    p.add_argument("--source", default=None, metavar="file:PATH")
+
+    p = cmd("show", "show one backup")
+    p.add_argument("backup")
+
+    p = cmd("restore", "restore a disk of a backup")
+    p.add_argument("backup")
+    p.add_argument("--to", required=True, metavar="file:PATH")
+    p.add_argument("--format", choices=("raw", "qcow2"), default=None)
+    p.add_argument("--disk", default=None, help="which disk of a backup with several")
+    p.add_argument("--force", action="store_true", help="overwrite an existing target")
+
+    p = cmd("verify", "check the repository")
+    p.add_argument("backup", nargs="?")
+    p.add_argument("--deep", action="store_true", help="read and re-hash every chunk")
+
+    p = cmd("prune", "forget backups by retention policy")
+    for rule in ("last", "daily", "weekly", "monthly"):
+        p.add_argument(f"--keep-{rule}", type=int, default=None, metavar="N")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = cmd("gc", "delete chunks no backup references")
+    p.add_argument("--grace", type=float, default=0.0, metavar="SECONDS",
+                   help="keep unreferenced chunks younger than this")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = cmd("state", "working state")
+    p.add_argument("action", choices=("rebuild",))
+    p.add_argument("--source", default=None, metavar="file:PATH")
+
+    p = cmd("catalog", "the catalog database")
+    p.add_argument("action", choices=("rebuild",))
+    return parser
+
+
+def _disk_key(spec: str | None) -> str | None:
+    if spec is None:
+        return None
+    import os
+
+    path = spec.split(":", 1)[1] if ":" in spec and len(spec.split(":", 1)[0]) > 1 else spec
+    return f"file:{os.path.realpath(path)}"
+
+
+def _tags(pairs: list[str]) -> dict:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"tag {pair!r} is not KEY=VALUE", "write --tag env=prod")
+        tags[key] = value
+    return tags
+
+
+def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]:
+    """Run the command; returns (result, human renderer, exit code)."""
+    settings = load_settings(args.config, repo=args.repo, workdir=args.workdir, catalog=args.catalog,
+                             lock_wait=args.wait)
+    ctx = JobContext(settings)
+    progress = progress_factory(not args.quiet and not args.json)
+    c = args.command
+    if c == "init":
+        from .engine.repository import Repository
+
+        bs = parse_size(args.block_size) if args.block_size else settings.block_size
+        level = args.compression_level if args.compression_level is not None else settings.compression_level
+        repo = Repository.init(ctx.backend, bs, level)
+        result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size}
+        return result, render.init, EXIT_OK
+    if c == "backup":
+        from .jobs.backup import back_up_files, backup_report
+
+        record = back_up_files(ctx, args.source, args.level, args.name, _tags(args.tag), progress)
+        return backup_report(record), render.backup, EXIT_OK
+    if c == "list":
+        rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+        in_repo = len(ctx.repo.backup_ids())
+        return render.list_result(rows, in_repo), render.listing, EXIT_OK
+    if c == "show":
+        record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
+        return render.record_dict(record), render.show, EXIT_OK
+    if c == "restore":
+        from .jobs.restore import parse_target, restore
+
+        target = parse_target(args.to, args.format, args.force)
+        return restore(ctx, args.backup, target, args.disk, progress), render.restore, EXIT_OK
+    if c == "verify":
+        from .jobs.verify import verify
+
+        result = verify(ctx, args.backup, args.deep, progress)
+        return result.to_dict(), render.verify, EXIT_OK if result.ok else EXIT_DAMAGED
+    if c == "prune":
+        from .jobs.prune import prune
+
+        policy = Retention(**{f"keep_{r}": getattr(args, f"keep_{r}") if getattr(args, f"keep_{r}") is not None
+                              else getattr(settings.retention, f"keep_{r}") for r in ("last", "daily", "weekly", "monthly")})
+        return prune(ctx, policy, args.dry_run), render.prune, EXIT_OK
+    if c == "gc":
+        from .jobs.gc import gc
+
+        return gc(ctx, args.grace, args.dry_run), render.gc, EXIT_OK
+    if c == "state":
+        from .jobs.maintenance import rebuild_state
+
+        return rebuild_state(ctx, _disk_key(args.source)), render.state, EXIT_OK
+    if c == "catalog":
+        from .jobs.maintenance import rebuild_catalog
+
+        return rebuild_catalog(ctx), render.catalog, EXIT_OK
+    raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        result, renderer, code = run(args)
+    except StackvaultError as exc:
+        if as_json:
+            print(json.dumps({"status": "failed", "error": str(exc)}))
+        print(f"stackvault: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stackvault: interrupted; nothing was committed by the interrupted job", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    elif not args.quiet or code != EXIT_OK:
+        print(renderer(result))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Typed settings: embedded defaults < TOML file < STACKVAULT_* environment < command line.
+
+Unknown keys are errors, not silently ignored: a misspelt `keep_lats = 7` must not quietly keep every
+backup forever.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import UsageError
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """`1MiB`, `64K`, `4M`, `1048576` -> bytes (binary units: backups speak in blocks)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise UsageError(f"cannot read size {text!r}", "write it like 1MiB, 64KiB or 4M")
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+
+
+def default_workdir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "stackvault"
+
+
+@dataclass
+class Retention:
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+
+    def any(self) -> bool:
+        return any((self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly))
+
+
+@dataclass
+class Settings:
+    repo: str | None = None
+    workdir: Path = field(default_factory=default_workdir)
+    catalog: str | None = None
+    block_size: int = 1 << 20
+    compression_level: int = 3
+    workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
+    sync: str = "job"
+    lock_wait: float = 0.0
+    retention: Retention = field(default_factory=Retention)
+    config_path: Path | None = None
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog or f"sqlite:///{self.workdir / 'catalog.db'}"
+
+    def require_repo(self) -> str:
+        if not self.repo:
+            raise UsageError("no repository given", "pass --repo PATH, set STACKVAULT_REPO, or `repo` in the config")
+        return self.repo
+
+
+_TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "workers", "sync", "lock_wait"}
+_SECTIONS = {"retention": {f.name for f in fields(Retention)}}
+
+
+def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
+    """Settings from the config file (if any), the environment, then explicit `overrides` (not None)."""
+    settings = Settings()
+    path = config_file or os.environ.get("STACKVAULT_CONFIG")
+    if path:
+        _apply_file(settings, Path(path))
+    for key, env in (("repo", "STACKVAULT_REPO"), ("workdir", "STACKVAULT_WORKDIR"), ("catalog", "STACKVAULT_CATALOG")):
+        if os.environ.get(env):
+            _set(settings, key, os.environ[env], env)
+    for key, value in overrides.items():
+        if value is not None:
+            _set(settings, key, value, f"--{key.replace('_', '-')}")
+    return settings
+
+
+def _apply_file(settings: Settings, path: Path) -> None:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist", "check --config / STACKVAULT_CONFIG") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}", "fix the line it names") from None
+    settings.config_path = path
+    for key, value in doc.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            for sub, subvalue in value.items():
+                if sub not in _SECTIONS[key]:
+                    raise UsageError(f"unknown key {key}.{sub} in {path}",
+                                     f"valid keys in [{key}]: {', '.join(sorted(_SECTIONS[key]))}")
+                if not isinstance(subvalue, int) or subvalue < 0:
+                    raise UsageError(f"{key}.{sub} in {path} must be a whole number >= 0", "fix the value")
+                setattr(getattr(settings, key), sub, subvalue)
+        elif key in _TOP_KEYS:
+            _set(settings, key, value, f"{key} in {path}")
+        else:
+            valid = sorted(_TOP_KEYS | {f"[{s}]" for s in _SECTIONS})
+            raise UsageError(f"unknown key {key!r} in {path}", f"valid keys: {', '.join(valid)}")
+
+
+def _set(settings: Settings, key: str, value: object, origin: str) -> None:
+    try:
+        if key == "workdir":
+            value = Path(os.path.expanduser(str(value)))
+        elif key == "block_size":
+            value = parse_size(value)  # type: ignore[arg-type]
+        elif key in ("compression_level", "workers"):
+            value = int(value)  # type: ignore[arg-type]
+            if key == "workers" and value < 1 or key == "compression_level" and not 0 <= value <= 22:
+                raise ValueError
+        elif key == "lock_wait":
+            value = float(value)  # type: ignore[arg-type]
+        elif key == "sync" and value not in ("file", "job"):
+            raise ValueError
+        elif key in ("repo", "catalog"):
+            value = str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None
+    setattr(settings, key, value)

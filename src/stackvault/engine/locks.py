@@ -1,0 +1,127 @@
+"""Repository locks with leases, as objects in the repository itself (so they work on object stores).
+
+Backups, restores and verifies take *shared* locks; `prune` and `gc` take an *exclusive* one. Every
+lock carries an expiry that a background thread keeps pushing forward; a proxy that dies stops
+refreshing and its lock expires, so nobody has to clean up after it. A lock of a dead process on this
+same host is recognised at once. Acquiring writes the lock first and then looks for conflicts, so of
+two jobs racing at least one sees the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from ..errors import LockedError
+from .repository import Repository, hostname
+
+LEASE_S = 120.0
+REFRESH_S = 30.0
+
+
+@dataclass
+class LockInfo:
+    key: str
+    kind: str
+    host: str
+    pid: int
+    job: str
+    expires: float
+
+    def alive(self, now: float) -> bool:
+        if self.expires < now:
+            return False
+        if self.host == hostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass
+        return True
+
+
+def read_locks(repo: Repository) -> list[LockInfo]:
+    locks = []
+    for obj in repo.backend.list("locks/"):
+        try:
+            doc = json.loads(repo.backend.get(obj.key))
+            locks.append(LockInfo(obj.key, doc["kind"], doc["host"], int(doc["pid"]), doc.get("job", ""),
+                                  float(doc["expires"])))
+        except (KeyError, ValueError):
+            continue  # removed meanwhile, or half-written by an old version: not a live lock
+    return locks
+
+
+class RepositoryLock:
+    def __init__(self, repo: Repository, kind: str, job: str, *, wait_s: float = 0.0) -> None:
+        assert kind in ("shared", "exclusive")
+        self.repo = repo
+        self.kind = kind
+        self.job = job
+        self.wait_s = wait_s
+        self.key = f"locks/{int(time.time())}-{secrets.token_hex(4)}.json"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        doc = {"kind": self.kind, "host": hostname(), "pid": os.getpid(), "job": self.job,
+               "expires": time.time() + LEASE_S}
+        self.repo.backend.put(self.key, json.dumps(doc).encode())
+
+    def _conflicts(self) -> list[LockInfo]:
+        now = time.time()
+        out = []
+        for lock in read_locks(self.repo):
+            if lock.key == self.key:
+                continue
+            if not lock.alive(now):
+                if self.kind == "exclusive":
+                    self.repo.backend.delete(lock.key)
+                continue
+            if self.kind == "exclusive" or lock.kind == "exclusive":
+                out.append(lock)
+        return out
+
+    def acquire(self) -> RepositoryLock:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            self._write()
+            conflicts = self._conflicts()
+            if not conflicts:
+                break
+            self.repo.backend.delete(self.key)
+            if time.monotonic() >= deadline:
+                other = conflicts[0]
+                raise LockedError(
+                    f"repository is locked by {other.job} (pid {other.pid} on {other.host}, {other.kind})",
+                    "wait for it to finish or pass --wait SECONDS; a dead proxy's lock expires "
+                    f"within {int(LEASE_S)} s")
+            time.sleep(min(1.0 + random.random(), max(0.0, deadline - time.monotonic())))
+        self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            try:
+                self._write()
+            except Exception:  # a failed refresh is retried; the lease covers several intervals
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.repo.backend.delete(self.key)
+
+    def __enter__(self) -> RepositoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,180 @@
+"""Backing up one disk: read blocks, hash them, store the chunks the level asks for, build the index.
+
+Reading runs on the calling thread (pread and NBD reads release the GIL); hashing, zero detection,
+compression and storing run on a thread pool (BLAKE3, zstd and file writes release the GIL too).
+At most `inflight` blocks are in memory at once, so memory depends on the block size and the number
+of workers, never on the disk size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from .bitmap import ChangeBitmap
+from .blockindex import ZERO_DIGEST, BlockIndex, block_count
+from .chunks import encode_chunk, hash_block
+from .repository import Repository
+from .sources import DiskSource
+from .state import DiskBase
+
+LEVELS = ("full", "incremental", "differential")
+
+
+@dataclass
+class DiskStats:
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    bytes_stored_plain: int = 0
+    blocks_total: int = 0
+    blocks_changed: int = 0
+    blocks_zero: int = 0
+    blocks_new_chunks: int = 0
+    duration_s: float = 0.0
+
+
+Progress = Callable[[int], None]
+
+
+class DiskBackup:
+    """One disk's pass at one level. `run()` returns the new index and change bitmap."""
+
+    def __init__(self, repo: Repository, source: DiskSource, level: str, base: DiskBase, backup_id: str,
+                 *, workers: int = 2, progress: Progress | None = None) -> None:
+        assert level in LEVELS
+        self.repo = repo
+        self.source = source
+        self.level = level
+        self.base = base
+        self.backup_id = backup_id
+        self.workers = max(1, workers)
+        self.progress = progress
+        self.block_size = repo.config.block_size
+        self.stats = DiskStats()
+        self._lock = threading.Lock()
+        self._claimed: set[bytes] = set()  # chunks this run has stored or decided not to store
+        self._zero = bytes(self.block_size)
+
+    def run(self) -> tuple[BlockIndex, ChangeBitmap]:
+        started = time.monotonic()
+        size, bs = self.source.size, self.block_size
+        n = block_count(size, bs)
+        index = BlockIndex.empty(size, bs, self.backup_id)
+        prev = self.base.previous if self.level != "full" else None
+        old_bits = self.base.bitmap if self.level == "differential" else None
+        changed = ChangeBitmap.empty(size, bs)
+        self.stats.blocks_total = n
+
+        has_data = bytearray(n)
+        for off, length in self.source.data_extents():
+            if length > 0:
+                has_data[off // bs : (off + length - 1) // bs + 1] = b"\x01" * ((off + length - 1) // bs + 1 - off // bs)
+
+        def record(i: int, digest: bytes) -> bool:
+            """Store the digest; True when the level wants this block's chunk stored."""
+            index.set_digest(i, digest)
+            if digest == ZERO_DIGEST:
+                self.stats.blocks_zero += 1
+            differs = self.base.previous is None or self.base.previous.digest(i) != digest
+            if differs:
+                changed.set(i)
+            if digest == ZERO_DIGEST:
+                return False
+            if self.level == "full":
+                return True
+            if self.level == "incremental":
+                return prev is None or prev.digest(i) != digest
+            return differs or (old_bits is not None and old_bits[i])
+
+        def work(i: int, data: bytes) -> None:
+            digest = ZERO_DIGEST if data == self._zero[: len(data)] else hash_block(data)
+            with self._lock:
+                wanted = record(i, digest)
+                if wanted:
+                    if digest in self._claimed:
+                        wanted = False
+                    else:
+                        self._claimed.add(digest)
+            if wanted:
+                self._store(digest, data)
+
+        inflight = threading.BoundedSemaphore(max(4, min(self.workers * 3, (256 << 20) // bs)))
+        futures: set[Future] = set()
+
+        def done(fut: Future) -> None:
+            inflight.release()
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="sv-block") as pool:
+            try:
+                for i in range(n):
+                    if not has_data[i]:
+                        with self._lock:
+                            record(i, ZERO_DIGEST)
+                        self._report(index.block_length(i))
+                        continue
+                    length = index.block_length(i)
+                    inflight.acquire()
+                    data = self.source.read(i * bs, length)
+                    self.stats.bytes_read += length
+                    fut = pool.submit(work, i, data)
+                    fut.add_done_callback(done)
+                    futures.add(fut)
+                    if len(futures) > 64:
+                        finished, futures = wait(futures, timeout=0)
+                        for f in finished:
+                            f.result()
+                    self._report(length)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in finished:
+                f.result()
+            for f in futures:
+                f.result()
+
+        if self.level == "differential":
+            self.stats.blocks_changed = _union_count(changed, old_bits)
+        else:
+            self.stats.blocks_changed = changed.count()
+        bitmap = self._next_bitmap(changed, size, bs)
+        self.stats.duration_s = time.monotonic() - started
+        return index, bitmap
+
+    def _store(self, digest: bytes, data: bytes) -> None:
+        # Full makes sure every chunk exists, trusting nothing; Incremental trusts the repository's
+        # copy of a chunk it shares with other disks; Differential writes its blocks again, so that it
+        # depends on nothing but the Full and itself.
+        if self.level != "differential" and self.repo.has_chunk(digest):
+            return
+        blob = encode_chunk(data, self.repo.config.compression_level)
+        self.repo.put_chunk(digest, blob)
+        with self._lock:
+            self.stats.bytes_stored += len(blob)
+            self.stats.bytes_stored_plain += len(data)
+            self.stats.blocks_new_chunks += 1
+
+    def _report(self, nbytes: int) -> None:
+        if self.progress is not None:
+            self.progress(nbytes)
+
+    def _next_bitmap(self, changed: ChangeBitmap, size: int, bs: int) -> ChangeBitmap:
+        if self.level == "full":
+            return ChangeBitmap.empty(size, bs, self.backup_id, self.backup_id)
+        old = self.base.bitmap
+        bits = bytearray(changed.bits)
+        if old is not None and len(old.bits) == len(bits):
+            bits = bytearray((int.from_bytes(bits, "little") | int.from_bytes(old.bits, "little"))
+                             .to_bytes(len(bits), "little"))
+        return ChangeBitmap(bs, size, self.base.full_backup_id or self.backup_id, self.backup_id, bits)
+
+
+def _union_count(changed: ChangeBitmap, old: ChangeBitmap | None) -> int:
+    value = int.from_bytes(changed.bits, "little")
+    if old is not None and len(old.bits) == len(changed.bits):
+        value |= int.from_bytes(old.bits, "little")
+    return value.bit_count()

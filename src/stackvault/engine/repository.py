@@ -1,0 +1,197 @@
+"""The repository: a self-describing store of chunks, block indexes and backup records.
+
+Everything the proxy knows can be rebuilt from here (catalog, working state), so the layout is
+documented in docs/repository-format.md and versioned by `config`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from .. import __version__
+from ..errors import NotFoundError, RepositoryError, UsageError
+from ..storage import Backend
+from .blockindex import BlockIndex, IndexFormatError
+from .chunks import chunk_key, decode_chunk
+from .manifest import BackupRecord, DiskRecord, backup_key
+
+FORMAT = "stackvault-repository"
+FORMAT_VERSION = 1
+CONFIG_KEY = "config"
+MIN_BLOCK = 64 << 10
+MAX_BLOCK = 16 << 20
+DEFAULT_BLOCK = 1 << 20
+
+
+@dataclass
+class RepoConfig:
+    id: str
+    created: str
+    block_size: int
+    compression_level: int = 3
+    hash: str = "blake3"
+    chunk_codec: str = "zstd"
+    format: str = FORMAT
+    version: int = FORMAT_VERSION
+
+
+def check_block_size(block_size: int) -> int:
+    if block_size < MIN_BLOCK or block_size > MAX_BLOCK or block_size & (block_size - 1):
+        raise UsageError(f"block size {block_size} is not a power of two between 64 KiB and 16 MiB",
+                         "use e.g. --block-size 1MiB")
+    return block_size
+
+
+class Repository:
+    def __init__(self, backend: Backend, config: RepoConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self._records: dict[str, BackupRecord] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def init(cls, backend: Backend, block_size: int = DEFAULT_BLOCK, compression_level: int = 3) -> Repository:
+        if backend.exists(CONFIG_KEY):
+            raise UsageError(f"a repository already exists at {backend.location}",
+                             "use it as it is, or choose another location")
+        config = RepoConfig(id=uuid.uuid4().hex, created=_now(), block_size=check_block_size(block_size),
+                            compression_level=compression_level)
+        backend.put(CONFIG_KEY, json.dumps(asdict(config), indent=1).encode())
+        backend.sync()
+        return cls(backend, config)
+
+    @classmethod
+    def open(cls, backend: Backend) -> Repository:
+        try:
+            raw = backend.get(CONFIG_KEY)
+        except KeyError:
+            raise RepositoryError(f"no stackvault repository at {backend.location}",
+                                  "create one with `stackvault init`, or pass the right --repo") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise RepositoryError(f"repository config at {backend.location} is damaged (not JSON)",
+                                  "restore the `config` object from another copy of the repository") from None
+        if doc.get("format") != FORMAT:
+            raise RepositoryError(f"{backend.location} is not a stackvault repository", "pass the right --repo")
+        if int(doc.get("version", 0)) > FORMAT_VERSION:
+            raise RepositoryError(
+                f"repository {backend.location} has format version {doc['version']}, newer than this "
+                f"stackvault {__version__} supports ({FORMAT_VERSION})", "upgrade stackvault")
+        known = set(RepoConfig.__dataclass_fields__)
+        return cls(backend, RepoConfig(**{k: v for k, v in doc.items() if k in known}))
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    # -- chunks --------------------------------------------------------------------------------
+    def has_chunk(self, digest: bytes) -> bool:
+        return self.backend.exists(chunk_key(digest))
+
+    def put_chunk(self, digest: bytes, blob: bytes) -> None:
+        self.backend.put(chunk_key(digest), blob)
+
+    def load_block(self, digest: bytes, length: int) -> bytes:
+        """A block's plain bytes, verified against its digest."""
+        try:
+            blob = self.backend.get(chunk_key(digest))
+        except KeyError:
+            from ..errors import CorruptChunkError
+
+            raise CorruptChunkError(digest.hex(), "missing from the repository") from None
+        return decode_chunk(digest, blob, length)
+
+    # -- block indexes -------------------------------------------------------------------------
+    def put_index(self, key: str, index: BlockIndex) -> None:
+        self.backend.put(key, index.to_bytes())
+
+    def get_index(self, disk: DiskRecord) -> BlockIndex:
+        try:
+            index = BlockIndex.from_bytes(self.backend.get(disk.index))
+        except KeyError:
+            raise RepositoryError(f"block index {disk.index} is missing",
+                                  "run `stackvault verify`; this backup cannot be restored") from None
+        except IndexFormatError as exc:
+            raise RepositoryError(f"block index {disk.index} is damaged: {exc}",
+                                  "run `stackvault verify`; this backup cannot be restored") from None
+        if index.checksum().hex() != disk.index_checksum:
+            raise RepositoryError(f"block index {disk.index} does not match its backup record",
+                                  "run `stackvault verify`; this backup cannot be restored")
+        return index
+
+    # -- backup records ------------------------------------------------------------------------
+    def backup_ids(self) -> list[str]:
+        """Committed backups, oldest first (ids sort by time)."""
+        ids = [o.key[len("backups/") : -len(".json")] for o in self.backend.list("backups/") if o.key.endswith(".json")]
+        return sorted(ids)
+
+    def get_backup(self, backup_id: str) -> BackupRecord:
+        rec = self._records.get(backup_id)
+        if rec is None:
+            try:
+                rec = BackupRecord.from_json(self.backend.get(backup_key(backup_id)))
+            except KeyError:
+                raise NotFoundError(f"no backup {backup_id} in {self.location}",
+                                    "list backups with `stackvault list`") from None
+            self._records[backup_id] = rec
+        return rec
+
+    def backups(self) -> list[BackupRecord]:
+        return [self.get_backup(b) for b in self.backup_ids()]
+
+    def commit_backup(self, record: BackupRecord) -> None:
+        """Make the backup exist: everything it references must already be durable."""
+        self.backend.sync()
+        self.backend.put(backup_key(record.backup_id), record.to_json())
+        self.backend.sync()
+        self._records[record.backup_id] = record
+
+    def forget_backup(self, backup_id: str) -> None:
+        """Remove a backup record and its indexes; its chunks stay until `gc`."""
+        record = self.get_backup(backup_id)
+        self.backend.delete(backup_key(backup_id))  # first: the backup stops existing atomically
+        for disk in record.disks:
+            self.backend.delete(disk.index)
+        self._records.pop(backup_id, None)
+
+    def resolve(self, ref: str) -> str:
+        """A backup id from an id, a unique prefix, or `latest`."""
+        ids = self.backup_ids()
+        if ref == "latest":
+            if not ids:
+                raise NotFoundError(f"no backups in {self.location}", "make one with `stackvault backup`")
+            return ids[-1]
+        if ref in ids:
+            return ref
+        matches = [b for b in ids if b.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFoundError(f"no backup {ref!r} in {self.location}", "list backups with `stackvault list`")
+        raise UsageError(f"backup id prefix {ref!r} matches {len(matches)} backups", "give more characters")
+
+    def latest_disk(self, disk_key: str, *, full_only: bool = False) -> tuple[BackupRecord, DiskRecord] | None:
+        """The newest committed backup holding this disk (its newest Full with `full_only`)."""
+        for backup_id in reversed(self.backup_ids()):
+            record = self.get_backup(backup_id)
+            for disk in record.disks:
+                if disk.disk_key == disk_key and (not full_only or disk.level == "full"):
+                    return record, disk
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def hostname() -> str:
+    return socket.gethostname()

@@ -1,0 +1,144 @@
+"""Per-disk working state (`<disk>.sha`, `<disk>.bmp`): a cache of the repository, never the truth.
+
+The state is trusted only when it names the disk's newest committed backup and its checksums hold;
+otherwise it is rebuilt from that backup's block index (and the `.bmp` from the disk's last Full), with
+a warning. A lost or damaged state therefore never turns an Incremental into a Full, and can never
+make an Incremental compare against the wrong base.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from ..errors import StateError
+from .atomic import write_atomic
+from .bitmap import ChangeBitmap
+from .blockindex import DIGEST_SIZE, BlockIndex, IndexFormatError
+from .manifest import DiskRecord
+from .repository import Repository
+
+
+def state_name(disk_key: str) -> str:
+    """A readable, unique file name stem for a disk key."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", disk_key).strip("-")[-60:]
+    return f"{slug}-{blake3.blake3(disk_key.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class DiskBase:
+    """What a new backup of one disk compares against."""
+
+    previous: BlockIndex | None = None
+    bitmap: ChangeBitmap | None = None
+    base_backup_id: str | None = None
+    full_backup_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class WorkingState:
+    def __init__(self, workdir: str | Path, repo: Repository) -> None:
+        self.dir = Path(workdir) / repo.id
+        self.repo = repo
+
+    def paths(self, disk_key: str) -> tuple[Path, Path]:
+        stem = state_name(disk_key)
+        return self.dir / f"{stem}.sha", self.dir / f"{stem}.bmp"
+
+    def _read_sha(self, path: Path) -> BlockIndex | None:
+        try:
+            return BlockIndex.from_bytes(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def _read_bmp(self, path: Path) -> ChangeBitmap | None:
+        try:
+            return ChangeBitmap.from_bytes(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def base_for(self, disk_key: str, name: str) -> DiskBase:
+        """Load the state of a disk, rebuilding what is missing, stale or corrupt from the repository."""
+        latest = self.repo.latest_disk(disk_key)
+        if latest is None:
+            return DiskBase()
+        record, disk = latest
+        base = DiskBase(base_backup_id=record.backup_id, full_backup_id=disk.full_backup_id)
+        sha_path, bmp_path = self.paths(disk_key)
+        problem = None
+        try:
+            sha = self._read_sha(sha_path)
+            if sha is None:
+                problem = f"{sha_path.name} is missing"
+            elif sha.backup_id != record.backup_id or sha.checksum().hex() != disk.index_checksum:
+                problem = f"{sha_path.name} is stale (from backup {sha.backup_id or '?'}, newest is {record.backup_id})"
+            else:
+                base.previous = sha
+        except IndexFormatError as exc:
+            problem = f"{sha_path.name} is damaged ({exc})"
+        if problem:
+            base.previous = self.repo.get_index(disk)
+            base.warnings.append(f"working state of {name}: {problem}; rebuilt from backup {record.backup_id}")
+        problem = None
+        try:
+            bmp = self._read_bmp(bmp_path)
+            if bmp is None:
+                problem = f"{bmp_path.name} is missing"
+            elif bmp.backup_id != record.backup_id or bmp.full_backup_id != disk.full_backup_id \
+                    or bmp.disk_size != disk.size or bmp.block_size != disk.block_size:
+                problem = f"{bmp_path.name} is stale"
+            else:
+                base.bitmap = bmp
+        except IndexFormatError as exc:
+            problem = f"{bmp_path.name} is damaged ({exc})"
+        if problem:
+            base.bitmap = self.rebuild_bitmap(disk, base.previous, record.backup_id)
+            base.warnings.append(f"change bitmap of {name}: {problem}; rebuilt from the repository")
+        return base
+
+    def rebuild_bitmap(self, disk: DiskRecord, newest: BlockIndex, backup_id: str) -> ChangeBitmap:
+        """Blocks that differ between the disk's last Full and its newest backup.
+
+        If that Full was pruned, every block counts as changed: a Differential then stores them all,
+        which is safe where guessing would not be.
+        """
+        bitmap = ChangeBitmap.empty(disk.size, disk.block_size, disk.full_backup_id, backup_id)
+        full_disk = None
+        if disk.full_backup_id in self.repo.backup_ids():
+            full_rec = self.repo.get_backup(disk.full_backup_id)
+            full_disk = next((d for d in full_rec.disks if d.disk_key == disk.disk_key), None)
+        full = self.repo.get_index(full_disk) if full_disk is not None else None
+        if full is None or full.disk_size != newest.disk_size or full.block_size != newest.block_size:
+            bitmap.bits[:] = b"\xff" * len(bitmap.bits)
+            return bitmap
+        a, b = memoryview(full.digests), memoryview(newest.digests)
+        for i in range(newest.blocks):
+            o = i * DIGEST_SIZE
+            if a[o : o + DIGEST_SIZE] != b[o : o + DIGEST_SIZE]:
+                bitmap.set(i)
+        return bitmap
+
+    def save(self, disk_key: str, index: BlockIndex, bitmap: ChangeBitmap) -> None:
+        """Advance the state; called only after the backup is committed in the repository."""
+        sha_path, bmp_path = self.paths(disk_key)
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            write_atomic(sha_path, index.to_bytes())
+            write_atomic(bmp_path, bitmap.to_bytes())
+        except OSError as exc:
+            raise StateError(f"cannot write working state in {self.dir}: {exc.strerror}",
+                             "free space or fix permissions; the next backup rebuilds it from the repository") from None
+
+    def rebuild(self, disk_key: str) -> str | None:
+        """Rewrite a disk's state from the repository; returns the backup id it now names."""
+        latest = self.repo.latest_disk(disk_key)
+        if latest is None:
+            return None
+        record, disk = latest
+        index = self.repo.get_index(disk)
+        self.save(disk_key, index, self.rebuild_bitmap(disk, index, record.backup_id))
+        return record.backup_id

@@ -1,0 +1,54 @@
+"""Errors a user can meet. Each names the thing that is wrong and how to fix it, in one line."""
+
+from __future__ import annotations
+
+
+class StackvaultError(Exception):
+    """Base of every error stackvault reports to a user; `exit_code` is what the CLI returns."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message} ({fix})" if fix else message)
+
+
+class UsageError(StackvaultError):
+    """Bad command line, configuration or input: the user must change what they asked."""
+
+    exit_code = 2
+
+
+class SourceError(UsageError):
+    """A disk source cannot be opened or read."""
+
+
+class RepositoryError(StackvaultError):
+    """The repository is missing, of another format, locked, or damaged."""
+
+
+class CorruptChunkError(RepositoryError):
+    """A stored chunk does not decode or does not hash to its id: its data must not be used."""
+
+    exit_code = 3
+
+    def __init__(self, chunk_id: str, problem: str) -> None:
+        self.chunk_id = chunk_id
+        self.problem = problem
+        super().__init__(
+            f"chunk {chunk_id} is damaged: {problem}",
+            "run `stackvault verify --deep` to list the affected backups; a new Full backup stores it again",
+        )
+
+
+class NotFoundError(UsageError):
+    """A named backup, disk or object does not exist."""
+
+
+class LockedError(RepositoryError):
+    """Another job holds a lock that this one cannot share."""
+
+
+class StateError(StackvaultError):
+    """A working-state file is missing, stale or corrupt (always recoverable from the repository)."""

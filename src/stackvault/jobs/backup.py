@@ -1,0 +1,149 @@
+"""The backup job: disks in, one committed backup out, working state and catalog advanced after."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .. import __version__
+from ..engine.manifest import BackupRecord, DiskRecord, index_key, new_backup_id
+from ..engine.pipeline import LEVELS, DiskBackup
+from ..engine.repository import hostname
+from ..engine.sources import DiskSource, open_source
+from ..errors import StackvaultError, UsageError
+from .context import JobContext
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+@dataclass
+class BackupRequest:
+    sources: list[DiskSource]
+    level: str = "incremental"
+    name: str = ""
+    tags: dict = field(default_factory=dict)
+    source_meta: dict = field(default_factory=dict)
+    consistency: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def choose_level(requested: str, base_previous, size: int, block_size: int) -> tuple[str, str]:  # noqa: ANN001
+    """The level a disk really gets, and why it differs from the one asked for."""
+    if requested == "full":
+        return "full", ""
+    if base_previous is None:
+        return "full", f"no earlier backup of this disk: {requested} upgraded to full"
+    if base_previous.disk_size != size:
+        return "full", f"disk size changed from {base_previous.disk_size} to {size} bytes: new full"
+    if base_previous.block_size != block_size:
+        return "full", f"block size changed from {base_previous.block_size} to {block_size}: new full"
+    return requested, ""
+
+
+def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory | None = None) -> BackupRecord:
+    """Back up every disk of `request` into one backup; nothing is committed unless all succeed."""
+    if request.level not in LEVELS:
+        raise UsageError(f"unknown level {request.level!r}", f"use one of: {', '.join(LEVELS)}")
+    repo = ctx.repo
+    job_id = ctx.catalog.start_job("backup", repo.id)
+    started = time.monotonic()
+    created = datetime.now(timezone.utc)
+    backup_id = new_backup_id(created)
+    warnings = list(request.warnings)
+    disks: list[DiskRecord] = []
+    results = []
+    try:
+        with ctx.lock("shared", f"backup {backup_id}"):
+            for position, source in enumerate(request.sources):
+                base = ctx.state.base_for(source.key, source.name)
+                warnings.extend(base.warnings)
+                level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
+                if reason:
+                    warnings.append(f"{source.name}: {reason}")
+                cb = progress(source.name, source.size) if progress else None
+                run = DiskBackup(repo, source, level, base, backup_id, workers=ctx.settings.workers, progress=cb)
+                index, bitmap = run.run()
+                key = index_key(backup_id, position)
+                repo.put_index(key, index)
+                st = run.stats
+                disks.append(DiskRecord(
+                    position=position, name=source.name, disk_key=source.key, size=source.size,
+                    block_size=repo.config.block_size, level=level, index=key,
+                    index_checksum=index.checksum().hex(),
+                    full_backup_id=backup_id if level == "full" else (base.full_backup_id or backup_id),
+                    base_backup_id=base.base_backup_id, format=source.format, reason=reason,
+                    bytes_read=st.bytes_read, bytes_stored=st.bytes_stored, blocks_total=st.blocks_total,
+                    blocks_changed=st.blocks_changed, blocks_zero=st.blocks_zero,
+                    blocks_new_chunks=st.blocks_new_chunks, bytes_new_plain=st.bytes_stored_plain,
+                    meta=dict(source.meta),
+                ))
+                results.append((source.key, index, bitmap))
+            levels = {d.level for d in disks}
+            record = BackupRecord(
+                backup_id=backup_id, created=created.isoformat(timespec="seconds"),
+                finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                level=levels.pop() if len(levels) == 1 else "mixed", requested_level=request.level,
+                status="warning" if warnings else "success", disks=disks, name=request.name,
+                host=hostname(), tags=request.tags, source=request.source_meta,
+                consistency=request.consistency, warnings=warnings,
+                duration_s=round(time.monotonic() - started, 3), stackvault_version=__version__,
+            )
+            repo.commit_backup(record)
+        # The backup exists now; the state is only a cache of it, so a failure from here on is a warning.
+        for disk_key, index, bitmap in results:
+            try:
+                ctx.state.save(disk_key, index, bitmap)
+            except StackvaultError as exc:
+                record.warnings.append(str(exc))
+                record.status = "warning"
+        ctx.catalog.add_backup(repo.id, record)
+        ctx.catalog.finish_job(job_id, record.status, "; ".join(record.warnings), backup_id, backup_report(record))
+        return record
+    except BaseException as exc:
+        ctx.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
+        raise
+
+
+def back_up_files(ctx: JobContext, specs: list[str], level: str, name: str = "", tags: dict | None = None,
+                  progress: ProgressFactory | None = None) -> BackupRecord:
+    if not specs:
+        raise UsageError("nothing to back up", "pass --source file:PATH")
+    sources: list[DiskSource] = []
+    try:
+        for spec in specs:
+            sources.append(open_source(spec))
+        keys = [s.key for s in sources]
+        if len(set(keys)) != len(keys):
+            raise UsageError("the same source is named twice", "name each disk once")
+        return back_up(ctx, BackupRequest(sources=sources, level=level, name=name, tags=tags or {},
+                                          source_meta={"kind": "file"}), progress)
+    finally:
+        for s in sources:
+            s.close()
+
+
+def backup_report(record: BackupRecord) -> dict:
+    """The machine-readable report (docs/cli.md): totals over disks, then each disk."""
+    return {
+        "backup_id": record.backup_id,
+        "level": record.level,
+        "requested_level": record.requested_level,
+        "status": record.status,
+        "consistency": record.consistency,
+        "bytes_read": record.bytes_read,
+        "bytes_stored": record.bytes_stored,
+        "blocks_total": sum(d.blocks_total for d in record.disks),
+        "blocks_changed": sum(d.blocks_changed for d in record.disks),
+        "size": record.size,
+        "duration_s": record.duration_s,
+        "warnings": record.warnings,
+        "disks": [
+            {"name": d.name, "disk_key": d.disk_key, "size": d.size, "block_size": d.block_size, "level": d.level,
+             "bytes_read": d.bytes_read, "bytes_stored": d.bytes_stored, "blocks_total": d.blocks_total,
+             "blocks_changed": d.blocks_changed, "blocks_zero": d.blocks_zero,
+             "blocks_new_chunks": d.blocks_new_chunks, "reason": d.reason}
+            for d in record.disks
+        ],
+    }

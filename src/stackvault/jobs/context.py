@@ -1,0 +1,36 @@
+"""What every job opens: the repository, its catalog and the working state, from the settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from ..catalog import Catalog
+from ..config import Settings
+from ..engine.locks import RepositoryLock
+from ..engine.repository import Repository
+from ..engine.state import WorkingState
+from ..storage import open_backend
+
+
+class JobContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def backend(self):  # noqa: ANN201 - a storage.Backend
+        return open_backend(self.settings.require_repo(), sync=self.settings.sync)
+
+    @cached_property
+    def repo(self) -> Repository:
+        return Repository.open(self.backend)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.settings.catalog_url)
+
+    @cached_property
+    def state(self) -> WorkingState:
+        return WorkingState(self.settings.workdir, self.repo)
+
+    def lock(self, kind: str, job: str) -> RepositoryLock:
+        return RepositoryLock(self.repo, kind, job, wait_s=self.settings.lock_wait)

@@ -1,0 +1,53 @@
+"""The gc job: delete chunks (and leftovers of killed jobs) that no committed backup references.
+
+It runs under the exclusive repository lock, so no backup can be about to reference a chunk it
+deletes. It refuses to run when any block index cannot be read: deleting by an incomplete mark
+would destroy data that backups still need.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..engine.chunks import chunk_key
+from ..errors import RepositoryError, StackvaultError
+from ..storage.local import LocalBackend
+from .context import JobContext
+
+
+def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
+    repo = ctx.repo
+    started = time.time()
+    with ctx.lock("exclusive", "gc"):
+        referenced: set[str] = set()
+        live_indexes: set[str] = set()
+        for record in repo.backups():
+            for disk in record.disks:
+                try:
+                    index = repo.get_index(disk)
+                except StackvaultError as exc:
+                    raise RepositoryError(f"gc stopped before deleting anything: {exc.message}",
+                                          "run `stackvault verify`, then forget that backup with prune") from None
+                live_indexes.add(disk.index)
+                referenced.update(chunk_key(d) for d in index.chunk_ids())
+        cutoff = started - grace_s
+        deleted = freed = 0
+        for obj in list(repo.backend.list("chunks/")):
+            if obj.key not in referenced and obj.mtime <= cutoff:
+                deleted += 1
+                freed += obj.size
+                if not dry_run:
+                    repo.backend.delete(obj.key)
+        orphans = [o.key for o in repo.backend.list("indexes/") if o.key not in live_indexes]
+        temps = list(repo.backend.temp_files()) if isinstance(repo.backend, LocalBackend) else []
+        if not dry_run:
+            for key in orphans:
+                repo.backend.delete(key)
+            for path in temps:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+    return {"chunks_deleted": deleted, "bytes_freed": freed, "orphan_indexes_deleted": len(orphans),
+            "temp_files_deleted": len(temps), "chunks_kept": len(referenced), "dry_run": dry_run}

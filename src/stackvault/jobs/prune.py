@@ -1,0 +1,65 @@
+"""The prune job: forget backups the retention policy does not keep, per backed-up disk set.
+
+Buckets work as restic's `forget`: keep-last N keeps the N newest; keep-daily N keeps the newest
+backup of each of the N most recent days that have backups; likewise weekly (ISO weeks) and monthly.
+A backup kept by any rule is kept. Chunks are freed afterwards by `gc`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from ..config import Retention
+from ..engine.manifest import BackupRecord
+from ..errors import UsageError
+from .context import JobContext
+
+
+def _bucket(record: BackupRecord, rule: str) -> str:
+    t = datetime.fromisoformat(record.created)
+    if rule == "daily":
+        return t.strftime("%Y-%m-%d")
+    if rule == "weekly":
+        year, week, _ = t.isocalendar()
+        return f"{year}-W{week:02d}"
+    return t.strftime("%Y-%m")
+
+
+def choose_kept(records: list[BackupRecord], policy: Retention) -> set[str]:
+    """Ids kept from `records` (one disk set, any order)."""
+    newest_first = sorted(records, key=lambda r: r.backup_id, reverse=True)
+    kept = {r.backup_id for r in newest_first[: policy.keep_last]}
+    for rule, count in (("daily", policy.keep_daily), ("weekly", policy.keep_weekly),
+                        ("monthly", policy.keep_monthly)):
+        seen: list[str] = []
+        for r in newest_first:
+            if len(seen) >= count:
+                break
+            bucket = _bucket(r, rule)
+            if bucket not in seen:
+                seen.append(bucket)
+                kept.add(r.backup_id)
+    return kept
+
+
+def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
+    if not policy.any():
+        raise UsageError("no retention rule given: prune would delete every backup",
+                         "pass --keep-last/--keep-daily/--keep-weekly/--keep-monthly or set [retention] in the config")
+    repo = ctx.repo
+    with ctx.lock("exclusive", "prune"):
+        groups: dict[tuple[str, ...], list[BackupRecord]] = defaultdict(list)
+        for record in repo.backups():
+            groups[tuple(sorted(d.disk_key for d in record.disks))].append(record)
+        kept: list[str] = []
+        removed: list[str] = []
+        for records in groups.values():
+            keep = choose_kept(records, policy)
+            for r in records:
+                (kept if r.backup_id in keep else removed).append(r.backup_id)
+        if not dry_run:
+            for backup_id in removed:
+                repo.forget_backup(backup_id)
+                ctx.catalog.remove_backup(backup_id)
+    return {"kept": sorted(kept), "removed": sorted(removed), "dry_run": dry_run}

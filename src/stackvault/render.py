@@ -1,0 +1,135 @@
+"""Human-readable reports, in the spirit of Bacula's job reports: what a person checks in the morning."""
+
+from __future__ import annotations
+
+from .engine.manifest import BackupRecord
+from .progress import human_bytes
+
+_STATUS = {"success": "OK", "warning": "OK -- with warnings", "failed": "Error"}
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def backup(r: dict) -> str:
+    lines = [f"Backup {r['backup_id']}"]
+    level = r["level"].capitalize()
+    if r["requested_level"] != r["level"]:
+        level += f" (requested {r['requested_level']})"
+    lines.append(f"  Level:            {level}")
+    if r.get("consistency"):
+        lines.append(f"  Consistency:      {r['consistency']}")
+    for d in r["disks"]:
+        lines.append(f"  Disk {d['name']:<20} {human_bytes(d['size']):>10}  {d['level']:<12} read "
+                     f"{human_bytes(d['bytes_read'])}, stored {human_bytes(d['bytes_stored'])}, "
+                     f"changed {d['blocks_changed']}/{d['blocks_total']} blocks")
+    dur = r["duration_s"] or 1e-9
+    lines += [
+        f"  Size:             {human_bytes(r['size'])}",
+        f"  Read:             {human_bytes(r['bytes_read'])} in {r['duration_s']:.1f} s "
+        f"({human_bytes(r['bytes_read'] / dur)}/s)",
+        f"  Stored:           {human_bytes(r['bytes_stored'])} "
+        f"(reduction {_ratio(r['bytes_read'], r['bytes_stored'])} by dedup and compression)",
+        f"  Status:           {_STATUS.get(r['status'], r['status'])}",
+    ]
+    lines += [f"  Warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines)
+
+
+def record_dict(rec: BackupRecord) -> dict:
+    from dataclasses import asdict
+
+    d = asdict(rec)
+    d.update(size=rec.size, bytes_read=rec.bytes_read, bytes_stored=rec.bytes_stored)
+    return d
+
+
+def show(d: dict) -> str:
+    lines = [f"Backup {d['backup_id']}",
+             f"  Created:     {d['created']}   Finished: {d['finished']}   Host: {d['host']}",
+             f"  Level:       {d['level']} (requested {d['requested_level']})   Status: {d['status']}"]
+    if d.get("name"):
+        lines.append(f"  Name:        {d['name']}")
+    if d.get("consistency"):
+        lines.append(f"  Consistency: {d['consistency']}")
+    if d.get("tags"):
+        lines.append("  Tags:        " + ", ".join(f"{k}={v}" for k, v in d["tags"].items()))
+    lines.append(f"  Size:        {human_bytes(d['size'])}, read {human_bytes(d['bytes_read'])}, "
+                 f"stored {human_bytes(d['bytes_stored'])}, {d['duration_s']:.1f} s")
+    for disk in d["disks"]:
+        lines.append(f"  Disk {disk['position']}: {disk['name']} ({disk['disk_key']})")
+        lines.append(f"    {human_bytes(disk['size'])} {disk['format']}, level {disk['level']}, "
+                     f"changed {disk['blocks_changed']}/{disk['blocks_total']} blocks of "
+                     f"{human_bytes(disk['block_size'])}, stored {human_bytes(disk['bytes_stored'])}")
+        if disk.get("reason"):
+            lines.append(f"    {disk['reason']}")
+    lines += [f"  Warning: {w}" for w in d.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def list_result(rows: list, in_repo: int) -> dict:
+    backups = [{"backup_id": r.backup_id, "created": r.created, "level": r.level, "status": r.status,
+                "name": r.name, "consistency": r.consistency, "size": r.size, "bytes_stored": r.bytes_stored,
+                "disks": [d.name for d in r.disks]} for r in rows]
+    result: dict = {"backups": backups}
+    if in_repo != len(rows):
+        result["warning"] = (f"the catalog lists {len(rows)} backups but the repository holds {in_repo}: "
+                             "run `stackvault catalog rebuild`")
+    return result
+
+
+def listing(result: dict) -> str:
+    rows = result["backups"]
+    lines = [f"{'ID':<24} {'CREATED':<25} {'LEVEL':<13} {'SIZE':>10} {'STORED':>10} {'STATUS':<8} DISKS"]
+    for r in rows:
+        lines.append(f"{r['backup_id']:<24} {r['created']:<25} {r['level']:<13} {human_bytes(r['size']):>10} "
+                     f"{human_bytes(r['bytes_stored']):>10} {r['status']:<8} {', '.join(r['disks'])}")
+    lines.append(f"{len(rows)} backups")
+    if "warning" in result:
+        lines.append(f"warning: {result['warning']}")
+    return "\n".join(lines)
+
+
+def init(r: dict) -> str:
+    return f"created repository {r['id']} at {r['repo']} (block size {human_bytes(r['block_size'])})"
+
+
+def restore(r: dict) -> str:
+    return (f"restored {r['disk']} of backup {r['backup_id']} to {r['target']}: {human_bytes(r['size'])} "
+            f"({human_bytes(r['bytes_written'])} of data) in {r['duration_s']:.1f} s")
+
+
+def verify(r: dict) -> str:
+    lines = [f"checked {r['backups_checked']} backups, {r['chunks_checked']} chunks: "
+             + ("no errors" if r["ok"] else "ERRORS FOUND")]
+    for b in r["bad_indexes"]:
+        lines.append(f"  backup {b['backup']} disk {b['disk']}: {b['problem']}")
+    for c in r["bad_chunks"]:
+        lines.append(f"  chunk {c['chunk']}: {c['problem']}; affects backups {', '.join(c['backups'])}")
+    return "\n".join(lines)
+
+
+def prune(r: dict) -> str:
+    verb = "would remove" if r["dry_run"] else "removed"
+    lines = [f"kept {len(r['kept'])} backups, {verb} {len(r['removed'])}"]
+    lines += [f"  {verb}: {b}" for b in r["removed"]]
+    if r["removed"] and not r["dry_run"]:
+        lines.append("run `stackvault gc` to free their chunks")
+    return "\n".join(lines)
+
+
+def gc(r: dict) -> str:
+    verb = "would delete" if r["dry_run"] else "deleted"
+    return (f"{verb} {r['chunks_deleted']} chunks ({human_bytes(r['bytes_freed'])}), "
+            f"{r['orphan_indexes_deleted']} orphan indexes, {r['temp_files_deleted']} temporary files; "
+            f"{r['chunks_kept']} chunks in use")
+
+
+def state(r: dict) -> str:
+    return "\n".join([f"rebuilt state of {d['disk_key']} from backup {d['backup_id']}" for d in r["disks"]]
+                     or ["no backups: nothing to rebuild"])
+
+
+def catalog(r: dict) -> str:
+    return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository"
