@@ -1,0 +1,34 @@
+import pytest
+
+from stackvault.config import load_settings, parse_size
+from stackvault.errors import UsageError
+
+
+@pytest.mark.parametrize("text,value", [("1MiB", 1 << 20), ("64K", 64 << 10), ("4M", 4 << 20), ("512", 512),
+                                        ("16 MiB", 16 << 20)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+def test_precedence_file_env_cli(tmp_path, monkeypatch):
+    cfg = tmp_path / "sv.toml"
+    cfg.write_text('repo = "/from/file"\nworkers = 3\n[retention]\nkeep_last = 4\n')
+    monkeypatch.delenv("STACKVAULT_REPO", raising=False)
+    s = load_settings(str(cfg))
+    assert (s.repo, s.workers, s.retention.keep_last) == ("/from/file", 3, 4)
+    monkeypatch.setenv("STACKVAULT_REPO", "/from/env")
+    assert load_settings(str(cfg)).repo == "/from/env"
+    assert load_settings(str(cfg), repo="/from/cli").repo == "/from/cli"
+
+
+@pytest.mark.parametrize("body,message", [
+    ('keep_lats = 7\n', "unknown key 'keep_lats'"),
+    ('[retention]\nkeep_lats = 7\n', "unknown key retention.keep_lats"),
+    ('workers = "many"\n', "bad value 'many' for workers"),
+    ('repo = \n', "not valid TOML"),
+])
+def test_bad_config_names_the_key(tmp_path, body, message):
+    cfg = tmp_path / "sv.toml"
+    cfg.write_text(body)
+    with pytest.raises(UsageError, match=message):
+        load_settings(str(cfg))
