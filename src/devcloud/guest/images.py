@@ -66,7 +66,7 @@ class BootFiles:
 
 def build_all(cache_dir: Path) -> list[GuestImage]:
     """Build (or reuse) every guest image variant and return them, ready for a Glance upload."""
-    build = _ensure_build(Path(cache_dir))
+    build = _ensure_build(Path(cache_dir).resolve())
     return [
         GuestImage(name=name, path=build / f"disk-{disk}.qcow2", properties=dict(properties))
         for name, disk, properties in VARIANTS
@@ -75,7 +75,7 @@ def build_all(cache_dir: Path) -> list[GuestImage]:
 
 def boot_files(cache_dir: Path) -> BootFiles:
     """The kernel and initramfs matching the disks of `build_all(cache_dir)` (built if needed)."""
-    build = _ensure_build(Path(cache_dir))
+    build = _ensure_build(Path(cache_dir).resolve())
     return BootFiles(kernel=build / "vmlinuz", initrd=build / "initrd.img")
 
 
