@@ -1,0 +1,50 @@
+"""Start emulated Nova + Neutron for a dev cloud (called by `devcloud up`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from devcloud import rest
+from devcloud.context import REPO_ROOT, CloudContext
+from devcloud.nova.config import NovaConfig
+
+PROCESS_NAME = "nova"
+
+
+def config_path(ctx: CloudContext) -> Path:
+    return ctx.service_dir("nova") / "nova.json"
+
+
+def write_config(ctx: CloudContext) -> NovaConfig:
+    """nova.json from the context; the proxy server belongs to the admin project."""
+    token_body = rest.password_token(ctx.auth_url(public=False), "admin", ctx.admin_password,
+                                     "admin")[1]
+    cfg = NovaConfig(
+        state_dir=str(ctx.state_dir), nova_port=ctx.port("nova"),
+        neutron_port=ctx.port("neutron"), keystone_url=ctx.url("keystone"),
+        glance_url=ctx.url("glance"), cinder_url=ctx.url("cinder"),
+        service_password=ctx.service_password, host=ctx.host, fast=ctx.fast, region=ctx.region,
+        proxy_project_id=token_body["project"]["id"], proxy_user_id=token_body["user"]["id"],
+        proxy_device_root=str(ctx.proxy_device_root),
+        require_quiesce_image_backed=os.environ.get("DEVCLOUD_NOVA_REQUIRE_QUIESCE", "fail"))
+    cfg.save(config_path(ctx))
+    return cfg
+
+
+def start(ctx: CloudContext, timeout: float = 60) -> None:
+    """Spawn the Nova process (idempotent: a running one is kept) and wait until it answers."""
+    if ctx.pid(PROCESS_NAME) is None:
+        write_config(ctx)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT / "src")
+        ctx.spawn(PROCESS_NAME, [str(ctx.services_python), "-m", "devcloud.nova.service",
+                                 str(config_path(ctx))], env=env)
+    ctx.wait_http(ctx.url("nova") + "/", timeout=timeout, name=PROCESS_NAME)
+    ctx.wait_http(ctx.url("neutron") + "/", timeout=timeout, name=PROCESS_NAME)
+
+
+def proxy_server_id(ctx: CloudContext) -> str | None:
+    """Id of the `stackvault-proxy` server (for `status --json`)."""
+    path = ctx.state_dir / "nova" / "proxy-server-id"
+    return path.read_text().strip() if path.exists() else None

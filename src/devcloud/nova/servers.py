@@ -1,0 +1,611 @@
+"""/servers and its sub-resources (actions, metadata, tags, instance actions, attachments)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from typing import Any
+
+import webob
+
+from devcloud.nova import views
+from devcloud.nova.attachments import Attachments
+from devcloud.nova.compute import Compute, NovaError, host_id, iso_z, new_uuid, now
+from devcloud.nova.neutron import Networking
+from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
+from devcloud.nova.wsgi import (ApiError, Reply, RequestContext, Router, bad_request, conflict,
+                                json_body, not_found)
+
+GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checksum", "owner",
+                      "size", "virtual_size", "min_ram", "min_disk", "created_at", "updated_at",
+                      "tags", "direct_url", "locations", "self", "file", "schema", "disk_format",
+                      "container_format", "os_hidden", "os_hash_algo", "os_hash_value", "stores"}
+MAX_METADATA_ITEMS = 128
+MAX_TAGS = 50
+
+
+def image_sysmeta(image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, Any]:
+    """utils.get_system_metadata_from_image: image properties as image_* system metadata."""
+    sysmeta: dict[str, Any] = {}
+    for key, value in image.items():
+        if key in GLANCE_BASE_FIELDS or key in ("mappings", "block_device_mapping"):
+            continue
+        sysmeta[f"image_{key}"] = str(value)[:255]
+    for key in ("min_ram", "min_disk", "disk_format", "container_format"):
+        value = image.get(key)
+        if key == "min_disk":
+            value = max(value or 0, flavor["disk"])
+        if value is not None:
+            sysmeta[f"image_{key}"] = value
+    return sysmeta
+
+
+class ServersApi:
+    def __init__(self, compute: Compute, net: Networking, faults: Any):
+        self.compute = compute
+        self.store = compute.store
+        self.net = net
+        self.faults = faults
+        self.snapshots = Snapshots(compute)
+        self.attachments = Attachments(compute)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def get_server(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+        server = self.store.get("servers", server_id)
+        if server is None or (server["project_id"] != ctx.project_id and not ctx.is_admin):
+            raise not_found(f"Instance {server_id} could not be found.")
+        return server
+
+    def fault(self, req: webob.Request) -> Any:
+        return self.faults(req.method, req.path_info) if self.faults else None
+
+    def detail(self, ctx: RequestContext, server: dict[str, Any], show: bool = False) -> dict:
+        return views.server_detail(ctx, server, self.net.addresses(server["id"]), show=show)
+
+    # ---- list / show -------------------------------------------------------------------------
+    def _visible(self, ctx: RequestContext, req: webob.Request) -> list[dict[str, Any]]:
+        all_tenants = ctx.is_admin and req.GET.get("all_tenants", "0").lower() not in (
+            "0", "false", "no", "off")
+        servers = [s for s in self.store.values("servers")
+                   if all_tenants or s["project_id"] == ctx.project_id]
+        if ctx.is_admin and req.GET.get("project_id"):
+            servers = [s for s in self.store.values("servers")
+                       if s["project_id"] == req.GET["project_id"]]
+        q = req.GET
+        if q.get("name"):
+            rx = re.compile(q["name"])
+            servers = [s for s in servers if rx.search(s["name"])]
+        if q.get("status"):
+            wanted = {v.upper() for v in q.getall("status")}
+            servers = [s for s in servers if views.status(s) in wanted]
+        if q.get("image"):
+            servers = [s for s in servers if s.get("image_ref") == q["image"]]
+        if q.get("flavor"):
+            servers = [s for s in servers if s["flavor"]["id"] == q["flavor"]]
+        if q.get("tags"):
+            need = set(q["tags"].split(","))
+            servers = [s for s in servers if need <= set(s["tags"])]
+        if q.get("tags-any"):
+            anyt = set(q["tags-any"].split(","))
+            servers = [s for s in servers if anyt & set(s["tags"])]
+        if q.get("not-tags"):
+            nt = set(q["not-tags"].split(","))
+            servers = [s for s in servers if not nt <= set(s["tags"])]
+        if q.get("changes-since"):
+            servers = [s for s in servers if s["updated"] >= q["changes-since"][:19]]
+        servers.sort(key=lambda s: (s["created"], s["id"]), reverse=True)
+        if q.get("marker"):
+            ids = [s["id"] for s in servers]
+            if q["marker"] not in ids:
+                raise bad_request(f"marker [{q['marker']}] not found")
+            servers = servers[ids.index(q["marker"]) + 1:]
+        if q.get("limit"):
+            servers = servers[:int(q["limit"])]
+        return servers
+
+    def list(self, ctx: RequestContext, req: webob.Request) -> Reply:
+        return Reply(200, {"servers": [views.server_brief(ctx, s)
+                                       for s in self._visible(ctx, req)]})
+
+    def list_detail(self, ctx: RequestContext, req: webob.Request) -> Reply:
+        return Reply(200, {"servers": [self.detail(ctx, s) for s in self._visible(ctx, req)]})
+
+    def show(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        return Reply(200, {"server": self.detail(ctx, self.get_server(ctx, server_id), True)})
+
+    # ---- create ------------------------------------------------------------------------------
+    def create(self, ctx: RequestContext, req: webob.Request) -> Reply:
+        body = json_body(req)
+        data = body.get("server")
+        if not isinstance(data, dict):
+            raise bad_request("Invalid input for field/attribute server. Value: None. "
+                              "None is not of type 'object'")
+        rule = self.fault(req)
+        if rule is not None and rule.kind == "quota-exceeded":
+            raise ApiError(403, "Quota exceeded for instances: Requested 1, but already used 10 "
+                                "of 10 instances")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise bad_request("Invalid input for field/attribute name. Value: "
+                              f"{name}. '{name}' does not match '^(?! )[a-zA-Z0-9. _-]+(?<! )$'"
+                              if name is not None else
+                              "Invalid input for field/attribute server. Value: "
+                              f"{data}. 'name' is a required property")
+        if "flavorRef" not in data:
+            raise bad_request(f"Invalid input for field/attribute server. Value: {data}. "
+                              "'flavorRef' is a required property")
+        flavor_ref = str(data["flavorRef"]).rstrip("/").rsplit("/", 1)[-1]
+        flavor = self.store.get("flavors", flavor_ref) or next(
+            (f for f in self.store.values("flavors") if f["name"] == flavor_ref), None)
+        if flavor is None:
+            raise bad_request("Invalid flavorRef provided.")
+        networks = data.get("networks")
+        if networks is None and ctx.at_least("2.37"):
+            raise bad_request(f"Invalid input for field/attribute server. Value: {data}. "
+                              "'networks' is a required property")
+        key_name = data.get("key_name")
+        if key_name is not None:
+            keys = self.store.get("keypairs", f"{ctx.user_id}/{key_name}")
+            if keys is None:
+                raise bad_request("Invalid key_name provided.")
+        proxy = name == self.compute.cfg.proxy_server_name
+        image_ref = str(data.get("imageRef") or "").rstrip("/").rsplit("/", 1)[-1]
+        bdms = self._bdms(data, image_ref)
+        glance = self.compute.glance(ctx.token)
+        sysmeta: dict[str, Any] = {}
+        boot_bdm = next((b for b in bdms if b.get("boot_index") == 0), None)
+        if boot_bdm is not None and boot_bdm["destination_type"] == "volume":
+            image_ref_for_instance = ""
+            if boot_bdm["source_type"] == "image":
+                image = self._image(glance, boot_bdm["image_id"])
+                sysmeta = image_sysmeta(image, flavor)
+                if not boot_bdm.get("volume_size"):
+                    raise bad_request("Images with destination_type 'volume' need to have a "
+                                      "non-zero size specified")
+            elif boot_bdm["source_type"] == "volume":
+                vol = self.compute.cinder(ctx.project_id, ctx.token).get_volume(
+                    boot_bdm["volume_id"])
+                if vol is None:
+                    raise bad_request(f"Block Device Mapping is Invalid: failed to get volume "
+                                      f"{boot_bdm['volume_id']}.")
+                if vol["status"] != "available":
+                    raise bad_request(f"Invalid volume: volume '{vol['id']}' status must be "
+                                      f"'available'. Currently in '{vol['status']}'")
+                if not vol.get("bootable") in (True, "true"):
+                    raise bad_request(f"Block Device {vol['id']} is not bootable.")
+                vim = dict(vol.get("volume_image_metadata") or {})
+                sysmeta = image_sysmeta(vim, flavor)
+                boot_bdm["volume_size"] = vol["size"]
+        elif image_ref:
+            image = self._image(glance, image_ref)
+            image_ref_for_instance = image_ref
+            sysmeta = image_sysmeta(image, flavor)
+            size = int(image.get("virtual_size") or image.get("size") or 0)
+            if flavor["disk"] and size > flavor["disk"] * 1024**3:
+                raise bad_request(f"Flavor's disk is too small for requested image. Flavor disk "
+                                  f"is {flavor['disk'] * 1024**3} bytes, image is {size} bytes.")
+            if int(image.get("min_disk") or 0) > flavor["disk"] > 0:
+                raise bad_request("Flavor's disk is too small for requested image.")
+        elif proxy:
+            image_ref_for_instance = ""
+        else:
+            raise bad_request("Block Device Mapping is Invalid: Boot sequence for the instance "
+                              "and image/block device mapping combination is not valid.")
+        if proxy:
+            image_ref_for_instance = ""
+        sysmeta.update({"image_base_image_ref": image_ref_for_instance,
+                        "owner_project_name": ctx.project_name, "owner_user_name": ctx.user_name,
+                        "boot_roles": ",".join(ctx.roles)})
+        metadata = data.get("metadata") or {}
+        if len(metadata) > MAX_METADATA_ITEMS:
+            raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
+                                f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
+        server_id = new_uuid()
+        with self.store.write() as db:
+            counter = db["meta"].get("instance_counter", 0) + 1
+            db["meta"]["instance_counter"] = counter
+        ports = self._ports(ctx, server_id, networks)
+        ts = now()
+        sg_names = [g.get("name", "default") for g in data.get("security_groups") or
+                    [{"name": "default"}]]
+        server = {
+            "id": server_id, "name": name, "project_id": ctx.project_id, "user_id": ctx.user_id,
+            "created": iso_z(ts), "updated": iso_z(ts), "launched_at": None,
+            "vm_state": "building", "task_state": "scheduling", "power_state": 0,
+            "flavor": flavor, "image_ref": image_ref_for_instance, "key_name": key_name,
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+            "tags": list(data.get("tags") or []) if ctx.at_least("2.52") else [],
+            "system_metadata": sysmeta, "description": data.get("description"),
+            "hostname": re.sub(r"[^a-z0-9-]", "-", name.lower())[:63].strip("-") or "server",
+            "availability_zone": data.get("availability_zone") or "nova",
+            "config_drive": "True" if data.get("config_drive") else "",
+            "user_data": data.get("user_data"), "access_ipv4": data.get("accessIPv4", ""),
+            "access_ipv6": data.get("accessIPv6", ""), "security_groups": sg_names,
+            "bdms": bdms, "ports": ports["created"], "root_device_name": "/dev/vda",
+            "fault": None, "proxy": proxy, "locked": False, "locked_reason": None,
+            "instance_name": f"instance-{counter:08x}",
+            "reservation_id": "r-" + secrets.token_hex(4),
+            "scheduler_hints": body.get("os:scheduler_hints") or {},
+        }
+        with self.store.write() as db:
+            db["servers"][server_id] = server
+        request_id = self.compute.action_start(server, "create", ctx)
+        self.compute.spawn(self.compute.build, server_id, request_id, ctx.token)
+        out: dict[str, Any] = {"id": server_id, "links": views.links(ctx, "servers", server_id),
+                               "OS-DCF:diskConfig": "MANUAL",
+                               "security_groups": [{"name": n} for n in sg_names]}
+        out["adminPass"] = data.get("adminPass") or secrets.token_urlsafe(9)
+        return Reply(202, {"server": out},
+                     {"Location": f"{ctx.host_url}/v2.1/servers/{server_id}"})
+
+    def _image(self, glance: Any, image_id: str) -> dict[str, Any]:
+        image = glance.get(image_id)
+        if image is None:
+            raise bad_request("Can not find requested image")
+        if image["status"] != "active":
+            raise bad_request(f"Image {image_id} is not active.")
+        return image
+
+    def _bdms(self, data: dict[str, Any], image_ref: str) -> list[dict[str, Any]]:
+        """Block device mappings v2 (and the image's implicit root disk)."""
+        raw = data.get("block_device_mapping_v2") or []
+        out = []
+        used = set()
+        for i, item in enumerate(raw):
+            src = item.get("source_type")
+            dst = item.get("destination_type", "volume" if src in ("volume", "snapshot")
+                           else "local")
+            if src not in ("image", "volume", "snapshot", "blank"):
+                raise bad_request(f"Invalid input for field/attribute source_type. Value: {src}.")
+            boot_index = item.get("boot_index")
+            boot_index = int(boot_index) if boot_index not in (None, "", "none") else None
+            if src == "image" and dst == "local":
+                continue  # the image's own root disk
+            bdm = {"uuid": str(uuid.uuid4()), "source_type": src, "destination_type": dst,
+                   "boot_index": boot_index, "device_name": item.get("device_name"),
+                   "volume_id": item.get("uuid") if src == "volume" else None,
+                   "image_id": item.get("uuid") if src == "image" else None,
+                   "snapshot_id": item.get("uuid") if src == "snapshot" else None,
+                   "volume_size": item.get("volume_size"),
+                   "delete_on_termination": bool(item.get("delete_on_termination", False)),
+                   "tag": item.get("tag"), "volume_type": item.get("volume_type"),
+                   "disk_bus": item.get("disk_bus") or "virtio",
+                   "device_type": item.get("device_type") or "disk", "attachment_id": None}
+            out.append(bdm)
+        out.sort(key=lambda b: (b["boot_index"] is None or b["boot_index"] < 0,
+                                b["boot_index"] or 0))
+        first_letter = 1 if image_ref else 0
+        for bdm in out:
+            if bdm["device_name"]:
+                used.add(bdm["device_name"].rsplit("/", 1)[-1])
+        letter = first_letter
+        for bdm in out:
+            if not bdm["device_name"]:
+                while f"vd{chr(ord('a') + letter)}" in used:
+                    letter += 1
+                bdm["device_name"] = f"/dev/vd{chr(ord('a') + letter)}"
+                used.add(bdm["device_name"][5:])
+        return out
+
+    def _ports(self, ctx: RequestContext, server_id: str, networks: Any) -> dict[str, list[str]]:
+        created: list[str] = []
+        if networks == "none":
+            return {"created": created}
+        requested = networks if isinstance(networks, list) else [{}]
+        for item in requested:
+            if item.get("port"):
+                self.net.bind_port(item["port"], server_id)
+                continue
+            net_id = item.get("uuid")
+            if not net_id:
+                visible = [n for n in self.store.values("networks") if self.net.visible(ctx, n)]
+                if not visible:
+                    raise bad_request("Unable to automatically allocate a network for project "
+                                      f"{ctx.project_id}")
+                own = [n for n in visible if n["project_id"] == ctx.project_id]
+                net_id = (own or visible)[0]["id"]
+            elif self.store.get("networks", net_id) is None:
+                raise bad_request(f"Network {net_id} could not be found.")
+            body: dict[str, Any] = {"network_id": net_id, "device_id": server_id,
+                                    "device_owner": "compute:nova"}
+            if item.get("fixed_ip"):
+                body["fixed_ips"] = [{"ip_address": item["fixed_ip"]}]
+            created.append(self.net.create_port(ctx.project_id, body)["id"])
+        return {"created": created}
+
+    # ---- update / delete ---------------------------------------------------------------------
+    def update(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        server = self.get_server(ctx, server_id)
+        data = json_body(req).get("server") or {}
+        changes = {k: data[k] for k in ("name", "description") if k in data}
+        if "accessIPv4" in data:
+            changes["access_ipv4"] = data["accessIPv4"]
+        if "accessIPv6" in data:
+            changes["access_ipv6"] = data["accessIPv6"]
+        server = self.compute.set_state(server_id, **changes) or server
+        return Reply(200, {"server": self.detail(ctx, server, True)})
+
+    def delete(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        server = self.get_server(ctx, server_id)
+        if server.get("locked") and not ctx.is_admin:
+            raise conflict(f"Instance {server_id} is locked")
+        self.compute.set_state(server_id, task_state="deleting")
+        request_id = self.compute.action_start(server, "delete", ctx)
+        created = set(server.get("ports", []))
+        self.compute.spawn(self.compute.delete, server_id, request_id, ctx.token,
+                           lambda sid: self.net.release_server_ports(sid, created))
+        return Reply(204)
+
+    # ---- actions -----------------------------------------------------------------------------
+    def action(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        body = json_body(req)
+        server = self.get_server(ctx, server_id)
+        if len(body) != 1:
+            raise bad_request("There is no such action: " + ",".join(body) if body else
+                              "Malformed request body")
+        name, arg = next(iter(body.items()))
+        handler = {"os-start": self._start, "os-stop": self._stop,
+                   "createImage": self._create_image, "reboot": self._reboot}.get(name)
+        if handler is None:
+            raise ApiError(400, f"There is no such action: {name}")
+        return handler(ctx, req, server, arg)
+
+    def _start(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        if server["vm_state"] != "stopped" or server.get("task_state") is not None:
+            state, attr = ((server["task_state"], "task_state") if server.get("task_state")
+                           else (server["vm_state"], "vm_state"))
+            raise conflict(f"Cannot 'start' instance {server['id']} while it is in {attr} "
+                           f"{state}")
+        self.compute.set_state(server["id"], task_state="powering-on")
+        request_id = self.compute.action_start(server, "start", ctx)
+        self.compute.spawn(self.compute.start, server["id"], request_id)
+        return Reply(202)
+
+    def _stop(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        if server["vm_state"] not in ("active", "error") or server.get("task_state") is not None:
+            state, attr = ((server["task_state"], "task_state") if server.get("task_state")
+                           else (server["vm_state"], "vm_state"))
+            raise conflict(f"Cannot 'stop' instance {server['id']} while it is in {attr} "
+                           f"{state}")
+        self.compute.set_state(server["id"], task_state="powering-off")
+        request_id = self.compute.action_start(server, "stop", ctx)
+        self.compute.spawn(self.compute.stop, server["id"], request_id)
+        return Reply(202)
+
+    def _reboot(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        check_state(server, "reboot")
+        request_id = self.compute.action_start(server, "reboot", ctx)
+
+        def reboot(server_id: str) -> None:
+            self.compute.stop(server_id, request_id)
+            self.compute.start(server_id, request_id)
+        self.compute.set_state(server["id"], task_state="rebooting")
+        self.compute.spawn(reboot, server["id"])
+        return Reply(202)
+
+    def _create_image(self, ctx: RequestContext, req: webob.Request, server: dict,
+                      arg: Any) -> Reply:
+        if not isinstance(arg, dict) or not isinstance(arg.get("name"), str):
+            raise bad_request(f"Invalid input for field/attribute createImage. Value: {arg}. "
+                              "'name' is a required property")
+        name = arg["name"].strip()
+        if not name:
+            raise bad_request("Invalid input for field/attribute name. Value: . '' is too short")
+        extra = arg.get("metadata") or {}
+        rule = self.fault(req)
+        if rule is not None and rule.kind == "quota-exceeded":
+            raise ApiError(403, "Quota exceeded for resources: ['snapshots']" if
+                           is_volume_backed(server) else
+                           "Quota exceeded for metadata_items: Requested 1, but already used "
+                           f"{MAX_METADATA_ITEMS} of {MAX_METADATA_ITEMS} metadata_items")
+        hang = rule is not None and rule.kind == "hang-snapshot"
+        check_state(server)
+        try:
+            if is_volume_backed(server):
+                image_id = self.snapshots.create_volume_backed(ctx, server, name, extra, hang)
+            else:
+                image_id = self.snapshots.create_image_backed(ctx, server, name, extra, hang)
+        except NovaError as exc:
+            raise ApiError(exc.code, exc.message) from exc
+        if ctx.at_least("2.45"):
+            return Reply(202, {"image_id": image_id})
+        return Reply(202, None, {"Location": f"{self.compute.cfg.glance_url}/images/{image_id}"})
+
+    # ---- metadata ----------------------------------------------------------------------------
+    def _set_metadata(self, server_id: str, metadata: dict[str, str]) -> None:
+        if len(metadata) > MAX_METADATA_ITEMS:
+            raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
+                                f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
+        self.compute.set_state(server_id, metadata=metadata)
+
+    def metadata_list(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        return Reply(200, {"metadata": self.get_server(ctx, server_id)["metadata"]})
+
+    def metadata_replace(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self.get_server(ctx, server_id)
+        meta = json_body(req).get("metadata")
+        if not isinstance(meta, dict):
+            raise bad_request("Malformed request body")
+        meta = {str(k): str(v) for k, v in meta.items()}
+        self._set_metadata(server_id, meta)
+        return Reply(200, {"metadata": meta})
+
+    def metadata_update(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        server = self.get_server(ctx, server_id)
+        meta = json_body(req).get("metadata")
+        if not isinstance(meta, dict):
+            raise bad_request("Malformed request body")
+        merged = dict(server["metadata"], **{str(k): str(v) for k, v in meta.items()})
+        self._set_metadata(server_id, merged)
+        return Reply(200, {"metadata": merged})
+
+    def metadata_show(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                      key: str) -> Reply:
+        meta = self.get_server(ctx, server_id)["metadata"]
+        if key not in meta:
+            raise not_found("Metadata item was not found")
+        return Reply(200, {"meta": {key: meta[key]}})
+
+    def metadata_set(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                     key: str) -> Reply:
+        server = self.get_server(ctx, server_id)
+        meta = json_body(req).get("meta")
+        if not isinstance(meta, dict) or len(meta) != 1 or key not in meta:
+            raise bad_request("Request body and URI mismatch")
+        merged = dict(server["metadata"], **{key: str(meta[key])})
+        self._set_metadata(server_id, merged)
+        return Reply(200, {"meta": {key: str(meta[key])}})
+
+    def metadata_delete(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                        key: str) -> Reply:
+        server = self.get_server(ctx, server_id)
+        if key not in server["metadata"]:
+            raise not_found("Metadata item was not found")
+        meta = dict(server["metadata"])
+        meta.pop(key)
+        self._set_metadata(server_id, meta)
+        return Reply(204)
+
+    # ---- tags (2.26) -------------------------------------------------------------------------
+    def _tags_server(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+        if not ctx.at_least("2.26"):
+            raise not_found("The resource could not be found.")
+        return self.get_server(ctx, server_id)
+
+    def tags_list(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        return Reply(200, {"tags": self._tags_server(ctx, server_id)["tags"]})
+
+    def tags_replace(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self._tags_server(ctx, server_id)
+        tags = json_body(req).get("tags")
+        if not isinstance(tags, list):
+            raise bad_request("Malformed request body")
+        if len(tags) > MAX_TAGS:
+            raise bad_request(f"The number of tags exceeded the per-server limit {MAX_TAGS}")
+        tags = list(dict.fromkeys(str(t) for t in tags))
+        self.compute.set_state(server_id, tags=tags)
+        return Reply(200, {"tags": tags})
+
+    def tags_delete_all(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self._tags_server(ctx, server_id)
+        self.compute.set_state(server_id, tags=[])
+        return Reply(204)
+
+    def tag_check(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                  tag: str) -> Reply:
+        if tag not in self._tags_server(ctx, server_id)["tags"]:
+            raise not_found(f"Tag {tag} could not be found.")
+        return Reply(204)
+
+    def tag_add(self, ctx: RequestContext, req: webob.Request, server_id: str, tag: str) -> Reply:
+        server = self._tags_server(ctx, server_id)
+        if tag in server["tags"]:
+            return Reply(204)
+        if len(server["tags"]) >= MAX_TAGS:
+            raise bad_request(f"The number of tags exceeded the per-server limit {MAX_TAGS}")
+        self.compute.set_state(server_id, tags=server["tags"] + [tag])
+        return Reply(201, None, {"Location": f"{ctx.host_url}/v2.1/servers/{server_id}/tags/"
+                                             f"{tag}"})
+
+    def tag_delete(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                   tag: str) -> Reply:
+        server = self._tags_server(ctx, server_id)
+        if tag not in server["tags"]:
+            raise not_found(f"Tag {tag} could not be found.")
+        self.compute.set_state(server_id, tags=[t for t in server["tags"] if t != tag])
+        return Reply(204)
+
+    # ---- instance actions --------------------------------------------------------------------
+    def _action_view(self, ctx: RequestContext, action: dict[str, Any]) -> dict[str, Any]:
+        out = {k: action[k] for k in ("action", "instance_uuid", "message", "project_id",
+                                      "request_id", "start_time", "user_id")}
+        if ctx.at_least("2.58"):
+            out["updated_at"] = action["updated_at"]
+        return out
+
+    def actions_list(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self.get_server(ctx, server_id)
+        with self.store.read() as db:
+            actions = [dict(a) for a in db["actions"].get(server_id, [])]
+        actions.reverse()
+        return Reply(200, {"instanceActions": [self._action_view(ctx, a) for a in actions]})
+
+    def action_show(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                    request_id: str) -> Reply:
+        server = self.get_server(ctx, server_id)
+        with self.store.read() as db:
+            action = next((dict(a) for a in db["actions"].get(server_id, [])
+                           if a["request_id"] == request_id), None)
+        if action is None:
+            raise not_found(f"Action for request_id {request_id} on instance {server_id} not "
+                            "found")
+        out = self._action_view(ctx, action)
+        if ctx.is_admin or ctx.at_least("2.51"):
+            events = []
+            for ev in action["events"]:
+                item = {k: ev[k] for k in ("event", "start_time", "finish_time", "result")}
+                if ctx.is_admin:
+                    item["traceback"] = ev["traceback"]
+                if ctx.at_least("2.62"):
+                    if ctx.is_admin:
+                        item["host"] = ev["host"]
+                    item["hostId"] = host_id(server["project_id"])
+                if ctx.at_least("2.84"):
+                    item["details"] = ev.get("details")
+                events.append(item)
+            out["events"] = events
+        return Reply(200, {"instanceAction": out})
+
+    # ---- ips / interfaces --------------------------------------------------------------------
+    def ips(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self.get_server(ctx, server_id)
+        addrs = self.net.addresses(server_id)
+        return Reply(200, {"addresses": {n: [{"version": a["version"], "addr": a["addr"]}
+                                             for a in items] for n, items in addrs.items()}})
+
+    def interfaces(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self.get_server(ctx, server_id)
+        ports = [p for p in self.store.values("ports") if p["device_id"] == server_id]
+        return Reply(200, {"interfaceAttachments": [
+            {"port_id": p["id"], "net_id": p["network_id"], "mac_addr": p["mac_address"],
+             "port_state": p["status"], "fixed_ips": p["fixed_ips"], "tag": None}
+            for p in ports]})
+
+
+def add_routes(router: Router, api: ServersApi) -> None:
+    r = router.add
+    r("GET", "/servers", api.list)
+    r("GET", "/servers/detail", api.list_detail)
+    r("POST", "/servers", api.create)
+    r("GET", "/servers/{server_id}", api.show)
+    r("PUT", "/servers/{server_id}", api.update)
+    r("DELETE", "/servers/{server_id}", api.delete)
+    r("POST", "/servers/{server_id}/action", api.action)
+    r("GET", "/servers/{server_id}/metadata", api.metadata_list)
+    r("PUT", "/servers/{server_id}/metadata", api.metadata_replace)
+    r("POST", "/servers/{server_id}/metadata", api.metadata_update)
+    r("GET", "/servers/{server_id}/metadata/{key}", api.metadata_show)
+    r("PUT", "/servers/{server_id}/metadata/{key}", api.metadata_set)
+    r("DELETE", "/servers/{server_id}/metadata/{key}", api.metadata_delete)
+    r("GET", "/servers/{server_id}/tags", api.tags_list)
+    r("PUT", "/servers/{server_id}/tags", api.tags_replace)
+    r("DELETE", "/servers/{server_id}/tags", api.tags_delete_all)
+    r("GET", "/servers/{server_id}/tags/{tag}", api.tag_check)
+    r("PUT", "/servers/{server_id}/tags/{tag}", api.tag_add)
+    r("DELETE", "/servers/{server_id}/tags/{tag}", api.tag_delete)
+    r("GET", "/servers/{server_id}/os-instance-actions", api.actions_list)
+    r("GET", "/servers/{server_id}/os-instance-actions/{request_id}", api.action_show)
+    r("GET", "/servers/{server_id}/ips", api.ips)
+    r("GET", "/servers/{server_id}/os-interface", api.interfaces)
+    att = api.attachments
+    r("GET", "/servers/{server_id}/os-volume_attachments",
+      lambda ctx, req, server_id: att.list(ctx, api.get_server(ctx, server_id)))
+    r("POST", "/servers/{server_id}/os-volume_attachments",
+      lambda ctx, req, server_id: att.attach(ctx, req, api.get_server(ctx, server_id)))
+    r("GET", "/servers/{server_id}/os-volume_attachments/{volume_id}",
+      lambda ctx, req, server_id, volume_id: att.show(ctx, api.get_server(ctx, server_id),
+                                                      volume_id))
+    r("DELETE", "/servers/{server_id}/os-volume_attachments/{volume_id}",
+      lambda ctx, req, server_id, volume_id: att.detach(ctx, api.get_server(ctx, server_id),
+                                                        volume_id))
