@@ -114,6 +114,7 @@ def test_files_written_in_the_guest_read_back(hv: Hypervisor, agent_vm: str) -> 
 
 def test_freeze_runs_the_hook_and_the_snapshot_is_point_in_time(hv: Hypervisor, agent_vm: str, workdir: Path) -> None:
     snapshot = workdir / "frozen.qcow2"
+    hv.guest_write_file(agent_vm, "/root/before.txt", b"before the snapshot\n")
     hv.quiesce(agent_vm)
     try:
         with pytest.raises(GuestError, match="refused while the filesystems .* are frozen"):
@@ -131,7 +132,7 @@ def test_freeze_runs_the_hook_and_the_snapshot_is_point_in_time(hv: Hypervisor, 
     assert "finished successfully" in log
 
     assert read_from_disk(snapshot, "/tmp/freeze", workdir) == "I'm frozen\n"
-    assert read_from_disk(snapshot, "/root/data.txt", workdir) == "written through the agent\n"
+    assert read_from_disk(snapshot, "/root/before.txt", workdir) == "before the snapshot\n"
     assert read_from_disk(snapshot, "/root/after.txt", workdir) == ""
     info = subprocess.run(["qemu-img", "info", str(snapshot)], capture_output=True, text=True, check=True).stdout
     assert "backing file" not in info  # self-contained: the shared base was neither needed nor written
@@ -148,6 +149,20 @@ def test_a_failing_hook_fails_the_freeze_and_leaves_the_guest_thawed(hv: Hypervi
         assert code == 0
         assert "zz_fail.sh freeze failed with status 7" in guest_text(
             hv, agent_vm, "/var/log/qemu-ga/qga-fsfreeze-hook.log")
+    finally:
+        hv.guest_exec(agent_vm, ["/bin/rm", "-f", hook])
+
+
+def test_a_freeze_that_times_out_is_thawed_behind_it(hv: Hypervisor, agent_vm: str) -> None:
+    hook = "/etc/qemu-ga/fsfreeze-hook.d/zz_slow.sh"
+    hv.guest_write_file(agent_vm, hook, b"#!/bin/sh\n[ \"$1\" = freeze ] && sleep 4\nexit 0\n")
+    hv.guest_exec(agent_vm, ["/bin/chmod", "+x", hook])
+    try:
+        with pytest.raises(QuiesceError, match="Guest agent is not responding"):
+            hv.quiesce(agent_vm, timeout=1)
+        code, _, _ = hv.guest_exec(agent_vm, ["/bin/true"])  # the late freeze was thawed
+        assert code == 0
+        assert guest_text(hv, agent_vm, "/tmp/freeze") == "I'm frozen\nI'm thawed\n"
     finally:
         hv.guest_exec(agent_vm, ["/bin/rm", "-f", hook])
 
@@ -171,6 +186,7 @@ def test_attach_write_detach_a_raw_volume(hv: Hypervisor, agent_vm: str, workdir
 
 
 def test_stop_is_a_clean_shutdown_and_start_boots_the_same_disk(hv: Hypervisor, agent_vm: str, workdir: Path) -> None:
+    hv.guest_write_file(agent_vm, "/root/kept.txt", b"kept across stop and start\n")
     t0 = time.monotonic()
     hv.stop(agent_vm, timeout=30)
     stopped_in = time.monotonic() - t0
@@ -179,10 +195,10 @@ def test_stop_is_a_clean_shutdown_and_start_boots_the_same_disk(hv: Hypervisor, 
     assert stopped_in < 25  # the ACPI button did it, not the kill after the timeout
     offline = workdir / "offline.qcow2"
     hv.snapshot_disk(agent_vm, "vda", offline)  # stopped: qemu-img convert
-    assert read_from_disk(offline, "/root/data.txt", workdir) == "written through the agent\n"
+    assert read_from_disk(offline, "/root/kept.txt", workdir) == "kept across stop and start\n"
     hv.start(agent_vm)
     hv.wait_agent(agent_vm, timeout=120)
-    assert guest_text(hv, agent_vm, "/root/after.txt") == "after the snapshot\n"
+    assert guest_text(hv, agent_vm, "/root/kept.txt") == "kept across stop and start\n"
 
 
 def test_guest_without_the_property_has_no_agent_channel(hv: Hypervisor, guest_images: dict[str, images.GuestImage],

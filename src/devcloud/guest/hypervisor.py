@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -30,8 +31,9 @@ from typing import Any, Iterator
 from devcloud.guest import images
 from devcloud.guest.qga import AgentError, AgentTimeout, GuestAgentClient
 from devcloud.guest.qmp import QMPClient, QMPError
-from devcloud.guest.wire import WireClosed, WireTimeout
+from devcloud.guest.wire import WireTimeout
 
+LOG = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 BOOTED_MARKER = b"devcloud-guest: booted"
@@ -151,7 +153,7 @@ class Hypervisor:
             try:
                 with self._qmp(uuid) as qmp:
                     qmp.command("system_powerdown")
-            except (OSError, QMPError, WireTimeout, WireClosed):
+            except GuestError:
                 pass  # QEMU is going away anyway; the kill below finishes the job
             if not _wait_gone(pid, timeout):
                 _kill(pid)
@@ -250,12 +252,12 @@ class Hypervisor:
         if not domain.agent_channel or not self._pid(uuid):
             return False
         with self._locked(uuid):
-            if not self._agent_connected(uuid):
-                return False
             try:
+                if not self._agent_connected(uuid):
+                    return False
                 with GuestAgentClient(self._socket(uuid, "qga"), sync_timeout=timeout):
                     return True
-            except (OSError, AgentTimeout):
+            except (OSError, GuestError, AgentTimeout):
                 return False
 
     def wait_agent(self, uuid: str, timeout: float = 120) -> float:
@@ -281,7 +283,11 @@ class Hypervisor:
         with self._locked(uuid):
             if not self._pid(uuid):
                 raise QuiesceError("Requested operation is not valid: domain is not running")
-            if not self._agent_connected(uuid):
+            try:
+                connected = self._agent_connected(uuid)
+            except GuestError as exc:
+                raise QuiesceError(f"Guest agent is not responding: {exc}") from exc
+            if not connected:
                 raise QuiesceError("Guest agent is not responding: QEMU guest agent is not connected")
             try:
                 agent = GuestAgentClient(self._socket(uuid, "qga"), sync_timeout=min(timeout, 5))
@@ -304,18 +310,22 @@ class Hypervisor:
                     raise QuiesceError("Guest agent is not responding: Guest agent not available for now") from exc
 
     def unquiesce(self, uuid: str) -> None:
-        """guest-fsfreeze-thaw; a no-op when there is no agent to talk to."""
-        domain = self._load(uuid)
+        """guest-fsfreeze-thaw. Never raises (callers use it on their error paths, as Nova does):
+        a no-op without an agent to talk to, and a failed thaw is logged."""
+        try:
+            domain = self._load(uuid)
+        except GuestError:
+            return
         if self.fast or not domain.agent_channel:
             return
         with self._locked(uuid):
-            if not self._pid(uuid) or not self._agent_connected(uuid):
-                return
             try:
+                if not self._pid(uuid) or not self._agent_connected(uuid):
+                    return
                 with GuestAgentClient(self._socket(uuid, "qga"), sync_timeout=10) as agent:
                     agent.command("guest-fsfreeze-thaw", timeout=60)
-            except (OSError, AgentTimeout, AgentError) as exc:
-                raise GuestError(f"could not thaw the filesystems of server {uuid}: {exc}") from exc
+            except (OSError, GuestError, AgentTimeout, AgentError) as exc:
+                LOG.warning("could not thaw the filesystems of server %s: %s", uuid, exc)
 
     def guest_exec(self, uuid: str, argv: list[str], stdin: bytes | None = None,
                    timeout: float = 30) -> tuple[int, bytes, bytes]:
@@ -447,11 +457,14 @@ class Hypervisor:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _qmp(self, uuid: str) -> QMPClient:
+    @contextmanager
+    def _qmp(self, uuid: str) -> Iterator[QMPClient]:
+        """A QMP connection; protocol failures become GuestError naming the server."""
         try:
-            return QMPClient(self._socket(uuid, "qmp"))
-        except (OSError, WireTimeout, WireClosed) as exc:
-            raise GuestError(f"cannot reach QMP of server {uuid}: {exc}") from exc
+            with QMPClient(self._socket(uuid, "qmp")) as qmp:
+                yield qmp
+        except (OSError, QMPError) as exc:  # OSError covers WireTimeout and WireClosed
+            raise GuestError(f"QMP of server {uuid}: {exc}") from exc
 
     def _agent_connected(self, uuid: str) -> bool:
         """Is the guest side of the agent channel open? (The host socket accepts connections regardless.)"""

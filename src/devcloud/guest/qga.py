@@ -12,7 +12,7 @@ import random
 import time
 from typing import Any
 
-from devcloud.guest.wire import JsonSocket, WireClosed, WireTimeout
+from devcloud.guest.wire import JsonSocket
 
 
 class AgentError(RuntimeError):
@@ -58,7 +58,7 @@ class GuestAgentClient:
                 reply = self._wire.read_json(max(0.0, deadline - time.monotonic()))
                 if reply.get("return") == token:
                     return
-        except (WireTimeout, WireClosed) as exc:
+        except OSError as exc:  # WireTimeout, WireClosed, a reset connection
             raise AgentTimeout(f"guest agent did not answer guest-sync-delimited within {timeout:.0f} s") from exc
 
     def command(self, name: str, timeout: float = 30.0, **arguments: Any) -> Any:
@@ -68,7 +68,7 @@ class GuestAgentClient:
         try:
             self._wire.send(message)
             reply = self._wire.read_json(timeout)
-        except (WireTimeout, WireClosed) as exc:
+        except OSError as exc:  # WireTimeout, WireClosed, a reset connection
             raise AgentTimeout(f"guest agent did not answer {name} within {timeout:.0f} s") from exc
         if "error" in reply:
             raise AgentError(name, reply["error"])
