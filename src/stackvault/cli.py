@@ -118,9 +118,10 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     progress = progress_factory(not args.quiet and not args.json)
     c = args.command
     if c == "init":
-        from .engine.repository import Repository
+        from .engine.repository import Repository, check_block_size
 
         bs = parse_size(args.block_size) if args.block_size else settings.block_size
+        check_block_size(bs, args.block_size)
         level = args.compression_level if args.compression_level is not None else settings.compression_level
         repo = Repository.init(ctx.backend, bs, level)
         result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size}

@@ -39,9 +39,9 @@ class RepoConfig:
     version: int = FORMAT_VERSION
 
 
-def check_block_size(block_size: int) -> int:
+def check_block_size(block_size: int, given: str | None = None) -> int:
     if block_size < MIN_BLOCK or block_size > MAX_BLOCK or block_size & (block_size - 1):
-        raise UsageError(f"block size {block_size} is not a power of two between 64 KiB and 16 MiB",
+        raise UsageError(f"block size {given or block_size} is not a power of two between 64 KiB and 16 MiB",
                          "use e.g. --block-size 1MiB")
     return block_size
 
