@@ -101,7 +101,9 @@ def test_agent_guest_boots_under_tcg_and_answers(hv: Hypervisor, agent_vm: str) 
     code, out, _ = hv.guest_exec(agent_vm, ["/bin/uname", "-r"])
     assert code == 0 and out.decode().strip().endswith("cloud-amd64")
     rss = rss_mib(qemu_pid(hv, agent_vm))
-    print(f"\nagent guest: booted in {booted:.1f} s, agent answered {waited:.1f} s later, QEMU RSS {rss:.0f} MiB")
+    marker = next(line for line in hv.console_log(agent_vm).read_text().splitlines() if "booted" in line)
+    print(f"\nagent guest: booted in {booted:.1f} s ({marker}), agent answered {waited:.1f} s later, "
+          f"QEMU RSS {rss:.0f} MiB, load {os.getloadavg()[0]:.1f}")
     assert rss < 400
 
 

@@ -374,12 +374,13 @@ class Hypervisor:
     # ----- internals -------------------------------------------------------------------------------
 
     def boot_files(self) -> images.BootFiles:
-        if self._boot is None:
-            try:
-                self._boot = images.boot_files(self.image_cache)
-            except images.ImageBuildError as exc:
-                raise GuestError(f"no guest kernel: {exc}") from exc
-        return self._boot
+        """Asked of the image cache at every boot (cheap when built): a rebuild may replace the files."""
+        if self._boot is not None:
+            return self._boot
+        try:
+            return images.boot_files(self.image_cache)
+        except images.ImageBuildError as exc:
+            raise GuestError(f"no guest kernel: {exc}") from exc
 
     def _launch(self, domain: _Domain) -> None:
         boot = self.boot_files()
@@ -410,7 +411,10 @@ class Hypervisor:
             argv += ["-device", _disk_device_arg(disk)]
         offset = console.stat().st_size if console.exists() else 0
         (instance / "started").write_text(json.dumps([offset, time.time()]))
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        except FileNotFoundError as exc:
+            raise GuestError(f"{QEMU} not found: install qemu-system-x86 (deps/apt-devcloud.txt)") from exc
         if done.returncode != 0:
             raise GuestError(f"QEMU failed to start server {domain.uuid}: "
                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")

@@ -2,7 +2,7 @@
 
 A build is keyed by what goes into it (kernel version, busybox and qemu-ga binaries, the guest
 scripts and the builder's own code), so a changed input yields a new build directory and an
-unchanged one costs only hashing. Old builds are kept: running guests may use them as qcow2 bases.
+unchanged one costs only hashing. The newest older build is kept (another checkout may still use it), older ones are removed.
 
 Layout of `cache_dir`: `kernel/` (the unpacked Debian kernel package), `build-<key>/` with
 `vmlinuz`, `initrd.img`, `disk-agent.qcow2`, `disk-agent-dead.qcow2` and `manifest.json`.
@@ -92,6 +92,7 @@ def _ensure_build(cache_dir: Path) -> Path:
             if (build / "manifest.json").exists():
                 return build
             _build(guest_kernel, build)
+            _prune(cache_dir, keep=build)
             return build
         except (kernel.KernelError, rootfs.RootfsError) as exc:
             raise ImageBuildError(f"building guest images in {cache_dir}: {exc}") from exc
@@ -115,6 +116,16 @@ def _build(guest_kernel: kernel.Kernel, build: Path) -> None:
                 "images": [{"name": n, "disk": f"disk-{d}.qcow2", "properties": p} for n, d, p in VARIANTS]}
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     work.rename(build)
+
+
+def _prune(cache_dir: Path, keep: Path, spare: int = 1) -> None:
+    """Drop all but the `spare` newest older builds: Glance and Nova hold their own copies of the
+    disks, and running QEMUs have their kernel in memory, so only a build in use by another checkout
+    of slightly different code needs to survive a while."""
+    older = sorted((p for p in cache_dir.glob("build-*") if p != keep and p.is_dir()),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in older[spare:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _content_key(kernel_version: str) -> str:
