@@ -14,8 +14,10 @@ import shutil
 import subprocess
 from collections import Counter
 
-WAITING = re.compile(r"^(wait|acquire|get|put|sleep|select|poll|join|_wait_for_tstate_lock|"
-                     r"result|__exit__|_worker_wait)\b")
+# A leaf frame that means "blocked": on a lock, a queue, a future, a selector or a sleep. An
+# executor's `_worker` as the leaf is blocked in its queue's C-level get.
+WAITING_METHODS = {"wait", "acquire", "get", "put", "sleep", "select", "poll", "join", "result",
+                   "_wait_for_tstate_lock", "_worker"}
 FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -33,7 +35,7 @@ def record(argv: list[str], out_path: str, env: dict[str, str] | None = None, ra
     spy = py_spy()
     if not spy:
         return False
-    cmd = [spy, "record", "--format", "raw", "--threads", "--idle", "--subprocesses",
+    cmd = [spy, "record", "--format", "raw", "--threads", "--idle", "--subprocesses", "--full-filenames",
            "-r", str(rate), "-o", out_path, "--", *argv]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log or subprocess.DEVNULL)
     if proc.returncode != 0:
@@ -77,12 +79,13 @@ def summarise(path: str, top: int = 15) -> str:
             total += n
             threads[thread] += n
             leaf = calls[-1] if calls else "?"
-            if WAITING.match(leaf):
+            if leaf.split(" (", 1)[0].rsplit(".", 1)[-1] in WAITING_METHODS:
                 thread_wait[thread] += n
                 continue
             self_time[leaf] += n
             for c in set(calls):
-                inclusive[c] += n
+                if "stackvault/" in c:
+                    inclusive[c] += n
     if not total:
         return "no samples\n"
     lines = [f"{total} samples (all threads, waiting included)", "", "threads: samples, of which waiting"]
@@ -92,7 +95,7 @@ def summarise(path: str, top: int = 15) -> str:
     lines += ["", f"self time of working samples ({working} samples):"]
     for func, n in self_time.most_common(top):
         lines.append(f"  {100 * n / working:5.1f}%  {func}")
-    lines += ["", "inclusive time of working samples:"]
+    lines += ["", "inclusive time of working samples, stackvault functions:"]
     for func, n in inclusive.most_common(top):
         lines.append(f"  {100 * n / working:5.1f}%  {func}")
     return "\n".join(lines) + "\n"

@@ -84,8 +84,8 @@ def plan_layout(size: int, seed: int, mix: dict[str, float] = DEFAULT_MIX) -> Im
     rng = random.Random(f"layout-{seed}")
     units = size // EXTENT_ALIGN
     kinds = list(mix)
-    quota = {k: int(units * mix[k]) for k in kinds}
-    quota[kinds[0]] += units - sum(quota.values())
+    quota = {k: round(units * mix[k]) for k in kinds[1:]}
+    quota[kinds[0]] = units - sum(quota.values())
     pieces: list[tuple[str, int]] = []
     max_units = max(1, min(512, units // 16))  # 32 MiB, smaller for small images
     for kind in kinds:

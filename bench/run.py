@@ -44,7 +44,7 @@ from measure import (CommandFailed, PhaseResult, dir_size, drop_caches, file_all
                      file_digest, run_measured)
 from tools import Borg, Restic, Stackvault, Tool  # noqa: E402
 
-GENERATOR_VERSION = 1  # bump when imagegen's output changes, so a cached image is not reused
+GENERATOR_VERSION = 2  # bump when imagegen's output changes, so a cached image is not reused
 PHASES = ("full", "incremental", "restore")
 
 
@@ -58,7 +58,7 @@ def log(msg: str) -> None:
 
 def default_stackvault() -> str:
     exe = os.path.join(os.path.dirname(sys.executable), "stackvault")
-    return exe if os.path.exists(exe) else f"{sys.executable} -m stackvault.cli"
+    return exe if os.path.exists(exe) else f"{sys.executable} -m stackvault"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="block size of the main stackvault run (default: stackvault's own default)")
     p.add_argument("--block-sizes", default=None,
                    help="also run stackvault at these block sizes, e.g. 256K,1M,4M")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every tool N times, alternating, and keep each phase's fastest (default 1)")
     p.add_argument("--change", type=float, default=0.01, help="fraction rewritten (default 0.01)")
     p.add_argument("--scratch", default=os.path.join(ROOT, ".state", "bench"),
                    help="scratch directory for the image and repositories (default .state/bench)")
@@ -296,17 +298,21 @@ class Bench:
         self.prepare_image()
         facts = self.image_facts()
         log(f"image: {json.dumps({k: facts[k] for k in ('bytes', 'allocated', 'compressible_zstd3_ratio_1MiB', 'change_extents')})}")
-        self.run_baselines()
-        if not self.cold:
-            log("page cache NOT dropped (not root, or --no-drop-caches): numbers are warm-cache")
-        for name in self.args.tool_list:
-            self.run_tool(self.make_tool(name, self.args.block_size_bytes if name == "stackvault"
-                                         else None), self.results, name)
-        for bs in self.args.sweep:
-            label = f"stackvault@{bs >> 10}K"
-            self.run_tool(self.make_tool("stackvault", bs), self.sweep, label)
-        verdict = report.evaluate(self.results, self.baselines)
-        text = report.render(self.results, self.baselines, self.sweep, verdict, facts, self.cold)
+        for rep in range(self.args.repeat):
+            if self.args.repeat > 1:
+                log(f"round {rep + 1} of {self.args.repeat}")
+            self.run_baselines()
+            if not self.cold:
+                log("page cache NOT dropped (not root, or --no-drop-caches): numbers are warm-cache")
+            for name in self.args.tool_list:
+                self.run_tool(self.make_tool(name, self.args.block_size_bytes if name == "stackvault"
+                                             else None), self.results, name)
+            for bs in self.args.sweep:
+                label = f"stackvault@{bs >> 10}K"
+                self.run_tool(self.make_tool("stackvault", bs), self.sweep, label)
+        results, baselines, sweep = (report.best_of(x) for x in (self.results, self.baselines, self.sweep))
+        verdict = report.evaluate(results, baselines)
+        text = report.render(results, baselines, sweep, verdict, facts, self.cold)
         print(text)
         missed = [t["phase"] for t in verdict["targets"] if t["status"] == "MISS" and t.get("phase")]
         profile_phases = list(PHASES) if self.args.profile == "always" else (
@@ -323,9 +329,11 @@ class Bench:
             "stackvault_commit": git_head(),
             "block_size": self.args.block_size_bytes,
             "image": facts,
-            "baselines": [vars(r) for r in self.baselines],
-            "results": [vars(r) for r in self.results],
-            "block_size_sweep": [vars(r) for r in self.sweep],
+            "repeat": self.args.repeat,
+            "baselines": [vars(r) for r in baselines],
+            "results": [vars(r) for r in results],
+            "block_size_sweep": [vars(r) for r in sweep],
+            "all_runs": [vars(r) for r in self.results + self.baselines + self.sweep],
             "verdict": verdict,
             "profiles": profiles,
             "table": text,
