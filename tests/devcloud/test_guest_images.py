@@ -13,14 +13,13 @@ import pytest
 from devcloud.guest import images, kernel
 from devcloud.guest.initramfs import CpioWriter
 
-REPO = Path(__file__).resolve().parents[2]
 PARTITION_OFFSET = 1024 * 1024
 
 
 @pytest.fixture(scope="session")
 def guest_cache() -> Path:
     """The shared guest image cache (built once, reused by later sessions)."""
-    return Path(os.environ.get("DEVCLOUD_GUEST_CACHE") or REPO / ".state" / "cache" / "guest")
+    return Path(os.environ.get("DEVCLOUD_GUEST_CACHE") or images.DEFAULT_CACHE_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,13 @@ from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor, QuiesceE
 
 pytestmark = pytest.mark.guest
 
-REPO = Path(__file__).resolve().parents[2]
 PARTITION_OFFSET = 1024 * 1024
 AGENT_UUID = "a9e00000-0000-4000-8000-00000000000a"
 
 
 @pytest.fixture(scope="module")
 def cache() -> Path:
-    return Path(os.environ.get("DEVCLOUD_GUEST_CACHE") or REPO / ".state" / "cache" / "guest")
+    return Path(os.environ.get("DEVCLOUD_GUEST_CACHE") or images.DEFAULT_CACHE_DIR)
 
 
 @pytest.fixture(scope="module")

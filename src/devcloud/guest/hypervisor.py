@@ -37,7 +37,6 @@ LOG = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 BOOTED_MARKER = b"devcloud-guest: booted"
-DEFAULT_IMAGE_CACHE = Path(__file__).resolve().parents[3] / ".state" / "cache" / "guest"
 FILE_CHUNK = 48 * 1024  # guest-file-read/write payload per call (base64 in one JSON line)
 DISK_FORMATS = ("qcow2", "raw")
 
@@ -105,7 +104,7 @@ class Hypervisor:
         unless `boot` names them."""
         self.state_dir = Path(state_dir).resolve()
         self.fast = fast
-        self.image_cache = Path(image_cache or os.environ.get("DEVCLOUD_GUEST_CACHE") or DEFAULT_IMAGE_CACHE)
+        self.image_cache = Path(image_cache or os.environ.get("DEVCLOUD_GUEST_CACHE") or images.DEFAULT_CACHE_DIR)
         self._boot = boot
         self.instances_dir = self.state_dir / "instances"
         self.run_dir = _socket_dir(self.state_dir)

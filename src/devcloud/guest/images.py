@@ -23,6 +23,8 @@ from typing import Iterator
 from devcloud.guest import initramfs, kernel, rootfs
 
 BUILD_FORMAT = "1"
+# Where `devcloud up` builds them (its --cache-dir + /guest) unless $DEVCLOUD_GUEST_CACHE says otherwise.
+DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[3] / ".state" / "cache" / "guest"
 BUSYBOX = Path("/bin/busybox")
 QEMU_GA = Path("/usr/sbin/qemu-ga")
 KERNEL_CMDLINE = "console=ttyS0 root=/dev/vda1 rw panic=-1 quiet"
