@@ -44,12 +44,14 @@ def _find(results: list[PhaseResult], tool: str, phase: str) -> PhaseResult | No
 def evaluate(results: list[PhaseResult], baselines: list[PhaseResult]) -> dict:
     """Ratios per phase and one PASS/MISS (or n/a when a tool was left out) per target."""
     ratios: dict[str, dict[str, float | None]] = {}
+    cpu_ratios: dict[str, dict[str, float | None]] = {}
     for phase in PHASES:
         sv = _find(results, "stackvault", phase)
-        ratios[phase] = {}
+        ratios[phase], cpu_ratios[phase] = {}, {}
         for other in ("restic", "borg"):
             o = _find(results, other, phase)
             ratios[phase][other] = round(o.wall_s / sv.wall_s, 2) if sv and o and sv.wall_s else None
+            cpu_ratios[phase][other] = round(o.cpu_s / sv.cpu_s, 2) if sv and o and sv.cpu_s else None
     targets = []
     for phase, want in SPEEDUP_TARGETS.items():
         got = ratios[phase]["restic"]
@@ -67,7 +69,7 @@ def evaluate(results: list[PhaseResult], baselines: list[PhaseResult]) -> dict:
     targets.append({"target": "Incremental within 2x of read+BLAKE3", "phase": "incremental",
                     "value": factor, "want": BASELINE_FACTOR,
                     "status": "n/a" if factor is None else ("PASS" if factor <= BASELINE_FACTOR else "MISS")})
-    return {"ratios": ratios, "targets": targets}
+    return {"ratios": ratios, "cpu_ratios": cpu_ratios, "targets": targets}
 
 
 def _mib(n: int | None) -> str:
@@ -103,9 +105,12 @@ def render(results: list[PhaseResult], baselines: list[PhaseResult], sweep: list
     out += _table(["tool", "phase", "wall s", "peak RSS MiB", "CPU s", "repo MiB", "load"], rows)
     out.append("")
     rrows = []
+    fmt = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731
     for phase, ratio in verdict["ratios"].items():
-        rrows.append([phase] + ["-" if ratio[o] is None else f"{ratio[o]:.2f}x" for o in ("restic", "borg")])
-    out += _table(["phase", "restic / stackvault", "borg / stackvault"], rrows)
+        cpu = verdict["cpu_ratios"][phase]
+        rrows.append([phase, fmt(ratio["restic"]), fmt(ratio["borg"]), fmt(cpu["restic"]), fmt(cpu["borg"])])
+    out += _table(["phase", "restic / stackvault", "borg / stackvault", "CPU restic / sv", "CPU borg / sv"],
+                  rrows)
     if sweep:
         out.append("")
         srows = []

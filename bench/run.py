@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20261201, help="image seed (default 20261201)")
     p.add_argument("--tools", default="stackvault,restic,borg", help="comma list (default all three)")
     p.add_argument("--stackvault", default=None, help="stackvault command (default: the venv's)")
+    p.add_argument("--engine-ref", default=None,
+                   help="measure stackvault as committed at this git ref (e.g. HEAD), exported to the "
+                        "scratch dir, instead of the working tree")
     p.add_argument("--block-size", default=None,
                    help="block size of the main stackvault run (default: stackvault's own default)")
     p.add_argument("--block-sizes", default=None,
@@ -90,8 +93,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown tool(s) {', '.join(sorted(unknown))} (choose from stackvault,restic,borg)")
     a.block_size_bytes = imagegen.parse_size(a.block_size) if a.block_size else None
     a.sweep = [imagegen.parse_size(s) for s in a.block_sizes.split(",")] if a.block_sizes else []
+    if a.engine_ref and a.stackvault:
+        p.error("give --engine-ref or --stackvault, not both")
     a.stackvault = a.stackvault or default_stackvault()
     return a
+
+
+def export_engine(ref: str, scratch: str) -> tuple[str, str]:
+    """Check out `src/` at `ref` into the scratch dir; returns (the command, the resolved commit).
+
+    So a run measures exactly a commit, whatever is being edited in the working tree meanwhile.
+    """
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", f"{ref}^{{commit}}"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        raise BenchError(f"--engine-ref {ref} is not a commit of {ROOT} (try HEAD)") from None
+    dest = os.path.join(scratch, "engine", commit)
+    if not os.path.isdir(os.path.join(dest, "src", "stackvault")):
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "src"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", dest], input=archive, check=True)
+    os.environ["PYTHONPATH"] = os.path.join(dest, "src")
+    return f"{sys.executable} -m stackvault", commit
 
 
 class Bench:
@@ -326,7 +352,7 @@ class Bench:
             "machine": machine(),
             "cold_cache": self.cold,
             "stackvault_command": self.args.stackvault,
-            "stackvault_commit": git_head(),
+            "stackvault_commit": self.args.engine_commit or f"{git_head()} + working tree",
             "block_size": self.args.block_size_bytes,
             "image": facts,
             "repeat": self.args.repeat,
@@ -379,6 +405,10 @@ def git_head() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        args.engine_commit = None
+        if args.engine_ref:
+            args.stackvault, args.engine_commit = export_engine(args.engine_ref, os.path.abspath(args.scratch))
+            log(f"measuring stackvault as committed at {args.engine_commit}")
         return Bench(args).run()
     except (BenchError, CommandFailed) as e:
         print(f"bench: error: {e}", file=sys.stderr)
