@@ -178,9 +178,9 @@ class Cinder(_Http):
         return self._c("GET", "/limits")["limits"]["absolute"]
 
     def attachment_create(self, volume_id: str, instance_uuid: str,
-                          connector: dict | None = None, mode: str = "rw") -> dict[str, Any]:
+                          connector: dict | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"attachment": {"volume_uuid": volume_id,
-                                               "instance_uuid": instance_uuid, "mode": mode}}
+                                               "instance_uuid": instance_uuid}}
         if connector is not None:
             body["attachment"]["connector"] = connector
         return self._c("POST", "/attachments", body)["attachment"]

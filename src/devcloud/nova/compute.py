@@ -83,7 +83,9 @@ class Compute:
         self.instances_dir = cfg.nova_dir / "instances"
         self.base_dir = self.instances_dir / "_base"
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.hypervisor = Hypervisor(cfg.nova_dir / "guests", fast=cfg.fast)
+        self.hypervisor = Hypervisor(cfg.nova_dir / "guests", fast=cfg.fast,
+                                     image_cache=Path(cfg.guest_image_cache)
+                                     if cfg.guest_image_cache else None)
         self._base_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.threads: list[threading.Thread] = []

@@ -27,6 +27,7 @@ class NovaConfig:
     proxy_project_id: str = ""     # project that owns the proxy server (admin)
     proxy_user_id: str = ""
     proxy_device_root: str = ""
+    guest_image_cache: str = ""    # where devcloud.guest.images.build_all built the guest images
     #: What an image-backed createImage does when os_require_quiesce=yes and the guest agent does
     #: not answer. "fail": Nova's libvirt driver up to Wallaby (the snapshot fails, image deleted,
     #: reason in instance actions). "skip": since Xena (change I067382ec) the failed freeze is only

@@ -33,7 +33,7 @@ class QuiesceError(GuestError):
 
 
 class Hypervisor:
-    def __init__(self, state_dir: Path, *, fast: bool = True):
+    def __init__(self, state_dir: Path, *, fast: bool = True, image_cache: Path | None = None):
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()

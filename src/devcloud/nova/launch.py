@@ -27,6 +27,7 @@ def write_config(ctx: CloudContext) -> NovaConfig:
         service_password=ctx.service_password, host=ctx.host, fast=ctx.fast, region=ctx.region,
         proxy_project_id=token_body["project"]["id"], proxy_user_id=token_body["user"]["id"],
         proxy_device_root=str(ctx.proxy_device_root),
+        guest_image_cache=os.environ.get("DEVCLOUD_GUEST_CACHE") or str(ctx.cache_dir / "guest"),
         require_quiesce_image_backed=os.environ.get("DEVCLOUD_NOVA_REQUIRE_QUIESCE", "fail"))
     cfg.save(config_path(ctx))
     return cfg

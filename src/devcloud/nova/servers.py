@@ -194,9 +194,8 @@ class ServersApi:
                               "and image/block device mapping combination is not valid.")
         if proxy:
             image_ref_for_instance = ""
-        sysmeta.update({"image_base_image_ref": image_ref_for_instance,
-                        "owner_project_name": ctx.project_name, "owner_user_name": ctx.user_name,
-                        "boot_roles": ",".join(ctx.roles)})
+        sysmeta.setdefault("image_base_image_ref", image_ref_for_instance)
+        sysmeta.update({"owner_project_name": ctx.project_name, "owner_user_name": ctx.user_name})
         metadata = data.get("metadata") or {}
         if len(metadata) > MAX_METADATA_ITEMS:
             raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
