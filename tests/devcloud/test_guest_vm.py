@@ -106,6 +106,19 @@ def test_agent_guest_boots_under_tcg_and_answers(hv: Hypervisor, agent_vm: str) 
     assert rss < 400
 
 
+def test_an_idle_guest_leaves_its_disk_alone(hv: Hypervisor, agent_vm: str, workdir: Path) -> None:
+    """Two backups of an idle guest must be identical (no atime updates, no late writeback)."""
+    hv.wait_agent(agent_vm, timeout=60)
+    time.sleep(3)
+    first, second = workdir / "idle-1.raw", workdir / "idle-2.raw"
+    hv.snapshot_disk(agent_vm, "vda", first, "raw")
+    time.sleep(5)
+    hv.snapshot_disk(agent_vm, "vda", second, "raw")
+    assert first.read_bytes() == second.read_bytes()
+    first.unlink()
+    second.unlink()
+
+
 def test_files_written_in_the_guest_read_back(hv: Hypervisor, agent_vm: str) -> None:
     hv.guest_write_file(agent_vm, "/root/data.txt", b"written through the agent\n")
     assert guest_text(hv, agent_vm, "/root/data.txt") == "written through the agent\n"
