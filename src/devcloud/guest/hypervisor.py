@@ -395,14 +395,14 @@ class Hypervisor:
             "-machine", "pc", "-m", str(domain.memory_mb), "-smp", str(domain.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(boot.kernel), "-initrd", str(boot.initrd), "-append", boot.cmdline,
-            "-chardev", f"file,id=serial0,path={console},append=on", "-serial", "chardev:serial0",
-            "-chardev", f"socket,id=qmp,path={self._socket(domain.uuid, 'qmp')},server=on,wait=off",
+            "-chardev", f"file,id=serial0,path={_opt(console)},append=on", "-serial", "chardev:serial0",
+            "-chardev", f"socket,id=qmp,path={_opt(self._socket(domain.uuid, 'qmp'))},server=on,wait=off",
             "-mon", "chardev=qmp,mode=control",
             "-pidfile", str(pidfile), "-daemonize",
         ]
         if domain.agent_channel:
             argv += ["-device", "virtio-serial-pci,id=virtio-serial0,bus=pci.0,addr=0x4",
-                     "-chardev", f"socket,id=qga0,path={self._socket(domain.uuid, 'qga')},server=on,wait=off",
+                     "-chardev", f"socket,id=qga0,path={_opt(self._socket(domain.uuid, 'qga'))},server=on,wait=off",
                      "-device", f"virtserialport,bus=virtio-serial0.0,nr=1,chardev=qga0,id=channel0,name={AGENT_CHANNEL}"]
         for disk in domain.disks:
             for node in _blockdev_nodes(disk):
@@ -509,6 +509,11 @@ def _socket_dir(state_dir: Path) -> Path:
     return base / f"dc-{digest}"
 
 
+def _opt(value: object) -> str:
+    """A value inside a QEMU `key=value,...` option: commas are doubled, or QEMU splits there."""
+    return str(value).replace(",", ",,")
+
+
 def _check_disk(disk: DiskSpec) -> None:
     if disk.format not in DISK_FORMATS:
         raise GuestError(f"disk {disk.target}: format {disk.format!r} is not one of {', '.join(DISK_FORMATS)}")
@@ -546,7 +551,8 @@ def _disk_device_props(disk: DiskSpec) -> dict[str, Any]:
 
 
 def _disk_device_arg(disk: DiskSpec) -> str:
-    return ",".join(f"{key}={value}" if key != "driver" else value for key, value in _disk_device_props(disk).items())
+    return ",".join(f"{key}={_opt(value)}" if key != "driver" else value
+                    for key, value in _disk_device_props(disk).items())
 
 
 def _hotplug(qmp: QMPClient, disk: DiskSpec) -> None:
