@@ -98,11 +98,21 @@ def glance_body(meta: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def quiesce_reason(server: dict[str, Any], err: Exception) -> str:
-    """The message Nova's libvirt driver builds when libvirt's fsFreeze fails."""
-    return (f"Error from libvirt while quiescing {server['instance_name']}: [Error Code 86] "
-            f"Guest agent is not responding: {err}, libvirt cannot connect to the "
-            "qemu-guest-agent inside the instance.")
+LIBVIRT_ERROR_CODES = (("Guest agent is not responding", 86), ("argument unsupported", 67),
+                       ("Requested operation is not valid", 55), ("internal error", 1))
+
+
+def quiesce_error(server: dict[str, Any], err: Exception) -> NovaError:
+    """What LibvirtDriver._set_quiesced raises when libvirt's fsFreeze fails: an
+    InstanceQuiesceFailed for an unresponsive agent, an InternalError otherwise."""
+    text = str(err)
+    code = next((c for prefix, c in LIBVIRT_ERROR_CODES if text.startswith(prefix)), 1)
+    msg = (f"Error from libvirt while quiescing {server['instance_name']}: "
+           f"[Error Code {code}] {text}")
+    if code == 86:
+        return InstanceQuiesceFailed(msg + ", libvirt cannot connect to the qemu-guest-agent "
+                                           "inside the instance.")
+    return NovaError(msg, 500)
 
 
 class Snapshots:
@@ -191,16 +201,16 @@ class Snapshots:
                     c.hypervisor.quiesce(server["id"])
                     quiesced = True
                 except QuiesceError as err:
-                    c.hypervisor.unquiesce(server["id"])
-                    reason = quiesce_reason(server, err)
+                    _thaw(c, server["id"])
+                    failure = quiesce_error(server, err)
                     if requires and c.cfg.require_quiesce_image_backed == "fail":
-                        raise InstanceQuiesceFailed(reason) from err
-                    LOG.info("Skipping quiescing instance: %s.", reason)
+                        raise failure from err
+                    LOG.info("Skipping quiescing instance: %s.", failure.message)
         try:
             c.hypervisor.snapshot_disk(server["id"], "vda", out, "qcow2")
         finally:
             if quiesced:
-                c.hypervisor.unquiesce(server["id"])
+                _thaw(c, server["id"])
 
     def _hang(self, server_id: str) -> None:
         """Fault `hang-snapshot`: the upload never finishes (until the server is deleted)."""
@@ -251,7 +261,7 @@ class Snapshots:
             raise
         finally:
             if quiesced:
-                c.hypervisor.unquiesce(server["id"])
+                _thaw(c, server["id"])
         if mapping:
             props["block_device_mapping"] = mapping
             props["bdm_v2"] = True
@@ -274,8 +284,8 @@ class Snapshots:
         try:
             self.compute.hypervisor.quiesce(server["id"])
         except QuiesceError as err:
-            self.compute.hypervisor.unquiesce(server["id"])
-            raise InstanceQuiesceFailed(quiesce_reason(server, err)) from err
+            _thaw(self.compute, server["id"])
+            raise quiesce_error(server, err) from err
 
 
 def image_mapping(bdm: dict[str, Any], snapshot_id: str) -> dict[str, Any]:
@@ -289,3 +299,11 @@ def image_mapping(bdm: dict[str, Any], snapshot_id: str) -> dict[str, Any]:
             "tag": bdm.get("tag"), "volume_type": bdm.get("volume_type"), "encrypted": None,
             "encryption_secret_uuid": None, "encryption_format": None,
             "encryption_options": None}
+
+
+def _thaw(compute: Compute, server_id: str) -> None:
+    """Every path after a freeze attempt thaws; a failed thaw is logged, as Nova logs it."""
+    try:
+        compute.hypervisor.unquiesce(server_id)
+    except Exception as exc:
+        LOG.warning("unquiesce of %s failed: %s", server_id, exc)
