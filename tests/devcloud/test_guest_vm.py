@@ -187,15 +187,17 @@ def test_attach_write_detach_a_raw_volume(hv: Hypervisor, agent_vm: str, workdir
         f.truncate(16 * 1024 * 1024)
     volume_id = "5e1a1a1a-0000-4000-8000-0123456789ab"
     hv.attach_disk(agent_vm, DiskSpec(volume, "raw", "vdb", serial=volume_id))
-    script = ("for i in $(seq 50); do [ -b /dev/vdb ] && break; sleep 0.2; done; cat /sys/block/vdb/serial; "
-              "printf 'volume data' | dd of=/dev/vdb conv=fsync 2>/dev/null")
+    by_id = f"/dev/disk/by-id/virtio-{volume_id[:20]}"  # as udev names it on a real guest
+    script = (f"for i in $(seq 50); do [ -b {by_id} ] && break; sleep 0.2; done; cat /sys/block/vdb/serial; "
+              f"printf 'volume data' | dd of={by_id} conv=fsync 2>/dev/null")
     code, out, err = hv.guest_exec(agent_vm, ["/bin/sh", "-c", script])
     assert code == 0, err
     assert out.decode() == volume_id[:20]
     hv.detach_disk(agent_vm, "vdb")
     assert [d.target for d in hv.disks(agent_vm)] == ["vda"]
-    _, out, _ = hv.guest_exec(agent_vm, ["/bin/sh", "-c", "ls /dev/vd*"])
-    assert "/dev/vdb" not in out.decode()
+    gone = f"for i in $(seq 25); do [ -e {by_id} ] || break; sleep 0.2; done; ls /dev/vd* /dev/disk/by-id"
+    _, out, _ = hv.guest_exec(agent_vm, ["/bin/sh", "-c", gone])
+    assert "/dev/vdb" not in out.decode() and volume_id[:20] not in out.decode()
     assert volume.read_bytes()[:11] == b"volume data"
 
 

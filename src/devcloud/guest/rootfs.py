@@ -38,6 +38,7 @@ def populate_root(root: Path, *, busybox: Path, qemu_ga: Path, agent_enabled: bo
     # The seed document's example hook is a bash script; busybox ash runs it.
     _write(root / "bin/bash", '#!/bin/busybox sh\nexec /bin/busybox ash "$@"\n', 0o755)
     _install(FILES / "guest-init", root / "sbin/init")
+    _install(FILES / "block-hotplug", root / "sbin/block-hotplug")
 
     _install(qemu_ga, root / "usr/sbin/qemu-ga")
     for library in shared_libraries(qemu_ga):
