@@ -48,7 +48,7 @@ def context_for_up(args: argparse.Namespace) -> CloudContext:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    ctx = cloud.up(context_for_up(args))
+    ctx = cloud.up(context_for_up(args), skip=cloud.skipped_parts(args.skip))
     print(ctx.clouds_yaml)
     return 0
 
@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast", dest="fast", action="store_false")
     p.add_argument("--ports", help="SERVICE=PORT,... (public ports) or `auto` for free ports")
     p.add_argument("--cache-dir", help="where the services venv and guest images are cached")
+    p.add_argument("--skip", help=f"parts to leave out, comma separated: {','.join(cloud.PARTS)} "
+                                  "(default $DEVCLOUD_SKIP)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop every process of the cloud (by pid)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +35,11 @@ def _optional(module: str, attr: str) -> Callable[..., Any] | None:
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
             log.info("skipping %s: %s is not available yet", module, exc.name)
             return None
-        raise
+        raise DevcloudError(f"cannot import {module}: {exc}; fix it or skip that part "
+                            f"with `devcloud up --skip ...`") from exc
+    except Exception as exc:  # another part's bug must name that part, not look like ours
+        raise DevcloudError(f"cannot import {module}: {type(exc).__name__}: {exc}; fix it or "
+                            f"skip that part with `devcloud up --skip ...`") from exc
     return getattr(mod, attr)
 
 
@@ -47,7 +52,21 @@ def start_proxy(ctx: CloudContext) -> None:
     ctx.wait_http(ctx.public_url("keystone"), timeout=20, name=PROXY)
 
 
-def up(ctx: CloudContext) -> CloudContext:
+PARTS = ("images", "cinder", "nova")
+
+
+def skipped_parts(skip: str | None = None) -> set[str]:
+    """Parts to leave out: `--skip` / $DEVCLOUD_SKIP, comma separated, from PARTS."""
+    raw = skip if skip is not None else os.environ.get("DEVCLOUD_SKIP", "")
+    names = {s.strip() for s in raw.split(",") if s.strip()}
+    unknown = names - set(PARTS)
+    if unknown:
+        raise DevcloudError(f"cannot skip {', '.join(sorted(unknown))}: parts are "
+                            f"{', '.join(PARTS)}")
+    return names
+
+
+def up(ctx: CloudContext, skip: set[str] | frozenset[str] = frozenset()) -> CloudContext:
     """Bring every part up (idempotent); returns the context saved in the state dir."""
     started = time.monotonic()
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
@@ -55,12 +74,17 @@ def up(ctx: CloudContext) -> CloudContext:
     services_venv.ensure(ctx)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("fault proxy", lambda: start_proxy(ctx)),
-        ("keystone", lambda: keystone.start(ctx)),
-        ("glance", lambda: glance.start(ctx)),
-        ("guest images", lambda: _seed_images(ctx)),
+        # Both uWSGI apps load (slow imports) while keystone-manage bootstrap runs.
+        ("keystone and glance launch", lambda: (keystone.launch(ctx), glance.launch(ctx))),
+        ("keystone", lambda: keystone.configure(ctx)),
+        ("glance", lambda: glance.wait(ctx)),
     ]
-    for module in ("devcloud.cinder.launch", "devcloud.nova.launch"):
-        steps.append((module, lambda m=module: _start_part(ctx, m)))
+    if "images" not in skip:
+        steps.append(("guest images", lambda: _seed_images(ctx)))
+    for part in ("cinder", "nova"):
+        if part not in skip:
+            module = f"devcloud.{part}.launch"
+            steps.append((part, lambda m=module: _start_part(ctx, m)))
     for name, step in steps:
         t0 = time.monotonic()
         step()

@@ -204,6 +204,11 @@ class CloudContext:
         """Pid of a running process this cloud spawned under `name`, else None."""
         return processes.running_pid(self.state_dir, name)
 
+    def _settles(self, name: str) -> bool:
+        """Second look before declaring a process dead (a pid file may be rewritten meanwhile)."""
+        time.sleep(0.5)
+        return self.pid(name) is not None
+
     def wait_http(self, url: str, timeout: float = 60, name: str | None = None) -> None:
         """Wait until `url` answers any HTTP status; fail early (with its log tail) if `name` died."""
         deadline = time.monotonic() + timeout
@@ -216,7 +221,7 @@ class CloudContext:
                 return  # it answered: up
             except (OSError, urllib.error.URLError) as exc:
                 last = str(exc)
-            if name is not None and self.pid(name) is None:
+            if name is not None and self.pid(name) is None and not self._settles(name):
                 raise DevcloudError(
                     f"{name} exited while starting; see {self.log_dir / (name + '.log')}:\n"
                     + processes.log_tail(self.state_dir, name))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from devcloud import rest
+from devcloud import rest, schema_cache
 from devcloud.context import CloudContext, DevcloudError
 from devcloud.keystone import uwsgi_argv
 
@@ -88,25 +87,27 @@ lock_path = {base}/locks
     return conf
 
 
-def start(ctx: CloudContext) -> None:
-    """Start Glance if it is not running and wait until it answers."""
-    conf = write_config(ctx)
-    stamp = ctx.service_dir(NAME) / "db-synced"
-    if not stamp.exists():
-        proc = subprocess.run([str(ctx.services_bin("glance-manage")), "--config-file", str(conf),
-                               "db_sync"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-        if proc.returncode != 0:
-            raise DevcloudError(f"glance-manage db_sync failed:\n{proc.stdout[-2000:]}")
-        stamp.write_text("ok\n")
+def launch(ctx: CloudContext) -> None:
+    """Config, migrated database, then the uWSGI process (not waited for)."""
+    write_config(ctx)
+    schema_cache.install(ctx, NAME, ctx.service_dir(NAME) / "glance.sqlite")
     if ctx.pid(NAME) is None:
         argv = uwsgi_argv(ctx, module="glance.wsgi.api:application", port=ctx.port(NAME),
-                          processes=2, threads=4,
+                          processes=1, threads=8,
                           extra=["--http-chunked-input", "--http-raw-body",
                                  "--env", f"OS_GLANCE_CONFIG_DIR={etc_dir(ctx)}",
                                  "--socket-timeout", "300", "--http-timeout", "300"])
         ctx.spawn(NAME, argv)
-    ctx.wait_http(ctx.url(NAME) + "/versions", timeout=90, name=NAME)
+
+
+def wait(ctx: CloudContext) -> None:
+    ctx.wait_http(ctx.url(NAME) + "/versions", timeout=120, name=NAME)
+
+
+def start(ctx: CloudContext) -> None:
+    """Start Glance if it is not running and wait until it answers."""
+    launch(ctx)
+    wait(ctx)
 
 
 def admin_token(ctx: CloudContext) -> str:

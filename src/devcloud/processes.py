@@ -55,7 +55,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:  # a zombie is not running; reap it if it is our child
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
@@ -89,12 +89,24 @@ def running_pid(state_dir: Path, name: str) -> int | None:
     return pid if belongs_to(pid, state_dir) else None
 
 
-def _marked_pids(state_dir: Path) -> set[int]:
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
+def marked_pids(state_dir: Path) -> set[int]:
     """Every live process carrying this state dir's marker (finds orphans of a crashed run)."""
     needle = f"{MARKER}={state_dir}".encode()
     found: set[int] = set()
+    spare = _ancestors()  # `devcloud down` run from a process of the cloud must not kill its caller
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in spare:
             continue
         try:
             if needle in (entry / "environ").read_bytes().split(b"\0"):
@@ -118,9 +130,9 @@ def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
             pid = int(path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        if belongs_to(pid, state_dir):
+        if belongs_to(pid, state_dir) and pid not in _ancestors():
             targets[pid] = str(path.relative_to(run_dir).with_suffix(""))
-    for pid in _marked_pids(state_dir):
+    for pid in marked_pids(state_dir):
         targets.setdefault(pid, f"pid {pid}")
 
     def signal_all(sig: int) -> None:

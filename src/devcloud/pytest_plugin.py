@@ -1,0 +1,175 @@
+"""pytest plugin: the session fixture `devcloud`, a whole dev cloud for one test session.
+
+Enable with `pytest_plugins = ["devcloud.pytest_plugin"]` in a conftest.py.
+
+By default each session gets a fresh cloud in a slot dir `<repo>/.state/test-cloud-<N>` (the first
+slot no other running session holds, via a lock file), on free ports, and every process of it is
+stopped at the end of the session, even after failures or Ctrl-C. Leftover processes of a crashed
+earlier session in that slot are stopped first. Slots keep paths short (QMP/QGA unix socket paths
+must stay under 108 characters) and make leftovers findable.
+
+`DEVCLOUD_STATE=<dir>` uses that cloud instead: started if needed, left running at the end if it
+was already up (run `devcloud up` once, then iterate on tests quickly). `DEVCLOUD_KEEP=1` leaves a
+per-session cloud running too. `DEVCLOUD_FAST=1` starts it in fast mode (no VMs);
+`DEVCLOUD_SKIP` skips parts as `devcloud up --skip` does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import pytest
+
+from devcloud import cloud, faults, processes
+from devcloud.context import REPO_ROOT, CloudContext, DevcloudError, free_port
+
+SLOT_ROOT = REPO_ROOT / ".state"
+MAX_SLOTS = 8
+
+
+@dataclass
+class DevCloud:
+    """What a test gets: where the cloud is and ways to drive it."""
+
+    ctx: CloudContext
+    cloud: str = "devcloud"
+    _faults_added: list[str] = field(default_factory=list)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.ctx.state_dir
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.ctx.clouds_yaml
+
+    def status(self) -> dict[str, Any]:
+        """Same as `devcloud status --json`."""
+        return cloud.status(self.ctx)
+
+    def env(self, cloud_name: str | None = None) -> dict[str, str]:
+        """Environment for OpenStack clients: OS_CLIENT_CONFIG_FILE and OS_CLOUD."""
+        return {**os.environ, "OS_CLIENT_CONFIG_FILE": str(self.clouds_yaml),
+                "OS_CLOUD": cloud_name or self.cloud}
+
+    def connect(self, cloud_name: str | None = None) -> Any:
+        """An openstacksdk Connection to this cloud (needs openstacksdk in the test venv)."""
+        try:
+            import openstack
+        except ImportError as exc:
+            raise DevcloudError(
+                "openstacksdk is not installed in this virtualenv: pin openstacksdk==4.22.0 "
+                "in pyproject.toml, or drive the cloud with devcloud.run_python()") from exc
+        from openstack import config as os_config
+
+        region = os_config.OpenStackConfig(config_files=[str(self.clouds_yaml)]).get_one(
+            cloud=cloud_name or self.cloud)
+        return openstack.connection.Connection(config=region)
+
+    def openstack(self, *args: str, check: bool = True, cloud_name: str | None = None,
+                  timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run the real `openstack` CLI (python-openstackclient of the services venv)."""
+        return subprocess.run([str(self.ctx.services_bin("openstack")), *args],
+                              env=self.env(cloud_name), capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+    def run_python(self, code: str, *args: str, stdin: IO[bytes] | None = None,
+                   check: bool = True, timeout: float = 600,
+                   cloud_name: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run Python code in the services venv (openstacksdk available), OS_CLOUD set."""
+        return subprocess.run([str(self.ctx.services_python), "-c", code, *args],
+                              env=self.env(cloud_name), capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+    def add_fault(self, service: str, kind: str, value: float = 0, *, method: str | None = None,
+                  path_regex: str | None = None, count: int | None = None) -> faults.FaultRule:
+        """Add a fault rule (see devcloud.faults); `clear_faults()` removes them all."""
+        return faults.add(self.state_dir, faults.FaultRule(
+            service=service, kind=kind, value=value, method=method, path_regex=path_regex,
+            count=count))
+
+    def clear_faults(self) -> None:
+        faults.clear(self.state_dir)
+
+
+def _claim_slot() -> tuple[Path, IO[str]]:
+    """The first state-dir slot no running session holds, locked for this session."""
+    SLOT_ROOT.mkdir(parents=True, exist_ok=True)
+    for n in range(MAX_SLOTS):
+        lock = open(SLOT_ROOT / f"test-cloud-{n}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return (SLOT_ROOT / f"test-cloud-{n}").resolve(), lock
+    raise DevcloudError(f"all {MAX_SLOTS} dev cloud test slots under {SLOT_ROOT} are in use "
+                        "by running test sessions; wait for one to end")
+
+
+def _fresh_context(state_dir: Path) -> CloudContext:
+    """Stop leftovers of a crashed earlier session in this slot, then start from empty."""
+    processes.stop_all(state_dir)
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    names = ("keystone", "glance", "cinder", "nova", "neutron")
+    ctx = CloudContext(state_dir=state_dir, ports={n: free_port() for n in names},
+                       backend_ports={n: free_port() for n in names})
+    ctx.fast = os.environ.get("DEVCLOUD_FAST", "") in ("1", "yes", "true")
+    return ctx
+
+
+def _running(ctx: CloudContext) -> bool:
+    report = cloud.status(ctx)
+    return all(report["services"][s]["running"] for s in ("keystone", "glance", "faultproxy"))
+
+
+@pytest.fixture(scope="session")
+def devcloud() -> Iterator[DevCloud]:
+    """A running dev cloud for the whole session; all its processes stop at the end."""
+    reuse = os.environ.get("DEVCLOUD_STATE")
+    lock: IO[str] | None = None
+    if reuse:
+        ctx = CloudContext.load(Path(reuse))
+        stop_at_end = not _running(ctx)
+    else:
+        state_dir, lock = _claim_slot()
+        ctx = _fresh_context(state_dir)
+        stop_at_end = os.environ.get("DEVCLOUD_KEEP", "") not in ("1", "yes", "true")
+
+    def stop() -> None:
+        if stop_at_end:
+            processes.stop_all(ctx.state_dir)
+
+    atexit.register(stop)  # if the session dies without running fixture teardown
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run teardown on SIGTERM
+    try:
+        cloud.up(ctx, skip=cloud.skipped_parts())
+        yield DevCloud(ctx=ctx)
+    finally:
+        stop()
+        atexit.unregister(stop)
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if lock is not None:
+            lock.close()
+
+
+def status_json(dc: DevCloud) -> dict[str, Any]:
+    """`devcloud status --json` run as a user would (through the CLI module)."""
+    out = subprocess.run([sys.executable, "-m", "devcloud", "--state-dir", str(dc.state_dir),
+                          "status", "--json"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")})
+    return json.loads(out.stdout)
