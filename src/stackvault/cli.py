@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from . import __version__
-from .config import Retention, load_settings, parse_size
+from .config import Retention, load_settings, parse_pairs, parse_size
 from .errors import StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
@@ -32,6 +32,7 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("-q", "--quiet", action="store_true", default=default if default is not None else False)
     p.add_argument("--wait", type=float, default=default, metavar="SECONDS",
                    help="wait this long for a conflicting lock to go away")
+    p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,24 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 1MiB)")
     p.add_argument("--compression-level", type=int, default=None)
 
-    p = cmd("backup", "back up disks")
+    p = cmd("backup", "back up disks, servers or volumes")
     p.add_argument("--source", action="append", default=[], metavar="file:PATH", help="a disk image or device")
+    p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
+    p.add_argument("--volume", action="append", default=[], metavar="NAME|ID", help="a Cinder volume")
+    p.add_argument("--all", action="store_true", help="every server of the project")
+    p.add_argument("--server-tag", action="append", default=[], metavar="TAG", help="servers with this tag")
+    p.add_argument("--server-metadata", action="append", default=[], metavar="KEY=VALUE",
+                   help="servers with this metadata, e.g. backup=yes")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME|ID")
+    p.add_argument("--project", default=None, metavar="ID", help="servers of another project (admin)")
     p.add_argument("--level", choices=("full", "incremental", "differential"), default="incremental")
     p.add_argument("--name", default="")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
 
     p = cmd("list", "list backups")
     p.add_argument("--source", default=None, metavar="file:PATH")
+    p.add_argument("--server", default=None, metavar="NAME|ID")
 
     p = cmd("show", "show one backup")
     p.add_argument("backup")
 
     p = cmd("restore", "restore a disk of a backup")
     p.add_argument("backup")
-    p.add_argument("--to", required=True, metavar="file:PATH")
+    p.add_argument("--to", required=True, metavar="file:PATH|image:NAME|volume:NAME|server:NAME")
     p.add_argument("--format", choices=("raw", "qcow2"), default=None)
     p.add_argument("--disk", default=None, help="which disk of a backup with several")
     p.add_argument("--force", action="store_true", help="overwrite an existing target")
+    p.add_argument("--flavor", default=None, help="server restore: flavor (default: the original)")
+    p.add_argument("--network", default=None, help="server restore: network (default: the original)")
+    p.add_argument("--key-name", default=None, help="server restore: key pair (default: the original)")
+
+    p = cmd("cleanup", "remove what killed jobs left in the cloud (found by tag)")
+    p.add_argument("--dry-run", action="store_true")
 
     p = cmd("verify", "check the repository")
     p.add_argument("backup", nargs="?")
@@ -100,20 +116,12 @@ def _disk_key(spec: str | None) -> str | None:
     return f"file:{os.path.realpath(path)}"
 
 
-def _tags(pairs: list[str]) -> dict:
-    tags = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"tag {pair!r} is not KEY=VALUE", "write --tag env=prod")
-        tags[key] = value
-    return tags
-
-
 def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]:
     """Run the command; returns (result, human renderer, exit code)."""
     settings = load_settings(args.config, repo=args.repo, workdir=args.workdir, catalog=args.catalog,
                              lock_wait=args.wait)
+    if args.os_cloud:
+        settings.cloud.os_cloud = args.os_cloud
     ctx = JobContext(settings)
     progress = progress_factory(not args.quiet and not args.json)
     c = args.command
@@ -129,20 +137,46 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "backup":
         from .jobs.backup import back_up_files, backup_report
 
-        record = back_up_files(ctx, args.source, args.level, args.name, _tags(args.tag), progress)
-        return backup_report(record), render.backup, EXIT_OK
+        if args.source:
+            record = back_up_files(ctx, args.source, args.level, args.name, parse_pairs(args.tag, "tag"), progress)
+            return backup_report(record), render.backup, EXIT_OK
+        from .cloud.connection import connect
+        from .cloud.inventory import Selection
+        from .jobs.cloud_backup import back_up_cloud
+
+        selection = Selection(servers=args.server, volumes=args.volume, all_servers=args.all, tags=args.server_tag,
+                              metadata=parse_pairs(args.server_metadata, "server-metadata"), exclude=args.exclude,
+                              project=args.project)
+        if selection.empty():
+            raise UsageError("nothing to back up", "pass --source file:PATH, --server, --volume, --all or --server-tag")
+        ctx.repo  # noqa: B018 - fail on a bad repository before touching the cloud
+        result = back_up_cloud(ctx, connect(settings.cloud.os_cloud), selection, args.level, progress)
+        return result, render.cloud_backup, EXIT_OK if result["status"] in ("success", "warning") else EXIT_FAILED
     if c == "list":
         rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+        if args.server:
+            rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
+                                                       (r.source or {}).get("server", {}).get("name"))]
         in_repo = len(ctx.repo.backup_ids())
-        return render.list_result(rows, in_repo), render.listing, EXIT_OK
+        return render.list_result(rows, in_repo, filtered=bool(args.server or args.source)), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
         return render.record_dict(record), render.show, EXIT_OK
     if c == "restore":
+        kind, _, name = args.to.partition(":")
+        if kind in ("image", "volume", "server"):
+            return _cloud_restore(ctx, args, kind, name, progress), render.cloud_restore, EXIT_OK
         from .jobs.restore import parse_target, restore
 
         target = parse_target(args.to, args.format, args.force)
         return restore(ctx, args.backup, target, args.disk, progress), render.restore, EXIT_OK
+    if c == "cleanup":
+        from .cloud.connection import connect
+        from .jobs.cleanup import cleanup
+
+        result = cleanup(connect(settings.cloud.os_cloud), dry_run=args.dry_run,
+                         proxy_server=settings.cloud.proxy_server)
+        return result, render.cleanup, EXIT_OK
     if c == "verify":
         from .jobs.verify import verify
 
@@ -167,6 +201,24 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         return rebuild_catalog(ctx), render.catalog, EXIT_OK
     raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
+
+
+def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: str, progress) -> dict:  # noqa: ANN001
+    from .cloud.connection import connect
+    from .jobs import cloud_restore
+
+    if not name:
+        raise UsageError(f"restore target {args.to!r} names nothing", f"write --to {kind}:NAME")
+    with ctx.lock("shared", f"restore {args.backup}"):
+        record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
+        conn = connect(ctx.settings.cloud.os_cloud)
+        if kind == "server":
+            return cloud_restore.restore_server(ctx, conn, record, name, flavor=args.flavor, network=args.network,
+                                                key_name=args.key_name, force=args.force, progress=progress)
+        disk = record.disk(args.disk)
+        if kind == "image":
+            return cloud_restore.restore_to_image(ctx, conn, record, disk, name, force=args.force, progress=progress)
+        return cloud_restore.restore_to_volume(ctx, conn, record, disk, name, force=args.force, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,19 @@ class Retention:
 
 
 @dataclass
+class CloudSettings:
+    """How stackvault reaches OpenStack and moves data (the [cloud] section)."""
+
+    os_cloud: str | None = None  # a clouds.yaml entry; OS_* variables when unset
+    proxy_server: str | None = None  # this proxy's server (name or id), for attaching volumes
+    device_root: str = "/dev/disk/by-id"  # where attached volumes appear as virtio-<id prefix>
+    volume_transfer: str = "attach"  # attach (read the device) | image (upload to Glance, download)
+    timeout: float = 1800.0  # per wait: snapshot, volume, attachment
+    parallel: int = 2  # servers backed up at once
+    retries: int = 5  # per broken download
+
+
+@dataclass
 class Settings:
     repo: str | None = None
     workdir: Path = field(default_factory=default_workdir)
@@ -54,6 +67,7 @@ class Settings:
     sync: str = "job"
     lock_wait: float = 0.0
     retention: Retention = field(default_factory=Retention)
+    cloud: CloudSettings = field(default_factory=CloudSettings)
     config_path: Path | None = None
 
     @property
@@ -67,7 +81,8 @@ class Settings:
 
 
 _TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "workers", "sync", "lock_wait"}
-_SECTIONS = {"retention": {f.name for f in fields(Retention)}}
+_SECTIONS = {"retention": {f.name: int for f in fields(Retention)},
+             "cloud": {f.name: f.type for f in fields(CloudSettings)}}
 
 
 def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
@@ -99,14 +114,36 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 if sub not in _SECTIONS[key]:
                     raise UsageError(f"unknown key {key}.{sub} in {path}",
                                      f"valid keys in [{key}]: {', '.join(sorted(_SECTIONS[key]))}")
-                if not isinstance(subvalue, int) or subvalue < 0:
-                    raise UsageError(f"{key}.{sub} in {path} must be a whole number >= 0", "fix the value")
-                setattr(getattr(settings, key), sub, subvalue)
+                setattr(getattr(settings, key), sub, _section_value(key, sub, subvalue, path))
         elif key in _TOP_KEYS:
             _set(settings, key, value, f"{key} in {path}")
         else:
             valid = sorted(_TOP_KEYS | {f"[{s}]" for s in _SECTIONS})
             raise UsageError(f"unknown key {key!r} in {path}", f"valid keys: {', '.join(valid)}")
+
+
+def _section_value(section: str, key: str, value: object, path: Path) -> object:
+    kind = _SECTIONS[section][key]
+    if kind in (int, "int") and (not isinstance(value, int) or value < 0):
+        raise UsageError(f"{section}.{key} in {path} must be a whole number >= 0", "fix the value")
+    if kind in (float, "float") and (not isinstance(value, (int, float)) or value <= 0):
+        raise UsageError(f"{section}.{key} in {path} must be a positive number", "fix the value")
+    if kind in ("str", "str | None") and not isinstance(value, str):
+        raise UsageError(f"{section}.{key} in {path} must be a string", "quote the value")
+    if (section, key) == ("cloud", "volume_transfer") and value not in ("attach", "image"):
+        raise UsageError(f"cloud.volume_transfer in {path} must be attach or image", "fix the value")
+    return float(value) if kind in (float, "float") else value
+
+
+def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
+    """`KEY=VALUE` command-line pairs; `what` names the option in the error."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} {pair!r} is not KEY=VALUE", f"write --{what} key=value")
+        out[key] = value
+    return out
 
 
 def _set(settings: Settings, key: str, value: object, origin: str) -> None:

@@ -68,12 +68,12 @@ def show(d: dict) -> str:
     return "\n".join(lines)
 
 
-def list_result(rows: list, in_repo: int) -> dict:
+def list_result(rows: list, in_repo: int, filtered: bool = False) -> dict:
     backups = [{"backup_id": r.backup_id, "created": r.created, "level": r.level, "status": r.status,
                 "name": r.name, "consistency": r.consistency, "size": r.size, "bytes_stored": r.bytes_stored,
                 "disks": [d.name for d in r.disks]} for r in rows]
     result: dict = {"backups": backups}
-    if in_repo != len(rows):
+    if not filtered and in_repo != len(rows):
         result["warning"] = (f"the catalog lists {len(rows)} backups but the repository holds {in_repo}: "
                              "run `stackvault catalog rebuild`")
     return result
@@ -81,10 +81,12 @@ def list_result(rows: list, in_repo: int) -> dict:
 
 def listing(result: dict) -> str:
     rows = result["backups"]
-    lines = [f"{'ID':<24} {'CREATED':<25} {'LEVEL':<13} {'SIZE':>10} {'STORED':>10} {'STATUS':<8} DISKS"]
+    lines = [f"{'ID':<24} {'CREATED':<25} {'NAME':<16} {'LEVEL':<12} {'SIZE':>10} {'STORED':>10} "
+             f"{'CONSISTENCY':<12} {'STATUS':<8} DISKS"]
     for r in rows:
-        lines.append(f"{r['backup_id']:<24} {r['created']:<25} {r['level']:<13} {human_bytes(r['size']):>10} "
-                     f"{human_bytes(r['bytes_stored']):>10} {r['status']:<8} {', '.join(r['disks'])}")
+        lines.append(f"{r['backup_id']:<24} {r['created']:<25} {(r['name'] or '-')[:16]:<16} {r['level']:<12} "
+                     f"{human_bytes(r['size']):>10} {human_bytes(r['bytes_stored']):>10} "
+                     f"{r['consistency'] or '-':<12} {r['status']:<8} {', '.join(r['disks'])}")
     lines.append(f"{len(rows)} backups")
     if "warning" in result:
         lines.append(f"warning: {result['warning']}")
@@ -133,3 +135,35 @@ def state(r: dict) -> str:
 
 def catalog(r: dict) -> str:
     return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository"
+
+
+def cloud_backup(r: dict) -> str:
+    lines = []
+    for item in r["servers"] + r["volumes"]:
+        kind = "Server" if "server_id" in item else "Volume"
+        ident = item.get("server_id") or item.get("volume_id")
+        if item["status"] == "failed":
+            lines.append(f"{kind} {item['name']} ({ident}): FAILED: {item.get('error')}")
+            continue
+        lines.append(f"{kind} {item['name']} ({ident})")
+        lines.append("\n".join("  " + line for line in backup(item).splitlines()))
+    counts = {s: sum(1 for i in r["servers"] + r["volumes"] if i["status"] == s) for s in ("success", "warning", "failed")}
+    lines.append(f"Job {r['job_id']}: {counts['success']} succeeded, {counts['warning']} with warnings, "
+                 f"{counts['failed']} failed in {r['duration_s']:.1f} s -- {_STATUS.get(r['status'], r['status'])}")
+    return "\n".join(lines)
+
+
+def cloud_restore(r: dict) -> str:
+    if r["kind"] == "server":
+        disks = ", ".join(f"{d['disk']} -> {d['kind']} {d['id']}" for d in r["disks"])
+        return f"restored backup {r['backup_id']} as server {r['name']} ({r['id']}): {disks}"
+    return f"restored disk {r['disk']} as {r['kind']} {r['name']} ({r['id']}), {human_bytes(r['bytes_written'])} of data"
+
+
+def cleanup(r: dict) -> str:
+    verb = "would delete" if r["dry_run"] else "deleted"
+    found = [f"  {kind[:-1]} {o['id']} ({o.get('name') or '-'}, job {o.get('job') or '?'})"
+             for kind in ("volumes", "snapshots", "images") for o in r[kind]]
+    if not found:
+        return "no leftovers of stackvault jobs in the cloud"
+    return "\n".join([f"{verb} {len(found)} leftovers:"] + found)

@@ -136,6 +136,7 @@ class DiskBackup:
                 f.result()
             for f in futures:
                 f.result()
+        self.source.finish()
 
         if self.level == "differential":
             self.stats.blocks_changed = _union_count(changed, old_bits)

@@ -8,7 +8,11 @@ repository makes a restore fail loudly instead of producing a wrong disk.
 from __future__ import annotations
 
 import abc
+import ctypes
+import fcntl
 import os
+import stat
+import struct
 import subprocess
 import threading
 import time
@@ -95,6 +99,69 @@ class FileTarget(RestoreTarget):
             if os.path.exists(p):
                 os.unlink(p)
 
+
+
+class DeviceTarget(RestoreTarget):
+    """A block device (or a file standing in for one) written in place, e.g. a new Cinder volume.
+
+    A device may hold old data, so zero blocks are zeroed explicitly: punched out where the kernel
+    can (fallocate on files, BLKZEROOUT on devices), written as zeros otherwise.
+    """
+
+    zero_filled = False
+    _BLKZEROOUT = 0x127F
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def open(self, size: int) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY)
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        if 0 < end < size:
+            os.close(self._fd)
+            self._fd = None
+            raise UsageError(f"restore target {self.path} holds {end} bytes, less than the disk's {size}",
+                             "use a larger volume")
+        self._is_device = stat.S_ISBLK(os.fstat(self._fd).st_mode)
+
+    def write(self, offset: int, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def zero(self, offset: int, length: int) -> None:
+        assert self._fd is not None
+        try:
+            if self._is_device:
+                fcntl.ioctl(self._fd, self._BLKZEROOUT, struct.pack("QQ", offset, length))
+            else:
+                _punch_hole(self._fd, offset, length)
+            return
+        except OSError:
+            pass
+        self.write(offset, bytes(length))
+
+    def commit(self) -> None:
+        assert self._fd is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    falloc_fl_keep_size, falloc_fl_punch_hole = 0x01, 0x02
+    if libc.fallocate(fd, falloc_fl_keep_size | falloc_fl_punch_hole, ctypes.c_long(offset), ctypes.c_long(length)):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class RestoreStats:

@@ -32,6 +32,7 @@ class DiskSource(abc.ABC):
     size: int = 0
     format: str = "raw"
     meta: dict = field(default_factory=dict)
+    owned_files: list[str] = field(default_factory=list)  # temporary copies, removed on close
 
     @abc.abstractmethod
     def data_extents(self) -> list[tuple[int, int]]:
@@ -40,8 +41,17 @@ class DiskSource(abc.ABC):
     @abc.abstractmethod
     def read(self, offset: int, length: int) -> bytes: ...
 
+    def finish(self) -> None:
+        """Called after the last block was read, before anything commits: a source that streams
+        its data (a download) checks here that it got every byte right."""
+
     def close(self) -> None:
-        pass
+        for path in self.owned_files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self.owned_files.clear()
 
     def __enter__(self) -> DiskSource:
         return self
@@ -97,6 +107,7 @@ class RawSource(DiskSource):
         if fd is not None:
             os.close(fd)
             self._fd = None
+        super().close()
 
 
 class QemuSource(DiskSource):
@@ -125,6 +136,7 @@ class QemuSource(DiskSource):
         if nbd is not None:
             nbd.close()
             self._nbd = None
+        super().close()
 
 
 def _qemu_img_json(args: list[str], path: str) -> object:

@@ -1,0 +1,163 @@
+"""Server snapshots through Nova's createImage, and the failures Nova reports in different ways.
+
+Image-backed servers: Nova accepts the request (202), snapshots the disk, uploads it to Glance; when a
+required quiesce fails the image is deleted and the reason is only in the server's instance actions.
+Volume-backed servers: Nova quiesces synchronously, so a required quiesce that fails makes the request
+itself fail (409 "Failed to quiesce instance: ..."); on success Nova makes a Cinder snapshot of every
+attached volume and a 0-byte image whose `block_device_mapping` property lists them.
+Every object made here is tagged with the job id (`stackvault_temp`), so `stackvault cleanup` can
+find what a killed job left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from openstack import exceptions as os_exc
+
+from .connection import CloudError, _first_line
+from .consistency import REQUIRE_PROPERTY, quiesce_fix
+
+TEMP_KEY = "stackvault_temp"
+POLL_S = 1.0
+
+
+class QuiesceFailed(CloudError):
+    """Nova could not freeze the guest's file systems and the image requires it."""
+
+
+@dataclass
+class ServerSnapshot:
+    image: object  # openstack.image.v2.image.Image
+    volume_snapshots: list[dict] = field(default_factory=list)  # Nova's block_device_mapping entries
+
+    @property
+    def volume_backed(self) -> bool:
+        return bool(self.volume_snapshots)
+
+
+def _poll(what: str, timeout_s: float, check) -> object:  # noqa: ANN001
+    """Call `check()` until it returns a value; it raises to fail. No fixed sleeps beyond the poll step."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise CloudError(f"timed out after {timeout_s:.0f} s waiting for {what}",
+                             "raise the timeout (--timeout / [cloud] timeout) or check the cloud")
+        time.sleep(POLL_S)
+
+
+def _action_failure(conn, server) -> str | None:  # noqa: ANN001
+    """The error Nova recorded for the newest createImage of this server, if any."""
+    try:
+        actions = sorted(conn.compute.server_actions(server), key=lambda a: a.start_time or "", reverse=True)
+        for action in actions:
+            if action.action != "createImage":
+                continue
+            detail = conn.compute.get_server_action(action.request_id, server)
+            messages = [action.message or ""]
+            for event in detail.events or []:
+                ev = event if isinstance(event, dict) else event.to_dict()
+                if (ev.get("result") or "").lower() == "error":
+                    tb = (ev.get("traceback") or "").strip().splitlines()
+                    messages.append(tb[-1] if tb else ev.get("event", ""))
+            return "; ".join(m for m in messages if m) or None
+    except os_exc.SDKException:
+        return None
+    return None
+
+
+def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: str = "") -> ServerSnapshot:  # noqa: ANN001
+    name = f"stackvault-{server.name}-{job_id[:8]}"
+    try:
+        image_id = server.create_image(conn.compute, name, {TEMP_KEY: job_id})
+    except os_exc.ConflictException as exc:
+        msg = _first_line(exc)
+        if "quiesce" in msg.lower():
+            raise QuiesceFailed(f"server {server.name} ({server.id}): Nova refused the snapshot: {msg} "
+                                f"(the image requires {REQUIRE_PROPERTY}=yes)", quiesce_fix(server.name, image_ref)) from None
+        raise CloudError(f"server {server.name}: Nova refused the snapshot: {msg}",
+                         "wait for the server's current task to finish, then retry") from None
+    except os_exc.HttpException as exc:
+        raise CloudError(f"server {server.name}: createImage failed: {_first_line(exc)}",
+                         "check the server's state and the compute service") from None
+
+    def ready():  # noqa: ANN202
+        try:
+            image = conn.image.get_image(image_id)
+        except os_exc.NotFoundException:
+            image = None
+        if image is None or image.status in ("killed", "deleted", "pending_delete"):
+            reason = _action_failure(conn, server) or "the snapshot image was deleted by Nova"
+            if "quiesce" in reason.lower():
+                raise QuiesceFailed(f"server {server.name} ({server.id}): snapshot failed: {reason} "
+                                    f"(the image requires {REQUIRE_PROPERTY}=yes)", quiesce_fix(server.name, image_ref))
+            raise CloudError(f"server {server.name}: snapshot failed: {reason}", "see `openstack server event list`")
+        return image if image.status == "active" else None
+
+    try:
+        image = _poll(f"the snapshot of server {server.name}", timeout_s, ready)
+    except BaseException:
+        delete_image(conn, image_id)
+        raise
+    mapping = (image.properties or {}).get("block_device_mapping")
+    if isinstance(mapping, str):
+        mapping = json.loads(mapping)
+    snap = ServerSnapshot(image=image, volume_snapshots=[m for m in (mapping or []) if m.get("snapshot_id")])
+    try:
+        for entry in snap.volume_snapshots:
+            wait_snapshot(conn, entry["snapshot_id"], timeout_s)
+    except BaseException:
+        delete_server_snapshot(conn, snap)
+        raise
+    return snap
+
+
+def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:  # noqa: ANN001
+    def ready():  # noqa: ANN202
+        snap = conn.block_storage.get_snapshot(snapshot_id)
+        if snap.status == "error":
+            raise CloudError(f"Cinder snapshot {snapshot_id} went to error", "check the volume service")
+        return snap if snap.status == "available" else None
+
+    return _poll(f"Cinder snapshot {snapshot_id}", timeout_s, ready)
+
+
+def delete_image(conn, image_id: str) -> None:  # noqa: ANN001
+    try:
+        conn.image.delete_image(image_id, ignore_missing=True)
+    except os_exc.SDKException:
+        pass  # `stackvault cleanup` finds it by its tag
+
+
+def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300) -> None:  # noqa: ANN001
+    try:
+        conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
+        conn.block_storage.wait_for_delete(conn.block_storage.get_snapshot(snapshot_id), wait=timeout_s)
+    except os_exc.NotFoundException:
+        pass
+    except os_exc.SDKException:
+        pass  # `stackvault cleanup` retries
+
+
+def delete_server_snapshot(conn, snap: ServerSnapshot) -> None:  # noqa: ANN001
+    for entry in snap.volume_snapshots:
+        delete_volume_snapshot(conn, entry["snapshot_id"])
+    delete_image(conn, snap.image.id)
+
+
+def check_snapshot_quota(conn, needed: int, server_name: str) -> None:  # noqa: ANN001
+    """Fail before snapshotting when Cinder's snapshot quota cannot hold `needed` more."""
+    try:
+        limits = conn.block_storage.get_limits().absolute
+        maximum, used = int(limits.max_total_snapshots), int(limits.total_snapshots_used)
+    except (os_exc.SDKException, AttributeError, TypeError, ValueError):
+        return  # no limits API: Nova's own error will say it
+    if maximum >= 0 and used + needed > maximum:
+        raise CloudError(f"server {server_name}: needs {needed} Cinder snapshots but the quota allows "
+                         f"{maximum - used} more ({used} of {maximum} used)",
+                         "raise the project's snapshot quota or delete old snapshots")

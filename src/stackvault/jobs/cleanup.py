@@ -1,0 +1,50 @@
+"""`stackvault cleanup`: find and remove what killed or failed jobs left in the cloud, by its tag."""
+
+from __future__ import annotations
+
+import json
+
+from openstack import exceptions as os_exc
+
+from ..cloud.snapshots import TEMP_KEY, delete_image, delete_volume_snapshot
+from ..cloud.volumes import delete_volume
+
+
+def find_leftovers(conn) -> dict[str, list[dict]]:  # noqa: ANN001
+    """Images, volumes and Cinder snapshots carrying the stackvault temporary tag."""
+    images = []
+    for image in conn.image.images():
+        props = image.properties or {}
+        if TEMP_KEY in props:
+            mapping = props.get("block_device_mapping") or []
+            if isinstance(mapping, str):
+                mapping = json.loads(mapping)
+            images.append({"id": image.id, "name": image.name, "job": props[TEMP_KEY],
+                           "snapshots": [m["snapshot_id"] for m in mapping if m.get("snapshot_id")]})
+    volumes = [{"id": v.id, "name": v.name, "job": (v.metadata or {})[TEMP_KEY], "status": v.status}
+               for v in conn.block_storage.volumes(details=True) if TEMP_KEY in (v.metadata or {})]
+    nova_made = {s for img in images for s in img["snapshots"]}
+    snapshots = [{"id": s.id, "name": s.name, "job": (s.metadata or {}).get(TEMP_KEY, "")}
+                 for s in conn.block_storage.snapshots(details=True)
+                 if TEMP_KEY in (s.metadata or {}) or s.id in nova_made]
+    return {"images": images, "volumes": volumes, "snapshots": snapshots}
+
+
+def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:  # noqa: ANN001
+    """Delete leftovers: volumes first (they may depend on snapshots), then snapshots, then images."""
+    found = find_leftovers(conn)
+    if not dry_run:
+        for vol in found["volumes"]:
+            proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server else None
+            if vol["status"] == "in-use" and proxy is not None:
+                try:
+                    conn.compute.delete_volume_attachment(proxy.id, vol["id"])
+                except os_exc.SDKException:
+                    pass
+            delete_volume(conn, vol["id"])
+        for snap in found["snapshots"]:
+            delete_volume_snapshot(conn, snap["id"])
+        for image in found["images"]:
+            delete_image(conn, image["id"])
+    found["dry_run"] = dry_run
+    return found

@@ -1,0 +1,226 @@
+"""Backing up OpenStack servers and volumes: snapshot, read each disk into the engine, clean up.
+
+Each server becomes one backup (one disk per attached disk), done in parallel with the others; one
+server failing never fails the others. Whatever the job made in the cloud (snapshot images, Cinder
+snapshots, temporary volumes) is removed on every path, and is tagged so that `stackvault cleanup`
+finds it after a killed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..cloud import snapshots as snaps
+from ..cloud.consistency import CRASH, expected_consistency
+from ..cloud.definition import server_definition
+from ..cloud.inventory import Selection, select_servers, select_volumes
+from ..cloud.transfer import open_image_source
+from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
+from ..engine.sources import DiskSource, RawSource
+from ..errors import StackvaultError, UsageError
+from .backup import BackupRequest, ProgressFactory, back_up, backup_report
+from .context import JobContext
+
+GiB = 1 << 30
+
+
+@dataclass
+class ItemResult:
+    kind: str  # server | volume
+    id: str
+    name: str
+    status: str = "failed"
+    consistency: str | None = None
+    error: str | None = None
+    report: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {f"{self.kind}_id": self.id, "name": self.name, "status": self.status, "consistency": self.consistency}
+        if self.error:
+            d["error"] = self.error
+        d.update({k: v for k, v in self.report.items() if k not in ("status", "consistency")})
+        return d
+
+
+class DiskReaders:
+    """Turns Cinder snapshots into engine sources through the proxy, and undoes it all on exit."""
+
+    def __init__(self, ctx: JobContext, conn, job_id: str) -> None:  # noqa: ANN001
+        self.ctx, self.conn, self.job_id = ctx, conn, job_id
+        self.cloud = ctx.settings.cloud
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> DiskReaders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def from_volume_snapshot(self, snapshot_id: str, size_gb: int, *, name: str, key: str, meta: dict) -> DiskSource:
+        cloud = self.cloud
+        vol = create_temp_volume(self.conn, self.job_id, size_gb=size_gb, snapshot_id=snapshot_id,
+                                 name=f"stackvault-read-{name}-{self.job_id[:8]}", timeout_s=cloud.timeout)
+        self.stack.callback(delete_volume, self.conn, vol.id, cloud.timeout)
+        if cloud.volume_transfer == "image":
+            return self._via_image(vol.id, name=name, key=key, meta=meta)
+        if not cloud.proxy_server:
+            raise UsageError("reading volumes by attaching them needs this proxy's server",
+                             "set proxy_server in [cloud], or volume_transfer = \"image\"")
+        path = self.stack.enter_context(
+            attached_to_proxy(self.conn, vol.id, cloud.proxy_server, cloud.device_root, cloud.timeout))
+        source = RawSource(path=path, name=name, key=key, format="raw", meta=meta)
+        source.open()
+        self.stack.callback(source.close)
+        return source
+
+    def _via_image(self, volume_id: str, *, name: str, key: str, meta: dict) -> DiskSource:
+        image_name = f"stackvault-read-{name}-{self.job_id[:8]}"
+        resp = self.conn.block_storage.upload_volume_to_image(volume_id, image_name, force=True, disk_format="raw",
+                                                              container_format="bare")
+        image_id = resp.get("image_id") or resp.get("os-volume_upload_image", {}).get("image_id")
+        self.stack.callback(snaps.delete_image, self.conn, image_id)
+        image = snaps._poll(f"upload of volume {volume_id} to Glance", self.cloud.timeout,
+                            lambda: _active_image(self.conn, image_id))
+        source = open_image_source(self.conn, image, name=name, key=key, tmpdir=self.tmpdir,
+                                   retries=self.cloud.retries)
+        self.stack.callback(source.close)
+        return source
+
+    @property
+    def tmpdir(self) -> str:
+        return os.path.join(str(self.ctx.settings.workdir), "tmp")
+
+
+def _active_image(conn, image_id: str):  # noqa: ANN001, ANN202
+    image = conn.image.get_image(image_id)
+    if image.status in ("killed", "deleted"):
+        raise StackvaultError(f"Glance image {image_id} went to {image.status}", "check the image service")
+    return image if image.status == "active" else None
+
+
+def _image_changed_after(definition: dict) -> str | None:
+    props = definition["image_properties"]
+    updated, created = props.get("_image_updated_at"), definition.get("created_at")
+    if definition["boot"] == "image" and updated and created:
+        try:
+            if datetime.fromisoformat(updated.replace("Z", "+00:00")) > datetime.fromisoformat(created.replace("Z", "+00:00")):
+                return (f"image {definition['image_id']} was changed after server {definition['name']} was created: "
+                        "Nova applied the properties it had then, which may differ from those read now")
+        except ValueError:
+            return None
+    return None
+
+
+def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # noqa: ANN001
+                   progress: ProgressFactory | None) -> ItemResult:
+    result = ItemResult("server", server.id, server.name)
+    cloud = ctx.settings.cloud
+    try:
+        definition = server_definition(conn, server)
+        consistency = expected_consistency(definition["image_properties"])
+        result.consistency = consistency
+        warnings = [w for w in [_image_changed_after(definition)] if w]
+        volumes = definition["volumes"]
+        if definition["boot"] == "volume":
+            snaps.check_snapshot_quota(conn, len(volumes), server.name)
+        snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
+                                     image_ref=definition["image_id"] or "boot volume")
+        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id) as readers:
+            stack.callback(snaps.delete_server_snapshot, conn, snap)
+            sources: list[DiskSource] = []
+            by_device = {e.get("device_name"): e for e in snap.volume_snapshots}
+            if not snap.volume_backed:
+                root = definition["root_device_name"].rsplit("/", 1)[-1]
+                sources.append(open_image_source(conn, snap.image, name=root, key=f"server:{server.id}:{root}",
+                                                 tmpdir=readers.tmpdir, retries=cloud.retries))
+                stack.callback(sources[-1].close)
+                if volumes:
+                    snaps.check_snapshot_quota(conn, len(volumes), server.name)
+                    warnings.append("attached volumes of an image-backed server are snapshotted by Cinder after the "
+                                    "root disk, each crash-consistent")
+            for vol in volumes:
+                entry = by_device.get(vol["device"])
+                if entry is None:  # image-backed server: snapshot the attached volume ourselves
+                    cs = conn.block_storage.create_snapshot(volume_id=vol["id"], force=True,
+                                                            name=f"stackvault-{server.name}-{job_id[:8]}",
+                                                            metadata={snaps.TEMP_KEY: job_id})
+                    stack.callback(snaps.delete_volume_snapshot, conn, cs.id)
+                    snaps.wait_snapshot(conn, cs.id, cloud.timeout)
+                    snapshot_id = cs.id
+                else:
+                    snapshot_id = entry["snapshot_id"]
+                dev = vol["device"].rsplit("/", 1)[-1]
+                sources.append(readers.from_volume_snapshot(
+                    snapshot_id, int(vol["size_gb"] or entry.get("volume_size") or 1), name=dev,
+                    key=f"volume:{vol['id']}", meta={"volume_id": vol["id"], "device": vol["device"]}))
+            record = back_up(ctx, BackupRequest(
+                sources=sources, level=level, name=server.name, tags={"server_id": server.id},
+                source_meta={"kind": "server", "server": definition}, consistency=consistency,
+                warnings=warnings), progress)
+        result.report = backup_report(record)
+        result.status = record.status
+    except StackvaultError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # one server's surprise must not stop the others
+        result.error = f"{exc.__class__.__name__}: {exc}"
+    return result
+
+
+def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # noqa: ANN001
+                   progress: ProgressFactory | None) -> ItemResult:
+    result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
+    cloud = ctx.settings.cloud
+    try:
+        snaps.check_snapshot_quota(conn, 1, volume.name or volume.id)
+        cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
+                                                name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
+                                                metadata={snaps.TEMP_KEY: job_id})
+        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id) as readers:
+            stack.callback(snaps.delete_volume_snapshot, conn, cs.id)
+            snaps.wait_snapshot(conn, cs.id, cloud.timeout)
+            source = readers.from_volume_snapshot(cs.id, int(volume.size), name=volume.name or volume.id,
+                                                  key=f"volume:{volume.id}", meta={"volume_id": volume.id})
+            record = back_up(ctx, BackupRequest(
+                sources=[source], level=level, name=volume.name or volume.id, tags={"volume_id": volume.id},
+                source_meta={"kind": "volume", "volume": {
+                    "id": volume.id, "name": volume.name, "size_gb": volume.size, "volume_type": volume.volume_type,
+                    "bootable": str(volume.is_bootable).lower() == "true", "metadata": dict(volume.metadata or {}),
+                    "volume_image_metadata": dict(volume.volume_image_metadata or {})}},
+                consistency=CRASH), progress)
+        result.report = backup_report(record)
+        result.status = record.status
+    except StackvaultError as exc:
+        result.error = str(exc)
+    except Exception as exc:
+        result.error = f"{exc.__class__.__name__}: {exc}"
+    return result
+
+
+def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # noqa: ANN001
+                  progress: ProgressFactory | None = None) -> dict:
+    if selection.empty():
+        raise UsageError("nothing selected to back up", "pass --server, --volume, --all or --server-tag")
+    servers = select_servers(conn, selection)
+    volumes = select_volumes(conn, selection)
+    if not servers and not volumes:
+        raise UsageError("the selection matches no server or volume", "check the names, tags and --exclude")
+    job_id = uuid.uuid4().hex
+    started = time.monotonic()
+    with ThreadPoolExecutor(max(1, ctx.settings.cloud.parallel), thread_name_prefix="sv-server") as pool:
+        futures = [pool.submit(back_up_server, ctx, conn, s, level, job_id, progress) for s in servers]
+        futures += [pool.submit(back_up_volume, ctx, conn, v, level, job_id, progress) for v in volumes]
+        results = [f.result() for f in futures]
+    statuses = {r.status for r in results}
+    overall = "failed" if statuses == {"failed"} else "partial" if "failed" in statuses else (
+        "warning" if "warning" in statuses else "success")
+    return {
+        "job_id": job_id, "status": overall, "duration_s": round(time.monotonic() - started, 3),
+        "servers": [r.to_dict() for r in results if r.kind == "server"],
+        "volumes": [r.to_dict() for r in results if r.kind == "volume"],
+    }

@@ -1,0 +1,188 @@
+"""Restoring into OpenStack: a disk to a new Glance image or Cinder volume, a backup to a new server.
+
+Restored images carry the original image properties (so a restored server keeps its guest agent
+channel and quiesce policy); restored boot volumes are bootable and carry the image metadata Nova
+reads. Nothing existing is overwritten unless asked (`--force`); on failure, what the restore created
+is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+
+from openstack import exceptions as os_exc
+
+from ..cloud.connection import CloudError, _first_line
+from ..cloud.snapshots import _poll
+from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume, wait_volume
+from ..engine.manifest import BackupRecord, DiskRecord
+from ..engine.restore import DeviceTarget, FileTarget, restore_disk
+from ..errors import UsageError
+from .context import JobContext
+
+GiB = 1 << 30
+# Properties Glance or Nova own, or that describe the snapshot rather than the disk.
+NOT_CARRIED = {"block_device_mapping", "bdm_v2", "root_device_name", "image_location", "image_state", "image_type",
+               "instance_uuid", "owner_id", "owner_project_name", "owner_user_name", "user_id", "base_image_ref",
+               "boot_roles", "os_hash_algo", "os_hash_value", "os_hidden", "stores", "stackvault_temp",
+               "checksum", "size", "virtual_size", "direct_url", "locations", "owner", "protected",
+               "visibility", "status", "tags", "id", "name", "disk_format", "container_format", "min_disk",
+               "min_ram", "created_at", "updated_at", "file", "schema", "self"}
+
+
+def carried_properties(props: dict) -> dict:
+    return {k: str(v) for k, v in props.items() if not k.startswith("_") and k not in NOT_CARRIED and v is not None}
+
+
+def _definition(record: BackupRecord) -> dict:
+    return (record.source or {}).get("server") or {}
+
+
+def _disk_properties(record: BackupRecord, disk: DiskRecord) -> dict:
+    """Image properties that belong with this disk: the server's for its boot disk."""
+    definition = _definition(record)
+    if not definition:
+        return dict(((record.source or {}).get("volume") or {}).get("volume_image_metadata") or {})
+    boot_dev = definition.get("root_device_name", "/dev/vda").rsplit("/", 1)[-1]
+    return definition.get("image_properties", {}) if disk.name == boot_dev else {}
+
+
+def _refuse_existing(finder, kind: str, name: str, force: bool) -> None:  # noqa: ANN001
+    try:
+        existing = finder(name, ignore_missing=True)
+    except os_exc.DuplicateResource:
+        existing = True
+    if existing and not force:
+        raise UsageError(f"a {kind} named {name!r} exists", "choose another name or pass --force")
+
+
+def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,  # noqa: ANN001
+                     force: bool = False, progress=None) -> dict:  # noqa: ANN001
+    _refuse_existing(conn.image.find_image, "Glance image", name, force)
+    tmpdir = os.path.join(str(ctx.settings.workdir), "tmp")
+    os.makedirs(tmpdir, exist_ok=True)
+    path = os.path.join(tmpdir, f"restore-{uuid.uuid4().hex[:8]}.qcow2")
+    try:
+        stats = restore_disk(ctx.repo, ctx.repo.get_index(disk), FileTarget(path, "qcow2"),
+                             workers=ctx.settings.workers, progress=progress(disk.name, disk.size) if progress else None)
+        props = carried_properties(_disk_properties(record, disk))
+        props["stackvault_backup"] = record.backup_id
+        try:
+            image = conn.image.create_image(name=name, filename=path, disk_format="qcow2", container_format="bare",
+                                            wait=True, timeout=ctx.settings.cloud.timeout, **props)
+        except os_exc.SDKException as exc:
+            raise CloudError(f"upload of restored disk {disk.name} to Glance failed: {_first_line(exc)}",
+                             "check the image service and quota, then retry") from None
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    return {"kind": "image", "id": image.id, "name": name, "disk": disk.name, "bytes_written": stats.bytes_written,
+            "properties": props}
+
+
+def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,  # noqa: ANN001
+                      force: bool = False, volume_type: str | None = None, progress=None) -> dict:  # noqa: ANN001
+    cloud = ctx.settings.cloud
+    if not cloud.proxy_server:
+        raise UsageError("restoring to a volume attaches it to this proxy's server",
+                         "set proxy_server in [cloud]")
+    _refuse_existing(conn.block_storage.find_volume, "volume", name, force)
+    size_gb = max(1, math.ceil(disk.size / GiB))
+    extra = {"volume_type": volume_type} if volume_type else {}
+    vol = create_temp_volume(conn, "restore", size_gb=size_gb, name=name, timeout_s=cloud.timeout, **extra)
+    try:
+        conn.block_storage.delete_volume_metadata(vol, keys=["stackvault_temp"])
+        with attached_to_proxy(conn, vol.id, cloud.proxy_server, cloud.device_root, cloud.timeout) as path:
+            stats = restore_disk(ctx.repo, ctx.repo.get_index(disk), DeviceTarget(path), workers=ctx.settings.workers,
+                                 progress=progress(disk.name, disk.size) if progress else None)
+        props = carried_properties(_disk_properties(record, disk))
+        if props:
+            conn.block_storage.set_volume_bootable_status(vol, True)
+            conn.block_storage.set_volume_image_metadata(vol, **props)
+    except BaseException:
+        delete_volume(conn, vol.id, cloud.timeout)
+        raise
+    return {"kind": "volume", "id": vol.id, "name": name, "disk": disk.name, "size_gb": size_gb,
+            "bytes_written": stats.bytes_written, "bootable": bool(props)}
+
+
+def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, flavor: str | None = None,  # noqa: ANN001
+                   network: str | None = None, key_name: str | None = None, force: bool = False,
+                   progress=None) -> dict:  # noqa: ANN001
+    definition = _definition(record)
+    if not definition:
+        raise UsageError(f"backup {record.backup_id} is not of a server", "restore its disk with --to volume:/image:/file:")
+    _refuse_existing(conn.compute.find_server, "server", name, force)
+    cloud = ctx.settings.cloud
+    flavor_obj = conn.compute.find_flavor(flavor or definition["flavor"].get("original_name")
+                                          or definition["flavor"].get("name") or "", ignore_missing=True)
+    if flavor_obj is None:
+        raise UsageError(f"flavor {flavor or definition['flavor'].get('original_name')!r} does not exist",
+                         "pass --flavor NAME of an existing flavor")
+    networks = [{"uuid": network}] if network else [{"uuid": n} for n in
+                                                   dict.fromkeys(p["network_id"] for p in definition.get("ports", []))]
+    if network and conn.network.find_network(network, ignore_missing=True) is not None:
+        networks = [{"uuid": conn.network.find_network(network).id}]
+    boot_dev = definition.get("root_device_name", "/dev/vda").rsplit("/", 1)[-1]
+    made: list[tuple[str, str]] = []  # (kind, id) to delete if the restore fails
+    restored = []
+    try:
+        boot_image = None
+        bdm = []
+        volumes_by_dev = {v["device"].rsplit("/", 1)[-1]: v for v in definition.get("volumes", [])}
+        for disk in record.disks:
+            if disk.name == boot_dev and definition["boot"] == "image":
+                out = restore_to_image(ctx, conn, record, disk, f"{name}-{disk.name}", force=force, progress=progress)
+                made.append(("image", out["id"]))
+                boot_image = out["id"]
+            else:
+                vol = volumes_by_dev.get(disk.name, {})
+                out = restore_to_volume(ctx, conn, record, disk, f"{name}-{disk.name}", force=force,
+                                        volume_type=vol.get("volume_type"), progress=progress)
+                made.append(("volume", out["id"]))
+                bdm.append({"uuid": out["id"], "source_type": "volume", "destination_type": "volume",
+                            "boot_index": 0 if disk.name == boot_dev else -1, "delete_on_termination": False,
+                            "device_name": vol.get("device")})
+            restored.append(out)
+        bdm.sort(key=lambda b: (b["boot_index"] != 0, b.get("device_name") or ""))
+        args = {"name": name, "flavor_id": flavor_obj.id, "networks": networks or "auto",
+                "metadata": {**definition.get("metadata", {}), "stackvault_backup": record.backup_id}}
+        if key_name or definition.get("key_name"):
+            args["key_name"] = key_name or definition["key_name"]
+        if definition.get("security_groups"):
+            args["security_groups"] = [{"name": g} for g in definition["security_groups"]]
+        if definition.get("availability_zone"):
+            args["availability_zone"] = definition["availability_zone"]
+        if boot_image:
+            args["image_id"] = boot_image
+        if bdm:
+            if boot_image:
+                bdm.insert(0, {"uuid": boot_image, "source_type": "image", "destination_type": "local",
+                               "boot_index": 0, "delete_on_termination": True})
+            args["block_device_mapping_v2"] = bdm
+        try:
+            server = conn.compute.create_server(**args)
+            made.append(("server", server.id))
+            server = conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=cloud.timeout)
+        except os_exc.SDKException as exc:
+            raise CloudError(f"booting restored server {name} failed: {_first_line(exc)}",
+                             "check flavor, network and quota; the restored disks were removed") from None
+    except BaseException:
+        _undo(conn, made, cloud.timeout)
+        raise
+    return {"kind": "server", "id": server.id, "name": name, "backup_id": record.backup_id, "disks": restored}
+
+
+def _undo(conn, made: list[tuple[str, str]], timeout_s: float) -> None:  # noqa: ANN001
+    for kind, obj_id in reversed(made):
+        with contextlib.suppress(os_exc.SDKException, CloudError):
+            if kind == "server":
+                conn.compute.delete_server(obj_id)
+                conn.compute.wait_for_delete(conn.compute.get_server(obj_id), wait=timeout_s)
+            elif kind == "volume":
+                delete_volume(conn, obj_id, timeout_s)
+            elif kind == "image":
+                conn.image.delete_image(obj_id, ignore_missing=True)
