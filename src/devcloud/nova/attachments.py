@@ -57,8 +57,8 @@ class Attachments:
 
     def _next_device(self, server: dict[str, Any]) -> str:
         used = {b["device_name"].rsplit("/", 1)[-1] for b in server["bdms"] if b["device_name"]}
-        if server.get("image_ref"):
-            used.add("vda")
+        if server.get("image_ref") or server.get("proxy"):
+            used.add("vda")  # the proxy VM boots from its own root disk
         for i in range(26):
             name = f"vd{chr(ord('a') + i)}"
             if name not in used:

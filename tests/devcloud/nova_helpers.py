@@ -1,0 +1,67 @@
+"""Helpers shared by the emulated Nova's tests: the `openstack` CLI with JSON output, polling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+IMAGE_AGENT = "sv-agent"
+IMAGE_AGENT_DEAD = "sv-agent-dead"
+FLAVOR = "m1.tiny"
+
+
+def cli_json(dc: Any, *args: str) -> Any:
+    out = dc.openstack(*args, "-f", "json").stdout
+    return json.loads(out) if out.strip() else None
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 300,
+             interval: float = 1.0) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def create_server(dc: Any, name: str, image: str = IMAGE_AGENT, *extra: str,
+                  boot_from_volume: int | None = None) -> dict[str, Any]:
+    args = ["server", "create", "--image", image, "--flavor", FLAVOR, "--network", "private",
+            "--wait", *extra]
+    if boot_from_volume:
+        args += ["--boot-from-volume", str(boot_from_volume)]
+    return cli_json(dc, *args, name)
+
+
+def delete_server(dc: Any, server_id: str) -> None:
+    dc.openstack("server", "delete", "--wait", server_id, check=False, timeout=300)
+
+
+def raw_sha256(path: Path, fmt: str | None = None) -> str:
+    """sha256 of a disk image's guest-visible bytes (any format, via qemu-img convert)."""
+    raw = path.with_suffix(".cmp.raw")
+    argv = ["qemu-img", "convert", "-O", "raw", str(path), str(raw)]
+    if fmt:
+        argv[2:2] = ["-f", fmt]
+    subprocess.run(argv, check=True, capture_output=True)
+    digest = hashlib.sha256()
+    with open(raw, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    raw.unlink()
+    return digest.hexdigest()
+
+
+def action_events(dc: Any, server_id: str, action: str) -> dict[str, Any]:
+    """The newest instance action of this kind, with its events (as `server event show`)."""
+    actions = cli_json(dc, "server", "event", "list", server_id)
+    match = next(a for a in actions if a["Action"] == action)
+    return cli_json(dc, "server", "event", "show", server_id, match["Request ID"])
