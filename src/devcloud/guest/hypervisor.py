@@ -166,6 +166,11 @@ class Hypervisor:
                 _kill(pid)
             self._cleanup_sockets(uuid)
         shutil.rmtree(self._dir(uuid), ignore_errors=True)
+        if self.instances_dir.is_dir() and not any(self.instances_dir.iterdir()):
+            try:
+                self.run_dir.rmdir()  # the last guest of this state dir is gone: leave /tmp tidy
+            except OSError:
+                pass
 
     def is_running(self, uuid: str) -> bool:
         if self.fast:
