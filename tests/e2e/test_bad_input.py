@@ -20,8 +20,9 @@ from .helpers import MIB, Result, Stackvault, make_random_image, sha256_file, tr
 
 @dataclass
 class Before:
-    """What a user had before the bad command."""
+    """What a user had before the bad commands: a repository with one backup, and what it looked like."""
 
+    sv: Stackvault
     backup_id: str
     source: Path
     source_sha: str
@@ -29,11 +30,15 @@ class Before:
     files: dict
 
 
-@pytest.fixture
-def populated(repo: Stackvault, rng: random.Random, tmp_path: Path) -> Before:
-    src = make_random_image(tmp_path / "disk.img", 2 * MIB, rng)
-    bid = repo.backup(src, level="full")["backup_id"]
-    return Before(bid, src, sha256_file(src), repo.run("list").data["backups"], tree_listing(repo.repo))
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Before:
+    """One repository shared by the tests that must not change it (each checks that it did not)."""
+    root = tmp_path_factory.mktemp("bad-input")
+    sv = Stackvault(root / "sv")
+    sv.init("64KiB")
+    src = make_random_image(root / "disk.img", 2 * MIB, random.Random(2))
+    bid = sv.backup(src, level="full")["backup_id"]
+    return Before(sv, bid, src, sha256_file(src), sv.run("list").data["backups"], tree_listing(sv.repo))
 
 
 def assert_clear_error(res: Result, *words: str, rc: int | None = 2) -> str:
@@ -52,83 +57,79 @@ def assert_clear_error(res: Result, *words: str, rc: int | None = 2) -> str:
     return line
 
 
-def assert_nothing_lost(repo: Stackvault, before: Before, tmp_path: Path) -> None:
-    assert tree_listing(repo.repo) == before.files, "the repository's files changed"
-    assert repo.run("list").data["backups"] == before.listing, "list changed"
-    repo.run("verify")
-    out = tmp_path / "check-restore.raw"
-    if out.exists():
-        out.unlink()
-    repo.restore(before.backup_id, out)
-    assert sha256_file(out) == before.source_sha
-    out.unlink()
+def assert_nothing_lost(before: Before) -> None:
+    """The repository's files are byte-for-byte the same and list shows the same backups."""
+    assert tree_listing(before.sv.repo) == before.files, "the repository's files changed"
+    assert before.sv.run("list").data["backups"] == before.listing, "list changed"
 
 
-def test_missing_source(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
+def test_missing_source(populated: Before, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-disk.img"
-    res = repo.run("backup", "--source", f"file:{missing}", expect=None)
+    res = populated.sv.run("backup", "--source", f"file:{missing}", expect=None)
     assert_clear_error(res, str(missing))
-    assert_nothing_lost(repo, populated, tmp_path)
+    assert_nothing_lost(populated)
 
 
-def test_directory_as_source(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
+def test_directory_as_source(populated: Before, tmp_path: Path) -> None:
     d = tmp_path / "a-directory"
     d.mkdir()
-    res = repo.run("backup", "--source", f"file:{d}", expect=None)
+    res = populated.sv.run("backup", "--source", f"file:{d}", expect=None)
     assert_clear_error(res, str(d))
-    assert_nothing_lost(repo, populated, tmp_path)
+    assert_nothing_lost(populated)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway")
-def test_unreadable_source(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
+def test_unreadable_source(populated: Before, tmp_path: Path) -> None:
     src = tmp_path / "locked.img"
     src.write_bytes(b"x" * 65536)
     src.chmod(0)
-    res = repo.run("backup", "--source", f"file:{src}", expect=None)
+    res = populated.sv.run("backup", "--source", f"file:{src}", expect=None)
     assert_clear_error(res, str(src))
-    assert_nothing_lost(repo, populated, tmp_path)
+    assert_nothing_lost(populated)
 
 
-def test_second_good_source_is_not_half_backed_up_when_one_is_missing(repo: Stackvault, populated: Before,
+def test_second_good_source_is_not_half_backed_up_when_one_is_missing(populated: Before,
                                                                       tmp_path: Path) -> None:
     """A backup of two disks where one is missing fails as a whole before writing anything."""
-    res = repo.run("backup", "--source", f"file:{populated.source}", "--source", f"file:{tmp_path / 'gone.img'}",
+    res = populated.sv.run("backup", "--source", f"file:{populated.source}", "--source", f"file:{tmp_path / 'gone.img'}",
                    expect=None)
     assert res.rc != 0, res.describe()
-    assert repo.run("list").data["backups"] == populated.listing
+    assert populated.sv.run("list").data["backups"] == populated.listing
 
 
 @pytest.mark.parametrize("command", ["show", "restore", "verify"])
-def test_unknown_backup_id(repo: Stackvault, populated: Before, tmp_path: Path, command: str) -> None:
+def test_unknown_backup_id(populated: Before, tmp_path: Path, command: str) -> None:
     args = [command, "nosuchbackup123"]
     target = tmp_path / "out.raw"
     if command == "restore":
         args += ["--to", f"file:{target}"]
-    assert_clear_error(repo.run(*args, expect=None), "nosuchbackup123")
+    assert_clear_error(populated.sv.run(*args, expect=None), "nosuchbackup123")
     assert not target.exists()
-    assert_nothing_lost(repo, populated, tmp_path)
+    assert_nothing_lost(populated)
 
 
-def test_repository_of_a_newer_format(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
-    config = repo.repo / "config"
+def test_repository_of_a_newer_format(populated: Before, tmp_path: Path) -> None:
+    config = populated.sv.repo / "config"
     original = config.read_bytes()
     doc = json.loads(original)
     assert isinstance(doc.get("version"), int), f"<repo>/config has no integer \"version\": {doc}"
-    doc["version"] += 1
-    config.write_text(json.dumps(doc))
-    tampered = tree_listing(repo.repo)
+    try:
+        doc["version"] += 1
+        config.write_text(json.dumps(doc))
+        tampered = tree_listing(populated.sv.repo)
 
-    for args in (["list"], ["backup", "--source", f"file:{populated.source}"], ["verify"],
-                 ["restore", populated.backup_id, "--to", f"file:{tmp_path / 'x.raw'}"]):
-        res = repo.run(*args, expect=None)
-        line = assert_clear_error(res, rc=None)
-        assert "version" in line.lower() or "format" in line.lower(), f"{args}: must say the format is newer: {line}"
-        assert str(doc["version"]) in line, f"{args}: name the version found: {line}"
-    assert tree_listing(repo.repo) == tampered, "nothing may be written to a repository of a newer format"
-    assert not (tmp_path / "x.raw").exists()
-
-    config.write_bytes(original)
-    assert_nothing_lost(repo, populated, tmp_path)
+        for args in (["list"], ["backup", "--source", f"file:{populated.source}"], ["verify"],
+                     ["restore", populated.backup_id, "--to", f"file:{tmp_path / 'x.raw'}"]):
+            res = populated.sv.run(*args, expect=None)
+            line = assert_clear_error(res, rc=None)
+            said = line.lower()
+            assert "version" in said or "format" in said, f"{args}: must say the format is newer: {line}"
+            assert str(doc["version"]) in line, f"{args}: name the version found: {line}"
+        assert tree_listing(populated.sv.repo) == tampered, "nothing may be written to a newer-format repository"
+        assert not (tmp_path / "x.raw").exists()
+    finally:
+        config.write_bytes(original)
+    assert_nothing_lost(populated)
 
 
 @pytest.mark.parametrize("toml_text, named", [
@@ -136,28 +137,28 @@ def test_repository_of_a_newer_format(repo: Stackvault, populated: Before, tmp_p
     ('no_such_setting = true\n', "no_such_setting"),
     ('repo = [unclosed\n', "stackvault.toml"),
 ])
-def test_wrong_config_file(repo: Stackvault, populated: Before, tmp_path: Path, toml_text: str, named: str) -> None:
+def test_wrong_config_file(populated: Before, tmp_path: Path, toml_text: str, named: str) -> None:
     cfg = tmp_path / "stackvault.toml"
     cfg.write_text(toml_text)
-    res = repo.run("list", expect=None, globals_=["--config", str(cfg)])
+    res = populated.sv.run("list", expect=None, globals_=["--config", str(cfg)])
     assert_clear_error(res, named)
-    res = repo.run("backup", "--source", f"file:{populated.source}", expect=None, globals_=["--config", str(cfg)])
+    res = populated.sv.run("backup", "--source", f"file:{populated.source}", expect=None, globals_=["--config", str(cfg)])
     assert_clear_error(res, named)
-    assert_nothing_lost(repo, populated, tmp_path)
+    assert_nothing_lost(populated)
 
 
-def test_missing_config_file(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
+def test_missing_config_file(populated: Before, tmp_path: Path) -> None:
     cfg = tmp_path / "nope.toml"
-    assert_clear_error(repo.run("list", expect=None, globals_=["--config", str(cfg)]), str(cfg))
+    assert_clear_error(populated.sv.run("list", expect=None, globals_=["--config", str(cfg)]), str(cfg))
 
 
-def test_restore_onto_existing_file_needs_force(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
+def test_restore_onto_existing_file_needs_force(populated: Before, tmp_path: Path) -> None:
     target = tmp_path / "existing.raw"
     target.write_bytes(b"do not overwrite me")
-    res = repo.run("restore", populated.backup_id, "--to", f"file:{target}", expect=None)
+    res = populated.sv.run("restore", populated.backup_id, "--to", f"file:{target}", expect=None)
     assert_clear_error(res, str(target), "--force")
     assert target.read_bytes() == b"do not overwrite me"
-    repo.restore(populated.backup_id, target, extra=["--force"])
+    populated.sv.restore(populated.backup_id, target, extra=["--force"])
     assert sha256_file(target) == populated.source_sha
 
 
@@ -167,10 +168,10 @@ def test_init_rejects_bad_block_size(sv: Stackvault, size: str) -> None:
     assert not (sv.repo / "config").exists(), "a rejected init must not leave a repository"
 
 
-def test_init_over_an_existing_repository_is_refused(repo: Stackvault, populated: Before, tmp_path: Path) -> None:
-    res = repo.run("init", "--block-size", "1MiB", expect=None)
-    assert_clear_error(res, str(repo.repo), rc=None)
-    assert_nothing_lost(repo, populated, tmp_path)
+def test_init_over_an_existing_repository_is_refused(populated: Before, tmp_path: Path) -> None:
+    res = populated.sv.run("init", "--block-size", "1MiB", expect=None)
+    assert_clear_error(res, str(populated.sv.repo), rc=None)
+    assert_nothing_lost(populated)
 
 
 def test_backup_without_a_repository_says_to_init(sv: Stackvault, rng: random.Random, tmp_path: Path) -> None:
@@ -179,9 +180,17 @@ def test_backup_without_a_repository_says_to_init(sv: Stackvault, rng: random.Ra
     assert_clear_error(res, "init", rc=None)
 
 
-def test_unknown_level_is_usage_error(repo: Stackvault, populated: Before) -> None:
-    res = repo.run("backup", "--source", f"file:{populated.source}", "--level", "weekly", expect=None)
+def test_unknown_level_is_usage_error(populated: Before) -> None:
+    res = populated.sv.run("backup", "--source", f"file:{populated.source}", "--level", "weekly", expect=None)
     assert res.rc == 2 and "Traceback" not in res.stderr, res.describe()
+
+
+def test_after_the_bad_commands_the_backup_still_verifies_and_restores(populated: Before, tmp_path: Path) -> None:
+    """Run last in this module: the shared repository survived every bad command above."""
+    assert_nothing_lost(populated)
+    populated.sv.run("verify", "--deep")
+    out = populated.sv.restore(populated.backup_id, tmp_path / "check.raw")
+    assert sha256_file(out) == populated.source_sha
 
 
 # --- full disk -------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
 
 
 def test_sigkill_during_backup_64mib(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
-    _kill_series(repo, rng, tmp_path, 64 * MIB, [0.35, 0.6, 0.85])
+    _kill_series(repo, rng, tmp_path, 64 * MIB, [0.45, 0.8])
 
 
 @pytest.mark.slow
