@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from devcloud.guest import images
+from devcloud.guest import images, tools
 from devcloud.guest.qga import AgentError, AgentTimeout, GuestAgentClient
 from devcloud.guest.qmp import QMPClient, QMPError
 from devcloud.guest.wire import WireTimeout
@@ -679,9 +679,4 @@ def _kill(pid: int) -> None:
 
 
 def _run(argv: list[str], what: str) -> None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise GuestError(f"{what}: {exc.filename} not found (install qemu-utils)") from exc
-    if done.returncode != 0:
-        raise GuestError(f"{what} failed: {done.stderr.strip() or done.stdout.strip()}")
+    tools.run(argv, what, GuestError)

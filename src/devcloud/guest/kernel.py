@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import lzma
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from devcloud.guest import tools
 
 META_PACKAGE = "linux-image-cloud-amd64"
 
@@ -154,10 +155,4 @@ def _image_package_of(meta_deb: Path) -> str:
 
 
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
-    try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise KernelError(f"{what}: {exc.filename} not found") from exc
-    if done.returncode != 0:
-        raise KernelError(f"{what} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
+    return tools.run(argv, what, KernelError, cwd=cwd)

@@ -10,8 +10,9 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 from pathlib import Path
+
+from devcloud.guest import tools
 
 FILES = Path(__file__).parent / "files"
 SECTOR = 512
@@ -112,10 +113,4 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def _run(argv: list[str], what: str) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except FileNotFoundError as exc:
-        raise RootfsError(f"{what}: {exc.filename} not found (install the packages in deps/apt-devcloud.txt)") from exc
-    if done.returncode != 0:
-        raise RootfsError(f"{what} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
+    return tools.run(argv, what, RootfsError)
