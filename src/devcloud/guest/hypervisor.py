@@ -347,7 +347,8 @@ class Hypervisor:
                 if time.monotonic() > deadline:
                     raise GuestError(f"{argv[0]} in server {uuid} did not finish within {timeout:.0f} s")
                 time.sleep(0.1)
-        code = status.get("exitcode", -status.get("signal", 0) or -1)
+        # Killed by a signal: a negative code, as subprocess reports it.
+        code = status["exitcode"] if "exitcode" in status else -int(status.get("signal", 1))
         return code, b64decode(status.get("out-data", "")), b64decode(status.get("err-data", ""))
 
     def guest_write_file(self, uuid: str, path: str, data: bytes) -> None:
