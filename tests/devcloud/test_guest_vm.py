@@ -124,6 +124,9 @@ def test_files_written_in_the_guest_read_back(hv: Hypervisor, agent_vm: str) -> 
     assert guest_text(hv, agent_vm, "/root/data.txt") == "written through the agent\n"
     code, out, err = hv.guest_exec(agent_vm, ["/bin/sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"piped")
     assert (code, out, err) == (3, b"piped", b"oops\n")
+    assert hv.guest_exec(agent_vm, ["/bin/sh", "-c", "kill -9 $$"])[0] == -9
+    with pytest.raises(GuestError, match="No such file"):
+        hv.guest_read_file(agent_vm, "/root/missing.txt")
 
 
 def test_freeze_runs_the_hook_and_the_snapshot_is_point_in_time(hv: Hypervisor, agent_vm: str, workdir: Path) -> None:
