@@ -8,6 +8,7 @@ virtio before virtio_pci, ...) from the modules themselves, because the package 
 from __future__ import annotations
 
 import lzma
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -134,11 +135,15 @@ def _find_unpacked(root: Path) -> Kernel | None:
 
 def _apt_download(package: str, dest: Path) -> Path:
     # Sandbox user root: apt's _apt user cannot write into a root-owned temporary directory.
-    _run(
-        ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package],
-        f"apt-get download {package} (is the apt index present? run apt-get update)",
-        cwd=dest,
-    )
+    argv = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package]
+    try:
+        _run(argv, f"apt-get download {package}", cwd=dest)
+    except KernelError:
+        # Images often ship without apt lists, or with lists older than the archive: refresh once.
+        if os.geteuid() != 0:
+            raise
+        _run(["apt-get", "update", "-qq"], "apt-get update (to find the guest kernel package)")
+        _run(argv, f"apt-get download {package}", cwd=dest)
     debs = sorted(dest.glob(f"{package}_*.deb"))
     if not debs:
         raise KernelError(f"apt-get download {package} produced no .deb in {dest}")
