@@ -163,22 +163,26 @@ print(json.dumps({"image": image.id, "volume": vol.id, "bootable": vol.is_bootab
     wait_gone(path)
 
 
+@pytest.mark.slow
 def test_forced_snapshot_of_attached_volume_and_volume_from_it(devcloud):
     """What Nova does for a volume-backed createImage: snapshot with force while in-use."""
     before, after = os.urandom(MiB), os.urandom(MiB)
+    server_id = str(uuid.uuid4())
     attached = sdk(devcloud, r"""
 vol = wait_volume(bs.create_volume(size=1, name="cinder-snap-src"))
-att = bs.create_attachment(vol, instance_id=str(uuid.uuid4()),
+att = bs.create_attachment(vol, instance=sys.argv[1],
                            connector={"host": "devcloud", "initiator": None, "multipath": False})
 bs.complete_attachment(att)
 vol = wait_volume(vol, "in-use")
 print(json.dumps({"volume": vol.id, "attachment": att.id,
-                  "connection_info": att.connection_info, "status": vol.status}))
-""")
+                  "connection_info": att.connection_info, "status": vol.status,
+                  "server_id": vol.attachments[0]["server_id"]}))
+""", server_id)
     path = volume_file(devcloud, attached["volume"])
     conn_info = attached["connection_info"]
     assert conn_info["driver_volume_type"] == "local"
     assert conn_info["device_path"] == str(path)
+    assert attached["server_id"] == server_id
     write_at(path, 10 * MiB, before)
 
     refused = devcloud.openstack("volume", "snapshot", "create", "--volume", attached["volume"],
@@ -186,11 +190,23 @@ print(json.dumps({"volume": vol.id, "attachment": att.id,
     assert refused.returncode != 0
     assert "in-use" in refused.stderr, refused.stderr
 
-    snap = cli_json(devcloud, "volume", "snapshot", "create", "--force", "--volume",
-                    attached["volume"], "cinder-snap")
+    # python-openstackclient drops --force below microversion 3.66 (openstacksdk's attribute is
+    # `is_forced`), and from 3.66 Cinder snapshots in-use volumes without it: ask for 3.66.
+    snap = cli_json(devcloud, "--os-volume-api-version", "3.66", "volume", "snapshot", "create",
+                    "--force", "--volume", attached["volume"], "cinder-snap")
     wait_cli_status(devcloud, "volume snapshot", snap["id"], "available")
     write_at(path, 10 * MiB, after)  # the guest goes on writing; the snapshot must not change
     assert read_at(snapshot_file(devcloud, snap["id"]), 10 * MiB, MiB) == before
+
+    # What stackvault and Nova send through openstacksdk: force=true in the body.
+    forced = sdk(devcloud, r"""
+snap = bs.create_snapshot(volume_id=sys.argv[1], is_forced=True, name="cinder-sdk-snap")
+snap = bs.wait_for_status(snap, "available", failures=["error"], wait=120)
+bs.delete_snapshot(snap)
+bs.wait_for_delete(snap, wait=120)
+print(json.dumps({"id": snap.id}))
+""", attached["volume"])
+    assert not snapshot_file(devcloud, forced["id"]).exists()
 
     restored = cli_json(devcloud, "volume", "create", "--snapshot", snap["id"], "--size", "2",
                         "cinder-from-snap")
@@ -199,11 +215,19 @@ print(json.dumps({"volume": vol.id, "attachment": att.id,
     assert read_at(restored_path, 10 * MiB, MiB) == before
     assert restored_path.stat().st_size == 2 * GiB
 
-    sdk(devcloud, r"""
+    # Detach as Nova does: with a service token, which Cinder requires before it lets an
+    # attachment that carries connection info go (bug #2004555).
+    detached = sdk(devcloud, r"""
+from keystoneauth1 import loading, service_token, session as ks_session
+service = loading.get_plugin_loader("password").load_from_options(
+    auth_url=conn.config.config["auth"]["auth_url"], username="cinder", password=sys.argv[3],
+    project_name="service", user_domain_name="Default", project_domain_name="Default")
+conn.session.auth = service_token.ServiceTokenAuthWrapper(conn.session.auth, service)
 bs.delete_attachment(sys.argv[1])
 vol = wait_volume(sys.argv[2])
 print(json.dumps({"status": vol.status}))
-""", attached["attachment"], attached["volume"])
+""", attached["attachment"], attached["volume"], devcloud.ctx.service_password)
+    assert detached["status"] == "available"
     devcloud.openstack("volume", "delete", restored["id"])
     devcloud.openstack("volume", "snapshot", "delete", snap["id"])
     wait_gone(snapshot_file(devcloud, snap["id"]))
@@ -248,7 +272,8 @@ def test_snapshot_quota_zero_refuses_a_snapshot_with_cinders_message(devcloud):
     vol = cli_json(devcloud, "volume", "create", "--size", "1", "cinder-quota-src",
                    cloud="devcloud-demo")
     wait_cli_status(devcloud, "volume", vol["id"], "available", cloud="devcloud-demo")
-    original = cli_json(devcloud, "quota", "show", "demo")["snapshots"]
+    original = {q["Resource"]: q["Limit"]
+                for q in cli_json(devcloud, "quota", "show", "--volume", "demo")}["snapshots"]
     devcloud.openstack("quota", "set", "--snapshots", "0", "demo")
     try:
         refused = devcloud.openstack("volume", "snapshot", "create", "--volume", vol["id"],

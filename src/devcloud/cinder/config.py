@@ -82,7 +82,7 @@ def render(s: CinderSettings) -> str:
             "service_token_roles_required": "true",
             **service_auth,
         },
-        "nova": {"region_name": s.region, "interface": "public", **service_auth},
+        "nova": {"region_name": s.region, "interface": "internal", **service_auth},
         "oslo_concurrency": {"lock_path": str(st / "locks")},
         "coordination": {"backend_url": f"file://{st / 'coordination'}"},
         "oslo_messaging_notifications": {"driver": "noop"},

@@ -56,18 +56,32 @@ def _db_sync(ctx: CloudContext, conf: str) -> None:
 
 def start(ctx: CloudContext, timeout: float = 120) -> None:
     """Start Cinder if it is not running (idempotent) and wait until it can create volumes."""
-    conf = str(ctx.service_dir(NAME) / "cinder.conf")
-    if ctx.pid(NAME) is None:
-        write_config(ctx)
-        _db_sync(ctx, conf)
-        env = {
-            "PATH": f"{ctx.venv_dir.resolve() / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
-            "PYTHONPATH": str(REPO_ROOT / "src"),
-            "HOME": os.environ.get("HOME", "/root"),
-            "LANG": "C.UTF-8",
-        }
-        ctx.spawn(NAME, [str(ctx.services_python), "-m", "devcloud.cinder.server",
-                         "--config-file", conf], env=env)
+    launch(ctx)
+    wait(ctx, timeout)
+
+
+def launch(ctx: CloudContext) -> None:
+    """Write the config, sync the database and spawn the process, without waiting for it.
+
+    Cinder's imports take several seconds; ``up`` may launch it early and ``wait`` later.
+    Needs only the services venv: Keystone and Glance are first used by ``wait``.
+    """
+    if ctx.pid(NAME) is not None:
+        return
+    conf = str(write_config(ctx).state_dir / "cinder.conf")
+    _db_sync(ctx, conf)
+    env = {
+        "PATH": f"{ctx.venv_dir.resolve() / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": str(REPO_ROOT / "src"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+    }
+    ctx.spawn(NAME, [str(ctx.services_python), "-m", "devcloud.cinder.server",
+                     "--config-file", conf], env=env)
+
+
+def wait(ctx: CloudContext, timeout: float = 120) -> None:
+    """Wait until the API answers, cinder-volume is up and the scheduler knows its pool."""
     deadline = time.monotonic() + timeout
     ctx.wait_http(ctx.url(NAME) + "/", timeout=timeout, name=NAME)
     wait_until_schedulable(ctx, deadline)
