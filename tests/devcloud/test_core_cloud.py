@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -159,20 +161,38 @@ def test_latency_fault_delays_the_request(devcloud):
         devcloud.clear_faults()
 
 
-def test_up_is_idempotent_and_down_leaves_no_process(devcloud):
-    """Runs last in this module: stops the session's cloud and brings it back."""
-    state = devcloud.state_dir
+def test_up_again_restarts_nothing_and_prints_clouds_yaml(devcloud):
     pids = {n: devcloud.ctx.pid(n) for n in ("keystone", "glance", "faultproxy")}
-    again = devcloud_cli(state, "up")
+    again = devcloud_cli(devcloud.state_dir, "up")
     assert again.stdout.strip().splitlines()[-1] == str(devcloud.clouds_yaml)
-    assert {n: devcloud.ctx.pid(n) for n in pids} == pids  # nothing restarted
+    assert {n: devcloud.ctx.pid(n) for n in pids} == pids
 
-    devcloud_cli(state, "down")
-    devcloud_cli(state, "down")  # a second down is a no-op
+
+def test_down_leaves_no_process_and_up_brings_it_back():
+    """On a cloud of its own (Keystone and Glance only), so the session's cloud stays up."""
+    state = Path(tempfile.mkdtemp(prefix="t-down-", dir=REPO_ROOT / ".state"))
+    try:
+        up = devcloud_cli(state, "up", "--ports", "auto", "--skip", "images,cinder,nova")
+        clouds_yaml = Path(up.stdout.strip().splitlines()[-1])
+        assert clouds_yaml == state / "clouds.yaml" and clouds_yaml.is_file()
+        report = json.loads(devcloud_cli(state, "status", "--json").stdout)
+        assert report["services"]["keystone"]["running"]
+        assert processes.marked_pids(state)
+
+        devcloud_cli(state, "down")
+        devcloud_cli(state, "down")  # a second down is a no-op
+        assert not processes.marked_pids(state)
+        assert not list((state / "run").glob("*.pid"))
+        report = json.loads(devcloud_cli(state, "status", "--json").stdout)
+        assert not any(s["running"] for s in report["services"].values())
+
+        devcloud_cli(state, "up", "--skip", "images,cinder,nova")  # same ports, same data
+        token = subprocess.run(
+            [str(state / "venv" / "bin" / "openstack"), "token", "issue", "-f", "value", "-c", "id"],
+            env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml), "OS_CLOUD": "devcloud"},
+            capture_output=True, text=True, check=True).stdout.strip()
+        assert token
+    finally:
+        processes.stop_all(state)
+        shutil.rmtree(state, ignore_errors=True)
     assert not processes.marked_pids(state)
-    assert not list((state / "run").glob("*.pid"))
-    report = json.loads(devcloud_cli(state, "status", "--json").stdout)
-    assert not any(s["running"] for s in report["services"].values())
-
-    devcloud_cli(state, "up")
-    assert token_for(devcloud)
