@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -123,6 +124,8 @@ def test_empty_volume_is_a_sparse_file_that_extends_and_is_removed_on_delete(dev
     path = volume_file(devcloud, vol["id"])
     assert path.stat().st_size == 1 * GiB
     assert path.stat().st_blocks == 0, "a new volume must cost no disk space"
+    listed = cli_json(devcloud, "volume", "list", "--name", name)
+    assert [v["ID"] for v in listed] == [vol["id"]], "filtering by name must work"
 
     devcloud.openstack("volume", "set", "--size", "2", vol["id"])
     shown = wait_cli_status(devcloud, "volume", vol["id"], "available")
@@ -133,16 +136,22 @@ def test_empty_volume_is_a_sparse_file_that_extends_and_is_removed_on_delete(dev
     wait_gone(path)
 
 
-def test_volume_from_image_holds_the_image_bytes(devcloud, tmp_path):
+@pytest.mark.parametrize("disk_format", ["raw", "qcow2"])
+def test_volume_from_image_holds_the_image_bytes(devcloud, tmp_path, disk_format):
     # 8 MiB of data followed by a hole: a raw disk image as guests have them.
-    image_path = tmp_path / "disk.raw"
-    payload = os.urandom(8 * MiB)
-    with open(image_path, "wb") as fh:
-        fh.write(payload)
+    raw_path = tmp_path / "disk.raw"
+    with open(raw_path, "wb") as fh:
+        fh.write(os.urandom(8 * MiB))
         fh.truncate(64 * MiB)
+    upload = raw_path
+    if disk_format == "qcow2":  # Cinder converts it with qemu-img on the way in
+        upload = tmp_path / "disk.qcow2"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw_path),
+                        str(upload)], check=True)
     result = sdk(devcloud, r"""
-image = conn.image.create_image(name="cinder-src-" + uuid.uuid4().hex[:6], disk_format="raw",
-                                container_format="bare", data=open(sys.argv[1], "rb"))
+image = conn.image.create_image(name="cinder-src-" + uuid.uuid4().hex[:6],
+                                disk_format=sys.argv[2], container_format="bare",
+                                data=open(sys.argv[1], "rb"))
 image = conn.image.wait_for_status(conn.image.get_image(image.id), "active", wait=120)
 t0 = time.monotonic()
 vol = bs.create_volume(size=1, image_id=image.id, name="cinder-from-image")
@@ -150,10 +159,10 @@ vol = wait_volume(vol)
 took = time.monotonic() - t0
 print(json.dumps({"image": image.id, "volume": vol.id, "bootable": vol.is_bootable,
                   "meta": vol.volume_image_metadata, "seconds": took}))
-""", str(image_path))
-    print(f"volume create from a 64 MiB image: {result['seconds']:.1f} s")
+""", str(upload), disk_format)
+    print(f"volume create from a 64 MiB {disk_format} image: {result['seconds']:.1f} s")
     path = volume_file(devcloud, result["volume"])
-    assert read_at(path, 0, 64 * MiB) == image_path.read_bytes()
+    assert read_at(path, 0, 64 * MiB) == raw_path.read_bytes()
     assert path.stat().st_size == 1 * GiB, "the volume keeps its own size, not the image's"
     assert result["bootable"] is True
     assert result["meta"]["image_id"] == result["image"]

@@ -60,6 +60,9 @@ def render(s: CinderSettings) -> str:
             "state_path": str(st),
             "api_paste_config": str(s.venv / "etc" / "cinder" / "api-paste.ini"),
             "rootwrap_config": str(s.venv / "etc" / "cinder" / "rootwrap.conf"),
+            # Without it Cinder drops every list filter (`?name=...`) it does not know.
+            "resource_query_filters_file":
+                str(s.venv / "etc" / "cinder" / "resource_filters.json"),
             "osapi_volume_listen": s.listen_host,
             "osapi_volume_listen_port": str(s.listen_port),
             "osapi_volume_workers": "1",
