@@ -139,11 +139,10 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                 root = definition["root_device_name"].rsplit("/", 1)[-1]
                 sources.append(open_image_source(conn, snap.image, name=root, key=f"server:{server.id}:{root}",
                                                  tmpdir=readers.tmpdir, retries=cloud.retries))
+                sources[-1].meta["consistency"] = consistency
                 stack.callback(sources[-1].close)
                 if volumes:
                     snaps.check_snapshot_quota(conn, len(volumes), server.name)
-                    warnings.append("attached volumes of an image-backed server are snapshotted by Cinder after the "
-                                    "root disk, each crash-consistent")
             for vol in volumes:
                 entry = by_device.get(vol["device"])
                 if entry is None:  # image-backed server: snapshot the attached volume ourselves
@@ -156,9 +155,13 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                 else:
                     snapshot_id = entry["snapshot_id"]
                 dev = vol["device"].rsplit("/", 1)[-1]
+                # Nova quiesces only for its own snapshots: a volume that Cinder snapshots afterwards, on
+                # its own, is crash-consistent whatever the root disk is; each disk records its own.
+                meta = {"volume_id": vol["id"], "device": vol["device"],
+                        "consistency": consistency if entry is not None else CRASH}
                 sources.append(readers.from_volume_snapshot(
                     snapshot_id, int(vol["size_gb"] or entry.get("volume_size") or 1), name=dev,
-                    key=f"volume:{vol['id']}", meta={"volume_id": vol["id"], "device": vol["device"]}))
+                    key=f"volume:{vol['id']}", meta=meta))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
