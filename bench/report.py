@@ -72,6 +72,16 @@ def evaluate(results: list[PhaseResult], baselines: list[PhaseResult]) -> dict:
     return {"ratios": ratios, "cpu_ratios": cpu_ratios, "targets": targets}
 
 
+def _engine_s(r: PhaseResult) -> str:
+    d = r.extra.get("duration_s")
+    return "-" if d is None else f"{d:.2f}"
+
+
+def _added(r: PhaseResult) -> int | None:
+    """Bytes the phase added to the repository (allocated, as du counts), the same way for every tool."""
+    return r.extra.get("repo_growth")
+
+
 def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / MiB:,.0f}"
 
@@ -100,9 +110,12 @@ def render(results: list[PhaseResult], baselines: list[PhaseResult], sweep: list
     out.append("")
     rows = []
     for r in results:
-        rows.append([r.tool, r.phase, f"{r.wall_s:.2f}", _mib(r.peak_rss), f"{r.cpu_s:.1f}",
-                     _mib(r.repo_bytes), f"{r.load_1m:.1f}"])
-    out += _table(["tool", "phase", "wall s", "peak RSS MiB", "CPU s", "repo MiB", "load"], rows)
+        rows.append([r.tool, r.phase, f"{r.wall_s:.2f}", _engine_s(r), _mib(r.peak_rss), f"{r.cpu_s:.1f}",
+                     _mib(_added(r)), _mib(r.repo_bytes), f"{r.load_1m:.1f}"])
+    out += _table(["tool", "phase", "wall s", "in engine s", "peak RSS MiB", "CPU s", "added MiB",
+                   "repo MiB", "load"], rows)
+    out.append("(in engine: the duration stackvault reports, without start-up and catalog; added: how much "
+               "the repository grew; load: 1-min load average at the start)")
     out.append("")
     rrows = []
     fmt = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731

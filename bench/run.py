@@ -224,15 +224,18 @@ class Bench:
         shutil.rmtree(tool.root, ignore_errors=True)
         os.makedirs(tool.root)
         init = tool.init()
-        subprocess.run(init.argv, env=init.env, cwd=init.cwd, check=True,
-                       stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))
+        with open(self.log_path, "ab") as logf:
+            subprocess.run(init.argv, env=init.env, cwd=init.cwd, check=True,
+                           stdout=subprocess.DEVNULL, stderr=logf)
+        before = dir_size(tool.repo)[0]
         try:
             for phase in ("full", "incremental"):
                 if phase == "incremental":
                     self.change.apply(self.image)
                 res, out = self.measure(label, phase, tool.backup(self.image, phase), sink)
                 res.repo_bytes, res.repo_apparent_bytes = dir_size(tool.repo)
-                res.extra = tool.report(out)
+                res.extra = {**tool.report(out), "repo_growth": res.repo_bytes - before}
+                before = res.repo_bytes
                 log(f"{label} {phase}: {res.wall_s:.2f} s, peak {imagegen.human(res.peak_rss)}, "
                     f"repo {imagegen.human(res.repo_bytes)}")
             out_dir = os.path.join(tool.root, "restored")
