@@ -91,7 +91,11 @@ class Stackvault(Tool):
             return {}
         keys = ("backup_id", "level", "bytes_read", "bytes_stored", "blocks_total",
                 "blocks_changed", "duration_s", "status")
-        return {k: doc[k] for k in keys if k in doc}
+        out = {k: doc[k] for k in keys if k in doc}
+        disks = doc.get("disks") or [{}]
+        if "block_size" in disks[0]:
+            out["block_size"] = disks[0]["block_size"]
+        return out
 
 
 class Restic(Tool):
