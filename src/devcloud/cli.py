@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from devcloud import cloud, faults
-from devcloud.context import (DEFAULT_PORTS, CloudContext, DevcloudError, free_port,
-                              state_dir_from_env)
+from devcloud import cloud, faults, processes
+from devcloud.context import (BACKEND_PORT_OFFSET, DEFAULT_PORTS, CloudContext, DevcloudError,
+                              free_port, state_dir_from_env)
 
 log = logging.getLogger("devcloud")
 
@@ -37,13 +37,18 @@ def context_for_up(args: argparse.Namespace) -> CloudContext:
     if args.cache_dir:
         ctx.cache_dir = Path(args.cache_dir).resolve()
     if args.ports:
+        before = (dict(ctx.ports), dict(ctx.backend_ports))
         ports, auto = parse_ports(args.ports)
         if auto:
             ctx.ports = {name: free_port(ctx.host) for name in DEFAULT_PORTS}
             ctx.backend_ports = {name: free_port(ctx.host) for name in DEFAULT_PORTS}
         for name, port in ports.items():
             ctx.ports[name] = port
-            ctx.backend_ports[name] = port + 1000
+            ctx.backend_ports[name] = port + BACKEND_PORT_OFFSET
+        changed = (ctx.ports, ctx.backend_ports) != before
+        if changed and ctx.config_path.exists() and processes.marked_pids(ctx.state_dir):
+            raise DevcloudError(f"the cloud in {ctx.state_dir} is running on other ports; run "
+                                "`devcloud down` before changing --ports")
     return ctx
 
 

@@ -31,7 +31,8 @@ log = logging.getLogger("devcloud.faultproxy")
 
 BLOCK = 1 << 20
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "trailers", "transfer-encoding", "upgrade"})
+                        "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+                        "expect"})  # the proxy answered `Expect: 100-continue` itself
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            409: "Conflict", 413: "Request Entity Too Large", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
