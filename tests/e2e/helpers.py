@@ -92,9 +92,10 @@ class Stackvault:
         env.pop("COLUMNS", None)
         return env
 
-    def argv(self, args: Sequence[str], json_out: bool = True, globals_: Sequence[str] = ()) -> list[str]:
+    def argv(self, args: Sequence[str], json_out: bool = True, globals_: Sequence[str] = (),
+             catalog: str | None = None) -> list[str]:
         base = stackvault_command() + [
-            "--repo", str(self.repo), "--workdir", str(self.workdir), "--catalog", self.catalog_url,
+            "--repo", str(self.repo), "--workdir", str(self.workdir), "--catalog", catalog or self.catalog_url,
         ]
         base += list(globals_)
         if json_out:
@@ -108,9 +109,10 @@ class Stackvault:
         expect: int | None = 0,
         globals_: Sequence[str] = (),
         timeout: float = 300,
+        catalog: str | None = None,
     ) -> Result:
         """Run one command; with `expect` set, fail the test (showing the output) on another exit code."""
-        argv = self.argv([str(a) for a in args], json_out, globals_)
+        argv = self.argv([str(a) for a in args], json_out, globals_, catalog)
         proc = subprocess.run(argv, capture_output=True, text=True, env=self.env(), timeout=timeout)
         res = Result(argv, proc.returncode, proc.stdout, proc.stderr)
         if json_out and proc.stdout.strip():
@@ -157,6 +159,15 @@ class Stackvault:
 
     def list_ids(self) -> list[str]:
         return [b["backup_id"] for b in self.run("list").data["backups"]]
+
+    def repository_ids(self) -> list[str]:
+        """The backups the repository itself holds: `list` from a catalog freshly rebuilt from it alone."""
+        scratch = self.root / "truth.db"
+        for p in self.root.glob("truth.db*"):
+            p.unlink()
+        url = f"sqlite:///{scratch}"
+        self.run("catalog", "rebuild", catalog=url)
+        return [b["backup_id"] for b in self.run("list", catalog=url).data["backups"]]
 
 
 # --- images ------------------------------------------------------------------------------------

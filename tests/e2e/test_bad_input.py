@@ -91,7 +91,8 @@ def test_unreadable_source(populated: Before, tmp_path: Path) -> None:
 def test_second_good_source_is_not_half_backed_up_when_one_is_missing(populated: Before,
                                                                       tmp_path: Path) -> None:
     """A backup of two disks where one is missing fails as a whole before writing anything."""
-    res = populated.sv.run("backup", "--source", f"file:{populated.source}", "--source", f"file:{tmp_path / 'gone.img'}",
+    gone = tmp_path / "gone.img"
+    res = populated.sv.run("backup", "--source", f"file:{populated.source}", "--source", f"file:{gone}",
                    expect=None)
     assert res.rc != 0, res.describe()
     assert populated.sv.run("list").data["backups"] == populated.listing
@@ -142,7 +143,8 @@ def test_wrong_config_file(populated: Before, tmp_path: Path, toml_text: str, na
     cfg.write_text(toml_text)
     res = populated.sv.run("list", expect=None, globals_=["--config", str(cfg)])
     assert_clear_error(res, named)
-    res = populated.sv.run("backup", "--source", f"file:{populated.source}", expect=None, globals_=["--config", str(cfg)])
+    res = populated.sv.run("backup", "--source", f"file:{populated.source}", expect=None,
+                           globals_=["--config", str(cfg)])
     assert_clear_error(res, named)
     assert_nothing_lost(populated)
 

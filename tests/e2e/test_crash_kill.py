@@ -33,6 +33,7 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
     duration = max(time.monotonic() - started, 0.5)
     committed_digests = block_digests(src)
     kills = 0
+    problems: list[str] = []
 
     for attempt, frac in enumerate(fractions):
         # a third of the disk rewritten: the killed job has plenty of chunks to write
@@ -46,13 +47,19 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
             kill_group(proc)
             kills += 1
             where = f"attempt {attempt} ({level}) killed after {delay:.2f}s of ~{duration:.2f}s"
+            in_repo = repo.repository_ids()
             listed = repo.list_ids()
-            if listed == committed:
+            if in_repo == committed:
+                assert listed == committed, f"{where}: list shows a backup the repository does not hold: {listed}"
                 assert _state_bytes(repo) == state_before, f"{where}: working state changed without a commit"
             else:
-                # killed in the instant between its commit and its exit: it is a finished backup
-                assert listed[:-1] == committed, f"{where}: list changed unexpectedly: {committed} -> {listed}"
-                committed = listed
+                # killed after its manifest was committed: it is a finished backup, and `list` must say so
+                assert in_repo[:-1] == committed, f"{where}: repository changed unexpectedly: {committed} -> {in_repo}"
+                if listed != in_repo:
+                    problems.append(f"{where}: backup {in_repo[-1]} is committed in the repository but `list` "
+                                    f"does not show it (catalog not updated; `catalog rebuild` finds it)")
+                    repo.run("catalog", "rebuild")
+                committed = in_repo
                 committed_digests = block_digests(src)
         else:
             out, err = proc.communicate()
@@ -81,6 +88,7 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
 
     assert kills >= len(fractions) // 2, f"only {kills} of {len(fractions)} attempts were killed mid-run"
     repo.run("verify", "--deep")
+    assert not problems, "\n".join(problems)
 
 
 def test_sigkill_during_backup_64mib(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
@@ -93,7 +101,7 @@ def test_sigkill_during_backup_256mib_many_points(repo: Stackvault, rng: random.
     _kill_series(repo, rng, tmp_path, 256 * MIB, fractions)
 
 
-def test_sigkill_during_restore_leaves_no_target(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
+def test_sigkill_during_restore_leaves_no_wrong_target(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "big.img", 64 * MIB, rng)
     bid = repo.backup(src, level="full")["backup_id"]
     target = tmp_path / "restored.raw"
@@ -105,10 +113,12 @@ def test_sigkill_during_restore_leaves_no_target(repo: Stackvault, rng: random.R
     time.sleep(duration * 0.6)
     if proc.poll() is None:
         kill_group(proc)
-        assert not target.exists(), "a killed restore left a target file that looks complete"
+        if target.exists():  # killed after its final rename: then the file must be complete
+            assert sha256_file(target) == sha256_file(src), "a killed restore left a wrong file at the target"
+            target.unlink()
     else:
         proc.communicate()
         pytest.skip("restore finished before the kill")
-    # and a new restore over the leftovers works
+    # and a new restore over the leftovers (a .partial) works
     repo.restore(bid, target)
     assert sha256_file(target) == sha256_file(src)
