@@ -136,6 +136,35 @@ def test_empty_volume_is_a_sparse_file_that_extends_and_is_removed_on_delete(dev
     wait_gone(path)
 
 
+@pytest.mark.slow
+def test_clone_copies_the_bytes_and_revert_brings_the_snapshot_back(devcloud):
+    src = cli_json(devcloud, "volume", "create", "--size", "1", "cinder-clone-src")
+    wait_cli_status(devcloud, "volume", src["id"], "available")
+    data = os.urandom(MiB)
+    write_at(volume_file(devcloud, src["id"]), 5 * MiB, data)
+
+    clone = cli_json(devcloud, "volume", "create", "--source", src["id"], "--size", "2",
+                     "cinder-clone")
+    wait_cli_status(devcloud, "volume", clone["id"], "available")
+    clone_path = volume_file(devcloud, clone["id"])
+    assert read_at(clone_path, 5 * MiB, MiB) == data
+    assert clone_path.stat().st_size == 2 * GiB
+
+    snap = cli_json(devcloud, "volume", "snapshot", "create", "--volume", clone["id"],
+                    "cinder-revert-point")
+    wait_cli_status(devcloud, "volume snapshot", snap["id"], "available")
+    write_at(clone_path, 5 * MiB, b"\xff" * MiB)
+    devcloud.openstack("volume", "revert", snap["id"])
+    wait_cli_status(devcloud, "volume", clone["id"], "available")
+    assert read_at(clone_path, 5 * MiB, MiB) == data
+
+    devcloud.openstack("volume", "snapshot", "delete", snap["id"])
+    wait_gone(snapshot_file(devcloud, snap["id"]))
+    devcloud.openstack("volume", "delete", clone["id"], src["id"])
+    wait_gone(clone_path)
+    wait_gone(volume_file(devcloud, src["id"]))
+
+
 @pytest.mark.parametrize("disk_format", ["raw", "qcow2"])
 def test_volume_from_image_holds_the_image_bytes(devcloud, tmp_path, disk_format):
     # 8 MiB of data followed by a hole: a raw disk image as guests have them.

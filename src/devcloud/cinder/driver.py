@@ -19,6 +19,7 @@ from oslo_log import log as logging
 from cinder import exception
 from cinder.image import image_utils
 from cinder import interface
+from cinder.volume import configuration
 from cinder.volume import driver
 from cinder.volume import volume_utils
 
@@ -34,7 +35,7 @@ sparse_file_opts = [
                       '(files are sparse, so a volume costs only what was written).'),
 ]
 
-cfg.CONF.register_opts(sparse_file_opts, group='backend_defaults')
+cfg.CONF.register_opts(sparse_file_opts, group=configuration.SHARED_CONF_GROUP)
 
 
 @interface.volumedriver
