@@ -92,6 +92,15 @@ def test_100mb_image_roundtrip_through_openstacksdk(devcloud, tmp_path):
     assert got["sha256"] == want
 
 
+def test_connect_gives_an_openstacksdk_connection_to_the_cloud(devcloud):
+    pytest.importorskip("openstack", reason="openstacksdk is not installed in this venv")
+    conn = devcloud.connect()
+    names = {image.name for image in conn.image.images()}
+    assert {i["name"] for i in devcloud.status()["images"]} <= names
+    assert conn.session.get_endpoint(service_type="image", interface="public") == \
+        devcloud.ctx.public_url("glance")
+
+
 def test_image_properties_with_the_openstack_cli(devcloud, tmp_path):
     small = tmp_path / "small.img"
     small.write_bytes(os.urandom(1 << 16))
