@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from nova_helpers import cli_json
+from devcloud.nova.testing import cli_json
 
 pytestmark = [pytest.mark.devcloud]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nova_helpers import (IMAGE_AGENT, IMAGE_AGENT_DEAD, action_events, cli_json,
+from devcloud.nova.testing import (IMAGE_AGENT, IMAGE_AGENT_DEAD, action_events, cli_json,
                           create_server, delete_server, raw_sha256, wait_for)
 
 pytestmark = [pytest.mark.devcloud, pytest.mark.guest, pytest.mark.slow]
@@ -167,6 +167,14 @@ def test_volume_backed_snapshot_makes_cinder_snapshots_and_a_zero_byte_image(dev
         devcloud.openstack("volume", "delete", vol_id, check=False)
 
 
+SDK_CREATE_IMAGE = r"""
+import sys, openstack
+conn = openstack.connect()
+image = conn.compute.create_server_image(sys.argv[1], name=sys.argv[2], wait=False)
+print(image.id)
+"""
+
+
 def _image_ids(dc) -> set[str]:
     return {i["ID"] for i in cli_json(dc, "image", "list")}
 
@@ -176,9 +184,7 @@ def test_required_quiesce_with_dead_agent_fails_image_backed_snapshot_later(devc
     try:
         before = _image_ids(devcloud)
         # the request is accepted (202); the snapshot fails on the compute side
-        done = devcloud.openstack("server", "image", "create", "--name", "t-dead-img", sid,
-                                  "-f", "json")
-        image_id = json.loads(done.stdout)["id"]
+        image_id = devcloud.run_python(SDK_CREATE_IMAGE, sid, "t-dead-img").stdout.strip()
         wait_for("the image to be deleted", lambda: image_id not in _image_ids(devcloud), 120)
         assert _image_ids(devcloud) == before
         shown = server_show(devcloud, sid)
@@ -248,9 +254,7 @@ def test_nova_faults_quota_exceeded_and_hang_snapshot(devcloud):
     sid = create_server(devcloud, "t-hang")["id"]
     try:
         devcloud.add_fault("nova", "hang-snapshot", path_regex=r"/action$", count=1)
-        done = devcloud.openstack("server", "image", "create", "--name", "t-hang-img", sid,
-                                  "-f", "json")
-        image_id = json.loads(done.stdout)["id"]
+        image_id = devcloud.run_python(SDK_CREATE_IMAGE, sid, "t-hang-img").stdout.strip()
         wait_for("image_uploading", lambda: server_show(devcloud, sid)[
             "OS-EXT-STS:task_state"] == "image_uploading", 120)
         time.sleep(3)

@@ -24,10 +24,7 @@ from devcloud.nova import clients
 from devcloud.nova.config import NovaConfig
 from devcloud.nova.store import Store
 
-try:  # the real hypervisor (QEMU guests); the stand-in only until devcloud.guest lands
-    from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor, QuiesceError
-except ImportError:  # pragma: no cover - depends on what is installed beside us
-    from devcloud.nova.fast_hypervisor import DiskSpec, GuestError, Hypervisor, QuiesceError
+from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor, QuiesceError
 
 LOG = logging.getLogger(__name__)
 

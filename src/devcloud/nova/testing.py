@@ -1,4 +1,5 @@
-"""Helpers shared by the emulated Nova's tests: the `openstack` CLI with JSON output, polling."""
+"""Test helpers for the emulated Nova (used by tests/devcloud/test_nova_*.py): the `openstack`
+CLI with JSON output, polling, disk comparison. Runs in the test venv, not in Nova."""
 
 from __future__ import annotations
 
