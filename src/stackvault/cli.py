@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from . import __version__
-from .config import Retention, load_settings, parse_pairs, parse_size
+from .config import CONSISTENCY_LEVELS, Retention, load_settings, parse_pairs, parse_size
 from .errors import StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=("full", "incremental", "differential"), default="incremental")
     p.add_argument("--name", default="")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--require-consistency", choices=CONSISTENCY_LEVELS, default=None,
+                   help="refuse servers whose backup would be less consistent (default: [cloud] require_consistency)")
 
     p = cmd("list", "list backups")
     p.add_argument("--source", default=None, metavar="file:PATH")
@@ -80,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavor", default=None, help="server restore: flavor (default: the original)")
     p.add_argument("--network", default=None, help="server restore: network (default: the original)")
     p.add_argument("--key-name", default=None, help="server restore: key pair (default: the original)")
+
+    p = cmd("doctor", "the consistency each server's next backup will have, why, and the fix")
+    p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
+    p.add_argument("--all", action="store_true", help="every server of the project (the default)")
+    p.add_argument("--server-tag", action="append", default=[], metavar="TAG", help="servers with this tag")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME|ID")
+    p.add_argument("--require-consistency", choices=CONSISTENCY_LEVELS, default=None,
+                   help="the policy to check (default: [cloud] require_consistency); exit 1 when not met")
+    p.add_argument("--fix-images", action="store_true", help="set the guest agent properties on the images")
+    p.add_argument("--yes", action="store_true", help="with --fix-images: do not ask for confirmation")
+
+    cmd("guest-hook", "print the fsfreeze hook to install in guests (/etc/qemu-ga/fsfreeze-hook.d/)")
 
     p = cmd("cleanup", "remove what killed jobs left in the cloud (found by tag)")
     p.add_argument("--dry-run", action="store_true")
@@ -149,6 +163,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
                               project=args.project)
         if selection.empty():
             raise UsageError("nothing to back up", "pass --source file:PATH, --server, --volume, --all or --server-tag")
+        if args.require_consistency:
+            settings.cloud.require_consistency = args.require_consistency
         ctx.repo  # noqa: B018 - fail on a bad repository before touching the cloud
         result = back_up_cloud(ctx, connect(settings.cloud.os_cloud), selection, args.level, progress)
         return result, render.cloud_backup, EXIT_OK if result["status"] in ("success", "warning") else EXIT_FAILED
@@ -161,7 +177,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         return render.list_result(rows, in_repo, filtered=bool(args.server or args.source)), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
-        return render.record_dict(record), render.show, EXIT_OK
+        from .jobs.quiesce_proof import with_proof
+
+        return with_proof(ctx.repo, render.record_dict(record)), render.show, EXIT_OK
     if c == "restore":
         kind, _, name = args.to.partition(":")
         if kind in ("image", "volume", "server"):
@@ -170,6 +188,13 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         target = parse_target(args.to, args.format, args.force)
         return restore(ctx, args.backup, target, args.disk, progress), render.restore, EXIT_OK
+    if c == "doctor":
+        return _doctor(args, settings)
+    if c == "guest-hook":
+        from .cloud import guest_hook
+
+        return ({"path": guest_hook.HOOK_PATH, "marker": guest_hook.MARKER_PATH, "script": guest_hook.hook_script(),
+                 "steps": guest_hook.install_steps()}, render.guest_hook, EXIT_OK)
     if c == "cleanup":
         from .cloud.connection import connect
         from .jobs.cleanup import cleanup
@@ -201,6 +226,25 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         return rebuild_catalog(ctx), render.catalog, EXIT_OK
     raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
+
+
+def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], str], int]:  # noqa: ANN001
+    from .cloud.connection import connect
+    from .cloud.inventory import Selection
+    from .jobs.doctor import doctor, fix_images
+
+    conn = connect(settings.cloud.os_cloud)
+    selection = Selection(servers=args.server, all_servers=args.all, tags=args.server_tag, exclude=args.exclude)
+    report = doctor(conn, selection, args.require_consistency or settings.cloud.require_consistency)
+    if args.fix_images:
+        report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
+    return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _confirm(question: str) -> bool:
+    """y/N on the terminal (stderr, so --json output stays one document); no answer is no."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: str, progress) -> dict:  # noqa: ANN001

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
+CONSISTENCY_LEVELS = ("application", "unknown", "crash")  # strongest first, as cloud/consistency.py ranks them
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
 
@@ -54,6 +55,8 @@ class CloudSettings:
     timeout: float = 1800.0  # per wait: snapshot, volume, attachment
     parallel: int = 2  # servers backed up at once
     retries: int = 5  # per broken download
+    require_consistency: str = "crash"  # servers whose next backup would be below this are refused
+    verify_quiesce: bool = True  # read the freeze hook's marker from each backed-up root disk
 
 
 @dataclass
@@ -132,6 +135,11 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
         raise UsageError(f"{section}.{key} in {path} must be a string", "quote the value")
     if (section, key) == ("cloud", "volume_transfer") and value not in ("attach", "image"):
         raise UsageError(f"cloud.volume_transfer in {path} must be attach or image", "fix the value")
+    if (section, key) == ("cloud", "require_consistency") and value not in CONSISTENCY_LEVELS:
+        raise UsageError(f"cloud.require_consistency in {path} must be one of {', '.join(CONSISTENCY_LEVELS)}",
+                         "fix the value")
+    if kind in (bool, "bool") and not isinstance(value, bool):
+        raise UsageError(f"{section}.{key} in {path} must be true or false", "write true or false, unquoted")
     return float(value) if kind in (float, "float") else value
 
 

@@ -20,6 +20,8 @@ def backup(r: dict) -> str:
     lines.append(f"  Level:            {level}")
     if r.get("consistency"):
         lines.append(f"  Consistency:      {r['consistency']}")
+    if r.get("quiesce_proof"):
+        lines.append(f"  Quiesce proof:    {r['quiesce_proof']['status']}: {r['quiesce_proof']['message']}")
     for d in r["disks"]:
         lines.append(f"  Disk {d['name']:<20} {human_bytes(d['size']):>10}  {d['level']:<12} read "
                      f"{human_bytes(d['bytes_read'])}, stored {human_bytes(d['bytes_stored'])}, "
@@ -53,6 +55,8 @@ def show(d: dict) -> str:
         lines.append(f"  Name:        {d['name']}")
     if d.get("consistency"):
         lines.append(f"  Consistency: {d['consistency']}")
+    if d.get("quiesce_proof"):
+        lines.append(f"  Quiesce:     {d['quiesce_proof']['status']}: {d['quiesce_proof']['message']}")
     if d.get("tags"):
         lines.append("  Tags:        " + ", ".join(f"{k}={v}" for k, v in d["tags"].items()))
     lines.append(f"  Size:        {human_bytes(d['size'])}, read {human_bytes(d['bytes_read'])}, "
@@ -158,6 +162,33 @@ def cloud_restore(r: dict) -> str:
         disks = ", ".join(f"{d['disk']} -> {d['kind']} {d['id']}" for d in r["disks"])
         return f"restored backup {r['backup_id']} as server {r['name']} ({r['id']}): {disks}"
     return f"restored disk {r['disk']} as {r['kind']} {r['name']} ({r['id']}), {human_bytes(r['bytes_written'])} of data"
+
+
+def doctor(r: dict) -> str:
+    lines = [f"{'SERVER':<24} {'BOOT':<6} {'AGENT':<6} {'QUIESCE':<8} {'NEXT BACKUP':<12} POLICY ({r['require_consistency']})"]
+    for s in r["servers"]:
+        lines.append(f"{s['name'][:24]:<24} {s['boot']:<6} {s['hw_qemu_guest_agent'] or '-':<6} "
+                     f"{s['os_require_quiesce'] or '-':<8} {s['consistency']:<12} {'ok' if s['meets_policy'] else 'NOT MET'}")
+        lines += [f"  ! {flag}" for flag in s["flags"]]
+        lines += [f"  fix: {cmd}" for cmd in s["fix"]]
+    lines.append(f"{len(r['servers'])} servers; " + (f"policy not met by {', '.join(r['failing'])}" if r["failing"]
+                                                      else "policy met"))
+    fixed = r.get("fix_images")
+    if fixed is not None:
+        if not fixed["asked"]:
+            lines.append("no image to fix")
+        elif not fixed["confirmed"]:
+            lines.append("images left unchanged (not confirmed)")
+        else:
+            for img in fixed["images"]:
+                what = "updated" if img["status"] == "updated" else f"FAILED: {img['error']}"
+                lines.append(f"image {img['image_name'] or img['image_id']}: {what}")
+            lines.append(f"note: {fixed['note']}")
+    return "\n".join(lines)
+
+
+def guest_hook(r: dict) -> str:
+    return r["script"].rstrip("\n")
 
 
 def cleanup(r: dict) -> str:

@@ -26,6 +26,7 @@ from ..engine.sources import DiskSource, RawSource
 from ..errors import StackvaultError, UsageError
 from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
+from .quiesce_proof import prove_after_backup
 
 GiB = 1 << 30
 
@@ -125,12 +126,19 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
         definition = server_definition(conn, server)
         consistency = expected_consistency(definition["image_properties"])
         result.consistency = consistency
+        from .doctor import policy_refusal  # imported here: doctor builds on this module
+
+        refusal = policy_refusal(definition, consistency, cloud.require_consistency)
+        if refusal:
+            raise StackvaultError(refusal)
         warnings = [w for w in [_image_changed_after(definition)] if w]
         volumes = definition["volumes"]
         if definition["boot"] == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), server.name)
+        window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
+        window_end = time.time()
         with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id) as readers:
             stack.callback(snaps.delete_server_snapshot, conn, snap)
             sources: list[DiskSource] = []
@@ -168,6 +176,8 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                 warnings=warnings), progress)
         result.report = backup_report(record)
         result.status = record.status
+        if cloud.verify_quiesce:
+            prove_after_backup(ctx, record, result, (window_start, window_end))
     except StackvaultError as exc:
         result.error = str(exc)
     except Exception as exc:  # one server's surprise must not stop the others

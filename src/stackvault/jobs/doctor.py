@@ -1,0 +1,141 @@
+"""`stackvault doctor`: which consistency each server's next backup will have, why, and the fix.
+
+Nova decides at server creation whether a guest gets the agent channel (`hw_qemu_guest_agent`) and
+whether its snapshots must quiesce (`os_require_quiesce`), from the image's properties then (an
+image-backed server) or from its boot volume's copy of them (`volume_image_metadata`, a
+volume-backed server). Setting them later changes nothing for existing servers, so the doctor also
+flags images changed after their servers were created. The same judgement is the backup policy
+(`require_consistency`): `policy_refusal` is what the backup job uses before any snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from openstack import exceptions as os_exc
+
+from ..cloud.connection import _first_line
+from ..cloud.consistency import AGENT_PROPERTY, APPLICATION, RANK, REQUIRE_PROPERTY, expected_consistency
+from ..cloud.definition import server_definition
+from ..cloud.inventory import Selection, select_servers
+from ..errors import UsageError
+from .cloud_backup import _image_changed_after
+
+RECREATE = ("image properties apply only when a server is created: recreate the servers that use it "
+            "(or rebuild them, which replaces their root disk) for the fix to take effect")
+
+
+def fix_commands(definition: dict) -> list[str]:
+    """The `openstack` commands that give the server's source application consistency."""
+    props = definition["image_properties"]
+    sets = f"--property {AGENT_PROPERTY}=yes --property {REQUIRE_PROPERTY}=yes"
+    if definition["boot"] == "image":
+        return [f"openstack image set {sets} {definition['image_id']}"] if definition["image_id"] else []
+    commands = []
+    if props.get("image_id"):
+        commands.append(f"openstack image set {sets} {props['image_id']}")
+    boot = next((v for v in definition["volumes"] if v.get("boot_index") == 0), None)
+    if boot is not None:
+        commands.append(f"openstack volume set --image-property {AGENT_PROPERTY}=yes "
+                        f"--image-property {REQUIRE_PROPERTY}=yes {boot['id']}")
+    return commands
+
+
+def _image_of(definition: dict) -> str | None:
+    if definition["boot"] == "image":
+        return definition["image_id"]
+    return definition["image_properties"].get("image_id")
+
+
+def _flags(definition: dict) -> list[str]:
+    """Why what the cloud says now may not be what the server got at creation."""
+    flags = []
+    changed = _image_changed_after(definition)
+    if changed:
+        flags.append(changed)
+    source = definition["image_properties_source"]
+    if source.endswith("(deleted)"):
+        flags.append(f"{source.replace(' (deleted)', '')} was deleted: the properties the server was created "
+                     "with cannot be read, stackvault assumes none (crash)")
+    elif source == "none":
+        flags.append("the server has neither an image nor a boot volume with image metadata: no agent properties")
+    return flags
+
+
+def policy_refusal(definition: dict, consistency: str, require: str) -> str | None:
+    """Why a server must not be backed up under `require`, naming the server, its consistency and the fix."""
+    if RANK[consistency] >= RANK[require]:
+        return None
+    fixes = fix_commands(definition)
+    fix = " && ".join(fixes) if fixes else f"boot the server from an image with {AGENT_PROPERTY}=yes {REQUIRE_PROPERTY}=yes"
+    return (f"server {definition['name']} ({definition['id']}) would get a {consistency}-consistent backup, below the "
+            f"required {require} (require_consistency): refused before any snapshot; fix: {fix}, then recreate the "
+            f"server ({RECREATE.split(': ')[0]}), or lower require_consistency / --require-consistency")
+
+
+def diagnose_server(conn, server, require: str) -> dict:  # noqa: ANN001
+    definition = server_definition(conn, server)
+    props = definition["image_properties"]
+    consistency = expected_consistency(props)
+    return {
+        "server_id": server.id,
+        "name": server.name,
+        "boot": definition["boot"],
+        "created_at": definition["created_at"],
+        "image_id": _image_of(definition),
+        "image_name": props.get("_image_name") or props.get("image_name"),
+        "properties_source": definition["image_properties_source"],
+        AGENT_PROPERTY: props.get(AGENT_PROPERTY),
+        REQUIRE_PROPERTY: props.get(REQUIRE_PROPERTY),
+        "consistency": consistency,
+        "meets_policy": RANK[consistency] >= RANK[require],
+        "flags": _flags(definition),
+        "fix": fix_commands(definition) if consistency != APPLICATION else [],
+    }
+
+
+def doctor(conn, selection: Selection, require: str) -> dict:  # noqa: ANN001
+    """The report: every server in scope (all of the project when nothing is selected)."""
+    if require not in RANK:
+        raise UsageError(f"unknown consistency {require!r}", "use application, unknown or crash")
+    if selection.empty():
+        selection.all_servers = True
+    servers = [diagnose_server(conn, s, require) for s in select_servers(conn, selection)]
+    fixes = list(dict.fromkeys(cmd for s in servers for cmd in s["fix"]))
+    failing = [s["name"] for s in servers if not s["meets_policy"]]
+    return {"require_consistency": require, "ok": not failing, "failing": failing, "servers": servers,
+            "fixes": fixes}
+
+
+def images_to_fix(report: dict) -> list[dict]:
+    """Images (with the servers using them) that lack one of the two properties."""
+    images: dict[str, dict] = {}
+    for s in report["servers"]:
+        if s["consistency"] == APPLICATION or not s["image_id"]:
+            continue
+        entry = images.setdefault(s["image_id"], {"image_id": s["image_id"], "image_name": s["image_name"],
+                                                  "servers": []})
+        entry["servers"].append(s["name"])
+    return list(images.values())
+
+
+def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:  # noqa: ANN001
+    """Set both properties on every image that lacks them, after `confirm(question)` says yes."""
+    todo = images_to_fix(report)
+    done: dict = {"asked": bool(todo), "confirmed": False, "images": [], "note": RECREATE if todo else ""}
+    if not todo:
+        return done
+    names = ", ".join(f"{i['image_name'] or i['image_id']} (used by {', '.join(i['servers'])})" for i in todo)
+    if not confirm(f"set {AGENT_PROPERTY}=yes and {REQUIRE_PROPERTY}=yes on {len(todo)} image(s): {names}?"):
+        return done
+    done["confirmed"] = True
+    for item in todo:
+        try:
+            conn.image.update_image(item["image_id"], **{AGENT_PROPERTY: "yes", REQUIRE_PROPERTY: "yes"})
+            done["images"].append({**item, "status": "updated"})
+        except os_exc.SDKException as exc:
+            done["images"].append({**item, "status": "failed",
+                                   "error": f"{_first_line(exc)} (ask the image's owner or an admin to run "
+                                            f"openstack image set --property {AGENT_PROPERTY}=yes --property "
+                                            f"{REQUIRE_PROPERTY}=yes {item['image_id']})"})
+    return done
