@@ -6,7 +6,7 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import RepositoryError, UsageError
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,12 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float
+
+
+class TransientError(RepositoryError):
+    """A failure that may go away if the call is repeated: a 5xx answer, a timeout, a refused or
+    reset connection. Drivers raise it (with a message for the user, should every retry fail);
+    `retry.RetryingBackend` retries it. Every other error is final at once."""
 
 
 class Backend(abc.ABC):
@@ -43,22 +49,72 @@ class Backend(abc.ABC):
     def sync(self) -> None:
         """Make every `put` so far durable. Called before a manifest commits (per-job sync level)."""
 
+    def create(self) -> None:
+        """Make the place the repository lives in (a bucket, a container) if it is missing.
+
+        Called by `init` only: every other command must fail clearly on a missing bucket rather
+        than quietly create an empty one under a mistyped name."""
+
     def close(self) -> None:
         """Release connections and file handles."""
 
 
-def open_backend(location: str, *, sync: str = "job") -> Backend:
-    """Backend for a repository location: a path (local directory) or, later, s3:// / swift:// URLs."""
+def split_url(location: str, allowed: tuple[str, ...]) -> tuple[str, str, dict[str, str]]:
+    """`s3://BUCKET/PRE/FIX?k=v` -> ("BUCKET", "PRE/FIX/", {"k": "v"}); the prefix ends with `/`.
+
+    Options after `?` let a config file say in one string what would otherwise need environment
+    variables (an endpoint, a region, a profile, a clouds.yaml entry)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(location)
+    if not parts.netloc:
+        raise UsageError(f"repository location {location!r} names no bucket or container",
+                         f"write it as {parts.scheme}://NAME/PREFIX")
+    options = dict(parse_qsl(parts.query))
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r} in repository location {location!r}",
+                         f"{parts.scheme}:// takes {', '.join(allowed)}")
+    prefix = parts.path.strip("/")
+    return parts.netloc, (prefix + "/" if prefix else ""), options
+
+
+def open_driver(location: str, *, sync: str = "job", cloud: str | None = None) -> Backend:
+    """The driver alone for a location: a path (local directory), memory://, s3:// or swift://."""
     if "://" in location and not location.startswith("file://"):
         scheme = location.split("://", 1)[0]
         if scheme == "memory":
             from .memory import MemoryBackend
 
             return MemoryBackend(location)
+        if scheme == "s3":
+            from .s3 import S3Backend
+
+            bucket, prefix, options = split_url(location, S3Backend.OPTIONS)
+            return S3Backend(bucket, prefix, **options)
+        if scheme == "swift":
+            from .swift import SwiftBackend
+
+            container, prefix, options = split_url(location, ("cloud",))
+            return SwiftBackend(container, prefix, cloud=options.get("cloud", cloud))
         raise UsageError(
             f"repository location {location!r} uses unsupported scheme {scheme!r}",
-            "use a local directory path; s3:// and swift:// repositories are not available yet",
+            "use a local directory path, s3://BUCKET/PREFIX or swift://CONTAINER/PREFIX",
         )
     from .local import LocalBackend
 
     return LocalBackend(location.removeprefix("file://"), sync=sync)
+
+
+def open_backend(location: str, *, sync: str = "job", cloud: str | None = None) -> Backend:
+    """Backend for a repository location; object stores come wrapped in retries with backoff.
+
+    `cloud` names the clouds.yaml entry a swift:// repository authenticates with (else OS_CLOUD /
+    OS_* variables, or tempauth from ST_AUTH / ST_USER / ST_KEY).
+    """
+    driver = open_driver(location, sync=sync, cloud=cloud)
+    if location.startswith(("s3://", "swift://")):
+        from .retry import RetryingBackend
+
+        return RetryingBackend(driver)
+    return driver
