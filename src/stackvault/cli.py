@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from . import __version__
 from .config import CONSISTENCY_LEVELS, Retention, load_settings, parse_pairs, parse_size
@@ -112,9 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep unreferenced chunks younger than this")
     p.add_argument("--dry-run", action="store_true")
 
-    p = cmd("state", "working state")
-    p.add_argument("action", choices=("rebuild",))
-    p.add_argument("--source", default=None, metavar="file:PATH")
+    p = cmd("state", "the proxy's working state: rebuild it from the repository, save it there, restore it")
+    p.add_argument("action", choices=("rebuild", "backup", "restore"))
+    p.add_argument("state_id", nargs="?", default=None, help="restore: which saved state (default: the newest)")
+    p.add_argument("--source", default=None, metavar="file:PATH", help="rebuild: only this disk")
+    p.add_argument("--config-out", default=None, metavar="PATH", help="restore: write the saved config here")
+    p.add_argument("--force", action="store_true", help="restore: overwrite an existing config file")
+
+    p = cmd("recover", "make this a working proxy from the repository alone (config, catalog, working state)")
+    p.add_argument("--config-out", default=None, metavar="PATH",
+                   help="where to write the recovered config (default: <workdir>/stackvault.toml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config file")
 
     p = cmd("catalog", "the catalog database")
     p.add_argument("action", choices=("rebuild",))
@@ -218,9 +227,20 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         return gc(ctx, args.grace, args.dry_run), render.gc, EXIT_OK
     if c == "state":
+        from .jobs import proxy_state
         from .jobs.maintenance import rebuild_state
 
+        if args.action == "backup":
+            return proxy_state.backup_state(ctx), render.state_saved, EXIT_OK
+        if args.action == "restore":
+            out = Path(args.config_out) if args.config_out else None
+            return proxy_state.restore_state(ctx, args.state_id, out, args.force), render.state_restored, EXIT_OK
         return rebuild_state(ctx, _disk_key(args.source)), render.state, EXIT_OK
+    if c == "recover":
+        from .jobs.proxy_state import recover
+
+        out = Path(args.config_out) if args.config_out else settings.workdir / "stackvault.toml"
+        return recover(ctx, out, args.force), render.recovered, EXIT_OK
     if c == "catalog":
         from .jobs.maintenance import rebuild_catalog
 

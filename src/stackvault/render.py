@@ -137,6 +137,27 @@ def state(r: dict) -> str:
                      or ["no backups: nothing to rebuild"])
 
 
+def state_saved(r: dict) -> str:
+    lines = [f"saved proxy state {r['state_id']} (full): {r['files']} state files"
+             f"{' and the config' if r['config_saved'] else ''}, {human_bytes(r['bytes'])}"]
+    return "\n".join(lines + [f"warning: {w}" for w in r["warnings"]])
+
+
+def state_restored(r: dict) -> str:
+    text = f"restored proxy state {r['state_id']}: {r['state_files']} state files"
+    return text + (f", config written to {r['config']}" if r["config"] else "")
+
+
+def recovered(r: dict) -> str:
+    lines = [f"catalog rebuilt with {r['catalog']['backups']} backups; working state of {len(r['state']['disks'])} "
+             "disks rebuilt from their newest backups"]
+    if r["config"]:
+        lines.append(f"configuration of saved state {r['state_id']} written to {r['config']}: use it with --config")
+    if r.get("warning"):
+        lines.append(f"warning: {r['warning']}")
+    return "\n".join(lines)
+
+
 def catalog(r: dict) -> str:
     return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository"
 

@@ -28,7 +28,8 @@ class CloudUser(Stackvault):
     def env(self) -> dict[str, str]:
         env = super().env()
         env["OS_CLIENT_CONFIG_FILE"] = str(self.clouds_yaml)
-        env["STACKVAULT_CONFIG"] = str(self.config)
+        if self.config.exists():  # a proxy being recovered has none yet
+            env["STACKVAULT_CONFIG"] = str(self.config)
         return env
 
 
