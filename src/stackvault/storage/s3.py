@@ -49,6 +49,7 @@ class S3Backend(Backend):
         self.bucket = bucket
         self.prefix = prefix
         self.location = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.page_size = 1000  # keys per listing request (S3's maximum)
         if addressing not in (None, "path", "virtual", "auto"):
             raise UsageError(f"addressing={addressing!r} in {self.location} is not path, virtual "
                              "or auto", "use addressing=path for most non-AWS stores")
@@ -94,7 +95,8 @@ class S3Backend(Backend):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix)
+            Bucket=self.bucket, Prefix=self.prefix + prefix,
+            PaginationConfig={"PageSize": self.page_size})
         with self._translate(prefix):
             for page in pages:
                 for obj in page.get("Contents", ()):
@@ -133,8 +135,8 @@ class S3Backend(Backend):
             code, status = _code(exc), _status(exc)
             if code == "NoSuchBucket":
                 raise RepositoryError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
-                                      "create it with `stackvault init`, or fix the bucket "
-                                      "name / AWS_ENDPOINT_URL") from None
+                                      "create the bucket (`stackvault init` does), or fix its "
+                                      "name or AWS_ENDPOINT_URL") from None
             if missing_is_key_error and (code in ("NoSuchKey", "404", "NotFound") or status == 404):
                 raise KeyError(key) from None
             if code in _ACCESS_CODES or status in (401, 403):

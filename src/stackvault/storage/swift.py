@@ -28,9 +28,6 @@ from swiftclient.exceptions import ClientException
 from ..errors import RepositoryError
 from .base import Backend, ObjectInfo, TransientError
 
-LIST_LIMIT = 10000
-
-
 class SwiftBackend(Backend):
     def __init__(self, container: str, prefix: str = "", *, cloud: str | None = None,
                  timeout: float = 60) -> None:
@@ -38,6 +35,7 @@ class SwiftBackend(Backend):
         self.prefix = prefix
         self.location = f"swift://{container}/{prefix}".rstrip("/")
         self.timeout = timeout
+        self.page_size = 10000  # names per listing request (Swift's default maximum)
         use_tempauth = cloud is None and os.environ.get("ST_AUTH")
         self._authenticate: Callable[[], tuple[str, str]] = (
             _tempauth if use_tempauth else _keystone(cloud))
@@ -120,7 +118,7 @@ class SwiftBackend(Backend):
         marker = ""
         while True:
             _, objects = self._call(prefix, lambda c: c.get_container(
-                self.container, prefix=self.prefix + prefix, marker=marker, limit=LIST_LIMIT))
+                self.container, prefix=self.prefix + prefix, marker=marker, limit=self.page_size))
             if not objects:
                 return
             for obj in objects:
@@ -146,8 +144,8 @@ class SwiftBackend(Backend):
             status = exc.http_status or 0
             if status == 404:
                 raise RepositoryError(f"Swift container {self.container!r} does not exist at "
-                                      f"{conn.url}", "create it with `stackvault init`, or fix "
-                                      "the container name or the account") from None
+                                      f"{conn.url}", "create the container (`stackvault init` "
+                                      "does), or fix its name or the account") from None
             if status in (401, 403):
                 fix = ("check ST_USER / ST_KEY" if self.auth_kind == "tempauth" else
                        "check the user's role on the project in clouds.yaml (--os-cloud)")
