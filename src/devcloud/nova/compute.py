@@ -84,6 +84,7 @@ class Compute:
                                      image_cache=Path(cfg.guest_image_cache)
                                      if cfg.guest_image_cache else None)
         self._base_locks: dict[str, threading.Lock] = {}
+        self._server_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
 
@@ -170,6 +171,12 @@ class Compute:
         with self._locks_lock:
             return self._base_locks.setdefault(key, threading.Lock())
 
+    def server_lock(self, server_id: str) -> threading.Lock:
+        """Serializes build, power changes and delete of one server (as Nova's
+        @synchronized(instance.uuid) does), so a delete during a build never leaks a guest."""
+        with self._locks_lock:
+            return self._server_locks.setdefault(server_id, threading.Lock())
+
     def fetch_base(self, image: dict, token: str) -> Path:
         """The image as a raw file in `_base/<sha1(image id)>`, downloaded once (imagecache)."""
         key = hashlib.sha1(image["id"].encode()).hexdigest()
@@ -254,11 +261,17 @@ class Compute:
     # ---- build -------------------------------------------------------------------------------
     def build(self, server_id: str, request_id: str, token: str) -> None:
         """_do_build_and_run_instance: block devices, networking, spawn."""
+        with self.server_lock(server_id):
+            self._build(server_id, request_id, token)
+
+    def _build(self, server_id: str, request_id: str, token: str) -> None:
         event = "compute__do_build_and_run_instance"
         self.event_start(server_id, request_id, "conductor_schedule_and_build_instances")
         self.event_finish(server_id, request_id, "conductor_schedule_and_build_instances")
         self.event_start(server_id, request_id, event)
         server = self.store.get("servers", server_id)
+        if server is None or server.get("task_state") == "deleting":
+            return
         try:
             self.set_state(server_id, task_state="block_device_mapping")
             bdms = [self._prepare_bdm(server, bdm, token) for bdm in server["bdms"]]
@@ -317,6 +330,14 @@ class Compute:
 
     # ---- power -------------------------------------------------------------------------------
     def stop(self, server_id: str, request_id: str) -> None:
+        with self.server_lock(server_id):
+            self._stop(server_id, request_id)
+
+    def start(self, server_id: str, request_id: str) -> None:
+        with self.server_lock(server_id):
+            self._start(server_id, request_id)
+
+    def _stop(self, server_id: str, request_id: str) -> None:
         event = "compute_stop_instance"
         self.event_start(server_id, request_id, event)
         try:
@@ -329,7 +350,7 @@ class Compute:
             self.set_state(server_id, task_state=None)
             self.event_finish(server_id, request_id, event, exc)
 
-    def start(self, server_id: str, request_id: str) -> None:
+    def _start(self, server_id: str, request_id: str) -> None:
         event = "compute_start_instance"
         self.event_start(server_id, request_id, event)
         try:
@@ -346,6 +367,13 @@ class Compute:
     def delete(self, server_id: str, request_id: str, token: str,
                release_ports: Callable[[str], None]) -> None:
         """terminate_instance: destroy the guest, detach (and maybe delete) volumes, ports."""
+        with self.server_lock(server_id):
+            self._delete(server_id, request_id, token, release_ports)
+        with self._locks_lock:
+            self._server_locks.pop(server_id, None)
+
+    def _delete(self, server_id: str, request_id: str, token: str,
+                release_ports: Callable[[str], None]) -> None:
         server = self.store.get("servers", server_id)
         if server is None:
             return

@@ -572,6 +572,25 @@ class ServersApi:
             for p in ports]})
 
 
+    # ---- os-server-external-events (Cinder tells Nova about volume changes) ------------------
+    def external_events(self, ctx: RequestContext, req: webob.Request) -> Reply:
+        """Accepted and acknowledged per event, as Nova answers Cinder's notifications."""
+        if not ctx.is_admin and "service" not in ctx.roles:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-server-external-events:"
+                                "create to be performed.")
+        events = json_body(req).get("events")
+        if not isinstance(events, list) or not events:
+            raise bad_request("Invalid input for field/attribute events.")
+        out = []
+        for ev in events:
+            found = self.store.get("servers", ev.get("server_uuid", "")) is not None
+            out.append(dict(ev, status="completed" if found else "failed",
+                            code=200 if found else 404))
+        if not any(e["code"] == 200 for e in out):
+            raise not_found("No instances found for any event")
+        return Reply(207 if any(e["code"] != 200 for e in out) else 200, {"events": out})
+
+
 def add_routes(router: Router, api: ServersApi) -> None:
     r = router.add
     r("GET", "/servers", api.list)
@@ -597,6 +616,7 @@ def add_routes(router: Router, api: ServersApi) -> None:
     r("GET", "/servers/{server_id}/os-instance-actions/{request_id}", api.action_show)
     r("GET", "/servers/{server_id}/ips", api.ips)
     r("GET", "/servers/{server_id}/os-interface", api.interfaces)
+    r("POST", "/os-server-external-events", api.external_events)
     att = api.attachments
     r("GET", "/servers/{server_id}/os-volume_attachments",
       lambda ctx, req, server_id: att.list(ctx, api.get_server(ctx, server_id)))

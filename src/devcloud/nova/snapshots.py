@@ -175,7 +175,9 @@ class Snapshots:
         except Exception as exc:
             LOG.error("snapshot of %s into image %s failed: %s", server_id, image_id, exc)
             c.record_fault(server_id, exc)
-            c.set_state(server_id, task_state=None)
+            live = c.store.get("servers", server_id)
+            if live is not None and live.get("task_state") != "deleting":
+                c.set_state(server_id, task_state=None)  # @reverts_task_state
             c.event_finish(server_id, request_id, event, exc)
             try:  # @delete_image_on_error
                 glance.delete(image_id)
@@ -214,7 +216,10 @@ class Snapshots:
 
     def _hang(self, server_id: str) -> None:
         """Fault `hang-snapshot`: the upload never finishes (until the server is deleted)."""
-        while self.compute.store.get("servers", server_id) is not None:
+        while True:
+            server = self.compute.store.get("servers", server_id)
+            if server is None or server.get("task_state") == "deleting":
+                break
             time.sleep(1)
         raise NovaError(f"Instance {server_id} could not be found.", 404)
 
