@@ -26,6 +26,8 @@ def backup(r: dict) -> str:
         lines.append(f"  Disk {d['name']:<20} {human_bytes(d['size']):>10}  {d['level']:<12} read "
                      f"{human_bytes(d['bytes_read'])}, stored {human_bytes(d['bytes_stored'])}, "
                      f"changed {d['blocks_changed']}/{d['blocks_total']} blocks")
+        if d.get("reason"):
+            lines.append(f"    {d['reason']}")
     dur = r["duration_s"] or 1e-9
     lines += [
         f"  Size:             {human_bytes(r['size'])}",

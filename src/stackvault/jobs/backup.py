@@ -59,9 +59,8 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
             for position, source in enumerate(request.sources):
                 base = ctx.state.base_for(source.key, source.name)
                 warnings.extend(base.warnings)
+                # A changed level is no fault (a first backup, a resized disk): the disk's `reason` says it.
                 level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
-                if reason:
-                    warnings.append(f"{source.name}: {reason}")
                 cb = progress(source.name, source.size) if progress else None
                 run = DiskBackup(repo, source, level, base, backup_id, workers=ctx.settings.workers, progress=cb)
                 index, bitmap = run.run()
