@@ -13,12 +13,16 @@ so services build their self links with the public (proxied) port.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
+import io
 import json
+import os
 import logging
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +34,7 @@ from devcloud.context import CloudContext
 log = logging.getLogger("devcloud.faultproxy")
 
 BLOCK = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade",
                         "expect"})  # the proxy answered `Expect: 100-continue` itself
@@ -54,6 +59,41 @@ def error_body(service: str, status: int, message: str) -> dict:
         return {"NeutronError": {"type": "HTTP" + reason.replace(" ", ""), "message": message,
                                  "detail": ""}}
     return {"message": message, "code": f"{status} {reason}", "title": reason}  # glance (webob)
+
+
+def splice_exact(fp: io.BufferedReader, src: socket.socket, dst: socket.socket,
+                 count: int) -> int:
+    """Move `count` body bytes from `src` to `dst` without copying them through Python.
+
+    `fp` is the buffered reader that parsed the headers from `src`: what it already holds goes
+    first, the rest moves socket -> pipe -> socket with splice(2). Both sockets must be blocking.
+    Returns the bytes moved (fewer if `src` closed early).
+    """
+    moved = 0
+    buffered = fp.peek(1)[:count] if count > 0 else b""
+    if buffered:
+        fp.read(len(buffered))
+        dst.sendall(buffered)
+        moved = len(buffered)
+    if moved >= count:
+        return moved
+    pipe_r, pipe_w = os.pipe()
+    try:
+        try:
+            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, BLOCK)
+        except OSError:
+            pass  # a smaller pipe still works, with more system calls
+        while moved < count:
+            n = os.splice(src.fileno(), pipe_w, min(BLOCK, count - moved))
+            if n == 0:
+                break
+            moved += n
+            while n:
+                n -= os.splice(pipe_r, dst.fileno(), n)
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
+    return moved
 
 
 class ProxyHandler(BaseHTTPRequestHandler):
@@ -141,13 +181,19 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 conn.putheader("Transfer-Encoding", "chunked")
             conn.endheaders()
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for block in self._body_chunks():
+            conn.sock.settimeout(None)  # splice(2) needs blocking sockets
+            length = int(self.headers.get("Content-Length") or 0)
+            if not chunked and length > BLOCK:
+                if splice_exact(self.rfile, self.connection, conn.sock, length) != length:
+                    raise ConnectionError("client closed mid-body")
+            for block in ([] if not chunked and length > BLOCK else self._body_chunks()):
                 if chunked:
                     conn.send(b"%x\r\n" % len(block) + bytes(block) + b"\r\n")
                 else:
                     conn.send(block)
             if chunked:
                 conn.send(b"0\r\n\r\n")
+            upstream = conn.sock  # getresponse() drops conn.sock when the answer says close
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
@@ -155,11 +201,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
                                   f"{self.backend[0]}:{self.backend[1]} is unreachable ({exc})")
             return
         try:
-            self._relay(resp, drop_after)
+            self._relay(resp, upstream, drop_after)
         finally:
             conn.close()
 
-    def _relay(self, resp: http.client.HTTPResponse, drop_after: int | None) -> None:
+    def _relay(self, resp: http.client.HTTPResponse, upstream: socket.socket,
+               drop_after: int | None) -> None:
         self.send_response_only(resp.status, resp.reason)
         for key, value in resp.getheaders():
             if key.lower() not in HOP_BY_HOP:
@@ -167,6 +214,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         if self.command == "HEAD" or resp.status in (204, 304):
+            return
+        if resp.length is not None and not resp.chunked and resp.fp is not None:
+            count = resp.length if drop_after is None else min(resp.length, drop_after)
+            self.connection.settimeout(None)
+            splice_exact(resp.fp, upstream, self.connection, count)
+            if drop_after is not None:
+                self._abort()
             return
         buf = bytearray(BLOCK)
         view = memoryview(buf)
@@ -187,6 +241,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
     def _abort(self) -> None:
         """Reset the connection (RST, not a clean FIN) as a network failure would."""
         self.wfile.flush()
+        # Let the N bytes reach the client first: a reset discards data still in the send queue.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            queued = fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            if struct.unpack("i", queued)[0] == 0:
+                break
+            time.sleep(0.005)
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
 
