@@ -129,7 +129,7 @@ def test_policy_refuses_a_crash_server_before_any_snapshot_and_backs_up_the_othe
     assert by_name[app.name]["status"] in ("success", "warning")
     assert by_name[app.name]["consistency"].startswith("application")
 
-    per_job = user.run("backup", "--server", crash.name, "--require-consistency", "crash").data
+    per_job = user.run("backup", "--server", crash.name, "--require-consistency", "crash", "--level", "full").data
     assert per_job["servers"][0]["status"] == "success" and per_job["servers"][0]["consistency"] == "crash"
     assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
 
