@@ -5,6 +5,7 @@ up/status/down/fault run as commands."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -57,6 +58,20 @@ def http_get(url: str, token: str) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def raw_download(url: str, token: str) -> tuple[int, str]:
+    """Bytes of the body received before the connection ended, and how it ended."""
+    received = 0
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"X-Auth-Token": token}),
+                                    timeout=60) as resp:
+            while chunk := resp.read1(1 << 16):
+                received += len(chunk)
+    except (ConnectionResetError, http.client.IncompleteRead) as exc:
+        received += len(getattr(exc, "partial", b""))
+        return received, "reset"
+    return received, "complete"
 
 
 def test_status_json_lists_services_endpoints_and_clouds_yaml(devcloud):
@@ -151,11 +166,15 @@ except Exception as exc:
         devcloud.add_fault("glance", "drop", 1 << 20, method="GET", path_regex="/file$", count=1)
         first = devcloud.run_python(download, image_id).stdout.split()
         second = devcloud.run_python(download, image_id).stdout.split()
+        devcloud.add_fault("glance", "drop", 12345, method="GET", path_regex="/file$", count=1)
+        received = raw_download(devcloud.ctx.public_url("glance") + f"/v2/images/{image_id}/file",
+                                token_for(devcloud))
     finally:
         devcloud.clear_faults()
         devcloud.openstack("image", "delete", image_id, check=False)
     assert first[0] == "failed"
     assert second == ["ok", hashlib.sha256(blob.read_bytes()).hexdigest()]
+    assert received == (12345, "reset")
 
 
 def test_latency_fault_delays_the_request(devcloud):
