@@ -101,6 +101,14 @@ def match(state_dir: Path, service: str, method: str, path: str,
 
     Cheap when no rule exists (no lock taken), since the proxy calls it for every request.
     """
+    try:  # unlocked first look: most requests match nothing and need no lock
+        unlocked = json.loads(_path(state_dir).read_text())
+    except (OSError, ValueError):
+        unlocked = None
+    if unlocked is not None and not any(
+            (kinds is None or r["kind"] in kinds) and FaultRule(**r).matches(service, method, path)
+            for r in unlocked):
+        return None
     if not _path(state_dir).exists():
         return None
     with _locked(state_dir) as rules:

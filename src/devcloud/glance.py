@@ -147,10 +147,13 @@ def upload_image(ctx: CloudContext, token: str, *, name: str, path: Path, disk_f
 def seed_images(ctx: CloudContext, guest_images: list[Any]) -> list[dict[str, Any]]:
     """Upload each guest image not yet in Glance (by name); idempotent."""
     token = admin_token(ctx)
-    existing = {img["name"]: img for img in list_images(ctx, token) if img["status"] == "active"}
+    images = list_images(ctx, token)
+    existing = {img["name"] for img in images if img["status"] == "active"}
     for guest in guest_images:
         if guest.name in existing:
             continue
+        for stale in (i for i in images if i["name"] == guest.name):  # an interrupted upload
+            rest.request("DELETE", f"{ctx.url(NAME)}/v2/images/{stale['id']}", token=token)
         log.info("uploading guest image %s (%s)", guest.name, guest.path)
         upload_image(ctx, token, name=guest.name, path=Path(guest.path),
                      disk_format=guest.disk_format, props=dict(guest.properties))
