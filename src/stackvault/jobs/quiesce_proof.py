@@ -154,7 +154,9 @@ def read_marker(ctx: JobContext, disk: DiskRecord) -> tuple[str, QuiesceMarker |
 
 def _earlier_nonces(ctx: JobContext, record: BackupRecord, limit: int = 5) -> set[str]:
     """Nonces of this server's latest earlier proofs: the same nonce again means the same old freeze."""
-    server_id = record.tags.get("server_id")
+    server_id = (record.source or {}).get("server", {}).get("id")
+    if not server_id:
+        return set()
     rows = [r for r in ctx.catalog.backups(ctx.repo.id)
             if r.backup_id < record.backup_id and (r.source or {}).get("server", {}).get("id") == server_id]
     nonces = set()
