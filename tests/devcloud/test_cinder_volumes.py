@@ -250,8 +250,9 @@ print(json.dumps({"volume": vol.id, "attachment": att.id,
     assert refused.returncode != 0
     assert "in-use" in refused.stderr, refused.stderr
 
-    # python-openstackclient drops --force below microversion 3.66 (openstacksdk's attribute is
-    # `is_forced`), and from 3.66 Cinder snapshots in-use volumes without it: ask for 3.66.
+    # python-openstackclient 8 leaves `force` out of the body once the server supports 3.66,
+    # yet openstacksdk then sends the request at 3.65, where Cinder still wants it: the plain
+    # `--force` is refused for in-use volumes. Asking for 3.66 gives the intended behaviour.
     snap = cli_json(devcloud, "--os-volume-api-version", "3.66", "volume", "snapshot", "create",
                     "--force", "--volume", attached["volume"], "cinder-snap")
     wait_status(devcloud, "volume snapshot", snap["id"], "available")
