@@ -1,11 +1,15 @@
 # `make demo` and `make test` are the two commands a new user runs; both install what they need.
-.PHONY: bootstrap demo test test-fast test-all bench clean
+.PHONY: bootstrap demo demo-image test test-all bench clean
 
 bootstrap:
 	@./scripts/bootstrap
 
 demo: bootstrap
 	@./scripts/demo
+
+# The block engine alone on a generated disk image (no cloud).
+demo-image: bootstrap
+	@./scripts/demo-image
 
 # The default suite; under CI (CI=true) the slow tiers run as well, since they fit its time limit.
 test: bootstrap
