@@ -26,6 +26,17 @@ def _matches(obj, patterns: list[str]) -> bool:  # noqa: ANN001 - an openstacksd
     return any(p == obj.id or fnmatch.fnmatchcase(obj.name or "", p) for p in patterns)
 
 
+def _pick(items: list, patterns: list[str], kind: str) -> list:
+    """The items each pattern names (id, name or glob), in order; a pattern naming nothing is an error."""
+    chosen: list = []
+    for pattern in patterns:
+        hits = [i for i in items if _matches(i, [pattern])]
+        if not hits:
+            raise NotFoundError(f"no {kind} matches {pattern!r}", f"check the name or id with `openstack {kind} list`")
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
 def _filtered(items: list, sel: Selection) -> list:
     out = []
     for item in items:
@@ -49,15 +60,7 @@ def select_servers(conn, sel: Selection) -> list:  # noqa: ANN001
     if not (sel.servers or sel.all_servers or sel.tags or sel.metadata):
         return []
     everything = list(conn.compute.servers(**query))
-    if sel.servers:
-        chosen = []
-        for pattern in sel.servers:
-            hits = [s for s in everything if s.id == pattern or fnmatch.fnmatchcase(s.name or "", pattern)]
-            if not hits:
-                raise NotFoundError(f"no server matches {pattern!r}", "check the name or id with `openstack server list`")
-            chosen.extend(h for h in hits if h not in chosen)
-    else:
-        chosen = everything
+    chosen = _pick(everything, sel.servers, "server") if sel.servers else everything
     return sorted(_filtered(chosen, sel), key=lambda s: (s.name or "", s.id))
 
 
@@ -68,10 +71,4 @@ def select_volumes(conn, sel: Selection) -> list:  # noqa: ANN001
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     everything = list(conn.block_storage.volumes(**query))
-    chosen = []
-    for pattern in sel.volumes:
-        hits = [v for v in everything if v.id == pattern or fnmatch.fnmatchcase(v.name or "", pattern)]
-        if not hits:
-            raise NotFoundError(f"no volume matches {pattern!r}", "check the name or id with `openstack volume list`")
-        chosen.extend(h for h in hits if h not in chosen)
-    return sorted(_filtered(chosen, sel), key=lambda v: (v.name or "", v.id))
+    return sorted(_filtered(_pick(everything, sel.volumes, "volume"), sel), key=lambda v: (v.name or "", v.id))

@@ -24,6 +24,13 @@ from .blockindex import ZERO_DIGEST, BlockIndex
 from .repository import Repository
 
 
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 class RestoreTarget(abc.ABC):
     """Where restored blocks go. A fresh target reads as zeros; a reused device must be zeroed."""
 
@@ -72,10 +79,7 @@ class FileTarget(RestoreTarget):
 
     def write(self, offset: int, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view, offset = view[n:], offset + n
+        pwrite_all(self._fd, data, offset)
 
     def commit(self) -> None:
         assert self._fd is not None
@@ -127,10 +131,7 @@ class DeviceTarget(RestoreTarget):
 
     def write(self, offset: int, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view, offset = view[n:], offset + n
+        pwrite_all(self._fd, data, offset)
 
     def zero(self, offset: int, length: int) -> None:
         assert self._fd is not None
@@ -142,7 +143,7 @@ class DeviceTarget(RestoreTarget):
             return
         except OSError:
             pass
-        self.write(offset, bytes(length))
+        pwrite_all(self._fd, bytes(length), offset)
 
     def commit(self) -> None:
         assert self._fd is not None
