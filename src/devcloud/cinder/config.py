@@ -75,6 +75,8 @@ def render(s: CinderSettings) -> str:
             "report_interval": "5",
             "service_down_time": "30",
             "scheduler_driver_init_wait_time": "30",
+            # `down` should not wait on in-flight RPCs for oslo.service's default 60 s.
+            "graceful_shutdown_timeout": "5",
             "use_stderr": "true",
             "debug": "false",
         },
