@@ -100,3 +100,16 @@ def tempauth_env(swift_aio: SwiftAllInOne, monkeypatch: pytest.MonkeyPatch) -> d
 def unique_name(kind: str) -> str:
     """A bucket or container name no other test uses (S3 names: lower case, 3-63 characters)."""
     return f"sv-{kind}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def swift_keystone(swift_aio: SwiftAllInOne, devcloud):  # noqa: ANN001, ANN201
+    """The dev cloud (its Keystone) with the Swift all-in-one in its catalog as `object-store`.
+
+    Returns the `devcloud` handle; its clouds.yaml clouds reach Swift through openstacksdk.
+    """
+    from devcloud.swift import keystone
+
+    auth = keystone.register(devcloud.ctx, swift_aio)
+    swift_aio.start(keystone=auth)
+    return devcloud

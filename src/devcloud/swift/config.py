@@ -134,7 +134,7 @@ project_name = {keystone.project_name}
 username = {keystone.username}
 password = {keystone.password}
 delay_auth_decision = true
-memcached_servers = {memcached}
+cache = swift.cache
 
 [filter:keystoneauth]
 use = egg:swift#keystoneauth
