@@ -72,43 +72,8 @@ default = yes
             _server_conf(etc, srv, host, ports[kind], f"{kind}-server")
             + f"\n[pipeline:main]\npipeline = {kind}-server\n\n"
             f"[app:{kind}-server]\nuse = egg:swift#{kind}\n")
-    common_filters = f"""
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = {memcached}
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
-
-[filter:copy]
-use = egg:swift#copy
-
-[filter:slo]
-use = egg:swift#slo
-
-[filter:dlo]
-use = egg:swift#dlo
-"""
-    (etc / "proxy-server.conf").write_text(
-        _server_conf(etc, srv, host, ports["proxy"], "proxy-server")
-        + f"\n[pipeline:main]\npipeline = {_PIPELINE_HEAD} s3api tempauth {_PIPELINE_TAIL}\n"
-        + common_filters + f"""
+    (etc / "proxy-server.conf").write_text(_proxy_conf(
+        etc, srv, host, ports["proxy"], "proxy-server", memcached, "s3api tempauth", f"""
 [filter:s3api]
 use = egg:swift#s3api
 location = us-east-1
@@ -116,13 +81,12 @@ location = us-east-1
 [filter:tempauth]
 use = egg:swift#tempauth
 user_{TEMPAUTH_ACCOUNT}_{TEMPAUTH_USER} = {TEMPAUTH_KEY} .admin
-""")
+"""))
     if keystone is None:
         return
-    (etc / "proxy-keystone.conf").write_text(
-        _server_conf(etc, srv, host, ports["proxy_keystone"], "proxy-keystone")
-        + f"\n[pipeline:main]\npipeline = {_PIPELINE_HEAD} authtoken keystoneauth {_PIPELINE_TAIL}\n"
-        + common_filters + f"""
+    (etc / "proxy-keystone.conf").write_text(_proxy_conf(
+        etc, srv, host, ports["proxy_keystone"], "proxy-keystone", memcached,
+        "authtoken keystoneauth", f"""
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
 www_authenticate_uri = {keystone.www_authenticate_uri}
@@ -139,7 +103,21 @@ cache = swift.cache
 [filter:keystoneauth]
 use = egg:swift#keystoneauth
 operator_roles = admin, member
-""")
+"""))
+
+
+def _proxy_conf(etc: Path, srv: Path, host: str, port: int, name: str, memcached: str,
+                auth: str, auth_sections: str) -> str:
+    """A proxy whose pipeline differs from the other's only by its auth middlewares."""
+    plain = {"catch_errors": "catch_errors", "gatekeeper": "gatekeeper",
+             "healthcheck": "healthcheck", "proxy-logging": "proxy_logging",
+             "listing_formats": "listing_formats", "copy": "copy", "slo": "slo", "dlo": "dlo"}
+    return (_server_conf(etc, srv, host, port, name)
+            + f"\n[pipeline:main]\npipeline = {_PIPELINE_HEAD} {auth} {_PIPELINE_TAIL}\n"
+            + "\n[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n"
+            + "".join(f"\n[filter:{f}]\nuse = egg:swift#{egg}\n" for f, egg in plain.items())
+            + f"\n[filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = {memcached}\n"
+            + auth_sections)
 
 
 _RING_SCRIPT = """
