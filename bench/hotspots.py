@@ -18,6 +18,16 @@ from collections import Counter
 # executor's `_worker` as the leaf is blocked in its queue's C-level get.
 WAITING_METHODS = {"wait", "acquire", "get", "put", "sleep", "select", "poll", "join", "result",
                    "_wait_for_tstate_lock", "_worker"}
+WAITING_FILES = {"threading.py", "queue.py", "thread.py", "_base.py", "selectors.py", "subprocess.py"}
+
+
+def _is_waiting(leaf: str) -> bool:
+    """Blocked in the standard library's synchronisation, not in our own `get` that reads a file."""
+    m = FRAME.match(leaf)
+    if not m:
+        return False
+    return (m["func"].rsplit(".", 1)[-1] in WAITING_METHODS
+            and m["file"].replace("\\", "/").rsplit("/", 1)[-1] in WAITING_FILES)
 FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -79,7 +89,7 @@ def summarise(path: str, top: int = 15) -> str:
             total += n
             threads[thread] += n
             leaf = calls[-1] if calls else "?"
-            if leaf.split(" (", 1)[0].rsplit(".", 1)[-1] in WAITING_METHODS:
+            if frames[1:] and _is_waiting(frames[-1]):
                 thread_wait[thread] += n
                 continue
             self_time[leaf] += n
