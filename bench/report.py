@@ -8,6 +8,8 @@ it, without a target.
 
 from __future__ import annotations
 
+import os
+
 from measure import PhaseResult
 
 MiB = 1 << 20
@@ -104,6 +106,11 @@ def render(results: list[PhaseResult], baselines: list[PhaseResult], sweep: list
                f"{facts['extents']} extents; change: {facts['change_extents']} x 64 KiB "
                f"= {facts['change_bytes'] / MiB:,.1f} MiB. Page cache "
                f"{'dropped before every phase (cold)' if cold else 'NOT dropped (warm-cache numbers)'}.")
+    cpus = os.cpu_count() or 1
+    busiest = max((r.load_1m for r in results + baselines), default=0.0)
+    if busiest > cpus:
+        out.append(f"WARNING: the machine was busy (1-min load up to {busiest:.1f} on {cpus} CPUs): "
+                   "wall times are inflated and noisy; compare the CPU-time ratios, or re-run idle.")
     out.append("")
     out += _table(["baseline", "wall s", "peak MiB", "CPU s"],
                   [[r.phase, f"{r.wall_s:.2f}", _mib(r.peak_rss), f"{r.cpu_s:.1f}"] for r in baselines])
