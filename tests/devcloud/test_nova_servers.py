@@ -139,8 +139,7 @@ def test_volume_backed_snapshot_makes_cinder_snapshots_and_a_zero_byte_image(dev
     sid = server["id"]
     try:
         assert server["image"] in ("", "N/A (booted from volume)")
-        vol_id = server["attached_volumes"][0]["id"] if "attached_volumes" in server else \
-            server["volumes_attached"][0]["id"]
+        vol_id = server["volumes_attached"][0]["id"]
         image = cli_json(devcloud, "server", "image", "create", "--wait", "--name",
                          "t-bfv-img", sid)
         snaps: list[str] = []
@@ -158,6 +157,17 @@ def test_volume_backed_snapshot_makes_cinder_snapshots_and_a_zero_byte_image(dev
             events = action_events(devcloud, sid, "createImage")["events"]
             assert [(e["event"], e["result"]) for e in events] == [
                 ("api_snapshot_instance", "Success")]
+            # booting that image makes a volume of each snapshot, as Nova does
+            restored = create_server(devcloud, "t-bfv-restored", image["id"])
+            new_vol = ""
+            try:
+                new_vol = restored["volumes_attached"][0]["id"]
+                assert new_vol != vol_id
+                assert cli_json(devcloud, "volume", "show", new_vol)["snapshot_id"] == snaps[0]
+            finally:
+                delete_server(devcloud, restored["id"])
+                if new_vol:
+                    devcloud.openstack("volume", "delete", new_vol, check=False)
         finally:
             devcloud.openstack("image", "delete", image["id"])
             for snap_id in snaps:

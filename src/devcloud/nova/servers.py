@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import uuid
@@ -39,6 +40,30 @@ def image_sysmeta(image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, An
         if value is not None:
             sysmeta[f"image_{key}"] = value
     return sysmeta
+
+
+def image_block_device_mapping(image: dict[str, Any]) -> list[dict[str, Any]]:
+    """The block_device_mapping property of a volume-backed snapshot image, as bdm v2 items."""
+    raw = image.get("block_device_mapping")
+    if not raw:
+        return []
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return []
+    out = []
+    for item in items:
+        if item.get("no_device"):
+            continue
+        uuid_ = item.get("snapshot_id") or item.get("volume_id") or item.get("image_id")
+        out.append({"source_type": item.get("source_type") or "snapshot",
+                    "destination_type": item.get("destination_type") or "volume",
+                    "uuid": uuid_, "boot_index": item.get("boot_index"),
+                    "device_name": item.get("device_name"),
+                    "volume_size": item.get("volume_size"),
+                    "delete_on_termination": item.get("delete_on_termination", False),
+                    "volume_type": item.get("volume_type"), "tag": item.get("tag")})
+    return out
 
 
 class ServersApi:
@@ -151,8 +176,16 @@ class ServersApi:
                 raise bad_request("Invalid key_name provided.")
         proxy = name == self.compute.cfg.proxy_server_name
         image_ref = str(data.get("imageRef") or "").rstrip("/").rsplit("/", 1)[-1]
-        bdms = self._bdms(data, image_ref)
         glance = self.compute.glance(ctx.token)
+        image_bdms: list[dict[str, Any]] = []
+        snapshot_image: dict[str, Any] | None = None
+        if image_ref and not data.get("block_device_mapping_v2"):
+            snapshot_image = self._image(glance, image_ref)
+            image_bdms = image_block_device_mapping(snapshot_image)
+            if image_bdms:  # a volume-backed snapshot: boot from volumes made of its snapshots
+                data = dict(data, block_device_mapping_v2=image_bdms)
+                image_ref = ""
+        bdms = self._bdms(data, image_ref)
         sysmeta: dict[str, Any] = {}
         boot_bdm = next((b for b in bdms if b.get("boot_index") == 0), None)
         if boot_bdm is not None and boot_bdm["destination_type"] == "volume":
@@ -163,6 +196,8 @@ class ServersApi:
                 if not boot_bdm.get("volume_size"):
                     raise bad_request("Images with destination_type 'volume' need to have a "
                                       "non-zero size specified")
+            elif boot_bdm["source_type"] == "snapshot" and snapshot_image is not None:
+                sysmeta = image_sysmeta(snapshot_image, flavor)
             elif boot_bdm["source_type"] == "volume":
                 vol = self.compute.cinder(ctx.project_id, ctx.token).get_volume(
                     boot_bdm["volume_id"])
