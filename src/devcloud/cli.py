@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devcloud import cloud, faults, processes
 from devcloud.context import (BACKEND_PORT_OFFSET, DEFAULT_PORTS, CloudContext, DevcloudError,
-                              free_port, state_dir_from_env)
+                              free_ports, state_dir_from_env)
 
 log = logging.getLogger("devcloud")
 
@@ -40,8 +40,10 @@ def context_for_up(args: argparse.Namespace) -> CloudContext:
         before = (dict(ctx.ports), dict(ctx.backend_ports))
         ports, auto = parse_ports(args.ports)
         if auto:
-            ctx.ports = {name: free_port(ctx.host) for name in DEFAULT_PORTS}
-            ctx.backend_ports = {name: free_port(ctx.host) for name in DEFAULT_PORTS}
+            names = list(DEFAULT_PORTS)
+            both = free_ports(names + [f"{n}-backend" for n in names], ctx.host)
+            ctx.ports = {n: both[n] for n in names}
+            ctx.backend_ports = {n: both[f"{n}-backend"] for n in names}
         for name, port in ports.items():
             ctx.ports[name] = port
             ctx.backend_ports[name] = port + BACKEND_PORT_OFFSET

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import socket
 import time
@@ -55,10 +56,30 @@ def state_dir_from_env(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (for test sessions that must not collide)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing listens on right now (for test sessions that must not collide).
+
+    Picked below Linux's ephemeral range (32768-60999): a port the kernel handed out would be
+    handed out again to some outgoing connection before our service binds it.
+    """
+    for _ in range(200):
+        port = random.randrange(20000, 32700)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise DevcloudError("no free TCP port found in 20000-32700 on " + host)
+
+
+def free_ports(names: "list[str] | tuple[str, ...]", host: str = "127.0.0.1") -> dict[str, int]:
+    """Distinct free ports, one per name."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_port(host)
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
 
 
 @dataclass

@@ -36,8 +36,19 @@ def spawn(state_dir: Path, name: str, argv: list[str], env: dict[str, str] | Non
         proc = subprocess.Popen(
             [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=full_env, cwd=str(cwd or state_dir), start_new_session=True, close_fds=True)
+    start = start_time(proc.pid)
+    if start is not None:
+        _pid_file(state_dir, name).with_suffix(".start").write_text(f"{start}\n")
     _pid_file(state_dir, name).write_text(f"{proc.pid}\n")
     return proc.pid
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): with the pid, names one process for good."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def log_tail(state_dir: Path, name: str, lines: int = 30) -> str:
@@ -86,7 +97,11 @@ def running_pid(state_dir: Path, name: str) -> int | None:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if belongs_to(pid, state_dir) else None
+    try:  # spawned by us: the recorded start time identifies it without reading its environment
+        recorded = int(path.with_suffix(".start").read_text())
+    except (OSError, ValueError):
+        return pid if belongs_to(pid, state_dir) else None
+    return pid if _alive(pid) and start_time(pid) == recorded else None
 
 
 def _ancestors() -> set[int]:
@@ -130,7 +145,9 @@ def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
             pid = int(path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        if belongs_to(pid, state_dir) and pid not in _ancestors():
+        name = str(path.relative_to(run_dir).with_suffix(""))
+        if pid not in _ancestors() and (running_pid(state_dir, name) == pid
+                                        or belongs_to(pid, state_dir)):
             targets[pid] = str(path.relative_to(run_dir).with_suffix(""))
     for pid in marked_pids(state_dir):
         targets.setdefault(pid, f"pid {pid}")
@@ -156,4 +173,5 @@ def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
             time.sleep(0.1)
     for path in pid_files:
         path.unlink(missing_ok=True)
+        path.with_suffix(".start").unlink(missing_ok=True)
     return sorted(set(targets.values()))

@@ -31,7 +31,7 @@ from typing import IO, Any, Iterator
 import pytest
 
 from devcloud import cloud, faults, processes
-from devcloud.context import REPO_ROOT, CloudContext, DevcloudError, free_port
+from devcloud.context import REPO_ROOT, CloudContext, DevcloudError, free_ports
 
 SLOT_ROOT = REPO_ROOT / ".state"
 MAX_SLOTS = 8
@@ -123,8 +123,9 @@ def _fresh_context(state_dir: Path) -> CloudContext:
     if state_dir.exists():
         shutil.rmtree(state_dir)
     names = ("keystone", "glance", "cinder", "nova", "neutron")
-    ctx = CloudContext(state_dir=state_dir, ports={n: free_port() for n in names},
-                       backend_ports={n: free_port() for n in names})
+    both = free_ports(list(names) + [f"{n}-backend" for n in names])
+    ctx = CloudContext(state_dir=state_dir, ports={n: both[n] for n in names},
+                       backend_ports={n: both[f"{n}-backend"] for n in names})
     ctx.fast = os.environ.get("DEVCLOUD_FAST", "") in ("1", "yes", "true")
     return ctx
 
