@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +44,26 @@ def _optional(module: str, attr: str) -> Callable[..., Any] | None:
     return getattr(mod, attr)
 
 
+def check_ports(ctx: CloudContext, skip: set[str] | frozenset[str]) -> None:
+    """Fail clearly, before starting anything, if a port we must bind is taken by someone else."""
+    wanted: list[tuple[str, int]] = []
+    if ctx.pid(PROXY) is None:
+        wanted += [(f"{name} public", ctx.ports[name]) for name in SERVICES]
+    for name in SERVICES:
+        if PROCESS_OF[name] in skip or ctx.pid(PROCESS_OF[name]) is not None:
+            continue
+        wanted.append((name, ctx.port(name)))
+    for label, port in wanted:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ctx.host, port))
+            except OSError:
+                raise DevcloudError(
+                    f"port {port} ({label}) on {ctx.host} is in use by another process; pick "
+                    f"other ports with `devcloud up --ports auto` (or SERVICE=PORT,...)") from None
+
+
 def start_proxy(ctx: CloudContext) -> None:
     if ctx.pid(PROXY) is not None:
         return
@@ -70,6 +91,7 @@ def up(ctx: CloudContext, skip: set[str] | frozenset[str] = frozenset()) -> Clou
     """Bring every part up (idempotent); returns the context saved in the state dir."""
     started = time.monotonic()
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    check_ports(ctx, skip)
     ctx.save()
     services_venv.ensure(ctx)
     steps: list[tuple[str, Callable[[], None]]] = [
