@@ -97,6 +97,7 @@ class CloudContext:
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).resolve()
         self.cache_dir = Path(self.cache_dir).resolve()
+        self.ports = {**DEFAULT_PORTS, **self.ports}
         for name, port in self.ports.items():
             self.backend_ports.setdefault(name, port + BACKEND_PORT_OFFSET)
 
