@@ -40,8 +40,7 @@ def test_prune_keep_last_then_gc_keeps_what_is_kept_and_frees_the_rest(repo: Sta
     src = make_random_image(tmp_path / "disk.img", SIZE, rng)
     first_version = tmp_path / "v0.img"
     shutil.copyfile(src, first_version)
-    taken = _series(repo, rng, src, ["full", "incremental", "incremental", "differential", "incremental",
-                                     "incremental"])
+    taken = _series(repo, rng, src, ["full", "incremental", "differential", "incremental", "incremental"])
     ids = [t[0] for t in taken]
     assert repo.list_ids() == ids
 
