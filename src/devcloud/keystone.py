@@ -22,7 +22,7 @@ log = logging.getLogger("devcloud")
 NAME = "keystone"
 SERVICE_USERS = ("glance", "cinder", "nova", "neutron")
 
-#: (service name, catalog type, devcloud service whose port it uses, description)
+#: (service name, catalog type, devcloud service whose ports its endpoints use)
 CATALOG: tuple[tuple[str, str, str], ...] = (
     ("keystone", "identity", "keystone"),
     ("glance", "image", "glance"),

@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -43,7 +43,6 @@ class DevCloud:
 
     ctx: CloudContext
     cloud: str = "devcloud"
-    _faults_added: list[str] = field(default_factory=list)
 
     @property
     def state_dir(self) -> Path:
