@@ -179,11 +179,14 @@ class ServersApi:
         glance = self.compute.glance(ctx.token)
         image_bdms: list[dict[str, Any]] = []
         snapshot_image: dict[str, Any] | None = None
-        if image_ref and not data.get("block_device_mapping_v2"):
+        if image_ref:
             snapshot_image = self._image(glance, image_ref)
             image_bdms = image_block_device_mapping(snapshot_image)
             if image_bdms:  # a volume-backed snapshot: boot from volumes made of its snapshots
-                data = dict(data, block_device_mapping_v2=image_bdms)
+                asked = [b for b in data.get("block_device_mapping_v2") or []
+                         if not (b.get("source_type") == "image" and
+                                 b.get("destination_type", "local") == "local")]
+                data = dict(data, block_device_mapping_v2=image_bdms + asked)
                 image_ref = ""
         bdms = self._bdms(data, image_ref)
         sysmeta: dict[str, Any] = {}
