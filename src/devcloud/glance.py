@@ -95,7 +95,8 @@ def launch(ctx: CloudContext) -> None:
     if ctx.pid(NAME) is None:
         argv = uwsgi_argv(ctx, module="glance.wsgi.api:application", port=ctx.port(NAME),
                           processes=1, threads=8,
-                          extra=["--http-chunked-input", "--http-raw-body",
+                          # glanceclient (Cinder's upload-to-image) sends 1 MiB chunks: above uWSGI's limit
+                          extra=["--http-chunked-input", "--chunked-input-limit", "16777216", "--http-raw-body",
                                  "--env", f"OS_GLANCE_CONFIG_DIR={etc_dir(ctx)}",
                                  "--socket-timeout", "300", "--http-timeout", "300"])
         ctx.spawn(NAME, argv)

@@ -1,7 +1,2 @@
-"""Dev cloud tests share one cloud per session: the `devcloud` fixture (see devcloud.pytest_plugin).
-
-The fixture is imported rather than listed in `pytest_plugins`, which pytest only accepts in a
-top-level conftest.
-"""
-
-from devcloud.pytest_plugin import devcloud  # noqa: F401  (the session fixture)
+"""Dev cloud tests share one cloud per session: the `devcloud` fixture of devcloud.pytest_plugin,
+registered by tests/conftest.py for every test directory (one cloud per session, not one per folder)."""
