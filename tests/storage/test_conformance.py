@@ -167,3 +167,38 @@ def test_unknown_location_option_is_a_usage_error() -> None:
         open_backend("s3://bucket/p?bogus=1")
     with pytest.raises(UsageError, match="names no bucket"):
         open_backend("s3:///p")
+
+
+def test_s3_settings_from_a_profile(s3_env, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """An AWS profile with its own endpoint and keys is all a user needs, as with the aws CLI."""
+    config = tmp_path / "aws-config"
+    config.write_text(f"""[profile backup]
+region = us-east-1
+endpoint_url = {s3_env['AWS_ENDPOINT_URL']}
+aws_access_key_id = {s3_env['AWS_ACCESS_KEY_ID']}
+aws_secret_access_key = {s3_env['AWS_SECRET_ACCESS_KEY']}
+""")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "backup")
+    backend = open_backend(f"s3://{unique_name('prof')}/p")
+    backend.create()
+    backend.put("config", b"1")
+    assert backend.get("config") == b"1"
+    monkeypatch.delenv("AWS_PROFILE")
+    named = open_backend(f"{backend.location}?profile=backup")
+    assert named.get("config") == b"1"
+    from stackvault.errors import UsageError
+
+    with pytest.raises(UsageError, match="AWS profile 'nope'.*does not exist"):
+        open_backend(f"{backend.location}?profile=nope")
+
+
+def test_s3_endpoint_in_the_location(s3_env, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    backend = open_backend(f"s3://{unique_name('loc')}/p?endpoint={s3_env['AWS_ENDPOINT_URL']}"
+                           "&region=us-east-1&addressing=path")
+    backend.create()
+    backend.put("config", b"1")
+    assert [o.key for o in backend.list("")] == ["config"]
