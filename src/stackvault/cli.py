@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, parents=[common])
 
     p = cmd("init", "create a repository")
-    p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 1MiB)")
+    p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 512KiB)")
     p.add_argument("--compression-level", type=int, default=None)
 
     p = cmd("backup", "back up disks, servers or volumes")

@@ -64,8 +64,8 @@ class Settings:
     repo: str | None = None
     workdir: Path = field(default_factory=default_workdir)
     catalog: str | None = None
-    block_size: int = 1 << 20
-    compression_level: int = 3
+    block_size: int = 512 << 10
+    compression_level: int = 1
     workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
     sync: str = "job"
     lock_wait: float = 0.0

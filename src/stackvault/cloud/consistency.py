@@ -9,6 +9,8 @@ there is no agent to ask: crash-consistent.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 APPLICATION = "application"
 UNKNOWN = "unknown"
 CRASH = "crash"
@@ -35,3 +37,17 @@ def quiesce_fix(server_name: str, image_ref: str) -> str:
     return (f"start the QEMU guest agent in server {server_name} (check /dev/virtio-ports/org.qemu.guest_agent.0 "
             f"and `systemctl status qemu-guest-agent`), or, to accept crash-consistent backups, create the server "
             f"from an image without {REQUIRE_PROPERTY}=yes (image {image_ref})")
+
+
+def image_changed_after(definition: dict) -> str | None:
+    """Why the properties read now may not be those Nova applied, or None (they only count at creation)."""
+    props = definition["image_properties"]
+    updated, created = props.get("_image_updated_at"), definition.get("created_at")
+    if definition["boot"] == "image" and updated and created:
+        try:
+            if datetime.fromisoformat(updated.replace("Z", "+00:00")) > datetime.fromisoformat(created.replace("Z", "+00:00")):
+                return (f"image {definition['image_id']} was changed after server {definition['name']} was created: "
+                        "Nova applied the properties it had then, which may differ from those read now")
+        except ValueError:
+            return None
+    return None

@@ -196,7 +196,8 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
             progress(length)
 
     try:
-        pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="sv-restore")
+        # Restoring waits on chunk reads more than on the CPU: more workers keep the disk's queue full.
+        pool = ThreadPoolExecutor(max(4, 2 * workers), thread_name_prefix="sv-restore")
         try:
             for _ in pool.map(one, range(index.blocks)):  # re-raises the first error
                 pass

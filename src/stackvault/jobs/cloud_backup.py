@@ -14,10 +14,9 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from ..cloud import snapshots as snaps
-from ..cloud.consistency import CRASH, expected_consistency
+from ..cloud.consistency import CRASH, expected_consistency, image_changed_after
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers, select_volumes
 from ..cloud.transfer import open_image_source
@@ -26,6 +25,7 @@ from ..engine.sources import DiskSource, RawSource
 from ..errors import StackvaultError, UsageError
 from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
+from .doctor import policy_refusal
 from .quiesce_proof import prove_after_backup
 
 GiB = 1 << 30
@@ -105,19 +105,6 @@ def _active_image(conn, image_id: str):  # noqa: ANN001, ANN202
     return image if image.status == "active" else None
 
 
-def _image_changed_after(definition: dict) -> str | None:
-    props = definition["image_properties"]
-    updated, created = props.get("_image_updated_at"), definition.get("created_at")
-    if definition["boot"] == "image" and updated and created:
-        try:
-            if datetime.fromisoformat(updated.replace("Z", "+00:00")) > datetime.fromisoformat(created.replace("Z", "+00:00")):
-                return (f"image {definition['image_id']} was changed after server {definition['name']} was created: "
-                        "Nova applied the properties it had then, which may differ from those read now")
-        except ValueError:
-            return None
-    return None
-
-
 def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # noqa: ANN001
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("server", server.id, server.name)
@@ -126,12 +113,11 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
         definition = server_definition(conn, server)
         consistency = expected_consistency(definition["image_properties"])
         result.consistency = consistency
-        from .doctor import policy_refusal  # imported here: doctor builds on this module
 
         refusal = policy_refusal(definition, consistency, cloud.require_consistency)
         if refusal:
             raise StackvaultError(refusal)
-        warnings = [w for w in [_image_changed_after(definition)] if w]
+        warnings = [w for w in [image_changed_after(definition)] if w]
         volumes = definition["volumes"]
         if definition["boot"] == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), server.name)

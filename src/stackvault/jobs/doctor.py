@@ -15,11 +15,11 @@ from collections.abc import Callable
 from openstack import exceptions as os_exc
 
 from ..cloud.connection import _first_line
-from ..cloud.consistency import AGENT_PROPERTY, APPLICATION, RANK, REQUIRE_PROPERTY, expected_consistency
+from ..cloud.consistency import (AGENT_PROPERTY, APPLICATION, RANK, REQUIRE_PROPERTY, expected_consistency,
+                                 image_changed_after)
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers
 from ..errors import UsageError
-from .cloud_backup import _image_changed_after
 
 RECREATE = ("image properties apply only when a server is created: recreate the servers that use it "
             "(or rebuild them, which replaces their root disk) for the fix to take effect")
@@ -50,7 +50,7 @@ def _image_of(definition: dict) -> str | None:
 def _flags(definition: dict) -> list[str]:
     """Why what the cloud says now may not be what the server got at creation."""
     flags = []
-    changed = _image_changed_after(definition)
+    changed = image_changed_after(definition)
     if changed:
         flags.append(changed)
     source = definition["image_properties_source"]

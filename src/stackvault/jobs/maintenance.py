@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .context import JobContext
+from .quiesce_proof import apply_proofs
 
 
 def rebuild_state(ctx: JobContext, disk_key: str | None = None) -> dict:
@@ -14,4 +15,4 @@ def rebuild_state(ctx: JobContext, disk_key: str | None = None) -> dict:
 
 def rebuild_catalog(ctx: JobContext) -> dict:
     count = ctx.catalog.rebuild(ctx.repo.id, ctx.repo.backups())
-    return {"backups": count, "catalog": ctx.settings.catalog_url}
+    return {"backups": count, "catalog": ctx.settings.catalog_url, "verified_quiesce": apply_proofs(ctx)}
