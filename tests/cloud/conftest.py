@@ -34,6 +34,15 @@ class CloudUser(Stackvault):
 
 
 @pytest.fixture
+def fast_cloud(devcloud):  # noqa: ANN001, ANN201
+    """These tests write into servers' disk files as a guest would: only a fast-mode cloud has no
+    QEMU holding them (real guests are exercised by the `guest` tier, e.g. test_demo.py)."""
+    if not devcloud.ctx.fast:
+        pytest.skip("writes disk files directly: needs a fast-mode dev cloud (DEVCLOUD_FAST=1)")
+    return devcloud
+
+
+@pytest.fixture
 def user(tmp_path: Path, devcloud) -> CloudUser:  # noqa: ANN001
     u = CloudUser(tmp_path / "sv")
     u.configure(devcloud)

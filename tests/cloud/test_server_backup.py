@@ -60,7 +60,7 @@ def _leftovers(user) -> dict:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("volume_backed", [False, True], ids=["image-backed", "volume-backed"])
-def test_full_incremental_restore_server_bytes(user, devcloud, conn, cloud_objects, tmp_path, volume_backed):  # noqa: ANN001
+def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path, volume_backed):  # noqa: ANN001
     name = f"srv-{uuid.uuid4().hex[:6]}"
     image = "sv-agent-quiesce" if volume_backed else "sv-agent"
     server = _boot(conn, cloud_objects, name, image, volume_backed=volume_backed, data_gb=1)
