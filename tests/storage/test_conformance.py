@@ -118,7 +118,7 @@ def test_missing_bucket_is_a_clear_error(request, scheme: str) -> None:  # noqa:
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     name = unique_name("nothere")
     backend = open_backend(f"{scheme}://{name}/p")
-    with pytest.raises(RepositoryError, match=f"{name}.* does not exist.*create the"):
+    with pytest.raises(RepositoryError, match=f"{name}.* does not exist.*stackvault init.*create it"):
         backend.put("config", b"x")
     with pytest.raises(RepositoryError, match=f"{name}.* does not exist"):
         list(backend.list(""))

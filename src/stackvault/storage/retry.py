@@ -46,8 +46,8 @@ class RetryingBackend(Backend):
                     raise TransientError(f"{exc.message} (gave up after {attempt} attempts)",
                                          exc.fix) from exc
                 delay = self._rng() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                log.warning("%s on %s failed (%s); retrying in %.2f s", what, self.location,
-                            exc.message, delay)
+                log.warning("%s: %s; retry %d of %d in %.2f s", what, exc.message, attempt,
+                            self.attempts - 1, delay)
                 self.retries += 1
                 self._sleep(delay)
         raise AssertionError("unreachable")

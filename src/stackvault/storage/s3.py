@@ -135,7 +135,7 @@ class S3Backend(Backend):
             code, status = _code(exc), _status(exc)
             if code == "NoSuchBucket":
                 raise RepositoryError(f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
-                                      "create the bucket (`stackvault init` does), or fix its "
+                                      "run `stackvault init` to create it, or fix the bucket "
                                       "name or AWS_ENDPOINT_URL") from None
             if missing_is_key_error and (code in ("NoSuchKey", "404", "NotFound") or status == 404):
                 raise KeyError(key) from None

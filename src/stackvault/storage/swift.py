@@ -63,8 +63,13 @@ class SwiftBackend(Backend):
         try:
             return self._authenticate()
         except ClientException as exc:
-            raise RepositoryError(f"Swift authentication for {self.location} failed: "
-                                  f"{_first_line(exc)}", "check ST_AUTH, ST_USER and ST_KEY") from None
+            if exc.http_status and exc.http_status >= 500:
+                raise TransientError(f"Swift authentication for {self.location} failed: "
+                                     f"{exc.http_status} {exc.http_reason}",
+                                     "the store is unwell; try again later") from None
+            raise RepositoryError(f"Swift authentication for {self.location} at "
+                                  f"{os.environ.get('ST_AUTH')} failed: {exc.http_status} "
+                                  f"{exc.http_reason}", "check ST_AUTH, ST_USER and ST_KEY") from None
         except (RequestException, socket.error) as exc:
             raise TransientError(f"cannot reach the Swift auth endpoint for {self.location}: "
                                  f"{_first_line(exc)}", "check ST_AUTH and that Swift runs") from None
@@ -144,8 +149,8 @@ class SwiftBackend(Backend):
             status = exc.http_status or 0
             if status == 404:
                 raise RepositoryError(f"Swift container {self.container!r} does not exist at "
-                                      f"{conn.url}", "create the container (`stackvault init` "
-                                      "does), or fix its name or the account") from None
+                                      f"{conn.url}", "run `stackvault init` to create it, or fix "
+                                      "the container name or the account") from None
             if status in (401, 403):
                 fix = ("check ST_USER / ST_KEY" if self.auth_kind == "tempauth" else
                        "check the user's role on the project in clouds.yaml (--os-cloud)")
