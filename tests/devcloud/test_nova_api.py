@@ -123,3 +123,31 @@ def test_limits_and_availability_zones(devcloud):
     assert "nova" in {z["Zone Name"] for z in zones}  # admin also sees "internal", as in Nova
     limits = cli_json(devcloud, "limits", "show", "--absolute")
     assert {"Name": "maxTotalInstances", "Value": 10} in limits
+
+
+def test_state_survives_a_restart_of_nova(devcloud):
+    import os
+    import signal
+    import time
+
+    from devcloud.nova import launch
+
+    public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDBWLVBrdYcExLIfn6g5iUl8LXS95Iw2ZwdtHd4Mv7vw k"
+    path = devcloud.state_dir / "restart-key.pub"
+    path.write_text(public + "\n")
+    devcloud.openstack("keypair", "create", "--public-key", str(path), "restart-kp")
+    try:
+        before = {s["ID"]: s["Status"] for s in cli_json(devcloud, "server", "list")}
+        pid = devcloud.ctx.pid("nova")
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while devcloud.ctx.pid("nova") == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        launch.start(devcloud.ctx)
+        assert devcloud.ctx.pid("nova") not in (None, pid)
+        after = {s["ID"]: s["Status"] for s in cli_json(devcloud, "server", "list")}
+        assert after == before
+        assert "restart-kp" in {k["Name"] for k in cli_json(devcloud, "keypair", "list")}
+    finally:
+        devcloud.openstack("keypair", "delete", "restart-kp")

@@ -24,7 +24,8 @@ from devcloud.nova import clients
 from devcloud.nova.config import NovaConfig
 from devcloud.nova.store import Store
 
-from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor, QuiesceError
+from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor
+from devcloud.guest.hypervisor import QuiesceError  # noqa: F401 - re-exported for snapshots
 
 LOG = logging.getLogger(__name__)
 

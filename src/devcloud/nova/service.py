@@ -126,7 +126,7 @@ def build(cfg: NovaConfig) -> tuple[Callable, Callable, Compute]:
     misc_api.seed_flavors(store)
     net.seed(cfg.proxy_project_id or "admin")
     ensure_proxy_server(cfg, store, net)
-    recover(store)
+    recover(store, compute)
 
     def nova_faults(method: str, path: str) -> Any:
         if fault_rules is None:
@@ -143,9 +143,10 @@ def build(cfg: NovaConfig) -> tuple[Callable, Callable, Compute]:
     return compute_app(cfg, nova), network_app(cfg, neutron_api), compute
 
 
-def recover(store: Store) -> None:
-    """After a restart, work that was in flight is gone: settle states as Nova's
-    _init_instance does (builds fail, task states are cleared)."""
+def recover(store: Store, compute: Compute) -> None:
+    """After a restart, settle what was in flight as Nova's _init_instance does (builds fail,
+    task states are cleared), then sync power states as _sync_power_states does: an ACTIVE
+    server whose guest is gone (e.g. after `devcloud down`) becomes SHUTOFF, ready for `start`."""
     with store.write() as db:
         for server in db["servers"].values():
             if server["vm_state"] == "building":
@@ -153,6 +154,13 @@ def recover(store: Store) -> None:
                 server["fault"] = {"code": 500, "created": iso_z(now()), "details": "",
                                    "message": "Instance was building when Nova restarted"}
             server["task_state"] = None
+            if server["vm_state"] == "active" and not server.get("proxy"):
+                try:
+                    running = compute.hypervisor.is_running(server["id"])
+                except Exception:
+                    running = False
+                if not running:
+                    server.update(vm_state="stopped", power_state=4)
 
 
 def serve(app: Callable, host: str, port: int) -> ThreadingWSGIServer:
