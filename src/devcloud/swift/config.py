@@ -115,6 +115,8 @@ def _proxy_conf(etc: Path, srv: Path, host: str, port: int, name: str, memcached
     return (_server_conf(etc, srv, host, port, name)
             + f"\n[pipeline:main]\npipeline = {_PIPELINE_HEAD} {auth} {_PIPELINE_TAIL}\n"
             + "\n[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n"
+            # One device: shunning it after errors (60 s by default) turns a blip into an outage.
+            + "error_suppression_interval = 1\n"
             + "".join(f"\n[filter:{f}]\nuse = egg:swift#{egg}\n" for f, egg in plain.items())
             + f"\n[filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = {memcached}\n"
             + auth_sections)

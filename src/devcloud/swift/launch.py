@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import time
 import urllib.error
@@ -124,6 +125,18 @@ class SwiftAllInOne:
     def stop(self) -> list[str]:
         """Stop every process of this Swift by pid (its data stays for the next start)."""
         return processes.stop_all(self.state_dir)
+
+    def stop_server(self, name: str, timeout: float = 10) -> None:
+        """Stop one process (`swift-object`, ...) to make an outage; `start()` brings it back."""
+        pid = self.pid(name)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.pid(name) is not None:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
 
     def pid(self, name: str) -> int | None:
         return processes.running_pid(self.state_dir, name)
