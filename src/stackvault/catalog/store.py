@@ -1,37 +1,55 @@
-"""Reading and writing the catalog; `rebuild` recreates it from the repository alone."""
+"""Reading and writing the catalog; `rebuild` recreates it from the repository alone.
+
+The URL picks the database: SQLite (the default, one file in the working directory) or PostgreSQL
+(`postgresql+psycopg://user@host/db`, for several proxies sharing one catalog). Opening a catalog
+brings its schema to this code's revision (`schema.upgrade`).
+"""
 
 from __future__ import annotations
 
-import os
 import uuid
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 
-from sqlalchemy import create_engine, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..engine.manifest import BackupRecord
 from ..errors import StackvaultError, UsageError
-from .models import BackupRow, Base, DiskRow, JobRow
+from . import locks, schema
+from .connect import open_engine, writer
+from .models import BackupRow, DiskRow, JobRow
 
 
 class Catalog:
     def __init__(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
-            path = url[len("sqlite:///") :]
-            if path and path != ":memory:":
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
-            self.engine = create_engine(url)
-            Base.metadata.create_all(self.engine)
+            self.engine = open_engine(url)
+            schema.upgrade(self.engine, url)
         except (SQLAlchemyError, ImportError) as exc:
-            raise UsageError(f"cannot open catalog {url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+            raise UsageError(f"cannot open catalog {schema.safe_url(url)}: {exc.__class__.__name__}: "
+                             f"{str(exc).strip().splitlines()[0]}",
                              "check --catalog / STACKVAULT_CATALOG") from None
-        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._session = sessionmaker(writer(self.engine), expire_on_commit=False)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> Session:
+        """A session for changes: on SQLite its transaction takes the write lock when it begins."""
         return self._session()
+
+    def advisory_lock(self, name: str, shared: bool = False, wait_s: float = 0.0) -> AbstractContextManager[None]:
+        """A named lock between proxies sharing this catalog, released when the holder dies (see `locks`).
+
+        `with catalog.advisory_lock(f"repo:{repo.id}", shared=True, wait_s=30):` around a backup,
+        exclusive around prune/gc; raises LockedError when not granted within `wait_s` seconds.
+        """
+        return locks.advisory_lock(self.engine, self.url, name, shared=shared, wait_s=wait_s)
+
+    def close(self) -> None:
+        """Close pooled connections (also done at exit); the catalog can still be used afterwards."""
+        self.engine.dispose()
 
     # -- jobs ------------------------------------------------------------------------------------
     def start_job(self, kind: str, repo_id: str) -> str:
@@ -61,7 +79,7 @@ class Catalog:
                 s.delete(row)
 
     def backups(self, repo_id: str, disk_key: str | None = None) -> list[BackupRow]:
-        with self.session() as s:
+        with self._reader() as s:
             q = select(BackupRow).where(BackupRow.repo_id == repo_id).order_by(BackupRow.created, BackupRow.backup_id)
             if disk_key:
                 q = q.where(BackupRow.disks.any(DiskRow.disk_key == disk_key))
