@@ -55,6 +55,7 @@ def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[Backend]:  # n
 def test_object_stores_come_with_retries(backend: Backend) -> None:
     remote = isinstance(_driver(backend), (S3Backend, SwiftBackend))
     assert isinstance(backend, RetryingBackend) == remote
+    assert backend.parallel_calls == (8 if remote else 1)  # upload workers the engine should run
 
 
 def test_binary_bodies_and_memoryviews(backend: Backend) -> None:

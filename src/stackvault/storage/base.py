@@ -26,6 +26,10 @@ class Backend(abc.ABC):
     """A flat namespace of immutable-ish objects. Every `put` is atomic: readers see all or nothing."""
 
     location: str
+    #: Calls in flight that keep this store busy. An object store answers each call after tens of
+    #: milliseconds whatever the bandwidth, so uploads need many at once; a local disk needs none
+    #: beyond the hashing workers. The engine runs at least this many upload workers.
+    parallel_calls: int = 1
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes | memoryview) -> None:

@@ -68,6 +68,7 @@ class FaultyBackend(Backend):
     def __init__(self, inner: Backend, faults: list[Fault] | None = None) -> None:
         self.inner = inner
         self.location = inner.location
+        self.parallel_calls = inner.parallel_calls
         self.faults = list(faults or [])
         self._lock = threading.Lock()
 

@@ -30,6 +30,7 @@ class RetryingBackend(Backend):
                  rng: Callable[[], float] = random.random) -> None:
         self.inner = inner
         self.location = inner.location
+        self.parallel_calls = inner.parallel_calls
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay

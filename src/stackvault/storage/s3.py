@@ -41,6 +41,7 @@ _TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "Se
 
 
 class S3Backend(Backend):
+    parallel_calls = 8
     OPTIONS = ("endpoint", "region", "profile", "addressing")
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None,

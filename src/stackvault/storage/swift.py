@@ -29,6 +29,7 @@ from ..errors import RepositoryError
 from .base import Backend, ObjectInfo, TransientError
 
 class SwiftBackend(Backend):
+    parallel_calls = 8
     def __init__(self, container: str, prefix: str = "", *, cloud: str | None = None,
                  timeout: float = 60) -> None:
         self.container = container
