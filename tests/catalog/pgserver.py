@@ -2,7 +2,8 @@
 
 PostgreSQL refuses to run as root, so when the tests run as root the server runs as the `postgres`
 system user (`runuser`), and its folder is created outside pytest's root-only tmp dirs. Durability is
-off (fsync, full_page_writes): the data is thrown away, and a start takes ~3 s instead of much more.
+off (fsync, full_page_writes) and the folder is in /dev/shm where there is room: the data is thrown
+away, and a start takes ~2 s.
 The unix socket lives in the same short folder (socket paths are limited to ~100 bytes); clients
 connect over TCP on loopback, as a remote proxy would.
 """
@@ -29,10 +30,19 @@ def find_bindir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+def scratch_dir() -> str | None:
+    """/dev/shm when it has room: a memory file system makes initdb and the final cleanup ~10x faster."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if st.f_bavail * st.f_frsize > 2 << 30 and os.access("/dev/shm", os.W_OK) else None
+
+
 @dataclass
 class PostgresServer:
     bindir: Path
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="svpg.")))
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="svpg.", dir=scratch_dir())))
     port: int = field(default_factory=free_port)
 
     @property

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, func, inspect, select
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 
 from ..errors import UsageError
 from .connect import is_postgresql, writer
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Our own name for alembic's version table, so a PostgreSQL database shared with another alembic
 #: application keeps both histories apart.
 VERSION_TABLE = "stackvault_schema_version"
+
+#: The newest revision, written here so that opening a current catalog needs no alembic import (half
+#: a second per command on a busy proxy); tests/catalog checks it against the migration scripts.
+HEAD_REVISION = "0001_initial"
 
 #: The revision a pre-migration catalog (made by `Base.metadata.create_all`) is identical to.
 FIRST_REVISION = "0001_initial"
@@ -39,6 +44,8 @@ _MIGRATION_LOCK_KEY = 0x5374_6B76_0001  # "Stkv" 1
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -47,6 +54,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The head as the migration scripts say (HEAD_REVISION must equal it)."""
+    from alembic.script import ScriptDirectory
+
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     assert len(heads) == 1, f"the catalog migrations have {len(heads)} heads: merge them"
     return heads[0]
@@ -59,11 +69,13 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, url: str) -> str:
     """Bring the catalog at `url` to the head revision; return the revision it was at before ("" if none)."""
-    head = head_revision()
-    with engine.connect() as conn:  # fast path: current catalogs take no lock
+    with engine.connect() as conn:  # fast path: current catalogs take no lock and load no alembic
         before = _current(conn)
-    if before == head:
+    if before == HEAD_REVISION:
         return before
+    from alembic import command
+
+    head = head_revision()
     with writer(engine).begin() as conn:
         if is_postgresql(engine):
             conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
@@ -85,13 +97,21 @@ def upgrade(engine: Engine, url: str) -> str:
 
 
 def _current(conn: Connection) -> str | None:
-    heads = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_heads()
-    return heads[0] if heads else None
+    """The catalog's revision, read as alembic writes it (one row in the version table), or None."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    revisions = list(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+    if len(revisions) > 1:
+        raise UsageError(f"catalog has {len(revisions)} schema revisions ({', '.join(revisions)}) at once",
+                         "it was changed by hand or by a branch of stackvault: restore it or rebuild it")
+    return revisions[0] if revisions else None
 
 
 def _refuse_unknown(revision: str | None, head: str, url: str) -> None:
     if revision is None:
         return
+    from alembic.script import ScriptDirectory
+
     known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
     if revision not in known:
         raise UsageError(

@@ -28,7 +28,14 @@ class Catalog:
         try:
             self.engine = open_engine(url)
             schema.upgrade(self.engine, url)
-        except (SQLAlchemyError, ImportError) as exc:
+        except ImportError as exc:  # the URL names a database driver that is not installed
+            raise UsageError(f"cannot open catalog {schema.safe_url(url)}: the Python module {exc.name} is missing",
+                             "install it, or for PostgreSQL use postgresql+psycopg:// (psycopg is installed "
+                             "with stackvault)") from None
+        except OSError as exc:  # the SQLite file's folder cannot be made
+            raise UsageError(f"cannot open catalog {schema.safe_url(url)}: {exc.strerror}: {exc.filename}",
+                             "check --catalog / STACKVAULT_CATALOG, or --workdir") from None
+        except SQLAlchemyError as exc:
             raise UsageError(f"cannot open catalog {schema.safe_url(url)}: {exc.__class__.__name__}: "
                              f"{str(exc).strip().splitlines()[0]}",
                              "check --catalog / STACKVAULT_CATALOG") from None
