@@ -48,6 +48,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("file_template", "%%(rev)s")  # rev_id "0002_what" -> versions/0002_what.py
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg

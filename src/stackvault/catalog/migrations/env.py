@@ -2,8 +2,8 @@
 
 Users never run alembic: `stackvault.catalog.schema.upgrade` hands in a connection that is already
 inside a locked transaction (`config.attributes["connection"]`), so the check of the current revision
-and the upgrade are one atomic step. A developer writing a new revision can still use the alembic
-command line with `-x url=sqlite:///scratch.db` (see docs/catalog.md).
+and the upgrade are one atomic step. A developer writing a new revision runs alembic's
+`command.revision` with `sqlalchemy.url` set to a scratch catalog instead (see docs/catalog.md).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    url = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option("sqlalchemy.url")
+    url = context.config.get_main_option("sqlalchemy.url")
     if not url:
-        raise SystemExit("give the catalog to migrate: alembic -x url=sqlite:///scratch.db ...")
+        raise SystemExit("set sqlalchemy.url to a scratch catalog at the head revision (docs/catalog.md)")
     with create_engine(url).begin() as conn:
         _run(conn)
