@@ -63,6 +63,40 @@ class Backend(abc.ABC):
         """Release connections and file handles."""
 
 
+class BackendWrapper(Backend):
+    """A backend around another (retries, fault injection, encryption): every call goes to `inner`
+    unless the wrapper overrides it, so a wrapper holds only the behaviour it adds."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.location = inner.location
+        self.parallel_calls = inner.parallel_calls
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        self.inner.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def sync(self) -> None:
+        self.inner.sync()
+
+    def create(self) -> None:
+        self.inner.create()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def split_url(location: str, allowed: tuple[str, ...]) -> tuple[str, str, dict[str, str]]:
     """`s3://BUCKET/PRE/FIX?k=v` -> ("BUCKET", "PRE/FIX/", {"k": "v"}); the prefix ends with `/`.
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import RepositoryError
-from .base import Backend, ObjectInfo, TransientError
+from .base import Backend, BackendWrapper, ObjectInfo, TransientError
 
 OPS = ("put", "get", "exists", "delete", "list")
 #: transient: a dropped connection or 5xx (retried); permanent: a refusal (not retried);
@@ -64,11 +64,9 @@ def parse(spec: str) -> list[Fault]:
     return faults
 
 
-class FaultyBackend(Backend):
+class FaultyBackend(BackendWrapper):
     def __init__(self, inner: Backend, faults: list[Fault] | None = None) -> None:
-        self.inner = inner
-        self.location = inner.location
-        self.parallel_calls = inner.parallel_calls
+        super().__init__(inner)
         self.faults = list(faults or [])
         self._lock = threading.Lock()
 
@@ -125,12 +123,3 @@ class FaultyBackend(Backend):
         if self._inject("list", prefix) == "missing":
             return iter(())
         return self.inner.list(prefix)
-
-    def sync(self) -> None:
-        self.inner.sync()
-
-    def create(self) -> None:
-        self.inner.create()
-
-    def close(self) -> None:
-        self.inner.close()

@@ -15,22 +15,20 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from .base import Backend, ObjectInfo, TransientError
+from .base import Backend, BackendWrapper, ObjectInfo, TransientError
 
 log = logging.getLogger("stackvault.storage")
 
 T = TypeVar("T")
 
 
-class RetryingBackend(Backend):
+class RetryingBackend(BackendWrapper):
     """`attempts` tries per call, sleeping up to base * 2**n seconds (capped at `max_delay`) between."""
 
     def __init__(self, inner: Backend, *, attempts: int = 6, base_delay: float = 0.25,
                  max_delay: float = 8.0, sleep: Callable[[float], None] = time.sleep,
                  rng: Callable[[], float] = random.random) -> None:
-        self.inner = inner
-        self.location = inner.location
-        self.parallel_calls = inner.parallel_calls
+        super().__init__(inner)
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -74,6 +72,3 @@ class RetryingBackend(Backend):
 
     def create(self) -> None:
         self._call("create", self.inner.create)
-
-    def close(self) -> None:
-        self.inner.close()
