@@ -61,6 +61,7 @@ class Repository:
     @classmethod
     def init(cls, backend: Backend, block_size: int = DEFAULT_BLOCK,
              compression_level: int = DEFAULT_COMPRESSION) -> Repository:
+        backend.create()  # the bucket or container of an object store; a directory
         if backend.exists(CONFIG_KEY):
             raise UsageError(f"a repository already exists at {backend.location}",
                              "use it as it is, or choose another location")

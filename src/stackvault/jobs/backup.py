@@ -62,7 +62,9 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 # A changed level is no fault (a first backup, a resized disk): the disk's `reason` says it.
                 level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
                 cb = progress(source.name, source.size) if progress else None
-                run = DiskBackup(repo, source, level, base, backup_id, workers=ctx.settings.workers, progress=cb)
+                # Object stores answer each call slowly but many at once: more workers keep uploads parallel.
+                workers = max(ctx.settings.workers, getattr(repo.backend, "parallel_calls", 1))
+                run = DiskBackup(repo, source, level, base, backup_id, workers=workers, progress=cb)
                 index, bitmap = run.run()
                 key = index_key(backup_id, position)
                 repo.put_index(key, index)

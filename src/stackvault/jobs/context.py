@@ -18,7 +18,7 @@ class JobContext:
 
     @cached_property
     def backend(self):  # noqa: ANN201 - a storage.Backend
-        return open_backend(self.settings.require_repo(), sync=self.settings.sync)
+        return open_backend(self.settings.require_repo(), sync=self.settings.sync, cloud=self.settings.cloud.os_cloud)
 
     @cached_property
     def repo(self) -> Repository:
