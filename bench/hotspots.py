@@ -9,9 +9,11 @@ working samples end (self time) and the ones they pass through (inclusive time).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 
 # A leaf frame that means "blocked": on a lock, a queue, a future, a selector or a sleep. An
@@ -32,9 +34,7 @@ FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
 def py_spy() -> str | None:
-    import os
-    import sys
-
+    """py-spy beside the running interpreter (installed into the venv), else on PATH."""
     here = os.path.join(os.path.dirname(sys.executable), "py-spy")
     return here if os.path.exists(here) else shutil.which("py-spy")
 

@@ -123,6 +123,11 @@ def render(results: list[PhaseResult], baselines: list[PhaseResult], sweep: list
                    "repo MiB", "load"], rows)
     out.append("(in engine: the duration stackvault reports, without start-up and catalog; added: how much "
                "the repository grew; load: 1-min load average at the start)")
+    if any("walls" in r.extra for r in results + baselines):
+        out.append("")
+        out += _table(["tool", "phase", "wall s of every round"],
+                      [[r.tool, r.phase, " / ".join(f"{w:.1f}" for w in r.extra.get("walls", [r.wall_s]))]
+                       for r in baselines + results])
     out.append("")
     rrows = []
     fmt = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731

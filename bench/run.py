@@ -42,7 +42,7 @@ import imagegen  # noqa: E402
 import report  # noqa: E402
 from measure import (CommandFailed, PhaseResult, dir_size, drop_caches, file_allocated,  # noqa: E402
                      file_digest, run_measured)
-from tools import Borg, Restic, Stackvault, Tool  # noqa: E402
+from tools import Borg, Command, Restic, Stackvault, Tool  # noqa: E402
 
 GENERATOR_VERSION = 2  # bump when imagegen's output changes, so a cached image is not reused
 PHASES = ("full", "incremental", "restore")
@@ -202,8 +202,6 @@ class Bench:
         return res, out
 
     def run_baselines(self) -> None:
-        from tools import Command
-
         bs = self.args.block_size_bytes or (1 << 20)
         py = [sys.executable, os.path.join(HERE, "baseline_read_hash.py"), self.image, str(bs)]
         res, out = self.measure("baseline", "read+blake3", Command(py), self.baselines)
@@ -219,8 +217,6 @@ class Bench:
 
     def run_tool(self, tool: Tool, sink: list[PhaseResult], label: str) -> None:
         """Full, change, Incremental, Restore, check, put the image back."""
-        from tools import Command
-
         shutil.rmtree(tool.root, ignore_errors=True)
         os.makedirs(tool.root)
         init = tool.init()
@@ -274,10 +270,9 @@ class Bench:
                             f"{name}-{block_size >> 10}K")
         if name == "stackvault":
             return Stackvault(root, self.args.stackvault, block_size)
-        for exe in (name,):
-            if not shutil.which(exe):
-                raise BenchError(f"{exe} is not installed (apt-get install "
-                                 f"{'borgbackup' if exe == 'borg' else exe}, or leave it out with --tools)")
+        if not shutil.which(name):
+            raise BenchError(f"{name} is not installed (apt-get install "
+                             f"{'borgbackup' if name == 'borg' else name}, or leave it out with --tools)")
         return Restic(root) if name == "restic" else Borg(root)
 
     # -- profiling ---------------------------------------------------------------------------------
@@ -285,8 +280,7 @@ class Bench:
     def profile(self, phases: list[str]) -> dict[str, str]:
         """Re-run stackvault's phases, each listed one under py-spy; summaries by phase."""
         out_dir = os.path.abspath(self.args.out)
-        tool = self.make_tool("stackvault", self.args.block_size_bytes)
-        root = tool.root + "-profile"
+        root = os.path.join(self.scratch, "tools", "stackvault-profile")
         tool = Stackvault(root, self.args.stackvault, self.args.block_size_bytes)
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root)
