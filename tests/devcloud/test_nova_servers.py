@@ -252,6 +252,39 @@ def test_attaching_a_volume_to_the_proxy_makes_its_device_symlink(devcloud):
         devcloud.openstack("volume", "delete", vid, check=False)
 
 
+def test_volume_attached_to_a_guest_shows_up_by_id_and_detaches(devcloud):
+    sid = create_server(devcloud, "t-attach")["id"]
+    vid = cli_json(devcloud, "volume", "create", "--size", "1", "t-attach-vol")["id"]
+    try:
+        wait_for("volume available", lambda: cli_json(
+            devcloud, "volume", "show", vid)["status"] == "available", 120)
+        att = cli_json(devcloud, "server", "add", "volume", sid, vid)
+        assert att["Device"] == "/dev/vdb"
+        wait_for("volume in-use", lambda: cli_json(
+            devcloud, "volume", "show", vid)["status"] == "in-use", 120)
+        listed = cli_json(devcloud, "server", "volume", "list", sid)
+        assert [(v["Volume ID"], v["Device"]) for v in listed] == [(vid, "/dev/vdb")]
+        # the guest sees a virtio disk whose serial is the volume id (what /dev/disk/by-id uses)
+        serial = ["cat", "/sys/block/vdb/serial"]
+        if not devcloud.ctx.fast:
+            hv = _hypervisor(devcloud)
+            hv.wait_agent(sid, timeout=180)
+            wait_for("the disk in the guest", lambda: hv.guest_exec(
+                sid, serial)[1].strip() == vid[:20].encode(), 60)
+        devcloud.openstack("server", "remove", "volume", sid, vid)
+        wait_for("volume available again", lambda: cli_json(
+            devcloud, "volume", "show", vid)["status"] == "available", 120)
+        assert cli_json(devcloud, "server", "volume", "list", sid) == []
+        if not devcloud.ctx.fast:
+            wait_for("the disk gone from the guest", lambda: _hypervisor(devcloud).guest_exec(
+                sid, serial)[0] != 0, 60)
+        actions = [a["Action"] for a in cli_json(devcloud, "server", "event", "list", sid)]
+        assert actions[:2] == ["detach_volume", "attach_volume"]
+    finally:
+        delete_server(devcloud, sid)
+        devcloud.openstack("volume", "delete", vid, check=False)
+
+
 def test_nova_faults_quota_exceeded_and_hang_snapshot(devcloud):
     devcloud.add_fault("nova", "quota-exceeded", method="POST", path_regex=r"/servers$",
                        count=1)
