@@ -34,6 +34,8 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--wait", type=float, default=default, metavar="SECONDS",
                    help="wait this long for a conflicting lock to go away")
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
+    p.add_argument("--passphrase-file", default=default, metavar="PATH",
+                   help="an encrypted repository's passphrase (else STACKVAULT_PASSPHRASE, else asked on a terminal)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("init", "create a repository")
     p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 512KiB)")
     p.add_argument("--compression-level", type=int, default=None)
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt everything stored (AES-256-GCM) under a passphrase; mandatory from then on")
+
+    p = cmd("key", "an encrypted repository's passphrases (key slots)")
+    p.add_argument("action", choices=("add", "list", "remove"))
+    p.add_argument("key_id", nargs="?", default=None, help="remove: the key slot to remove (see `key list`)")
+    p.add_argument("--new-passphrase-file", default=None, metavar="PATH",
+                   help="add: the new passphrase (else STACKVAULT_NEW_PASSPHRASE, else asked on a terminal)")
 
     p = cmd("backup", "back up disks, servers or volumes")
     p.add_argument("--source", action="append", default=[], metavar="file:PATH", help="a disk image or device")
@@ -145,7 +155,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
                              lock_wait=args.wait)
     if args.os_cloud:
         settings.cloud.os_cloud = args.os_cloud
-    ctx = JobContext(settings)
+    ctx = JobContext(settings, args.passphrase_file)
     progress = progress_factory(not args.quiet and not args.json)
     c = args.command
     if c == "init":
@@ -154,9 +164,19 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         bs = parse_size(args.block_size) if args.block_size else settings.block_size
         check_block_size(bs, args.block_size)
         level = args.compression_level if args.compression_level is not None else settings.compression_level
-        repo = Repository.init(ctx.backend, bs, level)
-        result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size}
+        secret = None
+        if args.encrypt:
+            from .engine.keys import ENV, new_passphrase
+
+            secret = new_passphrase(ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
+        repo = Repository.init(ctx.backend, bs, level, passphrase=secret)
+        result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
+                  "encrypted": repo.encrypted}
         return result, render.init, EXIT_OK
+    if c == "key":
+        return _key(ctx, args)
+    if c in ("list", "catalog"):
+        ctx.repo  # noqa: B018 - open (and unlock) the repository before the catalog is touched
     if c == "backup":
         from .jobs.backup import back_up_files, backup_report
 
@@ -259,6 +279,23 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _key(ctx: JobContext, args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
+    repo = ctx.repo
+    if args.action == "list":
+        return {"repo": repo.location, "keys": repo.list_keys()}, render.key_list, EXIT_OK
+    if args.action == "add":
+        from .engine.keys import NEW_ENV, new_passphrase
+
+        repo.list_keys()  # refuses a plain repository before asking for a passphrase
+        secret = new_passphrase(repo.location, args.new_passphrase_file, NEW_ENV, "--new-passphrase-file")
+        return {"repo": repo.location, "added": repo.add_key(secret)}, render.key_added, EXIT_OK
+    if not args.key_id:
+        raise UsageError("which key slot to remove?", "give its id: `stackvault key remove ID` (see `key list`)")
+    with ctx.lock("exclusive", "key remove"):  # two removals at once must not leave no slot
+        repo.remove_key(args.key_id)
+    return {"repo": repo.location, "removed": args.key_id}, render.key_removed, EXIT_OK
 
 
 def _confirm(question: str) -> bool:

@@ -100,7 +100,25 @@ def listing(result: dict) -> str:
 
 
 def init(r: dict) -> str:
-    return f"created repository {r['id']} at {r['repo']} (block size {human_bytes(r['block_size'])})"
+    sealed = ", encrypted: keep the passphrase safe, without it nothing can be restored" if r.get("encrypted") else ""
+    return f"created repository {r['id']} at {r['repo']} (block size {human_bytes(r['block_size'])}{sealed})"
+
+
+def key_list(r: dict) -> str:
+    lines = [f"key slots of {r['repo']}:"]
+    for k in r["keys"]:
+        kdf = f"scrypt n={k['kdf']['n']} r={k['kdf']['r']} p={k['kdf']['p']}" if k["kdf"] else "-"
+        mark = "*" if k["current"] else " "
+        lines.append(f" {mark} {k['id']}  {k['created'] or '-':<25} {k['host'] or '-':<20} {kdf}  {k['status']}")
+    return "\n".join(lines + ["(* opened this command)"])
+
+
+def key_added(r: dict) -> str:
+    return f"added key slot {r['added']} to {r['repo']}"
+
+
+def key_removed(r: dict) -> str:
+    return f"removed key slot {r['removed']} from {r['repo']}"
 
 
 def restore(r: dict) -> str:

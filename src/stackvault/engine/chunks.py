@@ -1,7 +1,8 @@
 """Chunk encoding: how one block's bytes are kept in the repository.
 
-A chunk's id is the BLAKE3 digest of the block's plain bytes, so identical blocks anywhere (another
-disk, another backup) are stored once. The object is `b"SVC1"`, one codec byte, then the payload:
+A chunk's id is the BLAKE3 digest of the block's plain bytes (keyed BLAKE3 in an encrypted
+repository: `Repository.hash_block`), so identical blocks anywhere (another disk, another backup)
+are stored once. The object is `b"SVC1"`, one codec byte, then the payload:
 codec 0 keeps the block as is, codec 1 is zstd. Compression is skipped when it would not save at least
 1/32 of the block (random data, already compressed files): decompressing then costs nothing.
 """
@@ -9,6 +10,7 @@ codec 0 keeps the block as is, codec 1 is zstd. Compression is skipped when it w
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import blake3
 import zstandard
@@ -57,8 +59,9 @@ def encode_chunk(data: bytes | memoryview, level: int) -> bytes:
     return MAGIC + bytes((CODEC_NONE,)) + bytes(data)
 
 
-def decode_chunk(digest: bytes, blob: bytes, expected_length: int | None = None) -> bytes:
-    """Plain bytes of a chunk, checked against its id: damaged data is never returned."""
+def decode_chunk(digest: bytes, blob: bytes, expected_length: int | None = None,
+                 hasher: Callable[[bytes], bytes] | None = None) -> bytes:
+    """Plain bytes of a chunk, checked against its id (made by `hasher`): damaged data is never returned."""
     hexid = digest.hex()
     if len(blob) < 5 or blob[:4] != MAGIC:
         raise CorruptChunkError(hexid, "bad header")
@@ -74,6 +77,6 @@ def decode_chunk(digest: bytes, blob: bytes, expected_length: int | None = None)
         raise CorruptChunkError(hexid, f"unknown codec {codec}")
     if expected_length is not None and len(data) != expected_length:
         raise CorruptChunkError(hexid, f"holds {len(data)} bytes, expected {expected_length}")
-    if hash_block(data) != digest:
+    if (hasher or hash_block)(data) != digest:
         raise CorruptChunkError(hexid, "content does not match its hash")
     return data

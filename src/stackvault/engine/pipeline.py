@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .bitmap import ChangeBitmap
 from .blockindex import ZERO_DIGEST, BlockIndex, block_count
-from .chunks import encode_chunk, hash_block
+from .chunks import encode_chunk
 from .repository import Repository
 from .sources import DiskSource
 from .state import DiskBase
@@ -90,7 +90,7 @@ class DiskBackup:
             return differs or (old_bits is not None and old_bits[i])
 
         def work(i: int, data: bytes) -> None:
-            digest = ZERO_DIGEST if data == self._zero[: len(data)] else hash_block(data)
+            digest = ZERO_DIGEST if data == self._zero[: len(data)] else self.repo.hash_block(data)
             with self._lock:
                 wanted = record(i, digest)
                 if wanted:

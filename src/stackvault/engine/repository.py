@@ -6,21 +6,34 @@ documented in docs/repository-format.md and versioned by `config`.
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+
+import blake3
 
 from .. import __version__
 from ..errors import NotFoundError, RepositoryError, UsageError
 from ..storage import Backend
 from .blockindex import BlockIndex, IndexFormatError
-from .chunks import chunk_key, decode_chunk
+from .chunks import chunk_key, decode_chunk, hash_block
+from . import keys
+from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical
+from .crypto import MAGIC as SEALED_MAGIC
+from .keys import Unlocked
 from .manifest import BackupRecord, DiskRecord, backup_key
 
 FORMAT = "stackvault-repository"
-FORMAT_VERSION = 1
+# Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
+# knows plain repositories refuses one with "upgrade stackvault" instead of misreading sealed objects.
+FORMAT_VERSION = 2
+PLAIN_VERSION = 1
+ENCRYPTED_VERSION = 2
 CONFIG_KEY = "config"
 MIN_BLOCK = 64 << 10
 MAX_BLOCK = 16 << 20
@@ -41,7 +54,15 @@ class RepoConfig:
     hash: str = "blake3"
     chunk_codec: str = "zstd"
     format: str = FORMAT
-    version: int = FORMAT_VERSION
+    version: int = PLAIN_VERSION
+    encryption: dict | None = None
+
+    def to_doc(self) -> dict:
+        """The `config` object's fields; a plain repository's config stays as version 1 wrote it."""
+        doc = asdict(self)
+        if doc["encryption"] is None:
+            del doc["encryption"]
+        return doc
 
 
 def check_block_size(block_size: int, given: str | None = None) -> int:
@@ -52,27 +73,45 @@ def check_block_size(block_size: int, given: str | None = None) -> int:
 
 
 class Repository:
-    def __init__(self, backend: Backend, config: RepoConfig) -> None:
-        self.backend = backend
+    def __init__(self, backend: Backend, config: RepoConfig, *, cipher: RepositoryCipher | None = None,
+                 unlocked: Unlocked | None = None) -> None:
+        # Everything reads and writes through `backend`: sealed when the repository is encrypted.
+        self.backend: Backend = EncryptedBackend(backend, cipher) if cipher is not None else backend
         self.config = config
+        self.unlocked = unlocked
+        self.hash_block: Callable[[bytes | memoryview], bytes] = cipher.chunk_id if cipher is not None else hash_block
         self._records: dict[str, BackupRecord] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
     def init(cls, backend: Backend, block_size: int = DEFAULT_BLOCK,
-             compression_level: int = DEFAULT_COMPRESSION) -> Repository:
+             compression_level: int = DEFAULT_COMPRESSION, *, passphrase: str | None = None) -> Repository:
+        """A new repository; encrypted under a new random master key when a passphrase is given."""
         backend.create()  # the bucket or container of an object store; a directory
         if backend.exists(CONFIG_KEY):
             raise UsageError(f"a repository already exists at {backend.location}",
                              "use it as it is, or choose another location")
         config = RepoConfig(id=uuid.uuid4().hex, created=_now(), block_size=check_block_size(block_size),
                             compression_level=compression_level)
-        backend.put(CONFIG_KEY, json.dumps(asdict(config), indent=1).encode())
+        if passphrase is None:
+            backend.put(CONFIG_KEY, json.dumps(config.to_doc(), indent=1).encode())
+            backend.sync()
+            return cls(backend, config)
+        config.version, config.hash = ENCRYPTED_VERSION, "blake3-keyed"
+        config.encryption = {"cipher": CIPHER, "kdf": "scrypt", "key_slots": keys.PREFIX}
+        master = os.urandom(MASTER_KEY_SIZE)
+        cipher = RepositoryCipher(master)
+        slot_id = keys.add_slot(backend, config.id, master, passphrase, host=hostname())
+        doc = config.to_doc()
+        doc["mac"] = cipher.mac(doc)
+        doc["checksum"] = _config_checksum(doc)
+        backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())  # last: the repository exists from here
         backend.sync()
-        return cls(backend, config)
+        return cls(backend, config, cipher=cipher, unlocked=keys.Unlocked(master, slot_id))
 
     @classmethod
-    def open(cls, backend: Backend) -> Repository:
+    def open(cls, backend: Backend, passphrase: Callable[[], str] | None = None) -> Repository:
+        """Open a repository; `passphrase` is asked for only when the repository is encrypted."""
         try:
             raw = backend.get(CONFIG_KEY)
         except KeyError:
@@ -85,12 +124,56 @@ class Repository:
                                   "restore the `config` object from another copy of the repository") from None
         if doc.get("format") != FORMAT:
             raise RepositoryError(f"{backend.location} is not a stackvault repository", "pass the right --repo")
+        if "checksum" in doc and doc["checksum"] != _config_checksum(doc):
+            raise RepositoryError(f"repository config at {backend.location} is damaged (checksum mismatch)",
+                                  "restore the `config` object from another copy of the repository")
         if int(doc.get("version", 0)) > FORMAT_VERSION:
             raise RepositoryError(
                 f"repository {backend.location} has format version {doc['version']}, newer than this "
                 f"stackvault {__version__} supports ({FORMAT_VERSION})", "upgrade stackvault")
         known = set(RepoConfig.__dataclass_fields__)
-        return cls(backend, RepoConfig(**{k: v for k, v in doc.items() if k in known}))
+        config = RepoConfig(**{k: v for k, v in doc.items() if k in known})
+        if int(config.version) < ENCRYPTED_VERSION and config.encryption is None:
+            return cls(backend, config)
+        enc = config.encryption
+        if not isinstance(enc, dict) or "mac" not in doc or "checksum" not in doc:
+            raise RepositoryError(f"repository config at {backend.location} says format version {config.version} "
+                                  "(encrypted) but lacks the encryption fields: it is damaged",
+                                  "restore the `config` object from another copy of the repository")
+        if enc.get("cipher") != CIPHER or enc.get("kdf") != "scrypt":
+            raise RepositoryError(f"repository {backend.location} uses {enc.get('cipher')}/{enc.get('kdf')}, "
+                                  "which this stackvault does not know", "upgrade stackvault")
+        if passphrase is None:
+            raise keys.PassphraseError(f"repository {backend.location} is encrypted and no passphrase was given",
+                                       f"set {keys.ENV}, pass --passphrase-file PATH, or run on a terminal")
+        unlocked = keys.unlock(backend, config.id, passphrase())
+        cipher = RepositoryCipher(unlocked.master)
+        signed = {k: v for k, v in doc.items() if k not in ("mac", "checksum")}
+        if not hmac.compare_digest(cipher.mac(signed), str(doc["mac"])):
+            raise RepositoryError(f"repository config at {backend.location} fails authentication (it was altered)",
+                                  "restore the `config` object from another copy of the repository")
+        return cls(backend, config, cipher=cipher, unlocked=unlocked)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.config.encryption is not None
+
+    # -- key slots (encrypted repositories) -------------------------------------------------------
+    def _require_keys(self) -> Unlocked:
+        if self.unlocked is None:
+            raise UsageError(f"repository {self.location} is not encrypted: it has no keys",
+                             "create an encrypted repository with `stackvault init --encrypt`")
+        return self.unlocked
+
+    def add_key(self, passphrase: str) -> str:
+        """A new key slot for `passphrase`; returns its id."""
+        return keys.add_slot(self.backend, self.id, self._require_keys().master, passphrase, host=hostname())
+
+    def list_keys(self) -> list[dict]:
+        return keys.list_slots(self.backend, self.id, self._require_keys().slot_id)
+
+    def remove_key(self, slot_id: str) -> None:
+        keys.remove_slot(self.backend, self.id, slot_id, self._require_keys().slot_id)
 
     @property
     def id(self) -> str:
@@ -115,7 +198,11 @@ class Repository:
             from ..errors import CorruptChunkError
 
             raise CorruptChunkError(digest.hex(), "missing from the repository") from None
-        return decode_chunk(digest, blob, length)
+        except ObjectAuthError as exc:
+            from ..errors import CorruptChunkError
+
+            raise CorruptChunkError(digest.hex(), exc.problem) from None
+        return decode_chunk(digest, blob, length, self.hash_block)
 
     # -- block indexes -------------------------------------------------------------------------
     def put_index(self, key: str, index: BlockIndex) -> None:
@@ -127,8 +214,9 @@ class Repository:
         except KeyError:
             raise RepositoryError(f"block index {disk.index} is missing",
                                   "run `stackvault verify`; this backup cannot be restored") from None
-        except IndexFormatError as exc:
-            raise RepositoryError(f"block index {disk.index} is damaged: {exc}",
+        except (IndexFormatError, ObjectAuthError) as exc:
+            problem = exc.problem if isinstance(exc, ObjectAuthError) else str(exc)
+            raise RepositoryError(f"block index {disk.index} is damaged: {problem}",
                                   "run `stackvault verify`; this backup cannot be restored") from None
         if index.checksum().hex() != disk.index_checksum:
             raise RepositoryError(f"block index {disk.index} does not match its backup record",
@@ -145,10 +233,15 @@ class Repository:
         rec = self._records.get(backup_id)
         if rec is None:
             try:
-                rec = BackupRecord.from_json(self.backend.get(backup_key(backup_id)))
+                raw = self.backend.get(backup_key(backup_id))
             except KeyError:
                 raise NotFoundError(f"no backup {backup_id} in {self.location}",
                                     "list backups with `stackvault list`") from None
+            if not self.encrypted and raw[:4] == SEALED_MAGIC:
+                raise RepositoryError(f"backup record {backup_key(backup_id)} is encrypted but the repository "
+                                      "config says the repository is not: the config was replaced",
+                                      "restore the `config` object from another copy of the repository")
+            rec = BackupRecord.from_json(raw)
             self._records[backup_id] = rec
         return rec
 
@@ -195,6 +288,11 @@ class Repository:
                 if disk.disk_key == disk_key and (not full_only or disk.level == "full"):
                     return record, disk
         return None
+
+
+def _config_checksum(doc: dict) -> str:
+    """BLAKE3 of an encrypted repository's config: names accidental damage before a passphrase is asked."""
+    return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
 
 
 def _now() -> str:

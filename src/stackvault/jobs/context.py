@@ -6,6 +6,7 @@ from functools import cached_property
 
 from ..catalog import Catalog
 from ..config import Settings
+from ..engine import keys
 from ..engine.locks import RepositoryLock
 from ..engine.repository import Repository
 from ..engine.state import WorkingState
@@ -13,8 +14,9 @@ from ..storage import open_backend
 
 
 class JobContext:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, passphrase_file: str | None = None) -> None:
         self.settings = settings
+        self.passphrase_file = passphrase_file
 
     @cached_property
     def backend(self):  # noqa: ANN201 - a storage.Backend
@@ -22,7 +24,12 @@ class JobContext:
 
     @cached_property
     def repo(self) -> Repository:
-        return Repository.open(self.backend)
+        # The passphrase is looked for only when the repository turns out to be encrypted.
+        return Repository.open(self.backend, passphrase=self.passphrase)
+
+    def passphrase(self) -> str:
+        """An encrypted repository's passphrase: --passphrase-file, STACKVAULT_PASSPHRASE, or a prompt."""
+        return keys.passphrase(self.backend.location, self.passphrase_file)
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -4,7 +4,9 @@ The working state is only a cache (every `.sha`/`.bmp` can be rebuilt from the r
 saved copy makes a new proxy's first Incremental as fast as the old one's, and the saved
 configuration means a new proxy needs nothing but the repository's location and the credentials.
 `state backup` writes `proxy-state/<id>.tar.zst` (a checksummed, compressed tar of the working
-directory and the config file); `state restore` and `recover` bring them back.
+directory and the config file); `state restore` and `recover` bring them back. In an encrypted
+repository the object is sealed like every other (engine/crypto.py), so the config is saved whole,
+secrets included; otherwise lines with secret-looking keys are left out.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def backup_state(ctx: JobContext) -> dict:
                     files += 1
         config = ctx.settings.config_path
         if config is not None and config.is_file():
-            text, dropped = _strip_secrets(config.read_text())
+            text, dropped = config.read_text(), []
+            if not repo.encrypted:  # an encrypted repository seals the saved state: secrets stay in it
+                text, dropped = _strip_secrets(text)
             if dropped:
                 warnings.append(f"left out of the saved config (the repository is not encrypted): {', '.join(dropped)}")
             data = text.encode()
