@@ -6,6 +6,7 @@ Every test runs once per backend (`catalog_url` is parametrized in conftest.py).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
 
-from stackvault.catalog import Catalog
+from stackvault.catalog import Catalog, schema
 from stackvault.catalog.models import BackupRow, Base, DiskRow, JobRow
 from stackvault.catalog.schema import (FIRST_REVISION, HEAD_REVISION, VERSION_TABLE, current_revision,
                                       head_revision)
@@ -145,6 +146,42 @@ def test_a_catalog_made_before_migrations_is_adopted_with_its_rows(catalog_url: 
     assert [r.backup_id for r in catalog.backups("repo-1")] == ["b1", "b2"]
 
 
+NEXT_REVISION = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_job_note"
+down_revision = "0001_initial"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("note", sa.String(), nullable=False, server_default="none"))
+'''
+
+
+def test_an_older_catalog_is_upgraded_keeping_its_rows(catalog_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalog at 0001 opened by a stackvault whose migrations go one further (a scripted 0002)."""
+    old = Catalog(catalog_url)
+    old.add_backup("repo-1", record("b1", "2026-01-01T00:00:00+00:00", disks=2))
+    job = old.start_job("backup", "repo-1")
+    old.close()
+
+    newer = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS_DIR, newer)
+    (newer / "versions" / "0002_job_note.py").write_text(NEXT_REVISION)
+    monkeypatch.setattr(schema, "MIGRATIONS_DIR", newer)
+    monkeypatch.setattr(schema, "HEAD_REVISION", "0002_job_note")
+
+    catalog = Catalog(catalog_url)
+    assert current_revision(catalog.engine) == "0002_job_note"
+    with catalog.session() as s:
+        assert s.execute(text("SELECT note FROM jobs WHERE id = :id"), {"id": job}).scalar() == "none"
+    (row,) = catalog.backups("repo-1")
+    assert len(row.disks) == 2 and row.size == 10 * TIB
+
+
 def test_a_catalog_of_a_newer_stackvault_is_refused(catalog_url: str) -> None:
     catalog = Catalog(catalog_url)
     with catalog.session() as s, s.begin():
@@ -233,7 +270,7 @@ def test_advisory_lock_of_a_killed_proxy_is_released(catalog_url: str) -> None:
     Catalog(catalog_url).close()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from stackvault.catalog import Catalog
+        from stackvault.catalog import Catalog, schema
         with Catalog({catalog_url!r}).advisory_lock("prune"):
             print("held", flush=True)
             time.sleep(600)
