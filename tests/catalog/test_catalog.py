@@ -289,3 +289,14 @@ def test_advisory_lock_of_a_killed_proxy_is_released(catalog_url: str) -> None:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+@pytest.mark.parametrize("url, said", [
+    ("not a url", "cannot open catalog not a url: ArgumentError"),
+    ("postgresql+psycopg2://backup@127.0.0.1/catalog", "the Python module psycopg2 is missing"),
+    ("sqlite:////proc/no-such-dir/catalog.db", "No such file or directory: /proc/no-such-dir"),
+])
+def test_a_catalog_that_cannot_be_opened_is_named_in_one_line(url: str, said: str) -> None:
+    with pytest.raises(UsageError) as err:
+        Catalog(url)
+    assert said in str(err.value) and "\n" not in str(err.value)

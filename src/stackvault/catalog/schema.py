@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
 
 from ..errors import UsageError
 from .connect import is_postgresql, writer
@@ -122,5 +123,8 @@ def _refuse_unknown(revision: str | None, head: str, url: str) -> None:
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL without its password, for messages (as given when it does not parse)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url

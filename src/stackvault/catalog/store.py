@@ -23,6 +23,8 @@ from .models import BackupRow, DiskRow, JobRow
 
 
 class Catalog:
+    """One catalog database, opened (and migrated) once per job; every method is its own transaction."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         try:
