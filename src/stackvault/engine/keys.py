@@ -210,12 +210,12 @@ def remove_slot(backend: Backend, repo_id: str, slot_id: str, current: str | Non
 
         known = ", ".join(k[len(PREFIX) : -len(".json")] for k in [*good, *bad])
         raise NotFoundError(f"no key slot {slot_id!r} in {backend.location}", f"choose one of: {known}")
-    if slot_id == current:
-        raise UsageError(f"key slot {slot_id} is the one this command opened the repository with",
-                         "open it with another passphrase to remove this one")
     if key in good and len(good) == 1:
         raise UsageError(f"key slot {slot_id} is the repository's last key slot: removing it would make "
                          "the repository unreadable forever", "add another with `stackvault key add` first")
+    if slot_id == current:
+        raise UsageError(f"key slot {slot_id} is the one this command opened the repository with",
+                         "open it with another passphrase to remove this one")
     backend.delete(key)
     backend.sync()
 
