@@ -154,3 +154,24 @@ def test_a_plain_only_reader_refuses_an_encrypted_repository(monkeypatch):
     monkeypatch.setattr(repository, "FORMAT_VERSION", 1)  # what stackvault knew before encryption
     with pytest.raises(RepositoryError, match="upgrade stackvault"):
         Repository.open(backend, lambda: "pw one")
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_saved_config_keeps_secrets_only_when_encrypted(tmp_path, encrypted):
+    from stackvault.config import Settings
+    from stackvault.jobs import proxy_state
+    from stackvault.jobs.context import JobContext
+
+    config = tmp_path / "stackvault.toml"
+    config.write_text('repo = "memory://r"\nswift_password = "s3cret"\n')  # as a future secret setting would
+    ctx = JobContext(Settings(repo="memory://r", workdir=tmp_path / "work", config_path=config))
+    ctx.__dict__["repo"] = Repository.init(ctx.backend, 64 << 10, passphrase="pw" if encrypted else None)
+    saved = proxy_state.backup_state(ctx)
+    (obj,) = ctx.backend.list("proxy-state/")
+    assert (b"SVE1" == ctx.backend.get(obj.key)[:4]) is encrypted
+    out = tmp_path / "out.toml"
+    proxy_state.restore_state(ctx, config_out=out)
+    if encrypted:
+        assert saved["warnings"] == [] and out.read_text() == config.read_text()
+    else:
+        assert "swift_password" in saved["warnings"][0] and "s3cret" not in out.read_text()
