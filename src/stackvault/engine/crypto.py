@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-
 import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import RepositoryError
-from ..storage import Backend, ObjectInfo
+from ..storage import Backend
+from ..storage.base import BackendWrapper
 
 MAGIC = b"SVE1"
 NONCE_SIZE = 12
@@ -96,17 +95,16 @@ class RepositoryCipher:
         return blake3.blake3(canonical(doc), key=self._mac_key).hexdigest()
 
 
-class EncryptedBackend(Backend):
+class EncryptedBackend(BackendWrapper):
     """A backend whose objects are sealed on `put` and opened (authenticated) on `get`.
 
-    Keys, sizes and times stay visible to the store; contents never do. Anything else a driver
-    offers (e.g. the local backend's `temp_files`) is passed through.
+    Keys, sizes and times stay visible to the store; contents never do. Every other call, and
+    anything else a driver offers (e.g. the local backend's `temp_files`), is passed through.
     """
 
     def __init__(self, inner: Backend, cipher: RepositoryCipher) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cipher = cipher
-        self.location = inner.location
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         self.inner.put(key, data if is_plain(key) else self.cipher.seal(key, data))
@@ -114,24 +112,6 @@ class EncryptedBackend(Backend):
     def get(self, key: str) -> bytes:
         blob = self.inner.get(key)
         return blob if is_plain(key) else self.cipher.open(key, blob)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def sync(self) -> None:
-        self.inner.sync()
-
-    def create(self) -> None:
-        self.inner.create()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def __getattr__(self, name: str):  # noqa: ANN204 - whatever the driver offers beyond the interface
         return getattr(self.inner, name)
