@@ -198,6 +198,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         result = back_up_cloud(ctx, connect(settings.cloud.os_cloud), selection, args.level, progress)
         return result, render.cloud_backup, EXIT_OK if result["status"] in ("success", "warning") else EXIT_FAILED
     if c == "list":
+        from .jobs.maintenance import sync_catalog
+
+        sync_catalog(ctx)
         rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),

@@ -17,10 +17,27 @@ RECORD_FORMAT = "stackvault-backup"
 RECORD_VERSION = 1
 
 
-def new_backup_id(now: datetime | None = None) -> str:
-    """Sortable by time, unique without coordination between proxies."""
+def new_backup_id(now: datetime | None = None, after: str | None = None) -> str:
+    """Sortable by time (to the millisecond), unique without coordination between proxies.
+
+    Ids order backups everywhere ("latest", the base of an Incremental, retention), so an id is never
+    smaller than `after`, the newest id already in the repository: two backups in the same
+    millisecond, or a clock that stepped back, still sort in the order they were made.
+    """
     now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    stamp = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
+    if after is not None and stamp <= after.split("-", 1)[0]:
+        stamp = after.split("-", 1)[0]  # same stamp: the suffix decides, so make it sort after
+        return f"{stamp}-{_suffix_after(after.split('-', 1)[1])}"
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _suffix_after(suffix: str) -> str:
+    """A random 6-hex suffix greater than `suffix` (or one digit longer when none is)."""
+    value = int(suffix, 16) if suffix and all(c in "0123456789abcdef" for c in suffix) else 0
+    if value >= 0xFFFFFF:
+        return suffix + secrets.token_hex(1)
+    return f"{value + 1 + secrets.randbelow(0xFFFFFF - value):06x}"
 
 
 def backup_key(backup_id: str) -> str:

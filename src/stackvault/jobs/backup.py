@@ -50,7 +50,8 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
     job_id = ctx.catalog.start_job("backup", repo.id)
     started = time.monotonic()
     created = datetime.now(timezone.utc)
-    backup_id = new_backup_id(created)
+    existing = repo.backup_ids()
+    backup_id = new_backup_id(created, after=existing[-1] if existing else None)
     warnings = list(request.warnings)
     disks: list[DiskRecord] = []
     results = []

@@ -16,3 +16,20 @@ def rebuild_state(ctx: JobContext, disk_key: str | None = None) -> dict:
 def rebuild_catalog(ctx: JobContext) -> dict:
     count = ctx.catalog.rebuild(ctx.repo.id, ctx.repo.backups())
     return {"backups": count, "catalog": ctx.settings.catalog_url, "verified_quiesce": apply_proofs(ctx)}
+
+
+def sync_catalog(ctx: JobContext) -> int:
+    """Make the catalog list exactly the repository's committed backups; returns how many rows changed.
+
+    A job killed between committing a backup and recording it in the catalog, or a backup forgotten
+    by another proxy, leaves the catalog behind the repository: listing the ids is cheap, so `list`
+    reconciles before it answers.
+    """
+    repo = ctx.repo
+    in_repo = set(repo.backup_ids())
+    in_catalog = {row.backup_id for row in ctx.catalog.backups(repo.id)}
+    for backup_id in sorted(in_repo - in_catalog):
+        ctx.catalog.add_backup(repo.id, repo.get_backup(backup_id))
+    for backup_id in in_catalog - in_repo:
+        ctx.catalog.remove_backup(backup_id)
+    return len(in_repo ^ in_catalog)
