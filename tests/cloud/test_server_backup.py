@@ -59,7 +59,8 @@ def _leftovers(user) -> dict:  # noqa: ANN001
     return {k: data[k] for k in ("images", "volumes", "snapshots")}
 
 
-@pytest.mark.parametrize("volume_backed", [False, True], ids=["image-backed", "volume-backed"])
+@pytest.mark.parametrize("volume_backed", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["image-backed", "volume-backed"])  # the volume-backed path is the slower: CI tier
 def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path, volume_backed):  # noqa: ANN001
     name = f"srv-{uuid.uuid4().hex[:6]}"
     image = "sv-agent-quiesce" if volume_backed else "sv-agent"

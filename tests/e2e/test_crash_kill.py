@@ -91,6 +91,7 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow  # ~45 s of kills and restarts: the CI tier (the restore kill test stays in the default suite)
 def test_sigkill_during_backup_64mib(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     _kill_series(repo, rng, tmp_path, 64 * MIB, [0.45, 0.8])
 
