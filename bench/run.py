@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also run stackvault at these block sizes, e.g. 256K,1M,4M")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every tool N times, alternating, and keep each phase's fastest (default 1)")
+    p.add_argument("--encrypt", action="store_true",
+                   help="stackvault repositories encrypted (init --encrypt), as restic's always are")
     p.add_argument("--change", type=float, default=0.01, help="fraction rewritten (default 0.01)")
     p.add_argument("--scratch", default=os.path.join(ROOT, ".state", "bench"),
                    help="scratch directory for the image and repositories (default .state/bench)")
@@ -269,7 +271,7 @@ class Bench:
         root = os.path.join(self.scratch, "tools", name if block_size is None else
                             f"{name}-{block_size >> 10}K")
         if name == "stackvault":
-            return Stackvault(root, self.args.stackvault, block_size)
+            return Stackvault(root, self.args.stackvault, block_size, self.args.encrypt)
         if not shutil.which(name):
             raise BenchError(f"{name} is not installed (apt-get install "
                              f"{'borgbackup' if name == 'borg' else name}, or leave it out with --tools)")
@@ -281,7 +283,7 @@ class Bench:
         """Re-run stackvault's phases, each listed one under py-spy; summaries by phase."""
         out_dir = os.path.abspath(self.args.out)
         root = os.path.join(self.scratch, "tools", "stackvault-profile")
-        tool = Stackvault(root, self.args.stackvault, self.args.block_size_bytes)
+        tool = Stackvault(root, self.args.stackvault, self.args.block_size_bytes, self.args.encrypt)
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root)
         summaries: dict[str, str] = {}
@@ -361,6 +363,7 @@ class Bench:
             "stackvault_command": self.args.stackvault,
             "stackvault_commit": self.args.engine_commit or f"{git_head()} + working tree",
             "block_size": self.args.block_size_bytes,
+            "stackvault_encrypted": self.args.encrypt,
             "image": facts,
             "repeat": self.args.repeat,
             "baselines": [vars(r) for r in baselines],

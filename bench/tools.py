@@ -3,7 +3,8 @@
 Every tool gets its own fresh directory (repository, caches, state), so nothing leaks between tools
 or runs. Settings are each tool's defaults except where noted, because defaults are what users run:
 
-* stackvault: `--level full`, then `--level incremental`, restore to a sparse raw file.
+* stackvault: `--level full`, then `--level incremental`, restore to a sparse raw file; with the
+  bench's `--encrypt`, an encrypted repository (`init --encrypt`), as restic's always is.
 * restic: always encrypts (cannot be turned off); repository format and compression are its default.
   Its file-level change detection sees a changed mtime and re-reads the whole file, as it must.
 * borg: `-e none` (no encryption: the cheaper choice, so a conservative comparison), its default
@@ -61,11 +62,17 @@ class Tool:
 class Stackvault(Tool):
     name = "stackvault"
 
-    def __init__(self, root: str, command: str, block_size: int | None = None) -> None:
+    def __init__(self, root: str, command: str, block_size: int | None = None,
+                 encrypt: bool = False) -> None:
         super().__init__(root)
         self.command = shlex.split(command)
         self.block_size = block_size
+        self.encrypt = encrypt
         self.workdir = os.path.join(root, "state")
+
+    def env(self) -> dict[str, str]:
+        # Only read when the repository is encrypted (`--encrypt`): restic's cost of encrypting.
+        return {**os.environ, "STACKVAULT_PASSPHRASE": "stackvault-bench"}
 
     def _base(self) -> list[str]:
         return [*self.command, "--repo", self.repo, "--workdir", self.workdir,
@@ -73,6 +80,8 @@ class Stackvault(Tool):
 
     def init(self) -> Command:
         extra = ["--block-size", size_arg(self.block_size)] if self.block_size else []
+        if self.encrypt:
+            extra.append("--encrypt")
         return Command([*self._base(), "init", *extra], self.env())
 
     def backup(self, image: str, level: str) -> Command:
