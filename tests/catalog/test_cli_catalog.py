@@ -30,16 +30,18 @@ class SharedCatalogSetup(Stackvault):
 
 def test_cli_init_backup_list_and_rebuild_on_the_catalog(catalog_url: str, tmp_path: Path) -> None:
     sv = SharedCatalogSetup(tmp_path / "sv", url=catalog_url)
-    sv.init("64KiB")
+    repo_id = sv.init("64KiB").data["id"]
     image = make_random_image(tmp_path / "disk.raw", 256 * KIB, random.Random(1))
     first = sv.backup(image)["backup_id"]
     second = sv.backup(image)["backup_id"]
     assert sv.list_ids() == [first, second]
+    catalog = Catalog(catalog_url)
+    assert [r.backup_id for r in catalog.backups(repo_id)] == [first, second]  # the rows are in that database
 
-    Catalog(catalog_url).remove_backup(first)  # the catalog lost a row: the repository still has it
-    assert sv.list_ids() == [second]
+    catalog.remove_backup(first)  # the catalog lost a row: the repository still has it
     rebuilt = sv.run("catalog", "rebuild").data
     assert rebuilt["backups"] == 2
+    assert [r.backup_id for r in catalog.backups(repo_id)] == [first, second]
     assert sv.list_ids() == [first, second]
 
 
