@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from ..catalog import Catalog
 from ..config import Settings
 from ..engine import keys
 from ..engine.locks import RepositoryLock
 from ..engine.repository import Repository
 from ..engine.state import WorkingState
 from ..storage import open_backend
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
 
 
 class JobContext:
@@ -33,6 +36,9 @@ class JobContext:
 
     @cached_property
     def catalog(self) -> Catalog:
+        # Imported here: SQLAlchemy costs a third of a second that commands without a catalog skip.
+        from ..catalog import Catalog
+
         return Catalog(self.settings.catalog_url)
 
     @cached_property
