@@ -8,16 +8,22 @@ altered object named.
 from __future__ import annotations
 
 import json
+import os
+import pty
 import random
+import select
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
 import pytest
 
-from .helpers import BLOCK, KIB, MIB, Result, Stackvault, change_blocks, make_random_image, sha256_file, tree_listing
+from .helpers import (BLOCK, KIB, MIB, Result, Stackvault, change_blocks, make_random_image, sha256_file,
+                      stackvault_command, tree_listing)
 
 PASSPHRASE = "correct horse battery staple"
 #: A compressible block a user would recognise, and an incompressible one: neither may be readable in the store.
@@ -253,3 +259,51 @@ def test_saved_state_of_an_encrypted_repository_is_sealed(esv: EncryptedSv, rng:
     out = tmp_path / "recovered.toml"
     esv.run("state", "restore", "--config-out", str(out))
     assert out.read_text() == config.read_text()
+
+
+def run_on_terminal(sv: Stackvault, args: list[str], answers: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run a command on a pseudo-terminal, typing each answer once its prompt has appeared.
+
+    An answer typed early would be lost: getpass flushes pending input when it turns echo off.
+    """
+    argv = sv.argv(args, json_out=False)
+    env = sv.env()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes the command
+        os.execve(argv[0], argv, env)
+    out = b""
+    deadline = time.monotonic() + timeout
+
+    def read() -> bool:
+        nonlocal out
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            return False
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the terminal closes when the command exits
+            return False
+        out += chunk
+        return bool(chunk)
+
+    for i, answer in enumerate(answers):
+        while out.count(b"passphrase for") + out.count(b"repeat it") <= i and read():
+            pass
+        os.write(fd, answer.encode() + b"\n")
+    while read():
+        pass
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+@pytest.mark.skipif(not stackvault_command()[0].startswith("/"), reason="needs the stackvault script")
+def test_passphrase_asked_on_a_terminal(tmp_path: Path) -> None:
+    sv = EncryptedSv(tmp_path / "sv", passphrase=None)
+    rc, out = run_on_terminal(sv, ["init", "--encrypt", "--block-size", "64KiB"], ["typed one", "typed one"])
+    assert rc == 0 and "encrypted" in out, out
+    rc, out = run_on_terminal(sv, ["list"], ["typed one"])
+    assert rc == 0 and "passphrase for" in out and "typed one" not in out, out  # asked, not echoed
+    rc, out = run_on_terminal(sv, ["list"], ["typed two"])
+    assert rc == 2 and "wrong passphrase" in out, out
