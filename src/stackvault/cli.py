@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         if args.encrypt:
             from .engine.keys import ENV, new_passphrase
 
-            secret = new_passphrase(ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
+            def secret() -> str:
+                return new_passphrase(ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
         repo = Repository.init(ctx.backend, bs, level, passphrase=secret)
         result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
                   "encrypted": repo.encrypted}

@@ -85,8 +85,10 @@ class Repository:
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
     def init(cls, backend: Backend, block_size: int = DEFAULT_BLOCK,
-             compression_level: int = DEFAULT_COMPRESSION, *, passphrase: str | None = None) -> Repository:
-        """A new repository; encrypted under a new random master key when a passphrase is given."""
+             compression_level: int = DEFAULT_COMPRESSION, *,
+             passphrase: str | Callable[[], str] | None = None) -> Repository:
+        """A new repository; encrypted under a new random master key when a passphrase is given
+        (a callable is asked only once the location is known to be free)."""
         backend.create()  # the bucket or container of an object store; a directory
         if backend.exists(CONFIG_KEY):
             raise UsageError(f"a repository already exists at {backend.location}",
@@ -97,6 +99,8 @@ class Repository:
             backend.put(CONFIG_KEY, json.dumps(config.to_doc(), indent=1).encode())
             backend.sync()
             return cls(backend, config)
+        if callable(passphrase):
+            passphrase = passphrase()
         config.version, config.hash = ENCRYPTED_VERSION, "blake3-keyed"
         config.encryption = {"cipher": CIPHER, "kdf": "scrypt", "key_slots": keys.PREFIX}
         master = os.urandom(MASTER_KEY_SIZE)
