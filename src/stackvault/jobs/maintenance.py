@@ -26,8 +26,10 @@ def sync_catalog(ctx: JobContext) -> int:
     reconciles before it answers.
     """
     repo = ctx.repo
-    in_repo = set(repo.backup_ids())
+    # The catalog first: a backup another proxy commits and catalogs between the two reads is then
+    # in both, never mistaken for a row the repository no longer has.
     in_catalog = {row.backup_id for row in ctx.catalog.backups(repo.id)}
+    in_repo = set(repo.backup_ids())
     for backup_id in sorted(in_repo - in_catalog):
         ctx.catalog.add_backup(repo.id, repo.get_backup(backup_id))
     for backup_id in in_catalog - in_repo:
