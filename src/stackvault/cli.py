@@ -166,10 +166,11 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         level = args.compression_level if args.compression_level is not None else settings.compression_level
         secret = None
         if args.encrypt:
+            from functools import partial
+
             from .engine.keys import ENV, new_passphrase
 
-            def secret() -> str:
-                return new_passphrase(ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
+            secret = partial(new_passphrase, ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
         repo = Repository.init(ctx.backend, bs, level, passphrase=secret)
         result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
                   "encrypted": repo.encrypted}
