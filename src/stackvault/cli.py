@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="servers with this metadata, e.g. backup=yes")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|ID")
     p.add_argument("--project", default=None, metavar="ID", help="servers of another project (admin)")
+    p.add_argument("--job", action="append", default=[], metavar="NAME",
+                   help="run the config's [[jobs]] of this name (globs work: --job '*' runs them all)")
     p.add_argument("--level", choices=("full", "incremental", "differential"), default="incremental")
     p.add_argument("--name", default="")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
@@ -187,7 +189,18 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             return backup_report(record), render.backup, EXIT_OK
         from .cloud.connection import connect
         from .cloud.inventory import Selection
-        from .jobs.cloud_backup import back_up_cloud
+        from .jobs.cloud_backup import back_up_cloud, back_up_jobs
+
+        if args.job:
+            import fnmatch
+
+            jobs = [j for j in settings.jobs if any(fnmatch.fnmatchcase(j.name, p) for p in args.job)]
+            if not jobs:
+                names = ", ".join(j.name for j in settings.jobs) or "none"
+                raise UsageError(f"no [[jobs]] in the config match {', '.join(args.job)}", f"the config has: {names}")
+            ctx.repo  # noqa: B018 - fail on a bad repository before touching any cloud
+            result = back_up_jobs(ctx, jobs, args.level, connect, progress)
+            return result, render.cloud_backup, EXIT_OK if result["status"] in ("success", "warning") else EXIT_FAILED
 
         selection = Selection(servers=args.server, volumes=args.volume, all_servers=args.all, tags=args.server_tag,
                               metadata=parse_pairs(args.server_metadata, "server-metadata"), exclude=args.exclude,

@@ -60,6 +60,22 @@ class CloudSettings:
 
 
 @dataclass
+class CloudJob:
+    """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
+    proxy serves several clouds and projects (`stackvault backup --job NAME`)."""
+
+    name: str
+    os_cloud: str | None = None  # a clouds.yaml entry; [cloud] os_cloud when unset
+    project: str | None = None  # another project's servers (needs an admin user)
+    servers: list[str] = field(default_factory=list)  # ids, names or globs
+    volumes: list[str] = field(default_factory=list)
+    all: bool = False
+    server_tags: list[str] = field(default_factory=list)
+    server_metadata: dict[str, str] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Settings:
     repo: str | None = None
     workdir: Path = field(default_factory=default_workdir)
@@ -71,6 +87,7 @@ class Settings:
     lock_wait: float = 0.0
     retention: Retention = field(default_factory=Retention)
     cloud: CloudSettings = field(default_factory=CloudSettings)
+    jobs: list[CloudJob] = field(default_factory=list)
     config_path: Path | None = None
 
     @property
@@ -120,9 +137,33 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 setattr(getattr(settings, key), sub, _section_value(key, sub, subvalue, path))
         elif key in _TOP_KEYS:
             _set(settings, key, value, f"{key} in {path}")
+        elif key == "jobs" and isinstance(value, list):
+            settings.jobs = [_cloud_job(entry, n, path) for n, entry in enumerate(value, 1)]
+            names = [j.name for j in settings.jobs]
+            if len(set(names)) != len(names):
+                raise UsageError(f"two [[jobs]] in {path} have the same name", "give each job its own name")
         else:
-            valid = sorted(_TOP_KEYS | {f"[{s}]" for s in _SECTIONS})
+            valid = sorted(_TOP_KEYS | {f"[{s}]" for s in _SECTIONS} | {"[[jobs]]"})
             raise UsageError(f"unknown key {key!r} in {path}", f"valid keys: {', '.join(valid)}")
+
+
+_JOB_TYPES = {"name": str, "os_cloud": str, "project": str, "servers": list, "volumes": list, "all": bool,
+              "server_tags": list, "server_metadata": dict, "exclude": list}
+
+
+def _cloud_job(entry: object, number: int, path: Path) -> CloudJob:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise UsageError(f"[[jobs]] number {number} in {path} has no name", 'add name = "..." to it')
+    for key, value in entry.items():
+        kind = _JOB_TYPES.get(key)
+        if kind is None:
+            raise UsageError(f"unknown key {key!r} in job {entry['name']!r} of {path}",
+                             f"valid keys in [[jobs]]: {', '.join(sorted(_JOB_TYPES))}")
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)) \
+                or (kind is dict and not all(isinstance(v, str) for v in value.values())):
+            raise UsageError(f"{key} of job {entry['name']!r} in {path} must be a {kind.__name__}"
+                             + (" of strings" if kind in (list, dict) else ""), "fix the value")
+    return CloudJob(**entry)
 
 
 def _section_value(section: str, key: str, value: object, path: Path) -> object:

@@ -192,6 +192,7 @@ def cloud_backup(r: dict) -> str:
             continue
         lines.append(f"{kind} {item['name']} ({ident})")
         lines.append("\n".join("  " + line for line in backup(item).splitlines()))
+    lines += [f"Job {e['name']}: FAILED: {e['error']}" for e in r.get("job_errors", [])]
     counts = {s: sum(1 for i in r["servers"] + r["volumes"] if i["status"] == s) for s in ("success", "warning", "failed")}
     lines.append(f"Job {r['job_id']}: {counts['success']} succeeded, {counts['warning']} with warnings, "
                  f"{counts['failed']} failed in {r['duration_s']:.1f} s -- {_STATUS.get(r['status'], r['status'])}")

@@ -215,11 +215,45 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # no
         futures = [pool.submit(back_up_server, ctx, conn, s, level, job_id, progress) for s in servers]
         futures += [pool.submit(back_up_volume, ctx, conn, v, level, job_id, progress) for v in volumes]
         results = [f.result() for f in futures]
-    statuses = {r.status for r in results}
-    overall = "failed" if statuses == {"failed"} else "partial" if "failed" in statuses else (
-        "warning" if "warning" in statuses else "success")
+    items = [r.to_dict() for r in results]
     return {
-        "job_id": job_id, "status": overall, "duration_s": round(time.monotonic() - started, 3),
-        "servers": [r.to_dict() for r in results if r.kind == "server"],
-        "volumes": [r.to_dict() for r in results if r.kind == "volume"],
+        "job_id": job_id, "status": overall_status(items), "duration_s": round(time.monotonic() - started, 3),
+        "servers": [i for i, r in zip(items, results) if r.kind == "server"],
+        "volumes": [i for i, r in zip(items, results) if r.kind == "volume"],
+    }
+
+
+def overall_status(items: list[dict]) -> str:
+    """One word for a job of several servers: any failure makes it partial, all of them failed."""
+    statuses = {i["status"] for i in items}
+    if statuses == {"failed"}:
+        return "failed"
+    if "failed" in statuses:
+        return "partial"
+    return "warning" if "warning" in statuses else "success"
+
+
+def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:  # noqa: ANN001
+    """Several `[[jobs]]` (clouds, projects) one after the other, as one report; each item names its job."""
+    started = time.monotonic()
+    reports = []
+    for job in jobs:
+        selection = Selection(servers=job.servers, volumes=job.volumes, all_servers=job.all, tags=job.server_tags,
+                              metadata=job.server_metadata, exclude=job.exclude, project=job.project)
+        try:
+            report = back_up_cloud(ctx, connect(job.os_cloud or ctx.settings.cloud.os_cloud), selection, level, progress)
+        except StackvaultError as exc:  # this job's cloud is unreachable or its selection wrong: the others go on
+            report = {"job_id": None, "servers": [], "volumes": [],
+                      "error": {"name": job.name, "status": "failed", "error": str(exc)}}
+        for item in report["servers"] + report["volumes"]:
+            item["job"] = job.name
+        reports.append((job.name, report))
+    items = [i for _, r in reports for i in r["servers"] + r["volumes"]]
+    errors = [r["error"] for _, r in reports if "error" in r]
+    return {
+        "job_id": ",".join(r["job_id"] for _, r in reports if r["job_id"]),
+        "status": overall_status(items + errors), "duration_s": round(time.monotonic() - started, 3),
+        "servers": [i for _, r in reports for i in r["servers"]],
+        "volumes": [i for _, r in reports for i in r["volumes"]],
+        "job_errors": errors,
     }

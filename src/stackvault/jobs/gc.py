@@ -12,7 +12,6 @@ import time
 
 from ..engine.chunks import chunk_key
 from ..errors import RepositoryError, StackvaultError
-from ..storage.local import LocalBackend
 from .context import JobContext
 
 
@@ -40,7 +39,8 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
                 if not dry_run:
                     repo.backend.delete(obj.key)
         orphans = [o.key for o in repo.backend.list("indexes/") if o.key not in live_indexes]
-        temps = list(repo.backend.temp_files()) if isinstance(repo.backend, LocalBackend) else []
+        # Leftovers of interrupted writes exist only where writes go through temporary files (local).
+        temps = list(repo.backend.temp_files()) if hasattr(repo.backend, "temp_files") else []
         if not dry_run:
             for key in orphans:
                 repo.backend.delete(key)
