@@ -8,8 +8,8 @@ snapshot once; memory stays bounded". Every server backup takes a Nova snapshot
 snapshot + one download; the ratio printed is Incremental / (snapshot + download).
 
 What one run does:
-1. brings up a fast-mode dev cloud in .state/bench-cloud (or reuses the one DEVCLOUD_STATE names,
-   and then leaves it running);
+1. brings up a fast-mode dev cloud in .state/bench-cloud and stops it at the end (a cloud already
+   running there, or the one DEVCLOUD_STATE names, is reused and left running);
 2. boots an image-backed server from `sv-noagent` and replaces its disk (the qcow2 under
    <state>/nova/instances/<id>/disk, not held open in fast mode) with a generated image of
    --size: 60% holes, 25% OS-like compressible data, 15% random (~40% data);
@@ -58,6 +58,13 @@ def devcloud(state: Path, *args: str) -> str:
     return proc.stdout
 
 
+def cloud_running(state: Path) -> bool:
+    if not (state / "clouds.yaml").exists():
+        return False
+    status = json.loads(devcloud(state, "status", "--json"))
+    return bool(status["services"].get("nova", {}).get("running"))
+
+
 def cloud_up(state: Path, reuse: bool) -> dict:
     """Start the fast-mode cloud (unless reusing a running one) and return its `status --json`."""
     if not reuse:
@@ -90,9 +97,12 @@ def replace_disk(raw: Path, disk: Path) -> None:
 def snapshot_and_download(conn, server) -> tuple[float, float, int]:  # noqa: ANN001
     """Seconds to create one snapshot (until active), seconds to stream it once, its size."""
     t0 = time.monotonic()
-    image = conn.compute.create_server_image(server, f"bench-snap-{uuid.uuid4().hex[:6]}", wait=True,
-                                             timeout=1800)
-    image = conn.image.wait_for_status(conn.image.get_image(image.id), "active", wait=1800)
+    image = conn.compute.create_server_image(server, f"bench-snap-{uuid.uuid4().hex[:6]}")
+    # Polled every 0.1 s here (the SDK's wait polls every 2 s): the floor must not include our latency.
+    while (image := conn.image.get_image(image.id)).status != "active":
+        if image.status in ("killed", "deleted") or time.monotonic() - t0 > 1800:
+            raise SystemExit(f"snapshot image {image.id} of the bench server went {image.status}")
+        time.sleep(0.1)
     t1 = time.monotonic()
     size = 0
     try:
@@ -112,6 +122,15 @@ def stackvault(work: Path, env: dict, phase: str, *args: str) -> tuple[PhaseResu
     return res, json.loads(out) if out.strip() else {}
 
 
+def split(res: PhaseResult, out: dict) -> str:
+    """The wall time as stackvault reports it: start-up, then the job = snapshot + fetch, then the engine."""
+    item = out["servers"][0]
+    job, engine = float(out.get("duration_s") or 0), float(item.get("duration_s") or 0)
+    return (f"start/exit {res.wall_s - job:.2f} + snapshot&fetch {job - engine:.2f} + engine {engine:.2f}; "
+            f"read {imagegen.human(item.get('bytes_read') or 0)}, stored {imagegen.human(item.get('bytes_stored') or 0)}, "
+            f"{item.get('blocks_changed')}/{item.get('blocks_total')} blocks changed")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1G", help="server disk size (default 1G)")
@@ -119,8 +138,8 @@ def main() -> int:
     args = ap.parse_args()
     size = imagegen.parse_size(args.size)
 
-    reused = "DEVCLOUD_STATE" in os.environ
     state = Path(os.environ.get("DEVCLOUD_STATE") or ROOT / ".state" / "bench-cloud").resolve()
+    reused = "DEVCLOUD_STATE" in os.environ or cloud_running(state)  # left running at the end
     status = cloud_up(state, reused)
     os.environ["OS_CLIENT_CONFIG_FILE"] = status["clouds_yaml"]
     import openstack
@@ -155,12 +174,11 @@ def main() -> int:
         item = full_out["servers"][0]
         if item.get("status") != "success":
             raise SystemExit(f"Full backup of {name} failed: {item}")
-        results.append(("Full backup", full.wall_s, full.peak_rss,
-                        f"stackvault duration_s {full_out.get('duration_s')}"))
+        results.append(("Full backup", full.wall_s, full.peak_rss, split(full, full_out)))
 
         log("snapshot + download")
         snap_s, dl_s, snap_bytes = snapshot_and_download(conn, server)
-        results.append(("snapshot (create, wait active)", snap_s, 0, ""))
+        results.append(("snapshot (create, wait)", snap_s, 0, ""))
         results.append(("download snapshot once", dl_s, 0,
                         f"{imagegen.human(snap_bytes)} at {snap_bytes / dl_s / 2**20:.0f} MiB/s"))
 
@@ -172,9 +190,8 @@ def main() -> int:
         item = incr_out["servers"][0]
         if item.get("status") != "success" or item.get("level") != "incremental":
             raise SystemExit(f"Incremental backup of {name} did not succeed as incremental: {item}")
-        detail = {k: item.get(k) for k in ("blocks_changed", "bytes_stored") if k in item}
-        results.append(("Incremental backup", incr.wall_s, incr.peak_rss,
-                        f"stackvault duration_s {incr_out.get('duration_s')} {detail}"))
+        results.append(("Incremental backup", incr.wall_s, incr.peak_rss, split(incr, incr_out)))
+        (work / "incremental.json").write_text(json.dumps(incr_out, indent=1))
     finally:
         if server is not None:
             conn.compute.delete_server(server, ignore_missing=True)
@@ -188,12 +205,15 @@ def main() -> int:
     load = os.getloadavg()
     print(f"\nserver disk {imagegen.human(size)}, ~40% data, block size {args.block_size}, "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs")
-    print(f"{'phase':34} {'wall s':>8} {'peak RSS':>9}  notes")
+    print(f"{'phase':30} {'wall s':>7} {'peak RSS':>9}  notes")
     for label, wall, rss, note in results:
-        print(f"{label:34} {wall:8.2f} {(f'{rss / 2**20:.0f} MiB' if rss else '-'):>9}  {note}")
+        print(f"{label:30} {wall:7.2f} {(f'{rss / 2**20:.0f} MiB' if rss else '-'):>9}  {note}")
     verdict = "PASS" if ratio <= TARGET else "MISS"
     print(f"\nIncremental / (snapshot + one download) = {incr.wall_s:.2f} / {floor:.2f} = {ratio:.2f}x "
           f"(target <= {TARGET}x): {verdict}")
+    job = float(incr_out.get("duration_s") or 0)
+    print(f"without interpreter start/exit (stackvault's job duration_s): {job:.2f} / {floor:.2f} = "
+          f"{job / floor:.2f}x")
     print(f"Incremental peak RSS {incr.peak_rss / 2**20:.0f} MiB (Full {full.peak_rss / 2**20:.0f} MiB)")
     return 0
 
