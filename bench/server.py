@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1G", help="server disk size (default 1G)")
     ap.add_argument("--block-size", default="512KiB", help="stackvault init --block-size")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (repository, logs, disk image)")
     args = ap.parse_args()
     size = imagegen.parse_size(args.size)
 
@@ -210,6 +212,10 @@ def main() -> int:
         if not reused:
             log("devcloud down")
             devcloud(state, "down")
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     floor = snap_s + dl_s
     ratio = incr.wall_s / floor
