@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the two commands a new user runs; both install what they need.
-.PHONY: bootstrap demo demo-image test test-slow test-all bench clean
+.PHONY: bootstrap demo demo-image test test-slow test-all bench bench-server clean
 
 bootstrap:
 	@./scripts/bootstrap
@@ -25,6 +25,10 @@ test-all: test test-slow
 
 bench: bootstrap
 	@.venv/bin/python bench/run.py $(BENCH_ARGS)
+
+# A server's Incremental against the time to snapshot and download it once (issue 4), on a fast dev cloud.
+bench-server: bootstrap
+	@.venv/bin/python bench/server.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv demo-out bench/out .pytest_cache

@@ -39,8 +39,13 @@ class ServerSnapshot:
 
 
 def _poll(what: str, timeout_s: float, check) -> object:  # noqa: ANN001
-    """Call `check()` until it returns a value; it raises to fail. No fixed sleeps beyond the poll step."""
+    """Call `check()` until it returns a value; it raises to fail.
+
+    The first checks come quickly (most waits are short, and every second spent waiting is on each
+    server's backup time), then back off to POLL_S so that long waits do not load the cloud's APIs.
+    """
     deadline = time.monotonic() + timeout_s
+    step = 0.1
     while True:
         value = check()
         if value is not None:
@@ -48,7 +53,8 @@ def _poll(what: str, timeout_s: float, check) -> object:  # noqa: ANN001
         if time.monotonic() > deadline:
             raise CloudError(f"timed out after {timeout_s:.0f} s waiting for {what}",
                              "raise the timeout (--timeout / [cloud] timeout) or check the cloud")
-        time.sleep(POLL_S)
+        time.sleep(step)
+        step = min(POLL_S, step * 1.5)
 
 
 def _action_failure(conn, server) -> str | None:  # noqa: ANN001
