@@ -113,10 +113,12 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
     pruning = admin.popen("prune", "--keep-last", "1", "--wait", WAIT)
     collecting = admin.popen("gc", "--wait", WAIT)
     # the victim is killed while it holds its lock and is writing chunks
-    while procs[victim].poll() is None and _chunk_count(sv.repo) < chunks_before + 64 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # (it has some 600 new chunks to write; killed once 16 new ones exist, it is far from its commit)
+    while procs[victim].poll() is None and time.monotonic() < deadline:
+        if procs[victim].pid in _lock_pids(sv.repo) and _chunk_count(sv.repo) >= chunks_before + 16:
+            break
+        time.sleep(0.005)
     assert procs[victim].poll() is None, "the victim finished before it could be killed: make its disk bigger"
-    assert procs[victim].pid in _lock_pids(sv.repo), "the victim holds no lock when killed"
     kill_group(procs[victim])
     second = {i: _finish(proc, f"round-2 backup of proxy{i}") for i, proc in enumerate(procs) if i != victim}
     pruned = _finish(pruning, "prune --keep-last 1 next to running backups")
@@ -125,7 +127,6 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
     # prune waited for the backups, so it saw round 2 and forgot round 1 of every survivor; gc then
     # ran on that: the round-2 incrementals still point at round-1 chunks for unchanged blocks.
     assert sorted(pruned["removed"]) == sorted(first[i] for i in second), pruned
-    assert collected["chunks_deleted"] > 0, collected
     print(f"round 1 (3 proxies at once) {duration:.1f}s; prune {pruned}; gc {collected}")
 
     # No lock is left behind: the finished jobs released theirs, and the killed proxy's (dead pid on
@@ -149,8 +150,11 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
     assert sha256_file(out) == first_sha[victim], "the killed proxy's last committed backup restores wrong bytes"
     out.unlink()
 
-    # gc again (the killed backup's chunks are garbage now), then everything re-hashed.
-    admin.run("gc")
+    # gc again: whatever the killed backup wrote after the concurrent gc started is garbage now (that
+    # gc keeps every chunk newer than its own start). Afterwards the repository holds exactly the
+    # chunks committed backups reference, and all of them re-hash correctly.
+    swept = admin.run("gc").data
+    assert _chunk_count(sv.repo) == swept["chunks_kept"], f"chunks left that no backup references: {swept}"
     deep = admin.run("verify", "--deep")
     assert deep.data.get("ok") is True, deep.describe()
 
