@@ -48,8 +48,9 @@ def stackvault_json(*args: str, env: dict) -> dict:
 
 def main() -> int:
     say(f"the dev cloud (real Keystone, Glance, Cinder; emulated Nova over QEMU guests) in {STATE}")
-    subprocess.run([str(ROOT / ".venv" / "bin" / "devcloud"), "--state-dir", str(STATE), "up", "--ports", "auto"],
-                   check=True)
+    # A cloud made before keeps its ports (`up` is idempotent); a new one takes free ports.
+    ports = [] if (STATE / "config.json").exists() else ["--ports", "auto"]
+    subprocess.run([str(ROOT / ".venv" / "bin" / "devcloud"), "--state-dir", str(STATE), "up", *ports], check=True)
     ctx = CloudContext.load(STATE)
     status = devcloud_cloud.status(ctx)
     import openstack

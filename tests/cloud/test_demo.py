@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.devcloud, pytest.mark.guest, pytest.mark.slow]
+pytestmark = [pytest.mark.devcloud, pytest.mark.guest, pytest.mark.slow, pytest.mark.timeout(1500)]
 DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
 
 
