@@ -134,7 +134,7 @@ def configure(ctx: CloudContext) -> None:
     base = ctx.service_dir(NAME)
     stamp = base / "bootstrapped"
     if not stamp.exists():
-        _manage(ctx, "bootstrap", "--bootstrap-password", ctx.admin_password,
+        _manage(ctx, "bootstrap", f"--bootstrap-password={ctx.admin_password}",  # may start with "-"
                 "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
                 "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
                 "--bootstrap-region-id", ctx.region,
