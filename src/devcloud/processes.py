@@ -8,11 +8,17 @@ crash or reboot is never killed; the same marker finds orphans whose pid file is
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 MARKER = "DEVCLOUD_STATE_DIR"
 
@@ -175,3 +181,40 @@ def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
         path.unlink(missing_ok=True)
         path.with_suffix(".start").unlink(missing_ok=True)
     return sorted(set(targets.values()))
+
+
+def claim_slot(root: Path, prefix: str, slots: int = 8) -> tuple[Path, IO[str]]:
+    """The first `<root>/<prefix>-<N>` no running test session holds, locked (flock) for this one.
+
+    Numbered slots keep unix socket paths short and let a later session find a crashed one's
+    leftovers; the returned file keeps the lock until it is closed.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(slots):
+        lock = open(root / f"{prefix}-{n}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return (root / f"{prefix}-{n}").resolve(), lock
+    raise RuntimeError(f"all {slots} {prefix} slots under {root} are held by running test sessions; "
+                       "wait for one to end")
+
+
+@contextmanager
+def stopped_at_exit(stop: Callable[[], None]) -> Iterator[None]:
+    """Run `stop` when the block ends, also when the interpreter exits without ending it or the
+    session gets SIGTERM (turned into SystemExit so that `finally` blocks run)."""
+    atexit.register(stop)
+    previous = signal.getsignal(signal.SIGTERM)
+    own_handler = previous in (signal.SIG_DFL, None)
+    if own_handler:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        stop()
+        atexit.unregister(stop)
+        if own_handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -16,12 +16,9 @@ per-session cloud running too. `DEVCLOUD_FAST=1` starts it in fast mode (no VMs)
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -103,17 +100,10 @@ class DevCloud:
 
 def _claim_slot() -> tuple[Path, IO[str]]:
     """The first state-dir slot no running session holds, locked for this session."""
-    SLOT_ROOT.mkdir(parents=True, exist_ok=True)
-    for n in range(MAX_SLOTS):
-        lock = open(SLOT_ROOT / f"test-cloud-{n}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return (SLOT_ROOT / f"test-cloud-{n}").resolve(), lock
-    raise DevcloudError(f"all {MAX_SLOTS} dev cloud test slots under {SLOT_ROOT} are in use "
-                        "by running test sessions; wait for one to end")
+    try:
+        return processes.claim_slot(SLOT_ROOT, "test-cloud", MAX_SLOTS)
+    except RuntimeError as exc:
+        raise DevcloudError(str(exc)) from None
 
 
 def _fresh_context(state_dir: Path) -> CloudContext:
@@ -151,18 +141,11 @@ def devcloud() -> Iterator[DevCloud]:
         if stop_at_end:
             processes.stop_all(ctx.state_dir)
 
-    atexit.register(stop)  # if the session dies without running fixture teardown
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run teardown on SIGTERM
     try:
-        cloud.up(ctx, skip=cloud.skipped_parts())
-        yield DevCloud(ctx=ctx)
+        with processes.stopped_at_exit(stop):  # also if the session dies or gets SIGTERM
+            cloud.up(ctx, skip=cloud.skipped_parts())
+            yield DevCloud(ctx=ctx)
     finally:
-        stop()
-        atexit.unregister(stop)
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if lock is not None:
             lock.close()
 

@@ -8,15 +8,11 @@ stops every process of it by pid at the end, after failures and on SIGTERM too.
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import os
 import shutil
-import signal
-import sys
 import uuid
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -25,19 +21,6 @@ from devcloud.context import REPO_ROOT
 from devcloud.swift import SwiftAllInOne
 
 SLOT_ROOT = REPO_ROOT / ".state"
-
-
-def _claim_slot() -> tuple[Path, IO[str]]:
-    SLOT_ROOT.mkdir(parents=True, exist_ok=True)
-    for n in range(8):
-        lock = open(SLOT_ROOT / f"swift-test-{n}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return SLOT_ROOT / f"swift-test-{n}", lock
-    raise RuntimeError(f"all Swift test slots under {SLOT_ROOT} are held by running sessions")
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +32,7 @@ def swift_aio() -> Iterator[SwiftAllInOne]:
         swift = SwiftAllInOne.load(Path(reuse))
         stop_at_end = swift.pid("swift-proxy") is None
     else:
-        state_dir, lock = _claim_slot()
+        state_dir, lock = processes.claim_slot(SLOT_ROOT, "swift-test")
         processes.stop_all(state_dir.resolve())
         shutil.rmtree(state_dir, ignore_errors=True)
         swift = SwiftAllInOne.load(state_dir, free_ports=True)
@@ -59,18 +42,11 @@ def swift_aio() -> Iterator[SwiftAllInOne]:
         if stop_at_end:
             swift.stop()
 
-    atexit.register(stop)
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` runs
     try:
-        swift.start()
-        yield swift
+        with processes.stopped_at_exit(stop):
+            swift.start()
+            yield swift
     finally:
-        stop()
-        atexit.unregister(stop)
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if lock is not None:
             lock.close()
 
