@@ -17,18 +17,21 @@ class CloudError(UsageError):
 
 def connect(cloud: str | None = None) -> openstack.connection.Connection:
     """A checked connection: bad credentials fail here, with the cloud's name, not mid-backup."""
+    name = cloud or "(from OS_* environment)"
     try:
         conn = openstack.connect(cloud=cloud) if cloud else openstack.connect()
         conn.authorize()
     except os_exc.ConfigException as exc:
-        raise UsageError(f"cloud {cloud or '(from OS_* environment)'} is not configured: {exc}",
+        raise UsageError(f"cloud {name} is not configured: {exc}",
                          "pass --os-cloud NAME of a clouds.yaml entry, or set OS_CLOUD / OS_AUTH_URL") from None
-    except (ks_exc.Unauthorized, os_exc.HttpException) as exc:
-        raise UsageError(f"cloud {cloud or 'from OS_* environment'} refused the credentials: {_first_line(exc)}",
+    except (ks_exc.ClientException, os_exc.SDKException) as exc:
+        # `authorize` wraps keystoneauth's errors in a bare SDKException: the original says which it was
+        cause = exc.__context__ if isinstance(exc.__context__, ks_exc.ClientException) else exc
+        if isinstance(cause, ks_exc.ConnectFailure):
+            raise UsageError(f"cannot reach the identity service of cloud {name}: {_first_line(cause)}",
+                             "check auth_url and the network") from None
+        raise UsageError(f"cloud {name} refused the credentials: {_first_line(cause)}",
                          "check the user, password or application credential in clouds.yaml") from None
-    except ks_exc.ConnectFailure as exc:
-        raise UsageError(f"cannot reach the identity service of cloud {cloud or '(OS_* environment)'}: "
-                         f"{_first_line(exc)}", "check auth_url and the network") from None
     return conn
 
 
