@@ -140,3 +140,19 @@ def test_bad_policy_in_config_is_one_clear_error(user):  # noqa: ANN001
     res = user.run("doctor", json_out=False, expect=2)
     assert res.error_lines() and "require_consistency" in res.error_lines()[0]
     assert "application, unknown, crash" in res.error_lines()[0]
+
+
+def test_image_backed_application_is_flagged_as_a_claim_until_proven(user, conn, cloud_objects):  # noqa: ANN001
+    tag = uuid.uuid4().hex[:6]
+    image_backed = _boot(conn, cloud_objects, f"claim-img-{tag}", "sv-agent-quiesce")
+    volume_backed = _boot(conn, cloud_objects, f"claim-vol-{tag}", "sv-agent-quiesce", volume_backed=True)
+
+    report = user.run("doctor", "--server", f"claim-*-{tag}", "--require-consistency", "application").data
+    by_name = {s["name"]: s for s in report["servers"]}
+    assert report["ok"] and {s["consistency"] for s in report["servers"]} == {"application"}
+    [flag] = by_name[image_backed.name]["flags"]
+    assert "Xena" in flag and "stackvault guest-hook" in flag and "verify_quiesce" in flag
+    assert by_name[volume_backed.name]["flags"] == []  # Nova's compute API refuses a failed quiesce: enforced
+
+    table = user.run("doctor", "--server", f"claim-*-{tag}", json_out=False).stdout
+    assert f"  ! {flag}" in table.splitlines()

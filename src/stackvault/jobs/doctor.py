@@ -21,6 +21,10 @@ from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers
 from ..errors import UsageError
 
+ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
+               "since Xena logs the failure and snapshots anyway), so application is a claim until proven: install "
+               "`stackvault guest-hook` in the guest and keep verify_quiesce on, and backups say application (verified)")
+
 RECREATE = ("image properties apply only when a server is created: recreate the servers that use it "
             "(or rebuild them, which replaces their root disk) for the fix to take effect")
 
@@ -47,9 +51,11 @@ def _image_of(definition: dict) -> str | None:
     return definition["image_properties"].get("image_id")
 
 
-def _flags(definition: dict) -> list[str]:
-    """Why what the cloud says now may not be what the server got at creation."""
+def _flags(definition: dict, consistency: str) -> list[str]:
+    """Why what the cloud says now may not be what the server got at creation, or what Nova will do."""
     flags = []
+    if consistency == APPLICATION and definition["boot"] == "image":
+        flags.append(ENFORCEMENT)
     changed = image_changed_after(definition)
     if changed:
         flags.append(changed)
@@ -89,7 +95,7 @@ def diagnose_server(conn, server, require: str) -> dict:  # noqa: ANN001
         REQUIRE_PROPERTY: props.get(REQUIRE_PROPERTY),
         "consistency": consistency,
         "meets_policy": RANK[consistency] >= RANK[require],
-        "flags": _flags(definition),
+        "flags": _flags(definition, consistency),
         "fix": fix_commands(definition) if consistency != APPLICATION else [],
     }
 
