@@ -3,8 +3,9 @@
 A download that breaks is resumed with an HTTP Range request from the byte it reached, a few times,
 and every byte is hashed on the way: the image's `os_hash_value` (or its MD5 `checksum`) must match
 before the backup that used it can commit, so a truncated or altered download never becomes a backup.
-Raw images stream straight into the engine; formats that need random access (qcow2) go to a
-temporary file first.
+Raw images stream straight into the engine, and so do qcow2 images (what Nova's libvirt driver
+uploads), through the engine's stream reader (`engine.qcow2stream`); other formats (vmdk, vdi, ...)
+and qcow2 images using features the stream reader refuses go to a temporary file read through qemu.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import requests
 from openstack import exceptions as os_exc
 
+from ..engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
 from ..engine.sources import DiskSource, QemuSource
 from ..errors import SourceError
 
@@ -123,10 +125,23 @@ class _Retryable(Exception):
     """A server-side failure (5xx, 429) worth another try from the same byte."""
 
 
-class GlanceRawSource(DiskSource):
-    """A raw image streamed from Glance into the engine, no temporary copy."""
+class _GlanceStreamed(DiskSource):
+    """A source fed by a download as the engine reads: its hash is checked once the last block was read,
+    before anything commits."""
 
     download: GlanceDownload
+
+    def finish(self) -> None:
+        super().finish()
+        self.download.check()
+
+    def close(self) -> None:
+        self.download.close()
+        super().close()
+
+
+class GlanceRawSource(_GlanceStreamed):
+    """A raw image streamed from Glance into the engine, no temporary copy."""
 
     def data_extents(self) -> list[tuple[int, int]]:
         return [(0, self.size)] if self.size else []
@@ -137,18 +152,17 @@ class GlanceRawSource(DiskSource):
                               "this is a bug in stackvault; report it")
         return self.download.read(length)
 
-    def finish(self) -> None:
-        self.download.check()
 
-    def close(self) -> None:
-        self.download.close()
-        super().close()
+class GlanceQcow2Source(_GlanceStreamed, Qcow2StreamSource):
+    """A qcow2 image streamed from Glance through the engine's qcow2 stream reader, no temporary copy."""
 
 
-def download_to_file(download: GlanceDownload, path: str) -> None:
-    """A whole image into a sparse local file (for formats the engine reads by guest offsets)."""
+def download_to_file(download: GlanceDownload, path: str, head: bytes = b"") -> None:
+    """A whole image into a sparse local file (for formats the engine reads by guest offsets);
+    `head` is what was already read from the download."""
     zero = bytes(READ_SIZE)
     with open(path, "wb") as f:
+        f.write(head)
         while download.consumed < download.size:
             data = download.read(READ_SIZE)
             if data == zero[: len(data)]:
@@ -160,19 +174,35 @@ def download_to_file(download: GlanceDownload, path: str) -> None:
 
 
 def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:  # noqa: ANN001
-    """A disk source for a Glance image: streamed when raw, else downloaded then read through qemu."""
+    """A disk source for a Glance image: streamed when raw or qcow2, else downloaded then read through qemu."""
     download = GlanceDownload(conn, image, retries=retries)
     fmt = image.disk_format or "raw"
     meta = {"image_id": image.id, "disk_format": fmt}
+    common = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
     if fmt == "raw":
-        source = GlanceRawSource(path=f"glance:{image.id}", name=name, key=key, size=download.size, format="raw",
-                                 meta=meta)
+        source = GlanceRawSource(size=download.size, **common)
         source.download = download
         return source
+    head = b""
+    if fmt == "qcow2":
+        head = download.read(HEAD_SIZE)
+        try:
+            parse_header(head, f"{image.id} ({name})")
+        except Qcow2Unsupported:
+            pass  # read from a local copy below
+        else:
+            qcow2 = GlanceQcow2Source(**common)
+            qcow2.download = download
+            try:
+                qcow2.open(download, head, tmpdir=tmpdir)
+            except BaseException:
+                qcow2.close()
+                raise
+            return qcow2
     os.makedirs(tmpdir, exist_ok=True)
     path = os.path.join(tmpdir, f"{image.id}.{fmt}")
     try:
-        download_to_file(download, path)
+        download_to_file(download, path, head)
         source = QemuSource(path=path, name=name, key=key, format=fmt, meta=meta)
         source.open()
     except BaseException:
