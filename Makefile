@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the two commands a new user runs; both install what they need.
-.PHONY: bootstrap demo demo-image test test-slow test-all bench bench-server clean
+.PHONY: bootstrap demo demo-image test test-slow test-all bench bench-server bench-storage clean
 
 bootstrap:
 	@./scripts/bootstrap
@@ -29,6 +29,10 @@ bench: bootstrap
 # A server's Incremental against the time to snapshot and download it once (issue 4), on a fast dev cloud.
 bench-server: bootstrap
 	@.venv/bin/python bench/server.py $(BENCH_ARGS)
+
+# Full/Incremental/Restore into a local Swift over S3 and the Swift API, a directory, restic on S3 (issue 6).
+bench-storage: bootstrap
+	@.venv/bin/python bench/objectstore.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv demo-out bench/out .pytest_cache

@@ -225,13 +225,13 @@ class Bench:
         with open(self.log_path, "ab") as logf:
             subprocess.run(init.argv, env=init.env, cwd=init.cwd, check=True,
                            stdout=subprocess.DEVNULL, stderr=logf)
-        before = dir_size(tool.repo)[0]
+        before = self.repo_size(tool)[0]
         try:
             for phase in ("full", "incremental"):
                 if phase == "incremental":
                     self.change.apply(self.image)
                 res, out = self.measure(label, phase, tool.backup(self.image, phase), sink)
-                res.repo_bytes, res.repo_apparent_bytes = dir_size(tool.repo)
+                res.repo_bytes, res.repo_apparent_bytes = self.repo_size(tool)
                 res.extra = {**tool.report(out), "repo_growth": res.repo_bytes - before}
                 before = res.repo_bytes
                 log(f"{label} {phase}: {res.wall_s:.2f} s, peak {imagegen.human(res.peak_rss)}, "
@@ -246,7 +246,7 @@ class Bench:
             os.fsync(fd)
             os.close(fd)
             res.wall_s += time.monotonic() - t
-            res.repo_bytes, res.repo_apparent_bytes = dir_size(tool.repo)
+            res.repo_bytes, res.repo_apparent_bytes = self.repo_size(tool)
             res.extra = {"restored_allocated": file_allocated(restored)}
             got = file_digest(restored)
             if got != self.digest_v2:
@@ -261,6 +261,10 @@ class Bench:
                 self.change.revert(self.image)
         if not self.args.keep:
             shutil.rmtree(tool.root, ignore_errors=True)
+
+    def repo_size(self, tool: Tool) -> tuple[int, int]:
+        """(allocated, apparent) bytes of the tool's repository; a subclass measures object stores."""
+        return dir_size(tool.repo)
 
     def main_block_size(self, rep: int) -> int | None:
         """The block size the main stackvault run used (stackvault says it in its report)."""
