@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .config import CONSISTENCY_LEVELS, Retention, load_settings, parse_pairs, parse_size
+from .config import CONSISTENCY_LEVELS, Retention, Settings, load_settings, parse_pairs, parse_size
 from .errors import StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
@@ -36,6 +36,14 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
     p.add_argument("--passphrase-file", default=default, metavar="PATH",
                    help="an encrypted repository's passphrase (else STACKVAULT_PASSPHRASE, else asked on a terminal)")
+
+
+def _share_options(p: argparse.ArgumentParser) -> None:
+    """This proxy's share when several split the servers (overrides [cloud] and [[jobs]] settings)."""
+    p.add_argument("--availability-zone", action="append", default=[], metavar="AZ",
+                   help="only servers and volumes in this availability zone (repeat for several)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="only the K-th of N shares of the servers, by a hash of their ids (proxies 1/N .. N/N)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--require-consistency", choices=CONSISTENCY_LEVELS, default=None,
                    help="refuse servers whose backup would be less consistent (default: [cloud] require_consistency)")
+    _share_options(p)
 
     p = cmd("list", "list backups")
     p.add_argument("--source", default=None, metavar="file:PATH")
@@ -103,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|ID")
     p.add_argument("--require-consistency", choices=CONSISTENCY_LEVELS, default=None,
                    help="the policy to check (default: [cloud] require_consistency); exit 1 when not met")
+    _share_options(p)
     p.add_argument("--fix-images", action="store_true", help="set the guest agent properties on the images")
     p.add_argument("--yes", action="store_true", help="with --fix-images: do not ask for confirmation")
 
@@ -157,6 +167,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
                              lock_wait=args.wait)
     if args.os_cloud:
         settings.cloud.os_cloud = args.os_cloud
+    if hasattr(args, "shard"):  # backup, doctor
+        settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
     progress = progress_factory(not args.quiet and not args.json)
     c = args.command
@@ -204,7 +216,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         selection = Selection(servers=args.server, volumes=args.volume, all_servers=args.all, tags=args.server_tag,
                               metadata=parse_pairs(args.server_metadata, "server-metadata"), exclude=args.exclude,
-                              project=args.project)
+                              project=args.project, **_share(settings))
         if selection.empty():
             raise UsageError("nothing to back up", "pass --source file:PATH, --server, --volume, --all or --server-tag")
         if args.require_consistency:
@@ -292,11 +304,17 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     from .jobs.doctor import doctor, fix_images
 
     conn = connect(settings.cloud.os_cloud)
-    selection = Selection(servers=args.server, all_servers=args.all, tags=args.server_tag, exclude=args.exclude)
+    selection = Selection(servers=args.server, all_servers=args.all, tags=args.server_tag, exclude=args.exclude,
+                          **_share(settings))
     report = doctor(conn, selection, args.require_consistency or settings.cloud.require_consistency)
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _share(settings: Settings) -> dict:
+    azs, shard = settings.share()
+    return {"availability_zones": azs, "shard": shard}
 
 
 def _key(ctx: JobContext, args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:

@@ -18,6 +18,15 @@ CONSISTENCY_LEVELS = ("application", "unknown", "crash")  # strongest first, as 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
 
+def parse_shard(text: str, origin: str) -> tuple[int, int]:
+    """`"2/4"` -> (2, 4): this proxy's share K of N; `origin` names the key or flag in the error."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise UsageError(f"{origin} is {text!r}, not K/N with 1 <= K <= N",
+                         'write e.g. "2/4" for the second of four proxies, each given its own K of the same N')
+    return int(m.group(1)), int(m.group(2))
+
+
 def parse_size(text: str | int) -> int:
     """`1MiB`, `64K`, `4M`, `1048576` -> bytes (binary units: backups speak in blocks)."""
     if isinstance(text, int):
@@ -57,6 +66,9 @@ class CloudSettings:
     retries: int = 5  # per broken download
     require_consistency: str = "crash"  # servers whose next backup would be below this are refused
     verify_quiesce: bool = True  # read the freeze hook's marker from each backed-up root disk
+    # This proxy's share when several split the work (docs/several-proxies.md); [[jobs]] may override.
+    availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
+    shard: str | None = None  # "K/N": only the K-th of N shares of the servers and volumes, by id
 
 
 @dataclass
@@ -73,6 +85,8 @@ class CloudJob:
     server_tags: list[str] = field(default_factory=list)
     server_metadata: dict[str, str] = field(default_factory=dict)
     exclude: list[str] = field(default_factory=list)
+    availability_zones: list[str] | None = None  # None: [cloud] availability_zones
+    shard: str | None = None  # None: [cloud] shard
 
 
 @dataclass
@@ -93,6 +107,24 @@ class Settings:
     @property
     def catalog_url(self) -> str:
         return self.catalog or f"sqlite:///{self.workdir / 'catalog.db'}"
+
+    def share(self, job: CloudJob | None = None) -> tuple[list[str], tuple[int, int] | None]:
+        """This proxy's availability zones and shard for `job`: the job's own, else those of [cloud]."""
+        azs = job.availability_zones if job and job.availability_zones is not None else self.cloud.availability_zones
+        shard = job.shard if job and job.shard is not None else self.cloud.shard
+        return list(azs), parse_shard(shard, "shard") if shard else None
+
+    def override_share(self, availability_zones: list[str], shard: str | None) -> None:
+        """`--availability-zone` / `--shard`: this run's share, in place of the config's (jobs' too)."""
+        if shard is not None:
+            parse_shard(shard, "--shard")
+            self.cloud.shard = shard
+            for job in self.jobs:
+                job.shard = None
+        if availability_zones:
+            self.cloud.availability_zones = list(availability_zones)
+            for job in self.jobs:
+                job.availability_zones = None
 
     def require_repo(self) -> str:
         if not self.repo:
@@ -148,7 +180,8 @@ def _apply_file(settings: Settings, path: Path) -> None:
 
 
 _JOB_TYPES = {"name": str, "os_cloud": str, "project": str, "servers": list, "volumes": list, "all": bool,
-              "server_tags": list, "server_metadata": dict, "exclude": list}
+              "server_tags": list, "server_metadata": dict, "exclude": list, "availability_zones": list,
+              "shard": str}
 
 
 def _cloud_job(entry: object, number: int, path: Path) -> CloudJob:
@@ -163,6 +196,8 @@ def _cloud_job(entry: object, number: int, path: Path) -> CloudJob:
                 or (kind is dict and not all(isinstance(v, str) for v in value.values())):
             raise UsageError(f"{key} of job {entry['name']!r} in {path} must be a {kind.__name__}"
                              + (" of strings" if kind in (list, dict) else ""), "fix the value")
+    if "shard" in entry:
+        parse_shard(entry["shard"], f"shard of job {entry['name']!r} in {path}")
     return CloudJob(**entry)
 
 
@@ -179,6 +214,10 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
     if (section, key) == ("cloud", "require_consistency") and value not in CONSISTENCY_LEVELS:
         raise UsageError(f"cloud.require_consistency in {path} must be one of {', '.join(CONSISTENCY_LEVELS)}",
                          "fix the value")
+    if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise UsageError(f"{section}.{key} in {path} must be a list of strings", 'write e.g. ["az1", "az2"]')
+    if (section, key) == ("cloud", "shard"):
+        parse_shard(value, f"cloud.shard in {path}")  # type: ignore[arg-type]
     if kind in (bool, "bool") and not isinstance(value, bool):
         raise UsageError(f"{section}.{key} in {path} must be true or false", "write true or false, unquoted")
     return float(value) if kind in (float, "float") else value

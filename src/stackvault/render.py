@@ -193,6 +193,11 @@ def cloud_backup(r: dict) -> str:
         lines.append(f"{kind} {item['name']} ({ident})")
         lines.append("\n".join("  " + line for line in backup(item).splitlines()))
     lines += [f"Job {e['name']}: FAILED: {e['error']}" for e in r.get("job_errors", [])]
+    for scope in [r["scope"]] if "scope" in r else r.get("scopes", []):
+        share = [f"availability zones {', '.join(scope['availability_zones'])}"] if "availability_zones" in scope else []
+        share += [f"shard {scope['shard']}"] if "shard" in scope else []
+        lines.append(f"{'Job ' + scope['job'] + ': ' if 'job' in scope else ''}this proxy's share: {', '.join(share)}; "
+                     f"skipped {scope['servers_skipped']} servers and {scope['volumes_skipped']} volumes of other proxies")
     counts = {s: sum(1 for i in r["servers"] + r["volumes"] if i["status"] == s) for s in ("success", "warning", "failed")}
     lines.append(f"Job {r['job_id']}: {counts['success']} succeeded, {counts['warning']} with warnings, "
                  f"{counts['failed']} failed in {r['duration_s']:.1f} s -- {_STATUS.get(r['status'], r['status'])}")

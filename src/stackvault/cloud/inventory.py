@@ -1,8 +1,14 @@
-"""Choosing what to back up: servers and volumes by id, name glob, project, tags or metadata."""
+"""Choosing what to back up: servers and volumes by id, name glob, project, tags or metadata.
+
+Several proxies may split one selection between them (docs/several-proxies.md): by availability zone,
+or by shard, K of N. A shard is decided by a hash of the server's (or volume's) id alone, so N proxies
+given 1/N .. N/N cover every server exactly once, and a new server moves no other between proxies.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import NotFoundError
@@ -17,9 +23,39 @@ class Selection:
     metadata: dict[str, str] = field(default_factory=dict)  # every pair must match
     exclude: list[str] = field(default_factory=list)  # ids, names or globs
     project: str | None = None  # a project id: needs an admin user
+    availability_zones: list[str] = field(default_factory=list)  # this proxy's AZs (empty: every AZ)
+    shard: tuple[int, int] | None = None  # this proxy's share (K, N) of the servers and volumes
 
     def empty(self) -> bool:
         return not (self.servers or self.volumes or self.all_servers or self.tags or self.metadata)
+
+    def scope(self) -> dict:
+        """This proxy's share, for the job report: {} when it takes everything selected."""
+        out: dict = {}
+        if self.availability_zones:
+            out["availability_zones"] = list(self.availability_zones)
+        if self.shard:
+            out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        return out
+
+    def covers(self, item) -> bool:  # noqa: ANN001 - an openstacksdk server or volume
+        """Whether `item` is this proxy's to back up (and not another's, by AZ or shard)."""
+        if self.availability_zones and getattr(item, "availability_zone", None) not in self.availability_zones:
+            return False
+        return self.shard is None or shard_of(item.id, self.shard[1]) == self.shard[0]
+
+
+def shard_of(item_id: str, count: int) -> int:
+    """The shard (1..count) an id belongs to: a hash of the id alone, the same on every proxy and run."""
+    return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % count + 1
+
+
+@dataclass
+class Picked:
+    """What a selection picked for this proxy, and how many more it matched that are other proxies'."""
+
+    items: list
+    elsewhere: int = 0
 
 
 def _matches(obj, patterns: list[str]) -> bool:  # noqa: ANN001 - an openstacksdk resource
@@ -52,23 +88,35 @@ def _filtered(items: list, sel: Selection) -> list:
     return out
 
 
-def select_servers(conn, sel: Selection) -> list:  # noqa: ANN001
-    """Servers in scope, in a stable order (by name). A name or id that matches nothing is an error."""
+def _split(items: list, sel: Selection) -> Picked:
+    """This proxy's items in a stable order (by name), counting those that are another proxy's."""
+    mine = [i for i in items if sel.covers(i)]
+    return Picked(sorted(mine, key=lambda i: (i.name or "", i.id)), len(items) - len(mine))
+
+
+def pick_servers(conn, sel: Selection) -> Picked:  # noqa: ANN001
+    """Servers selected for this proxy. A name or id that matches nothing is an error, even when the
+    server it names is another proxy's: the selection, not the split, is what the user wrote."""
     query = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     if not (sel.servers or sel.all_servers or sel.tags or sel.metadata):
-        return []
+        return Picked([])
     everything = list(conn.compute.servers(**query))
     chosen = _pick(everything, sel.servers, "server") if sel.servers else everything
-    return sorted(_filtered(chosen, sel), key=lambda s: (s.name or "", s.id))
+    return _split(_filtered(chosen, sel), sel)
 
 
-def select_volumes(conn, sel: Selection) -> list:  # noqa: ANN001
+def pick_volumes(conn, sel: Selection) -> Picked:  # noqa: ANN001
     if not sel.volumes:
-        return []
+        return Picked([])
     query = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     everything = list(conn.block_storage.volumes(**query))
-    return sorted(_filtered(_pick(everything, sel.volumes, "volume"), sel), key=lambda v: (v.name or "", v.id))
+    return _split(_filtered(_pick(everything, sel.volumes, "volume"), sel), sel)
+
+
+def select_servers(conn, sel: Selection) -> list:  # noqa: ANN001
+    """The servers of `pick_servers`, for callers that need no count of other proxies' servers."""
+    return pick_servers(conn, sel).items

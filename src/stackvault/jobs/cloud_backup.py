@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..cloud import snapshots as snaps
 from ..cloud.consistency import CRASH, expected_consistency, image_changed_after
 from ..cloud.definition import server_definition
-from ..cloud.inventory import Selection, select_servers, select_volumes
+from ..cloud.inventory import Selection, pick_servers, pick_volumes
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
 from ..engine.sources import DiskSource, RawSource
@@ -205,9 +205,10 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # no
                   progress: ProgressFactory | None = None) -> dict:
     if selection.empty():
         raise UsageError("nothing selected to back up", "pass --server, --volume, --all or --server-tag")
-    servers = select_servers(conn, selection)
-    volumes = select_volumes(conn, selection)
-    if not servers and not volumes:
+    picked_servers, picked_volumes = pick_servers(conn, selection), pick_volumes(conn, selection)
+    servers, volumes = picked_servers.items, picked_volumes.items
+    others = picked_servers.elsewhere + picked_volumes.elsewhere
+    if not servers and not volumes and not others:  # an empty share of a split is no error
         raise UsageError("the selection matches no server or volume", "check the names, tags and --exclude")
     job_id = uuid.uuid4().hex
     started = time.monotonic()
@@ -216,11 +217,15 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # no
         futures += [pool.submit(back_up_volume, ctx, conn, v, level, job_id, progress) for v in volumes]
         results = [f.result() for f in futures]
     items = [r.to_dict() for r in results]
-    return {
+    report = {
         "job_id": job_id, "status": overall_status(items), "duration_s": round(time.monotonic() - started, 3),
         "servers": [i for i, r in zip(items, results) if r.kind == "server"],
         "volumes": [i for i, r in zip(items, results) if r.kind == "volume"],
     }
+    if selection.scope():  # several proxies split the work: say which share this one took
+        report["scope"] = {**selection.scope(), "servers_skipped": picked_servers.elsewhere,
+                           "volumes_skipped": picked_volumes.elsewhere}
+    return report
 
 
 def overall_status(items: list[dict]) -> str:
@@ -238,8 +243,10 @@ def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: Pro
     started = time.monotonic()
     reports = []
     for job in jobs:
+        azs, shard = ctx.settings.share(job)
         selection = Selection(servers=job.servers, volumes=job.volumes, all_servers=job.all, tags=job.server_tags,
-                              metadata=job.server_metadata, exclude=job.exclude, project=job.project)
+                              metadata=job.server_metadata, exclude=job.exclude, project=job.project,
+                              availability_zones=azs, shard=shard)
         try:
             report = back_up_cloud(ctx, connect(job.os_cloud or ctx.settings.cloud.os_cloud), selection, level, progress)
         except StackvaultError as exc:  # this job's cloud is unreachable or its selection wrong: the others go on
@@ -247,6 +254,8 @@ def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: Pro
                       "error": {"name": job.name, "status": "failed", "error": str(exc)}}
         for item in report["servers"] + report["volumes"]:
             item["job"] = job.name
+        if "scope" in report:
+            report["scope"]["job"] = job.name
         reports.append((job.name, report))
     items = [i for _, r in reports for i in r["servers"] + r["volumes"]]
     errors = [r["error"] for _, r in reports if "error" in r]
@@ -256,4 +265,5 @@ def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: Pro
         "servers": [i for _, r in reports for i in r["servers"]],
         "volumes": [i for _, r in reports for i in r["volumes"]],
         "job_errors": errors,
+        "scopes": [r["scope"] for _, r in reports if "scope" in r],
     }
