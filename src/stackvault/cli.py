@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         result = cleanup(connect(settings.cloud.os_cloud), dry_run=args.dry_run,
                          proxy_server=settings.cloud.proxy_server)
-        return result, render.cleanup, EXIT_OK
+        return result, render.cleanup, EXIT_FAILED if result["failed"] else EXIT_OK
     if c == "verify":
         from .jobs.verify import verify
 

@@ -244,4 +244,5 @@ def cleanup(r: dict) -> str:
              for kind in ("volumes", "snapshots", "images") for o in r[kind]]
     if not found:
         return "no leftovers of stackvault jobs in the cloud"
-    return "\n".join([f"{verb} {len(found)} leftovers:"] + found)
+    failed = [f"  could not delete {what}" for what in r.get("failed", [])]
+    return "\n".join([f"{verb} {len(found)} leftovers:"] + found + failed)

@@ -55,3 +55,29 @@ def test_snapshot_that_never_finishes_times_out_cleanly(user, faults, conn, clou
     assert item["status"] == "failed" and "timed out" in item["error"] and name in item["error"], item
     leftovers = _leftovers(user)
     assert leftovers["images"] == [] and leftovers["volumes"] == [], leftovers
+
+
+IMAGE = r"/v2/images/[^/]+$"
+
+
+def test_failed_deletes_are_retried_then_reported_and_cleanup_removes_them(user, faults, conn, cloud_objects):  # noqa: ANN001
+    name = f"flt-{uuid.uuid4().hex[:6]}"
+    _boot(conn, cloud_objects, name, "sv-noagent")
+    faults.add_fault("glance", "status", 500, method="DELETE", path_regex=IMAGE, count=2)
+    item = user.run("backup", "--server", name, "--level", "full").data["servers"][0]
+    assert item["status"] == "success", item  # two 500s, then the delete went through
+    assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
+
+    faults.add_fault("glance", "status", 500, method="DELETE", path_regex=IMAGE)
+    item = user.run("backup", "--server", name).data["servers"][0]
+    assert item["status"] == "warning", item  # the backup is committed: a leftover does not fail it
+    [warning] = [w for w in item["warnings"] if "left in the cloud" in w]
+    [image] = _leftovers(user)["images"]
+    assert f"image {image['id']}" in warning and "HTTP 500" in warning and "stackvault cleanup" in warning
+    assert [b["backup_id"] for b in user.run("list", "--server", name).data["backups"]][-1] == item["backup_id"]
+
+    still = user.run("cleanup", expect=1).data
+    assert still["failed"] and image["id"] in still["failed"][0]
+    faults.clear_faults()
+    assert user.run("cleanup").data["failed"] == []
+    assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}

@@ -19,6 +19,7 @@ from openstack import exceptions as os_exc
 
 from .connection import CloudError, _first_line
 from .consistency import REQUIRE_PROPERTY, quiesce_fix
+from .removal import remove
 
 TEMP_KEY = "stackvault_temp"
 POLL_S = 1.0
@@ -133,27 +134,23 @@ def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:  # noqa: 
     return _poll(f"Cinder snapshot {snapshot_id}", timeout_s, ready)
 
 
-def delete_image(conn, image_id: str) -> None:  # noqa: ANN001
-    try:
-        conn.image.delete_image(image_id, ignore_missing=True)
-    except os_exc.SDKException:
-        pass  # `stackvault cleanup` finds it by its tag
+def delete_image(conn, image_id: str, leftovers: list[str] | None = None) -> None:  # noqa: ANN001
+    remove(f"image {image_id}", lambda: conn.image.delete_image(image_id, ignore_missing=True), leftovers)
 
 
-def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300) -> None:  # noqa: ANN001
-    try:
+def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300,  # noqa: ANN001
+                           leftovers: list[str] | None = None) -> None:
+    def delete() -> None:
         conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
         conn.block_storage.wait_for_delete(conn.block_storage.get_snapshot(snapshot_id), wait=timeout_s)
-    except os_exc.NotFoundException:
-        pass
-    except os_exc.SDKException:
-        pass  # `stackvault cleanup` retries
+
+    remove(f"Cinder snapshot {snapshot_id}", delete, leftovers)
 
 
-def delete_server_snapshot(conn, snap: ServerSnapshot) -> None:  # noqa: ANN001
+def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | None = None) -> None:  # noqa: ANN001
     for entry in snap.volume_snapshots:
-        delete_volume_snapshot(conn, entry["snapshot_id"])
-    delete_image(conn, snap.image.id)
+        delete_volume_snapshot(conn, entry["snapshot_id"], leftovers=leftovers)
+    delete_image(conn, snap.image.id, leftovers)
 
 
 def check_snapshot_quota(conn, needed: int, server_name: str) -> None:  # noqa: ANN001

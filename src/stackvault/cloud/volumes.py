@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 
 from openstack import exceptions as os_exc
 
 from .connection import CloudError, _first_line
+from .removal import remove
 from .snapshots import TEMP_KEY, _poll
 
 
@@ -44,16 +44,13 @@ def create_temp_volume(conn, job_id: str, *, size_gb: int, name: str, snapshot_i
         raise
 
 
-def delete_volume(conn, volume_id: str, timeout_s: float = 300) -> None:  # noqa: ANN001
-    try:
+def delete_volume(conn, volume_id: str, timeout_s: float = 300, leftovers: list[str] | None = None) -> None:  # noqa: ANN001
+    def delete() -> None:
         conn.block_storage.delete_volume(volume_id, ignore_missing=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if conn.block_storage.find_volume(volume_id, ignore_missing=True) is None:
-                return
-            time.sleep(0.5)
-    except os_exc.SDKException:
-        pass  # `stackvault cleanup` finds it by its tag
+        _poll(f"the deletion of volume {volume_id}", timeout_s,
+              lambda: True if conn.block_storage.find_volume(volume_id, ignore_missing=True) is None else None)
+
+    remove(f"volume {volume_id}", delete, leftovers)
 
 
 def device_path(device_root: str, volume_id: str) -> str:

@@ -31,8 +31,12 @@ def find_leftovers(conn) -> dict[str, list[dict]]:  # noqa: ANN001
 
 
 def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:  # noqa: ANN001
-    """Delete leftovers: volumes first (they may depend on snapshots), then snapshots, then images."""
+    """Delete leftovers: volumes first (they may depend on snapshots), then snapshots, then images.
+
+    What still cannot be deleted is listed in `failed` (the CLI then exits non-zero).
+    """
     found = find_leftovers(conn)
+    failed: list[str] = []
     if not dry_run:
         for vol in found["volumes"]:
             proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server else None
@@ -40,11 +44,12 @@ def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> 
                 try:
                     conn.compute.delete_volume_attachment(proxy.id, vol["id"])
                 except os_exc.SDKException:
-                    pass
-            delete_volume(conn, vol["id"])
+                    pass  # not attached to this proxy: deleting the volume says why it cannot go
+            delete_volume(conn, vol["id"], leftovers=failed)
         for snap in found["snapshots"]:
-            delete_volume_snapshot(conn, snap["id"])
+            delete_volume_snapshot(conn, snap["id"], leftovers=failed)
         for image in found["images"]:
-            delete_image(conn, image["id"])
+            delete_image(conn, image["id"], failed)
     found["dry_run"] = dry_run
+    found["failed"] = failed
     return found

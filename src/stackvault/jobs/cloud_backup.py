@@ -19,6 +19,7 @@ from ..cloud import snapshots as snaps
 from ..cloud.consistency import CRASH, expected_consistency, image_changed_after
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
+from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
 from ..engine.sources import DiskSource, RawSource
@@ -41,6 +42,14 @@ class ItemResult:
     error: str | None = None
     report: dict = field(default_factory=dict)
 
+    def note_leftovers(self, leftovers: list[str]) -> None:
+        """What could not be deleted from the cloud makes a committed backup a warning, never a failure."""
+        warning = leftovers_warning(leftovers)
+        if warning:
+            self.report.setdefault("warnings", []).append(warning)
+            if self.status == "success":
+                self.status = "warning"
+
     def to_dict(self) -> dict:
         d = {f"{self.kind}_id": self.id, "name": self.name, "status": self.status, "consistency": self.consistency}
         if self.error:
@@ -52,10 +61,11 @@ class ItemResult:
 class DiskReaders:
     """Turns Cinder snapshots into engine sources through the proxy, and undoes it all on exit."""
 
-    def __init__(self, ctx: JobContext, conn, job_id: str) -> None:  # noqa: ANN001
+    def __init__(self, ctx: JobContext, conn, job_id: str, leftovers: list[str]) -> None:  # noqa: ANN001
         self.ctx, self.conn, self.job_id = ctx, conn, job_id
         self.cloud = ctx.settings.cloud
         self.stack = contextlib.ExitStack()
+        self.leftovers = leftovers  # what could not be deleted, for the report
 
     def __enter__(self) -> DiskReaders:
         return self
@@ -67,7 +77,7 @@ class DiskReaders:
         cloud = self.cloud
         vol = create_temp_volume(self.conn, self.job_id, size_gb=size_gb, snapshot_id=snapshot_id,
                                  name=f"stackvault-read-{name}-{self.job_id[:8]}", timeout_s=cloud.timeout)
-        self.stack.callback(delete_volume, self.conn, vol.id, cloud.timeout)
+        self.stack.callback(delete_volume, self.conn, vol.id, cloud.timeout, self.leftovers)
         if cloud.volume_transfer == "image":
             return self._via_image(vol.id, name=name, key=key, meta=meta)
         if not cloud.proxy_server:
@@ -85,7 +95,7 @@ class DiskReaders:
         resp = self.conn.block_storage.upload_volume_to_image(volume_id, image_name, force=True, disk_format="raw",
                                                               container_format="bare")
         image_id = resp.get("image_id") or resp.get("os-volume_upload_image", {}).get("image_id")
-        self.stack.callback(snaps.delete_image, self.conn, image_id)
+        self.stack.callback(snaps.delete_image, self.conn, image_id, self.leftovers)
         image = snaps._poll(f"upload of volume {volume_id} to Glance", self.cloud.timeout,
                             lambda: _active_image(self.conn, image_id))
         source = open_image_source(self.conn, image, name=name, key=key, tmpdir=self.tmpdir,
@@ -109,6 +119,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("server", server.id, server.name)
     cloud = ctx.settings.cloud
+    leftovers: list[str] = []
     try:
         definition = server_definition(conn, server)
         consistency = expected_consistency(definition["image_properties"])
@@ -125,8 +136,8 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
         window_end = time.time()
-        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id) as readers:
-            stack.callback(snaps.delete_server_snapshot, conn, snap)
+        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
+            stack.callback(snaps.delete_server_snapshot, conn, snap, leftovers)
             sources: list[DiskSource] = []
             by_device = {e.get("device_name"): e for e in snap.volume_snapshots}
             if not snap.volume_backed:
@@ -143,7 +154,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                     cs = conn.block_storage.create_snapshot(volume_id=vol["id"], force=True,
                                                             name=f"stackvault-{server.name}-{job_id[:8]}",
                                                             metadata={snaps.TEMP_KEY: job_id})
-                    stack.callback(snaps.delete_volume_snapshot, conn, cs.id)
+                    stack.callback(snaps.delete_volume_snapshot, conn, cs.id, leftovers=leftovers)
                     snaps.wait_snapshot(conn, cs.id, cloud.timeout)
                     snapshot_id = cs.id
                 else:
@@ -168,6 +179,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
         result.error = str(exc)
     except Exception as exc:  # one server's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
+    result.note_leftovers(leftovers)
     return result
 
 
@@ -175,13 +187,14 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
+    leftovers: list[str] = []
     try:
         snaps.check_snapshot_quota(conn, 1, volume.name or volume.id)
         cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
                                                 name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
                                                 metadata={snaps.TEMP_KEY: job_id})
-        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id) as readers:
-            stack.callback(snaps.delete_volume_snapshot, conn, cs.id)
+        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
+            stack.callback(snaps.delete_volume_snapshot, conn, cs.id, leftovers=leftovers)
             snaps.wait_snapshot(conn, cs.id, cloud.timeout)
             source = readers.from_volume_snapshot(cs.id, int(volume.size), name=volume.name or volume.id,
                                                   key=f"volume:{volume.id}", meta={"volume_id": volume.id})
@@ -198,6 +211,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
         result.error = str(exc)
     except Exception as exc:
         result.error = f"{exc.__class__.__name__}: {exc}"
+    result.note_leftovers(leftovers)
     return result
 
 
