@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from devcloud import rest, schema_cache
-from devcloud.context import ENDPOINT_PATHS, CloudContext, DevcloudError
+from devcloud.context import ENDPOINT_PATHS, REPO_ROOT, CloudContext, DevcloudError
 
 log = logging.getLogger("devcloud")
 
@@ -39,7 +39,8 @@ def uwsgi_argv(ctx: CloudContext, *, module: str, port: int, processes: int, thr
 
     `die-on-term`: uWSGI otherwise reloads on SIGTERM. `Connection: close`: keystoneauth reuses
     connections, which uWSGI's plain http-socket resets. `lazy-apps`: each worker opens its own
-    SQLite connections after the fork.
+    SQLite connections after the fork. `sqlite_immediate`: no "database is locked" 500s under
+    concurrent writes (see that module).
     """
     return [
         str(ctx.services_bin("uwsgi")),
@@ -51,6 +52,7 @@ def uwsgi_argv(ctx: CloudContext, *, module: str, port: int, processes: int, thr
         "--add-header", "Connection: close",
         "--buffer-size", "65535",
         "--disable-logging", "--log-5xx", "--log-4xx",
+        "--pythonpath", str(REPO_ROOT / "src"), "--import", "devcloud.sqlite_immediate",
         *(extra or []),
     ]
 
