@@ -90,7 +90,7 @@ def main() -> int:
 
     agents = ("demo-web", "demo-db")
     for name in agents:
-        hv.wait_agent(servers[name].id, timeout=300)
+        hv.wait_agent(servers[name].id, timeout=600)  # TCG boots slowly on a busy machine
 
     def write_version(version: int) -> None:
         for name in agents:
@@ -127,7 +127,7 @@ def main() -> int:
         latest = stackvault_json("list", "--server", name, env=env)["backups"][-1]["backup_id"]
         stackvault("restore", latest, "--to", f"server:{name}-restored", "--force", env=env)
         restored = conn.compute.find_server(f"{name}-restored")
-        hv.wait_agent(restored.id, timeout=300)
+        hv.wait_agent(restored.id, timeout=600)
         got = hv.guest_read_file(restored.id, "/root/demo.txt").decode()
         ok = got == f"{name} data, version 2\n"
         failures += not ok

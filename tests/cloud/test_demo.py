@@ -25,3 +25,4 @@ def test_demo_reads_guest_data_back_from_restored_servers(devcloud, tmp_path):  
     reads = [line for line in text.splitlines() if "-restored reads " in line]
     assert len(reads) == 3 and all(line.endswith("' OK") for line in reads), reads  # two roots, one volume
     assert "Consistency:      application" in text and "Consistency:      crash" in text
+    assert "no leftovers of stackvault jobs in the cloud" in text  # the demo's own `cleanup --dry-run`
