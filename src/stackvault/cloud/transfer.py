@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
+from collections import deque
 
 import requests
 from openstack import exceptions as os_exc
@@ -38,14 +41,15 @@ class GlanceDownload:
         self.resumes = 0
         algo = getattr(image, "hash_algo", None)
         if algo and getattr(image, "hash_value", None) and algo in hashlib.algorithms_available:
-            self._hash, self._expected = hashlib.new(algo), image.hash_value
+            self._hash, self._expected = _HashThread(hashlib.new(algo)), image.hash_value
         elif getattr(image, "checksum", None):
-            self._hash, self._expected = hashlib.md5(usedforsecurity=False), image.checksum
+            self._hash, self._expected = _HashThread(hashlib.md5(usedforsecurity=False)), image.checksum
         else:
             self._hash, self._expected = None, None
         self._resp: requests.Response | None = None
         self._iter = None
-        self._buf = bytearray()
+        self._pieces: deque[bytes] = deque()  # as they arrived: a read of one whole piece copies nothing
+        self._buffered = 0
 
     def _open(self) -> None:
         headers = {"Range": f"bytes={self.received}-"} if self.received else {}
@@ -66,7 +70,7 @@ class GlanceDownload:
 
     def _fill(self, want: int) -> None:
         failures = 0
-        while len(self._buf) < want:
+        while self._buffered < want:
             try:
                 if self._iter is None:
                     self._open()
@@ -78,7 +82,8 @@ class GlanceDownload:
                 self._close_resp()
                 why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             else:
-                self._buf += piece
+                self._pieces.append(piece)
+                self._buffered += len(piece)
                 self.received += len(piece)
                 failures = 0
                 continue
@@ -100,8 +105,16 @@ class GlanceDownload:
         if length <= 0:
             return b""
         self._fill(length)
-        data = bytes(self._buf[:length])
-        del self._buf[:length]
+        parts, got = [], 0
+        while got < length:
+            piece = self._pieces.popleft()
+            if got + len(piece) > length:
+                self._pieces.appendleft(piece[length - got:])
+                piece = piece[: length - got]
+            parts.append(piece)
+            got += len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._buffered -= length
         self.consumed += length
         if self._hash is not None:
             self._hash.update(data)
@@ -109,7 +122,7 @@ class GlanceDownload:
 
     def check(self) -> None:
         """Every byte arrived and hashes to what Glance recorded."""
-        if self.consumed != self.size or self._buf:
+        if self.consumed != self.size or self._buffered:
             raise SourceError(f"download of image {self.image.id} is incomplete or too long: {self.received} "
                               f"bytes for an image of {self.size}", "retry the backup")
         if self._hash is not None and self._hash.hexdigest() != self._expected:
@@ -119,6 +132,39 @@ class GlanceDownload:
 
     def close(self) -> None:
         self._close_resp()
+        if self._hash is not None:
+            self._hash.stop()
+
+
+class _HashThread:
+    """Hashes a download on a thread of its own. sha512 costs about twice the download itself here,
+    and hashlib releases the GIL, so meanwhile the reader parses and the engine hashes its blocks."""
+
+    def __init__(self, hasher: hashlib._Hash) -> None:
+        self.hasher = hasher
+        self.name = hasher.name
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)  # at most ~16 MiB waiting
+        self._thread: threading.Thread | None = None  # started by the first update
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.hasher.update(data)
+
+    def update(self, data: bytes) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sv-glance-hash", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.stop()
+        return self.hasher.hexdigest()
+
+    def stop(self) -> None:
+        """Waits for what was queued; the thread ends."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 class _Retryable(Exception):

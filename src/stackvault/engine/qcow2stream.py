@@ -266,12 +266,19 @@ class Qcow2StreamSource(DiskSource):
             return b""
         self._next = end
         cs = self._cs
-        parts: list[bytes] = []
+        parts: list[bytes | int] = []  # an int is a run of zeros, made once per run
         for g in range(offset // cs, (end - 1) // cs + 1):
             lo, hi = max(offset, g * cs), min(end, (g + 1) * cs)
             data = self._cluster(g, last=hi == min((g + 1) * cs, self.size))
-            parts.append(bytes(hi - lo) if data is None else data[lo - g * cs: hi - g * cs])
-        return b"".join(parts)
+            if data is not None:
+                parts.append(data[lo - g * cs: hi - g * cs])
+            elif parts and isinstance(parts[-1], int):
+                parts[-1] += hi - lo
+            else:
+                parts.append(hi - lo)
+        if len(parts) == 1:
+            return bytes(parts[0]) if isinstance(parts[0], int) else parts[0]
+        return b"".join(bytes(p) if isinstance(p, int) else p for p in parts)
 
     def finish(self) -> None:
         """Reads the rest of the stream (nothing is kept any more) so the caller can check its hash."""
@@ -297,12 +304,13 @@ class Qcow2StreamSource(DiskSource):
     # ---- mapping ------------------------------------------------------------------------------
     def _cluster(self, g: int, *, last: bool) -> bytes | None:
         """Guest cluster g, or None when it reads as zeros; `last` when the engine is done with it."""
-        self._pump_until(lambda: self._l1 is not None, "its L1 table")
         i = g // self._per_l2
-        if not self._l1[i] & OFFSET_MASK:  # type: ignore[index]
-            return None
-        self._pump_until(lambda: i in self._l2_seen, f"the L2 table for guest offset {g * self._cs}")
-        self._pump_until(lambda: g not in self._pending, f"the data of guest offset {g * self._cs}")
+        if i not in self._l2_seen or g in self._pending:  # else its data is here already, or zeros
+            self._pump_until(lambda: self._l1 is not None, "its L1 table")
+            if not self._l1[i] & OFFSET_MASK:  # type: ignore[index]
+                return None
+            self._pump_until(lambda: i in self._l2_seen, f"the L2 table for guest offset {g * self._cs}")
+            self._pump_until(lambda: g not in self._pending, f"the data of guest offset {g * self._cs}")
         data = self._guest.get(g)
         if last:
             self._guest.pop(g)
@@ -424,6 +432,11 @@ class Qcow2StreamSource(DiskSource):
         pos, end = self._pos, self._pos + len(view)
         while self._wants and self._wants[0][0] < end:
             self._active.append(heapq.heappop(self._wants)[2])
+        if len(self._active) == 1 and self._active[0].start == pos and self._active[0].end == end:
+            want = self._active.pop()  # the usual case: one whole cluster wanted, nothing else here
+            self._pos = end
+            want.done(bytes(view))
+            return
         covered: list[tuple[int, int]] = []
         finished: list[_Want] = []
         for want in self._active:
