@@ -143,7 +143,7 @@ class _HashThread:
     def __init__(self, hasher: hashlib._Hash) -> None:
         self.hasher = hasher
         self.name = hasher.name
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)  # at most ~16 MiB waiting
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # at most ~4 MiB waiting
         self._thread: threading.Thread | None = None  # started by the first update
 
     def _run(self) -> None:
