@@ -233,12 +233,13 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
         in_repo = len(ctx.repo.backup_ids())
-        return render.list_result(rows, in_repo, filtered=bool(args.server or args.source)), render.listing, EXIT_OK
+        result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source))
+        return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
         from .jobs.quiesce_proof import with_proof
 
-        return with_proof(ctx.repo, render.record_dict(record)), render.show, EXIT_OK
+        return _noting_interrupted(ctx, with_proof(ctx.repo, render.record_dict(record))), render.show, EXIT_OK
     if c == "restore":
         kind, _, name = args.to.partition(":")
         if kind in ("image", "volume", "server"):
@@ -310,6 +311,14 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _noting_interrupted(ctx: JobContext, result: dict) -> dict:
+    """`list` and `show` also name the jobs that stopped without finishing (a killed proxy's)."""
+    from .jobs.maintenance import interrupted_jobs
+
+    stopped = interrupted_jobs(ctx)
+    return {**result, "interrupted_jobs": stopped} if stopped else result
 
 
 def _share(settings: Settings) -> dict:

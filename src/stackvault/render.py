@@ -71,7 +71,11 @@ def show(d: dict) -> str:
         if disk.get("reason"):
             lines.append(f"    {disk['reason']}")
     lines += [f"  Warning: {w}" for w in d.get("warnings", [])]
-    return "\n".join(lines)
+    return "\n".join(lines + interrupted_notes(d))
+
+
+def interrupted_notes(d: dict) -> list[str]:
+    return [f"note: {job['message']}" for job in d.get("interrupted_jobs", [])]
 
 
 def list_result(rows: list, in_repo: int, filtered: bool = False) -> dict:
@@ -96,7 +100,7 @@ def listing(result: dict) -> str:
     lines.append(f"{len(rows)} backups")
     if "warning" in result:
         lines.append(f"warning: {result['warning']}")
-    return "\n".join(lines)
+    return "\n".join(lines + interrupted_notes(result))
 
 
 def init(r: dict) -> str:

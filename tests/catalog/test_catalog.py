@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
@@ -126,8 +127,10 @@ def test_an_empty_database_is_migrated_to_the_schema_of_the_models(catalog_url: 
 
 
 def test_a_catalog_made_before_migrations_is_adopted_with_its_rows(catalog_url: str) -> None:
-    old = create_engine(catalog_url)  # what stackvault did before migrations: create_all, no version table
-    Base.metadata.create_all(old)
+    old = create_engine(catalog_url)  # what stackvault did before migrations: the 0001 tables, no version table
+    with old.begin() as conn:
+        command.upgrade(schema.alembic_config(conn), FIRST_REVISION)
+        conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
     with old.begin() as conn:
         conn.execute(text("INSERT INTO backups (backup_id, repo_id, created, finished, level, requested_level, "
                           "status, name, host, source, tags, size, bytes_read, bytes_stored, duration_s) VALUES "
@@ -150,8 +153,8 @@ NEXT_REVISION = '''
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_job_note"
-down_revision = "0001_initial"
+revision = "0099_job_note"
+down_revision = "{head}"
 
 
 def upgrade() -> None:
@@ -162,7 +165,7 @@ def upgrade() -> None:
 
 def test_an_older_catalog_is_upgraded_keeping_its_rows(catalog_url: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A catalog at 0001 opened by a stackvault whose migrations go one further (a scripted 0002)."""
+    """A catalog at the head opened by a stackvault whose migrations go one further (a scripted 0099)."""
     old = Catalog(catalog_url)
     old.add_backup("repo-1", record("b1", "2026-01-01T00:00:00+00:00", disks=2))
     job = old.start_job("backup", "repo-1")
@@ -170,12 +173,12 @@ def test_an_older_catalog_is_upgraded_keeping_its_rows(catalog_url: str, tmp_pat
 
     newer = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS_DIR, newer)
-    (newer / "versions" / "0002_job_note.py").write_text(NEXT_REVISION)
+    (newer / "versions" / "0099_job_note.py").write_text(NEXT_REVISION.format(head=HEAD_REVISION))
     monkeypatch.setattr(schema, "MIGRATIONS_DIR", newer)
-    monkeypatch.setattr(schema, "HEAD_REVISION", "0002_job_note")
+    monkeypatch.setattr(schema, "HEAD_REVISION", "0099_job_note")
 
     catalog = Catalog(catalog_url)
-    assert current_revision(catalog.engine) == "0002_job_note"
+    assert current_revision(catalog.engine) == "0099_job_note"
     with catalog.session() as s:
         assert s.execute(text("SELECT note FROM jobs WHERE id = :id"), {"id": job}).scalar() == "none"
     (row,) = catalog.backups("repo-1")

@@ -27,7 +27,8 @@ def test_deleted_catalog_is_rebuilt_from_the_repository(repo: Stackvault, rng: r
 
     assert repo.catalog_file.exists(), f"--catalog {repo.catalog_url} was not created"
     for p in repo.catalog_file.parent.glob(repo.catalog_file.name + "*"):
-        p.unlink()
+        if p.is_file():  # the database and its WAL files; the folder of lock files is no catalog data
+            p.unlink()
     repo.run("catalog", "rebuild")
     after = repo.run("list").data["backups"]
     assert after == before, f"list differs after catalog rebuild\nbefore: {before}\nafter:  {after}"

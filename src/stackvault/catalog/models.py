@@ -22,6 +22,11 @@ class JobRow(Base):
     message: Mapped[str] = mapped_column(String, default="")
     backup_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     report: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The lease of a running job (catalog/leases.py); None in rows written before leases existed.
+    host: Mapped[str | None] = mapped_column(String, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat: Mapped[str | None] = mapped_column(String(40), nullable=True)  # last renewal, ISO time
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)  # Unix time
 
 
 class BackupRow(Base):

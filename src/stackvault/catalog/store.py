@@ -7,17 +7,19 @@ brings its schema to this code's revision (`schema.upgrade`).
 
 from __future__ import annotations
 
+import time
 import uuid
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..engine.manifest import BackupRecord
-from ..errors import StackvaultError, UsageError
-from . import locks, schema
+from ..errors import LockedError, StackvaultError, UsageError
+from . import leases, locks, schema
 from .connect import open_engine, writer
 from .models import BackupRow, DiskRow, JobRow
 
@@ -43,6 +45,7 @@ class Catalog:
                              "check --catalog / STACKVAULT_CATALOG") from None
         self._session = sessionmaker(writer(self.engine), expire_on_commit=False)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._heartbeat = leases.Heartbeat(self._renew)
 
     def session(self) -> Session:
         """A session for changes: on SQLite its transaction takes the write lock when it begins."""
@@ -56,25 +59,83 @@ class Catalog:
         """
         return locks.advisory_lock(self.engine, self.url, name, shared=shared, wait_s=wait_s)
 
+    @contextmanager
+    def repository_lock(self, repo_id: str, location: str, shared: bool, wait_s: float) -> Iterator[None]:
+        """The advisory lock on one repository: shared by backups, exclusive for prune and gc.
+
+        When it is not granted, the error names the job holding it (from its running job row)."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.advisory_lock(f"repo:{repo_id}", shared=shared, wait_s=wait_s))
+            except LockedError:
+                raise self._busy(repo_id, location, shared, wait_s) from None
+            yield
+
+    def _busy(self, repo_id: str, location: str, shared: bool, wait_s: float) -> LockedError:
+        with self._reader() as s:
+            q = select(JobRow).where(JobRow.repo_id == repo_id, JobRow.status == "running",
+                                     JobRow.id.not_in(self._heartbeat.jobs()))
+            if shared:  # only exclusive jobs keep a shared one out
+                q = q.where(JobRow.kind.in_(("gc", "prune")))
+            holder = s.scalars(q.order_by(JobRow.started)).first()
+        if holder is None:
+            return LockedError(f"catalog lock on repository {location} is held by another proxy "
+                               f"(waited {wait_s:g} s)", "retry later or raise --wait")
+        return LockedError(f"another proxy is running {holder.kind} on repository {location} since "
+                           f"{holder.started} (job {holder.id} on host {holder.host}, pid {holder.pid}; "
+                           f"waited {wait_s:g} s)", "retry later or raise --wait")
+
     def close(self) -> None:
         """Close pooled connections (also done at exit); the catalog can still be used afterwards."""
         self.engine.dispose()
 
     # -- jobs ------------------------------------------------------------------------------------
     def start_job(self, kind: str, repo_id: str) -> str:
+        """A `running` row whose lease this process renews until `finish_job`; stopped jobs of the
+        repository are marked interrupted first."""
+        self.reap_jobs(repo_id)
         job_id = uuid.uuid4().hex
+        row = JobRow(id=job_id, kind=kind, repo_id=repo_id, started=_now(), status="running")
+        leases.stamp(row, time.time())
         with self.session() as s, s.begin():
-            s.add(JobRow(id=job_id, kind=kind, repo_id=repo_id, started=_now(), status="running"))
+            s.add(row)
+        self._heartbeat.add(job_id)
         return job_id
 
     def finish_job(self, job_id: str, status: str, message: str = "", backup_id: str | None = None,
                    report: dict | None = None) -> None:
+        self._heartbeat.discard(job_id)
         with self.session() as s, s.begin():
             row = s.get(JobRow, job_id)
             if row is None:
                 return
             row.finished, row.status, row.message = _now(), status, message[:2000]
             row.backup_id, row.report = backup_id, report or {}
+
+    def _renew(self, job_ids: set[str], now: float) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id.in_(job_ids), JobRow.status == "running")
+                      .values(heartbeat=leases.iso(now), lease_expires=now + leases.lease_s()))
+
+    def reap_jobs(self, repo_id: str) -> list[str]:
+        """Mark this repository's running jobs whose holder is gone as interrupted; returns what it marked."""
+        running = select(JobRow).where(JobRow.repo_id == repo_id, JobRow.status == "running")
+        with self._reader() as s:  # the usual case, nothing stopped, takes no write lock
+            if not any(leases.stopped(row, time.time()) for row in s.scalars(running)):
+                return []
+        marked = []
+        with self.session() as s, s.begin():
+            for row in s.scalars(running):  # again, under the write lock: another proxy may have marked it
+                if leases.stopped(row, time.time()):
+                    row.status, row.finished, row.message = "interrupted", row.heartbeat, leases.interruption(row)
+                    marked.append(row.message)
+        return marked
+
+    def interrupted_jobs(self, repo_id: str, since: str) -> list[JobRow]:
+        """This repository's jobs marked interrupted that were last seen at or after `since` (ISO time)."""
+        with self._reader() as s:
+            return list(s.scalars(select(JobRow).where(JobRow.repo_id == repo_id, JobRow.status == "interrupted",
+                                                       JobRow.finished >= since).order_by(JobRow.finished)))
 
     # -- backups ---------------------------------------------------------------------------------
     def add_backup(self, repo_id: str, record: BackupRecord) -> None:

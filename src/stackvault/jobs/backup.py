@@ -60,7 +60,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
     disks: list[DiskRecord] = []
     results = []
     try:
-        with ctx.lock("shared", f"backup {backup_id}"):
+        with ctx.locked("shared", f"backup {backup_id}"):
             for position, source in enumerate(request.sources):
                 base = ctx.state.base_for(source.key, source.name)
                 warnings.extend(base.warnings)

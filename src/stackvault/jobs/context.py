@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -47,3 +49,30 @@ class JobContext:
 
     def lock(self, kind: str, job: str) -> RepositoryLock:
         return RepositoryLock(self.repo, kind, job, wait_s=self.settings.lock_wait)
+
+    @contextmanager
+    def locked(self, kind: str, job: str) -> Iterator[None]:
+        """The repository's lock, then the catalog's advisory lock on it, both of `kind`, each within --wait.
+
+        The repository lock stays the guard of the data (it also covers proxies with other catalogs);
+        the catalog lock adds PostgreSQL's strongly consistent locking, which an object store's
+        listing of lock objects may lack. Every job takes them in this order, so none holds the
+        catalog lock while it waits for the repository's: two waiting jobs cannot block each other.
+        """
+        with self.lock(kind, job):
+            with self.catalog.repository_lock(self.repo.id, self.repo.location, shared=kind == "shared",
+                                              wait_s=self.settings.lock_wait):
+                yield
+
+    @contextmanager
+    def recorded(self, kind: str) -> Iterator[dict]:
+        """A catalog job row around the block: running (under a lease) inside it, then `success` with the
+        report the block put into the yielded dict, or `failed` with the error."""
+        job_id = self.catalog.start_job(kind, self.repo.id)
+        report: dict = {}
+        try:
+            yield report
+        except BaseException as exc:
+            self.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
+            raise
+        self.catalog.finish_job(job_id, "success", report=report)

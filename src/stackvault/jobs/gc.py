@@ -1,8 +1,8 @@
 """The gc job: delete chunks (and leftovers of killed jobs) that no committed backup references.
 
-It runs under the exclusive repository lock, so no backup can be about to reference a chunk it
-deletes. It refuses to run when any block index cannot be read: deleting by an incomplete mark
-would destroy data that backups still need.
+It runs under the exclusive repository lock (and the catalog's exclusive lock on the repository), so
+no backup can be about to reference a chunk it deletes. It refuses to run when any block index cannot
+be read: deleting by an incomplete mark would destroy data that backups still need.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .context import JobContext
 def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
     repo = ctx.repo
     started = time.time()
-    with ctx.lock("exclusive", "gc"):
+    with ctx.recorded("gc") as report, ctx.locked("exclusive", "gc"):
         referenced: set[str] = set()
         live_indexes: set[str] = set()
         for record in repo.backups():
@@ -49,5 +49,6 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-    return {"chunks_deleted": deleted, "bytes_freed": freed, "orphan_indexes_deleted": len(orphans),
-            "temp_files_deleted": len(temps), "chunks_kept": len(referenced), "dry_run": dry_run}
+        report.update(chunks_deleted=deleted, bytes_freed=freed, orphan_indexes_deleted=len(orphans),
+                      temp_files_deleted=len(temps), chunks_kept=len(referenced), dry_run=dry_run)
+    return report

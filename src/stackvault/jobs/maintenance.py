@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+from ..catalog.leases import iso
 from .context import JobContext
 from .quiesce_proof import apply_proofs
+
+#: How long `list` and `show` keep mentioning a job that stopped without finishing.
+INTERRUPTED_NOTICE_S = 7 * 86400
 
 
 def rebuild_state(ctx: JobContext, disk_key: str | None = None) -> dict:
@@ -35,3 +41,15 @@ def sync_catalog(ctx: JobContext) -> int:
     for backup_id in in_catalog - in_repo:
         ctx.catalog.remove_backup(backup_id)
     return len(in_repo ^ in_catalog)
+
+
+def interrupted_jobs(ctx: JobContext) -> list[dict]:
+    """Jobs on this repository that stopped without finishing in the last week, marking any just found.
+
+    A killed proxy cannot record its own end: `list` and `show` (and every new job) mark its
+    `running` row `interrupted` once its lease has ended, and say so for a week.
+    """
+    ctx.catalog.reap_jobs(ctx.repo.id)
+    rows = ctx.catalog.interrupted_jobs(ctx.repo.id, since=iso(time.time() - INTERRUPTED_NOTICE_S))
+    return [{"job_id": r.id, "kind": r.kind, "host": r.host, "pid": r.pid, "started": r.started,
+             "last_seen": r.heartbeat, "message": r.message} for r in rows]

@@ -48,7 +48,7 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
         raise UsageError("no retention rule given: prune would delete every backup",
                          "pass --keep-last/--keep-daily/--keep-weekly/--keep-monthly or set [retention] in the config")
     repo = ctx.repo
-    with ctx.lock("exclusive", "prune"):
+    with ctx.recorded("prune") as report, ctx.locked("exclusive", "prune"):
         groups: dict[tuple[str, ...], list[BackupRecord]] = defaultdict(list)
         for record in repo.backups():
             groups[tuple(sorted(d.disk_key for d in record.disks))].append(record)
@@ -62,4 +62,5 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
             for backup_id in removed:
                 repo.forget_backup(backup_id)
                 ctx.catalog.remove_backup(backup_id)
-    return {"kept": sorted(kept), "removed": sorted(removed), "dry_run": dry_run}
+        report.update(kept=sorted(kept), removed=sorted(removed), dry_run=dry_run)
+    return report
