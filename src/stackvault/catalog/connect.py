@@ -46,7 +46,10 @@ def open_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         _tune_sqlite(engine, wal=path is not None)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # No cap on connections beyond the pool's 5: each running backup holds one for the catalog's
+    # lock on the repository ([cloud] parallel of them at once), and a capped pool would make the
+    # next one wait for a connection instead of the lock.
+    return create_engine(url, pool_pre_ping=True, max_overflow=-1)
 
 
 def writer(engine: Engine) -> Engine:
