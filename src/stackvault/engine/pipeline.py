@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .bitmap import ChangeBitmap
 from .blockindex import ZERO_DIGEST, BlockIndex, block_count
 from .chunks import encode_chunk
+from .presence import ListedChunks
 from .repository import Repository
 from .sources import DiskSource
 from .state import DiskBase
@@ -56,6 +57,8 @@ class DiskBackup:
         self.stats = DiskStats()
         self._lock = threading.Lock()
         self._claimed: set[bytes] = set()  # chunks this run has stored or decided not to store
+        # On an object store (slow calls, many at once) a Full learns what exists by listing.
+        self._listed = ListedChunks(repo) if level == "full" and repo.backend.parallel_calls > 1 else None
         self._zero = bytes(self.block_size)
 
     def run(self) -> tuple[BlockIndex, ChangeBitmap]:
@@ -150,7 +153,7 @@ class DiskBackup:
         # Full makes sure every chunk exists, trusting nothing; Incremental trusts the repository's
         # copy of a chunk it shares with other disks; Differential writes its blocks again, so that it
         # depends on nothing but the Full and itself.
-        if self.level != "differential" and self.repo.has_chunk(digest):
+        if self.level != "differential" and (self._listed.has(digest) if self._listed else self.repo.has_chunk(digest)):
             return
         blob = encode_chunk(data, self.repo.config.compression_level)
         self.repo.put_chunk(digest, blob)
