@@ -51,6 +51,16 @@ def upload(conn):  # noqa: ANN001, ANN201
         conn.image.delete_image(image, ignore_missing=True)
 
 
+def _read_back(conn, image, disk: Path, tmp_path: Path) -> DiskSource:  # noqa: ANN001
+    """Open the image as a server backup does, check every guest byte against `disk`, close it."""
+    source = open_image_source(conn, image, name="vda", key="test:vda", tmpdir=str(tmp_path / "job-tmp"))
+    try:
+        assert same_disk(_read_like_the_engine(source, tmp_path / "read.raw"), disk)
+    finally:
+        source.close()
+    return source
+
+
 def _read_like_the_engine(source: DiskSource, dest: Path, block: int = 512 << 10) -> Path:
     """data_extents(), every block in guest order, finish(): what DiskBackup does, into a raw file."""
     extents = source.data_extents()
@@ -67,16 +77,11 @@ def _read_like_the_engine(source: DiskSource, dest: Path, block: int = 512 << 10
 
 def test_a_qcow2_image_streams_from_glance_with_no_local_copy(conn, upload, tmp_path: Path) -> None:  # noqa: ANN001
     disk = _qcow2(tmp_path / "disk.qcow2")
-    image = upload(disk)
+    source = _read_back(conn, upload(disk), disk, tmp_path)
+    assert isinstance(source, GlanceQcow2Source)
+    assert source.spilled_bytes == 0
     tmpdir = tmp_path / "job-tmp"
-    source = open_image_source(conn, image, name="vda", key="test:vda", tmpdir=str(tmpdir))
-    try:
-        assert isinstance(source, GlanceQcow2Source)
-        assert same_disk(_read_like_the_engine(source, tmp_path / "read.raw"), disk)
-        assert source.spilled_bytes == 0
-        assert not tmpdir.exists() or not os.listdir(tmpdir), "nothing was written to the job's tmpdir"
-    finally:
-        source.close()
+    assert not tmpdir.exists() or not os.listdir(tmpdir), "nothing was written to the job's tmpdir"
 
 
 def test_a_qcow2_the_stream_reader_refuses_is_read_from_a_local_copy(conn, upload, tmp_path: Path) -> None:  # noqa: ANN001
@@ -86,15 +91,9 @@ def test_a_qcow2_the_stream_reader_refuses_is_read_from_a_local_copy(conn, uploa
         flags = f.read(1)[0]
         f.seek(79)
         f.write(bytes((flags | 2,)))
-    image = upload(disk)
-    tmpdir = tmp_path / "job-tmp"
-    source = open_image_source(conn, image, name="vda", key="test:vda", tmpdir=str(tmpdir))
-    try:
-        assert isinstance(source, QemuSource)
-        assert same_disk(_read_like_the_engine(source, tmp_path / "read.raw"), disk)
-    finally:
-        source.close()
-    assert not os.listdir(tmpdir), "the local copy is gone once the source is closed"
+    source = _read_back(conn, upload(disk), disk, tmp_path)
+    assert isinstance(source, QemuSource)
+    assert not os.listdir(tmp_path / "job-tmp"), "the local copy is gone once the source is closed"
 
 
 def test_a_streamed_qcow2_not_matching_its_glance_hash_fails_at_finish(conn, upload, tmp_path: Path) -> None:  # noqa: ANN001

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from e2e.helpers import sha256_file
 
 from stackvault.engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
 from stackvault.errors import SourceError
@@ -47,17 +48,9 @@ def qemu_sha(path: Path, tmp: Path) -> str:
     """What qemu says the guest sees, hashed."""
     out = tmp / "qemu-view.raw"
     qemu_img("convert", "-f", "qcow2", "-O", "raw", path, out)
-    digest = _sha_file(out)
+    digest = sha256_file(out)
     out.unlink()
     return digest
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def stream_sha(path: Path, spill_dir: Path, *, memory_limit: int = 64 * MiB) -> tuple[str, Qcow2StreamSource]:

@@ -11,6 +11,7 @@ and qcow2 images using features the stream reader refuses go to a temporary file
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import queue
 import threading
@@ -25,6 +26,7 @@ from ..engine.sources import DiskSource, QemuSource
 from ..errors import SourceError
 
 READ_SIZE = 1 << 20
+log = logging.getLogger("stackvault.cloud")
 
 
 class GlanceDownload:
@@ -234,8 +236,8 @@ def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries:
         head = download.read(HEAD_SIZE)
         try:
             parse_header(head, f"{image.id} ({name})")
-        except Qcow2Unsupported:
-            pass  # read from a local copy below
+        except Qcow2Unsupported as exc:
+            log.info("%s", exc)  # read from a local copy below: slower, so say why
         else:
             qcow2 = GlanceQcow2Source(**common)
             qcow2.download = download
