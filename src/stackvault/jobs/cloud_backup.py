@@ -226,6 +226,7 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # no
         raise UsageError("the selection matches no server or volume", "check the names, tags and --exclude")
     job_id = uuid.uuid4().hex
     started = time.monotonic()
+    ctx.open_catalog_early()  # while the snapshots are made
     with ThreadPoolExecutor(max(1, ctx.settings.cloud.parallel), thread_name_prefix="sv-server") as pool:
         futures = [pool.submit(back_up_server, ctx, conn, s, level, job_id, progress) for s in servers]
         futures += [pool.submit(back_up_volume, ctx, conn, v, level, job_id, progress) for v in volumes]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -42,6 +43,21 @@ class JobContext:
         from ..catalog import Catalog
 
         return Catalog(self.settings.catalog_url)
+
+    def open_catalog_early(self) -> None:
+        """Open the catalog on a thread of its own while the job waits on something else.
+
+        A cloud job spends seconds waiting for Nova's snapshot with the CPU idle; importing SQLAlchemy
+        and checking the schema then is free, where later it competes with the engine. A failure is
+        left for the job's own use of the catalog to report.
+        """
+        def open_quietly() -> None:
+            try:
+                self.catalog  # noqa: B018 - the cached property is the point
+            except Exception:  # noqa: BLE001 - reported when the job itself opens it
+                pass
+
+        threading.Thread(target=open_quietly, name="sv-catalog-open", daemon=True).start()
 
     @cached_property
     def state(self) -> WorkingState:
