@@ -239,7 +239,12 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
         from .jobs.quiesce_proof import with_proof
 
-        return _noting_interrupted(ctx, with_proof(ctx.repo, render.record_dict(record))), render.show, EXIT_OK
+        shown = with_proof(ctx.repo, render.record_dict(record))
+        try:
+            shown = _noting_interrupted(ctx, shown)
+        except StackvaultError:
+            pass  # `show` reads the repository alone: an unreachable catalog only loses the notes
+        return shown, render.show, EXIT_OK
     if c == "restore":
         kind, _, name = args.to.partition(":")
         if kind in ("image", "volume", "server"):

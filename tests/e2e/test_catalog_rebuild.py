@@ -42,3 +42,14 @@ def test_deleted_catalog_is_rebuilt_from_the_repository(repo: Stackvault, rng: r
     # rebuilding over an existing catalog changes nothing (no duplicates)
     repo.run("catalog", "rebuild")
     assert repo.run("list").data["backups"] == before, "rebuilding over an existing catalog must not duplicate"
+
+
+def test_show_reads_the_repository_when_the_catalog_is_unreachable(repo: Stackvault, rng: random.Random,
+                                                                   tmp_path: Path) -> None:
+    image = make_random_image(tmp_path / "a.img", 2 * MIB, rng)
+    backup_id = repo.backup(image, level="full")["backup_id"]
+    unreachable = ["--catalog", "postgresql+psycopg://stackvault:x@127.0.0.1:9/none"]  # nothing listens there
+    shown = repo.run(*unreachable, "show", backup_id).data
+    assert shown["backup_id"] == backup_id and "interrupted_jobs" not in shown
+    res = repo.run(*unreachable, "list", json_out=False, expect=2)
+    assert len(res.error_lines()) == 1 and "cannot open catalog" in res.error_lines()[0]
