@@ -91,3 +91,15 @@ servers = ["{prefix}-*"]
         ("zone2", n) for n, z in zones.items() if z == "az2"} | {("zone1", n) for n, z in zones.items() if z == "az1"}
     assert [(s["job"], s["availability_zones"], s["servers_skipped"]) for s in report["scopes"]] == [
         ("zone2", ["az2"], 1), ("zone1", ["az1"], 1)]
+
+
+def test_doctor_looks_at_this_proxys_share_only(user, conn, cloud_objects):  # noqa: ANN001
+    prefix = f"shd-{uuid.uuid4().hex[:6]}"
+    zones = _boot_in_zones(conn, cloud_objects, prefix, ["az1", "az2", "az1"])
+    az1 = user.run("doctor", "--server", f"{prefix}-*", "--availability-zone", "az1").data
+    assert {s["name"] for s in az1["servers"]} == {n for n, z in zones.items() if z == "az1"}
+    shares = [{s["name"] for s in user.run("doctor", "--server", f"{prefix}-*", "--shard", f"{k}/2").data["servers"]}
+              for k in (1, 2)]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == set(zones)
+    backed_up = user.run("backup", "--server", f"{prefix}-*", "--shard", "1/2", "--level", "full").data
+    assert {s["name"] for s in backed_up["servers"]} == shares[0]  # the doctor sees what this proxy backs up
