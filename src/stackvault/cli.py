@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("list", "list backups")
     p.add_argument("--source", default=None, metavar="file:PATH")
     p.add_argument("--server", default=None, metavar="NAME|ID")
+    _share_options(p)
 
     p = cmd("show", "show one backup")
     p.add_argument("backup")
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
                              lock_wait=args.wait)
     if args.os_cloud:
         settings.cloud.os_cloud = args.os_cloud
-    if hasattr(args, "shard"):  # backup, doctor
+    if hasattr(args, "shard"):  # backup, doctor, list
         settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
     progress = progress_factory(not args.quiet and not args.json)
@@ -232,8 +233,11 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
+        share = _listed_share(args)
+        if share is not None:
+            rows = [r for r in rows if share.covers_backup(r.source or {})]
         in_repo = len(ctx.repo.backup_ids())
-        result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source))
+        result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source or share))
         return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
@@ -316,6 +320,17 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _listed_share(args: argparse.Namespace):  # noqa: ANN202 - a cloud.inventory.Selection or None
+    """`list --availability-zone / --shard`: the backups of one proxy's share (only when asked for)."""
+    if not (args.availability_zone or args.shard):
+        return None
+    from .cloud.inventory import Selection
+    from .config import parse_shard
+
+    return Selection(availability_zones=list(args.availability_zone),
+                     shard=parse_shard(args.shard, "--shard") if args.shard else None)
 
 
 def _noting_interrupted(ctx: JobContext, result: dict) -> dict:

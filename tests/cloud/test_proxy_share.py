@@ -61,6 +61,12 @@ def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cl
         assert report["scope"] == {"shard": f"{k}/3", "servers_skipped": 6 - len(share), "volumes_skipped": 0}
     listed = {b["name"] for b in user.run("list").data["backups"]}
     assert listed == set(zones)  # one repository, one catalog: every server's backup is there once
+    for k, share in enumerate(shares, 1):  # and each proxy can list its own share
+        assert {b["name"] for b in user.run("list", "--shard", f"{k}/3").data["backups"]} == share
+    assert {b["name"] for b in user.run("list", "--availability-zone", "az2").data["backups"]} == {
+        n for n, z in zones.items() if z == "az2"}
+    bad = user.run("list", "--shard", "4/3", json_out=False, expect=2)
+    assert len(bad.error_lines()) == 1 and "--shard" in bad.error_lines()[0]
 
     again = proxies[1].run("backup", "--server", f"{prefix}-*", "--shard", "2/3").data  # the same share next time
     assert {s["name"] for s in again["servers"]} == shares[1]

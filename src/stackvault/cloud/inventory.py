@@ -45,6 +45,16 @@ class Selection:
         return self.shard is None or shard_of(item.id, self.shard[1]) == self.shard[0]
 
 
+    def covers_backup(self, source: dict) -> bool:
+        """Whether a backup (by its record's `source`) is of a server or volume in this proxy's share."""
+        obj = source.get("server") or source.get("volume")
+        if not obj or not obj.get("id"):
+            return False  # a disk image or device: no proxy's share
+        if self.availability_zones and obj.get("availability_zone") not in self.availability_zones:
+            return False
+        return self.shard is None or shard_of(obj["id"], self.shard[1]) == self.shard[0]
+
+
 def shard_of(item_id: str, count: int) -> int:
     """The shard (1..count) an id belongs to: a hash of the id alone, the same on every proxy and run."""
     return int.from_bytes(hashlib.sha256(item_id.encode()).digest()[:8], "big") % count + 1

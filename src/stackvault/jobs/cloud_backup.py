@@ -202,6 +202,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
                 sources=[source], level=level, name=volume.name or volume.id, tags={"volume_id": volume.id},
                 source_meta={"kind": "volume", "volume": {
                     "id": volume.id, "name": volume.name, "size_gb": volume.size, "volume_type": volume.volume_type,
+                    "availability_zone": volume.availability_zone,
                     "bootable": str(volume.is_bootable).lower() == "true", "metadata": dict(volume.metadata or {}),
                     "volume_image_metadata": dict(volume.volume_image_metadata or {})}},
                 consistency=CRASH), progress)
