@@ -12,17 +12,29 @@ must run alone (`prune`, `gc`); names are free text, e.g. `repo:<repository id>`
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, func, select
 
+from ..errors import LockedError
 from .connect import is_postgresql, sqlite_path
-from .filelock import busy, file_lock, lock_key, retry
+
+#: How often a waiting caller tries again.
+_POLL_S = 0.1
 
 _memory_locks: dict[str, threading.Lock] = {}
 _memory_guard = threading.Lock()
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for a lock name (PostgreSQL advisory locks are keyed by bigint)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 @contextmanager
@@ -33,11 +45,24 @@ def advisory_lock(engine: Engine, url: str, name: str, shared: bool = False,
         with _postgresql_lock(engine, name, shared, wait_s):
             yield
     elif (path := sqlite_path(url)) is not None:
-        with file_lock(path, name, shared, wait_s):
+        with _file_lock(path, name, shared, wait_s):
             yield
     else:
         with _memory_lock(name, wait_s):  # an in-memory catalog is one process's: a thread lock is enough
             yield
+
+
+def _busy(name: str, wait_s: float) -> LockedError:
+    return LockedError(f"catalog lock {name!r} is held by another proxy (waited {wait_s:g} s)",
+                       "wait for that job to finish, or give it longer to wait")
+
+
+def _retry(try_once, name: str, wait_s: float) -> None:  # noqa: ANN001 - a () -> bool
+    deadline = time.monotonic() + wait_s
+    while not try_once():
+        if time.monotonic() >= deadline:
+            raise _busy(name, wait_s)
+        time.sleep(_POLL_S)
 
 
 @contextmanager
@@ -47,11 +72,32 @@ def _postgresql_lock(engine: Engine, name: str, shared: bool, wait_s: float) -> 
     release = func.pg_advisory_unlock_shared if shared else func.pg_advisory_unlock
     # Autocommit: the lock belongs to the session, and no transaction stays open while it is held.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        retry(lambda: bool(conn.execute(select(take(key))).scalar()), name, wait_s)
+        _retry(lambda: bool(conn.execute(select(take(key))).scalar()), name, wait_s)
         try:
             yield
         finally:
             conn.execute(select(release(key)))
+
+
+@contextmanager
+def _file_lock(db_path: str, name: str, shared: bool, wait_s: float) -> Iterator[None]:
+    folder = db_path + ".locks"
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, f"{lock_key(name) & (2**64 - 1):016x}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+
+        def try_once() -> bool:
+            try:
+                fcntl.flock(fd, mode)
+                return True
+            except BlockingIOError:
+                return False
+
+        _retry(try_once, name, wait_s)
+        yield  # closing the descriptor releases the lock
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -60,7 +106,7 @@ def _memory_lock(name: str, wait_s: float) -> Iterator[None]:
         lock = _memory_locks.setdefault(name, threading.Lock())
     acquired = lock.acquire(timeout=wait_s) if wait_s > 0 else lock.acquire(blocking=False)
     if not acquired:
-        raise busy(name, wait_s)
+        raise _busy(name, wait_s)
     try:
         yield
     finally:

@@ -21,7 +21,6 @@ from ..engine.manifest import BackupRecord
 from ..errors import LockedError, StackvaultError, UsageError
 from . import leases, locks, schema
 from .connect import open_engine, writer
-from .filelock import repository_lock_name
 from .models import BackupRow, DiskRow, JobRow
 
 
@@ -67,13 +66,12 @@ class Catalog:
         When it is not granted, the error names the job holding it (from its running job row)."""
         with ExitStack() as stack:
             try:
-                stack.enter_context(self.advisory_lock(repository_lock_name(repo_id), shared=shared, wait_s=wait_s))
+                stack.enter_context(self.advisory_lock(f"repo:{repo_id}", shared=shared, wait_s=wait_s))
             except LockedError:
-                raise self.lock_busy(repo_id, location, shared, wait_s) from None
+                raise self._busy(repo_id, location, shared, wait_s) from None
             yield
 
-    def lock_busy(self, repo_id: str, location: str, shared: bool, wait_s: float) -> LockedError:
-        """The error for a repository lock not granted within `wait_s`, naming the job that holds it."""
+    def _busy(self, repo_id: str, location: str, shared: bool, wait_s: float) -> LockedError:
         with self._reader() as s:
             q = select(JobRow).where(JobRow.repo_id == repo_id, JobRow.status == "running",
                                      JobRow.id.not_in(self._heartbeat.jobs()))

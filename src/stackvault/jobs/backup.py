@@ -50,7 +50,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
     repo = ctx.repo
     # Opening the catalog (importing SQLAlchemy, checking the schema) overlaps the engine's work.
     opening = ThreadPoolExecutor(1, thread_name_prefix="sv-catalog")
-    job_started = opening.submit(lambda: ctx.catalog.start_job("backup", repo.id))  # opened on that thread
+    job_started = opening.submit(ctx.catalog.start_job, "backup", repo.id)
     opening.shutdown(wait=False)
     started = time.monotonic()
     created = datetime.now(timezone.utc)

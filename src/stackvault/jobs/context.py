@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ..catalog.filelock import file_lock, plain_sqlite_path, repository_lock_name
 from ..config import Settings
 from ..engine import keys
 from ..engine.locks import RepositoryLock
 from ..engine.repository import Repository
 from ..engine.state import WorkingState
-from ..errors import LockedError
 from ..storage import open_backend
 
 if TYPE_CHECKING:
@@ -77,25 +75,10 @@ class JobContext:
         listing of lock objects may lack. Every job takes them in this order, so none holds the
         catalog lock while it waits for the repository's: two waiting jobs cannot block each other.
         """
-        with self.lock(kind, job), self._catalog_lock(shared=kind == "shared"):
-            yield
-
-    @contextmanager
-    def _catalog_lock(self, shared: bool) -> Iterator[None]:
-        """On the default SQLite catalog the lock is a file lock, taken without importing SQLAlchemy:
-        the catalog itself then opens beside the engine's work instead of before it."""
-        path = plain_sqlite_path(self.settings.catalog_url)
-        wait_s = self.settings.lock_wait
-        if path is None:
-            with self.catalog.repository_lock(self.repo.id, self.repo.location, shared=shared, wait_s=wait_s):
+        with self.lock(kind, job):
+            with self.catalog.repository_lock(self.repo.id, self.repo.location, shared=kind == "shared",
+                                              wait_s=self.settings.lock_wait):
                 yield
-            return
-        with ExitStack() as stack:
-            try:
-                stack.enter_context(file_lock(path, repository_lock_name(self.repo.id), shared, wait_s))
-            except LockedError:
-                raise self.catalog.lock_busy(self.repo.id, self.repo.location, shared, wait_s) from None
-            yield
 
     @contextmanager
     def recorded(self, kind: str) -> Iterator[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from ..engine.restore import FileTarget, RestoreTarget, restore_disk
 from ..errors import UsageError
@@ -20,10 +19,7 @@ def parse_target(spec: str, fmt: str | None, force: bool) -> RestoreTarget:
 def restore(ctx: JobContext, ref: str, target: RestoreTarget, disk: str | None = None,
             progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     repo = ctx.repo
-    # Opening the catalog (importing SQLAlchemy, checking the schema) overlaps the restore's reads.
-    opening = ThreadPoolExecutor(1, thread_name_prefix="sv-catalog")
-    job_started = opening.submit(lambda: ctx.catalog.start_job("restore", repo.id))
-    opening.shutdown(wait=False)
+    job_id = ctx.catalog.start_job("restore", repo.id)
     try:
         with ctx.lock("shared", f"restore {ref}"):
             backup_id = repo.resolve(ref)
@@ -34,9 +30,8 @@ def restore(ctx: JobContext, ref: str, target: RestoreTarget, disk: str | None =
             stats = restore_disk(repo, index, target, workers=ctx.settings.workers, progress=cb)
         report = {"backup_id": backup_id, "disk": d.name, "size": d.size, "target": getattr(target, "path", ""),
                   "bytes_written": stats.bytes_written, "duration_s": round(stats.duration_s, 3), "status": "success"}
-        ctx.catalog.finish_job(job_started.result(), "success", backup_id=backup_id, report=report)
+        ctx.catalog.finish_job(job_id, "success", backup_id=backup_id, report=report)
         return report
     except BaseException as exc:
-        if job_started.exception() is None:
-            ctx.catalog.finish_job(job_started.result(), "failed", str(exc) or exc.__class__.__name__)
+        ctx.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
         raise
