@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -48,10 +47,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
     if request.level not in LEVELS:
         raise UsageError(f"unknown level {request.level!r}", f"use one of: {', '.join(LEVELS)}")
     repo = ctx.repo
-    # Opening the catalog (importing SQLAlchemy, checking the schema) overlaps the engine's work.
-    opening = ThreadPoolExecutor(1, thread_name_prefix="sv-catalog")
-    job_started = opening.submit(ctx.catalog.start_job, "backup", repo.id)
-    opening.shutdown(wait=False)
+    job_id = ctx.catalog.start_job("backup", repo.id)  # a cloud job opened the catalog during its snapshots
     started = time.monotonic()
     created = datetime.now(timezone.utc)
     existing = repo.backup_ids()
@@ -104,13 +100,11 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
             except StackvaultError as exc:
                 record.warnings.append(str(exc))
                 record.status = "warning"
-        job_id = job_started.result()
         ctx.catalog.add_backup(repo.id, record)
         ctx.catalog.finish_job(job_id, record.status, "; ".join(record.warnings), backup_id, backup_report(record))
         return record
     except BaseException as exc:
-        if job_started.exception() is None:
-            ctx.catalog.finish_job(job_started.result(), "failed", str(exc) or exc.__class__.__name__)
+        ctx.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
         raise
 
 
