@@ -38,8 +38,9 @@ def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> 
     found = find_leftovers(conn)
     failed: list[str] = []
     if not dry_run:
+        proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server and any(
+            v["status"] == "in-use" for v in found["volumes"]) else None
         for vol in found["volumes"]:
-            proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server else None
             if vol["status"] == "in-use" and proxy is not None:
                 try:
                     conn.compute.delete_volume_attachment(proxy.id, vol["id"])
