@@ -228,6 +228,10 @@ def test_required_quiesce_with_dead_agent_is_409_for_volume_backed(devcloud):
         devcloud.openstack("volume", "delete", vol_id, check=False)
 
 
+def _wait_volume(devcloud, vid: str, status: str, what: str) -> None:  # noqa: ANN001
+    wait_for(what, lambda: cli_json(devcloud, "volume", "show", vid)["status"] == status, 120)
+
+
 def test_attaching_a_volume_to_the_proxy_makes_its_device_symlink(devcloud):
     status = devcloud.status()
     proxy_id, root = status["proxy_server_id"], Path(status["proxy_device_root"])
@@ -235,18 +239,15 @@ def test_attaching_a_volume_to_the_proxy_makes_its_device_symlink(devcloud):
     vol = cli_json(devcloud, "volume", "create", "--size", "1", "t-proxy-vol")
     vid = vol["id"]
     try:
-        wait_for("volume available", lambda: cli_json(
-            devcloud, "volume", "show", vid)["status"] == "available", 120)
+        _wait_volume(devcloud, vid, "available", "volume available")
         att = cli_json(devcloud, "server", "add", "volume", proxy_id, vid)
         assert att["Device"] == "/dev/vdb"
-        wait_for("volume in-use", lambda: cli_json(
-            devcloud, "volume", "show", vid)["status"] == "in-use", 120)
+        _wait_volume(devcloud, vid, "in-use", "volume in-use")
         link = root / f"virtio-{vid[:20]}"
         assert link.is_symlink() and link.resolve().exists()
         assert link.resolve().stat().st_size == 1 << 30
         devcloud.openstack("server", "remove", "volume", proxy_id, vid)
-        wait_for("volume available again", lambda: cli_json(
-            devcloud, "volume", "show", vid)["status"] == "available", 120)
+        _wait_volume(devcloud, vid, "available", "volume available again")
         assert not link.exists() and not link.is_symlink()
     finally:
         devcloud.openstack("volume", "delete", vid, check=False)
@@ -256,12 +257,10 @@ def test_volume_attached_to_a_guest_shows_up_by_id_and_detaches(devcloud):
     sid = create_server(devcloud, "t-attach")["id"]
     vid = cli_json(devcloud, "volume", "create", "--size", "1", "t-attach-vol")["id"]
     try:
-        wait_for("volume available", lambda: cli_json(
-            devcloud, "volume", "show", vid)["status"] == "available", 120)
+        _wait_volume(devcloud, vid, "available", "volume available")
         att = cli_json(devcloud, "server", "add", "volume", sid, vid)
         assert att["Device"] == "/dev/vdb"
-        wait_for("volume in-use", lambda: cli_json(
-            devcloud, "volume", "show", vid)["status"] == "in-use", 120)
+        _wait_volume(devcloud, vid, "in-use", "volume in-use")
         listed = cli_json(devcloud, "server", "volume", "list", sid)
         assert [(v["Volume ID"], v["Device"]) for v in listed] == [(vid, "/dev/vdb")]
         # the guest sees a virtio disk whose serial is the volume id (what /dev/disk/by-id uses)
@@ -272,8 +271,7 @@ def test_volume_attached_to_a_guest_shows_up_by_id_and_detaches(devcloud):
             wait_for("the disk in the guest", lambda: hv.guest_exec(
                 sid, serial)[1].strip() == vid[:20].encode(), 60)
         devcloud.openstack("server", "remove", "volume", sid, vid)
-        wait_for("volume available again", lambda: cli_json(
-            devcloud, "volume", "show", vid)["status"] == "available", 120)
+        _wait_volume(devcloud, vid, "available", "volume available again")
         assert cli_json(devcloud, "server", "volume", "list", sid) == []
         if not devcloud.ctx.fast:
             wait_for("the disk gone from the guest", lambda: _hypervisor(devcloud).guest_exec(
