@@ -18,6 +18,7 @@ Server's fixed index). Layout, little endian:
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import blake3
@@ -63,10 +64,15 @@ class BlockIndex:
 
     def chunk_ids(self) -> set[bytes]:
         """The distinct non-zero digests: the chunks this disk needs."""
+        return {digest for _, digest in self.data_blocks()}
+
+    def data_blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(block number, digest) of every block that is not all zeros, in disk order."""
         view = memoryview(self.digests)
-        ids = {bytes(view[o : o + DIGEST_SIZE]) for o in range(0, len(view), DIGEST_SIZE)}
-        ids.discard(ZERO_DIGEST)
-        return ids
+        for i in range(self.blocks):
+            digest = bytes(view[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
+            if digest != ZERO_DIGEST:
+                yield i, digest
 
     def checksum(self) -> bytes:
         return blake3.blake3(self.digests).digest()

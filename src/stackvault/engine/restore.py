@@ -16,12 +16,13 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import StackvaultError, UsageError
 from .blockindex import ZERO_DIGEST, BlockIndex
 from .repository import Repository
+from .window import map_bounded
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -143,7 +144,9 @@ class DeviceTarget(RestoreTarget):
             return
         except OSError:
             pass
-        pwrite_all(self._fd, bytes(length), offset)
+        piece = bytes(min(length, 4 << 20))
+        for at in range(offset, offset + length, len(piece)):
+            pwrite_all(self._fd, piece[: offset + length - at], at)
 
     def commit(self) -> None:
         assert self._fd is not None
@@ -165,6 +168,10 @@ def _punch_hole(fd: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+#: The longest run of zero blocks zeroed with one call, so that progress moves on a huge empty disk.
+ZERO_RUN_MAX = 256 << 20
+
+
 class RestoreStats:
     def __init__(self) -> None:
         self.bytes_written = 0
@@ -182,18 +189,37 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
     target.open(index.disk_size)
 
     def one(i: int) -> None:
-        digest = index.digest(i)
         length = index.block_length(i)
-        if digest == ZERO_DIGEST:
-            if not target.zero_filled:
-                target.zero(i * bs, length)
-        else:
-            target.write(i * bs, repo.load_block(digest, length))
-            with lock:
-                stats.bytes_written += length
-                stats.blocks_written += 1
+        target.write(i * bs, repo.load_block(index.digest(i), length))
+        with lock:
+            stats.bytes_written += length
+            stats.blocks_written += 1
         if progress is not None:
             progress(length)
+
+    zeros = [0, 0]  # the run of zero blocks not yet zeroed: offset, length
+
+    def flush_zeros() -> None:
+        if zeros[1] and not target.zero_filled:
+            target.zero(zeros[0], zeros[1])
+        if zeros[1] and progress is not None:
+            progress(zeros[1])
+        zeros[1] = 0
+
+    def data_blocks() -> Iterator[int]:
+        """The blocks that need a worker. Zero blocks need none: a run of them is zeroed here with one
+        call (a fresh target needs nothing at all), so a mostly empty 1 TiB volume is not a million calls."""
+        for i in range(index.blocks):
+            if index.digest(i) != ZERO_DIGEST:
+                flush_zeros()
+                yield i
+                continue
+            if not zeros[1]:
+                zeros[0] = i * bs
+            zeros[1] += index.block_length(i)
+            if zeros[1] >= ZERO_RUN_MAX:
+                flush_zeros()
+        flush_zeros()
 
     try:
         # Restoring waits on reading many small chunk files more than on the CPU: more workers keep
@@ -201,7 +227,7 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
         threads = max(4, min(16, 4 * workers, (256 << 20) // (2 * bs)))
         pool = ThreadPoolExecutor(threads, thread_name_prefix="sv-restore")
         try:
-            for _ in pool.map(one, range(index.blocks)):  # re-raises the first error
+            for _ in map_bounded(pool, one, data_blocks(), 2 * threads):  # re-raises the first error
                 pass
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

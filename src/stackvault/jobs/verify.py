@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..engine.blockindex import DIGEST_SIZE, ZERO_DIGEST
+from ..engine.blockindex import BlockIndex
 from ..engine.chunks import chunk_key
+from ..engine.repository import Repository
+from ..engine.window import map_bounded
 from ..errors import CorruptChunkError, StackvaultError
 from .context import JobContext
 
@@ -43,22 +45,9 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
     with ctx.lock("shared", "verify"):
         ids = [repo.resolve(ref)] if ref else repo.backup_ids()
         needed: dict[bytes, int] = {}
-        users: dict[bytes, set[str]] = defaultdict(set)
-        for backup_id in ids:
-            record = repo.get_backup(backup_id)
-            result.backups_checked += 1
-            for disk in record.disks:
-                try:
-                    index = repo.get_index(disk)
-                except StackvaultError as exc:
-                    result.bad_indexes.append({"backup": backup_id, "disk": disk.name, "problem": exc.message})
-                    continue
-                view = memoryview(index.digests)
-                for i in range(index.blocks):
-                    digest = bytes(view[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
-                    if digest != ZERO_DIGEST:
-                        needed.setdefault(digest, index.block_length(i))
-                        users[digest].add(backup_id)
+        for _, index in _indexes(repo, ids, result):
+            for i, digest in index.data_blocks():
+                needed.setdefault(digest, index.block_length(i))
         result.chunks_checked = len(needed)
         if deep:
             cb = progress("verify", sum(needed.values())) if progress else None
@@ -74,8 +63,9 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
                     if cb:
                         cb(length)
 
-            with ThreadPoolExecutor(ctx.settings.workers) as pool:
-                for digest, problem in pool.map(check, needed.items()):
+            workers = ctx.settings.workers
+            with ThreadPoolExecutor(workers) as pool:
+                for digest, problem in map_bounded(pool, check, needed.items(), 4 * workers):
                     if problem:
                         result.bad_chunks[digest.hex()] = problem
         else:
@@ -83,6 +73,30 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
             for digest in needed:
                 if chunk_key(digest) not in present:
                     result.bad_chunks[digest.hex()] = "missing from the repository"
-        for hexid in result.bad_chunks:
-            result.affected[hexid] = users[bytes.fromhex(hexid)]
+        if result.bad_chunks:
+            _name_affected(repo, ids, result)
     return result
+
+
+def _indexes(repo: Repository, ids: list[str], result: VerifyResult | None) -> Iterator[tuple[str, BlockIndex]]:
+    """Every readable block index of the backups `ids`; unreadable ones are recorded in `result`."""
+    for backup_id in ids:
+        record = repo.get_backup(backup_id)
+        if result is not None:
+            result.backups_checked += 1
+        for disk in record.disks:
+            try:
+                yield backup_id, repo.get_index(disk)
+            except StackvaultError as exc:
+                if result is not None:
+                    result.bad_indexes.append({"backup": backup_id, "disk": disk.name, "problem": exc.message})
+
+
+def _name_affected(repo: Repository, ids: list[str], result: VerifyResult) -> None:
+    """Which backups use each bad chunk: a second pass over the indexes, made only when something is bad,
+    so that a clean verify of millions of chunks does not keep a set of backups for every one of them."""
+    bad = {bytes.fromhex(h): h for h in result.bad_chunks}
+    for backup_id, index in _indexes(repo, ids, None):
+        for _, digest in index.data_blocks():
+            if digest in bad:
+                result.affected[bad[digest]].add(backup_id)
