@@ -3,13 +3,15 @@
 Reading runs on the calling thread (pread and NBD reads release the GIL); hashing, zero detection,
 compression and storing run on a thread pool (BLAKE3, zstd and file writes release the GIL too).
 At most `inflight` blocks are in memory at once, so memory depends on the block size and the number
-of workers, never on the disk size.
+of workers; what grows with the disk is only the block index itself (33 bytes a block: 66 MiB for a
+TiB of 512 KiB blocks), never a Python object per block.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -39,6 +41,33 @@ class DiskStats:
 
 Progress = Callable[[int], None]
 
+#: How many of a run's chunk ids it remembers having stored (about 100 bytes each): enough for the
+#: duplicates a disk holds near each other, without a set that grows with the disk.
+CLAIMED_MAX = 16384
+
+
+class RecentDigests:
+    """The last `capacity` digests added, so a run stores a chunk once without remembering every block.
+
+    A Full of a 2 TiB disk would otherwise keep four million digests (some 400 MiB). Forgetting one is
+    harmless: its next block asks the repository (or the Full's listing) as any block does, and writing
+    a chunk that exists again replaces it with identical bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._seen: set[bytes] = set()
+        self._order: deque[bytes] = deque()
+        self._capacity = capacity
+
+    def add(self, digest: bytes) -> bool:
+        """True when `digest` was not among the recent ones (and now is)."""
+        if digest in self._seen:
+            return False
+        self._seen.add(digest)
+        self._order.append(digest)
+        if len(self._order) > self._capacity:
+            self._seen.discard(self._order.popleft())
+        return True
+
 
 class DiskBackup:
     """One disk's pass at one level. `run()` returns the new index and change bitmap."""
@@ -56,7 +85,7 @@ class DiskBackup:
         self.block_size = repo.config.block_size
         self.stats = DiskStats()
         self._lock = threading.Lock()
-        self._claimed: set[bytes] = set()  # chunks this run has stored or decided not to store
+        self._claimed = RecentDigests(CLAIMED_MAX)  # chunks this run stored or decided not to store
         # On an object store (slow calls, many at once) a Full learns what exists by listing.
         self._listed = ListedChunks(repo) if level == "full" and repo.backend.parallel_calls > 1 else None
         self._zero = bytes(self.block_size)
@@ -97,10 +126,7 @@ class DiskBackup:
             with self._lock:
                 wanted = record(i, digest)
                 if wanted:
-                    if digest in self._claimed:
-                        wanted = False
-                    else:
-                        self._claimed.add(digest)
+                    wanted = self._claimed.add(digest)
             if wanted:
                 self._store(digest, data)
 
