@@ -33,6 +33,10 @@ class DiskSource(abc.ABC):
     format: str = "raw"
     meta: dict = field(default_factory=dict)
     owned_files: list[str] = field(default_factory=list)  # temporary copies, removed on close
+    #: Whether several threads may read at any offsets at once. A disk answers a queue of reads far
+    #: faster than one read at a time (4 readers read the bench image in 0.77 s, one in 1.2-1.9 s);
+    #: streams (a download, an NBD socket) must be read in order by one thread.
+    parallel_reads = False
 
     @abc.abstractmethod
     def data_extents(self) -> list[tuple[int, int]]:
@@ -62,6 +66,8 @@ class DiskSource(abc.ABC):
 
 class RawSource(DiskSource):
     """A raw image file or block device, read with pread; holes are skipped, never read."""
+
+    parallel_reads = True
 
     def open(self) -> None:
         try:
