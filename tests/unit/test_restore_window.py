@@ -29,10 +29,11 @@ DISK = 64 << 30  # a million blocks
 DATA_AT = (0, 5, 6, 300_000, 1_048_575)  # block numbers holding data; the rest are zeros
 
 
-def _sparse_backup() -> tuple[Repository, BlockIndex, dict[int, bytes]]:
+def _sparse_backup(disk: int = DISK, data_at: tuple[int, ...] = DATA_AT) -> tuple[Repository, BlockIndex,
+                                                                                  dict[int, bytes]]:
     repo = Repository.init(MemoryBackend(), BLOCK)
-    index = BlockIndex.empty(DISK, BLOCK, "20261201T000000000Z-aaaaaa")
-    blocks = {i: os.urandom(BLOCK) for i in DATA_AT}
+    index = BlockIndex.empty(disk, BLOCK, "20261201T000000000Z-aaaaaa")
+    blocks = {i: os.urandom(BLOCK) for i in data_at}
     for i, data in blocks.items():
         digest = repo.hash_block(data)
         repo.put_chunk(digest, encode_chunk(data, 1))
@@ -65,22 +66,25 @@ def test_a_huge_sparse_disk_restores_in_bounded_memory_with_equal_bytes(tmp_path
 
 
 def test_a_reused_device_is_zeroed_in_runs_and_its_old_data_is_gone(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    repo, index, blocks = _sparse_backup()
+    # 1 GiB, and runs of at most 64 MiB: where punching holes is not supported, zeros are written.
+    disk, data_at = 1 << 30, (0, 5, 6, 3_000, 16_383)
+    monkeypatch.setattr(restore_mod, "ZERO_RUN_MAX", 64 << 20)
+    repo, index, blocks = _sparse_backup(disk, data_at)
     dev = tmp_path / "volume"
     with open(dev, "wb") as f:  # a volume that held other data before
-        f.truncate(DISK)
-        for i in (1, 7, 299_999, 500_000):
+        f.truncate(disk)
+        for i in (1, 7, 2_999, 9_000):
             os.pwrite(f.fileno(), b"\xee" * BLOCK, i * BLOCK)
     calls: list[tuple[int, int]] = []
     zero = DeviceTarget.zero
     monkeypatch.setattr(DeviceTarget, "zero", lambda self, off, n: (calls.append((off, n)), zero(self, off, n)))
     restore_disk(repo, index, DeviceTarget(str(dev)), workers=2)
-    got = _read_blocks(str(dev), DATA_AT + (1, 7, 299_999, 500_000))
-    assert all(got[i] == blocks[i] for i in DATA_AT)
-    assert got[1] == got[7] == got[299_999] == got[500_000] == bytes(BLOCK)
-    zero_bytes = DISK - len(DATA_AT) * BLOCK
+    got = _read_blocks(str(dev), data_at + (1, 7, 2_999, 9_000))
+    assert all(got[i] == blocks[i] for i in data_at)
+    assert got[1] == got[7] == got[2_999] == got[9_000] == bytes(BLOCK)
+    zero_bytes = disk - len(data_at) * BLOCK
     assert sum(n for _, n in calls) == zero_bytes
-    assert len(calls) <= zero_bytes // restore_mod.ZERO_RUN_MAX + len(DATA_AT) + 1
+    assert len(calls) <= zero_bytes // (64 << 20) + len(data_at) + 1
 
 
 def test_map_bounded_keeps_order_and_the_window() -> None:

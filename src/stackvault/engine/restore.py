@@ -8,7 +8,6 @@ repository makes a restore fail loudly instead of producing a wrong disk.
 from __future__ import annotations
 
 import abc
-import ctypes
 import fcntl
 import os
 import stat
@@ -21,27 +20,28 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import StackvaultError, UsageError
 from .blockindex import ZERO_DIGEST, BlockIndex
+from .fileio import Writeback, pwrite_all, punch_hole
 from .repository import Repository
 from .window import map_bounded
 
 
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
 class RestoreTarget(abc.ABC):
-    """Where restored blocks go. A fresh target reads as zeros; a reused device must be zeroed."""
+    """Where restored blocks go: a file or device that `open` opens as `_fd`, written from several
+    threads at once. A fresh target reads as zeros; a reused device must be zeroed."""
 
     zero_filled: bool = True
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._writeback = Writeback()
 
     @abc.abstractmethod
     def open(self, size: int) -> None: ...
 
-    @abc.abstractmethod
-    def write(self, offset: int, data: bytes) -> None: ...
+    def write(self, offset: int, data: bytes) -> None:
+        assert self._fd is not None
+        pwrite_all(self._fd, data, offset)
+        self._writeback.wrote(self._fd, len(data))
 
     def zero(self, offset: int, length: int) -> None:
         """Make a range read as zeros (only called when the target is not zero-filled)."""
@@ -59,6 +59,7 @@ class FileTarget(RestoreTarget):
     """A local raw file (sparse: zero blocks are never written) or qcow2 file (converted at the end)."""
 
     def __init__(self, path: str, fmt: str = "raw", *, overwrite: bool = False) -> None:
+        super().__init__()
         if fmt not in ("raw", "qcow2"):
             raise UsageError(f"unknown restore format {fmt!r}", "use --format raw or --format qcow2")
         self.path = os.path.abspath(path)
@@ -69,7 +70,6 @@ class FileTarget(RestoreTarget):
             raise UsageError(f"directory of restore target {self.path} does not exist", "create it first")
         self.partial = self.path + ".partial"
         self._raw = self.partial + ".raw" if fmt == "qcow2" else self.partial
-        self._fd: int | None = None
 
     def open(self, size: int) -> None:
         for p in {self.partial, self._raw}:
@@ -77,10 +77,6 @@ class FileTarget(RestoreTarget):
                 os.unlink(p)
         self._fd = os.open(self._raw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.ftruncate(self._fd, size)
-
-    def write(self, offset: int, data: bytes) -> None:
-        assert self._fd is not None
-        pwrite_all(self._fd, data, offset)
 
     def commit(self) -> None:
         assert self._fd is not None
@@ -105,7 +101,6 @@ class FileTarget(RestoreTarget):
                 os.unlink(p)
 
 
-
 class DeviceTarget(RestoreTarget):
     """A block device (or a file standing in for one) written in place, e.g. a new Cinder volume.
 
@@ -117,8 +112,8 @@ class DeviceTarget(RestoreTarget):
     _BLKZEROOUT = 0x127F
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = path
-        self._fd: int | None = None
 
     def open(self, size: int) -> None:
         self._fd = os.open(self.path, os.O_WRONLY)
@@ -130,17 +125,13 @@ class DeviceTarget(RestoreTarget):
                              "use a larger volume")
         self._is_device = stat.S_ISBLK(os.fstat(self._fd).st_mode)
 
-    def write(self, offset: int, data: bytes) -> None:
-        assert self._fd is not None
-        pwrite_all(self._fd, data, offset)
-
     def zero(self, offset: int, length: int) -> None:
         assert self._fd is not None
         try:
             if self._is_device:
                 fcntl.ioctl(self._fd, self._BLKZEROOUT, struct.pack("QQ", offset, length))
             else:
-                _punch_hole(self._fd, offset, length)
+                punch_hole(self._fd, offset, length)
             return
         except OSError:
             pass
@@ -158,14 +149,6 @@ class DeviceTarget(RestoreTarget):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    falloc_fl_keep_size, falloc_fl_punch_hole = 0x01, 0x02
-    if libc.fallocate(fd, falloc_fl_keep_size | falloc_fl_punch_hole, ctypes.c_long(offset), ctypes.c_long(length)):
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 #: The longest run of zero blocks zeroed with one call, so that progress moves on a huge empty disk.

@@ -8,11 +8,9 @@ import os
 from collections.abc import Iterator
 
 from ..engine.atomic import TEMP_PREFIX, write_atomic
+from ..engine.fileio import libc
 from ..errors import RepositoryError
 from .base import Backend, ObjectInfo
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class LocalBackend(Backend):
     """Objects are files under `root`; keys map to relative paths.
@@ -101,7 +99,7 @@ class LocalBackend(Backend):
             return
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            if _libc.syncfs(fd) != 0:
+            if libc.syncfs(fd) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err), self.root)
         finally:
