@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from . import fileio
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -35,6 +37,8 @@ def write_atomic(path: str | Path, data: bytes | memoryview, *, durable: bool = 
             view = view[written:]
         if durable:
             os.fsync(fd)
+        else:  # made durable later (syncfs before a commit): the disk can start on it meanwhile
+            fileio.start_writeback(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)

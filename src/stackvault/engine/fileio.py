@@ -27,6 +27,11 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing `fd`'s dirty pages now, without waiting (ignored where unsupported)."""
+    libc.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+
+
 class Writeback:
     """Starts the kernel writing a file's dirty pages every `every` bytes written to it.
 
@@ -47,4 +52,4 @@ class Writeback:
             if self._pending < self._every:
                 return
             self._pending = 0
-        libc.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+        start_writeback(fd)
