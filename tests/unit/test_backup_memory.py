@@ -76,7 +76,7 @@ def test_a_fulls_memory_grows_with_the_disk_only_by_its_block_index(monkeypatch)
         assert run.stats.blocks_new_chunks == blocks and store.chunk_puts == blocks
     per_block = (peaks[40_000] - peaks[10_000]) / 30_000
     # The index takes 33 bytes a block; one remembered digest per block would add some 100 more.
-    assert per_block < 50, f"memory grew by {per_block:.0f} bytes a block"
+    assert per_block < 70, f"memory grew by {per_block:.0f} bytes a block"  # 33 measured, 149 before
 
 
 def test_a_repeated_block_is_stored_once(monkeypatch) -> None:  # noqa: ANN001
