@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import tracemalloc
 
+import pytest
+
 from stackvault.engine import pipeline
 from stackvault.engine.pipeline import DiskBackup
 from stackvault.engine.repository import Repository
@@ -54,8 +56,10 @@ class CountingPuts(BackendWrapper):
             super().put(key, b"")
 
 
-def _full(blocks: int, distinct: int, names: bool = False) -> tuple[DiskBackup, CountingPuts, int]:
+def _full(blocks: int, distinct: int, names: bool = False, parallel_calls: int = 1) -> tuple[DiskBackup,
+                                                                                              CountingPuts, int]:
     store = CountingPuts(names)
+    store.parallel_calls = parallel_calls  # above 1, a Full learns what exists by listing (an object store)
     repo = Repository.init(store, BLOCK)
     run = DiskBackup(repo, NumberedBlocks(blocks, distinct), "full", DiskBase(), "20261201T000000000Z-aaaaaa",
                      workers=2)
@@ -79,8 +83,10 @@ def test_a_fulls_memory_grows_with_the_disk_only_by_its_block_index(monkeypatch)
     assert per_block < 70, f"memory grew by {per_block:.0f} bytes a block"  # 33 measured, 149 before
 
 
-def test_a_repeated_block_is_stored_once(monkeypatch) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("parallel_calls", [1, 8], ids=["directory", "object store"])
+def test_a_repeated_block_is_stored_once(monkeypatch, parallel_calls: int) -> None:  # noqa: ANN001
     monkeypatch.setattr(pipeline, "CLAIMED_MAX", 8)  # repeats are 50 blocks apart: beyond the window
-    run, store, _ = _full(500, 50, names=True)
+    run, store, _ = _full(500, 50, names=True, parallel_calls=parallel_calls)
     assert store.names is not None and len(store.names) == 50
     assert all(n == 1 for n in store.names.values()), "a chunk the repository holds was written again"
+    assert run.stats.blocks_new_chunks == 50

@@ -8,6 +8,9 @@ import os
 import threading
 
 libc = ctypes.CDLL(None, use_errno=True)
+_sync_file_range = getattr(libc, "sync_file_range", None)  # Linux only; without it writeback waits for fsync
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 _SYNC_FILE_RANGE_WRITE = 0x2
@@ -29,7 +32,8 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
 
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing `fd`'s dirty pages now, without waiting (ignored where unsupported)."""
-    libc.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 class Writeback:

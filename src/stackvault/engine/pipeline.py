@@ -5,8 +5,9 @@ release the GIL). Reading runs there too when the source allows reads at any off
 threads (a raw file or block device: a queue of reads is what makes a disk fast), and otherwise on the
 calling thread, in order (a download, an NBD export).
 At most `inflight` blocks are in memory at once, so memory depends on the block size and the number
-of workers; what grows with the disk is only the block index itself (33 bytes a block: 66 MiB for a
-TiB of 512 KiB blocks), never a Python object per block.
+of workers. What grows with the disk are flat arrays only: the new block index (32 bytes a block, 64 MiB
+for a TiB of 512 KiB blocks), the previous one for an Incremental or Differential, and a byte a block
+saying where data is; never a Python object per block.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class RecentDigests:
     """The last `capacity` digests added, so a run stores a chunk once without remembering every block.
 
     A Full of a 2 TiB disk would otherwise keep four million digests (some 400 MiB). Forgetting one is
-    harmless: its next block asks the repository (or the Full's listing) as any block does, and writing
-    a chunk that exists again replaces it with identical bytes."""
+    harmless: its next block asks the repository (or the Full's listing, which learns every chunk the
+    run stores) as any block does. A Differential, which asks nobody, writes a chunk repeated farther
+    apart than the window again: identical bytes replace identical bytes."""
 
     def __init__(self, capacity: int) -> None:
         self._seen: set[bytes] = set()
@@ -195,6 +197,8 @@ class DiskBackup:
             return
         blob = encode_chunk(data, self.repo.config.compression_level)
         self.repo.put_chunk(digest, blob)
+        if self._listed is not None:
+            self._listed.note(digest)
         with self._lock:
             self.stats.bytes_stored += len(blob)
             self.stats.bytes_stored_plain += len(data)

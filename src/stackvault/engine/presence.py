@@ -43,6 +43,13 @@ class ListedChunks:
             known = self._known[prefix]
         return self.repo.has_chunk(digest) if known is None else digest in known
 
+    def note(self, digest: bytes) -> None:
+        """`digest` was just stored: a listing taken before it must now answer yes."""
+        with self._locks[digest[0]]:
+            known = self._known.get(digest[0])
+            if known is not None:
+                known.add(digest)
+
     def _list(self, prefix: int) -> set[bytes] | None:
         directory = chunk_key(bytes([prefix])).rsplit("/", 1)[0] + "/"
         found: set[bytes] = set()

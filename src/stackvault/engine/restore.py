@@ -129,15 +129,20 @@ class DeviceTarget(RestoreTarget):
         assert self._fd is not None
         try:
             if self._is_device:
-                fcntl.ioctl(self._fd, self._BLKZEROOUT, struct.pack("QQ", offset, length))
+                # BLKZEROOUT wants whole logical sectors: the tail of a disk whose size is not a multiple
+                # of 4 KiB is written below, not the whole run. Block offsets are always aligned.
+                aligned = length - length % _SECTOR_ALIGN
+                if aligned:
+                    fcntl.ioctl(self._fd, self._BLKZEROOUT, struct.pack("QQ", offset, aligned))
+                offset, length = offset + aligned, length - aligned
             else:
                 punch_hole(self._fd, offset, length)
-            return
+                return
         except OSError:
             pass
         piece = bytes(min(length, 4 << 20))
-        for at in range(offset, offset + length, len(piece)):
-            pwrite_all(self._fd, piece[: offset + length - at], at)
+        for at in range(offset, offset + length, max(1, len(piece))):
+            self.write(at, piece[: offset + length - at])
 
     def commit(self) -> None:
         assert self._fd is not None
@@ -150,6 +155,9 @@ class DeviceTarget(RestoreTarget):
             os.close(self._fd)
             self._fd = None
 
+
+#: What BLKZEROOUT ranges are rounded to: the largest logical sector size of common devices.
+_SECTOR_ALIGN = 4096
 
 #: The longest run of zero blocks zeroed with one call, so that progress moves on a huge empty disk.
 ZERO_RUN_MAX = 256 << 20

@@ -12,6 +12,7 @@ from ..engine.fileio import libc
 from ..errors import RepositoryError
 from .base import Backend, ObjectInfo
 
+
 class LocalBackend(Backend):
     """Objects are files under `root`; keys map to relative paths.
 
