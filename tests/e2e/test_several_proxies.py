@@ -25,6 +25,7 @@ from .helpers import MIB, Stackvault, change_blocks, kill_group, make_sparse_ima
 
 PROXIES = 3
 SIZE = 64 * MIB
+VICTIM_SIZE = 4 * SIZE
 WAIT = "120"
 
 
@@ -36,16 +37,16 @@ def _proxy(root: Path, name: str, shared: Stackvault) -> Stackvault:
     return p
 
 
-def _image(path: Path, rng: random.Random) -> Path:
+def _image(path: Path, rng: random.Random, size: int = SIZE) -> Path:
     """Random data with holes between: half the disk is data, the rest reads as zeros."""
     extents = []
     offset = 0
-    while offset < SIZE:
+    while offset < size:
         length = rng.randrange(1, 4) * MIB
         if rng.random() < 0.6:
-            extents.append((offset, min(length, SIZE - offset), "random"))
+            extents.append((offset, min(length, size - offset), "random"))
         offset += length + rng.randrange(0, 2) * MIB
-    return make_sparse_image(path, SIZE, rng, extents)
+    return make_sparse_image(path, size, rng, extents)
 
 
 def _finish(proc: subprocess.Popen[str], what: str) -> dict:
@@ -90,7 +91,11 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
     sv.init("64KiB")
     proxies = [_proxy(tmp_path, f"proxy{i}", sv) for i in range(PROXIES)]
     admin = _proxy(tmp_path, "admin", sv)
-    images = [_image(tmp_path / f"disk{i}.img", rng) for i in range(PROXIES)]
+    # The victim's disk is bigger, so that its Full is still writing chunks when it is killed: reading
+    # with four threads, a 64 MiB Full once finished before the test could kill it.
+    victim = 1
+    sizes = [VICTIM_SIZE if i == victim else SIZE for i in range(PROXIES)]
+    images = [_image(tmp_path / f"disk{i}.img", rng, sizes[i]) for i in range(PROXIES)]
 
     # Round 1: all proxies back up at once, each its own disk.
     started = time.monotonic()
@@ -102,11 +107,10 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
 
     # Round 2: change a third of each disk, then back up again while prune and gc try to run. The
     # victim's disk gets all new data and a full, so it has a whole disk of chunks to write when killed.
-    victim = 1
     nblocks = SIZE // (64 * 1024)
     for i, img in enumerate(images):
         if i == victim:
-            _image(img, rng)
+            _image(img, rng, VICTIM_SIZE)
         else:
             change_blocks(img, rng.sample(range(nblocks), nblocks // 3), rng)
     chunks_before = _chunk_count(sv.repo)
@@ -124,7 +128,7 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
     pruning = admin.popen("prune", "--keep-last", "1", "--wait", WAIT)
     collecting = admin.popen("gc", "--wait", WAIT)
     # the victim is killed while it holds its lock and is writing chunks
-    # (it has some 600 new chunks to write; killed once 16 new ones exist, it is far from its commit)
+    # (it has some 2,400 new chunks to write; killed once 16 new ones exist, it is far from its commit)
     while procs[victim].poll() is None and time.monotonic() < deadline:
         if procs[victim].pid in _lock_pids(sv.repo) and _chunk_count(sv.repo) >= chunks_before + 16:
             break
