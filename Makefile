@@ -26,11 +26,11 @@ test-all: test test-slow
 bench: bootstrap
 	@.venv/bin/python bench/run.py $(BENCH_ARGS)
 
-# A server's Incremental against the time to snapshot and download it once (issue 4), on a fast dev cloud.
+# A server's Incremental against the time to snapshot and download it once (target: at most 1.5x), on a fast dev cloud.
 bench-server: bootstrap
 	@.venv/bin/python bench/server.py $(BENCH_ARGS)
 
-# Full/Incremental/Restore into a local Swift over S3 and the Swift API, a directory, restic on S3 (issue 6).
+# Full/Incremental/Restore into a local Swift over S3 and the Swift API, a directory, restic on S3.
 bench-storage: bootstrap
 	@.venv/bin/python bench/objectstore.py $(BENCH_ARGS)
 

@@ -1,10 +1,10 @@
 """stackvault on object storage: a local Swift over S3 and over the Swift API, a local directory,
-and restic on the same S3 endpoint, in one run (issue 6).
+and restic on the same S3 endpoint, in one run.
 
 Run with `make bench-storage` (options after `BENCH_ARGS=`), e.g.
 
     make bench-storage                              # 1 GiB image, every target (~4 min here)
-    make bench-storage BENCH_ARGS="--size 2G"       # the issue's image size
+    make bench-storage BENCH_ARGS="--size 2G"       # the image size of `make bench`
     make bench-storage BENCH_ARGS="--targets s3,restic-s3 --profile"
 
 What one run does:

@@ -1,6 +1,6 @@
-"""The issue's performance targets, checked, and the tables a person reads.
+"""stackvault's performance targets, checked, and the tables a person reads.
 
-Targets (issue 2, "Performance"): Full >= 3x faster than restic, Incremental >= 5x, Restore >= 2x,
+Targets: Full >= 3x faster than restic, Incremental >= 5x, Restore >= 2x,
 peak memory < 500 MiB, Incremental within 2x of reading + BLAKE3-hashing the image. A ratio is
 "restic time / stackvault time", so bigger is better for stackvault; borg's ratio is shown beside
 it, without a target.

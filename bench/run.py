@@ -15,7 +15,7 @@ What one run does (see docs/performance.md for why each choice):
    size after each; the restored image must hash equal to the source or the run fails;
    then the image is put back to its first version for the next tool;
 4. optionally the same stackvault phases at several block sizes;
-5. prints the table, the time ratios and the issue's targets as PASS/MISS, writes JSON to
+5. prints the table, the time ratios and the performance targets as PASS/MISS, writes JSON to
    bench/out/, and profiles stackvault on each phase that missed its target.
 The page cache is dropped before every measured phase when the bench may (root); otherwise the
 report says the numbers are warm-cache.

@@ -1,9 +1,9 @@
-"""Server backup against the dev cloud: is an Incremental within 1.5x of one snapshot download? (issue 4)
+"""Server backup against the dev cloud: is an Incremental within 1.5x of one snapshot download?
 
 Run with `.venv/bin/python bench/server.py [--size 1G]`.
 
-Issue 4's target: "an Incremental of a server takes at most 1.5x the time of downloading its
-snapshot once; memory stays bounded". Every server backup takes a Nova snapshot
+The target: an Incremental of a server takes at most 1.5x the time of downloading its
+snapshot once, and memory stays bounded. Every server backup takes a Nova snapshot
 (`createImage` + wait) and downloads it from Glance, so the floor for any backup is
 snapshot + one download; the ratio printed is Incremental / (snapshot + download).
 

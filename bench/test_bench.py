@@ -1,4 +1,4 @@
-"""Checks of the benchmark's own parts: the image is what the issue asks for, and the meter is honest.
+"""Checks of the benchmark's own parts: the image is what the benchmark specifies, and the meter is honest.
 
 Run with `.venv/bin/pytest bench/` (a few seconds; not part of `make test`, which runs tests/).
 """

@@ -1,6 +1,7 @@
-"""qcow2 images come out of the dev cloud's Glance streamed, with no local copy (issue 4's speed
-target); one the stream reader refuses is still read, from a local copy; a download that does not
-match the hash Glance recorded fails when the last block was read, before anything could commit.
+"""qcow2 images come out of the dev cloud's Glance streamed, with no local copy (the server
+backup's speed target); one the stream reader refuses is still read, from a local copy; a download
+that does not match the hash Glance recorded fails when the last block was read, before anything
+could commit.
 
 (The server tests cover the whole backup: the dev cloud's Nova snapshots are qcow2, so every
 image-backed server backup in test_server_backup.py goes through the stream reader too.)

@@ -1,1 +1,1 @@
-"""End-to-end tests of the block engine through the `stackvault` command line (issue 2, "Must hold")."""
+"""End-to-end tests of the block engine through the `stackvault` command line (what it must hold)."""
