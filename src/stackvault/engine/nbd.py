@@ -4,6 +4,10 @@ qcow2 (and every other format qemu knows) must be read as the guest sees it, nev
 whose layout changes between snapshots. `qemu-nbd` exports the guest view read-only on a unix socket;
 this client speaks the fixed-newstyle handshake with NBD_OPT_EXPORT_NAME and simple replies, which is
 all a sequential reader needs.
+
+`qemu-nbd` serves one connection and exits when it closes; it dies with the process that started it
+(engine.child), and the socket directory carries that process's pid, so the next export removes
+what a killed job left behind (and stops any orphaned server an older version left running).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import os
 import shutil
 import socket
 import struct
+import signal
 import subprocess
 import tempfile
 import time
 
 from ..errors import SourceError
+from . import child
 
 _NBD_MAGIC = b"NBDMAGIC"
 _IHAVEOPT = b"IHAVEOPT"
@@ -28,22 +34,27 @@ _REPLY_MAGIC = 0x67446698
 _CMD_READ = 0
 _CMD_DISC = 2
 _MAX_REQUEST = 32 << 20
+SOCKET_DIR_PREFIX = "sv-nbd-"
 
 
 class NbdExport:
     """A read-only `qemu-nbd` export of one image, with a connected client."""
 
-    def __init__(self, path: str, fmt: str) -> None:
-        self._dir = tempfile.mkdtemp(prefix="sv-nbd-")
+    def __init__(self, image: str, path: str) -> None:
+        """`image` is what qemu-nbd opens (a `json:` spec naming the format), `path` the file it names."""
+        remove_leftovers()
+        self._dir = tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-")
         sock_path = os.path.join(self._dir, "s")
-        self._proc = subprocess.Popen(
-            ["qemu-nbd", "--read-only", "--persistent", "--shared=2", "-f", fmt, "-k", sock_path, path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        try:
+            self._proc = child.start(["qemu-nbd", "--read-only", "-k", sock_path, image],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise SourceError("qemu-nbd is not installed", "install Debian's qemu-utils (make bootstrap does)") from None
         deadline = time.monotonic() + 20
         while not os.path.exists(sock_path):
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+                err = self._proc.stderr.read(4096).decode(errors="replace").strip() if self._proc.stderr else ""
                 self.close()
                 raise SourceError(f"qemu-nbd cannot open {path}: {err}", "check the image with `qemu-img check`")
             if time.monotonic() > deadline:
@@ -113,4 +124,55 @@ class NbdExport:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._proc.stderr:
+            self._proc.stderr.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def remove_leftovers() -> None:
+    """Socket directories of processes that are gone, and the qemu-nbd servers still holding them."""
+    tmp = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(SOCKET_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        directory = os.path.join(tmp, name)
+        try:
+            if os.stat(directory).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        _stop_servers_of(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_servers_of(directory: str) -> None:
+    """Kills this user's qemu-nbd processes serving a socket in `directory` (orphans of a killed job)."""
+    sock = os.path.join(directory, "s").encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read(1 << 16).split(b"\0")
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"qemu-nbd" and sock in argv:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
