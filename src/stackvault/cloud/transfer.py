@@ -6,6 +6,9 @@ before the backup that used it can commit, so a truncated or altered download ne
 Raw images stream straight into the engine, and so do qcow2 images (what Nova's libvirt driver
 uploads), through the engine's stream reader (`engine.qcow2stream`); other formats (vmdk, vdi, ...)
 and qcow2 images using features the stream reader refuses go to a temporary file read through qemu.
+The format is Glance's `disk_format`, never probed from the bytes, and an image naming another file
+(a backing file, an external data file, vmdk extents) is refused: its owner would choose what the
+proxy reads.
 """
 
 from __future__ import annotations
@@ -235,9 +238,12 @@ def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries:
     if fmt == "qcow2":
         head = download.read(HEAD_SIZE)
         try:
-            parse_header(head, f"{image.id} ({name})")
+            parse_header(head, f"{image.id} ({name})")  # ImageRefused (a backing file...) ends here
         except Qcow2Unsupported as exc:
             log.info("%s", exc)  # read from a local copy below: slower, so say why
+        except BaseException:
+            download.close()
+            raise
         else:
             qcow2 = GlanceQcow2Source(**common)
             qcow2.download = download

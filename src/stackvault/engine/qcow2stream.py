@@ -9,15 +9,22 @@ table, each L2 table and each data cluster as it passes, and keeps what arrives 
 asks for it (in memory up to a bound, then in a sparse spill file), so any layout still works, only
 slower. Bytes that pass before the metadata naming them are kept until every L2 table has been seen.
 
-What it cannot map with certainty is refused from the header (`Qcow2Unsupported`: backing file,
-external data file, encryption, extended L2, unknown features) so that the caller can fall back to a
-full download; what turns out wrong mid-stream (a truncated or inconsistent image) fails with a
-`SourceError`. It never returns bytes it is not sure of.
+What it cannot map with certainty is refused from the header (`Qcow2Unsupported`: encryption,
+extended L2, unknown features) so that the caller can fall back to a full download; an image that
+names another file (backing file, external data file) is refused outright (`ImageRefused`): its
+owner, a tenant, would choose what the proxy reads. What turns out wrong mid-stream (a truncated or
+inconsistent image) fails with a `SourceError`. It never returns bytes it is not sure of.
+
+The image is the tenant's, so everything it claims is bounded before it is believed: the virtual
+size, the L1 table (qemu's own limit), how many clusters may be awaited at once, and what one
+compressed cluster may decompress to. Memory stays within `memory_limit` for data plus a bounded
+amount per awaited cluster, whatever the header says.
 """
 
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import os
 import struct
@@ -33,7 +40,7 @@ from typing import BinaryIO, Protocol
 import zstandard
 
 from ..errors import SourceError
-from .sources import QCOW2_MAGIC, DiskSource
+from .sources import MAX_VIRTUAL_SIZE, QCOW2_MAGIC, DiskSource
 
 HEAD_SIZE = 64 << 10  # what the caller reads before deciding: the header and its extensions
 READ_SIZE = 1 << 20
@@ -44,10 +51,20 @@ COMPRESSED = 1 << 62
 ZERO_FLAG = 1  # v3: the cluster reads as zeros
 INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2 = (1 << i for i in range(5))
 COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}
+MAX_L1_BYTES = 32 << 20  # qemu's QCOW_MAX_L1_SIZE: it opens no image with a larger L1 table
+#: Data clusters mapped but not yet passed in the stream. Images written in guest order await a
+#: few L2 tables' worth; a header of L2 tables mapping far ahead costs ~200 bytes of bookkeeping
+#: each, so past this the image is refused rather than the proxy's memory spent.
+MAX_AWAITED = 1 << 18
+ZSTD_MAX_WINDOW = 8 << 20  # qemu compresses one cluster (2 MiB at most) per frame
 
 
 class Qcow2Unsupported(SourceError):
     """The image uses a qcow2 feature the stream reader does not handle: read it from a local copy."""
+
+
+class ImageRefused(SourceError):
+    """The image is not read at all: it names another file, or claims sizes past the bounds."""
 
 
 class Stream(Protocol):
@@ -74,6 +91,10 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
     def refuse(what: str) -> Qcow2Unsupported:
         return Qcow2Unsupported(f"qcow2 image {name} {what}", "it is read from a full local copy instead")
 
+    def reject(what: str) -> ImageRefused:
+        return ImageRefused(f"image refused: qcow2 image {name} {what}",
+                            "make it self-contained with `qemu-img convert` and upload it again")
+
     if len(head) < 72 or head[:4] != QCOW2_MAGIC:
         raise refuse("does not start with a qcow2 header")
     (version, backing_off, _backing_len, cluster_bits, size, crypt, l1_size, l1_offset, _rt_off, _rt_clusters,
@@ -81,7 +102,7 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
     if version not in (2, 3):
         raise refuse(f"has qcow2 version {version}, not 2 or 3")
     if backing_off:
-        raise refuse("has a backing file")
+        raise reject("has a backing file")
     if crypt:
         raise refuse("is encrypted")
     if not 9 <= cluster_bits <= 21:
@@ -95,7 +116,7 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
         if incompatible & INCOMPAT_CORRUPT:
             raise refuse("is marked corrupt")
         if incompatible & INCOMPAT_DATA_FILE:
-            raise refuse("keeps its data in an external data file")
+            raise reject("keeps its data in an external data file")
         if incompatible & INCOMPAT_EXTL2:
             raise refuse("uses extended L2 entries (subclusters)")
         if incompatible & ~(INCOMPAT_DIRTY | INCOMPAT_COMPRESSION):
@@ -106,6 +127,10 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
             compression = COMPRESSION_TYPES.get(head[104], "")
             if not compression:
                 raise refuse(f"uses unknown compression type {head[104]}")
+    if size > MAX_VIRTUAL_SIZE:
+        raise reject(f"claims a virtual size of {size} bytes, more than {MAX_VIRTUAL_SIZE >> 40} TiB")
+    if l1_size * 8 > MAX_L1_BYTES:
+        raise reject(f"has an L1 table of {l1_size} entries, more than qemu opens")
     cluster_size = 1 << cluster_bits
     per_l1 = cluster_size * (cluster_size // 8)  # guest bytes one L2 table maps
     if l1_size < -(-size // per_l1):
@@ -192,7 +217,7 @@ class _ClusterBuffer:
             self._file = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Want:
     """A byte range of the file to catch as it passes, and what to do with it."""
 
@@ -323,7 +348,10 @@ class Qcow2StreamSource(DiskSource):
             off = l1[i] & OFFSET_MASK
             if off:
                 self._check_aligned(off, f"L2 table of L1 entry {i}")
-                tables.setdefault(off, []).append(i)
+                if off in tables:  # qemu never shares one table between two entries of one L1 table
+                    raise ImageRefused(f"image refused: qcow2 image {self.name}: L1 entries {tables[off][0]} and "
+                                       f"{i} name the same L2 table", "the image is damaged or crafted")
+                tables[off] = [i]
         self._l1 = l1
         self._l2_missing = len(tables)
         if not tables:
@@ -344,19 +372,26 @@ class Qcow2StreamSource(DiskSource):
                 if entry & COMPRESSED:
                     off = entry & coffset_mask
                     csize = (((entry >> csize_shift) & csize_mask) + 1) * 512 - (off & 511)
-                    self._pending.add(g)
+                    self._await(g)
                     self._want(off, off + csize, partial(self._got_compressed, g), partial_ok=True)
                     continue
                 off = entry & OFFSET_MASK
                 if (hdr.version >= 3 and entry & ZERO_FLAG) or not off:
                     continue
                 self._check_aligned(off, f"data of guest offset {g * self._cs}")
-                self._pending.add(g)
+                self._await(g)
                 self._want(off, off + self._cs, partial(self._got_data, g))
             self._l2_seen.add(i)
         self._l2_missing -= 1
         if self._l2_missing == 0:  # every mapping is known: nothing that passed can be needed any more
             self._host.clear()
+
+    def _await(self, g: int) -> None:
+        if len(self._pending) >= MAX_AWAITED:
+            raise ImageRefused(f"image refused: qcow2 image {self.name} maps more than {MAX_AWAITED} clusters "
+                               "ahead of their data in the stream", "back the image up from a local copy "
+                               "written in guest order (qemu-img convert)")
+        self._pending.add(g)
 
     def _got_data(self, g: int, raw: bytes) -> None:
         self._pending.discard(g)
@@ -365,8 +400,12 @@ class Qcow2StreamSource(DiskSource):
     def _got_compressed(self, g: int, raw: bytes) -> None:
         cs = self._cs
         try:
-            if self.header.compression == "zstd":
-                data = zstandard.ZstdDecompressor().decompressobj().decompress(raw)[:cs]
+            if self.header.compression == "zstd":  # read at most one cluster: a frame may claim gigabytes
+                dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+                with dctx.stream_reader(io.BytesIO(raw)) as reader:
+                    data = b""
+                    while len(data) < cs and (piece := reader.read(cs - len(data))):
+                        data += piece
             else:
                 data = zlib.decompressobj(-15).decompress(raw, cs)
         except (zlib.error, zstandard.ZstdError) as exc:
