@@ -34,7 +34,6 @@ import zlib
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import BinaryIO, Protocol
 
 import zstandard
@@ -52,10 +51,10 @@ ZERO_FLAG = 1  # v3: the cluster reads as zeros
 INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2 = (1 << i for i in range(5))
 COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}
 MAX_L1_BYTES = 32 << 20  # qemu's QCOW_MAX_L1_SIZE: it opens no image with a larger L1 table
-#: Data clusters mapped but not yet passed in the stream. Images written in guest order await a
-#: few L2 tables' worth; a header of L2 tables mapping far ahead costs ~200 bytes of bookkeeping
-#: each, so past this the image is refused rather than the proxy's memory spent.
-MAX_AWAITED = 1 << 18
+#: Data clusters mapped but not yet passed in the stream. Images written in guest order await at
+#: most one L2 table's worth (8192 clusters of 64 KiB); each awaited cluster costs ~350 bytes of
+#: bookkeeping, so past this (~25 MiB) the image is refused rather than the proxy's memory spent.
+MAX_AWAITED = 1 << 16
 ZSTD_MAX_WINDOW = 8 << 20  # qemu compresses one cluster (2 MiB at most) per frame
 
 
@@ -219,13 +218,19 @@ class _ClusterBuffer:
 
 @dataclass(slots=True)
 class _Want:
-    """A byte range of the file to catch as it passes, and what to do with it."""
+    """A byte range of the file to catch as it passes, and what to do with it: `done(arg, bytes)`.
+    Small on purpose (slots, no closure, no buffer until its bytes start passing): an image may
+    have a few hundred thousand of them waiting."""
 
     start: int
     end: int
-    done: Callable[[bytes], None]
+    done: Callable[[object, bytes], None]
+    arg: object = None
     partial_ok: bool = False  # compressed data may end past EOF: it ends itself, a cut one fails to decompress
     buf: bytearray | None = None
+
+    def finish(self) -> None:
+        self.done(self.arg, bytes(self.buf or b""))
 
 
 class Qcow2StreamSource(DiskSource):
@@ -263,7 +268,7 @@ class Qcow2StreamSource(DiskSource):
         if hdr.l1_size:
             self._want(hdr.l1_offset, hdr.l1_offset + 8 * hdr.l1_size, self._got_l1)
         else:
-            self._got_l1(b"")
+            self._got_l1(None, b"")
 
     # ---- what the engine calls -----------------------------------------------------------------
     def data_extents(self) -> list[tuple[int, int]]:
@@ -341,7 +346,7 @@ class Qcow2StreamSource(DiskSource):
             self._guest.pop(g)
         return data
 
-    def _got_l1(self, raw: bytes) -> None:
+    def _got_l1(self, _arg: object, raw: bytes) -> None:
         l1 = _entries(raw)
         tables: dict[int, list[int]] = {}
         for i in range(-(-self.size // (self._cs * self._per_l2))):
@@ -357,7 +362,7 @@ class Qcow2StreamSource(DiskSource):
         if not tables:
             self._host.clear()
         for off, indexes in tables.items():
-            self._want(off, off + self._cs, partial(self._got_l2, indexes))
+            self._want(off, off + self._cs, self._got_l2, indexes)
 
     def _got_l2(self, indexes: list[int], raw: bytes) -> None:
         l2 = _entries(raw)
@@ -373,14 +378,14 @@ class Qcow2StreamSource(DiskSource):
                     off = entry & coffset_mask
                     csize = (((entry >> csize_shift) & csize_mask) + 1) * 512 - (off & 511)
                     self._await(g)
-                    self._want(off, off + csize, partial(self._got_compressed, g), partial_ok=True)
+                    self._want(off, off + csize, self._got_compressed, g, partial_ok=True)
                     continue
                 off = entry & OFFSET_MASK
                 if (hdr.version >= 3 and entry & ZERO_FLAG) or not off:
                     continue
                 self._check_aligned(off, f"data of guest offset {g * self._cs}")
                 self._await(g)
-                self._want(off, off + self._cs, partial(self._got_data, g))
+                self._want(off, off + self._cs, self._got_data, g)
             self._l2_seen.add(i)
         self._l2_missing -= 1
         if self._l2_missing == 0:  # every mapping is known: nothing that passed can be needed any more
@@ -423,13 +428,14 @@ class Qcow2StreamSource(DiskSource):
                               "the image is damaged; check it with qemu-img check")
 
     # ---- following the stream -----------------------------------------------------------------
-    def _want(self, start: int, end: int, done: Callable[[bytes], None], *, partial_ok: bool = False) -> None:
+    def _want(self, start: int, end: int, done: Callable, arg: object = None, *, partial_ok: bool = False) -> None:
         """Catch bytes [start, end) of the file; those already passed come from what was kept."""
-        want = _Want(start, end, done, partial_ok, bytearray())
+        want = _Want(start, end, done, arg, partial_ok)
         if start >= self._pos:
             heapq.heappush(self._wants, (start, next(self._seq), want))
             return
         cs = self._cs
+        want.buf = bytearray()
         for c in range(start // cs, (min(end, self._pos) - 1) // cs + 1):
             kept = self._host.get(c)
             if kept is None:
@@ -438,7 +444,7 @@ class Qcow2StreamSource(DiskSource):
                                   "back the image up from a full local copy")
             want.buf += kept[max(start, c * cs) - c * cs: min(end, self._pos, (c + 1) * cs) - c * cs]
         if end <= self._pos:
-            done(bytes(want.buf))
+            want.finish()
         else:
             self._active.append(want)
 
@@ -457,7 +463,7 @@ class Qcow2StreamSource(DiskSource):
             if all(want.partial_ok for want in self._active):  # compressed data may claim sectors past the end
                 active, self._active = self._active, []
                 for want in active:
-                    want.done(bytes(want.buf))  # type: ignore[arg-type]
+                    want.finish()
             return False
         if not self._wants and not self._active and not self._keeping():
             self._pos += len(data)
@@ -474,14 +480,16 @@ class Qcow2StreamSource(DiskSource):
         if len(self._active) == 1 and self._active[0].start == pos and self._active[0].end == end:
             want = self._active.pop()  # the usual case: one whole cluster wanted, nothing else here
             self._pos = end
-            want.done(bytes(view))
+            want.done(want.arg, bytes(view))
             return
         covered: list[tuple[int, int]] = []
         finished: list[_Want] = []
         for want in self._active:
             lo, hi = max(want.start, pos), min(want.end, end)
             if lo < hi:
-                want.buf += view[lo - pos: hi - pos]  # type: ignore[operator]
+                if want.buf is None:
+                    want.buf = bytearray()
+                want.buf += view[lo - pos: hi - pos]
                 covered.append((lo, hi))
             if want.end <= end:
                 finished.append(want)
@@ -490,7 +498,7 @@ class Qcow2StreamSource(DiskSource):
         self._pos = end
         for want in finished:
             self._active.remove(want)
-            want.done(bytes(want.buf))  # type: ignore[arg-type]
+            want.finish()
 
     def _pump_until(self, ready: Callable[[], bool], what: str) -> None:
         while not ready():
