@@ -210,3 +210,16 @@ def test_a_killed_backup_leaves_no_qemu_nbd_and_no_socket_dir(tmp_path: Path, bi
     sv.backup(f"qcow2:{big_qcow2}", level="full")  # the next run
     left = [p.name for p in (sv.root / "tmp").iterdir() if p.name.startswith("sv-nbd-")]
     assert left == [], f"socket dirs outlived the job that made them: {left}"
+
+
+def test_an_image_claiming_a_huge_virtual_size_is_refused(repo: Stackvault, tmp_path: Path) -> None:
+    """A 2 MiB qcow2 saying it is a 100 TiB disk: the proxy would size its indexes for it."""
+    img = tmp_path / "huge.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(img), str(100 << 40))
+    assert img.stat().st_size < 4 * MIB
+    before = tree_listing(repo.repo)
+    started = time.monotonic()
+    res = repo.run("backup", "--source", f"qcow2:{img}", "--level", "full", expect=None, timeout=120)
+    assert_clear_error(res, "image refused", "virtual size")
+    assert time.monotonic() - started < 60
+    assert tree_listing(repo.repo) == before
