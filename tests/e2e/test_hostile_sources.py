@@ -98,6 +98,12 @@ def _not_utf8(tmp_path: Path) -> str:
     return "file:" + os.fsdecode(path)
 
 
+def _link_to_not_utf8(tmp_path: Path) -> str:
+    target = _not_utf8(tmp_path)[len("file:"):]
+    os.symlink(target, tmp_path / "disk.img")
+    return f"file:{tmp_path / 'disk.img'}"
+
+
 BAD_SOURCES = {
     "a named pipe": (_fifo, "named pipe"),
     "/dev/zero": (lambda tmp: "file:/dev/zero", "character device"),
@@ -105,6 +111,7 @@ BAD_SOURCES = {
     "/dev/null as qcow2": (lambda tmp: "qcow2:/dev/null", "character device"),
     "a directory": (lambda tmp: f"file:{tmp}", "directory"),
     "a path that is not UTF-8": (_not_utf8, "not valid UTF-8"),
+    "a link to a path that is not UTF-8": (_link_to_not_utf8, "not valid UTF-8"),
 }
 
 

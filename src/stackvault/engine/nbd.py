@@ -62,9 +62,13 @@ class NbdExport:
                 raise SourceError(f"qemu-nbd did not start for {path}", "check that qemu-utils is installed")
             time.sleep(0.01)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(sock_path)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.size = self._handshake()
+        try:
+            self._sock.connect(sock_path)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.size = self._handshake()
+        except BaseException:
+            self.close()
+            raise
         self._handle = 0
 
     def _recv_exact(self, n: int) -> bytearray:

@@ -255,14 +255,16 @@ def _qemu_img_json(args: list[str], path: str, limits: child.Limits) -> object:
 
 
 def source_path(path: str) -> str:
-    """The absolute path of a source, which must be text: it is stored in backup records and the
-    catalog as UTF-8, so a path that is not would make every later listing of the repository fail."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        raise SourceError(f"source path {shown!r} is not valid UTF-8",
-                          "rename the file or link it under a UTF-8 name") from None
+    """The absolute path of a source, which must be text, and so must the file it resolves to: both
+    are stored in backup records and the catalog as UTF-8, so a path that is not would make every
+    later listing of the repository fail."""
+    for name in (path, os.path.realpath(path)):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise SourceError(f"source path {shown!r} is not valid UTF-8",
+                              "rename the file or link it under a UTF-8 name") from None
     return os.path.abspath(path)
 
 
