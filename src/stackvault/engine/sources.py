@@ -156,7 +156,7 @@ class QemuSource(DiskSource):
 
     def open(self) -> None:
         os.close(open_disk(self.path))  # a FIFO or device node never reaches qemu
-        info = _qemu_img_json(["info", *self._image()], self.path, child.PROBE)
+        info = _qemu_img_json(["info", "-U", self._spec()], self.path, child.PROBE)
         if not isinstance(info, dict) or not isinstance(info.get("virtual-size"), int):
             raise SourceError(f"image refused: qemu-img info on {self.path} gave no virtual size",
                               "check the image with `qemu-img check`")
@@ -170,21 +170,21 @@ class QemuSource(DiskSource):
             raise SourceError(f"image refused: {self.path} claims a virtual size of {self.size} bytes, "
                               f"more than {MAX_VIRTUAL_SIZE >> 40} TiB", "check where the image comes from")
         self._extents = self._map()
-        self._nbd = NbdExport(self._image()[-1], self.path)
+        self._nbd = NbdExport(self._spec(), self.path)
 
-    def _image(self) -> list[str]:
+    def _spec(self) -> str:
         """The image for qemu tools as JSON options: the format is given, never probed, and unless
         the operator follows references the backing file is cut off."""
         proto = "host_device" if stat.S_ISBLK(os.stat(self.path).st_mode) else "file"
         opts: dict = {"driver": self.format, "file": {"driver": proto, "filename": self.path}}
         if not self.follow:
             opts["backing"] = None
-        return ["-U", "json:" + json.dumps(opts)]
+        return "json:" + json.dumps(opts)
 
     def _map(self) -> list[tuple[int, int]]:
         """Extents that may hold data, read line by line from a capped `qemu-img map`; an image too
         fragmented for the cap is read whole (its zeros are still found by the engine)."""
-        out = _qemu_img_run(["map", *self._image()], self.path, child.MAP)
+        out = _qemu_img_run(["map", "-U", self._spec()], self.path, child.MAP)
         if out.truncated:
             return [(0, self.size)] if self.size else []
         extents: list[tuple[int, int]] = []
