@@ -80,7 +80,8 @@ def child_env() -> dict[str, str]:
 
 
 def _constrain(limits: Limits) -> None:
-    """Runs in the child between fork and exec: only async-signal-safe work, no imports."""
+    """Runs in the child between fork and exec: no imports and no locks (the parent has threads),
+    only system calls prepared in the parent."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
