@@ -128,6 +128,19 @@ def test_a_good_marker_is_still_found(tmp_path: Path) -> None:
     assert (marker.state, marker.time, marker.nonce) == ("frozen", 1700000000, "ab12")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may take the network away")
+def test_debugfs_runs_without_network() -> None:
+    from stackvault.engine import child
+    from stackvault.jobs.quiesce_proof import _no_network
+
+    prefix = _no_network()
+    if not prefix:
+        pytest.skip("this machine allows no new network namespace")
+    out = child.run([*prefix, "cat", "/proc/net/dev"])
+    interfaces = {line.split(":")[0].strip() for line in out.stdout.decode().splitlines()[2:]}
+    assert interfaces == {"lo"}, interfaces
+
+
 # ---- fuzzing: any first 34 sectors give partitions inside the disk or UnreadableDisk --------------
 
 def _reader(head: bytes, disk_size: int, reads: list[int]):  # noqa: ANN202

@@ -21,6 +21,7 @@ repository object `proofs/<backup id>.json`, and the catalog row's consistency i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -184,10 +185,15 @@ def read_marker(ctx: JobContext, disk: DiskRecord) -> tuple[str, QuiesceMarker |
     return "skipped", None, f"debugfs could not read disk {disk.name}: {' '.join(problem)[-200:] or out.returncode}"
 
 
+@functools.cache
 def _no_network() -> list[str]:
-    """A prefix that runs a helper without network when the proxy may unshare it (as root)."""
+    """A prefix that runs a helper without network when the proxy may take it away (root, in a
+    place that allows new namespaces: a container without CAP_SYS_ADMIN does not), else nothing."""
     unshare = _tool("unshare")
-    return [unshare, "--net", "--"] if unshare and os.geteuid() == 0 else []
+    if unshare is None or os.geteuid() != 0:
+        return []
+    prefix = [unshare, "--net", "--"]
+    return prefix if child.run([*prefix, "true"]).returncode == 0 else []
 
 
 def _earlier_nonces(ctx: JobContext, record: BackupRecord, limit: int = 5) -> set[str]:
