@@ -39,8 +39,9 @@ from typing import BinaryIO, Protocol
 import zstandard
 
 from ..errors import SourceError
-from .sources import MAX_VIRTUAL_SIZE, QCOW2_MAGIC, DiskSource
+from .sources import MAX_VIRTUAL_SIZE, DiskSource
 
+QCOW2_MAGIC = b"QFI\xfb"
 HEAD_SIZE = 64 << 10  # what the caller reads before deciding: the header and its extensions
 READ_SIZE = 1 << 20
 DEFAULT_MEMORY_LIMIT = 64 << 20

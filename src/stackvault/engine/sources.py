@@ -24,9 +24,6 @@ from ..errors import SourceError
 from . import child
 from .nbd import NbdExport
 
-QCOW2_MAGIC = b"QFI\xfb"
-
-
 @dataclass
 class DiskSource(abc.ABC):
     """One disk to back up. `key` is its stable identity, the name of its working state."""
