@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from stackvault.engine import child
-from stackvault.engine.sources import open_source
+from stackvault.engine.sources import QemuSource, open_source
+from stackvault.errors import SourceError
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -58,3 +59,14 @@ def test_the_next_export_stops_servers_and_removes_socket_dirs_a_killed_job_left
         if orphan.poll() is None:
             orphan.kill()
         orphan.wait()
+
+
+def test_a_format_qemu_tools_are_not_asked_for_is_refused(tmp_path: Path) -> None:
+    """The format of a Glance image is what its owner says; only image formats reach qemu's driver list."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(MiB))
+    for fmt in ("nbd", "host_device", "file", "iso"):
+        source = QemuSource(path=str(img), name="vda", key="test", format=fmt)
+        with pytest.raises(SourceError, match="image refused: .* has format"):
+            source.open()
+        source.close()

@@ -25,10 +25,11 @@ import requests
 from openstack import exceptions as os_exc
 
 from ..engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
-from ..engine.sources import DiskSource, QemuSource
+from ..engine.sources import QEMU_FORMATS, DiskSource, QemuSource
 from ..errors import SourceError
 
 READ_SIZE = 1 << 20
+GLANCE_TO_QEMU = {"vhd": "vpc"}  # Glance's disk_format names where qemu's differ
 log = logging.getLogger("stackvault.cloud")
 
 
@@ -227,8 +228,12 @@ def download_to_file(download: GlanceDownload, path: str, head: bytes = b"") -> 
 def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:  # noqa: ANN001
     """A disk source for a Glance image: streamed when raw or qcow2, else downloaded then read through qemu."""
     download = GlanceDownload(conn, image, retries=retries)
-    fmt = image.disk_format or "raw"
-    meta = {"image_id": image.id, "disk_format": fmt}
+    fmt = GLANCE_TO_QEMU.get(image.disk_format or "raw", image.disk_format or "raw")
+    meta = {"image_id": image.id, "disk_format": image.disk_format or "raw"}
+    if fmt != "raw" and fmt not in QEMU_FORMATS:  # the tenant sets disk_format: it names no other driver
+        download.close()
+        raise SourceError(f"image refused: image {image.id} ({name}) has disk_format {image.disk_format!r}",
+                          f"stackvault reads raw, {', '.join(QEMU_FORMATS)} and vhd images")
     common = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
     if fmt == "raw":
         source = GlanceRawSource(size=download.size, **common)

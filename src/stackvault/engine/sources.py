@@ -152,6 +152,9 @@ class QemuSource(DiskSource):
     follow: bool = False
 
     def open(self) -> None:
+        if self.format not in QEMU_FORMATS:  # e.g. a disk_format a tenant set on a Glance image
+            raise SourceError(f"image refused: {self.path} has format {self.format!r}, not one of "
+                              f"{', '.join(QEMU_FORMATS)}", "convert the image to qcow2 or raw")
         os.close(open_disk(self.path))  # a FIFO or device node never reaches qemu
         info = _qemu_img_json(["info", "-U", self._spec()], self.path, child.PROBE)
         if not isinstance(info, dict) or not isinstance(info.get("virtual-size"), int):
