@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +45,10 @@ def test_the_next_export_stops_servers_and_removes_socket_dirs_a_killed_job_left
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), str(MiB)], check=True)
     left = tmp_path / "sv-nbd-k3x9q2za"
     left.mkdir()
-    orphan = subprocess.Popen(["qemu-nbd", "--read-only", "--persistent", "-f", "qcow2", "-k", str(left / "s"),
-                               str(img)], start_new_session=True)
+    pid_file = tmp_path / "orphan.pid"
+    subprocess.run(["sh", "-c", f'qemu-nbd --read-only --persistent -f qcow2 -k "{left / "s"}" "{img}" '
+                                f'</dev/null >/dev/null 2>&1 & echo $! > "{pid_file}"'], check=True)
+    orphan = int(pid_file.read_text())  # its parent, the shell, is gone: an orphan
     try:
         deadline = time.monotonic() + 10
         while not (left / "s").exists() and time.monotonic() < deadline:
@@ -52,13 +57,23 @@ def test_the_next_export_stops_servers_and_removes_socket_dirs_a_killed_job_left
         gone_pid.mkdir()
         with open_source(f"qcow2:{img}") as src:
             assert src.read(0, 512) == bytes(512)
-            assert orphan.wait(10) is not None, "the orphaned server was stopped"
+        deadline = time.monotonic() + 10
+        while _running(orphan) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _running(orphan), "the orphaned server was stopped"
         assert not left.exists() and not gone_pid.exists()
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith("sv-nbd-")] == []
     finally:
-        if orphan.poll() is None:
-            orphan.kill()
-        orphan.wait()
+        if _running(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_format_qemu_tools_are_not_asked_for_is_refused(tmp_path: Path) -> None:
@@ -70,3 +85,26 @@ def test_a_format_qemu_tools_are_not_asked_for_is_refused(tmp_path: Path) -> Non
         with pytest.raises(SourceError, match="image refused: .* has format"):
             source.open()
         source.close()
+
+
+def test_a_socket_dir_in_use_by_a_running_older_job_is_left_alone(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    img = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(img), str(MiB)], check=True)
+    in_use = tmp_path / "sv-nbd-k3x9q2za"  # an older version's name: no pid in it
+    in_use.mkdir()
+    job = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[2:])",
+                            "stackvault", "qemu-nbd", "--read-only", "--persistent", "-f", "qcow2",
+                            "-k", str(in_use / "s"), str(img)])
+    try:
+        deadline = time.monotonic() + 10
+        while not (in_use / "s").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open_source(f"qcow2:{img}") as src:
+            assert src.read(0, 512) == bytes(512)
+        assert (in_use / "s").exists() and job.poll() is None, "a running job's export was touched"
+    finally:
+        subprocess.run(["pkill", "-KILL", "-P", str(job.pid)], check=False)
+        job.kill()
+        job.wait()

@@ -63,7 +63,15 @@ class NbdExport:
             time.sleep(0.01)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._sock.connect(sock_path)
+            while True:  # the socket file exists from bind(); connections are taken from listen()
+                try:
+                    self._sock.connect(sock_path)
+                    break
+                except ConnectionRefusedError:
+                    if self._proc.poll() is not None or time.monotonic() > deadline:
+                        raise SourceError(f"qemu-nbd did not accept a connection for {path}",
+                                          "check the image with `qemu-img check`") from None
+                    time.sleep(0.01)
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             self.size = self._handshake()
         except BaseException:
@@ -134,7 +142,9 @@ class NbdExport:
 
 
 def remove_leftovers() -> None:
-    """Socket directories of processes that are gone, and the qemu-nbd servers still holding them."""
+    """Socket directories of processes that are gone, and the orphaned qemu-nbd servers still
+    holding them. A directory whose server is still a running stackvault's child (an older
+    version's job running now: its directory names no pid) is left alone."""
     tmp = tempfile.gettempdir()
     try:
         names = [n for n in os.listdir(tmp) if n.startswith(SOCKET_DIR_PREFIX)]
@@ -150,8 +160,17 @@ def remove_leftovers() -> None:
                 continue
         except OSError:
             continue
-        _stop_servers_of(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        if _stop_orphans_of(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _is_stackvault(pid: int) -> bool:
+    """Whether pid is a running stackvault (an orphan's new parent is init or a subreaper)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"stackvault" in f.read(1 << 16)
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -164,19 +183,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop_servers_of(directory: str) -> None:
-    """Kills this user's qemu-nbd processes serving a socket in `directory` (orphans of a killed job)."""
+def _stop_orphans_of(directory: str) -> bool:
+    """Kills this user's orphaned qemu-nbd processes serving a socket in `directory`; False when a
+    server there is still a running stackvault's child (the directory is in use)."""
     sock = os.path.join(directory, "s").encode()
+    orphans = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read(1 << 16).split(b"\0")
-            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            if not argv or os.path.basename(argv[0]) != b"qemu-nbd" or sock not in argv:
                 continue
-        except OSError:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                parent = int(f.read(4096).rsplit(b")", 1)[1].split()[1])
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                return False
+        except (OSError, ValueError, IndexError):
             continue
-        if argv and os.path.basename(argv[0]) == b"qemu-nbd" and sock in argv:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
+        if parent != 1 and _is_stackvault(parent):
+            return False
+        orphans.append(int(pid))
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return True
