@@ -1,7 +1,8 @@
 """qcow2 sources as clouds leave them: compressed clusters, and overlays on a backing file (Nova's disks).
 
-The engine must back up the guest's view of the disk, which includes the backing chain; the restore
-is compared with what `qemu-img convert` says the guest sees.
+The engine must back up the guest's view of the disk, which includes the backing chain when the
+operator names the source `qcow2+backing:`; the restore is compared with what `qemu-img convert`
+says the guest sees.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def base_raw(tmp_path: Path, rng: random.Random) -> Path:
 def test_compressed_qcow2(repo: Stackvault, tmp_path: Path, base_raw: Path) -> None:
     qcow = tmp_path / "compressed.qcow2"
     qemu_img("convert", "-c", "-f", "raw", "-O", "qcow2", str(base_raw), str(qcow))
-    bid = repo.backup(qcow, level="full")["backup_id"]
+    bid = repo.backup(f"qcow2:{qcow}", level="full")["backup_id"]
     out = repo.restore(bid, tmp_path / "out.raw")
     assert sha256_file(out) == sha256_file(base_raw)
 
@@ -49,14 +50,14 @@ def test_qcow2_overlay_on_a_backing_file(repo: Stackvault, tmp_path: Path, base_
     want = qcow2_guest_sha256(overlay, tmp_path / "check")
     assert want != sha256_file(base_raw)
 
-    full = repo.backup(overlay, level="full")
+    full = repo.backup(f"qcow2+backing:{overlay}", level="full")
     assert full["disks"][0]["size"] == 16 * MIB, full
     out = repo.restore(full["backup_id"], tmp_path / "out.raw")
     assert sha256_file(out) == want, "the backup must hold the guest's view: overlay over its backing file"
 
     # the guest writes more; the incremental finds exactly those blocks
     _qemu_io_write(overlay, 3 * MIB, BLOCK, 0x11)
-    inc = repo.backup(overlay, level="incremental")
+    inc = repo.backup(f"qcow2+backing:{overlay}", level="incremental")
     assert inc["blocks_changed"] == 1, inc
     out.unlink()
     repo.restore(inc["backup_id"], out)

@@ -71,7 +71,7 @@ def _restore_every_backup_of_a_series(repo: Stackvault, rng: random.Random, tmp_
             _change(raw, rng)
             if source_format == "qcow2":
                 to_qcow2(raw, source)
-        report = repo.backup(source, level=level)
+        report = repo.backup(source if source_format == "raw" else f"qcow2:{source}", level=level)
         assert report["level"] == level, report
         assert report["disks"][0]["size"] == raw.stat().st_size, report
         taken.append((report["backup_id"], level, sha256_file(raw)))

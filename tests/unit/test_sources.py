@@ -39,7 +39,7 @@ def test_qcow2_is_read_by_guest_offsets(sparse_raw, tmp_path):
     with open(sparse_raw, "rb") as f:
         f.seek(8 * MiB)
         expected = f.read(MiB)
-    with open_source(f"file:{qcow}") as src:
+    with open_source(f"qcow2:{qcow}") as src:
         assert src.format == "qcow2" and src.size == 64 * MiB
         assert src.read(8 * MiB, MiB) == expected
         assert sum(length for _, length in src.data_extents()) < 8 * MiB

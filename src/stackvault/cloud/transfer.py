@@ -6,6 +6,9 @@ before the backup that used it can commit, so a truncated or altered download ne
 Raw images stream straight into the engine, and so do qcow2 images (what Nova's libvirt driver
 uploads), through the engine's stream reader (`engine.qcow2stream`); other formats (vmdk, vdi, ...)
 and qcow2 images using features the stream reader refuses go to a temporary file read through qemu.
+The format is Glance's `disk_format`, never probed from the bytes, and an image naming another file
+(a backing file, an external data file, vmdk extents) is refused: its owner would choose what the
+proxy reads.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import requests
 from openstack import exceptions as os_exc
 
 from ..engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
-from ..engine.sources import DiskSource, QemuSource
+from ..engine.sources import QEMU_FORMATS, DiskSource, QemuSource
 from ..errors import SourceError
 
 READ_SIZE = 1 << 20
+GLANCE_TO_QEMU = {"vhd": "vpc"}  # Glance's disk_format names where qemu's differ
 log = logging.getLogger("stackvault.cloud")
 
 
@@ -224,8 +228,12 @@ def download_to_file(download: GlanceDownload, path: str, head: bytes = b"") -> 
 def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:  # noqa: ANN001
     """A disk source for a Glance image: streamed when raw or qcow2, else downloaded then read through qemu."""
     download = GlanceDownload(conn, image, retries=retries)
-    fmt = image.disk_format or "raw"
-    meta = {"image_id": image.id, "disk_format": fmt}
+    fmt = GLANCE_TO_QEMU.get(image.disk_format or "raw", image.disk_format or "raw")
+    meta = {"image_id": image.id, "disk_format": image.disk_format or "raw"}
+    if fmt != "raw" and fmt not in QEMU_FORMATS:  # the tenant sets disk_format: it names no other driver
+        download.close()
+        raise SourceError(f"image refused: image {image.id} ({name}) has disk_format {image.disk_format!r}",
+                          f"stackvault reads raw, {', '.join(QEMU_FORMATS)} and vhd images")
     common = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
     if fmt == "raw":
         source = GlanceRawSource(size=download.size, **common)
@@ -235,9 +243,12 @@ def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries:
     if fmt == "qcow2":
         head = download.read(HEAD_SIZE)
         try:
-            parse_header(head, f"{image.id} ({name})")
+            parse_header(head, f"{image.id} ({name})")  # ImageRefused (a backing file...) ends here
         except Qcow2Unsupported as exc:
             log.info("%s", exc)  # read from a local copy below: slower, so say why
+        except BaseException:
+            download.close()
+            raise
         else:
             qcow2 = GlanceQcow2Source(**common)
             qcow2.download = download

@@ -4,6 +4,10 @@ qcow2 (and every other format qemu knows) must be read as the guest sees it, nev
 whose layout changes between snapshots. `qemu-nbd` exports the guest view read-only on a unix socket;
 this client speaks the fixed-newstyle handshake with NBD_OPT_EXPORT_NAME and simple replies, which is
 all a sequential reader needs.
+
+`qemu-nbd` serves one connection and exits when it closes; it dies with the process that started it
+(engine.child), and the socket directory carries that process's pid, so the next export removes
+what a killed job left behind (and stops any orphaned server an older version left running).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import os
 import shutil
 import socket
 import struct
+import signal
 import subprocess
 import tempfile
 import time
 
 from ..errors import SourceError
+from . import child
 
 _NBD_MAGIC = b"NBDMAGIC"
 _IHAVEOPT = b"IHAVEOPT"
@@ -28,22 +34,27 @@ _REPLY_MAGIC = 0x67446698
 _CMD_READ = 0
 _CMD_DISC = 2
 _MAX_REQUEST = 32 << 20
+SOCKET_DIR_PREFIX = "sv-nbd-"
 
 
 class NbdExport:
     """A read-only `qemu-nbd` export of one image, with a connected client."""
 
-    def __init__(self, path: str, fmt: str) -> None:
-        self._dir = tempfile.mkdtemp(prefix="sv-nbd-")
+    def __init__(self, image: str, path: str) -> None:
+        """`image` is what qemu-nbd opens (a `json:` spec naming the format), `path` the file it names."""
+        remove_leftovers()
+        self._dir = tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-")
         sock_path = os.path.join(self._dir, "s")
-        self._proc = subprocess.Popen(
-            ["qemu-nbd", "--read-only", "--persistent", "--shared=2", "-f", fmt, "-k", sock_path, path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        try:
+            self._proc = child.start(["qemu-nbd", "--read-only", "-k", sock_path, image],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise SourceError("qemu-nbd is not installed", "install Debian's qemu-utils (make bootstrap does)") from None
         deadline = time.monotonic() + 20
         while not os.path.exists(sock_path):
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+                err = self._proc.stderr.read(4096).decode(errors="replace").strip() if self._proc.stderr else ""
                 self.close()
                 raise SourceError(f"qemu-nbd cannot open {path}: {err}", "check the image with `qemu-img check`")
             if time.monotonic() > deadline:
@@ -51,9 +62,21 @@ class NbdExport:
                 raise SourceError(f"qemu-nbd did not start for {path}", "check that qemu-utils is installed")
             time.sleep(0.01)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(sock_path)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.size = self._handshake()
+        try:
+            while True:  # the socket file exists from bind(); connections are taken from listen()
+                try:
+                    self._sock.connect(sock_path)
+                    break
+                except ConnectionRefusedError:
+                    if self._proc.poll() is not None or time.monotonic() > deadline:
+                        raise SourceError(f"qemu-nbd did not accept a connection for {path}",
+                                          "check the image with `qemu-img check`") from None
+                    time.sleep(0.01)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self.size = self._handshake()
+        except BaseException:
+            self.close()
+            raise
         self._handle = 0
 
     def _recv_exact(self, n: int) -> bytearray:
@@ -113,4 +136,76 @@ class NbdExport:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._proc.stderr:
+            self._proc.stderr.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def remove_leftovers() -> None:
+    """Socket directories of processes that are gone, and the orphaned qemu-nbd servers still
+    holding them. A directory whose server is still a running stackvault's child (an older
+    version's job running now: its directory names no pid) is left alone."""
+    tmp = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(SOCKET_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        directory = os.path.join(tmp, name)
+        try:
+            if os.stat(directory).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if _stop_orphans_of(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _is_stackvault(pid: int) -> bool:
+    """Whether pid is a running stackvault (an orphan's new parent is init or a subreaper)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"stackvault" in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_orphans_of(directory: str) -> bool:
+    """Kills this user's orphaned qemu-nbd processes serving a socket in `directory`; False when a
+    server there is still a running stackvault's child (the directory is in use)."""
+    sock = os.path.join(directory, "s").encode()
+    orphans = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read(1 << 16).split(b"\0")
+            if not argv or os.path.basename(argv[0]) != b"qemu-nbd" or sock not in argv:
+                continue
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                parent = int(f.read(4096).rsplit(b")", 1)[1].split()[1])
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                return False
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent != 1 and _is_stackvault(parent):
+            return False
+        orphans.append(int(pid))
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return True

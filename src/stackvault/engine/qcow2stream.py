@@ -9,15 +9,22 @@ table, each L2 table and each data cluster as it passes, and keeps what arrives 
 asks for it (in memory up to a bound, then in a sparse spill file), so any layout still works, only
 slower. Bytes that pass before the metadata naming them are kept until every L2 table has been seen.
 
-What it cannot map with certainty is refused from the header (`Qcow2Unsupported`: backing file,
-external data file, encryption, extended L2, unknown features) so that the caller can fall back to a
-full download; what turns out wrong mid-stream (a truncated or inconsistent image) fails with a
-`SourceError`. It never returns bytes it is not sure of.
+What it cannot map with certainty is refused from the header (`Qcow2Unsupported`: encryption,
+extended L2, unknown features) so that the caller can fall back to a full download; an image that
+names another file (backing file, external data file) is refused outright (`ImageRefused`): its
+owner, a tenant, would choose what the proxy reads. What turns out wrong mid-stream (a truncated or
+inconsistent image) fails with a `SourceError`. It never returns bytes it is not sure of.
+
+The image is the tenant's, so everything it claims is bounded before it is believed: the virtual
+size, the L1 table (qemu's own limit), how many clusters may be awaited at once, and what one
+compressed cluster may decompress to. Memory stays within `memory_limit` for data plus a bounded
+amount per awaited cluster, whatever the header says.
 """
 
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import os
 import struct
@@ -27,14 +34,14 @@ import zlib
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import BinaryIO, Protocol
 
 import zstandard
 
 from ..errors import SourceError
-from .sources import QCOW2_MAGIC, DiskSource
+from .sources import MAX_VIRTUAL_SIZE, DiskSource
 
+QCOW2_MAGIC = b"QFI\xfb"
 HEAD_SIZE = 64 << 10  # what the caller reads before deciding: the header and its extensions
 READ_SIZE = 1 << 20
 DEFAULT_MEMORY_LIMIT = 64 << 20
@@ -44,10 +51,20 @@ COMPRESSED = 1 << 62
 ZERO_FLAG = 1  # v3: the cluster reads as zeros
 INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2 = (1 << i for i in range(5))
 COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}
+MAX_L1_BYTES = 32 << 20  # qemu's QCOW_MAX_L1_SIZE: it opens no image with a larger L1 table
+#: Data clusters mapped but not yet passed in the stream. Images written in guest order await at
+#: most one L2 table's worth (8192 clusters of 64 KiB); each awaited cluster costs ~350 bytes of
+#: bookkeeping, so past this (~25 MiB) the image is refused rather than the proxy's memory spent.
+MAX_AWAITED = 1 << 16
+ZSTD_MAX_WINDOW = 8 << 20  # qemu compresses one cluster (2 MiB at most) per frame
 
 
 class Qcow2Unsupported(SourceError):
     """The image uses a qcow2 feature the stream reader does not handle: read it from a local copy."""
+
+
+class ImageRefused(SourceError):
+    """The image is not read at all: it names another file, or claims sizes past the bounds."""
 
 
 class Stream(Protocol):
@@ -74,6 +91,10 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
     def refuse(what: str) -> Qcow2Unsupported:
         return Qcow2Unsupported(f"qcow2 image {name} {what}", "it is read from a full local copy instead")
 
+    def reject(what: str) -> ImageRefused:
+        return ImageRefused(f"image refused: qcow2 image {name} {what}",
+                            "make it self-contained with `qemu-img convert` and upload it again")
+
     if len(head) < 72 or head[:4] != QCOW2_MAGIC:
         raise refuse("does not start with a qcow2 header")
     (version, backing_off, _backing_len, cluster_bits, size, crypt, l1_size, l1_offset, _rt_off, _rt_clusters,
@@ -81,7 +102,7 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
     if version not in (2, 3):
         raise refuse(f"has qcow2 version {version}, not 2 or 3")
     if backing_off:
-        raise refuse("has a backing file")
+        raise reject("has a backing file")
     if crypt:
         raise refuse("is encrypted")
     if not 9 <= cluster_bits <= 21:
@@ -95,7 +116,7 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
         if incompatible & INCOMPAT_CORRUPT:
             raise refuse("is marked corrupt")
         if incompatible & INCOMPAT_DATA_FILE:
-            raise refuse("keeps its data in an external data file")
+            raise reject("keeps its data in an external data file")
         if incompatible & INCOMPAT_EXTL2:
             raise refuse("uses extended L2 entries (subclusters)")
         if incompatible & ~(INCOMPAT_DIRTY | INCOMPAT_COMPRESSION):
@@ -106,6 +127,10 @@ def parse_header(head: bytes, name: str = "image") -> Qcow2Header:
             compression = COMPRESSION_TYPES.get(head[104], "")
             if not compression:
                 raise refuse(f"uses unknown compression type {head[104]}")
+    if size > MAX_VIRTUAL_SIZE:
+        raise reject(f"claims a virtual size of {size} bytes, more than {MAX_VIRTUAL_SIZE >> 40} TiB")
+    if l1_size * 8 > MAX_L1_BYTES:
+        raise reject(f"has an L1 table of {l1_size} entries, more than qemu opens")
     cluster_size = 1 << cluster_bits
     per_l1 = cluster_size * (cluster_size // 8)  # guest bytes one L2 table maps
     if l1_size < -(-size // per_l1):
@@ -192,15 +217,21 @@ class _ClusterBuffer:
             self._file = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Want:
-    """A byte range of the file to catch as it passes, and what to do with it."""
+    """A byte range of the file to catch as it passes, and what to do with it: `done(arg, bytes)`.
+    Small on purpose (slots, no closure, no buffer until its bytes start passing): an image may
+    have a few hundred thousand of them waiting."""
 
     start: int
     end: int
-    done: Callable[[bytes], None]
+    done: Callable[[object, bytes], None]
+    arg: object = None
     partial_ok: bool = False  # compressed data may end past EOF: it ends itself, a cut one fails to decompress
     buf: bytearray | None = None
+
+    def finish(self) -> None:
+        self.done(self.arg, bytes(self.buf or b""))
 
 
 class Qcow2StreamSource(DiskSource):
@@ -238,7 +269,7 @@ class Qcow2StreamSource(DiskSource):
         if hdr.l1_size:
             self._want(hdr.l1_offset, hdr.l1_offset + 8 * hdr.l1_size, self._got_l1)
         else:
-            self._got_l1(b"")
+            self._got_l1(None, b"")
 
     # ---- what the engine calls -----------------------------------------------------------------
     def data_extents(self) -> list[tuple[int, int]]:
@@ -316,20 +347,23 @@ class Qcow2StreamSource(DiskSource):
             self._guest.pop(g)
         return data
 
-    def _got_l1(self, raw: bytes) -> None:
+    def _got_l1(self, _arg: object, raw: bytes) -> None:
         l1 = _entries(raw)
         tables: dict[int, list[int]] = {}
         for i in range(-(-self.size // (self._cs * self._per_l2))):
             off = l1[i] & OFFSET_MASK
             if off:
                 self._check_aligned(off, f"L2 table of L1 entry {i}")
-                tables.setdefault(off, []).append(i)
+                if off in tables:  # qemu never shares one table between two entries of one L1 table
+                    raise ImageRefused(f"image refused: qcow2 image {self.name}: L1 entries {tables[off][0]} and "
+                                       f"{i} name the same L2 table", "the image is damaged or crafted")
+                tables[off] = [i]
         self._l1 = l1
         self._l2_missing = len(tables)
         if not tables:
             self._host.clear()
         for off, indexes in tables.items():
-            self._want(off, off + self._cs, partial(self._got_l2, indexes))
+            self._want(off, off + self._cs, self._got_l2, indexes)
 
     def _got_l2(self, indexes: list[int], raw: bytes) -> None:
         l2 = _entries(raw)
@@ -344,19 +378,26 @@ class Qcow2StreamSource(DiskSource):
                 if entry & COMPRESSED:
                     off = entry & coffset_mask
                     csize = (((entry >> csize_shift) & csize_mask) + 1) * 512 - (off & 511)
-                    self._pending.add(g)
-                    self._want(off, off + csize, partial(self._got_compressed, g), partial_ok=True)
+                    self._await(g)
+                    self._want(off, off + csize, self._got_compressed, g, partial_ok=True)
                     continue
                 off = entry & OFFSET_MASK
                 if (hdr.version >= 3 and entry & ZERO_FLAG) or not off:
                     continue
                 self._check_aligned(off, f"data of guest offset {g * self._cs}")
-                self._pending.add(g)
-                self._want(off, off + self._cs, partial(self._got_data, g))
+                self._await(g)
+                self._want(off, off + self._cs, self._got_data, g)
             self._l2_seen.add(i)
         self._l2_missing -= 1
         if self._l2_missing == 0:  # every mapping is known: nothing that passed can be needed any more
             self._host.clear()
+
+    def _await(self, g: int) -> None:
+        if len(self._pending) >= MAX_AWAITED:
+            raise ImageRefused(f"image refused: qcow2 image {self.name} maps more than {MAX_AWAITED} clusters "
+                               "ahead of their data in the stream", "back the image up from a local copy "
+                               "written in guest order (qemu-img convert)")
+        self._pending.add(g)
 
     def _got_data(self, g: int, raw: bytes) -> None:
         self._pending.discard(g)
@@ -365,8 +406,12 @@ class Qcow2StreamSource(DiskSource):
     def _got_compressed(self, g: int, raw: bytes) -> None:
         cs = self._cs
         try:
-            if self.header.compression == "zstd":
-                data = zstandard.ZstdDecompressor().decompressobj().decompress(raw)[:cs]
+            if self.header.compression == "zstd":  # read at most one cluster: a frame may claim gigabytes
+                dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+                with dctx.stream_reader(io.BytesIO(raw)) as reader:
+                    data = b""
+                    while len(data) < cs and (piece := reader.read(cs - len(data))):
+                        data += piece
             else:
                 data = zlib.decompressobj(-15).decompress(raw, cs)
         except (zlib.error, zstandard.ZstdError) as exc:
@@ -384,13 +429,14 @@ class Qcow2StreamSource(DiskSource):
                               "the image is damaged; check it with qemu-img check")
 
     # ---- following the stream -----------------------------------------------------------------
-    def _want(self, start: int, end: int, done: Callable[[bytes], None], *, partial_ok: bool = False) -> None:
+    def _want(self, start: int, end: int, done: Callable, arg: object = None, *, partial_ok: bool = False) -> None:
         """Catch bytes [start, end) of the file; those already passed come from what was kept."""
-        want = _Want(start, end, done, partial_ok, bytearray())
+        want = _Want(start, end, done, arg, partial_ok)
         if start >= self._pos:
             heapq.heappush(self._wants, (start, next(self._seq), want))
             return
         cs = self._cs
+        want.buf = bytearray()
         for c in range(start // cs, (min(end, self._pos) - 1) // cs + 1):
             kept = self._host.get(c)
             if kept is None:
@@ -399,7 +445,7 @@ class Qcow2StreamSource(DiskSource):
                                   "back the image up from a full local copy")
             want.buf += kept[max(start, c * cs) - c * cs: min(end, self._pos, (c + 1) * cs) - c * cs]
         if end <= self._pos:
-            done(bytes(want.buf))
+            want.finish()
         else:
             self._active.append(want)
 
@@ -418,7 +464,7 @@ class Qcow2StreamSource(DiskSource):
             if all(want.partial_ok for want in self._active):  # compressed data may claim sectors past the end
                 active, self._active = self._active, []
                 for want in active:
-                    want.done(bytes(want.buf))  # type: ignore[arg-type]
+                    want.finish()
             return False
         if not self._wants and not self._active and not self._keeping():
             self._pos += len(data)
@@ -435,14 +481,16 @@ class Qcow2StreamSource(DiskSource):
         if len(self._active) == 1 and self._active[0].start == pos and self._active[0].end == end:
             want = self._active.pop()  # the usual case: one whole cluster wanted, nothing else here
             self._pos = end
-            want.done(bytes(view))
+            want.done(want.arg, bytes(view))
             return
         covered: list[tuple[int, int]] = []
         finished: list[_Want] = []
         for want in self._active:
             lo, hi = max(want.start, pos), min(want.end, end)
             if lo < hi:
-                want.buf += view[lo - pos: hi - pos]  # type: ignore[operator]
+                if want.buf is None:
+                    want.buf = bytearray()
+                want.buf += view[lo - pos: hi - pos]
                 covered.append((lo, hi))
             if want.end <= end:
                 finished.append(want)
@@ -451,7 +499,7 @@ class Qcow2StreamSource(DiskSource):
         self._pos = end
         for want in finished:
             self._active.remove(want)
-            want.done(bytes(want.buf))  # type: ignore[arg-type]
+            want.finish()
 
     def _pump_until(self, ready: Callable[[], bool], what: str) -> None:
         while not ready():

@@ -12,13 +12,13 @@ import fcntl
 import os
 import stat
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import StackvaultError, UsageError
+from . import child
 from .blockindex import ZERO_DIGEST, BlockIndex
 from .fileio import Writeback, pwrite_all, punch_hole
 from .repository import Repository
@@ -84,11 +84,14 @@ class FileTarget(RestoreTarget):
         os.close(self._fd)
         self._fd = None
         if self.format == "qcow2":
-            out = subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", self._raw, self.partial],
-                                 capture_output=True, text=True)
+            try:
+                out = child.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", self._raw, self.partial],
+                                child.SERVE)
+            except FileNotFoundError:
+                out = child.Finished(127, b"", "qemu-img is not installed")
             os.unlink(self._raw)
-            if out.returncode != 0:
-                raise StackvaultError(f"qemu-img could not write {self.path}: {out.stderr.strip()}",
+            if out.problem:
+                raise StackvaultError(f"qemu-img could not write {self.path}: {out.problem}",
                                       "check free space and that qemu-utils is installed")
         os.replace(self.partial, self.path)
 

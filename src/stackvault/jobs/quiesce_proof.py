@@ -9,6 +9,11 @@ the first block of the backup, so a disk without ext2/3/4 costs one block read),
 marker with `debugfs` (no mounting, no journal replay: a frozen file system has its journal
 checkpointed, so what debugfs sees is exactly what the freeze left).
 
+The disk is the tenant's, so its partition table is parsed within fixed bounds (a few hundred KiB
+read, whatever the table claims) and debugfs runs as a constrained child (engine.child: limits, a
+capped output, a timeout, no network when the proxy may take it away): a crafted disk gives the
+result `unreadable` with why, never a failed or slowed backup.
+
 The backup record is already committed and immutable, so the proof is stored beside it, as the
 repository object `proofs/<backup id>.json`, and the catalog row's consistency is upgraded to
 `application (verified)`; see docs/consistency.md for why.
@@ -16,17 +21,19 @@ repository object `proofs/<backup id>.json`, and the catalog row's consistency i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import struct
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..cloud.consistency import CRASH
 from ..cloud.guest_hook import MARKER_PATH, QuiesceMarker, parse_marker
+from ..engine import child
 from ..engine.blockindex import ZERO_DIGEST, BlockIndex
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import FileTarget, restore_disk
@@ -42,6 +49,16 @@ GPT_LINUX_TYPES = {"0fc63daf-8483-4772-8e79-3d69d8477de4",  # Linux filesystem d
                    "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",  # x86-64 root
                    "44479540-f297-41b2-9af7-d131d5f0458a"}  # x86 root
 MBR_LINUX_TYPES = {0x83}
+GPT_MAX_ENTRIES = 256  # what the proof looks at; tables hold 128 entries
+GPT_ENTRY_SIZES = (128, 256, 512, 1024, 2048, 4096)  # 128 * 2**n (UEFI), up to a sector of 4 KiB
+#: debugfs reading the marker: the marker is a few lines, so its output is capped far below what a
+#: crafted (sparse, huge) marker file would print.
+DEBUGFS = child.Limits(memory=child.GiB, cpu_s=60, output=64 << 10, timeout_s=120.0)
+Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes of the disk
+
+
+class UnreadableDisk(Exception):
+    """The tenant's disk holds a partition table the proof does not believe."""
 
 
 def proof_key(backup_id: str) -> str:
@@ -77,39 +94,45 @@ def _guid(raw: bytes) -> str:
     return f"{a:08x}-{b:04x}-{c:04x}-{raw[8:10].hex()}-{raw[10:16].hex()}"
 
 
-def partitions(repo: Repository, index: BlockIndex) -> list[Partition]:
+def partitions(read: Reader, disk_size: int) -> list[Partition]:
     """The disk's partitions from its MBR, or its GPT when the MBR is protective; the whole disk when
-    there is no table (a file system made on the bare disk)."""
-    head = read_range(repo, index, 0, 34 * 512)
+    there is no table (a file system made on the bare disk). Reads at most a few hundred KiB; raises
+    UnreadableDisk for a table that cannot be right."""
+    head = read(0, 34 * 512)
     if len(head) < 512 or head[510:512] != b"\x55\xaa":
-        return [Partition(0, index.disk_size, "whole disk")]
+        return [Partition(0, disk_size, "whole disk")]
     entries = [struct.unpack_from("<B3xB3xII", head, 446 + 16 * n) for n in range(4)]
     if any(kind == 0xEE for _, kind, _, _ in entries):
-        return _gpt_partitions(repo, index, head)
+        return _gpt_partitions(read, disk_size, head)
     return [Partition(first * 512, count * 512, f"{kind:02x}")
-            for _, kind, first, count in entries if kind and count]
+            for _, kind, first, count in entries if kind and count and (first + count) * 512 <= disk_size]
 
 
-def _gpt_partitions(repo: Repository, index: BlockIndex, head: bytes) -> list[Partition]:
-    if head[512:520] != b"EFI PART":
+def _gpt_partitions(read: Reader, disk_size: int, head: bytes) -> list[Partition]:
+    if len(head) < 512 + 92 or head[512:520] != b"EFI PART":
         return []
     entries_lba, count, entry_size = struct.unpack_from("<QII", head, 512 + 72)
-    table = read_range(repo, index, entries_lba * 512, min(count, 256) * entry_size)
+    if entry_size not in GPT_ENTRY_SIZES:
+        raise UnreadableDisk(f"its GPT gives a partition entry size of {entry_size} bytes")
+    if not 2 <= entries_lba < disk_size // 512:
+        raise UnreadableDisk(f"its GPT puts the partition entries at sector {entries_lba}, outside the disk")
+    table = read(entries_lba * 512, min(count, GPT_MAX_ENTRIES) * entry_size)
     out = []
     for n in range(len(table) // entry_size):
         entry = table[n * entry_size : (n + 1) * entry_size]
         if entry[:16] == bytes(16):
             continue
         first, last = struct.unpack_from("<QQ", entry, 32)
-        out.append(Partition(first * 512, (last - first + 1) * 512, _guid(entry[:16])))
+        if first <= last and (last + 1) * 512 <= disk_size:  # else not a partition this disk can hold
+            out.append(Partition(first * 512, (last - first + 1) * 512, _guid(entry[:16])))
     return out
 
 
-def file_system(repo: Repository, index: BlockIndex, part: Partition) -> str | None:
+def file_system(read: Reader, part: Partition) -> str | None:
     """`ext` or `xfs` when the partition holds one, from its superblock magic."""
-    if read_range(repo, index, part.start + EXT_MAGIC_OFFSET, 2) == b"\x53\xef":
+    if read(part.start + EXT_MAGIC_OFFSET, 2) == b"\x53\xef":
         return "ext"
-    if read_range(repo, index, part.start, 4) == b"XFSB":
+    if read(part.start, 4) == b"XFSB":
         return "xfs"
     return None
 
@@ -122,7 +145,14 @@ def read_marker(ctx: JobContext, disk: DiskRecord) -> tuple[str, QuiesceMarker |
     """(outcome, marker, detail) for one backed-up disk; outcome is found | missing | unreadable | skipped."""
     repo = ctx.repo
     index = repo.get_index(disk)
-    found = [(p, fs) for p in partitions(repo, index) if (fs := file_system(repo, index, p))]
+
+    def read(offset: int, length: int) -> bytes:
+        return read_range(repo, index, offset, length)
+
+    try:
+        found = [(p, fs) for p in partitions(read, index.disk_size) if (fs := file_system(read, p))]
+    except UnreadableDisk as exc:
+        return "unreadable", None, f"disk {disk.name}: {exc}"
     ext = next((p for p, fs in found if fs == "ext"), None)
     if ext is None:
         if any(fs == "xfs" for _, fs in found):
@@ -136,20 +166,34 @@ def read_marker(ctx: JobContext, disk: DiskRecord) -> tuple[str, QuiesceMarker |
     path = os.path.join(tmpdir, f"quiesce-{disk.index.replace('/', '-')}.raw")
     try:
         restore_disk(repo, index, FileTarget(path, "raw", overwrite=True), workers=ctx.settings.workers)
-        out = subprocess.run([debugfs, "-R", f"cat {MARKER_PATH}", f"{path}?offset={ext.start}"],
-                             capture_output=True, text=True, timeout=120)
+        out = child.run([*_no_network(), debugfs, "-R", f"cat {MARKER_PATH}", f"{path}?offset={ext.start}"],
+                        DEBUGFS)
     finally:
         if os.path.exists(path):
             os.unlink(path)
-    marker = parse_marker(out.stdout)
+    if out.truncated or out.timed_out or out.returncode < 0:
+        return "unreadable", None, f"reading {MARKER_PATH} on disk {disk.name}: debugfs: {out.problem}"
+    text = out.stdout.decode(errors="replace")
+    marker = parse_marker(text)
     if marker is not None:
         return "found", marker, ""
     if "not found" in out.stderr.lower():  # debugfs exits 0 for a missing file
         return "missing", None, f"no {MARKER_PATH} on disk {disk.name}: is the freeze hook installed?"
-    if out.stdout.strip():
+    if text.strip():
         return "unreadable", None, f"{MARKER_PATH} on disk {disk.name} is not a stackvault marker"
     problem = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("debugfs ")]
     return "skipped", None, f"debugfs could not read disk {disk.name}: {' '.join(problem)[-200:] or out.returncode}"
+
+
+@functools.cache
+def _no_network() -> list[str]:
+    """A prefix that runs a helper without network when the proxy may take it away (root, in a
+    place that allows new namespaces: a container without CAP_SYS_ADMIN does not), else nothing."""
+    unshare = _tool("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return []
+    prefix = [unshare, "--net", "--"]
+    return prefix if child.run([*prefix, "true"]).returncode == 0 else []
 
 
 def _earlier_nonces(ctx: JobContext, record: BackupRecord, limit: int = 5) -> set[str]:
@@ -258,7 +302,7 @@ def prove_after_backup(ctx: JobContext, record: BackupRecord, result, window: tu
         return
     try:
         proof = prove_quiesce(ctx, record, window)
-    except (StackvaultError, OSError, subprocess.SubprocessError) as exc:
+    except (StackvaultError, OSError) as exc:
         proof = {"backup_id": record.backup_id, "status": "skipped", "message": f"could not check: {exc}"}
     result.report["quiesce_proof"] = {k: proof.get(k) for k in ("status", "message", "marker")}
     if proof["status"] == "verified":
