@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .config import CONSISTENCY_LEVELS, Retention, Settings, load_settings, parse_pairs, parse_size
+from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
+                     parse_size, seconds, whole_number)
 from .errors import StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
@@ -23,6 +24,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, f"see `{self.prog} --help`")
 
 
+def _checked(check: Callable[..., object], option: str) -> Callable[[str], object]:
+    """An argparse type that refuses a bad value with the one-line error naming the option (not a bare
+    "invalid value"), e.g. a negative count that would otherwise read as "keep nothing"."""
+    return lambda text: check(text, option)
+
+
 def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--config", default=default, help="TOML settings file (env STACKVAULT_CONFIG)")
     p.add_argument("--repo", default=default, help="repository location (env STACKVAULT_REPO)")
@@ -31,7 +38,7 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--json", action="store_true", default=default if default is not None else False,
                    help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", default=default if default is not None else False)
-    p.add_argument("--wait", type=float, default=default, metavar="SECONDS",
+    p.add_argument("--wait", type=_checked(seconds, "--wait"), default=default, metavar="SECONDS",
                    help="wait this long for a conflicting lock to go away")
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
     p.add_argument("--passphrase-file", default=default, metavar="PATH",
@@ -59,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("init", "create a repository")
     p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 512KiB)")
-    p.add_argument("--compression-level", type=int, default=None)
+    p.add_argument("--compression-level", type=_checked(compression_level, "--compression-level"), default=None,
+                   help="zstd level, 1 (fastest, the default) to 22 (smallest); fixed for the repository")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt everything stored (AES-256-GCM) under a passphrase; mandatory from then on")
 
@@ -128,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("prune", "forget backups by retention policy")
     for rule in ("last", "daily", "weekly", "monthly"):
-        p.add_argument(f"--keep-{rule}", type=int, default=None, metavar="N")
+        p.add_argument(f"--keep-{rule}", type=_checked(whole_number, f"--keep-{rule}"), default=None, metavar="N")
     p.add_argument("--dry-run", action="store_true")
 
     p = cmd("gc", "delete chunks no backup references")
-    p.add_argument("--grace", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--grace", type=_checked(seconds, "--grace"), default=0.0, metavar="SECONDS",
                    help="keep unreferenced chunks younger than this")
     p.add_argument("--dry-run", action="store_true")
 
