@@ -150,11 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, metavar="file:PATH", help="rebuild: only this disk")
     p.add_argument("--config-out", default=None, metavar="PATH", help="restore: write the saved config here")
     p.add_argument("--force", action="store_true", help="restore: overwrite an existing config file")
+    p.add_argument("--yes", action="store_true",
+                   help="restore: take saved state that cannot be authenticated (a plain repository's) or whose "
+                        "config points to another repository, without asking")
 
     p = cmd("recover", "make this a working proxy from the repository alone (config, catalog, working state)")
     p.add_argument("--config-out", default=None, metavar="PATH",
                    help="where to write the recovered config (default: <workdir>/stackvault.toml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    p.add_argument("--yes", action="store_true",
+                   help="take saved state that cannot be authenticated (a plain repository's) or whose config "
+                        "points to another repository, without asking")
 
     p = cmd("catalog", "the catalog database")
     p.add_argument("action", choices=("rebuild",))
@@ -302,13 +308,14 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             return proxy_state.backup_state(ctx), render.state_saved, EXIT_OK
         if args.action == "restore":
             out = Path(args.config_out) if args.config_out else None
-            return proxy_state.restore_state(ctx, args.state_id, out, args.force), render.state_restored, EXIT_OK
+            return (proxy_state.restore_state(ctx, args.state_id, out, args.force, confirm=_confirmer(args.yes)),
+                    render.state_restored, EXIT_OK)
         return rebuild_state(ctx, _disk_key(args.source)), render.state, EXIT_OK
     if c == "recover":
         from .jobs.proxy_state import recover
 
         out = Path(args.config_out) if args.config_out else settings.workdir / "stackvault.toml"
-        return recover(ctx, out, args.force), render.recovered, EXIT_OK
+        return recover(ctx, out, args.force, confirm=_confirmer(args.yes)), render.recovered, EXIT_OK
     if c == "catalog":
         from .jobs.maintenance import rebuild_catalog
 
@@ -369,6 +376,13 @@ def _key(ctx: JobContext, args: argparse.Namespace) -> tuple[dict, Callable[[dic
     with ctx.lock("exclusive", "key remove"):  # two removals at once must not leave no slot
         repo.remove_key(args.key_id)
     return {"repo": repo.location, "removed": args.key_id}, render.key_removed, EXIT_OK
+
+
+def _confirmer(yes: bool) -> Callable[[str], bool] | None:
+    """--yes answers every question; else a terminal asks; else nobody can answer (None: the job refuses)."""
+    if yes:
+        return lambda _question: True
+    return _confirm if sys.stdin is not None and sys.stdin.isatty() else None
 
 
 def _confirm(question: str) -> bool:
