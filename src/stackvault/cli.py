@@ -11,7 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
                      parse_size, seconds, whole_number)
-from .errors import StackvaultError, UsageError
+from .errors import CatalogError, StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
 from .progress import progress_factory
@@ -242,8 +242,12 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "list":
         from .jobs.maintenance import sync_catalog
 
-        sync_catalog(ctx)
-        rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+        try:
+            sync_catalog(ctx)
+            rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+            unlisted = None
+        except CatalogError as exc:  # the repository holds the truth: list its records, and say why
+            rows, unlisted = _records(ctx, _disk_key(args.source)), exc
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
@@ -252,6 +256,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             rows = [r for r in rows if share.covers_backup(r.source or {})]
         in_repo = len(ctx.repo.backup_ids())
         result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source or share))
+        if unlisted is not None:
+            return {**result, "warning": f"listed from the repository's records: {unlisted}"}, render.listing, EXIT_OK
         return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
@@ -319,7 +325,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "catalog":
         from .jobs.maintenance import rebuild_catalog
 
-        return rebuild_catalog(ctx), render.catalog, EXIT_OK
+        kept = ctx.set_damaged_catalog_aside()
+        return {**rebuild_catalog(ctx), **({"damaged_kept_as": kept} if kept else {})}, render.catalog, EXIT_OK
     raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
 
 
@@ -335,6 +342,11 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _records(ctx: JobContext, disk_key: str | None) -> list:
+    """`list` without a catalog: the repository's backup records (they carry every field a catalog row shows)."""
+    return [r for r in ctx.repo.backups() if disk_key is None or any(d.disk_key == disk_key for d in r.disks)]
 
 
 def _listed_share(args: argparse.Namespace):  # noqa: ANN202 - a cloud.inventory.Selection or None

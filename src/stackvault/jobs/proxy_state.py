@@ -265,6 +265,7 @@ def recover(ctx: JobContext, config_out: Path | None = None, force: bool = False
         result.update(config=saved["config"], state_id=saved["state_id"])
     except NotFoundError:
         result["warning"] = "no saved proxy state in the repository: the configuration was not recovered"
-    result["catalog"] = rebuild_catalog(ctx)
+    kept = ctx.set_damaged_catalog_aside()
+    result["catalog"] = {**rebuild_catalog(ctx), **({"damaged_kept_as": kept} if kept else {})}
     result["state"] = rebuild_state(ctx)
     return result
