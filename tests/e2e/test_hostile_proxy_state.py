@@ -153,3 +153,51 @@ def test_config_out_that_is_a_directory(plain: Stackvault, tmp_path: Path) -> No
     plain.run("state", "backup", globals_=["--config", str(_config(tmp_path, plain))])
     res = plain.run("recover", "--config-out", str(tmp_path), "--force", "--yes", expect=None)
     assert_clear_error(res, str(tmp_path), "directory")
+
+
+def _planted_state(size: int) -> bytes:
+    """What a hostile store can plant in a plain repository (docs/repository-format.md's `proxy-state/`
+    layout): a state file of `size` zero bytes in a tar, zstd-compressed to a few hundred KiB."""
+    import io
+    import tarfile
+
+    import blake3
+
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(level=3).stream_writer(out, closefd=False) as w:
+        info = tarfile.TarInfo("state/file_planted.sha")
+        info.size = size
+        w.write(info.tobuf(format=tarfile.PAX_FORMAT))
+        zero = bytes(MIB)
+        for _ in range(size // MIB):
+            w.write(zero)
+        w.write(bytes(1024))  # the tar's end
+    body = out.getvalue()
+    return b"SVSTATE1" + blake3.blake3(body).digest() + body
+
+
+def test_a_planted_huge_state_is_read_in_bounded_memory(plain: Stackvault, tmp_path: Path) -> None:
+    """2 GiB of state in 200 KiB: recover and state restore stream it under a 1 GiB address-space limit."""
+    import resource
+    import subprocess
+
+    from .helpers import Result
+
+    (plain.repo / "proxy-state").mkdir(exist_ok=True)
+    (plain.repo / "proxy-state" / "20991231T000000Z.tar.zst").write_bytes(_planted_state(2048 * MIB))
+    before = tree_listing(plain.workdir)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    def run(*args: str) -> Result:
+        argv = plain.argv(list(args))
+        proc = subprocess.run(argv, capture_output=True, text=True, env=plain.env(), timeout=180, preexec_fn=limit)
+        return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+    res = run("state", "restore")
+    assert_clear_error(res, "not encrypted", "--yes")
+    assert tree_listing(plain.workdir) == before, "a refused state restore wrote state files"
+    res = run("recover", "--config-out", str(tmp_path / "out.toml"))
+    assert res.rc == 0, res.describe()  # it takes no state file from the saved state, and it holds no config
+    assert not (plain.workdir / "file_planted.sha").exists()

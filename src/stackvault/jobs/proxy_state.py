@@ -20,17 +20,19 @@ from __future__ import annotations
 import io
 import os
 import re
+import secrets
 import tarfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 from urllib.parse import parse_qsl, urlsplit
 
 import blake3
 import zstandard
 
-from ..engine.atomic import write_atomic
+from ..engine.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from ..errors import NotFoundError, RepositoryError, UsageError
 from .context import JobContext
 from .maintenance import rebuild_catalog, rebuild_state
@@ -150,7 +152,15 @@ def backup_state(ctx: JobContext) -> dict:
             "bytes": len(blob), "warnings": warnings, "level": "full"}
 
 
-def _load(ctx: JobContext, state_id: str | None) -> tuple[str, tarfile.TarFile]:
+#: Bounds on what a saved state may make a proxy read: the whole tar (the working state of many
+#: large disks fits), and the config (a page of settings), so a crafted object cannot exhaust memory.
+MAX_STATE_BYTES = 1 << 36
+MAX_CONFIG_BYTES = 1 << 20
+_COPY = 1 << 20
+
+
+def _load(ctx: JobContext, state_id: str | None) -> tuple[str, bytes]:
+    """The chosen saved state's id and its checked, still compressed tar."""
     ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX) if o.key.endswith(".tar.zst"))
     if not ids:
         raise NotFoundError(f"no saved proxy state in {ctx.repo.location}", "save one with `stackvault state backup`")
@@ -161,8 +171,41 @@ def _load(ctx: JobContext, state_id: str | None) -> tuple[str, tarfile.TarFile]:
     if blob[:8] != MAGIC or blake3.blake3(blob[40:]).digest() != blob[8:40]:
         raise RepositoryError(f"saved proxy state {chosen} is damaged (checksum mismatch)",
                               "restore an older one, or run `stackvault recover`, which needs none")
-    raw = zstandard.ZstdDecompressor().decompress(blob[40:], max_output_size=1 << 34)
-    return chosen, tarfile.open(fileobj=io.BytesIO(raw), mode="r")
+    return chosen, blob
+
+
+def _members(state_id: str, blob: bytes) -> Iterator[tuple[str, IO[bytes]]]:
+    """The files of a saved state's tar as streams, decompressed as they are read (never the whole tar
+    in memory, never more than MAX_STATE_BYTES)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(memoryview(blob)[40:], read_across_frames=True)
+    try:
+        with tarfile.open(fileobj=_Bounded(reader, state_id), mode="r|") as tar:
+            for member in tar:
+                if member.isfile():
+                    yield member.name, tar.extractfile(member)  # type: ignore[misc]
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise RepositoryError(f"saved proxy state {state_id} is damaged: {exc}",
+                              "restore an older one, or run `stackvault recover`, which needs none") from None
+
+
+class _Bounded(io.RawIOBase):
+    """A read-only stream that refuses to deliver more than MAX_STATE_BYTES."""
+
+    def __init__(self, raw: IO[bytes], state_id: str) -> None:
+        self._raw, self._state_id, self._left = raw, state_id, MAX_STATE_BYTES
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # noqa: ANN001 - a writable buffer
+        data = self._raw.read(min(len(buf), self._left + 1))
+        if len(data) > self._left:
+            raise RepositoryError(f"saved proxy state {self._state_id} is larger than {MAX_STATE_BYTES >> 30} GiB",
+                                  "it was not written by stackvault: restore another one, or run `stackvault "
+                                  "recover`, which needs none")
+        self._left -= len(data)
+        buf[:len(data)] = data
+        return len(data)
 
 
 def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path | None = None,
@@ -171,34 +214,51 @@ def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path
 
     Nothing is written before everything was checked: the config file to write does not exist (or
     `force`), the saved config loads, and the state is authenticated (an encrypted repository) or
-    accepted through `confirm` after the operator saw what it points to.
+    accepted through `confirm` after the operator saw what it points to. The tar is read twice,
+    streamed: once for the config and the names, then, once accepted, to write the state files.
     """
     _check_config_out(config_out, force)
-    chosen, tar = _load(ctx, state_id)
-    with tar:
-        state_files, config = {}, None
-        for member in tar.getmembers():
-            if not member.isfile():
-                continue
-            name = STATE_FILE.fullmatch(member.name)
-            if include_state and name:
-                state_files[name["name"]] = tar.extractfile(member).read()  # type: ignore[union-attr]
-            elif member.name == CONFIG_MEMBER and config_out is not None:
-                config = tar.extractfile(member).read()  # type: ignore[union-attr]
+    chosen, blob = _load(ctx, state_id)
+    names, config = [], None
+    for name, stream in _members(chosen, blob):
+        if include_state and STATE_FILE.fullmatch(name):
+            names.append(name)
+        elif name == CONFIG_MEMBER and config_out is not None:
+            config = stream.read(MAX_CONFIG_BYTES + 1)
+            if len(config) > MAX_CONFIG_BYTES:
+                raise RepositoryError(f"the config in saved proxy state {chosen} is larger than 1 MiB",
+                                      "it was not written by stackvault: write the config by hand")
     settings = _saved_settings(chosen, config)
-    if state_files or config is not None:
+    if names or config is not None:
         _accept(ctx, chosen, settings, confirm)
     state_dir = ctx.state.dir
-    if state_files:
+    if names:
         os.makedirs(state_dir, exist_ok=True)
-    for name, data in state_files.items():
-        write_atomic(state_dir / name, data)
+        for name, stream in _members(chosen, blob):
+            if name in names:
+                _write_stream(state_dir / STATE_FILE.fullmatch(name)["name"], stream)  # type: ignore[index]
     config_written = None
     if config is not None and config_out is not None:
         config_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(config_out, config)
         config_written = str(config_out)
-    return {"state_id": chosen, "state_files": len(state_files), "config": config_written}
+    return {"state_id": chosen, "state_files": len(names), "config": config_written}
+
+
+def _write_stream(path: Path, stream: IO[bytes]) -> None:
+    """A state file written from a stream, atomically (as write_atomic writes bytes), 1 MiB at a time."""
+    tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
+    try:
+        with open(tmp, "xb") as out:
+            while block := stream.read(_COPY):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 def _check_config_out(config_out: Path | None, force: bool) -> None:
