@@ -110,6 +110,7 @@ def open_engine(url: str) -> Engine:
             raise unopenable(url, f"a part of {os.path.dirname(path)} is a file, not a directory") from None
         except OSError as exc:
             raise unopenable(url, f"{exc.strerror}: {exc.filename}") from None
+        _private(url, path)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         _tune_sqlite(engine, wal=path is not None)
@@ -125,6 +126,20 @@ def open_engine(url: str) -> Engine:
 def writer(engine: Engine) -> Engine:
     """The same engine, whose transactions take SQLite's write lock when they begin."""
     return engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}) if is_sqlite(engine) else engine
+
+
+def _private(url: str, path: str) -> None:
+    """Create a new SQLite catalog file readable by the proxy's user alone, before SQLite does.
+
+    SQLite gives its `-wal` and `-shm` files the database file's permissions, so the three stay
+    private: the catalog names every server, volume and backup of every project.
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise unopenable(url, f"{exc.strerror}: {path}") from None
 
 
 def _report_damage(engine: Engine, path: str) -> None:
