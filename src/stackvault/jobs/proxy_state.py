@@ -47,7 +47,7 @@ SECRET_KEY = re.compile(r"(pass(word|phrase)?|secret|token|credential|private|ap
 URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@\"']*):[^\s/@\"']*@", re.IGNORECASE)
 
 #: A saved state file's name: one disk's `.sha` or `.bmp`, nothing that could name another path.
-STATE_FILE = re.compile(r"state/(?P<name>[A-Za-z0-9_][A-Za-z0-9_.:+=-]*\.(?:sha|bmp))")
+STATE_FILE = re.compile(r"state/(?P<name>[A-Za-z0-9._-]+\.(?:sha|bmp))")
 
 CONFIG_MEMBER = "config/stackvault.toml"
 
