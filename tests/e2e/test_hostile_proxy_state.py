@@ -201,3 +201,48 @@ def test_a_planted_huge_state_is_read_in_bounded_memory(plain: Stackvault, tmp_p
     res = run("recover", "--config-out", str(tmp_path / "out.toml"))
     assert res.rc == 0, res.describe()  # it takes no state file from the saved state, and it holds no config
     assert not (plain.workdir / "file_planted.sha").exists()
+
+
+def _on_terminal(sv: Stackvault, args: list[str], answer: str, timeout: float = 120) -> tuple[int, str]:
+    """Run a command on a pseudo-terminal and type `answer` once it asks its y/N question."""
+    import os
+    import pty
+    import select
+    import signal
+    import time
+
+    argv = sv.argv(args, json_out=False)
+    env = sv.env()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, env)
+    out, answered, deadline = b"", False, time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the terminal closes when the command exits
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not answered and b"[y/N]" in out:
+            os.write(fd, answer.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_on_a_terminal_the_operator_answers(plain: Stackvault, tmp_path: Path) -> None:
+    _save(plain, _config(tmp_path, plain))
+    out = tmp_path / "recovered.toml"
+    rc, text = _on_terminal(plain, ["recover", "--config-out", str(out)], "n")
+    assert rc == 2 and "not taken" in text and "db.example.net" in text and "[y/N]" in text, text
+    assert not out.exists()
+    rc, text = _on_terminal(plain, ["recover", "--config-out", str(out)], "y")
+    assert rc == 0, text
+    assert "keep_last = 3" in out.read_text() and PASSWORD not in out.read_text()
