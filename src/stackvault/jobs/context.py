@@ -55,20 +55,24 @@ class JobContext:
         Such a job needs nothing but the repository: a catalog that cannot be opened or written (damaged,
         unreachable) costs the job its history row and a warning, never the restore itself.
         """
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return self.catalog.start_job(kind, self.repo.id)
-        except CatalogError as exc:
-            log.warning("stackvault: warning: this %s is not recorded in the catalog: %s", kind, exc)
+        except (CatalogError, SQLAlchemyError) as exc:  # SQLAlchemy's: a server lost between two queries
+            log.warning("stackvault: warning: this %s is not recorded in the catalog: %s", kind, _line(exc))
             return None
 
     def finish_reading_job(self, job_id: str | None, status: str, message: str = "", **done: object) -> None:
         """The end of a `start_reading_job` row (nothing when there is none or the catalog fails now)."""
         if job_id is None:
             return
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]
-        except CatalogError as exc:
-            log.warning("stackvault: warning: the end of job %s is not recorded in the catalog: %s", job_id, exc)
+        except (CatalogError, SQLAlchemyError) as exc:
+            log.warning("stackvault: warning: the end of job %s is not recorded in the catalog: %s", job_id, _line(exc))
 
     def set_damaged_catalog_aside(self) -> str | None:
         """Before a rebuild: a SQLite catalog file that SQLite finds damaged is renamed (kept) so a new
@@ -128,3 +132,8 @@ class JobContext:
             self.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
             raise
         self.catalog.finish_job(job_id, "success", report=report)
+
+
+def _line(exc: BaseException) -> str:
+    """An error as one line (SQLAlchemy's own add the statement and a link on further lines)."""
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
