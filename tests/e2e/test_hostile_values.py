@@ -156,3 +156,14 @@ def test_config_that_is_a_device_is_not_read_whole(two_backups) -> None:
 
     proc = subprocess.run(argv, capture_output=True, text=True, env=sv.env(), timeout=60, preexec_fn=limit)
     assert_clear_error(Result(argv, proc.returncode, proc.stdout, proc.stderr), "/dev/zero")
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "soon"])
+def test_a_bad_job_lease_in_the_environment(two_backups, value: str) -> None:
+    sv, src, ids = two_backups
+    files = tree_listing(sv.repo)
+    argv = sv.argv(["backup", "--source", f"file:{src}"])
+    env = {**sv.env(), "STACKVAULT_JOB_LEASE_S": value}
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert_clear_error(Result(argv, proc.returncode, proc.stdout, proc.stderr), "STACKVAULT_JOB_LEASE_S")
+    _unchanged(sv, ids, files)
