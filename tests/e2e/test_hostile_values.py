@@ -94,7 +94,7 @@ def test_bad_values_in_the_config_are_refused(two_backups, tmp_path: Path, body:
 
 
 def test_a_bad_retention_in_the_config_forgets_nothing(two_backups, tmp_path: Path) -> None:
-    """The finding itself: `keep_daily = -1` meant "keep nothing" to prune."""
+    """`keep_daily = -1` once meant "keep nothing" to prune, which then forgot every backup."""
     sv, _, ids = two_backups
     files = tree_listing(sv.repo)
     cfg = tmp_path / "stackvault.toml"
