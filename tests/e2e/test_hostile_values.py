@@ -94,7 +94,7 @@ def test_bad_values_in_the_config_are_refused(two_backups, tmp_path: Path, body:
 
 
 def test_a_bad_retention_in_the_config_forgets_nothing(two_backups, tmp_path: Path) -> None:
-    """`keep_daily = -1` once meant "keep nothing" to prune, which then forgot every backup."""
+    """The config's retention gets the check the options get (`--keep-daily -1` once forgot every backup)."""
     sv, _, ids = two_backups
     files = tree_listing(sv.repo)
     cfg = tmp_path / "stackvault.toml"
