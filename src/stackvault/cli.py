@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .config import CONSISTENCY_LEVELS, Retention, Settings, load_settings, parse_pairs, parse_size
-from .errors import StackvaultError, UsageError
+from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
+                     parse_size, seconds, whole_number)
+from .errors import CatalogError, StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
 from .progress import progress_factory
@@ -23,6 +24,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, f"see `{self.prog} --help`")
 
 
+def _checked(check: Callable[..., object], option: str) -> Callable[[str], object]:
+    """An argparse type that refuses a bad value with the one-line error naming the option (not a bare
+    "invalid value"), e.g. a negative count that would otherwise read as "keep nothing"."""
+    return lambda text: check(text, option)
+
+
 def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--config", default=default, help="TOML settings file (env STACKVAULT_CONFIG)")
     p.add_argument("--repo", default=default, help="repository location (env STACKVAULT_REPO)")
@@ -31,7 +38,7 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--json", action="store_true", default=default if default is not None else False,
                    help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", default=default if default is not None else False)
-    p.add_argument("--wait", type=float, default=default, metavar="SECONDS",
+    p.add_argument("--wait", type=_checked(seconds, "--wait"), default=default, metavar="SECONDS",
                    help="wait this long for a conflicting lock to go away")
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
     p.add_argument("--passphrase-file", default=default, metavar="PATH",
@@ -59,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("init", "create a repository")
     p.add_argument("--block-size", default=None, help="block size, a power of two from 64KiB to 16MiB (default 512KiB)")
-    p.add_argument("--compression-level", type=int, default=None)
+    p.add_argument("--compression-level", type=_checked(compression_level, "--compression-level"), default=None,
+                   help="zstd level, 1 (fastest, the default) to 22 (smallest); fixed for the repository")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt everything stored (AES-256-GCM) under a passphrase; mandatory from then on")
 
@@ -128,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("prune", "forget backups by retention policy")
     for rule in ("last", "daily", "weekly", "monthly"):
-        p.add_argument(f"--keep-{rule}", type=int, default=None, metavar="N")
+        p.add_argument(f"--keep-{rule}", type=_checked(whole_number, f"--keep-{rule}"), default=None, metavar="N")
     p.add_argument("--dry-run", action="store_true")
 
     p = cmd("gc", "delete chunks no backup references")
-    p.add_argument("--grace", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--grace", type=_checked(seconds, "--grace"), default=0.0, metavar="SECONDS",
                    help="keep unreferenced chunks younger than this")
     p.add_argument("--dry-run", action="store_true")
 
@@ -142,11 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, metavar="file:PATH", help="rebuild: only this disk")
     p.add_argument("--config-out", default=None, metavar="PATH", help="restore: write the saved config here")
     p.add_argument("--force", action="store_true", help="restore: overwrite an existing config file")
+    p.add_argument("--yes", action="store_true",
+                   help="restore: take saved state that cannot be authenticated (a plain repository's) or whose "
+                        "config points to another repository, without asking")
 
     p = cmd("recover", "make this a working proxy from the repository alone (config, catalog, working state)")
     p.add_argument("--config-out", default=None, metavar="PATH",
                    help="where to write the recovered config (default: <workdir>/stackvault.toml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    p.add_argument("--yes", action="store_true",
+                   help="take saved state that cannot be authenticated (a plain repository's) or whose config "
+                        "points to another repository, without asking")
 
     p = cmd("catalog", "the catalog database")
     p.add_argument("action", choices=("rebuild",))
@@ -228,8 +242,12 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "list":
         from .jobs.maintenance import sync_catalog
 
-        sync_catalog(ctx)
-        rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+        try:
+            sync_catalog(ctx)
+            rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+            unlisted = None
+        except CatalogError as exc:  # the repository holds the truth: list its records, and say why
+            rows, unlisted = _records(ctx, _disk_key(args.source)), exc
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
@@ -238,6 +256,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             rows = [r for r in rows if share.covers_backup(r.source or {})]
         in_repo = len(ctx.repo.backup_ids())
         result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source or share))
+        if unlisted is not None:
+            return {**result, "warning": f"listed from the repository's records: {unlisted}"}, render.listing, EXIT_OK
         return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
@@ -294,17 +314,19 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             return proxy_state.backup_state(ctx), render.state_saved, EXIT_OK
         if args.action == "restore":
             out = Path(args.config_out) if args.config_out else None
-            return proxy_state.restore_state(ctx, args.state_id, out, args.force), render.state_restored, EXIT_OK
+            return (proxy_state.restore_state(ctx, args.state_id, out, args.force, confirm=_confirmer(args.yes)),
+                    render.state_restored, EXIT_OK)
         return rebuild_state(ctx, _disk_key(args.source)), render.state, EXIT_OK
     if c == "recover":
         from .jobs.proxy_state import recover
 
         out = Path(args.config_out) if args.config_out else settings.workdir / "stackvault.toml"
-        return recover(ctx, out, args.force), render.recovered, EXIT_OK
+        return recover(ctx, out, args.force, confirm=_confirmer(args.yes)), render.recovered, EXIT_OK
     if c == "catalog":
         from .jobs.maintenance import rebuild_catalog
 
-        return rebuild_catalog(ctx), render.catalog, EXIT_OK
+        kept = ctx.set_damaged_catalog_aside()
+        return {**rebuild_catalog(ctx), **({"damaged_kept_as": kept} if kept else {})}, render.catalog, EXIT_OK
     raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
 
 
@@ -320,6 +342,11 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _records(ctx: JobContext, disk_key: str | None) -> list:
+    """`list` without a catalog: the repository's backup records (they carry every field a catalog row shows)."""
+    return [r for r in ctx.repo.backups() if disk_key is None or any(d.disk_key == disk_key for d in r.disks)]
 
 
 def _listed_share(args: argparse.Namespace):  # noqa: ANN202 - a cloud.inventory.Selection or None
@@ -361,6 +388,13 @@ def _key(ctx: JobContext, args: argparse.Namespace) -> tuple[dict, Callable[[dic
     with ctx.lock("exclusive", "key remove"):  # two removals at once must not leave no slot
         repo.remove_key(args.key_id)
     return {"repo": repo.location, "removed": args.key_id}, render.key_removed, EXIT_OK
+
+
+def _confirmer(yes: bool) -> Callable[[str], bool] | None:
+    """--yes answers every question; else a terminal asks; else nobody can answer (None: the job refuses)."""
+    if yes:
+        return lambda _question: True
+    return _confirm if sys.stdin is not None and sys.stdin.isatty() else None
 
 
 def _confirm(question: str) -> bool:

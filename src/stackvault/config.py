@@ -6,6 +6,7 @@ backup forever.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -35,6 +36,58 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise UsageError(f"cannot read size {text!r}", "write it like 1MiB, 64KiB or 4M")
     return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+
+
+#: zstd levels a repository may be created with: 1 (fastest, the default) to 22 (smallest output).
+#: zstd itself takes -131072..22, and 0 means "its default"; neither is worth a setting here.
+COMPRESSION_LEVELS = range(1, 23)
+
+#: A config file is a page of settings; anything larger (a device, a log file given by mistake) is refused
+#: rather than read whole.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def whole_number(value: object, origin: str, minimum: int = 0) -> int:
+    """A whole number >= `minimum` from TOML, the environment or the command line; `origin` names it.
+
+    A negative count must never pass as "keep nothing" or "no limit": `--keep-daily -1` once removed
+    every backup.
+    """
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    if number is None or number < minimum:
+        raise UsageError(f"bad value {value!r} for {origin}: not a whole number >= {minimum}",
+                         f"give a whole number from {minimum} up")
+    return number
+
+
+def seconds(value: object, origin: str, positive: bool = False) -> float:
+    """A finite number of seconds, >= 0 (> 0 with `positive`); NaN and infinity are refused too."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None or not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise UsageError(f"bad value {value!r} for {origin}: not a number of seconds {bound}",
+                         f"give a number of seconds {bound}")
+    return number
+
+
+def compression_level(value: object, origin: str) -> int:
+    """A zstd level from COMPRESSION_LEVELS: a level zstd refuses would fail every later backup."""
+    level = whole_number(value, origin, minimum=-(1 << 31))
+    if level not in COMPRESSION_LEVELS:
+        raise UsageError(f"bad value {level} for {origin}: not a compression level from {COMPRESSION_LEVELS.start} "
+                         f"to {COMPRESSION_LEVELS.stop - 1}", "use 1 for speed, the default, up to 19 for smaller backups")
+    return level
 
 
 def default_workdir() -> Path:
@@ -154,9 +207,23 @@ def load_settings(config_file: str | None = None, **overrides: object) -> Settin
 
 def _apply_file(settings: Settings, path: Path) -> None:
     try:
-        doc = tomllib.loads(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB",
+                             "check --config / STACKVAULT_CONFIG: it must name a TOML settings file")
+        doc = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist", "check --config / STACKVAULT_CONFIG") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory", "check --config / STACKVAULT_CONFIG: "
+                         "it must name a TOML settings file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}",
+                         "check the file's permissions and --config / STACKVAULT_CONFIG") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte {exc.start})",
+                         "save it as UTF-8; TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}", "fix the line it names") from None
     settings.config_path = path
@@ -203,24 +270,29 @@ def _cloud_job(entry: object, number: int, path: Path) -> CloudJob:
 
 def _section_value(section: str, key: str, value: object, path: Path) -> object:
     kind = _SECTIONS[section][key]
-    if kind in (int, "int") and (not isinstance(value, int) or value < 0):
-        raise UsageError(f"{section}.{key} in {path} must be a whole number >= 0", "fix the value")
-    if kind in (float, "float") and (not isinstance(value, (int, float)) or value <= 0):
-        raise UsageError(f"{section}.{key} in {path} must be a positive number", "fix the value")
+    origin = f"{section}.{key} in {path}"
+    if kind in (int, "int"):
+        return whole_number(value, origin, minimum=_MINIMUM.get((section, key), 0))
+    if kind in (float, "float"):
+        return seconds(value, origin, positive=True)
     if kind in ("str", "str | None") and not isinstance(value, str):
-        raise UsageError(f"{section}.{key} in {path} must be a string", "quote the value")
+        raise UsageError(f"{origin} must be a string", "quote the value")
     if (section, key) == ("cloud", "volume_transfer") and value not in ("attach", "image"):
         raise UsageError(f"cloud.volume_transfer in {path} must be attach or image", "fix the value")
     if (section, key) == ("cloud", "require_consistency") and value not in CONSISTENCY_LEVELS:
         raise UsageError(f"cloud.require_consistency in {path} must be one of {', '.join(CONSISTENCY_LEVELS)}",
                          "fix the value")
     if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-        raise UsageError(f"{section}.{key} in {path} must be a list of strings", 'write e.g. ["az1", "az2"]')
+        raise UsageError(f"{origin} must be a list of strings", 'write e.g. ["az1", "az2"]')
     if (section, key) == ("cloud", "shard"):
         parse_shard(value, f"cloud.shard in {path}")  # type: ignore[arg-type]
     if kind in (bool, "bool") and not isinstance(value, bool):
-        raise UsageError(f"{section}.{key} in {path} must be true or false", "write true or false, unquoted")
-    return float(value) if kind in (float, "float") else value
+        raise UsageError(f"{origin} must be true or false", "write true or false, unquoted")
+    return value
+
+
+#: Whole-number settings that 0 would break ([cloud] parallel = 0 would back up no server at all).
+_MINIMUM = {("cloud", "parallel"): 1}
 
 
 def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
@@ -235,21 +307,24 @@ def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
 
 
 def _set(settings: Settings, key: str, value: object, origin: str) -> None:
-    try:
-        if key == "workdir":
-            value = Path(os.path.expanduser(str(value)))
-        elif key == "block_size":
-            value = parse_size(value)  # type: ignore[arg-type]
-        elif key in ("compression_level", "workers"):
-            value = int(value)  # type: ignore[arg-type]
-            if key == "workers" and value < 1 or key == "compression_level" and not 0 <= value <= 22:
+    if key == "compression_level":
+        value = compression_level(value, origin)
+    elif key == "workers":
+        value = whole_number(value, origin, minimum=1)
+    elif key == "lock_wait":
+        value = seconds(value, origin)
+    elif key in ("repo", "workdir", "catalog"):
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"bad value {value!r} for {origin}: "
+                             + ("it is empty" if isinstance(value, str) else "not a string"),
+                             f"give a non-empty {key}, or leave the setting out")
+        value = Path(os.path.expanduser(value)) if key == "workdir" else value
+    else:
+        try:
+            if key == "block_size":
+                value = parse_size(value)  # type: ignore[arg-type]
+            elif key == "sync" and value not in ("file", "job"):
                 raise ValueError
-        elif key == "lock_wait":
-            value = float(value)  # type: ignore[arg-type]
-        elif key == "sync" and value not in ("file", "job"):
-            raise ValueError
-        elif key in ("repo", "catalog"):
-            value = str(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None
+        except (TypeError, ValueError):
+            raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None
     setattr(settings, key, value)

@@ -24,6 +24,14 @@ class SourceError(UsageError):
     """A disk source cannot be opened or read."""
 
 
+class CatalogError(UsageError):
+    """The catalog cannot be opened or read (damaged, or not where it should be).
+
+    The catalog only summarises the repository, so commands that read the repository (restore,
+    verify, list, show) go on without it; commands that must record their work in it stop.
+    """
+
+
 class RepositoryError(StackvaultError):
     """The repository is missing, of another format, locked, or damaged."""
 

@@ -183,7 +183,8 @@ def recovered(r: dict) -> str:
 
 
 def catalog(r: dict) -> str:
-    return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository"
+    kept = f"; the damaged one is kept as {r['damaged_kept_as']}" if r.get("damaged_kept_as") else ""
+    return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository{kept}"
 
 
 def cloud_backup(r: dict) -> str:

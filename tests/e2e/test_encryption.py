@@ -151,6 +151,7 @@ def test_wrong_or_missing_passphrase_writes_nothing(esv: EncryptedSv, rng: rando
 
     pfile = tmp_path / "passphrase"
     pfile.write_text(PASSPHRASE + "\n")
+    pfile.chmod(0o600)
     assert esv.run("backup", "--source", f"file:{img}", globals_=["--passphrase-file", str(pfile)]).data["level"] \
         == "incremental"
 
@@ -159,6 +160,7 @@ def test_key_slots_add_open_remove(esv: EncryptedSv, tmp_path: Path) -> None:
     (first,) = [k["id"] for k in esv.run("key", "list").data["keys"]]
     newfile = tmp_path / "new"
     newfile.write_text("second passphrase\n")
+    newfile.chmod(0o600)
     second = esv.run("key", "add", "--new-passphrase-file", str(newfile)).data["added"]
     esv.new_passphrase = "third passphrase"
     third = esv.run("key", "add").data["added"]

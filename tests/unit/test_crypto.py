@@ -170,7 +170,7 @@ def test_saved_config_keeps_secrets_only_when_encrypted(tmp_path, encrypted):
     (obj,) = ctx.backend.list("proxy-state/")
     assert (b"SVE1" == ctx.backend.get(obj.key)[:4]) is encrypted
     out = tmp_path / "out.toml"
-    proxy_state.restore_state(ctx, config_out=out)
+    proxy_state.restore_state(ctx, config_out=out, confirm=lambda _question: True)  # plain: the operator's yes
     if encrypted:
         assert saved["warnings"] == [] and out.read_text() == config.read_text()
     else:

@@ -5,14 +5,22 @@ failing), and transactions we begin ourselves. pysqlite's own BEGIN is DEFERRED,
 reads and then writes can fail at once with "database is locked" when another process wrote in
 between; write sessions therefore begin IMMEDIATE (take the write lock first, waiting up to the busy
 timeout). PostgreSQL needs nothing special: ordinary transactions at READ COMMITTED.
+
+A SQLite file that is not a database, or whose pages are damaged, raises CatalogError on any use
+(one line naming the file and `stackvault catalog rebuild`), wherever in the job the damage shows;
+`catalog rebuild` sets such a file aside (`set_aside`) and builds a new one from the repository.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+
+from ..errors import CatalogError
 
 #: How long a SQLite writer waits for another proxy's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -37,14 +45,77 @@ def sqlite_path(url: str) -> str | None:
     return os.path.abspath(parsed.database)
 
 
+#: SQLite's result codes for a file that is not a database or whose pages do not hold together.
+DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Does this DB-API error say the SQLite file itself is damaged (not busy, not missing)?"""
+    return isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", "").startswith(DAMAGE_CODES)
+
+
+def damaged(path: str, problem: str) -> CatalogError:
+    return CatalogError(f"catalog {path} is damaged: {problem}",
+                        "run `stackvault catalog rebuild`: it keeps the damaged file beside the new one, which it "
+                        "builds from the repository; restore, verify, list and show work without it")
+
+
+def unopenable(url: str, problem: str) -> CatalogError:
+    from .schema import safe_url
+
+    return CatalogError(f"cannot open catalog {safe_url(url)}: {problem}",
+                        "check --catalog / STACKVAULT_CATALOG, or --workdir, whose catalog.db is the default")
+
+
+def damage(path: str) -> str | None:
+    """What SQLite's own check says is wrong with the catalog file at `path`, or None if nothing is.
+
+    Used by `catalog rebuild` before it opens the file: a file damaged in pages that opening does not
+    read would otherwise fail halfway through the rebuild.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return None  # cannot be opened at all (a directory, no permission): not damage; opening says why
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(1)")]
+        return None if rows == ["ok"] else str(rows[0])
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if is_damage(exc) else None
+    finally:
+        conn.close()
+
+
+def set_aside(path: str) -> str:
+    """Rename a damaged catalog file (and its WAL and shared-memory files) to `<path>.damaged-<UTC time>`;
+    returns the new name. It is kept: the history of failed jobs lives only there."""
+    kept = base = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    n = 1
+    while os.path.lexists(kept):  # an earlier one set aside within the same second is kept too
+        n += 1
+        kept = f"{base}-{n}"
+    for suffix in ("-wal", "-shm", ""):  # the database last: a crash in between leaves it where it was
+        if os.path.lexists(path + suffix):
+            os.replace(path + suffix, kept + suffix)
+    return kept
+
+
 def open_engine(url: str) -> Engine:
     """An engine for the catalog URL; for a SQLite file, its folder is created first."""
     path = sqlite_path(url)
     if path is not None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+            raise unopenable(url, f"a part of {os.path.dirname(path)} is a file, not a directory") from None
+        except OSError as exc:
+            raise unopenable(url, f"{exc.strerror}: {exc.filename}") from None
+        _private(url, path)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         _tune_sqlite(engine, wal=path is not None)
+        if path is not None:
+            _report_damage(engine, path)
         return engine
     # No cap on connections beyond the pool's 5: each running backup holds one for the catalog's
     # lock on the repository ([cloud] parallel of them at once), and a capped pool would make the
@@ -55,6 +126,29 @@ def open_engine(url: str) -> Engine:
 def writer(engine: Engine) -> Engine:
     """The same engine, whose transactions take SQLite's write lock when they begin."""
     return engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}) if is_sqlite(engine) else engine
+
+
+def _private(url: str, path: str) -> None:
+    """Create a new SQLite catalog file readable by the proxy's user alone, before SQLite does.
+
+    SQLite gives its `-wal` and `-shm` files the database file's permissions, so the three stay
+    private: the catalog names every server, volume and backup of every project.
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise unopenable(url, f"{exc.strerror}: {path}") from None
+
+
+def _report_damage(engine: Engine, path: str) -> None:
+    """Turn SQLite's "file is not a database" / "disk image is malformed", wherever a query meets them,
+    into CatalogError: one line naming the file and the fix, instead of a traceback mid-job."""
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        if is_damage(context.original_exception):
+            raise damaged(path, str(context.original_exception)) from None
 
 
 def _tune_sqlite(engine: Engine, wal: bool) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from ..config import seconds
 from ..engine.locks import LEASE_S, LockInfo
 from ..engine.repository import hostname
 from .models import JobRow
@@ -24,7 +25,9 @@ LEASE_ENV = "STACKVAULT_JOB_LEASE_S"
 
 
 def lease_s() -> float:
-    return float(os.environ.get(LEASE_ENV) or LEASE_S)
+    """The lease, from LEASE_ENV when set: a positive finite number of seconds, or the one-line error."""
+    text = os.environ.get(LEASE_ENV)
+    return seconds(text, LEASE_ENV, positive=True) if text else LEASE_S
 
 
 def iso(t: float) -> str:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, func, select
 
-from ..errors import LockedError
+from ..errors import CatalogError, LockedError
 from .connect import is_postgresql, sqlite_path
 
 #: How often a waiting caller tries again.
@@ -81,10 +81,20 @@ def _postgresql_lock(engine: Engine, name: str, shared: bool, wait_s: float) -> 
 
 @contextmanager
 def _file_lock(db_path: str, name: str, shared: bool, wait_s: float) -> Iterator[None]:
+    """An flock on a file in `<catalog>.locks/`, a folder and files only the proxy's user can open: flock
+    needs no write access, so a lock file other users could open would let any of them lock backups out."""
     folder = db_path + ".locks"
-    os.makedirs(folder, exist_ok=True)
-    fd = os.open(os.path.join(folder, f"{lock_key(name) & (2**64 - 1):016x}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(folder, f"{lock_key(name) & (2**64 - 1):016x}.lock")
     try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise CatalogError(f"cannot open the catalog's lock file {path}: {exc.strerror}",
+                           f"{folder} must be a directory the proxy's user can write") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():  # made by an earlier version
+            os.fchmod(fd, 0o600)
         mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
 
         def try_once() -> bool:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..engine.manifest import BackupRecord
 from ..errors import LockedError, StackvaultError, UsageError
 from . import leases, locks, schema
-from .connect import open_engine, writer
+from .connect import open_engine, unopenable, writer
 from .models import BackupRow, DiskRow, JobRow
 
 
@@ -36,13 +36,8 @@ class Catalog:
             raise UsageError(f"cannot open catalog {schema.safe_url(url)}: the Python module {exc.name} is missing",
                              "install it, or for PostgreSQL use postgresql+psycopg:// (psycopg is installed "
                              "with stackvault)") from None
-        except OSError as exc:  # the SQLite file's folder cannot be made
-            raise UsageError(f"cannot open catalog {schema.safe_url(url)}: {exc.strerror}: {exc.filename}",
-                             "check --catalog / STACKVAULT_CATALOG, or --workdir") from None
         except SQLAlchemyError as exc:
-            raise UsageError(f"cannot open catalog {schema.safe_url(url)}: {exc.__class__.__name__}: "
-                             f"{str(exc).strip().splitlines()[0]}",
-                             "check --catalog / STACKVAULT_CATALOG") from None
+            raise unopenable(url, f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0]}") from None
         self._session = sessionmaker(writer(self.engine), expire_on_commit=False)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._heartbeat = leases.Heartbeat(self._renew)

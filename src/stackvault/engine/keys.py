@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -222,12 +223,33 @@ def remove_slot(backend: Backend, repo_id: str, slot_id: str, current: str | Non
 
 # -- passphrases ----------------------------------------------------------------------------------
 
+#: A passphrase is a line; a file larger than this was given by mistake and is not read whole.
+MAX_PASSPHRASE_FILE = 64 << 10
+
+
 def _read_file(path: str) -> str:
+    """The passphrase in `path`, refused (as ssh refuses a private key) when other users can read it.
+
+    A regular file whose group or others have any permission gives the passphrase, and with it every
+    backup, to every local user; pipes and terminals (`--passphrase-file <(vault read ...)`) are not
+    files others can open later, so only regular files are checked.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+                raise UsageError(f"passphrase file {path} is accessible by other users "
+                                 f"(mode {stat.S_IMODE(info.st_mode):04o})", f"chmod 600 {path}")
+            data = f.read(MAX_PASSPHRASE_FILE + 1)
     except OSError as exc:
         raise UsageError(f"cannot read passphrase file {path}: {exc.strerror}", "check --passphrase-file") from None
+    if len(data) > MAX_PASSPHRASE_FILE:
+        raise UsageError(f"passphrase file {path} is larger than {MAX_PASSPHRASE_FILE >> 10} KiB",
+                         "it must hold the passphrase alone, on one line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"passphrase file {path} is not UTF-8 text", "save the passphrase as UTF-8") from None
     return text.removesuffix("\n").removesuffix("\r")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,10 +15,13 @@ from ..engine import keys
 from ..engine.locks import RepositoryLock
 from ..engine.repository import Repository
 from ..engine.state import WorkingState
+from ..errors import CatalogError
 from ..storage import open_backend
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
+
+log = logging.getLogger("stackvault.catalog")
 
 
 class JobContext:
@@ -43,6 +48,41 @@ class JobContext:
         from ..catalog import Catalog
 
         return Catalog(self.settings.catalog_url)
+
+    def start_reading_job(self, kind: str) -> str | None:
+        """A catalog job row for a job that only reads the repository (restore), or None without one.
+
+        Such a job needs nothing but the repository: a catalog that cannot be opened or written (damaged,
+        unreachable) costs the job its history row and a warning, never the restore itself.
+        """
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return self.catalog.start_job(kind, self.repo.id)
+        except (CatalogError, SQLAlchemyError) as exc:  # SQLAlchemy's: a server lost between two queries
+            log.warning("stackvault: warning: this %s is not recorded in the catalog: %s", kind, _line(exc))
+            return None
+
+    def finish_reading_job(self, job_id: str | None, status: str, message: str = "", **done: object) -> None:
+        """The end of a `start_reading_job` row (nothing when there is none or the catalog fails now)."""
+        if job_id is None:
+            return
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]
+        except (CatalogError, SQLAlchemyError) as exc:
+            log.warning("stackvault: warning: the end of job %s is not recorded in the catalog: %s", job_id, _line(exc))
+
+    def set_damaged_catalog_aside(self) -> str | None:
+        """Before a rebuild: a SQLite catalog file that SQLite finds damaged is renamed (kept) so a new
+        one can be built in its place; returns the name it was kept under, or None if there was none."""
+        from ..catalog.connect import damage, set_aside, sqlite_path
+
+        path = sqlite_path(self.settings.catalog_url)
+        if path is None or not os.path.isfile(path) or damage(path) is None:
+            return None
+        return set_aside(path)
 
     def open_catalog_early(self) -> None:
         """Open the catalog on a thread of its own while the job waits on something else.
@@ -92,3 +132,8 @@ class JobContext:
             self.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
             raise
         self.catalog.finish_job(job_id, "success", report=report)
+
+
+def _line(exc: BaseException) -> str:
+    """An error as one line (SQLAlchemy's own add the statement and a link on further lines)."""
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]

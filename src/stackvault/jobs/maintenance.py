@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ..catalog.leases import iso
+from ..catalog.schema import safe_url
 from .context import JobContext
 from .quiesce_proof import apply_proofs
 
@@ -21,7 +22,7 @@ def rebuild_state(ctx: JobContext, disk_key: str | None = None) -> dict:
 
 def rebuild_catalog(ctx: JobContext) -> dict:
     count = ctx.catalog.rebuild(ctx.repo.id, ctx.repo.backups())
-    return {"backups": count, "catalog": ctx.settings.catalog_url, "verified_quiesce": apply_proofs(ctx)}
+    return {"backups": count, "catalog": safe_url(ctx.settings.catalog_url), "verified_quiesce": apply_proofs(ctx)}
 
 
 def sync_catalog(ctx: JobContext) -> int:

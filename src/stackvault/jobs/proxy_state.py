@@ -4,9 +4,15 @@ The working state is only a cache (every `.sha`/`.bmp` can be rebuilt from the r
 saved copy makes a new proxy's first Incremental as fast as the old one's, and the saved
 configuration means a new proxy needs nothing but the repository's location and the credentials.
 `state backup` writes `proxy-state/<id>.tar.zst` (a checksummed, compressed tar of the working
-directory and the config file); `state restore` and `recover` bring them back. In an encrypted
-repository the object is sealed like every other (engine/crypto.py), so the config is saved whole,
-secrets included; otherwise lines with secret-looking keys are left out.
+directory and the config file); `state restore` and `recover` bring them back.
+
+In an encrypted repository the object is sealed like every other (engine/crypto.py): the config is
+saved whole, secrets included, and what is read back is authenticated. A plain repository's store
+can read and write everything, so there the saved config keeps no secret (passwords in URLs such as
+the catalog's are taken out, and a config holding a secret that cannot be taken out is not saved),
+and saved state is taken back only when the operator accepts it (`--yes` or y/N on a terminal)
+after being shown what it points to: a planted config must not send the new proxy's catalog, or
+its repository, somewhere else.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ from __future__ import annotations
 import io
 import os
 import re
+import secrets
 import tarfile
 import tomllib
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qsl, urlsplit
 
 import blake3
 import zstandard
 
-from ..engine.atomic import write_atomic
+from ..engine.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from ..errors import NotFoundError, RepositoryError, UsageError
 from .context import JobContext
 from .maintenance import rebuild_catalog, rebuild_state
@@ -32,8 +42,31 @@ PREFIX = "proxy-state/"
 SECRET_KEY = re.compile(r"(pass(word|phrase)?|secret|token|credential|private|api_?key)", re.IGNORECASE)
 
 
-def _strip_secrets(text: str) -> tuple[str, list[str]]:
-    """The config without lines whose key looks secret (the repository is not encrypted)."""
+#: `scheme://user:PASSWORD@`: the password of a URL setting, as in the documented catalog URL
+#: postgresql+psycopg://user:PASSWORD@host/db (libpq then finds it in ~/.pgpass or PGPASSFILE).
+URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@\"']*):[^\s/@\"']*@", re.IGNORECASE)
+
+#: A saved state file's name: one disk's `.sha` or `.bmp`, nothing that could name another path.
+STATE_FILE = re.compile(r"state/(?P<name>[A-Za-z0-9._-]+\.(?:sha|bmp))")
+
+CONFIG_MEMBER = "config/stackvault.toml"
+
+#: What the proxy does with a question (y/N): None when nobody can answer (no terminal, no --yes).
+Confirm = Callable[[str], bool] | None
+
+
+def without_password(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@` in it taken out."""
+    return URL_PASSWORD.sub(r"\g<head>@", text)
+
+
+def _strip_secrets(text: str) -> tuple[str | None, list[str]]:
+    """The config with no secret left in it, for a repository that is not encrypted, and what was left out.
+
+    Lines with a secret-looking key are commented out and URL passwords are taken out; the result is
+    then parsed and searched again, and a config that still holds a secret (a password as a URL query
+    parameter, an odd quoting) is not saved at all (None): a plain repository's store must never see one.
+    """
     kept, dropped = [], []
     for line in text.splitlines():
         key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else ""
@@ -42,7 +75,44 @@ def _strip_secrets(text: str) -> tuple[str, list[str]]:
             kept.append(f"# {key} = <left out: the repository is not encrypted; set it again>")
         else:
             kept.append(line)
-    return "\n".join(kept) + "\n", dropped
+    stripped = without_password("\n".join(kept) + "\n")
+    try:
+        before, after = tomllib.loads(text), tomllib.loads(stripped)
+    except tomllib.TOMLDecodeError:
+        return None, ["the config (it is not valid TOML)"]
+    dropped += [f"the password in {name}" for name in _changed(before, after, "") if name not in dropped]
+    if _secrets_in(after, ""):
+        return None, [f"the config (it holds a secret in {', '.join(_secrets_in(after, ''))} that cannot be taken "
+                      "out; keep secrets in ~/.pgpass, clouds.yaml or the environment)"]
+    return stripped, dropped
+
+
+def _changed(before: object, after: object, where: str) -> list[str]:
+    """The names of the settings whose values differ between two parsed configs."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [n for k in before for n in _changed(before[k], after.get(k), f"{where}.{k}".lstrip("."))]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [n for i, (b, a) in enumerate(zip(before, after)) for n in _changed(b, a, f"{where}[{i}]")]
+    return [] if before == after else [where]
+
+
+def _secrets_in(value: object, where: str) -> list[str]:
+    """Settings in a parsed config that still hold a secret: a secret-looking key, a URL with a password
+    or a secret-looking query parameter."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items()
+                for n in ([f"{where}.{k}".lstrip(".")] if SECRET_KEY.search(str(k)) else
+                          _secrets_in(v, f"{where}.{k}".lstrip(".")))]
+    if isinstance(value, list):
+        return [n for i, v in enumerate(value) for n in _secrets_in(v, f"{where}[{i}]")]
+    if isinstance(value, str) and "://" in value:
+        try:
+            url = urlsplit(value)
+            if url.password or any(SECRET_KEY.search(k) for k, _ in parse_qsl(url.query)):
+                return [where]
+        except ValueError:
+            return [where]  # not a URL urllib can read: it cannot be shown to hold no password
+    return []
 
 
 def backup_state(ctx: JobContext) -> dict:
@@ -51,6 +121,7 @@ def backup_state(ctx: JobContext) -> dict:
     buf = io.BytesIO()
     files = 0
     warnings: list[str] = []
+    config_saved = False
     with tarfile.open(fileobj=buf, mode="w") as tar:
         if state_dir.is_dir():
             for path in sorted(state_dir.iterdir()):
@@ -59,26 +130,37 @@ def backup_state(ctx: JobContext) -> dict:
                     files += 1
         config = ctx.settings.config_path
         if config is not None and config.is_file():
-            text, dropped = config.read_text(), []
+            text: str | None = config.read_text()
+            dropped: list[str] = []
             if not repo.encrypted:  # an encrypted repository seals the saved state: secrets stay in it
-                text, dropped = _strip_secrets(text)
+                text, dropped = _strip_secrets(text)  # type: ignore[arg-type]
             if dropped:
                 warnings.append(f"left out of the saved config (the repository is not encrypted): {', '.join(dropped)}")
-            data = text.encode()
-            info = tarfile.TarInfo("config/stackvault.toml")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            if text is not None:
+                data = text.encode()
+                info = tarfile.TarInfo(CONFIG_MEMBER)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                config_saved = True
     body = zstandard.ZstdCompressor(level=3).compress(buf.getvalue())
     blob = MAGIC + blake3.blake3(body).digest() + body
     state_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     with ctx.lock("shared", "state backup"):
         repo.backend.put(f"{PREFIX}{state_id}.tar.zst", blob)
         repo.backend.sync()
-    return {"state_id": state_id, "files": files, "config_saved": ctx.settings.config_path is not None,
+    return {"state_id": state_id, "files": files, "config_saved": config_saved,
             "bytes": len(blob), "warnings": warnings, "level": "full"}
 
 
-def _load(ctx: JobContext, state_id: str | None) -> tuple[str, tarfile.TarFile]:
+#: Bounds on what a saved state may make a proxy read: the whole tar (the working state of many
+#: large disks fits), and the config (a page of settings), so a crafted object cannot exhaust memory.
+MAX_STATE_BYTES = 1 << 36
+MAX_CONFIG_BYTES = 1 << 20
+_COPY = 1 << 20
+
+
+def _load(ctx: JobContext, state_id: str | None) -> tuple[str, bytes]:
+    """The chosen saved state's id and its checked, still compressed tar."""
     ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX) if o.key.endswith(".tar.zst"))
     if not ids:
         raise NotFoundError(f"no saved proxy state in {ctx.repo.location}", "save one with `stackvault state backup`")
@@ -89,36 +171,149 @@ def _load(ctx: JobContext, state_id: str | None) -> tuple[str, tarfile.TarFile]:
     if blob[:8] != MAGIC or blake3.blake3(blob[40:]).digest() != blob[8:40]:
         raise RepositoryError(f"saved proxy state {chosen} is damaged (checksum mismatch)",
                               "restore an older one, or run `stackvault recover`, which needs none")
-    raw = zstandard.ZstdDecompressor().decompress(blob[40:], max_output_size=1 << 34)
-    return chosen, tarfile.open(fileobj=io.BytesIO(raw), mode="r")
+    return chosen, blob
+
+
+def _members(state_id: str, blob: bytes) -> Iterator[tuple[str, IO[bytes]]]:
+    """The files of a saved state's tar as streams, decompressed as they are read (never the whole tar
+    in memory, never more than MAX_STATE_BYTES)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(memoryview(blob)[40:], read_across_frames=True)
+    try:
+        with tarfile.open(fileobj=_Bounded(reader, state_id), mode="r|") as tar:
+            for member in tar:
+                if member.isfile():
+                    yield member.name, tar.extractfile(member)  # type: ignore[misc]
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise RepositoryError(f"saved proxy state {state_id} is damaged: {exc}",
+                              "restore an older one, or run `stackvault recover`, which needs none") from None
+
+
+class _Bounded(io.RawIOBase):
+    """A read-only stream that refuses to deliver more than MAX_STATE_BYTES."""
+
+    def __init__(self, raw: IO[bytes], state_id: str) -> None:
+        self._raw, self._state_id, self._left = raw, state_id, MAX_STATE_BYTES
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # noqa: ANN001 - a writable buffer
+        data = self._raw.read(min(len(buf), self._left + 1))
+        if len(data) > self._left:
+            raise RepositoryError(f"saved proxy state {self._state_id} is larger than {MAX_STATE_BYTES >> 30} GiB",
+                                  "it was not written by stackvault: restore another one, or run `stackvault "
+                                  "recover`, which needs none")
+        self._left -= len(data)
+        buf[:len(data)] = data
+        return len(data)
 
 
 def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path | None = None,
-                  force: bool = False, include_state: bool = True) -> dict:
-    chosen, tar = _load(ctx, state_id)
+                  force: bool = False, include_state: bool = True, confirm: Confirm = None) -> dict:
+    """Write a saved state's files into the working state and its config to `config_out`.
+
+    Nothing is written before everything was checked: the config file to write does not exist (or
+    `force`), the saved config loads, and the state is authenticated (an encrypted repository) or
+    accepted through `confirm` after the operator saw what it points to. The tar is read twice,
+    streamed: once for the config and the names, then, once accepted, to write the state files.
+    """
+    _check_config_out(config_out, force)
+    chosen, blob = _load(ctx, state_id)
+    names, config = [], None
+    for name, stream in _members(chosen, blob):
+        if include_state and STATE_FILE.fullmatch(name):
+            names.append(name)
+        elif name == CONFIG_MEMBER and config_out is not None:
+            config = stream.read(MAX_CONFIG_BYTES + 1)
+            if len(config) > MAX_CONFIG_BYTES:
+                raise RepositoryError(f"the config in saved proxy state {chosen} is larger than 1 MiB",
+                                      "it was not written by stackvault: write the config by hand")
+    settings = _saved_settings(chosen, config)
+    if names or config is not None:
+        _accept(ctx, chosen, settings, confirm)
     state_dir = ctx.state.dir
-    os.makedirs(state_dir, exist_ok=True)
-    restored = 0
+    if names:
+        os.makedirs(state_dir, exist_ok=True)
+        for name, stream in _members(chosen, blob):
+            if name in names:
+                _write_stream(state_dir / STATE_FILE.fullmatch(name)["name"], stream)  # type: ignore[index]
     config_written = None
-    with tar:
-        for member in tar.getmembers():
-            if not member.isfile():
-                continue
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            if include_state and member.name.startswith("state/") and "/" not in member.name[6:]:
-                write_atomic(state_dir / member.name[6:], data)
-                restored += 1
-            elif member.name == "config/stackvault.toml" and config_out is not None:
-                if config_out.exists() and not force:
-                    raise UsageError(f"config file {config_out} exists", "choose another --config-out or pass --force")
-                tomllib.loads(data.decode())  # never write a config that would not load
-                config_out.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(config_out, data)
-                config_written = str(config_out)
-    return {"state_id": chosen, "state_files": restored, "config": config_written}
+    if config is not None and config_out is not None:
+        config_out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(config_out, config)
+        config_written = str(config_out)
+    return {"state_id": chosen, "state_files": len(names), "config": config_written}
 
 
-def recover(ctx: JobContext, config_out: Path | None = None, force: bool = False) -> dict:
+def _write_stream(path: Path, stream: IO[bytes]) -> None:
+    """A state file written from a stream, atomically (as write_atomic writes bytes), 1 MiB at a time."""
+    tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
+    try:
+        with open(tmp, "xb") as out:
+            while block := stream.read(_COPY):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _check_config_out(config_out: Path | None, force: bool) -> None:
+    if config_out is None:
+        return
+    if config_out.is_dir():
+        raise UsageError(f"--config-out {config_out} is a directory", "give the path of the config file to write")
+    if config_out.exists() and not force:
+        raise UsageError(f"config file {config_out} exists", "choose another --config-out or pass --force")
+
+
+def _saved_settings(state_id: str, config: bytes | None) -> dict:
+    """The saved config, parsed: a config that would not load is never written."""
+    if config is None:
+        return {}
+    try:
+        return tomllib.loads(config.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RepositoryError(f"the config in saved proxy state {state_id} is damaged: {exc}",
+                              "restore an older one with `stackvault state restore ID`, or write the config by hand") \
+            from None
+
+
+def _accept(ctx: JobContext, state_id: str, settings: dict, confirm: Confirm) -> None:
+    """Take saved state only when it is authenticated and points to this repository, or the operator says so.
+
+    An encrypted repository authenticates what it holds; a plain one's store could have written the
+    saved state, and a config whose `repo` is another repository would quietly move the new proxy
+    elsewhere: both are shown (id, location, what the config points to) and need a yes.
+    """
+    repo = ctx.repo
+    doubts = []
+    if not repo.encrypted:
+        doubts.append("the repository is not encrypted, so nothing proves this proxy saved it")
+    saved_repo = settings.get("repo")
+    if isinstance(saved_repo, str) and _normal(saved_repo) != _normal(repo.location):
+        doubts.append(f"its config points to another repository, {saved_repo}")
+    if not doubts:
+        return
+    points_to = ", ".join(f"{key} = {without_password(str(settings[key])) if key in settings else '(not set)'}"
+                          for key in ("repo", "catalog", "workdir")) if settings else "no config"
+    what = (f"saved proxy state {state_id} of repository {repo.id} at {repo.location} ({points_to}): "
+            + "; ".join(doubts))
+    if confirm is None:
+        raise UsageError(what, "check it, then pass --yes to take it, or write the config by hand")
+    if not confirm(f"{what}. Take it?"):
+        raise UsageError(f"saved proxy state {state_id} not taken", "nothing was written")
+
+
+def _normal(location: str) -> str:
+    """A repository location as compared: local paths absolute, URLs without a trailing slash."""
+    return location.rstrip("/") if "://" in location else os.path.realpath(os.path.expanduser(location))
+
+
+def recover(ctx: JobContext, config_out: Path | None = None, force: bool = False, confirm: Confirm = None) -> dict:
     """A new proxy from the repository alone: config (if saved), catalog, then working state.
 
     The working state is rebuilt from the newest manifests rather than taken from the newest saved
@@ -126,10 +321,11 @@ def recover(ctx: JobContext, config_out: Path | None = None, force: bool = False
     """
     result: dict = {"config": None, "state_id": None}
     try:
-        saved = restore_state(ctx, None, config_out, force, include_state=False)
+        saved = restore_state(ctx, None, config_out, force, include_state=False, confirm=confirm)
         result.update(config=saved["config"], state_id=saved["state_id"])
     except NotFoundError:
         result["warning"] = "no saved proxy state in the repository: the configuration was not recovered"
-    result["catalog"] = rebuild_catalog(ctx)
+    kept = ctx.set_damaged_catalog_aside()
+    result["catalog"] = {**rebuild_catalog(ctx), **({"damaged_kept_as": kept} if kept else {})}
     result["state"] = rebuild_state(ctx)
     return result

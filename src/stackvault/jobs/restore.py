@@ -19,7 +19,7 @@ def parse_target(spec: str, fmt: str | None, force: bool) -> RestoreTarget:
 def restore(ctx: JobContext, ref: str, target: RestoreTarget, disk: str | None = None,
             progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     repo = ctx.repo
-    job_id = ctx.catalog.start_job("restore", repo.id)
+    job_id = ctx.start_reading_job("restore")
     try:
         with ctx.lock("shared", f"restore {ref}"):
             backup_id = repo.resolve(ref)
@@ -30,8 +30,8 @@ def restore(ctx: JobContext, ref: str, target: RestoreTarget, disk: str | None =
             stats = restore_disk(repo, index, target, workers=ctx.settings.workers, progress=cb)
         report = {"backup_id": backup_id, "disk": d.name, "size": d.size, "target": getattr(target, "path", ""),
                   "bytes_written": stats.bytes_written, "duration_s": round(stats.duration_s, 3), "status": "success"}
-        ctx.catalog.finish_job(job_id, "success", backup_id=backup_id, report=report)
+        ctx.finish_reading_job(job_id, "success", backup_id=backup_id, report=report)
         return report
     except BaseException as exc:
-        ctx.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
+        ctx.finish_reading_job(job_id, "failed", str(exc) or exc.__class__.__name__)
         raise
