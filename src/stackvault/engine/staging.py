@@ -41,17 +41,21 @@ class StagingLedger:
     def __init__(self, workdir: str | Path) -> None:
         self.dir = Path(workdir) / "staging"
 
-    def note(self, paths: list[str]) -> str:
-        """Record the existing files `paths` as this process's staging files; returns the entry's name."""
+    def note(self, paths: list[str]) -> str | None:
+        """Record the existing files `paths` as this process's staging files; returns the entry's name,
+        or None when the working directory cannot be written (the restore goes on: it matters more)."""
         files = []
         for path in dict.fromkeys(paths):
             st = os.lstat(path)
             files.append({"path": path, "dev": st.st_dev, "ino": st.st_ino})
         pid = os.getpid()
         name = f"{pid}-{secrets.token_hex(4)}.json"
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        write_atomic(self.dir / name, json.dumps({"pid": pid, "started": _start_time(pid), "files": files}).encode(),
-                     durable=False)
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            write_atomic(self.dir / name, json.dumps({"pid": pid, "started": _start_time(pid), "files": files})
+                         .encode(), durable=False)
+        except OSError:
+            return None
         return name
 
     def forget(self, name: str) -> None:

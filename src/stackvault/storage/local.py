@@ -100,9 +100,15 @@ class LocalBackend(Backend):
                         pass
                     nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and not create:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    if not create:
                         raise _NotAnObject from None  # a link or a file where a directory belongs
-                    raise
+                    if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+                    raise RepositoryError(f"repository {self.root} holds a file where directory "
+                                          f"{'/'.join(parts[:parts.index(part) + 1])} belongs",
+                                          "move that file away and retry") from None
                 os.close(fd)
                 fd = nxt
         except BaseException:
