@@ -40,9 +40,14 @@ class RestoreTarget(abc.ABC):
     @abc.abstractmethod
     def open(self, size: int) -> None: ...
 
+    path: str
+
     def write(self, offset: int, data: bytes) -> None:
         assert self._fd is not None
-        pwrite_all(self._fd, data, offset)
+        try:
+            pwrite_all(self._fd, data, offset)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
         self._writeback.wrote(self._fd, len(data))
 
     def zero(self, offset: int, length: int) -> None:
@@ -128,12 +133,6 @@ class FileTarget(RestoreTarget):
             self.abort()
             raise _write_error(self.path, exc) from None
 
-    def write(self, offset: int, data: bytes) -> None:
-        try:
-            super().write(offset, data)
-        except OSError as exc:
-            raise _write_error(self.path, exc) from None
-
     def commit(self) -> None:
         assert self._fd is not None
         try:
@@ -197,7 +196,10 @@ class DeviceTarget(RestoreTarget):
         self.path = path
 
     def open(self, size: int) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
         end = os.lseek(self._fd, 0, os.SEEK_END)
         if 0 < end < size:
             os.close(self._fd)
