@@ -261,7 +261,10 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         target = parse_target(args.to, args.format, args.force, settings.workdir)
         result = restore(ctx, args.backup, target, args.disk, progress)
-        return result, lambda r: "\n".join([render.restore(r)] + [f"warning: {w}" for w in r.get("warnings", [])]), EXIT_OK
+
+        def text(r: dict) -> str:  # the report, and why it ran without a lock when it did
+            return "\n".join([render.restore(r), *(f"warning: {w}" for w in r.get("warnings", []))])
+        return result, text, EXIT_OK
     if c == "doctor":
         return _doctor(args, settings)
     if c == "guest-hook":

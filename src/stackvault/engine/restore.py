@@ -32,6 +32,7 @@ class RestoreTarget(abc.ABC):
     threads at once. A fresh target reads as zeros; a reused device must be zeroed."""
 
     zero_filled: bool = True
+    path: str
 
     def __init__(self) -> None:
         self._fd: int | None = None
@@ -39,8 +40,6 @@ class RestoreTarget(abc.ABC):
 
     @abc.abstractmethod
     def open(self, size: int) -> None: ...
-
-    path: str
 
     def write(self, offset: int, data: bytes) -> None:
         assert self._fd is not None
@@ -129,9 +128,11 @@ class FileTarget(RestoreTarget):
             if self._staging is not None:
                 self._noted = self._staging.note([self._raw, self.partial])
             os.ftruncate(self._fd, size)
-        except OSError as exc:
+        except BaseException as exc:
             self.abort()
-            raise _write_error(self.path, exc) from None
+            if isinstance(exc, OSError):
+                raise _write_error(self.path, exc) from None
+            raise
 
     def commit(self) -> None:
         assert self._fd is not None
@@ -158,8 +159,8 @@ class FileTarget(RestoreTarget):
         for p in {self.partial, self._raw}:
             try:
                 os.unlink(p)
-            except FileNotFoundError:
-                pass
+            except (FileNotFoundError, IsADirectoryError):
+                pass  # none, or a directory that was never ours
         self._forget()
 
     def _forget(self) -> None:
