@@ -135,7 +135,14 @@ def test_a_killed_restores_staging_file_is_removed_by_the_next_command(repo: Sta
     partial = Path(f"{target}.partial")
     proc = repo.popen("restore", bid, "--to", f"file:{target}")
     deadline = time.monotonic() + 60
-    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+
+    def writing() -> bool:  # the staging file has its size: the restore is under way
+        try:
+            return partial.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    while not writing() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     if proc.poll() is not None:
         proc.communicate()

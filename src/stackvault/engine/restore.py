@@ -125,7 +125,7 @@ class FileTarget(RestoreTarget):
             self._fd = self._create(self._raw)
             if self._raw != self.partial:  # qemu-img writes the qcow2 into this file of ours, not a link's
                 os.close(self._create(self.partial))
-            if self._staging is not None:
+            if self._staging is not None:  # noted before the file gets its size or a byte of data
                 self._noted = self._staging.note([self._raw, self.partial])
             os.ftruncate(self._fd, size)
         except BaseException as exc:
