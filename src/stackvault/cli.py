@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
                      parse_size, seconds, whole_number)
+from .engine.staging import StagingLedger
 from .errors import CatalogError, StackvaultError, UsageError
 from . import render
 from .jobs.context import JobContext
@@ -185,6 +187,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if hasattr(args, "shard"):  # backup, doctor, list
         settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
+    for path in StagingLedger(settings.workdir).sweep():  # a killed restore's, whatever this command is
+        print(f"stackvault: removed {path}, left by a killed restore", file=sys.stderr)
     progress = progress_factory(not args.quiet and not args.json)
     c = args.command
     if c == "init":
@@ -275,8 +279,12 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             return _cloud_restore(ctx, args, kind, name, progress), render.cloud_restore, EXIT_OK
         from .jobs.restore import parse_target, restore
 
-        target = parse_target(args.to, args.format, args.force)
-        return restore(ctx, args.backup, target, args.disk, progress), render.restore, EXIT_OK
+        target = parse_target(args.to, args.format, args.force, settings.workdir)
+        result = restore(ctx, args.backup, target, args.disk, progress)
+
+        def text(r: dict) -> str:  # the report, and why it ran without a lock when it did
+            return "\n".join([render.restore(r), *(f"warning: {w}" for w in r.get("warnings", []))])
+        return result, text, EXIT_OK
     if c == "doctor":
         return _doctor(args, settings)
     if c == "guest-hook":
@@ -409,7 +417,7 @@ def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: s
 
     if not name:
         raise UsageError(f"restore target {args.to!r} names nothing", f"write --to {kind}:NAME")
-    with ctx.lock("shared", f"restore {args.backup}"):
+    with ctx.lock("read", f"restore {args.backup}"):
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
         conn = connect(ctx.settings.cloud.os_cloud)
         if kind == "server":
@@ -422,6 +430,7 @@ def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: s
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # every file and directory the proxy makes (catalog, state, staging, temp) is its user's alone
     parser = build_parser()
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -55,7 +55,7 @@ def test_restore_onto_a_block_device_overwrites_old_data_in_the_holes(repo: Stac
     src = make_sparse_image(tmp_path / "sparse.img", 16 * MIB, rng, [(2 * MIB, 1 * MIB, "random")])
     bid = repo.backup(src, level="full")["backup_id"]
     assert sha256_file(loop_device) != sha256_file(src), "the device starts with other data"
-    refused = repo.run("restore", bid, "--to", f"file:{loop_device}", expect=None)
+    refused = repo.run("restore", bid, "--to", f"device:{loop_device}", expect=None)
     assert refused.rc != 0, "a device holding data is an existing target: --force is needed"
-    repo.run("restore", bid, "--to", f"file:{loop_device}", "--force")
+    repo.run("restore", bid, "--to", f"device:{loop_device}", "--force")
     assert sha256_file(loop_device) == sha256_file(src), "old device data left where the backup has zeros"

@@ -24,12 +24,17 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes | memoryview, *, durable: bool = True) -> None:
-    """Replace `path` with `data` atomically; with `durable`, also survive a power loss."""
+def write_atomic(path: str | Path, data: bytes | memoryview, *, durable: bool = True,
+                 dir_fd: int | None = None) -> None:
+    """Replace `path` with `data` atomically; with `durable`, also survive a power loss.
+
+    With `dir_fd`, `path` is a name in that open directory: the caller walked to it without following
+    symbolic links, and nothing here follows one either (the temporary file is O_EXCL|O_NOFOLLOW, and
+    rename replaces a link rather than writing through it). The file is private to the proxy user."""
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{os.path.basename(path)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
@@ -41,9 +46,16 @@ def write_atomic(path: str | Path, data: bytes | memoryview, *, durable: bool = 
             fileio.start_writeback(fd)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        os.unlink(tmp, dir_fd=dir_fd)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        os.unlink(tmp, dir_fd=dir_fd)
+        raise
     if durable:
-        fsync_dir(directory)
+        if dir_fd is None:
+            fsync_dir(directory)
+        else:
+            os.fsync(dir_fd)

@@ -1,6 +1,9 @@
 """Repository locks with leases, as objects in the repository itself (so they work on object stores).
 
-Backups, restores and verifies take *shared* locks; `prune` and `gc` take an *exclusive* one. Every
+Backups take *shared* locks; `prune` and `gc` take an *exclusive* one. Restores and verifies take
+*read* locks: shared ones that they do without when the lock cannot be written (a full disk, a
+read-only mount, credentials that can only read), with a warning, so that a restore still works on the
+worst day; they still refuse to start while a live exclusive lock is seen. Every
 lock carries an expiry that a background thread keeps pushing forward; a proxy that dies stops
 refreshing and its lock expires, so nobody has to clean up after it. A lock of a dead process on this
 same host is recognised at once. Acquiring writes the lock first and then looks for conflicts, so of
@@ -10,6 +13,7 @@ two jobs racing at least one sees the other.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import secrets
@@ -17,8 +21,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..errors import LockedError
+from ..errors import LockedError, StackvaultError
 from .repository import Repository, hostname
+
+log = logging.getLogger("stackvault.locks")
 
 LEASE_S = 120.0
 REFRESH_S = 30.0
@@ -60,9 +66,12 @@ def read_locks(repo: Repository) -> list[LockInfo]:
 
 class RepositoryLock:
     def __init__(self, repo: Repository, kind: str, job: str, *, wait_s: float = 0.0) -> None:
-        assert kind in ("shared", "exclusive")
+        assert kind in ("read", "shared", "exclusive")
         self.repo = repo
-        self.kind = kind
+        self.optional = kind == "read"  # other proxies see a read lock as the shared lock it is
+        self.kind = "shared" if self.optional else kind
+        #: Why the job runs without a lock (a read lock that could not be written), else None.
+        self.warning: str | None = None
         self.job = job
         self.wait_s = wait_s
         self.key = f"locks/{int(time.time())}-{secrets.token_hex(4)}.json"
@@ -88,14 +97,29 @@ class RepositoryLock:
                 out.append(lock)
         return out
 
+    def _try_write(self) -> bool:
+        """Write the lock; False when a read lock cannot be written (every other failure is raised)."""
+        try:
+            self._write()
+            return True
+        except (StackvaultError, OSError) as exc:
+            if not self.optional:
+                raise
+            reason = exc.message if isinstance(exc, StackvaultError) else str(exc)
+            self.warning = (f"no lock taken ({reason}): a concurrent prune or gc could remove what this "
+                            f"{self.job.split()[0]} reads")
+            return False
+
     def acquire(self) -> RepositoryLock:
         deadline = time.monotonic() + self.wait_s
         while True:
-            self._write()
+            self.warning = None
+            written = self._try_write()
             conflicts = self._conflicts()
             if not conflicts:
                 break
-            self.repo.backend.delete(self.key)
+            if written:
+                self.repo.backend.delete(self.key)
             if time.monotonic() >= deadline:
                 other = conflicts[0]
                 raise LockedError(
@@ -103,6 +127,9 @@ class RepositoryLock:
                     "wait for it to finish or pass --wait SECONDS; a dead proxy's lock expires "
                     f"within {int(LEASE_S)} s")
             time.sleep(min(1.0 + random.random(), max(0.0, deadline - time.monotonic())))
+        if self.warning:
+            log.warning("stackvault: warning: %s", self.warning)
+            return self
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
         return self
@@ -116,8 +143,9 @@ class RepositoryLock:
 
     def release(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._thread is None:
+            return  # never taken: a read lock that could not be written
+        self._thread.join()
         self.repo.backend.delete(self.key)
 
     def __enter__(self) -> RepositoryLock:

@@ -8,6 +8,7 @@ repository makes a restore fail loudly instead of producing a wrong disk.
 from __future__ import annotations
 
 import abc
+import errno
 import fcntl
 import os
 import stat
@@ -22,6 +23,7 @@ from . import child
 from .blockindex import ZERO_DIGEST, BlockIndex
 from .fileio import Writeback, pwrite_all, punch_hole
 from .repository import Repository
+from .staging import StagingLedger
 from .window import map_bounded
 
 
@@ -30,6 +32,7 @@ class RestoreTarget(abc.ABC):
     threads at once. A fresh target reads as zeros; a reused device must be zeroed."""
 
     zero_filled: bool = True
+    path: str
 
     def __init__(self) -> None:
         self._fd: int | None = None
@@ -40,7 +43,10 @@ class RestoreTarget(abc.ABC):
 
     def write(self, offset: int, data: bytes) -> None:
         assert self._fd is not None
-        pwrite_all(self._fd, data, offset)
+        try:
+            pwrite_all(self._fd, data, offset)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
         self._writeback.wrote(self._fd, len(data))
 
     def zero(self, offset: int, length: int) -> None:
@@ -56,31 +62,84 @@ class RestoreTarget(abc.ABC):
 
 
 class FileTarget(RestoreTarget):
-    """A local raw file (sparse: zero blocks are never written) or qcow2 file (converted at the end)."""
+    """A local raw file (sparse: zero blocks are never written) or qcow2 file (converted at the end).
 
-    def __init__(self, path: str, fmt: str = "raw", *, overwrite: bool = False) -> None:
+    The disk is written to `PATH.partial`, created afresh (O_EXCL|O_NOFOLLOW, 0600: a link planted at
+    that name is never written through, and only the proxy user can read the restored data) and renamed
+    over PATH at the end. PATH must be a regular file or nothing: `--force` never replaces a device node
+    (that is `--to device:PATH`), a directory or a pipe by a file. A `staging` ledger, when given, notes
+    the staging files so that the next command removes them should this process be killed.
+    """
+
+    def __init__(self, path: str, fmt: str = "raw", *, overwrite: bool = False,
+                 staging: StagingLedger | None = None) -> None:
         super().__init__()
         if fmt not in ("raw", "qcow2"):
             raise UsageError(f"unknown restore format {fmt!r}", "use --format raw or --format qcow2")
         self.path = os.path.abspath(path)
         self.format = fmt
-        if os.path.exists(self.path) and not overwrite:
-            raise UsageError(f"restore target {self.path} exists", "choose another path or pass --force")
-        if not os.path.isdir(os.path.dirname(self.path)):
-            raise UsageError(f"directory of restore target {self.path} does not exist", "create it first")
+        self._check_place(overwrite)
         self.partial = self.path + ".partial"
         self._raw = self.partial + ".raw" if fmt == "qcow2" else self.partial
+        self._staging = staging
+        self._noted: str | None = None
+
+    def _check_place(self, overwrite: bool) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise UsageError(f"cannot use restore target {self.path}: {exc.strerror}",
+                             "choose a path in a directory this user can write") from None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise UsageError(f"restore target {self.path} is a directory",
+                                 f"name the file to write, e.g. --to file:{os.path.join(self.path, 'disk.raw')}")
+            if stat.S_ISBLK(st.st_mode):
+                raise UsageError(f"restore target {self.path} is a block device: file: never replaces a device node",
+                                 f"restore onto the device with --to device:{self.path} --force")
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                raise UsageError(f"restore target {self.path} is not a regular file", "choose another path")
+            if not overwrite:
+                raise UsageError(f"restore target {self.path} exists", "choose another path or pass --force")
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise UsageError(f"directory of restore target {self.path} does not exist", "create it first")
+        if not os.access(directory, os.W_OK | os.X_OK, effective_ids=True) or _read_only_fs(directory):
+            raise UsageError(f"cannot write restore target {self.path}: its directory is not writable",
+                             "choose a directory this user can write")
+
+    def _create(self, path: str) -> int:
+        """A new private file at `path`: a stale one (a killed restore's, or a link) is removed first."""
+        try:
+            os.unlink(path)  # never follows a link: removes the link itself
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise UsageError(f"restore staging path {path} is a directory", "move it away and retry") from None
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
     def open(self, size: int) -> None:
-        for p in {self.partial, self._raw}:
-            if os.path.exists(p):
-                os.unlink(p)
-        self._fd = os.open(self._raw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.ftruncate(self._fd, size)
+        try:
+            self._fd = self._create(self._raw)
+            if self._raw != self.partial:  # qemu-img writes the qcow2 into this file of ours, not a link's
+                os.close(self._create(self.partial))
+            if self._staging is not None:  # noted before the file gets its size or a byte of data
+                self._noted = self._staging.note([self._raw, self.partial])
+            os.ftruncate(self._fd, size)
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise _write_error(self.path, exc) from None
+            raise
 
     def commit(self) -> None:
         assert self._fd is not None
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
         os.close(self._fd)
         self._fd = None
         if self.format == "qcow2":
@@ -94,14 +153,36 @@ class FileTarget(RestoreTarget):
                 raise StackvaultError(f"qemu-img could not write {self.path}: {out.problem}",
                                       "check free space and that qemu-utils is installed")
         os.replace(self.partial, self.path)
+        self._forget()
 
     def abort(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         for p in {self.partial, self._raw}:
-            if os.path.exists(p):
+            try:
                 os.unlink(p)
+            except (FileNotFoundError, IsADirectoryError):
+                pass  # none, or a directory that was never ours
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._staging is not None and self._noted is not None:
+            self._staging.forget(self._noted)
+            self._noted = None
+
+
+def _read_only_fs(directory: str) -> bool:
+    return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+
+
+def _write_error(path: str, exc: OSError) -> StackvaultError:
+    """The one line for a restore that cannot write its target (the staging file is removed by abort)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StackvaultError(f"no space left writing restore target {path}",
+                               "free space there or restore to another file system; nothing was left behind")
+    return StackvaultError(f"cannot write restore target {path}: {exc.strerror}",
+                           "choose a place this user can write")
 
 
 class DeviceTarget(RestoreTarget):
@@ -119,7 +200,10 @@ class DeviceTarget(RestoreTarget):
         self.path = path
 
     def open(self, size: int) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
         end = os.lseek(self._fd, 0, os.SEEK_END)
         if 0 < end < size:
             os.close(self._fd)

@@ -23,6 +23,17 @@ from .manifest import DiskRecord
 from .repository import Repository
 
 
+def _read_state(path: Path) -> bytes | None:
+    """A state file's bytes; None when missing. One that cannot be read (the working directory is a
+    file, or not readable) is reported as damaged, so it is rebuilt from the repository like one."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IndexFormatError(f"cannot be read: {exc.strerror}") from None
+
+
 def state_name(disk_key: str) -> str:
     """A readable, unique file name stem for a disk key."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", disk_key).strip("-")[-60:]
@@ -50,16 +61,12 @@ class WorkingState:
         return self.dir / f"{stem}.sha", self.dir / f"{stem}.bmp"
 
     def _read_sha(self, path: Path) -> BlockIndex | None:
-        try:
-            return BlockIndex.from_bytes(path.read_bytes())
-        except FileNotFoundError:
-            return None
+        data = _read_state(path)
+        return None if data is None else BlockIndex.from_bytes(data)
 
     def _read_bmp(self, path: Path) -> ChangeBitmap | None:
-        try:
-            return ChangeBitmap.from_bytes(path.read_bytes())
-        except FileNotFoundError:
-            return None
+        data = _read_state(path)
+        return None if data is None else ChangeBitmap.from_bytes(data)
 
     def base_for(self, disk_key: str, name: str) -> DiskBase:
         """Load the state of a disk, rebuilding what is missing, stale or corrupt from the repository."""

@@ -42,7 +42,7 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
            progress: Callable[[str, int], Callable[[int], None]] | None = None) -> VerifyResult:
     repo = ctx.repo
     result = VerifyResult()
-    with ctx.lock("shared", "verify"):
+    with ctx.lock("read", "verify"):
         ids = [repo.resolve(ref)] if ref else repo.backup_ids()
         needed: dict[bytes, int] = {}
         for _, index in _indexes(repo, ids, result):
