@@ -280,11 +280,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         from .jobs.restore import parse_target, restore
 
         target = parse_target(args.to, args.format, args.force, settings.workdir)
-        result = restore(ctx, args.backup, target, args.disk, progress)
-
-        def text(r: dict) -> str:  # the report, and why it ran without a lock when it did
-            return "\n".join([render.restore(r), *(f"warning: {w}" for w in r.get("warnings", []))])
-        return result, text, EXIT_OK
+        return restore(ctx, args.backup, target, args.disk, progress), render.restore, EXIT_OK
     if c == "doctor":
         return _doctor(args, settings)
     if c == "guest-hook":

@@ -126,8 +126,10 @@ def key_removed(r: dict) -> str:
 
 
 def restore(r: dict) -> str:
-    return (f"restored {r['disk']} of backup {r['backup_id']} to {r['target']}: {human_bytes(r['size'])} "
+    """The report, and why it ran without a lock when it did (a full or read-only repository)."""
+    done = (f"restored {r['disk']} of backup {r['backup_id']} to {r['target']}: {human_bytes(r['size'])} "
             f"({human_bytes(r['bytes_written'])} of data) in {r['duration_s']:.1f} s")
+    return "\n".join([done, *(f"warning: {w}" for w in r.get("warnings", []))])
 
 
 def verify(r: dict) -> str:
