@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?")
     p.add_argument("--deep", action="store_true", help="read and re-hash every chunk")
 
+    p = cmd("forget", "remove named backups: also one whose record is damaged or that is missing from the repository")
+    p.add_argument("backup", nargs="+", help="backup id (or a unique prefix)")
+
+    p = cmd("trust", "what this proxy remembers of the repository (to notice a replaced or rolled back one)")
+    p.add_argument("action", choices=("accept",),
+                   help="accept: remember the repository as it is now (after a deliberate change)")
+
     p = cmd("prune", "forget backups by retention policy")
     for rule in ("last", "daily", "weekly", "monthly"):
         p.add_argument(f"--keep-{rule}", type=int, default=None, metavar="N")
@@ -187,6 +194,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
             secret = partial(new_passphrase, ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
         repo = Repository.init(ctx.backend, bs, level, passphrase=secret)
+        from .jobs.trust import remember
+
+        remember(settings.workdir, repo, None)  # a repository this proxy made is the one it trusts there
         result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
                   "encrypted": repo.encrypted}
         return result, render.init, EXIT_OK
@@ -228,7 +238,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "list":
         from .jobs.maintenance import sync_catalog
 
-        sync_catalog(ctx)
+        from .jobs.trust import rollback
+
+        synced = sync_catalog(ctx)
         rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
@@ -236,8 +248,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         share = _listed_share(args)
         if share is not None:
             rows = [r for r in rows if share.covers_backup(r.source or {})]
-        in_repo = len(ctx.repo.backup_ids())
-        result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source or share))
+        result = render.list_result(rows, synced["missing"], synced["damaged"],
+                                    rollback(ctx, ctx.repo, synced["ids"]))
         return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
@@ -276,6 +288,14 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         result = verify(ctx, args.backup, args.deep, progress)
         return result.to_dict(), render.verify, EXIT_OK if result.ok else EXIT_DAMAGED
+    if c == "forget":
+        from .jobs.prune import forget
+
+        return forget(ctx, args.backup), render.forget, EXIT_OK
+    if c == "trust":
+        from .jobs.trust import accept
+
+        return accept(ctx), render.trust_accepted, EXIT_OK
     if c == "prune":
         from .jobs.prune import prune
 

@@ -38,8 +38,25 @@ class CorruptChunkError(RepositoryError):
         self.problem = problem
         super().__init__(
             f"chunk {chunk_id} is damaged: {problem}",
-            "run `stackvault verify --deep` to list the affected backups; a new Full backup stores it again",
+            "run `stackvault verify --deep` to list the affected backups and set the chunk aside; "
+            "the next Full backup of a disk holding that block stores it again",
         )
+
+
+class DamagedObjectError(RepositoryError):
+    """A repository object (backup record, config) is damaged or was altered: it must not be used."""
+
+    exit_code = 3
+
+
+class DamagedRecordError(DamagedObjectError):
+    """A backup record cannot be read or fails its check: that backup alone is unusable."""
+
+    def __init__(self, backup_id: str, problem: str) -> None:
+        self.backup_id = backup_id
+        self.problem = problem
+        super().__init__(f"backup record backups/{backup_id}.json is damaged: {problem}",
+                         f"this backup cannot be used; remove it with `stackvault forget {backup_id}`")
 
 
 class NotFoundError(UsageError):
