@@ -349,14 +349,15 @@ def _parse_config(raw: bytes, location: str) -> tuple[RepoConfig, dict]:
         raise damaged("not JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise RepositoryError(f"{location} is not a stackvault repository", "pass the right --repo")
-    if "checksum" in doc and doc["checksum"] != _config_checksum(doc):
-        raise damaged("checksum mismatch")
     version = doc.get("version", PLAIN_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < PLAIN_VERSION:
         raise damaged(f"invalid version {version!r}")
-    if version > FORMAT_VERSION:
+    if version > FORMAT_VERSION:  # first: a newer format may check itself otherwise
         raise RepositoryError(f"repository {location} has format version {version}, newer than this "
                               f"stackvault {__version__} supports ({FORMAT_VERSION})", "upgrade stackvault")
+    if "checksum" in doc and doc["checksum"] != _config_checksum(doc):
+        raise DamagedObjectError(f"repository config at {location} (format version {version}) is damaged "
+                                 "(checksum mismatch)", _FIX_CONFIG)
     known = set(RepoConfig.__dataclass_fields__)
     try:
         config = RepoConfig(**{k: v for k, v in doc.items() if k in known})
