@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class StackvaultError(Exception):
     """Base of every error stackvault reports to a user; `exit_code` is what the CLI returns."""
@@ -69,3 +71,8 @@ class LockedError(RepositoryError):
 
 class StateError(StackvaultError):
     """A working-state file is missing, stale or corrupt (always recoverable from the repository)."""
+
+
+def warn(message: str) -> None:
+    """One `stackvault: warning:` line on stderr: something was skipped or is suspicious, the job goes on."""
+    print(f"stackvault: warning: {message}", file=sys.stderr)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ import blake3
 from ..engine.atomic import write_atomic
 from ..engine.keys import ENV
 from ..engine.repository import Repository
-from ..errors import RepositoryError
+from ..errors import RepositoryError, warn
 
 if TYPE_CHECKING:
     from .context import JobContext
@@ -45,10 +44,6 @@ def _path(workdir: Path, location: str) -> Path:
     return Path(workdir) / DIR / f"{blake3.blake3(location.encode()).hexdigest()[:32]}.json"
 
 
-def _warn(message: str) -> None:
-    print(f"stackvault: warning: {message}", file=sys.stderr)
-
-
 def known(workdir: Path, location: str) -> dict | None:
     """What the proxy remembers of the repository at `location`, or None when it never used one there."""
     path = _path(workdir, location)
@@ -57,11 +52,11 @@ def known(workdir: Path, location: str) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        _warn(f"cannot read {path} ({exc}): what this proxy knew of {location} is lost; "
+        warn(f"cannot read {path} ({exc}): what this proxy knew of {location} is lost; "
               "it is remembered again as it is now")
         return None
     if not isinstance(doc, dict) or doc.get("location") != location:
-        _warn(f"{path} is not this proxy's memory of {location}; it is remembered again as it is now")
+        warn(f"{path} is not this proxy's memory of {location}; it is remembered again as it is now")
         return None
     return doc
 
@@ -77,7 +72,7 @@ def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(path, json.dumps(doc, indent=1).encode())
     except OSError as exc:
-        _warn(f"cannot remember repository {repo.location} in {path.parent} ({exc.strerror}): "
+        warn(f"cannot remember repository {repo.location} in {path.parent} ({exc.strerror}): "
               "a replaced or rolled back repository may go unnoticed")
 
 
