@@ -92,17 +92,8 @@ def check(ctx: JobContext, repo: Repository) -> None:
     """
     settings = ctx.settings
     location = repo.location
-    if not repo.encrypted:
-        if settings.require_encryption:
-            raise TrustError(f"repository {location} is not encrypted and the config sets require_encryption",
-                             "use an encrypted repository (`stackvault init --encrypt`), or unset require_encryption")
-        given = passphrase_given(ctx)
-        if given:
-            raise TrustError(f"a passphrase was given ({given}) but repository {location} is not encrypted: "
-                             "its config may have been replaced by a plain one",
-                             f"check the repository; if it really is plain, do not pass {given}")
     before = known(settings.workdir, location)
-    if before is not None:
+    if before is not None:  # first: what changed is the most precise thing to say
         change = None
         if before.get("id") != repo.id:
             change = f"its id changed from {before.get('id')} to {repo.id}"
@@ -113,7 +104,16 @@ def check(ctx: JobContext, repo: Repository) -> None:
         if change:
             raise TrustError(f"repository {location} is not the one this proxy last used: {change}",
                              f"if this is intended, run {ACCEPT}")
-    else:
+    if not repo.encrypted:
+        if settings.require_encryption:
+            raise TrustError(f"repository {location} is not encrypted and the config sets require_encryption",
+                             "use an encrypted repository (`stackvault init --encrypt`), or unset require_encryption")
+        given = passphrase_given(ctx)
+        if given:
+            raise TrustError(f"a passphrase was given ({given}) but repository {location} is not encrypted: "
+                             "its config may have been replaced by a plain one",
+                             f"check the repository; if it really is plain, do not pass {given}")
+    if before is None:
         remember(settings.workdir, repo, None)
     repo.on_commit = lambda backup_id: saw_newest(ctx, repo, backup_id)
 
