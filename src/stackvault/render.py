@@ -207,8 +207,9 @@ def gc(r: dict) -> str:
 
 
 def state(r: dict) -> str:
-    return "\n".join([f"rebuilt state of {d['disk_key']} from backup {d['backup_id']}" for d in r["disks"]]
-                     or ["no backups: nothing to rebuild"])
+    lines = ([f"rebuilt state of {d['disk_key']} from backup {d['backup_id']}" for d in r["disks"]]
+             or ["no backups: nothing to rebuild"])
+    return "\n".join(lines + ([f"warning: {r['warning']}"] if "warning" in r else []))
 
 
 def state_saved(r: dict) -> str:
@@ -233,7 +234,8 @@ def recovered(r: dict) -> str:
 
 
 def catalog(r: dict) -> str:
-    return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository"
+    text = f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository"
+    return text + (f"\nwarning: {r['warning']}" if "warning" in r else "")
 
 
 def cloud_backup(r: dict) -> str:
