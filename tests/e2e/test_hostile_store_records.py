@@ -256,3 +256,4 @@ def _with_passphrase(sv: Stackvault) -> Stackvault:
     from .test_encryption import EncryptedSv
 
     return EncryptedSv(sv.root)
+

@@ -36,3 +36,28 @@ def test_damaged_chunk_is_set_aside_and_stored_again(store, encrypted: bool, mon
 
     repo.put_chunk(digest, encode_chunk(block, 1))  # what the next Full does
     assert repo.load_block(digest, len(block)) == block
+
+
+class ReadOnlyStore(MemoryBackend):
+    """A store whose credentials can only read (writes refused, as S3 answers AccessDenied)."""
+
+    read_only = False
+
+    def put(self, key: str, data) -> None:  # noqa: ANN001
+        if self.read_only:
+            raise PermissionError(13, "read-only credentials", key)
+        super().put(key, data)
+
+
+def test_read_only_store_still_reports_the_damage(capsys: pytest.CaptureFixture[str]) -> None:
+    store = ReadOnlyStore()
+    repo = Repository.init(store, 1 << 16)
+    block = bytes(range(256)) * 256
+    digest = repo.hash_block(block)
+    repo.put_chunk(digest, encode_chunk(block, 1))
+    store.put(chunk_key(digest), store.get(chunk_key(digest))[:-3])
+    store.read_only = True
+    with pytest.raises(CorruptChunkError):
+        repo.load_block(digest, len(block))
+    assert "could not set the damaged object" in capsys.readouterr().err
+    assert store.exists(chunk_key(digest))

@@ -19,7 +19,7 @@ import blake3
 
 from .. import __version__
 from ..errors import (CorruptChunkError, DamagedObjectError, DamagedRecordError, NotFoundError, RepositoryError,
-                      UsageError)
+                      StackvaultError, UsageError, warn)
 from ..storage import Backend
 from .blockindex import BlockIndex, IndexFormatError
 from .chunks import chunk_key, decode_chunk, hash_block
@@ -212,12 +212,16 @@ class Repository:
 
     def set_aside(self, key: str) -> None:
         """Move a damaged object to `<key>.bad`, unread and unchanged (an object store has no rename:
-        the bytes are put under the new name, then the old one is deleted)."""
+        the bytes are put under the new name, then the old one is deleted). Best effort: on a
+        read-only repository the object stays, and the damage is reported all the same."""
         try:
             self.store.put(key + DAMAGED_SUFFIX, self.store.get(key))
             self.store.delete(key)
         except KeyError:
             pass  # already set aside (a concurrent reader met it too)
+        except (OSError, StackvaultError) as exc:
+            warn(f"could not set the damaged object {key} aside ({exc}); the next Full cannot store it again "
+                 "until it is moved or deleted")
 
     # -- block indexes -------------------------------------------------------------------------
     def put_index(self, key: str, index: BlockIndex) -> None:
