@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backup", nargs="?")
     p.add_argument("--deep", action="store_true", help="read and re-hash every chunk")
 
+    p = cmd("forget", "remove named backups: also one whose record is damaged or that is missing from the repository")
+    p.add_argument("backup", nargs="+", help="backup id (or a unique prefix)")
+
+    p = cmd("trust", "what this proxy remembers of the repository (to notice a replaced or rolled back one)")
+    p.add_argument("action", choices=("accept",),
+                   help="accept: remember the repository as it is now (after a deliberate change)")
+
     p = cmd("prune", "forget backups by retention policy")
     for rule in ("last", "daily", "weekly", "monthly"):
         p.add_argument(f"--keep-{rule}", type=_checked(whole_number, f"--keep-{rule}"), default=None, metavar="N")
@@ -205,6 +212,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
             secret = partial(new_passphrase, ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
         repo = Repository.init(ctx.backend, bs, level, passphrase=secret)
+        from .jobs.trust import remember
+
+        remember(settings.workdir, repo, None)  # a repository this proxy made is the one it trusts there
         result = {"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
                   "encrypted": repo.encrypted}
         return result, render.init, EXIT_OK
@@ -246,22 +256,22 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "list":
         from .jobs.maintenance import sync_catalog
 
+        from .jobs.trust import rollback
+
         try:
-            sync_catalog(ctx)
+            synced = sync_catalog(ctx)
             rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
             unlisted = None
         except CatalogError as exc:  # the repository holds the truth: list its records, and say why
-            rows, unlisted = _records(ctx, _disk_key(args.source)), exc
+            rows, synced, unlisted = *_records(ctx, _disk_key(args.source)), exc
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
         share = _listed_share(args)
         if share is not None:
             rows = [r for r in rows if share.covers_backup(r.source or {})]
-        in_repo = len(ctx.repo.backup_ids())
-        result = render.list_result(rows, in_repo, filtered=bool(args.server or args.source or share))
-        if unlisted is not None:
-            return {**result, "warning": f"listed from the repository's records: {unlisted}"}, render.listing, EXIT_OK
+        result = render.list_result(rows, synced["missing"], synced["damaged"],
+                                    rollback(ctx, ctx.repo, synced["ids"]), unlisted)
         return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
@@ -300,6 +310,14 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         result = verify(ctx, args.backup, args.deep, progress)
         return result.to_dict(), render.verify, EXIT_OK if result.ok else EXIT_DAMAGED
+    if c == "forget":
+        from .jobs.prune import forget
+
+        return forget(ctx, args.backup), render.forget, EXIT_OK
+    if c == "trust":
+        from .jobs.trust import accept
+
+        return accept(ctx), render.trust_accepted, EXIT_OK
     if c == "prune":
         from .jobs.prune import prune
 
@@ -348,9 +366,13 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
 
 
-def _records(ctx: JobContext, disk_key: str | None) -> list:
-    """`list` without a catalog: the repository's backup records (they carry every field a catalog row shows)."""
-    return [r for r in ctx.repo.backups() if disk_key is None or any(d.disk_key == disk_key for d in r.disks)]
+def _records(ctx: JobContext, disk_key: str | None) -> tuple[list, dict]:
+    """`list` without a catalog: the repository's backup records (they carry every field a catalog row
+    shows), and what `sync_catalog` would have said of them (nothing can be missing without a catalog)."""
+    records, damaged = ctx.repo.scan()
+    rows = [r for r in records if disk_key is None or any(d.disk_key == disk_key for d in r.disks)]
+    return rows, {"missing": [], "ids": ctx.repo.backup_ids(),
+                  "damaged": [{"backup_id": b, "problem": e.problem} for b, e in sorted(damaged.items())]}
 
 
 def _listed_share(args: argparse.Namespace):  # noqa: ANN202 - a cloud.inventory.Selection or None

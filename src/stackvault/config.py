@@ -156,6 +156,8 @@ class Settings:
     cloud: CloudSettings = field(default_factory=CloudSettings)
     jobs: list[CloudJob] = field(default_factory=list)
     config_path: Path | None = None
+    #: Refuse plain repositories (and so a plain `config` planted by the store): docs/encryption.md.
+    require_encryption: bool = False
 
     @property
     def catalog_url(self) -> str:
@@ -185,7 +187,8 @@ class Settings:
         return self.repo
 
 
-_TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "workers", "sync", "lock_wait"}
+_TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "workers", "sync", "lock_wait",
+             "require_encryption"}
 _SECTIONS = {"retention": {f.name: int for f in fields(Retention)},
              "cloud": {f.name: f.type for f in fields(CloudSettings)}}
 
@@ -324,6 +327,8 @@ def _set(settings: Settings, key: str, value: object, origin: str) -> None:
             if key == "block_size":
                 value = parse_size(value)  # type: ignore[arg-type]
             elif key == "sync" and value not in ("file", "job"):
+                raise ValueError
+            elif key == "require_encryption" and not isinstance(value, bool):
                 raise ValueError
         except (TypeError, ValueError):
             raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None

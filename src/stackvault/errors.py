@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class StackvaultError(Exception):
     """Base of every error stackvault reports to a user; `exit_code` is what the CLI returns."""
@@ -46,8 +48,25 @@ class CorruptChunkError(RepositoryError):
         self.problem = problem
         super().__init__(
             f"chunk {chunk_id} is damaged: {problem}",
-            "run `stackvault verify --deep` to list the affected backups; a new Full backup stores it again",
+            "run `stackvault verify --deep` to list the affected backups and set the chunk aside; "
+            "the next Full backup of a disk holding that block stores it again",
         )
+
+
+class DamagedObjectError(RepositoryError):
+    """A repository object (backup record, config) is damaged or was altered: it must not be used."""
+
+    exit_code = 3
+
+
+class DamagedRecordError(DamagedObjectError):
+    """A backup record cannot be read or fails its check: that backup alone is unusable."""
+
+    def __init__(self, backup_id: str, problem: str) -> None:
+        self.backup_id = backup_id
+        self.problem = problem
+        super().__init__(f"backup record backups/{backup_id}.json is damaged: {problem}",
+                         f"this backup cannot be used; remove it with `stackvault forget {backup_id}`")
 
 
 class NotFoundError(UsageError):
@@ -60,3 +79,8 @@ class LockedError(RepositoryError):
 
 class StateError(StackvaultError):
     """A working-state file is missing, stale or corrupt (always recoverable from the repository)."""
+
+
+def warn(message: str) -> None:
+    """One `stackvault: warning:` line on stderr: something was skipped or is suspicious, the job goes on."""
+    print(f"stackvault: warning: {message}", file=sys.stderr)

@@ -78,14 +78,34 @@ def interrupted_notes(d: dict) -> list[str]:
     return [f"note: {job['message']}" for job in d.get("interrupted_jobs", [])]
 
 
-def list_result(rows: list, in_repo: int, filtered: bool = False) -> dict:
-    backups = [{"backup_id": r.backup_id, "created": r.created, "level": r.level, "status": r.status,
+def list_result(rows: list, missing: list[str], damaged: list[dict], rollback: str | None,
+                unlisted: Exception | None = None) -> dict:
+    """The catalog's rows; those whose backup the repository no longer holds are marked `missing`
+    (and stay until forgotten explicitly), damaged records and a rolled back store are warned of.
+    `unlisted` is why the rows are the repository's records instead (the catalog could not be read)."""
+    gone = set(missing)
+    backups = [{"backup_id": r.backup_id, "created": r.created, "level": r.level,
+                "status": "missing" if r.backup_id in gone else r.status,
                 "name": r.name, "consistency": r.consistency, "size": r.size, "bytes_stored": r.bytes_stored,
                 "disks": [d.name for d in r.disks]} for r in rows]
     result: dict = {"backups": backups}
-    if not filtered and in_repo != len(rows):
-        result["warning"] = (f"the catalog lists {len(rows)} backups but the repository holds {in_repo}: "
-                             "run `stackvault catalog rebuild`")
+    warnings = [f"listed from the repository's records: {unlisted}"] if unlisted is not None else []
+    if missing:
+        result["missing"] = missing
+        warnings.append(f"{len(missing)} backups the catalog knows are missing from the repository "
+                        f"({', '.join(missing)}): deleted from the store? `stackvault verify` checks the rest; "
+                        "`stackvault forget ID` drops one from the catalog")
+    if damaged:
+        result["damaged"] = damaged
+        ids = ", ".join(d["backup_id"] for d in damaged)
+        warnings.append(f"{len(damaged)} backup records in the repository are damaged ({ids}): run "
+                        "`stackvault verify`; remove one with `stackvault forget ID`")
+    if rollback:
+        result["rollback"] = rollback
+        warnings.append(rollback)
+    if warnings:
+        result["warning"] = "; ".join(warnings)
+        result["warnings"] = warnings
     return result
 
 
@@ -98,8 +118,7 @@ def listing(result: dict) -> str:
                      f"{human_bytes(r['size']):>10} {human_bytes(r['bytes_stored']):>10} "
                      f"{r['consistency'] or '-':<12} {r['status']:<8} {', '.join(r['disks'])}")
     lines.append(f"{len(rows)} backups")
-    if "warning" in result:
-        lines.append(f"warning: {result['warning']}")
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines + interrupted_notes(result))
 
 
@@ -135,10 +154,25 @@ def restore(r: dict) -> str:
 def verify(r: dict) -> str:
     lines = [f"checked {r['backups_checked']} backups, {r['chunks_checked']} chunks: "
              + ("no errors" if r["ok"] else "ERRORS FOUND")]
+    for b in r["bad_records"]:
+        lines.append(f"  backup {b['backup']}: its record is damaged: {b['problem']} "
+                     f"(remove it with `stackvault forget {b['backup']}`)")
+    for b in r["missing_backups"]:
+        lines.append(f"  backup {b}: missing from the repository (the catalog knows it; "
+                     f"`stackvault forget {b}` drops it)")
     for b in r["bad_indexes"]:
         lines.append(f"  backup {b['backup']} disk {b['disk']}: {b['problem']}")
     for c in r["bad_chunks"]:
         lines.append(f"  chunk {c['chunk']}: {c['problem']}; affects backups {', '.join(c['backups'])}")
+    for k in r["bad_key_slots"]:
+        lines.append(f"  key slot {k['key']}: {k['problem']}")
+    if r["set_aside"]:
+        lines.append(f"  {len(r['set_aside'])} damaged chunks were set aside (<id>{'.bad'}): the next Full backup "
+                     "of the disks holding them stores them again")
+    if r["unchecked_records"]:
+        lines.append(f"  note: {len(r['unchecked_records'])} backup records predate record checksums and were "
+                     "checked for form only")
+    lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
 
 
@@ -148,7 +182,25 @@ def prune(r: dict) -> str:
     lines += [f"  {verb}: {b}" for b in r["removed"]]
     if r["removed"] and not r["dry_run"]:
         lines.append("run `stackvault gc` to free their chunks")
+    if r.get("damaged"):
+        lines.append(f"warning: kept {len(r['damaged'])} backups whose records are damaged ({', '.join(r['damaged'])}): "
+                     "run `stackvault verify`; remove one with `stackvault forget ID`")
     return "\n".join(lines)
+
+
+def forget(r: dict) -> str:
+    lines = [f"forgot backup {b}" for b in r["forgotten"]]
+    lines += [f"forgot backup {b} (it was missing from the repository; removed from the catalog)"
+              for b in r["missing_forgotten"]]
+    if r["forgotten"]:
+        lines.append("run `stackvault gc` to free their chunks")
+    return "\n".join(lines)
+
+
+def trust_accepted(r: dict) -> str:
+    kind = f"encrypted, key {r['key_fingerprint']}" if r["encrypted"] else "plain"
+    return (f"this proxy now trusts repository {r['id']} at {r['repo']} ({kind}; newest backup "
+            f"{r['newest_backup'] or 'none'})")
 
 
 def gc(r: dict) -> str:
@@ -159,8 +211,9 @@ def gc(r: dict) -> str:
 
 
 def state(r: dict) -> str:
-    return "\n".join([f"rebuilt state of {d['disk_key']} from backup {d['backup_id']}" for d in r["disks"]]
-                     or ["no backups: nothing to rebuild"])
+    lines = ([f"rebuilt state of {d['disk_key']} from backup {d['backup_id']}" for d in r["disks"]]
+             or ["no backups: nothing to rebuild"])
+    return "\n".join(lines + ([f"warning: {r['warning']}"] if "warning" in r else []))
 
 
 def state_saved(r: dict) -> str:
@@ -186,7 +239,8 @@ def recovered(r: dict) -> str:
 
 def catalog(r: dict) -> str:
     kept = f"; the damaged one is kept as {r['damaged_kept_as']}" if r.get("damaged_kept_as") else ""
-    return f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository{kept}"
+    text = f"catalog {r['catalog']} rebuilt with {r['backups']} backups from the repository{kept}"
+    return text + (f"\nwarning: {r['warning']}" if "warning" in r else "")
 
 
 def cloud_backup(r: dict) -> str:

@@ -87,15 +87,23 @@ class BlockIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BlockIndex:
+        """The index in `data`; raises only IndexFormatError, and holds no more than a copy of `data`."""
         if len(data) < HEADER_SIZE or data[:8] != MAGIC:
             raise IndexFormatError("not a stackvault block index (bad magic or too short)")
         head = data[: HEADER.size]
         if blake3.blake3(head).digest()[:16] != data[HEADER.size : HEADER_SIZE]:
             raise IndexFormatError("block index header checksum mismatch")
         _magic, block_size, _res, disk_size, blocks, bid, body_sum = HEADER.unpack(head)
-        digests = bytearray(data[HEADER_SIZE:])
-        if len(digests) != blocks * DIGEST_SIZE or blocks != block_count(disk_size, block_size):
+        # The header checksum is no authentication: a store can forge it, so every field is checked.
+        if block_size < 512 or block_size & (block_size - 1):
+            raise IndexFormatError(f"block index has an invalid block size {block_size}")
+        if len(data) - HEADER_SIZE != blocks * DIGEST_SIZE or blocks != block_count(disk_size, block_size):
             raise IndexFormatError("block index is truncated or has the wrong length")
+        try:
+            backup_id = bid.rstrip(b"\0").decode("ascii")
+        except UnicodeDecodeError:
+            raise IndexFormatError("block index names no valid backup id") from None
+        digests = bytearray(data[HEADER_SIZE:])
         if blake3.blake3(digests).digest() != body_sum:
             raise IndexFormatError("block index body checksum mismatch")
-        return cls(block_size, disk_size, bid.rstrip(b"\0").decode("ascii"), digests)
+        return cls(block_size, disk_size, backup_id, digests)

@@ -59,6 +59,27 @@ def encode_chunk(data: bytes | memoryview, level: int) -> bytes:
     return MAGIC + bytes((CODEC_NONE,)) + bytes(data)
 
 
+def _decompress(hexid: str, payload: memoryview, expected_length: int | None) -> bytes:
+    """One zstd frame and nothing after it, never more than its recorded content size (at most
+    `expected_length`) in memory: bytes appended to a chunk are damage, not padding."""
+    try:
+        size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise CorruptChunkError(hexid, f"does not decompress ({exc})") from None
+    if size < 0 or (expected_length is not None and size != expected_length):
+        raise CorruptChunkError(hexid, f"its frame claims {size} bytes, expected {expected_length}")
+    dec = _decompressor().decompressobj()
+    try:
+        data = dec.decompress(payload)
+    except zstandard.ZstdError as exc:
+        raise CorruptChunkError(hexid, f"does not decompress ({exc})") from None
+    if not dec.eof:
+        raise CorruptChunkError(hexid, "truncated zstd frame")
+    if dec.unused_data:
+        raise CorruptChunkError(hexid, f"{len(dec.unused_data)} bytes follow its data")
+    return data
+
+
 def decode_chunk(digest: bytes, blob: bytes, expected_length: int | None = None,
                  hasher: Callable[[bytes], bytes] | None = None) -> bytes:
     """Plain bytes of a chunk, checked against its id (made by `hasher`): damaged data is never returned."""
@@ -69,10 +90,7 @@ def decode_chunk(digest: bytes, blob: bytes, expected_length: int | None = None,
     if codec == CODEC_NONE:
         data = blob[5:]
     elif codec == CODEC_ZSTD:
-        try:
-            data = _decompressor().decompress(blob[5:], max_output_size=expected_length or 0)
-        except zstandard.ZstdError as exc:
-            raise CorruptChunkError(hexid, f"does not decompress ({exc})") from None
+        data = _decompress(hexid, memoryview(blob)[5:], expected_length)
     else:
         raise CorruptChunkError(hexid, f"unknown codec {codec}")
     if expected_length is not None and len(data) != expected_length:

@@ -72,6 +72,12 @@ class RepositoryCipher:
         self._aead = AESGCM(derive(master, "object encryption"))
         self._id_key = derive(master, "chunk id")
         self._mac_key = derive(master, "config authentication")
+        self._fingerprint = derive(master, "key fingerprint")[:16].hex()
+
+    def fingerprint(self) -> str:
+        """32 hex digits naming the master key without revealing it (a one-way subkey): what the
+        proxy remembers to notice a repository whose key was replaced."""
+        return self._fingerprint
 
     def chunk_id(self, data: bytes | memoryview) -> bytes:
         """A block's id: BLAKE3 keyed by the repository, so equal blocks dedup but cannot be fingerprinted."""

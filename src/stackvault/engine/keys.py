@@ -29,7 +29,7 @@ import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import RepositoryError, UsageError
+from ..errors import RepositoryError, UsageError, warn
 from ..storage import Backend
 from .crypto import CIPHER, MASTER_KEY_SIZE, NONCE_SIZE, canonical, derive
 
@@ -40,7 +40,15 @@ SLOT_VERSION = 1
 SCRYPT_N = 1 << 16
 SCRYPT_R = 8
 SCRYPT_P = 1
-_MAX_N, _MAX_R, _MAX_P = 1 << 22, 64, 16  # refuse a slot that would make an open take minutes or all memory
+# The store writes the slots, so their cost is hostile input: a slot asking for more than 1 GiB
+# (128 * n * r bytes) or more than 32 times the default work (n * r * p) is skipped, never tried.
+_MAX_N, _MAX_R, _MAX_P = 1 << 20, 64, 16
+_MAX_MEMORY = 1 << 30
+_MAX_WORK = 32 * SCRYPT_N * SCRYPT_R * SCRYPT_P
+#: Unlocking tries at most this many slots, cheapest first, within this much scrypt work in all
+#: (about 16 s here): planted slots cannot make an open slow.
+MAX_SLOTS_TRIED = 16
+_UNLOCK_WORK = 4 * _MAX_WORK
 ENV = "STACKVAULT_PASSPHRASE"
 NEW_ENV = "STACKVAULT_NEW_PASSPHRASE"
 
@@ -116,21 +124,47 @@ def parse_slot(key: str, raw: bytes, repo_id: str) -> dict:
         raise KeySlotError(key, "not a stackvault key slot")
     if doc.get("checksum") != _checksum(doc):
         raise KeySlotError(key, "checksum mismatch")
-    if int(doc.get("version", 0)) > SLOT_VERSION:
-        raise RepositoryError(f"key slot {key} has version {doc['version']}, newer than this stackvault reads",
+    version = doc.get("version")
+    if not _is_int(version):
+        raise KeySlotError(key, f"invalid version {version!r}")
+    if version > SLOT_VERSION:
+        raise RepositoryError(f"key slot {key} has version {version}, newer than this stackvault reads",
                               "upgrade stackvault")
-    kdf = doc.get("kdf") or {}
+    kdf = doc.get("kdf")
+    if not isinstance(kdf, dict):
+        raise KeySlotError(key, "KDF parameters missing")
     if doc.get("repository") != repo_id:
         raise KeySlotError(key, "belongs to another repository")
     if kdf.get("name") != "scrypt" or doc.get("cipher") != CIPHER:
         raise KeySlotError(key, f"unknown KDF or cipher ({kdf.get('name')}, {doc.get('cipher')})")
-    try:
-        n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-    except (KeyError, TypeError, ValueError):
-        raise KeySlotError(key, "KDF parameters missing") from None
-    if not (2 <= n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P):
+    n, r, p = kdf.get("n"), kdf.get("r"), kdf.get("p")
+    if not (_is_int(n) and _is_int(r) and _is_int(p)):
+        raise KeySlotError(key, "KDF parameters missing or not integers")
+    if not (2 <= n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P
+            and 128 * n * r <= _MAX_MEMORY and n * r * p <= _MAX_WORK):
         raise KeySlotError(key, f"unreasonable scrypt parameters n={n} r={r} p={p}")
+    for name, size in (("salt", 16), ("nonce", NONCE_SIZE), ("wrapped", MASTER_KEY_SIZE + 16)):
+        if not isinstance(doc.get(name) if name != "salt" else kdf.get("salt"), str):
+            raise KeySlotError(key, f"field {name!r} missing or not text")
+        try:
+            raw = base64.b64decode(doc[name] if name != "salt" else kdf["salt"], validate=True)
+        except ValueError:
+            raise KeySlotError(key, f"field {name!r} is not base64") from None
+        if len(raw) != size:
+            raise KeySlotError(key, f"field {name!r} has {len(raw)} bytes, not {size}")
+    if not isinstance(doc.get("id"), str) or not isinstance(doc.get("check"), str):
+        raise KeySlotError(key, "field 'id' or 'check' missing or not text")
     return doc
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _work(doc: dict) -> int:
+    """The scrypt work a slot asks for (n * r * p): unlocking tries cheap slots first."""
+    kdf = doc["kdf"]
+    return kdf["n"] * kdf["r"] * kdf["p"]
 
 
 def unwrap(key: str, doc: dict, passphrase: str) -> bytes | None:
@@ -165,11 +199,23 @@ def read_slots(backend: Backend, repo_id: str) -> tuple[dict[str, dict], dict[st
 
 
 def unlock(backend: Backend, repo_id: str, passphrase: str) -> Unlocked:
-    """Try the passphrase on every slot; a damaged slot is never used, and named if nothing opens."""
+    """Try the passphrase on the slots, cheapest first, within a bound on their number and work; a
+    damaged slot is never used: skipped with a warning when another opens, named if nothing does."""
     good, bad = read_slots(backend, repo_id)
-    for key, doc in good.items():
+    spent = tried = 0
+    for key, doc in sorted(good.items(), key=lambda kv: (_work(kv[1]), kv[0])):
+        if tried >= MAX_SLOTS_TRIED or spent + _work(doc) > _UNLOCK_WORK:
+            untried = len(good) - tried
+            raise PassphraseError(f"wrong passphrase for repository {backend.location}: it opens none of the "
+                                  f"{tried} key slots tried; {untried} more were not tried (at most "
+                                  f"{MAX_SLOTS_TRIED} are, so that planted slots cannot make unlocking slow)",
+                                  f"check {ENV} or --passphrase-file; remove unknown slots (`stackvault key list`)")
+        tried += 1
+        spent += _work(doc)
         master = unwrap(key, doc, passphrase)
         if master is not None:
+            for exc in bad.values():
+                warn(f"{exc.message} (skipped; {exc.fix})")
             return Unlocked(master, doc["id"])
     if not good and not bad:
         raise RepositoryError(f"encrypted repository {backend.location} has no key slots (keys/ is empty)",

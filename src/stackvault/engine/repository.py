@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 import blake3
 
 from .. import __version__
-from ..errors import NotFoundError, RepositoryError, UsageError
+from ..errors import (CorruptChunkError, DamagedObjectError, DamagedRecordError, NotFoundError, RepositoryError,
+                      StackvaultError, UsageError, warn)
 from ..storage import Backend
 from .blockindex import BlockIndex, IndexFormatError
 from .chunks import chunk_key, decode_chunk, hash_block
@@ -26,7 +27,7 @@ from . import keys
 from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical
 from .crypto import MAGIC as SEALED_MAGIC
 from .keys import Unlocked
-from .manifest import BackupRecord, DiskRecord, backup_key
+from .manifest import BackupRecord, DiskRecord, RecordFormatError, backup_key, valid_backup_id
 
 FORMAT = "stackvault-repository"
 # Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
@@ -35,6 +36,10 @@ FORMAT_VERSION = 2
 PLAIN_VERSION = 1
 ENCRYPTED_VERSION = 2
 CONFIG_KEY = "config"
+#: Where `verify --deep` and restores set a damaged chunk aside: a name no chunk id has, so the chunk
+#: counts as absent and the next Full stores it again; `gc` deletes it as unreferenced.
+DAMAGED_SUFFIX = ".bad"
+_FIX_CONFIG = "restore the `config` object from another copy of the repository"
 MIN_BLOCK = 64 << 10
 MAX_BLOCK = 16 << 20
 # 512 KiB: after scattered 64 KiB writes an Incremental stores half the bytes of 1 MiB blocks for the
@@ -77,8 +82,12 @@ class Repository:
                  unlocked: Unlocked | None = None) -> None:
         # Everything reads and writes through `backend`: sealed when the repository is encrypted.
         self.backend: Backend = EncryptedBackend(backend, cipher) if cipher is not None else backend
+        self.store = backend  # the objects as stored (sealed when encrypted), for moving them unread
         self.config = config
         self.unlocked = unlocked
+        self.cipher = cipher
+        #: Called with each backup id once it is committed (the proxy's memory of this repository).
+        self.on_commit: Callable[[str], None] | None = None
         self.hash_block: Callable[[bytes | memoryview], bytes] = cipher.chunk_id if cipher is not None else hash_block
         self._records: dict[str, BackupRecord] = {}
 
@@ -96,7 +105,9 @@ class Repository:
         config = RepoConfig(id=uuid.uuid4().hex, created=_now(), block_size=check_block_size(block_size),
                             compression_level=compression_level)
         if passphrase is None:
-            backend.put(CONFIG_KEY, json.dumps(config.to_doc(), indent=1).encode())
+            doc = config.to_doc()
+            doc["checksum"] = _config_checksum(doc)  # older versions read it too, and check it
+            backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
             backend.sync()
             return cls(backend, config)
         if callable(passphrase):
@@ -121,29 +132,13 @@ class Repository:
         except KeyError:
             raise RepositoryError(f"no stackvault repository at {backend.location}",
                                   "create one with `stackvault init`, or pass the right --repo") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise RepositoryError(f"repository config at {backend.location} is damaged (not JSON)",
-                                  "restore the `config` object from another copy of the repository") from None
-        if doc.get("format") != FORMAT:
-            raise RepositoryError(f"{backend.location} is not a stackvault repository", "pass the right --repo")
-        if "checksum" in doc and doc["checksum"] != _config_checksum(doc):
-            raise RepositoryError(f"repository config at {backend.location} is damaged (checksum mismatch)",
-                                  "restore the `config` object from another copy of the repository")
-        if int(doc.get("version", 0)) > FORMAT_VERSION:
-            raise RepositoryError(
-                f"repository {backend.location} has format version {doc['version']}, newer than this "
-                f"stackvault {__version__} supports ({FORMAT_VERSION})", "upgrade stackvault")
-        known = set(RepoConfig.__dataclass_fields__)
-        config = RepoConfig(**{k: v for k, v in doc.items() if k in known})
-        if int(config.version) < ENCRYPTED_VERSION and config.encryption is None:
+        config, doc = _parse_config(raw, backend.location)
+        if config.version < ENCRYPTED_VERSION and config.encryption is None:
             return cls(backend, config)
         enc = config.encryption
         if not isinstance(enc, dict) or "mac" not in doc or "checksum" not in doc:
-            raise RepositoryError(f"repository config at {backend.location} says format version {config.version} "
-                                  "(encrypted) but lacks the encryption fields: it is damaged",
-                                  "restore the `config` object from another copy of the repository")
+            raise DamagedObjectError(f"repository config at {backend.location} says format version {config.version} "
+                                     "(encrypted) but lacks the encryption fields: it is damaged", _FIX_CONFIG)
         if enc.get("cipher") != CIPHER or enc.get("kdf") != "scrypt":
             raise RepositoryError(f"repository {backend.location} uses {enc.get('cipher')}/{enc.get('kdf')}, "
                                   "which this stackvault does not know", "upgrade stackvault")
@@ -154,13 +149,18 @@ class Repository:
         cipher = RepositoryCipher(unlocked.master)
         signed = {k: v for k, v in doc.items() if k not in ("mac", "checksum")}
         if not hmac.compare_digest(cipher.mac(signed), str(doc["mac"])):
-            raise RepositoryError(f"repository config at {backend.location} fails authentication (it was altered)",
-                                  "restore the `config` object from another copy of the repository")
+            raise DamagedObjectError(f"repository config at {backend.location} fails authentication (it was altered)",
+                                     _FIX_CONFIG)
         return cls(backend, config, cipher=cipher, unlocked=unlocked)
 
     @property
     def encrypted(self) -> bool:
         return self.config.encryption is not None
+
+    @property
+    def key_fingerprint(self) -> str | None:
+        """A short one-way name of the master key (None when plain): tells a replaced key apart."""
+        return self.cipher.fingerprint() if self.cipher is not None else None
 
     # -- key slots (encrypted repositories) -------------------------------------------------------
     def _require_keys(self) -> Unlocked:
@@ -195,18 +195,33 @@ class Repository:
         self.backend.put(chunk_key(digest), blob)
 
     def load_block(self, digest: bytes, length: int) -> bytes:
-        """A block's plain bytes, verified against its digest."""
+        """A block's plain bytes, verified against its digest. A damaged chunk is set aside (as PBS
+        does), so that it counts as absent and the next Full backup stores it again."""
         try:
             blob = self.backend.get(chunk_key(digest))
         except KeyError:
-            from ..errors import CorruptChunkError
-
             raise CorruptChunkError(digest.hex(), "missing from the repository") from None
         except ObjectAuthError as exc:
-            from ..errors import CorruptChunkError
-
+            self.set_aside(chunk_key(digest))
             raise CorruptChunkError(digest.hex(), exc.problem) from None
-        return decode_chunk(digest, blob, length, self.hash_block)
+        try:
+            return decode_chunk(digest, blob, length, self.hash_block)
+        except CorruptChunkError:
+            self.set_aside(chunk_key(digest))
+            raise
+
+    def set_aside(self, key: str) -> None:
+        """Move a damaged object to `<key>.bad`, unread and unchanged (an object store has no rename:
+        the bytes are put under the new name, then the old one is deleted). Best effort: on a
+        read-only repository the object stays, and the damage is reported all the same."""
+        try:
+            self.store.put(key + DAMAGED_SUFFIX, self.store.get(key))
+            self.store.delete(key)
+        except KeyError:
+            pass  # already set aside (a concurrent reader met it too)
+        except (OSError, StackvaultError) as exc:
+            warn(f"could not set the damaged object {key} aside ({exc}); the next Full cannot store it again "
+                 "until it is moved or deleted")
 
     # -- block indexes -------------------------------------------------------------------------
     def put_index(self, key: str, index: BlockIndex) -> None:
@@ -222,18 +237,23 @@ class Repository:
             problem = exc.problem if isinstance(exc, ObjectAuthError) else str(exc)
             raise RepositoryError(f"block index {disk.index} is damaged: {problem}",
                                   "run `stackvault verify`; this backup cannot be restored") from None
-        if index.checksum().hex() != disk.index_checksum:
-            raise RepositoryError(f"block index {disk.index} does not match its backup record",
+        if index.checksum().hex() != disk.index_checksum or index.disk_size != disk.size \
+                or index.block_size != disk.block_size:
+            raise RepositoryError(f"block index {disk.index} does not match its backup record "
+                                  f"(size, block size or checksum)",
                                   "run `stackvault verify`; this backup cannot be restored")
         return index
 
     # -- backup records ------------------------------------------------------------------------
     def backup_ids(self) -> list[str]:
-        """Committed backups, oldest first (ids sort by time)."""
+        """Committed backups, oldest first (ids sort by time). Objects whose names are no backup id
+        (nothing stackvault writes) are not backups."""
         ids = [o.key[len("backups/") : -len(".json")] for o in self.backend.list("backups/") if o.key.endswith(".json")]
-        return sorted(ids)
+        return sorted(i for i in ids if valid_backup_id(i))
 
     def get_backup(self, backup_id: str) -> BackupRecord:
+        """A backup's record, checked (checksum or authentication, every field, its own id);
+        raises DamagedRecordError naming the problem when it cannot be used."""
         rec = self._records.get(backup_id)
         if rec is None:
             try:
@@ -241,16 +261,35 @@ class Repository:
             except KeyError:
                 raise NotFoundError(f"no backup {backup_id} in {self.location}",
                                     "list backups with `stackvault list`") from None
+            except ObjectAuthError as exc:
+                raise DamagedRecordError(backup_id, exc.problem) from None
             if not self.encrypted and raw[:4] == SEALED_MAGIC:
                 raise RepositoryError(f"backup record {backup_key(backup_id)} is encrypted but the repository "
-                                      "config says the repository is not: the config was replaced",
-                                      "restore the `config` object from another copy of the repository")
-            rec = BackupRecord.from_json(raw)
+                                      "config says the repository is not: the config was replaced", _FIX_CONFIG)
+            try:
+                rec = BackupRecord.from_json(raw, backup_id)
+            except RecordFormatError as exc:
+                raise DamagedRecordError(backup_id, str(exc)) from None
             self._records[backup_id] = rec
         return rec
 
+    def scan(self) -> tuple[list[BackupRecord], dict[str, DamagedRecordError]]:
+        """Every readable backup record (oldest first), and the damaged ones apart, each named."""
+        good: list[BackupRecord] = []
+        damaged: dict[str, DamagedRecordError] = {}
+        for backup_id in self.backup_ids():
+            try:
+                good.append(self.get_backup(backup_id))
+            except DamagedRecordError as exc:
+                damaged[backup_id] = exc
+            except NotFoundError:
+                continue  # forgotten meanwhile
+        return good, damaged
+
     def backups(self) -> list[BackupRecord]:
-        return [self.get_backup(b) for b in self.backup_ids()]
+        """The readable backup records, oldest first: one damaged record never blocks the others
+        (`verify` names it; `scan` gives it to whoever must not go on without it, as gc)."""
+        return self.scan()[0]
 
     def commit_backup(self, record: BackupRecord) -> None:
         """Make the backup exist: everything it references must already be durable."""
@@ -258,13 +297,17 @@ class Repository:
         self.backend.put(backup_key(record.backup_id), record.to_json())
         self.backend.sync()
         self._records[record.backup_id] = record
+        if self.on_commit is not None:
+            self.on_commit(record.backup_id)
 
     def forget_backup(self, backup_id: str) -> None:
-        """Remove a backup record and its indexes; its chunks stay until `gc`."""
-        record = self.get_backup(backup_id)
+        """Remove a backup record and its indexes, even when the record is damaged (its indexes are
+        found by their key prefix, not by the record); its chunks stay until `gc`."""
+        if not valid_backup_id(backup_id) or not self.backend.exists(backup_key(backup_id)):
+            raise NotFoundError(f"no backup {backup_id} in {self.location}", "list backups with `stackvault list`")
         self.backend.delete(backup_key(backup_id))  # first: the backup stops existing atomically
-        for disk in record.disks:
-            self.backend.delete(disk.index)
+        for obj in list(self.backend.list(f"indexes/{backup_id}/")):
+            self.backend.delete(obj.key)
         self.backend.delete(f"proofs/{backup_id}.json")
         self._records.pop(backup_id, None)
 
@@ -285,17 +328,64 @@ class Repository:
         raise UsageError(f"backup id prefix {ref!r} matches {len(matches)} backups", "give more characters")
 
     def latest_disk(self, disk_key: str, *, full_only: bool = False) -> tuple[BackupRecord, DiskRecord] | None:
-        """The newest committed backup holding this disk (its newest Full with `full_only`)."""
+        """The newest committed backup holding this disk (its newest Full with `full_only`); a damaged
+        record is passed over (verify names it), so the next backup builds on the newest usable one."""
         for backup_id in reversed(self.backup_ids()):
-            record = self.get_backup(backup_id)
+            try:
+                record = self.get_backup(backup_id)
+            except (DamagedRecordError, NotFoundError):
+                continue
             for disk in record.disks:
                 if disk.disk_key == disk_key and (not full_only or disk.level == "full"):
                     return record, disk
         return None
 
 
+def _parse_config(raw: bytes, location: str) -> tuple[RepoConfig, dict]:
+    """The config, every field checked, so a damaged or planted config is named in one line (exit 3)
+    and never misread (a wrong block size would restore garbage)."""
+    def damaged(problem: str) -> DamagedObjectError:
+        return DamagedObjectError(f"repository config at {location} is damaged ({problem})", _FIX_CONFIG)
+
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise damaged("not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise RepositoryError(f"{location} is not a stackvault repository", "pass the right --repo")
+    version = doc.get("version", PLAIN_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < PLAIN_VERSION:
+        raise damaged(f"invalid version {version!r}")
+    if version > FORMAT_VERSION:  # first: a newer format may check itself otherwise
+        raise RepositoryError(f"repository {location} has format version {version}, newer than this "
+                              f"stackvault {__version__} supports ({FORMAT_VERSION})", "upgrade stackvault")
+    if "checksum" in doc and doc["checksum"] != _config_checksum(doc):
+        raise DamagedObjectError(f"repository config at {location} (format version {version}) is damaged "
+                                 "(checksum mismatch)", _FIX_CONFIG)
+    known = set(RepoConfig.__dataclass_fields__)
+    try:
+        config = RepoConfig(**{k: v for k, v in doc.items() if k in known})
+    except TypeError:
+        raise damaged("a field is missing") from None
+    for name, kind in (("id", str), ("created", str), ("block_size", int), ("compression_level", int),
+                       ("hash", str), ("chunk_codec", str)):
+        value = getattr(config, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise damaged(f"field {name!r} has the wrong type")
+    bs = config.block_size
+    if bs < MIN_BLOCK or bs > MAX_BLOCK or bs & (bs - 1):
+        raise damaged(f"invalid block size {bs}")
+    if not -(1 << 17) <= config.compression_level <= 22:
+        raise damaged(f"invalid compression level {config.compression_level}")
+    if config.chunk_codec != "zstd" or config.hash not in ("blake3", "blake3-keyed"):
+        raise RepositoryError(f"repository {location} uses {config.chunk_codec}/{config.hash}, which this "
+                              "stackvault does not know", "upgrade stackvault")
+    return config, doc
+
+
 def _config_checksum(doc: dict) -> str:
-    """BLAKE3 of an encrypted repository's config: names accidental damage before a passphrase is asked."""
+    """BLAKE3 of the config: names accidental damage before a passphrase is asked (written to every
+    config since it exists; a plain one without it is accepted as older versions wrote it)."""
     return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
 
 

@@ -36,7 +36,11 @@ class JobContext:
     @cached_property
     def repo(self) -> Repository:
         # The passphrase is looked for only when the repository turns out to be encrypted.
-        return Repository.open(self.backend, passphrase=self.passphrase)
+        repo = Repository.open(self.backend, passphrase=self.passphrase)
+        from .trust import check  # the store is not trusted: compare with what this proxy remembers
+
+        check(self, repo)
+        return repo
 
     def passphrase(self) -> str:
         """An encrypted repository's passphrase: --passphrase-file, STACKVAULT_PASSPHRASE, or a prompt."""

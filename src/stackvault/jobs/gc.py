@@ -2,7 +2,8 @@
 
 It runs under the exclusive repository lock (and the catalog's exclusive lock on the repository), so
 no backup can be about to reference a chunk it deletes. It refuses to run when any block index cannot
-be read: deleting by an incomplete mark would destroy data that backups still need.
+be read, or any backup record: deleting by an incomplete mark would destroy data that backups still
+need. Chunks set aside as damaged (`<id>.bad`) are unreferenced and go with the rest.
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
     with ctx.recorded("gc") as report, ctx.locked("exclusive", "gc"):
         referenced: set[str] = set()
         live_indexes: set[str] = set()
-        for record in repo.backups():
+        records, damaged = repo.scan()
+        if damaged:  # the chunks a damaged record needs cannot be known: deleting any could lose them
+            names = ", ".join(sorted(damaged))
+            raise RepositoryError(f"gc stopped before deleting anything: {len(damaged)} backup records are damaged "
+                                  f"({names}), so the chunks they need are unknown",
+                                  "run `stackvault verify`, then remove each with `stackvault forget ID`")
+        for record in records:
             for disk in record.disks:
                 try:
                     index = repo.get_index(disk)
                 except StackvaultError as exc:
                     raise RepositoryError(f"gc stopped before deleting anything: {exc.message}",
-                                          "run `stackvault verify`, then forget that backup with prune") from None
+                                          f"run `stackvault verify`, then `stackvault forget {record.backup_id}`") from None
                 live_indexes.add(disk.index)
                 referenced.update(chunk_key(d) for d in index.chunk_ids())
         cutoff = started - grace_s
@@ -44,6 +51,9 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
         if not dry_run:
             for key in orphans:
                 repo.backend.delete(key)
+            # A file system keeps the folder of a pruned or killed backup's indexes: one per backup.
+            if hasattr(repo.backend, "remove_empty_dirs"):
+                repo.backend.remove_empty_dirs("indexes/")
             for path in temps:
                 try:
                     os.unlink(path)

@@ -6,6 +6,7 @@ import time
 
 from ..catalog.leases import iso
 from ..catalog.schema import safe_url
+from ..errors import DamagedRecordError, StackvaultError
 from .context import JobContext
 from .quiesce_proof import apply_proofs
 
@@ -15,33 +16,65 @@ INTERRUPTED_NOTICE_S = 7 * 86400
 
 def rebuild_state(ctx: JobContext, disk_key: str | None = None) -> dict:
     repo = ctx.repo
-    keys = sorted({d.disk_key for r in repo.backups() for d in r.disks}) if disk_key is None else [disk_key]
+    records, damaged = repo.scan()
+    keys = sorted({d.disk_key for r in records for d in r.disks}) if disk_key is None else [disk_key]
     rebuilt = {key: ctx.state.rebuild(key) for key in keys}
-    return {"disks": [{"disk_key": k, "backup_id": b} for k, b in rebuilt.items()]}
+    return {"disks": [{"disk_key": k, "backup_id": b} for k, b in rebuilt.items()], **_damaged(damaged)}
 
 
 def rebuild_catalog(ctx: JobContext) -> dict:
-    count = ctx.catalog.rebuild(ctx.repo.id, ctx.repo.backups())
-    return {"backups": count, "catalog": safe_url(ctx.settings.catalog_url), "verified_quiesce": apply_proofs(ctx)}
+    """The catalog from the repository alone: the explicit way to drop rows of missing backups too."""
+    records, damaged = ctx.repo.scan()
+    count = ctx.catalog.rebuild(ctx.repo.id, records)
+    return {"backups": count, "catalog": safe_url(ctx.settings.catalog_url), "verified_quiesce": apply_proofs(ctx),
+            **_damaged(damaged)}
 
 
-def sync_catalog(ctx: JobContext) -> int:
-    """Make the catalog list exactly the repository's committed backups; returns how many rows changed.
+def _damaged(damaged: dict) -> dict:
+    """What a job that skipped damaged backup records says about them (nothing when there are none)."""
+    if not damaged:
+        return {}
+    ids = sorted(damaged)
+    return {"damaged": [{"backup_id": b, "problem": damaged[b].problem} for b in ids],
+            "warning": f"{len(ids)} damaged backup records skipped ({', '.join(ids)}): run `stackvault verify`; "
+                       "remove one with `stackvault forget ID`"}
 
-    A job killed between committing a backup and recording it in the catalog, or a backup forgotten
-    by another proxy, leaves the catalog behind the repository: listing the ids is cheap, so `list`
-    reconciles before it answers.
+
+def sync_catalog(ctx: JobContext) -> dict:
+    """Add to the catalog the repository's committed backups it lacks; report what does not match.
+
+    A job killed between committing a backup and recording it in the catalog, or a backup made by
+    another proxy, leaves the catalog behind the repository: listing the ids is cheap, so `list`
+    reconciles before it answers. A backup the catalog knows but the repository no longer holds is
+    never erased here: the store is not trusted, so its disappearance is reported (`missing`) until
+    an operator forgets it (`stackvault forget ID`, or `catalog rebuild`). Returns
+    `{"missing": [ids], "damaged": [{"backup_id", "problem"}], "ids": [the repository's ids]}`.
     """
     repo = ctx.repo
     # The catalog first: a backup another proxy commits and catalogs between the two reads is then
     # in both, never mistaken for a row the repository no longer has.
     in_catalog = {row.backup_id for row in ctx.catalog.backups(repo.id)}
-    in_repo = set(repo.backup_ids())
-    for backup_id in sorted(in_repo - in_catalog):
-        ctx.catalog.add_backup(repo.id, repo.get_backup(backup_id))
-    for backup_id in in_catalog - in_repo:
-        ctx.catalog.remove_backup(backup_id)
-    return len(in_repo ^ in_catalog)
+    ids = repo.backup_ids()
+    damaged = {}
+    for backup_id in sorted(set(ids) - in_catalog):
+        try:
+            ctx.catalog.add_backup(repo.id, repo.get_backup(backup_id))
+        except DamagedRecordError as exc:
+            damaged[backup_id] = exc
+    return {"missing": sorted(in_catalog - set(ids)), "ids": ids,
+            "damaged": [{"backup_id": b, "problem": e.problem} for b, e in sorted(damaged.items())]}
+
+
+def missing_backups(ctx: JobContext, ids: list[str]) -> list[str]:
+    """Backups the catalog knows that the repository does not hold; empty when the catalog cannot be
+    read (verify works from the repository alone)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        rows = ctx.catalog.backups(ctx.repo.id)
+    except (StackvaultError, SQLAlchemyError):
+        return []
+    return sorted({row.backup_id for row in rows} - set(ids))
 
 
 def interrupted_jobs(ctx: JobContext) -> list[dict]:

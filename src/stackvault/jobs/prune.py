@@ -12,7 +12,8 @@ from datetime import datetime
 
 from ..config import Retention
 from ..engine.manifest import BackupRecord
-from ..errors import UsageError
+from ..errors import NotFoundError, UsageError
+from . import trust
 from .context import JobContext
 
 
@@ -50,7 +51,8 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
     repo = ctx.repo
     with ctx.recorded("prune") as report, ctx.locked("exclusive", "prune"):
         groups: dict[tuple[str, ...], list[BackupRecord]] = defaultdict(list)
-        for record in repo.backups():
+        records, damaged = repo.scan()  # a damaged record is kept: only `forget` removes it, by name
+        for record in records:
             groups[tuple(sorted(d.disk_key for d in record.disks))].append(record)
         kept: list[str] = []
         removed: list[str] = []
@@ -62,5 +64,39 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
             for backup_id in removed:
                 repo.forget_backup(backup_id)
                 ctx.catalog.remove_backup(backup_id)
-        report.update(kept=sorted(kept), removed=sorted(removed), dry_run=dry_run)
+        report.update(kept=sorted(kept), removed=sorted(removed), dry_run=dry_run, damaged=sorted(damaged))
     return report
+
+
+def forget(ctx: JobContext, refs: list[str]) -> dict:
+    """Remove named backups: from the repository (also one whose record is damaged) and from the
+    catalog (also one that is missing from the repository). The explicit way to drop what
+    `verify` and `list` report, never done implicitly."""
+    repo = ctx.repo
+    with ctx.recorded("forget") as report, ctx.locked("exclusive", "forget"):
+        in_repo = repo.backup_ids()
+        in_catalog = [row.backup_id for row in ctx.catalog.backups(repo.id)]
+        chosen = [_one(ref, sorted(set(in_repo) | set(in_catalog)), repo.location) for ref in refs]
+        forgotten, missing = [], []
+        for backup_id in dict.fromkeys(chosen):
+            if backup_id in in_repo:
+                repo.forget_backup(backup_id)
+                forgotten.append(backup_id)
+            else:
+                missing.append(backup_id)
+            ctx.catalog.remove_backup(backup_id)
+        trust.forgot(ctx, repo, forgotten)
+        report.update(forgotten=forgotten, missing_forgotten=missing)
+    return report
+
+
+def _one(ref: str, ids: list[str], location: str) -> str:
+    """The backup id `ref` names: itself or a unique prefix, among the repository's and catalog's ids."""
+    if ref in ids:
+        return ref
+    matches = [b for b in ids if b.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFoundError(f"no backup {ref!r} in {location} or the catalog", "list backups with `stackvault list`")
+    raise UsageError(f"backup id prefix {ref!r} matches {len(matches)} backups", "give more characters")

@@ -1,4 +1,9 @@
-"""The verify job: are all chunks the backups need present (and, with --deep, intact)?"""
+"""The verify job: are all backup records, block indexes and chunks the backups need present and
+intact (chunks re-hashed with --deep)? Does the repository still hold every backup the proxy knows?
+
+Each damaged object is named and the rest is still checked; a damaged chunk is set aside
+(`Repository.load_block`) so that the next Full backup stores it again.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,15 @@ from dataclasses import dataclass, field
 
 from ..engine.blockindex import BlockIndex
 from ..engine.chunks import chunk_key
-from ..engine.repository import Repository
+from ..engine import keys
+from ..engine.repository import DAMAGED_SUFFIX, Repository
 from ..engine.window import map_bounded
-from ..errors import CorruptChunkError, StackvaultError
+from ..errors import CorruptChunkError, DamagedRecordError, StackvaultError
+from . import trust
 from .context import JobContext
+from .maintenance import missing_backups
+
+MISSING = "missing from the repository"
 
 
 @dataclass
@@ -22,10 +32,16 @@ class VerifyResult:
     bad_chunks: dict[str, str] = field(default_factory=dict)
     affected: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     bad_indexes: list[dict] = field(default_factory=list)
+    bad_records: list[dict] = field(default_factory=list)
+    bad_key_slots: list[dict] = field(default_factory=list)
+    missing_backups: list[str] = field(default_factory=list)
+    unchecked_records: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.bad_chunks and not self.bad_indexes
+        return not (self.bad_chunks or self.bad_indexes or self.bad_records or self.bad_key_slots
+                    or self.missing_backups)
 
     def to_dict(self) -> dict:
         return {
@@ -35,6 +51,12 @@ class VerifyResult:
             "bad_chunks": [{"chunk": c, "problem": p, "backups": sorted(self.affected[c])}
                            for c, p in sorted(self.bad_chunks.items())],
             "bad_indexes": self.bad_indexes,
+            "bad_records": self.bad_records,
+            "bad_key_slots": self.bad_key_slots,
+            "missing_backups": self.missing_backups,
+            "unchecked_records": self.unchecked_records,
+            "set_aside": sorted(c + DAMAGED_SUFFIX for c, p in self.bad_chunks.items() if p != MISSING),
+            "warnings": self.warnings,
         }
 
 
@@ -43,7 +65,16 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
     repo = ctx.repo
     result = VerifyResult()
     with ctx.lock("read", "verify"):
-        ids = [repo.resolve(ref)] if ref else repo.backup_ids()
+        all_ids = repo.backup_ids()
+        ids = [repo.resolve(ref)] if ref else all_ids
+        if not ref:
+            result.missing_backups = missing_backups(ctx, all_ids)
+            warning = trust.rollback(ctx, repo, all_ids)
+            if warning:
+                result.warnings.append(warning)
+            if repo.encrypted:
+                result.bad_key_slots = [{"key": k, "problem": e.problem}
+                                        for k, e in keys.read_slots(repo.store, repo.id)[1].items()]
         needed: dict[bytes, int] = {}
         for _, index in _indexes(repo, ids, result):
             for i, digest in index.data_blocks():
@@ -57,7 +88,7 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
                 try:
                     repo.load_block(digest, length)
                     return digest, None
-                except CorruptChunkError as exc:
+                except CorruptChunkError as exc:  # a damaged one is now set aside (load_block)
                     return digest, exc.problem
                 finally:
                     if cb:
@@ -72,7 +103,7 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
             present = {o.key for o in repo.backend.list("chunks/")}
             for digest in needed:
                 if chunk_key(digest) not in present:
-                    result.bad_chunks[digest.hex()] = "missing from the repository"
+                    result.bad_chunks[digest.hex()] = MISSING
         if result.bad_chunks:
             _name_affected(repo, ids, result)
     return result
@@ -81,9 +112,16 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
 def _indexes(repo: Repository, ids: list[str], result: VerifyResult | None) -> Iterator[tuple[str, BlockIndex]]:
     """Every readable block index of the backups `ids`; unreadable ones are recorded in `result`."""
     for backup_id in ids:
-        record = repo.get_backup(backup_id)
+        try:
+            record = repo.get_backup(backup_id)
+        except DamagedRecordError as exc:
+            if result is not None:
+                result.bad_records.append({"backup": backup_id, "problem": exc.problem})
+            continue
         if result is not None:
             result.backups_checked += 1
+            if not record.checked and not repo.encrypted:
+                result.unchecked_records.append(backup_id)
         for disk in record.disks:
             try:
                 yield backup_id, repo.get_index(disk)

@@ -229,6 +229,16 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise self._fail(exc, "the repository directory", writing=True) from None
 
+    def remove_empty_dirs(self, prefix: str) -> None:
+        """Remove the folders under `prefix` that deleting objects left empty (`gc`), deepest first."""
+        start = self._path(prefix.rstrip("/"))
+        for dirpath, _dirnames, _filenames in os.walk(start, topdown=False):
+            if dirpath != start:
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass  # not empty
+
     def sync(self) -> None:
         if self._per_file or not os.path.isdir(self.root):
             return
