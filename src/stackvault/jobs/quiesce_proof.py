@@ -35,6 +35,7 @@ from ..cloud.consistency import CRASH
 from ..cloud.guest_hook import MARKER_PATH, QuiesceMarker, parse_marker
 from ..engine import child
 from ..engine.blockindex import ZERO_DIGEST, BlockIndex
+from ..engine.crypto import ObjectAuthError
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import FileTarget, restore_disk
 from ..engine.repository import Repository
@@ -274,10 +275,20 @@ def set_catalog_consistency(ctx: JobContext, backup_id: str, consistency: str) -
 
 
 def load_proof(repo: Repository, backup_id: str) -> dict | None:
+    """The backup's proof of quiesce, or None when it has none or its proof is damaged.
+
+    The store holds proofs like every other object and may damage or plant them: a proof only ever
+    raises a backup's consistency to "verified", so one that does not decode, is not an object, or
+    names another backup (copied over this one's) is worth exactly no proof, and must never stop
+    `show` or `catalog rebuild`.
+    """
     try:
-        return json.loads(repo.backend.get(proof_key(backup_id)))
-    except (KeyError, ValueError):
+        proof = json.loads(repo.backend.get(proof_key(backup_id)))
+    except (KeyError, ValueError, RecursionError, ObjectAuthError):
         return None
+    if not isinstance(proof, dict) or proof.get("backup_id") != backup_id:
+        return None
+    return proof
 
 
 def apply_proofs(ctx: JobContext) -> int:
