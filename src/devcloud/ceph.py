@@ -351,19 +351,23 @@ def start(ctx: CloudContext, timeout: float = 120) -> None:
         raise
 
 
-def stop(state_dir: Path, timeout: float = 15) -> None:
+def stop(state_dir: Path, timeout: float = 15) -> list[str]:
     """Stop the OSD, then the monitor (the OSD's clean shutdown wants to tell the monitor).
-    `devcloud down` calls this before stopping the rest; its pid files are removed there."""
+    `devcloud down` calls this before stopping the rest; its pid files are removed there.
+    Returns the names of the daemons it stopped."""
+    stopped = []
     for name in (OSD, MON):
         pid = processes.running_pid(Path(state_dir), name)
         if pid is None:
             continue
+        stopped.append(name)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and processes.running_pid(Path(state_dir), name):
             time.sleep(0.05)
         if processes.running_pid(Path(state_dir), name):
             os.kill(pid, signal.SIGKILL)
+    return stopped
 
 
 # ---- status --------------------------------------------------------------------------------

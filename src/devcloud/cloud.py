@@ -145,11 +145,13 @@ def _seed_images(ctx: CloudContext) -> None:
 def down(state_dir: Path) -> list[str]:
     """Stop every process of the cloud in `state_dir` by pid; its data stays for the next `up`.
 
-    The Ceph daemons go first, OSD before monitor (a no-op without them), so the cluster shuts
-    down cleanly; `stop_all` then stops the rest and removes every pid file."""
+    The Ceph daemons go last, OSD before monitor: Cinder may be deleting an RBD image when `down`
+    comes, and librados waits for a vanished cluster instead of failing (so Cinder would then
+    take its whole SIGKILL timeout to stop)."""
     state_dir = Path(state_dir).resolve()
-    ceph.stop(state_dir)
-    return processes.stop_all(state_dir)
+    stopped = processes.stop_all(state_dir, keep=(ceph.MON, ceph.OSD))
+    stopped += ceph.stop(state_dir)
+    return sorted(set(stopped + processes.stop_all(state_dir)))
 
 
 def status(ctx: CloudContext) -> dict[str, Any]:
