@@ -26,6 +26,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -113,7 +114,7 @@ def import_bindings(state_dir: Path) -> tuple[Any, Any]:
     return rados, rbd
 
 
-def _cephx_key() -> str:
+def new_cephx_key() -> str:
     """A new cephx secret, as `ceph-authtool --gen-print-key` makes it (without a process):
     type 1 (AES), creation time, length, 16 random bytes."""
     return base64.b64encode(struct.pack("<HIIH", 1, int(time.time()), 0, 16)
@@ -235,12 +236,13 @@ def _check_alive(ctx: CloudContext, name: str) -> None:
 
 def _connect_while(ctx: CloudContext, deadline: float) -> Any:
     """Connect as admin, retrying until the monitor answers (it binds within a second)."""
+    rados, _ = import_bindings(ctx.state_dir)
     last: Exception | None = None
     while time.monotonic() < deadline:
         _check_alive(ctx, MON)
         try:
             return connect(ctx.state_dir, timeout=5)
-        except Exception as exc:  # rados.Error subclasses; the module is imported lazily
+        except rados.Error as exc:
             last = exc
             time.sleep(0.2)
     raise DevcloudError(f"the ceph monitor did not answer: {last}; see "
@@ -271,12 +273,12 @@ def _create(ctx: CloudContext, deadline: float) -> None:
         {"fsid": fsid, "host": ctx.host, "mon_port_v2": ports["v2"],
          "mon_port_v1": ports["v1"]}, indent=2) + "\n")
     conf = str(d / "ceph.conf")
-    admin_key = _cephx_key()
+    admin_key = new_cephx_key()
     admin_caps = {"mon": "allow *", "osd": "allow *", "mds": "allow *", "mgr": "allow *"}
     _write_private(keyring_path(ctx.state_dir, "admin"),
                    _keyring("client.admin", admin_key, admin_caps))
     _write_private(d / "mon-mkfs.keyring",
-                   _keyring("mon.", _cephx_key(), {"mon": "allow *"})
+                   _keyring("mon.", new_cephx_key(), {"mon": "allow *"})
                    + _keyring("client.admin", admin_key, admin_caps))
     monmap = d / "monmap"
     _run(["monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
@@ -286,7 +288,7 @@ def _create(ctx: CloudContext, deadline: float) -> None:
     (d / "mon-mkfs.keyring").unlink()
     _spawn_daemon(ctx, MON, "a")
 
-    osd_uuid, osd_key = str(uuid.uuid4()), _cephx_key()
+    osd_uuid, osd_key = str(uuid.uuid4()), new_cephx_key()
     with ThreadPoolExecutor(1) as pool:
         mkfs = pool.submit(_run, ["ceph-osd", "-d", "-c", conf, "-i", "0", "--mkfs",
                                   "--no-mon-config", "--monmap", str(monmap), "--osd-uuid", osd_uuid,
@@ -315,6 +317,7 @@ def _create(ctx: CloudContext, deadline: float) -> None:
 
 def _resume(ctx: CloudContext, deadline: float) -> None:
     """A stopped cluster: start what is not running, then wait until the pool serves I/O."""
+    rados, _ = import_bindings(ctx.state_dir)
     _spawn_daemon(ctx, MON, "a")
     _spawn_daemon(ctx, OSD, "0")
     cluster = _connect_while(ctx, deadline)
@@ -322,10 +325,9 @@ def _resume(ctx: CloudContext, deadline: float) -> None:
         _wait_osd_up(ctx, cluster, deadline)
         with cluster.open_ioctx(POOL) as ioctx:
             try:
-                ioctx.stat("devcloud-probe")  # blocks until the PG is active
-            except Exception as exc:  # ObjectNotFound is the expected answer
-                if type(exc).__name__ != "ObjectNotFound":
-                    raise
+                ioctx.stat("devcloud-probe")  # answers (not found) once its PG is active
+            except rados.ObjectNotFound:
+                pass
     finally:
         cluster.shutdown()
 
@@ -343,7 +345,7 @@ def start(ctx: CloudContext, timeout: float = 120) -> None:
     if d.exists():  # an interrupted creation: its half-made stores are of no use
         for child in d.iterdir():
             if child.name != "python":
-                subprocess.run(["rm", "-rf", str(child)], check=True)
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     try:
         _create(ctx, deadline)
     except BaseException:
@@ -353,7 +355,7 @@ def start(ctx: CloudContext, timeout: float = 120) -> None:
 
 def stop(state_dir: Path, timeout: float = 15) -> list[str]:
     """Stop the OSD, then the monitor (the OSD's clean shutdown wants to tell the monitor).
-    `devcloud down` calls this before stopping the rest; its pid files are removed there.
+    `devcloud down` calls this after stopping Cinder, and removes the pid files afterwards.
     Returns the names of the daemons it stopped."""
     stopped = []
     for name in (OSD, MON):
@@ -390,9 +392,10 @@ def status(ctx: CloudContext) -> dict[str, Any]:
     }
     if ctx.pid(MON) is None:
         return report
+    rados, _ = import_bindings(ctx.state_dir)
     try:
         cluster = connect(ctx.state_dir, timeout=5)
-    except Exception as exc:
+    except rados.Error as exc:
         report["error"] = f"cannot connect: {exc}"
         return report
     try:
