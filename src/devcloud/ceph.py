@@ -335,10 +335,12 @@ def _resume(ctx: CloudContext, deadline: float) -> None:
 def start(ctx: CloudContext, timeout: float = 120) -> None:
     """Create (first time) or resume the cluster and wait until pool `volumes` serves I/O.
     A failed creation stops what it started and leaves the logs; the next `up` starts over."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     ensure_bindings(ctx.state_dir)
     if enabled(ctx.state_dir):
         _resume(ctx, deadline)
+        log.info("ceph resumed in %.1f s", time.monotonic() - started)
         return
     stop(ctx.state_dir)
     d = ceph_dir(ctx.state_dir)
@@ -351,6 +353,7 @@ def start(ctx: CloudContext, timeout: float = 120) -> None:
     except BaseException:
         stop(ctx.state_dir)
         raise
+    log.info("ceph cluster created in %.1f s", time.monotonic() - started)
 
 
 def stop(state_dir: Path, timeout: float = 15) -> list[str]:
