@@ -89,6 +89,14 @@ def bindings_dir(state_dir: Path) -> Path:
     return ceph_dir(state_dir) / "python"
 
 
+def _check_installed() -> None:
+    missing = [tool for tool in ("ceph-mon", "ceph-osd", "monmaptool", "rbd")
+               if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    if missing:
+        raise DevcloudError(f"{', '.join(missing)} not found: install the Debian packages in "
+                            "deps/apt-ceph.txt (./scripts/bootstrap does)")
+
+
 def ensure_bindings(state_dir: Path) -> Path:
     target = bindings_dir(state_dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -337,6 +345,7 @@ def start(ctx: CloudContext, timeout: float = 120) -> None:
     A failed creation stops what it started and leaves the logs; the next `up` starts over."""
     started = time.monotonic()
     deadline = started + timeout
+    _check_installed()
     ensure_bindings(ctx.state_dir)
     if enabled(ctx.state_dir):
         _resume(ctx, deadline)
