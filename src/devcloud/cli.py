@@ -34,6 +34,11 @@ def context_for_up(args: argparse.Namespace) -> CloudContext:
     ctx = CloudContext.load(state_dir_from_env(args.state_dir))
     if args.fast is not None:
         ctx.fast = args.fast
+    if not ctx.ceph and (args.ceph or os.environ.get("DEVCLOUD_CEPH", "") in ("1", "yes", "true")):
+        if ctx.config_path.exists() and processes.marked_pids(ctx.state_dir):
+            raise DevcloudError(f"the cloud in {ctx.state_dir} runs without Ceph; run `devcloud "
+                                "down` before `up --ceph` (Cinder must restart with the backend)")
+        ctx.ceph = True  # kept in config.json: Cinder's volumes on Ceph must stay reachable
     if args.cache_dir:
         ctx.cache_dir = Path(args.cache_dir).resolve()
     if args.ports:
@@ -76,6 +81,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, svc in report["services"].items():
         state = f"running (pid {svc['pid']})" if svc["running"] else "stopped"
         print(f"  {name:<10} {svc.get('url', ''):<28} {state}")
+    if "ceph" in report:
+        c = report["ceph"]
+        print(f"  ceph       {c['mon_host']:<28} {c['health'] or 'monitor stopped'} "
+              f"(conf {c['conf']})")
     for image in report["images"]:
         print(f"  image {image['name']} {image['id']} {image['properties']}")
     return 0
@@ -131,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", default=None,
                    help="servers are disk files without a VM")
     p.add_argument("--no-fast", dest="fast", action="store_false")
+    p.add_argument("--ceph", action="store_true",
+                   help="also run a single-node Ceph and Cinder's RBD backend (volume type "
+                        "`ceph`); kept for later `up`s of this state dir (default $DEVCLOUD_CEPH)")
     p.add_argument("--ports", help="SERVICE=PORT,... (public ports) or `auto` for free ports")
     p.add_argument("--cache-dir", help="where the services venv and guest images are cached")
     p.add_argument("--skip", help=f"parts to leave out, comma separated: {','.join(cloud.PARTS)} "

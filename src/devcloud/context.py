@@ -93,6 +93,7 @@ class CloudContext:
     fast: bool = False
     cache_dir: Path = DEFAULT_CACHE_DIR
     region: str = "RegionOne"
+    ceph: bool = False  # also a real single-node Ceph and Cinder's RBD backend (devcloud.ceph)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).resolve()
@@ -122,6 +123,7 @@ class CloudContext:
             fast=bool(raw.get("fast", False)),
             cache_dir=Path(raw.get("cache_dir", DEFAULT_CACHE_DIR)),
             region=raw.get("region", "RegionOne"),
+            ceph=bool(raw.get("ceph", False)),
         )
 
     def save(self) -> None:
@@ -133,6 +135,7 @@ class CloudContext:
             "fast": self.fast,
             "cache_dir": str(self.cache_dir),
             "region": self.region,
+            "ceph": self.ceph,
         }
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -137,15 +137,18 @@ def marked_pids(state_dir: Path) -> set[int]:
     return found
 
 
-def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
+def stop_all(state_dir: Path, timeout: float = 15, keep: Collection[str] = ()) -> list[str]:
     """Stop every process of this cloud: pid files under <state>/run (any depth), then orphans.
 
     SIGTERM to each process group first (uWSGI runs with die-on-term), SIGKILL what is left after
-    `timeout`. Returns the names of what was stopped, for the log.
+    `timeout`. Returns the names of what was stopped, for the log. `keep` names processes (pid
+    file names) to leave running with their pid files, for a caller that stops them afterwards.
     """
     run_dir = state_dir / "run"
     targets: dict[int, str] = {}
+    kept = {running_pid(state_dir, name) for name in keep} - {None}
     pid_files = sorted(run_dir.rglob("*.pid")) if run_dir.exists() else []
+    pid_files = [p for p in pid_files if str(p.relative_to(run_dir).with_suffix("")) not in keep]
     for path in pid_files:
         try:
             pid = int(path.read_text().split()[0])
@@ -155,7 +158,7 @@ def stop_all(state_dir: Path, timeout: float = 15) -> list[str]:
         if pid not in _ancestors() and (running_pid(state_dir, name) == pid
                                         or belongs_to(pid, state_dir)):
             targets[pid] = str(path.relative_to(run_dir).with_suffix(""))
-    for pid in marked_pids(state_dir):
+    for pid in marked_pids(state_dir) - kept:
         targets.setdefault(pid, f"pid {pid}")
 
     def signal_all(sig: int) -> None:

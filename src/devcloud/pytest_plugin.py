@@ -11,7 +11,13 @@ must stay under 108 characters) and make leftovers findable.
 `DEVCLOUD_STATE=<dir>` uses that cloud instead: started if needed, left running at the end if it
 was already up (run `devcloud up` once, then iterate on tests quickly). `DEVCLOUD_KEEP=1` leaves a
 per-session cloud running too. `DEVCLOUD_FAST=1` starts it in fast mode (no VMs);
-`DEVCLOUD_SKIP` skips parts as `devcloud up --skip` does.
+`DEVCLOUD_SKIP` skips parts as `devcloud up --skip` does; `DEVCLOUD_CEPH=1` adds the single-node
+Ceph and Cinder's RBD backend (`devcloud up --ceph`).
+
+The session fixture `devcloud_ceph` is a cloud with Ceph for the tests that need one: the
+`devcloud` cloud itself when `DEVCLOUD_CEPH=1` (or a reused `DEVCLOUD_STATE` cloud has Ceph),
+else a second cloud of its own in another slot, with Keystone, Glance, Cinder and Ceph only (no
+guest images, no Nova), so sessions without Ceph tests pay nothing for it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class DevCloud:
 
     ctx: CloudContext
     cloud: str = "devcloud"
+    skip: frozenset[str] = frozenset()  # parts `up` left out (an `up` in a test passes them on)
 
     @property
     def state_dir(self) -> Path:
@@ -106,7 +113,11 @@ def _claim_slot() -> tuple[Path, IO[str]]:
         raise DevcloudError(str(exc)) from None
 
 
-def _fresh_context(state_dir: Path) -> CloudContext:
+def _wants_ceph() -> bool:
+    return os.environ.get("DEVCLOUD_CEPH", "") in ("1", "yes", "true")
+
+
+def _fresh_context(state_dir: Path, ceph: bool = False) -> CloudContext:
     """Stop leftovers of a crashed earlier session in this slot, then start from empty."""
     processes.stop_all(state_dir)
     if state_dir.exists():
@@ -116,6 +127,7 @@ def _fresh_context(state_dir: Path) -> CloudContext:
     ctx = CloudContext(state_dir=state_dir, ports={n: both[n] for n in names},
                        backend_ports={n: both[f"{n}-backend"] for n in names})
     ctx.fast = os.environ.get("DEVCLOUD_FAST", "") in ("1", "yes", "true")
+    ctx.ceph = ceph
     return ctx
 
 
@@ -124,30 +136,50 @@ def _running(ctx: CloudContext) -> bool:
     return all(report["services"][s]["running"] for s in ("keystone", "glance", "faultproxy"))
 
 
-@pytest.fixture(scope="session")
-def devcloud() -> Iterator[DevCloud]:
-    """A running dev cloud for the whole session; all its processes stop at the end."""
-    reuse = os.environ.get("DEVCLOUD_STATE")
+def _session_cloud(reuse: CloudContext | None, ceph: bool,
+                   skip: set[str]) -> Iterator[DevCloud]:
+    """Up a cloud (`reuse`, or a fresh one in a free slot), yield it, stop it at the end."""
     lock: IO[str] | None = None
-    if reuse:
-        ctx = CloudContext.load(Path(reuse))
+    if reuse is not None:
+        ctx = reuse
         stop_at_end = not _running(ctx)
     else:
         state_dir, lock = _claim_slot()
-        ctx = _fresh_context(state_dir)
+        ctx = _fresh_context(state_dir, ceph)
         stop_at_end = os.environ.get("DEVCLOUD_KEEP", "") not in ("1", "yes", "true")
 
     def stop() -> None:
         if stop_at_end:
-            processes.stop_all(ctx.state_dir)
+            cloud.down(ctx.state_dir)
 
     try:
         with processes.stopped_at_exit(stop):  # also if the session dies or gets SIGTERM
-            cloud.up(ctx, skip=cloud.skipped_parts())
-            yield DevCloud(ctx=ctx)
+            cloud.up(ctx, skip=skip)
+            yield DevCloud(ctx=ctx, skip=frozenset(skip))
     finally:
         if lock is not None:
             lock.close()
+
+
+def _reused() -> CloudContext | None:
+    reuse = os.environ.get("DEVCLOUD_STATE")
+    return CloudContext.load(Path(reuse)) if reuse else None
+
+
+@pytest.fixture(scope="session")
+def devcloud() -> Iterator[DevCloud]:
+    """A running dev cloud for the whole session; all its processes stop at the end."""
+    yield from _session_cloud(_reused(), _wants_ceph(), cloud.skipped_parts())
+
+
+@pytest.fixture(scope="session")
+def devcloud_ceph(request: pytest.FixtureRequest) -> Iterator[DevCloud]:
+    """A running dev cloud with Ceph (see the module docstring for which one)."""
+    reuse = _reused()
+    if reuse.ceph if reuse is not None else _wants_ceph():
+        yield request.getfixturevalue("devcloud")
+        return
+    yield from _session_cloud(None, True, {"images", "nova"})
 
 
 def status_json(dc: DevCloud) -> dict[str, Any]:

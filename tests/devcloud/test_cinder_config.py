@@ -9,11 +9,11 @@ from pathlib import Path
 from devcloud.cinder import config
 
 
-def rendered(tmp_path: Path) -> configparser.RawConfigParser:
+def rendered(tmp_path: Path, **extra: object) -> configparser.RawConfigParser:
     settings = config.CinderSettings(
         state_dir=tmp_path / "cinder", venv=tmp_path / "venv", listen_host="127.0.0.1",
         listen_port=48776, keystone_url="http://127.0.0.1:45357",
-        glance_url="http://127.0.0.1:49292", service_password="s3cret")
+        glance_url="http://127.0.0.1:49292", service_password="s3cret", **extra)
     parser = configparser.RawConfigParser()
     parser.read_string(config.render(settings))
     return parser
@@ -44,3 +44,14 @@ def test_privsep_helpers_start_without_sudo(tmp_path):
         helper = conf.get(section, "helper_command")
         assert helper.startswith(str(tmp_path / "venv" / "bin" / "privsep-helper"))
         assert "sudo" not in helper
+
+
+def test_with_a_ceph_conf_cinders_own_rbd_driver_is_a_second_backend(tmp_path):
+    conf = rendered(tmp_path, ceph_conf=tmp_path / "ceph" / "ceph.conf")
+    assert conf.get("DEFAULT", "enabled_backends") == f"{config.BACKEND},{config.CEPH_BACKEND}"
+    rbd = dict(conf.items(config.CEPH_BACKEND))
+    assert rbd["volume_driver"] == "cinder.volume.drivers.rbd.RBDDriver"
+    assert rbd["volume_backend_name"] == config.CEPH_BACKEND
+    assert (rbd["rbd_ceph_conf"], rbd["rbd_pool"], rbd["rbd_user"]) == (
+        str(tmp_path / "ceph" / "ceph.conf"), "volumes", "cinder")
+    assert not rendered(tmp_path).has_section(config.CEPH_BACKEND)

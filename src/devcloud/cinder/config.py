@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BACKEND = "sparse"
-"""Name of the one backend (``enabled_backends``); the volume service's host is ``<host>@sparse``."""
+"""Name of the file backend (``enabled_backends``); its volume service's host is ``<host>@sparse``."""
+
+CEPH_BACKEND = "ceph"
+"""Name of the RBD backend and of its volume type, with ``devcloud up --ceph`` only."""
 
 CINDER_HOST = "devcloud"
 """``[DEFAULT] host``: fixed, so service records and volume hosts survive restarts and renames."""
@@ -29,6 +32,14 @@ class CinderSettings:
     glance_url: str          # e.g. http://127.0.0.1:39292
     service_password: str    # password of the `cinder` service user, project `service`
     region: str = "RegionOne"
+    ceph_conf: Path | None = None  # the dev cloud's ceph.conf: adds the RBD backend `ceph`
+    ceph_pool: str = "volumes"
+    ceph_user: str = "cinder"     # its keyring is found through `keyring` in ceph.conf
+
+
+def backends(s: CinderSettings) -> list[str]:
+    """``enabled_backends``: the file backend, and Cinder's own RBD driver when there is a Ceph."""
+    return [BACKEND] + ([CEPH_BACKEND] if s.ceph_conf is not None else [])
 
 
 def volumes_dir(cinder_state: Path) -> Path:
@@ -66,7 +77,7 @@ def render(s: CinderSettings) -> str:
             "osapi_volume_listen": s.listen_host,
             "osapi_volume_listen_port": str(s.listen_port),
             "osapi_volume_workers": "1",
-            "enabled_backends": BACKEND,
+            "enabled_backends": ",".join(backends(s)),
             "default_volume_type": "__DEFAULT__",
             "glance_api_servers": s.glance_url,
             "image_conversion_dir": str(st / "conversion"),
@@ -100,6 +111,17 @@ def render(s: CinderSettings) -> str:
             "sparse_volumes_dir": str(volumes_dir(st)),
         },
     }
+    if s.ceph_conf is not None:
+        sections[CEPH_BACKEND] = {
+            "volume_driver": "cinder.volume.drivers.rbd.RBDDriver",
+            "volume_backend_name": CEPH_BACKEND,
+            "rbd_ceph_conf": str(s.ceph_conf),
+            "rbd_pool": s.ceph_pool,
+            "rbd_user": s.ceph_user,
+            # Clones and volumes from snapshots stay copy-on-write children, as in production.
+            "rbd_flatten_volume_from_snapshot": "false",
+            "rados_connect_timeout": "10",
+        }
     parser = configparser.RawConfigParser()
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option names as written
     for name, options in sections.items():

@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 
-from devcloud import rest
+from devcloud import ceph, rest
 from devcloud.cinder import config
 from devcloud.context import REPO_ROOT, CloudContext, DevcloudError
 
@@ -33,6 +33,9 @@ def settings(ctx: CloudContext) -> config.CinderSettings:
         glance_url=ctx.url("glance"),
         service_password=ctx.service_password,
         region=ctx.region,
+        ceph_conf=ceph.conf_path(ctx.state_dir) if ctx.ceph else None,
+        ceph_pool=ceph.POOL,
+        ceph_user=ceph.CINDER_USER,
     )
 
 
@@ -70,9 +73,11 @@ def launch(ctx: CloudContext) -> None:
         return
     conf = str(write_config(ctx).state_dir / "cinder.conf")
     _db_sync(ctx, conf)
+    # The RBD driver imports Debian's rados and rbd modules from the cluster's bindings dir.
+    paths = [REPO_ROOT / "src"] + ([ceph.bindings_dir(ctx.state_dir)] if ctx.ceph else [])
     env = {
         "PATH": f"{ctx.venv_dir.resolve() / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
-        "PYTHONPATH": str(REPO_ROOT / "src"),
+        "PYTHONPATH": ":".join(map(str, paths)),
         "HOME": os.environ.get("HOME", "/root"),
         "LANG": "C.UTF-8",
     }
@@ -81,17 +86,44 @@ def launch(ctx: CloudContext) -> None:
 
 
 def wait(ctx: CloudContext, timeout: float = 120) -> None:
-    """Wait until the API answers, cinder-volume is up and the scheduler knows its pool."""
+    """Wait until the API answers, cinder-volume is up and the scheduler knows its pools."""
     deadline = time.monotonic() + timeout
     ctx.wait_http(ctx.url(NAME) + "/", timeout=timeout, name=NAME)
     wait_until_schedulable(ctx, deadline)
+    if ctx.ceph:
+        ensure_ceph_types(ctx)
+
+
+def _admin_api(ctx: CloudContext) -> tuple[str, str]:
+    """(token, base URL of the admin project's volume API), direct, never through the proxy."""
+    token, body = rest.password_token(ctx.auth_url(public=False), "admin", ctx.admin_password,
+                                      "admin")
+    return token, f"{ctx.url(NAME)}/v3/{body['project']['id']}"
+
+
+def ensure_ceph_types(ctx: CloudContext) -> None:
+    """Volume type `ceph` -> the RBD backend; the default type stays on the file backend.
+
+    Without the pin the scheduler could put an untyped volume on either backend (it prefers the
+    one reporting more free space), and tests written for files would meet RBD volumes.
+    """
+    token, base = _admin_api(ctx)
+    wanted = {config.CEPH_BACKEND: config.CEPH_BACKEND, "__DEFAULT__": config.BACKEND}
+    types = {t["name"]: t for t in rest.request("GET", f"{base}/types?is_public=None",
+                                                token=token)[2]["volume_types"]}
+    for name, backend in wanted.items():
+        if name not in types:
+            rest.request("POST", f"{base}/types", token=token, body={"volume_type": {
+                "name": name, "extra_specs": {"volume_backend_name": backend}}})
+        elif types[name].get("extra_specs", {}).get("volume_backend_name") != backend:
+            rest.request("POST", f"{base}/types/{types[name]['id']}/extra_specs", token=token,
+                         body={"extra_specs": {"volume_backend_name": backend}})
 
 
 def wait_until_schedulable(ctx: CloudContext, deadline: float) -> None:
-    """Poll until cinder-volume is up and the scheduler knows the backend's pool."""
-    token, body = rest.password_token(ctx.auth_url(public=False), "admin", ctx.admin_password,
-                                      "admin")
-    base = f"{ctx.url(NAME)}/v3/{body['project']['id']}"
+    """Poll until every backend's volume service is up and the scheduler knows its pool."""
+    token, base = _admin_api(ctx)
+    wanted = len(config.backends(settings(ctx)))
     headers = {"OpenStack-API-Version": "volume 3.0"}
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -107,7 +139,7 @@ def wait_until_schedulable(ctx: CloudContext, deadline: float) -> None:
             last = str(exc)
         else:
             up = [s for s in services if s["state"] == "up" and s["status"] == "enabled"]
-            if up and pools:
+            if len(up) >= wanted and len(pools) >= wanted:
                 return
             last = f"volume services up: {len(up)}, scheduler pools: {len(pools)}"
         time.sleep(0.5)
