@@ -7,6 +7,7 @@ plain files (hashes of bytes, allocated size, files under the repository). Nothi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -168,6 +169,35 @@ class Stackvault:
         url = f"sqlite:///{scratch}"
         self.run("catalog", "rebuild", catalog=url)
         return [b["backup_id"] for b in self.run("list", catalog=url).data["backups"]]
+
+
+def one_error(res: Result, *words: str, rc: int | None = None) -> str:
+    """The one `stackvault: error:` line a failed command must print (no traceback), naming `words`;
+    with `rc`, also the documented exit code."""
+    assert "Traceback" not in res.stderr, res.describe()
+    assert res.rc != 0, res.describe()
+    if rc is not None:
+        assert res.rc == rc, res.describe()
+    lines = res.error_lines()
+    assert len(lines) == 1, f"one `stackvault: error:` line expected\n{res.describe()}"
+    for word in words:
+        assert word.lower() in lines[0].lower(), f"the error must say {word!r}: {lines[0]}"
+    return lines[0]
+
+
+@contextlib.contextmanager
+def loop_device(backing: Path) -> Iterator[Path]:
+    """`backing` attached as a block device for the test (skipped where loop devices cannot be had)."""
+    import pytest
+
+    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot attach a loop device: {r.stderr.strip()}")
+    dev = Path(r.stdout.strip())
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", str(dev)], capture_output=True)
 
 
 # --- images ------------------------------------------------------------------------------------

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import BLOCK, MIB, Stackvault, make_sparse_image, sha256_file, write_at
+from .helpers import BLOCK, MIB, Stackvault, loop_device as attached, make_sparse_image, sha256_file, write_at
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path, rng: random.Random):
-    backing = make_sparse_image(tmp_path / "backing.img", 16 * MIB, rng,
-                                [(0, 3 * MIB, "random"), (9 * MIB, 1 * MIB, "text")])
-    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot attach a loop device: {r.stderr.strip()}")
-    dev = Path(r.stdout.strip())
-    try:
+def loop_device(tmp_path: Path, rng: random.Random) -> Iterator[Path]:
+    with attached(make_sparse_image(tmp_path / "backing.img", 16 * MIB, rng,
+                                [(0, 3 * MIB, "random"), (9 * MIB, 1 * MIB, "text")])) as dev:
         yield dev
-    finally:
-        subprocess.run(["losetup", "-d", str(dev)], capture_output=True)
 
 
 def test_block_device_backs_up_incrementally_and_restores(repo: Stackvault, rng: random.Random, tmp_path: Path,

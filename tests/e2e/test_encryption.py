@@ -22,7 +22,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from .helpers import (BLOCK, KIB, MIB, Result, Stackvault, change_blocks, make_random_image, sha256_file,
+from .helpers import (BLOCK, KIB, MIB, Stackvault, change_blocks, make_random_image, one_error, sha256_file,
                       stackvault_command, tree_listing)
 
 PASSPHRASE = "correct horse battery staple"
@@ -44,16 +44,6 @@ class EncryptedSv(Stackvault):
         if self.new_passphrase is not None:
             env["STACKVAULT_NEW_PASSPHRASE"] = self.new_passphrase
         return env
-
-
-def one_error(res: Result, *words: str) -> str:
-    assert res.rc != 0, res.describe()
-    assert "Traceback" not in res.stderr, res.describe()
-    lines = res.error_lines()
-    assert len(lines) == 1, f"one `stackvault: error:` line expected\n{res.describe()}"
-    for word in words:
-        assert word.lower() in lines[0].lower(), f"error must mention {word!r}: {lines[0]}"
-    return lines[0]
 
 
 @pytest.fixture

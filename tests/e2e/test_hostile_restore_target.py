@@ -9,11 +9,12 @@ import random
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import MIB, Stackvault, kill_group, make_random_image, make_sparse_image, sha256_file, tree_listing
+from .helpers import MIB, Stackvault, kill_group, loop_device as attached, make_random_image, make_sparse_image, sha256_file, tree_listing
 from .test_bad_input import assert_clear_error
 
 
@@ -24,16 +25,9 @@ def backed_up(repo: Stackvault, rng: random.Random, tmp_path: Path) -> tuple[Sta
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path, rng: random.Random):
-    backing = make_sparse_image(tmp_path / "backing.img", 4 * MIB, rng, [(0, 1 * MIB, "random")])
-    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot attach a loop device: {r.stderr.strip()}")
-    dev = Path(r.stdout.strip())
-    try:
+def loop_device(tmp_path: Path, rng: random.Random) -> Iterator[Path]:
+    with attached(make_sparse_image(tmp_path / "backing.img", 4 * MIB, rng, [(0, 1 * MIB, "random")])) as dev:
         yield dev
-    finally:
-        subprocess.run(["losetup", "-d", str(dev)], capture_output=True)
 
 
 def test_file_target_with_force_never_replaces_a_device_node(backed_up, loop_device: Path) -> None:

@@ -10,18 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIB, Result, Stackvault, make_random_image, tree_listing
+from .helpers import MIB, Stackvault, make_random_image, one_error, tree_listing
 from .test_encryption import PASSPHRASE, EncryptedSv
-
-
-def one_error(res: Result, *words: str) -> str:
-    assert res.rc != 0, res.describe()
-    assert "Traceback" not in res.stderr, res.describe()
-    lines = res.error_lines()
-    assert len(lines) == 1, f"one `stackvault: error:` line expected\n{res.describe()}"
-    for word in words:
-        assert word.lower() in lines[0].lower(), f"the error must say {word!r}: {lines[0]}"
-    return lines[0]
 
 
 def plain_user(sv: Stackvault) -> Stackvault:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import LockedError, StackvaultError
+from . import pids
 from .repository import Repository, hostname
 
 log = logging.getLogger("stackvault.locks")
@@ -42,14 +43,7 @@ class LockInfo:
     def alive(self, now: float) -> bool:
         if self.expires < now:
             return False
-        if self.host == hostname():
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                pass
-        return True
+        return self.host != hostname() or pids.alive(self.pid)
 
 
 def read_locks(repo: Repository) -> list[LockInfo]:

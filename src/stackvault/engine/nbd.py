@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from ..errors import SourceError
-from . import child
+from . import child, pids
 
 _NBD_MAGIC = b"NBDMAGIC"
 _IHAVEOPT = b"IHAVEOPT"
@@ -152,7 +152,7 @@ def remove_leftovers() -> None:
         return
     for name in names:
         owner = name[len(SOCKET_DIR_PREFIX):].split("-", 1)[0]
-        if owner.isdigit() and _alive(int(owner)):
+        if owner.isdigit() and pids.alive(int(owner)):
             continue
         directory = os.path.join(tmp, name)
         try:
@@ -173,16 +173,6 @@ def _is_stackvault(pid: int) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_orphans_of(directory: str) -> bool:
     """Kills this user's orphaned qemu-nbd processes serving a socket in `directory`; False when a
     server there is still a running stackvault's child (the directory is in use)."""
@@ -194,13 +184,12 @@ def _stop_orphans_of(directory: str) -> bool:
                 argv = f.read(1 << 16).split(b"\0")
             if not argv or os.path.basename(argv[0]) != b"qemu-nbd" or sock not in argv:
                 continue
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                parent = int(f.read(4096).rsplit(b")", 1)[1].split()[1])
+            parent = pids.parent(int(pid))
             if os.stat(f"/proc/{pid}").st_uid != os.getuid():
                 return False
         except (OSError, ValueError, IndexError):
             continue
-        if parent != 1 and _is_stackvault(parent):
+        if parent is not None and parent != 1 and _is_stackvault(parent):
             return False
         orphans.append(int(pid))
     for pid in orphans:

@@ -70,6 +70,18 @@ class RepoConfig:
         return doc
 
 
+def resolve_prefix(ref: str, ids: list[str], where: str) -> str:
+    """The one id of `ids` that `ref` is, or is a unique prefix of; `where` names the place in errors."""
+    if ref in ids:
+        return ref
+    matches = [b for b in ids if b.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFoundError(f"no backup {ref!r} in {where}", "list backups with `stackvault list`")
+    raise UsageError(f"backup id prefix {ref!r} matches {len(matches)} backups", "give more characters")
+
+
 def check_block_size(block_size: int, given: str | None = None) -> int:
     if block_size < MIN_BLOCK or block_size > MAX_BLOCK or block_size & (block_size - 1):
         raise UsageError(f"block size {given or block_size} is not a power of two between 64 KiB and 16 MiB",
@@ -318,14 +330,7 @@ class Repository:
             if not ids:
                 raise NotFoundError(f"no backups in {self.location}", "make one with `stackvault backup`")
             return ids[-1]
-        if ref in ids:
-            return ref
-        matches = [b for b in ids if b.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise NotFoundError(f"no backup {ref!r} in {self.location}", "list backups with `stackvault list`")
-        raise UsageError(f"backup id prefix {ref!r} matches {len(matches)} backups", "give more characters")
+        return resolve_prefix(ref, ids, self.location)
 
     def latest_disk(self, disk_key: str, *, full_only: bool = False) -> tuple[BackupRecord, DiskRecord] | None:
         """The newest committed backup holding this disk (its newest Full with `full_only`); a damaged

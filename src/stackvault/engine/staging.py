@@ -15,26 +15,13 @@ import secrets
 import stat
 from pathlib import Path
 
+from . import pids
 from .atomic import TEMP_PREFIX, write_atomic
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc), which tells a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return started is None or _start_time(pid) in (None, started)
+def _running(pid: int, started: str | None) -> bool:
+    """The noted process is still the one running under that pid (not a later one that reused it)."""
+    return pids.alive(pid) and (started is None or pids.start_time(pid) in (None, started))
 
 
 class StagingLedger:
@@ -52,7 +39,7 @@ class StagingLedger:
         name = f"{pid}-{secrets.token_hex(4)}.json"
         try:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            write_atomic(self.dir / name, json.dumps({"pid": pid, "started": _start_time(pid), "files": files})
+            write_atomic(self.dir / name, json.dumps({"pid": pid, "started": pids.start_time(pid), "files": files})
                          .encode(), durable=False)
         except OSError:
             return None
@@ -78,7 +65,7 @@ class StagingLedger:
             entry = self.dir / name
             try:
                 doc = json.loads(entry.read_bytes())
-                if _alive(int(doc["pid"]), doc.get("started")):
+                if _running(int(doc["pid"]), doc.get("started")):
                     continue
                 for f in doc["files"]:
                     try:

@@ -12,7 +12,8 @@ from datetime import datetime
 
 from ..config import Retention
 from ..engine.manifest import BackupRecord
-from ..errors import NotFoundError, UsageError
+from ..engine.repository import resolve_prefix
+from ..errors import UsageError
 from . import trust
 from .context import JobContext
 
@@ -76,7 +77,7 @@ def forget(ctx: JobContext, refs: list[str]) -> dict:
     with ctx.recorded("forget") as report, ctx.locked("exclusive", "forget"):
         in_repo = repo.backup_ids()
         in_catalog = [row.backup_id for row in ctx.catalog.backups(repo.id)]
-        chosen = [_one(ref, sorted(set(in_repo) | set(in_catalog)), repo.location) for ref in refs]
+        chosen = [resolve_prefix(ref, sorted(set(in_repo) | set(in_catalog)), f"{repo.location} or the catalog") for ref in refs]
         forgotten, missing = [], []
         for backup_id in dict.fromkeys(chosen):
             if backup_id in in_repo:
@@ -88,15 +89,3 @@ def forget(ctx: JobContext, refs: list[str]) -> dict:
         trust.forgot(ctx, repo, forgotten)
         report.update(forgotten=forgotten, missing_forgotten=missing)
     return report
-
-
-def _one(ref: str, ids: list[str], location: str) -> str:
-    """The backup id `ref` names: itself or a unique prefix, among the repository's and catalog's ids."""
-    if ref in ids:
-        return ref
-    matches = [b for b in ids if b.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise NotFoundError(f"no backup {ref!r} in {location} or the catalog", "list backups with `stackvault list`")
-    raise UsageError(f"backup id prefix {ref!r} matches {len(matches)} backups", "give more characters")

@@ -231,13 +231,21 @@ class LocalBackend(Backend):
 
     def remove_empty_dirs(self, prefix: str) -> None:
         """Remove the folders under `prefix` that deleting objects left empty (`gc`), deepest first."""
-        start = self._path(prefix.rstrip("/"))
-        for dirpath, _dirnames, _filenames in os.walk(start, topdown=False):
-            if dirpath != start:
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    pass  # not empty
+        try:
+            top = self._open_dir(check_key(prefix.rstrip("/")).split("/"), create=False)
+        except _NotAnObject:
+            return
+        try:
+            # Deepest first, each folder removed from its parent's descriptor: never through a link.
+            for _dirpath, dirnames, _filenames, dir_fd in os.fwalk(".", dir_fd=top, topdown=False,
+                                                                   follow_symlinks=False):
+                for name in dirnames:
+                    try:
+                        os.rmdir(name, dir_fd=dir_fd)
+                    except OSError:
+                        pass  # not empty, or a link (which is no folder of ours)
+        finally:
+            os.close(top)
 
     def sync(self) -> None:
         if self._per_file or not os.path.isdir(self.root):
