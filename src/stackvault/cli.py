@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
                      parse_size, seconds, whole_number)
+from .engine.fileio import make_private
 from .engine.staging import StagingLedger
 from .errors import CatalogError, StackvaultError, UsageError
 from . import render
@@ -194,6 +195,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if hasattr(args, "shard"):  # backup, doctor, list
         settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
+    make_private(settings.workdir)  # state, catalog, memory of repositories: made open by an older version?
     for path in StagingLedger(settings.workdir).sweep():  # a killed restore's, whatever this command is
         print(f"stackvault: removed {path}, left by a killed restore", file=sys.stderr)
     progress = progress_factory(not args.quiet and not args.json)
@@ -272,6 +274,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             rows = [r for r in rows if share.covers_backup(r.source or {})]
         result = render.list_result(rows, synced["missing"], synced["damaged"],
                                     rollback(ctx, ctx.repo, synced["ids"]), unlisted)
+        if unlisted is not None:  # the interrupted jobs are in the catalog that cannot be read
+            return result, render.listing, EXIT_OK
         return _noting_interrupted(ctx, result), render.listing, EXIT_OK
     if c == "show":
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))

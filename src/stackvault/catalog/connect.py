@@ -20,6 +20,7 @@ import time
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 
+from ..engine.fileio import make_private
 from ..errors import CatalogError
 
 #: How long a SQLite writer waits for another proxy's transaction before giving up.
@@ -137,7 +138,8 @@ def _private(url: str, path: str) -> None:
     try:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     except FileExistsError:
-        pass
+        for existing in (path, f"{path}-wal", f"{path}-shm"):  # made open by an older version
+            make_private(existing)
     except OSError as exc:
         raise unopenable(url, f"{exc.strerror}: {path}") from None
 

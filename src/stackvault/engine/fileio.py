@@ -1,10 +1,11 @@
 """The few Linux file calls Python's os module lacks (syncfs, fallocate's hole punching,
-sync_file_range), and a full pwrite; one libc handle for all of them."""
+sync_file_range), a full pwrite, and taking back permissions others were given; one libc handle."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import threading
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -14,6 +15,22 @@ if _sync_file_range is not None:
 
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 _SYNC_FILE_RANGE_WRITE = 0x2
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """Take group and other permissions away from a file or directory this user owns.
+
+    Everything stackvault creates is private (it runs under umask 077), but a repository, working
+    directory or catalog made by an older version, or under a looser umask, keeps its modes: on such
+    an installation a directory's own mode is what keeps other local users out of everything below.
+    Anything that cannot be changed (another owner, a read-only file system) is left as it is.
+    """
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    except OSError:
+        pass
 
 
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:

@@ -92,6 +92,13 @@ class FileTarget(RestoreTarget):
         except OSError as exc:
             raise UsageError(f"cannot use restore target {self.path}: {exc.strerror}",
                              "choose a path in a directory this user can write") from None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            # The commit replaces the link itself, never what it points at; so what it points at
+            # decides: a link to a device (/dev/disk/by-id/...) must not become a file of the disk's size.
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                pass  # a dangling link: replaced like a file
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 raise UsageError(f"restore target {self.path} is a directory",

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..engine.atomic import TEMP_PREFIX, write_atomic
-from ..engine.fileio import libc
+from ..engine.fileio import libc, make_private
 from ..errors import RepositoryError
 from .base import Backend, ObjectInfo
 from .keys import check_key
@@ -30,6 +30,11 @@ DIR_MODE = 0o700
 
 class _NotAnObject(Exception):
     """Something other than a regular file (or nothing) lies at a key or on its path."""
+
+
+class _NotADirectory(_NotAnObject):
+    """A link or a file lies where a directory of the repository belongs. No object is there, but a
+    listing must not say "nothing here": gc would take an emptied `backups/` for no backups at all."""
 
 
 class LocalBackend(Backend):
@@ -47,6 +52,7 @@ class LocalBackend(Backend):
         self.root = os.path.abspath(root)
         self.location = self.root
         self._per_file = sync == "file"
+        self._root_private = False
 
     # -- walking without following links ---------------------------------------------------------
     def _fail(self, exc: OSError, key: str, writing: bool) -> RepositoryError:
@@ -76,12 +82,16 @@ class LocalBackend(Backend):
 
     def _open_root(self, create: bool) -> int:
         try:
-            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             if not create:
                 raise _NotAnObject from None
-        os.makedirs(self.root, mode=DIR_MODE, exist_ok=True)
-        return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.makedirs(self.root, mode=DIR_MODE, exist_ok=True)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if not self._root_private:  # once: a repository made open by an older version is closed here
+            make_private(self.root)
+            self._root_private = True
+        return fd
 
     def _open_dir(self, parts: list[str], create: bool) -> int:
         """The directory `root/parts...` opened one component at a time, never through a link (made,
@@ -103,7 +113,7 @@ class LocalBackend(Backend):
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
                     if not create:
-                        raise _NotAnObject from None  # a link or a file where a directory belongs
+                        raise _NotADirectory('/'.join(parts[:parts.index(part) + 1])) from None
                     if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
                         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
                     raise RepositoryError(f"repository {self.root} holds a file where directory "
@@ -187,6 +197,11 @@ class LocalBackend(Backend):
         following a link; nothing when the directory is missing."""
         try:
             top = self._open_dir(check_key(prefix_dir).split("/") if prefix_dir else [], create=False)
+        except _NotADirectory as exc:
+            raise RepositoryError(f"repository {self.root} holds a link or a file where directory {exc} belongs: "
+                                  "its objects cannot be listed", "a repository holds no links: put the directory "
+                                  "itself there (move it back into the repository), then run `stackvault verify`"
+                                  ) from None
         except _NotAnObject:
             return
         except OSError as exc:
