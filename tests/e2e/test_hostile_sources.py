@@ -200,7 +200,7 @@ def test_helper_programs_see_no_secret(tmp_path: Path, big_qcow2: Path) -> None:
 
 def test_a_killed_backup_leaves_no_qemu_nbd_and_no_socket_dir(tmp_path: Path, big_qcow2: Path) -> None:
     sv = SecretHolder(tmp_path / "sv")
-    sv.init("64KiB")
+    sv.run("init", "--encrypt", "--block-size", "64KiB")  # its passphrase is in the environment
     orphans: list[int] = []
     for _attempt in range(2):
         proc, servers = _backup_serving(sv, big_qcow2)
