@@ -48,6 +48,10 @@ class LocalBackend(Backend):
         self.location = self.root
         self._per_file = sync == "file"
 
+    @property
+    def identity(self) -> str:
+        return os.path.realpath(self.root)  # one directory reached by two paths is one repository
+
     # -- walking without following links ---------------------------------------------------------
     def _fail(self, exc: OSError, key: str, writing: bool) -> RepositoryError:
         """The one-line error for a failed file call on `key`."""
