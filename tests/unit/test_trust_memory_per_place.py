@@ -7,6 +7,7 @@ ids: one memory for both refused every other run ("its id changed") and flipped 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,34 @@ def test_the_same_place_is_still_one_memory(ctx: JobContext) -> None:
     trust.check(ctx, repo("a" * 32))
     with pytest.raises(trust.TrustError, match="id changed"):
         trust.check(ctx, repo("b" * 32))
+
+
+def _kept_by_location(ctx: JobContext, repo_id: str, newest: str) -> None:
+    """What a proxy remembered of s3://backups before memories were kept per place."""
+    path = trust._path(ctx.settings.workdir, "s3://backups")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"location": "s3://backups", "id": repo_id, "encrypted": False,
+                                "key_fingerprint": None, "newest_backup": newest, "updated": "2026-12-01"}))
+
+
+def _s3_repo(repo_id: str, endpoint: str = "http://s3.example") -> Repository:
+    return Repository(S3Backend("backups", endpoint=endpoint, region="r"),
+                      RepoConfig(id=repo_id, created="2026-12-01T00:00:00+00:00", block_size=1 << 16))
+
+
+def test_a_memory_kept_by_location_is_taken_over_by_its_repository(ctx: JobContext) -> None:
+    """An upgraded proxy still sees a rollback of the repository it knew."""
+    _kept_by_location(ctx, "a" * 32, "20261205T000000000Z-aaaaaa")
+    repo = _s3_repo("a" * 32)
+    trust.check(ctx, repo)
+    assert trust.known(ctx.settings.workdir, repo)["newest_backup"] == "20261205T000000000Z-aaaaaa"
+    assert "older state" in trust.rollback(ctx, repo, ["20261201T000000000Z-bbbbbb"])
+
+
+def test_a_memory_kept_by_location_of_another_id_is_left_alone(ctx: JobContext) -> None:
+    """It may be the same name's repository in another cloud: no refusal, a memory of its own."""
+    _kept_by_location(ctx, "a" * 32, "20261205T000000000Z-aaaaaa")
+    repo = _s3_repo("b" * 32, endpoint="http://other.example")
+    trust.check(ctx, repo)
+    assert trust.known(ctx.settings.workdir, repo)["id"] == "b" * 32
+    trust.check(ctx, _s3_repo("a" * 32))  # the one it was kept for still takes it over

@@ -56,7 +56,7 @@ def known(workdir: Path, repo: Repository) -> dict | None:
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
-        return None
+        return _kept_by_location(workdir, repo)
     except (OSError, ValueError) as exc:
         warn(f"cannot read {path} ({exc}): what this proxy knew of {location} is lost; "
               "it is remembered again as it is now")
@@ -65,6 +65,20 @@ def known(workdir: Path, repo: Repository) -> dict | None:
         warn(f"{path} is not this proxy's memory of {location}; it is remembered again as it is now")
         return None
     return doc
+
+
+def _kept_by_location(workdir: Path, repo: Repository) -> dict | None:
+    """A memory kept under the location alone (before identities): taken over when it names this
+    repository's id, so a proxy keeps what it saw; one naming another id may be another cloud's
+    repository of the same name, and is left alone."""
+    try:
+        doc = json.loads(_path(workdir, repo.location).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(doc, dict) and "identity" not in doc and doc.get("location") == repo.location
+            and doc.get("id") == repo.id):
+        return doc
+    return None
 
 
 def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None:
@@ -119,8 +133,8 @@ def check(ctx: JobContext, repo: Repository) -> None:
             raise TrustError(f"a passphrase was given ({given}) but repository {location} is not encrypted: "
                              "its config may have been replaced by a plain one",
                              f"check the repository; if it really is plain, do not pass {given}")
-    if before is None:
-        remember(settings.workdir, repo, None)
+    if before is None or "identity" not in before:  # new, or kept by location alone: keep it by identity
+        remember(settings.workdir, repo, (before or {}).get("newest_backup"))
     repo.on_commit = lambda backup_id: saw_newest(ctx, repo, backup_id)
 
 
