@@ -44,7 +44,7 @@ def _plant(sv: Stackvault, body: bytes, age_s: float) -> Path:
     return path
 
 
-def _named(res, sv: Stackvault) -> None:  # noqa: ANN001
+def _named(res) -> None:  # noqa: ANN001
     warnings = [line for line in res.stderr.splitlines() if line.startswith("stackvault: warning:")]
     assert any(KEY in line for line in warnings), res.describe()
     assert "Traceback" not in res.stderr, res.describe()
@@ -55,19 +55,19 @@ def _every_command_works(sv: Stackvault, tmp_path: Path, body: bytes) -> None:
     planted = _plant(sv, body, OLD_S)
     started = time.monotonic()
     res = sv.run("backup", "--source", f"file:{src}")
-    _named(res, sv)
+    _named(res)
     bid = res.data["backup_id"]
     res = sv.run("restore", bid, "--to", f"file:{tmp_path / 'out.raw'}")
-    _named(res, sv)
+    _named(res)
     assert sha256_file(tmp_path / "out.raw") == sha256_file(src)
     res = sv.run("verify")
-    _named(res, sv)
+    _named(res)
     assert res.data["ok"], res.describe()
     res = sv.run("prune", "--keep-last", "1")
-    _named(res, sv)
+    _named(res)
     assert not planted.exists(), "prune must remove a stale lock object"
     _plant(sv, body, OLD_S)
-    _named(sv.run("gc"), sv)
+    _named(sv.run("gc"))
     assert not planted.exists(), "gc must remove a stale lock object"
     assert sv.list_ids() == [bid]
     assert time.monotonic() - started < 120, "no command may wait for a stale lock object"
@@ -91,6 +91,6 @@ def test_a_young_unreadable_lock_is_waited_for_as_a_live_lock(repo: Stackvault, 
     for args in (["backup", "--source", f"file:{src}"], ["verify"], ["prune", "--keep-last", "1"], ["gc"]):
         res = repo.run(*args, expect=None)
         one_error(res, "locked", KEY, rc=1)
-        _named(res, repo)
+        _named(res)
     assert planted.exists(), "a young lock object is not removed"
     assert repo.list_ids() == []
