@@ -14,7 +14,7 @@ from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level,
                      parse_size, seconds, whole_number)
 from .engine.fileio import make_private
 from .engine.staging import StagingLedger
-from .errors import CatalogError, StackvaultError, UsageError
+from .errors import CatalogError, StackvaultError, UsageError, warn
 from . import render
 from .jobs.context import JobContext
 from .progress import progress_factory
@@ -439,7 +439,9 @@ def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: s
 
     if not name:
         raise UsageError(f"restore target {args.to!r} names nothing", f"write --to {kind}:NAME")
-    with ctx.lock("read", f"restore {args.backup}"):
+    with ctx.lock("read", f"restore {args.backup}") as lock:
+        if lock.warning:
+            warn(lock.warning)
         record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
         conn = connect(ctx.settings.cloud.os_cloud)
         if kind == "server":

@@ -38,9 +38,10 @@ def parse_size(text: str | int) -> int:
     return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
 
 
-#: zstd levels a repository may be created with: 1 (fastest, the default) to 22 (smallest output).
-#: zstd itself takes -131072..22, and 0 means "its default"; neither is worth a setting here.
-COMPRESSION_LEVELS = range(1, 23)
+#: zstd levels a repository may be created with: 0 (no compression: chunks are stored as they are,
+#: see engine/chunks.py), 1 (fastest, the default) to 22 (smallest output). Repositories made with 0
+#: exist, so 0 stays; zstd's negative "fast" levels are not worth a setting here.
+COMPRESSION_LEVELS = range(0, 23)
 
 #: A config file is a page of settings; anything larger (a device, a log file given by mistake) is refused
 #: rather than read whole.
@@ -86,7 +87,7 @@ def compression_level(value: object, origin: str) -> int:
     level = whole_number(value, origin, minimum=-(1 << 31))
     if level not in COMPRESSION_LEVELS:
         raise UsageError(f"bad value {level} for {origin}: not a compression level from {COMPRESSION_LEVELS.start} "
-                         f"to {COMPRESSION_LEVELS.stop - 1}", "use 1 for speed, the default, up to 19 for smaller backups")
+                         f"to {COMPRESSION_LEVELS.stop - 1}", "use 0 for no compression, 1 for speed (the default), up to 19 for smaller backups")
     return level
 
 

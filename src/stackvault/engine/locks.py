@@ -8,24 +8,29 @@ lock carries an expiry that a background thread keeps pushing forward; a proxy t
 refreshing and its lock expires, so nobody has to clean up after it. A lock of a dead process on this
 same host is recognised at once. Acquiring writes the lock first and then looks for conflicts, so of
 two jobs racing at least one sees the other.
+
+A lock object that cannot be read as one (planted by the store, sealed under another key, written
+by a broken proxy) must not stop every command, nor be obeyed for ever: it is a lock of unknown
+owner, held as exclusive while the object is younger than a lease (its time in the listing), stale
+after that and removed where stale locks are removed; a warning names it.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import math
 import os
 import random
+import reprlib
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 
-from ..errors import LockedError, StackvaultError
+from ..errors import LockedError, StackvaultError, warn
 from . import pids
+from .crypto import ObjectAuthError
 from .repository import Repository, hostname
-
-log = logging.getLogger("stackvault.locks")
 
 LEASE_S = 120.0
 REFRESH_S = 30.0
@@ -39,11 +44,27 @@ class LockInfo:
     pid: int
     job: str
     expires: float
+    #: Why the object is no lock this proxy can read, else None.
+    unreadable: str | None = None
 
     def alive(self, now: float) -> bool:
         if self.expires < now:
             return False
-        return self.host != hostname() or pids.alive(self.pid)
+        return self.unreadable is not None or self.host != hostname() or pids.alive(self.pid)
+
+
+def _decode(key: str, doc: object) -> LockInfo:
+    """The lock a document describes; ValueError when it is not one (any type, any value)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+    kind, host, pid, job, expires = (doc.get(k) for k in ("kind", "host", "pid", "job", "expires"))
+    if kind not in ("shared", "exclusive") or not isinstance(host, str) or not isinstance(job, (str, type(None))):
+        raise ValueError("no kind, host or job")
+    if type(pid) is not int or not 0 < pid < 1 << 31:  # a pid_t; pids.alive tells which can be running
+        raise ValueError(f"pid {reprlib.repr(pid)} is no process id")
+    if type(expires) not in (int, float) or not math.isfinite(expires):
+        raise ValueError(f"expiry {reprlib.repr(expires)} is no time")
+    return LockInfo(key, kind, host, pid, job or "", float(expires))
 
 
 def read_locks(repo: Repository) -> list[LockInfo]:
@@ -51,10 +72,13 @@ def read_locks(repo: Repository) -> list[LockInfo]:
     for obj in repo.backend.list("locks/"):
         try:
             doc = json.loads(repo.backend.get(obj.key))
-            locks.append(LockInfo(obj.key, doc["kind"], doc["host"], int(doc["pid"]), doc.get("job", ""),
-                                  float(doc["expires"])))
-        except (KeyError, ValueError):
-            continue  # removed meanwhile, or half-written by an old version: not a live lock
+            locks.append(_decode(obj.key, doc))
+        except KeyError:
+            continue  # removed meanwhile
+        except (ValueError, RecursionError, ObjectAuthError) as exc:
+            why = exc.problem if isinstance(exc, ObjectAuthError) else str(exc) or type(exc).__name__
+            locks.append(LockInfo(obj.key, "exclusive", "", 0, f"an unreadable lock object {obj.key}",
+                                  obj.mtime + LEASE_S, unreadable=why))
     return locks
 
 
@@ -71,6 +95,7 @@ class RepositoryLock:
         self.key = f"locks/{int(time.time())}-{secrets.token_hex(4)}.json"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warned: set[str] = set()  # unreadable lock objects already named (once each, not per retry)
 
     def _write(self) -> None:
         doc = {"kind": self.kind, "host": hostname(), "pid": os.getpid(), "job": self.job,
@@ -83,6 +108,11 @@ class RepositoryLock:
         for lock in read_locks(self.repo):
             if lock.key == self.key:
                 continue
+            if lock.unreadable is not None and lock.key not in self._warned:
+                self._warned.add(lock.key)
+                warn(f"lock object {lock.key} is not a lock this proxy can read ({lock.unreadable}): it is "
+                     f"taken as an exclusive lock of unknown owner until {int(LEASE_S)} s after it was "
+                     "written, then as stale")
             if not lock.alive(now):
                 if self.kind == "exclusive":
                     self.repo.backend.delete(lock.key)
@@ -116,14 +146,15 @@ class RepositoryLock:
                 self.repo.backend.delete(self.key)
             if time.monotonic() >= deadline:
                 other = conflicts[0]
+                owner = ("unknown owner" if other.unreadable is not None
+                         else f"pid {other.pid} on {other.host}, {other.kind}")
                 raise LockedError(
-                    f"repository is locked by {other.job} (pid {other.pid} on {other.host}, {other.kind})",
+                    f"repository is locked by {other.job} ({owner})",
                     "wait for it to finish or pass --wait SECONDS; a dead proxy's lock expires "
                     f"within {int(LEASE_S)} s")
             time.sleep(min(1.0 + random.random(), max(0.0, deadline - time.monotonic())))
         if self.warning:
-            log.warning("stackvault: warning: %s", self.warning)
-            return self
+            return self  # the job reports it with its result
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
         return self

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import os
 
+#: The largest pid Linux hands out (pid_max is at most 2^22): a larger one names no process, and
+#: kill(2) with 0 or a negative one would ask about whole process groups.
+MAX_PID = 1 << 22
+
 
 def alive(pid: int) -> bool:
     """Whether a process of this pid exists (one of another user's counts: it may be the owner)."""
+    if not 0 < pid <= MAX_PID:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -52,11 +52,18 @@ ZERO_FLAG = 1  # v3: the cluster reads as zeros
 INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2 = (1 << i for i in range(5))
 COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}
 MAX_L1_BYTES = 32 << 20  # qemu's QCOW_MAX_L1_SIZE: it opens no image with a larger L1 table
-#: Data clusters mapped but not yet passed in the stream. Images written in guest order await at
-#: most one L2 table's worth (8192 clusters of 64 KiB); each awaited cluster costs ~350 bytes of
-#: bookkeeping, so past this (~25 MiB) the image is refused rather than the proxy's memory spent.
-MAX_AWAITED = 1 << 16
+#: Data clusters mapped but not yet passed in the stream, beyond one L2 table's worth. Images
+#: written in guest order await at most one L2 table's worth (8192 clusters of 64 KiB, 262,144 of
+#: 2 MiB: qemu allocates an L2 table before the data it maps), so that many plus this margin are
+#: awaited (`max_awaited`); each awaited cluster costs ~350 bytes of bookkeeping, so past it (~25 MiB
+#: with 64 KiB clusters, ~115 MiB with 2 MiB ones) the image is refused rather than the proxy's memory spent.
+AWAITED_MARGIN = 1 << 16
 ZSTD_MAX_WINDOW = 8 << 20  # qemu compresses one cluster (2 MiB at most) per frame
+
+
+def max_awaited(cluster_size: int) -> int:
+    """How many mapped clusters may wait for their data: one L2 table's worth, and a margin."""
+    return cluster_size // 8 + AWAITED_MARGIN
 
 
 class Qcow2Unsupported(SourceError):
@@ -250,6 +257,7 @@ class Qcow2StreamSource(DiskSource):
         self._head = memoryview(head)
         self._cs = cs = hdr.cluster_size
         self._per_l2 = cs // 8
+        self._max_awaited = max_awaited(cs)
         self._clusters = -(-hdr.size // cs)
         self._budget = _Budget(memory_limit)
         self._guest = _ClusterBuffer(cs, self._budget, tmpdir)  # decoded data by guest cluster
@@ -393,8 +401,8 @@ class Qcow2StreamSource(DiskSource):
             self._host.clear()
 
     def _await(self, g: int) -> None:
-        if len(self._pending) >= MAX_AWAITED:
-            raise ImageRefused(f"image refused: qcow2 image {self.name} maps more than {MAX_AWAITED} clusters "
+        if len(self._pending) >= self._max_awaited:
+            raise ImageRefused(f"image refused: qcow2 image {self.name} maps more than {self._max_awaited} clusters "
                                "ahead of their data in the stream", "back the image up from a local copy "
                                "written in guest order (qemu-img convert)")
         self._pending.add(g)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -15,13 +14,11 @@ from ..engine import keys
 from ..engine.locks import RepositoryLock
 from ..engine.repository import Repository
 from ..engine.state import WorkingState
-from ..errors import CatalogError
+from ..errors import CatalogError, warn
 from ..storage import open_backend
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
-
-log = logging.getLogger("stackvault.catalog")
 
 
 class JobContext:
@@ -64,7 +61,7 @@ class JobContext:
         try:
             return self.catalog.start_job(kind, self.repo.id)
         except (CatalogError, SQLAlchemyError) as exc:  # SQLAlchemy's: a server lost between two queries
-            log.warning("stackvault: warning: this %s is not recorded in the catalog: %s", kind, _line(exc))
+            warn(f"this {kind} is not recorded in the catalog: {_line(exc)}")
             return None
 
     def finish_reading_job(self, job_id: str | None, status: str, message: str = "", **done: object) -> None:
@@ -76,7 +73,7 @@ class JobContext:
         try:
             self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]
         except (CatalogError, SQLAlchemyError) as exc:
-            log.warning("stackvault: warning: the end of job %s is not recorded in the catalog: %s", job_id, _line(exc))
+            warn(f"the end of job {job_id} is not recorded in the catalog: {_line(exc)}")
 
     def set_damaged_catalog_aside(self) -> str | None:
         """Before a rebuild: a SQLite catalog file that SQLite finds damaged is renamed (kept) so a new

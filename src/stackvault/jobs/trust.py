@@ -4,9 +4,14 @@ The store is not trusted: it could replace an encrypted repository's `config` by
 the next backup writes plaintext), put another repository at the same place, or serve an older
 state (backups deleted, records rolled back). None of that shows in the repository itself, so the
 proxy keeps its own memory in its working directory (private to the proxy user), one small JSON
-file per repository location, `<workdir>/known-repositories/<hash of location>.json`:
+file per place a repository really is, `<workdir>/known-repositories/<hash of identity>.json`:
 
-    {"location", "id", "encrypted", "key_fingerprint", "newest_backup", "updated"}
+    {"location", "identity", "id", "encrypted", "key_fingerprint", "newest_backup", "updated"}
+
+The identity (storage/base.py `Backend.identity`) is the location plus what the location leaves out:
+the S3 endpoint and region, the Swift storage URL (endpoint and project), a local directory's real
+path. `swift://backups` in two clouds are two repositories with two memories, not one repository
+whose id keeps changing.
 
 The first use of a location is trusted as it is (as SSH trusts a new host key); afterwards a
 repository at a known location that became plain, has another id or another master key is refused
@@ -40,34 +45,49 @@ class TrustError(RepositoryError):
     """The repository is not the one this proxy knows at that location, or breaks a setting."""
 
 
-def _path(workdir: Path, location: str) -> Path:
-    return Path(workdir) / DIR / f"{blake3.blake3(location.encode()).hexdigest()[:32]}.json"
+def _path(workdir: Path, identity: str) -> Path:
+    return Path(workdir) / DIR / f"{blake3.blake3(identity.encode()).hexdigest()[:32]}.json"
 
 
-def known(workdir: Path, location: str) -> dict | None:
-    """What the proxy remembers of the repository at `location`, or None when it never used one there."""
-    path = _path(workdir, location)
+def known(workdir: Path, repo: Repository) -> dict | None:
+    """What the proxy remembers of the repository where `repo` is, or None when it never used one there."""
+    location, identity = repo.location, repo.backend.identity
+    path = _path(workdir, identity)
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
-        return None
+        return _kept_by_location(workdir, repo)
     except (OSError, ValueError) as exc:
         warn(f"cannot read {path} ({exc}): what this proxy knew of {location} is lost; "
               "it is remembered again as it is now")
         return None
-    if not isinstance(doc, dict) or doc.get("location") != location:
+    if not isinstance(doc, dict) or doc.get("identity", doc.get("location")) != identity:
         warn(f"{path} is not this proxy's memory of {location}; it is remembered again as it is now")
         return None
     return doc
 
 
+def _kept_by_location(workdir: Path, repo: Repository) -> dict | None:
+    """A memory kept under the location alone (before identities): taken over when it names this
+    repository's id, so a proxy keeps what it saw; one naming another id may be another cloud's
+    repository of the same name, and is left alone."""
+    try:
+        doc = json.loads(_path(workdir, repo.location).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(doc, dict) and "identity" not in doc and doc.get("location") == repo.location
+            and doc.get("id") == repo.id):
+        return doc
+    return None
+
+
 def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None:
     """Record the repository as it is now (atomically, private to the proxy user). A working directory
     that cannot be written only loses the memory, with a warning: a restore must still work."""
-    doc = {"location": repo.location, "id": repo.id, "encrypted": repo.encrypted,
+    doc = {"location": repo.location, "identity": repo.backend.identity, "id": repo.id, "encrypted": repo.encrypted,
            "key_fingerprint": repo.key_fingerprint, "newest_backup": newest_backup,
            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = _path(workdir, repo.location)
+    path = _path(workdir, doc["identity"])
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(path, json.dumps(doc, indent=1).encode())
@@ -92,7 +112,7 @@ def check(ctx: JobContext, repo: Repository) -> None:
     """
     settings = ctx.settings
     location = repo.location
-    before = known(settings.workdir, location)
+    before = known(settings.workdir, repo)
     if before is not None:  # first: what changed is the most precise thing to say
         change = None
         if before.get("id") != repo.id:
@@ -113,21 +133,21 @@ def check(ctx: JobContext, repo: Repository) -> None:
             raise TrustError(f"a passphrase was given ({given}) but repository {location} is not encrypted: "
                              "its config may have been replaced by a plain one",
                              f"check the repository; if it really is plain, do not pass {given}")
-    if before is None:
-        remember(settings.workdir, repo, None)
+    if before is None or "identity" not in before:  # new, or kept by location alone: keep it by identity
+        remember(settings.workdir, repo, (before or {}).get("newest_backup"))
     repo.on_commit = lambda backup_id: saw_newest(ctx, repo, backup_id)
 
 
 def saw_newest(ctx: JobContext, repo: Repository, backup_id: str) -> None:
     """A backup committed (or listed) as the newest: remember it, if newer than what was seen."""
-    before = known(ctx.settings.workdir, repo.location) or {}
+    before = known(ctx.settings.workdir, repo) or {}
     if before.get("newest_backup") is None or backup_id > before["newest_backup"]:
         remember(ctx.settings.workdir, repo, backup_id)
 
 
 def forgot(ctx: JobContext, repo: Repository, backup_ids: list[str]) -> None:
     """After an explicit `forget`: the newest backup this proxy remembers may be one just forgotten."""
-    before = known(ctx.settings.workdir, repo.location) or {}
+    before = known(ctx.settings.workdir, repo) or {}
     if before.get("newest_backup") in backup_ids:
         ids = repo.backup_ids()
         remember(ctx.settings.workdir, repo, ids[-1] if ids else None)
@@ -136,7 +156,7 @@ def forgot(ctx: JobContext, repo: Repository, backup_ids: list[str]) -> None:
 def rollback(ctx: JobContext, repo: Repository, ids: list[str]) -> str | None:
     """A warning when the repository's newest backup is older than the newest this proxy saw there
     (backups deleted, or an old copy of the repository served); else remember the newest."""
-    before = known(ctx.settings.workdir, repo.location) or {}
+    before = known(ctx.settings.workdir, repo) or {}
     seen = before.get("newest_backup")
     newest = ids[-1] if ids else None
     if seen and seen not in ids and (newest is None or newest < seen):
@@ -151,7 +171,7 @@ def rollback(ctx: JobContext, repo: Repository, ids: list[str]) -> str | None:
 def accept(ctx: JobContext) -> dict:
     """`trust accept`: remember the repository as it is now, whatever this proxy knew before."""
     repo = Repository.open(ctx.backend, passphrase=ctx.passphrase)
-    before = known(ctx.settings.workdir, repo.location)
+    before = known(ctx.settings.workdir, repo)
     ids = repo.backup_ids()
     remember(ctx.settings.workdir, repo, ids[-1] if ids else None)
     return {"repo": repo.location, "id": repo.id, "encrypted": repo.encrypted,

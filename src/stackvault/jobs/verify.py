@@ -57,6 +57,7 @@ class VerifyResult:
             "unchecked_records": self.unchecked_records,
             "set_aside": sorted(c + DAMAGED_SUFFIX for c, p in self.bad_chunks.items() if p != MISSING),
             "warnings": self.warnings,
+            "status": "failed" if not self.ok else "warning" if self.warnings else "success",
         }
 
 
@@ -64,7 +65,9 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
            progress: Callable[[str, int], Callable[[int], None]] | None = None) -> VerifyResult:
     repo = ctx.repo
     result = VerifyResult()
-    with ctx.lock("read", "verify"):
+    with ctx.lock("read", "verify") as lock:
+        if lock.warning:
+            result.warnings.append(lock.warning)
         all_ids = repo.backup_ids()
         ids = [repo.resolve(ref)] if ref else all_ids
         if not ref:

@@ -31,6 +31,13 @@ class Backend(abc.ABC):
     #: beyond the hashing workers. The engine runs at least this many upload workers.
     parallel_calls: int = 1
 
+    @property
+    def identity(self) -> str:
+        """Where the repository really is, for what this proxy remembers of it (jobs/trust.py): the
+        location names a bucket or container but not the endpoint or cloud it lives in, and two
+        repositories of one name in two clouds are two repositories. Drivers add what tells them apart."""
+        return self.location
+
     @abc.abstractmethod
     def put(self, key: str, data: bytes | memoryview) -> None:
         """Store `data` under `key`, replacing any object there, atomically."""
@@ -71,6 +78,10 @@ class BackendWrapper(Backend):
         self.inner = inner
         self.location = inner.location
         self.parallel_calls = inner.parallel_calls
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         self.inner.put(key, data)

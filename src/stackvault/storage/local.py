@@ -54,6 +54,10 @@ class LocalBackend(Backend):
         self._per_file = sync == "file"
         self._root_private = False
 
+    @property
+    def identity(self) -> str:
+        return os.path.realpath(self.root)  # one directory reached by two paths is one repository
+
     # -- walking without following links ---------------------------------------------------------
     def _fail(self, exc: OSError, key: str, writing: bool) -> RepositoryError:
         """The one-line error for a failed file call on `key`."""

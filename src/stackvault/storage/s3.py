@@ -72,6 +72,10 @@ class S3Backend(Backend):
             # buckets by path far more often than by host name.
             self._client = client("path")
 
+    @property
+    def identity(self) -> str:
+        return f"{self.location} at {self.endpoint} region {self._client.meta.region_name}"
+
     # ---- the interface ---------------------------------------------------------------------------
     def put(self, key: str, data: bytes | memoryview) -> None:
         with self._translate(key):

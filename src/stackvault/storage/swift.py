@@ -46,6 +46,12 @@ class SwiftBackend(Backend):
         self._generation = 0  # bumped when the token is renewed: threads reconnect
         self._local = threading.local()
 
+    @property
+    def identity(self) -> str:
+        """The storage URL names the Swift endpoint and the account (the cloud's project) the
+        container is in; it is known once authenticated."""
+        return f"{self.location} at {self._connection().url}"
+
     # ---- connections -------------------------------------------------------------------------
     def _connection(self) -> swift_client.Connection:
         with self._lock:
