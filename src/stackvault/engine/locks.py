@@ -139,7 +139,16 @@ class RepositoryLock:
         while True:
             self.warning = None
             written = self._try_write()
-            conflicts = self._conflicts()
+            try:
+                conflicts = self._conflicts()
+            except StackvaultError as exc:
+                if not self.optional:
+                    raise
+                # A read job that cannot even list the locks (a file where `locks/` belongs, a store
+                # that refuses listings) goes on as one that cannot write its own: said, not hidden.
+                self.warning = (f"no lock taken (the repository's locks cannot be read: {exc.message}): a "
+                                f"concurrent prune or gc could remove what this {self.job.split()[0]} reads")
+                break
             if not conflicts:
                 break
             if written:
@@ -153,8 +162,8 @@ class RepositoryLock:
                     "wait for it to finish or pass --wait SECONDS; a dead proxy's lock expires "
                     f"within {int(LEASE_S)} s")
             time.sleep(min(1.0 + random.random(), max(0.0, deadline - time.monotonic())))
-        if self.warning:
-            return self  # the job reports it with its result
+        if not written:
+            return self  # the job reports why with its result
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
         return self
