@@ -34,7 +34,8 @@ class _NotAnObject(Exception):
 
 class _NotADirectory(_NotAnObject):
     """A link or a file lies where a directory of the repository belongs. No object is there, but a
-    listing must not say "nothing here": gc would take an emptied `backups/` for no backups at all."""
+    listing of one of the repository's own folders (`backups/`, `chunks/`, `locks/`...) must not say
+    "nothing here": gc would take a `backups/` moved elsewhere and linked back for no backups at all."""
 
 
 class LocalBackend(Backend):
@@ -202,6 +203,8 @@ class LocalBackend(Backend):
         try:
             top = self._open_dir(check_key(prefix_dir).split("/") if prefix_dir else [], create=False)
         except _NotADirectory as exc:
+            if "/" in str(exc):
+                return  # a link planted deeper (`indexes/<id>`) is no folder of the repository: nothing there
             raise RepositoryError(f"repository {self.root} holds a link or a file where directory {exc} belongs: "
                                   "its objects cannot be listed", "a repository holds no links: put the directory "
                                   "itself there (move it back into the repository), then run `stackvault verify`"
