@@ -59,6 +59,13 @@ def canonical(doc: dict) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def canonical_checksum(doc: dict) -> str:
+    """Hex BLAKE3 of the canonical JSON of every field but `checksum`: the checksum a JSON object of
+    the repository (config, backup records, key slots) carries to name accidental damage. It proves
+    nothing against a store that rewrites both (only the seal or the config's MAC does)."""
+    return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
+
+
 def is_plain(key: str) -> bool:
     return key in PLAIN_KEYS or key.startswith(PLAIN_PREFIXES)
 
