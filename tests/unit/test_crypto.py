@@ -5,7 +5,7 @@ import json
 import blake3
 import pytest
 
-from stackvault.engine import keys
+from stackvault.engine import keys, repository
 from stackvault.engine.chunks import encode_chunk
 from stackvault.engine.crypto import EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from stackvault.engine.repository import Repository

@@ -1,17 +1,30 @@
-"""Store-facing fixes one function at a time: record format versions for a rolling upgrade, and a
-damaged chunk set aside only while it is still damaged."""
+"""Store-facing fixes one function at a time: record format versions for a rolling upgrade, a
+damaged chunk set aside only while it is still damaged, and objects larger than their reader
+accepts refused before they are read into memory."""
 
 from __future__ import annotations
 
 import json
+import os
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from stackvault.engine.chunks import chunk_key, encode_chunk
 from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
 from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
-from stackvault.errors import CorruptChunkError, RepositoryError
+from stackvault.engine import keys
+from stackvault.engine.crypto import EncryptedBackend, RepositoryCipher
+from stackvault.engine.locks import read_locks
+from stackvault.errors import CorruptChunkError, DamagedObjectError, DamagedRecordError, RepositoryError
+from stackvault.jobs.quiesce_proof import load_proof
+from stackvault.storage.base import ObjectTooLargeError
+from stackvault.storage.faulty import FaultyBackend
+from stackvault.storage.local import LocalBackend
 from stackvault.storage.memory import MemoryBackend
+from stackvault.storage.retry import RetryingBackend
 
 BACKUP_ID = "20261201T000000000Z-abcdef"
 
@@ -55,10 +68,10 @@ class LateGoodCopy(MemoryBackend):
         super().__init__()
         self.stale: dict[str, bytes] = {}
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         if key in self.stale:
             return self.stale.pop(key)  # what this reader read earlier
-        return super().get(key)
+        return super().get(key, max_size)
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
@@ -81,3 +94,104 @@ def test_set_aside_keeps_a_good_copy_stored_meanwhile(encrypted: bool, monkeypat
     assert store.get(key) == good
     assert not store.exists(key + DAMAGED_SUFFIX)
     assert repo.load_block(digest, len(block)) == block
+
+
+# -- objects larger than their reader accepts ------------------------------------------------------
+
+#: Far more than any cap below, yet costs no disk: a sparse file, as a store could serve.
+HUGE = 256 << 20
+#: What reading any of them may allocate: the object is never read whole.
+BOUND = 8 << 20
+
+
+def _peak(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated by Python while `fn` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def _sparse(path: Path, size: int = HUGE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def _wrapped(kind: str, inner: MemoryBackend):  # noqa: ANN202
+    if kind == "retry":
+        return RetryingBackend(inner)
+    if kind == "faulty":
+        return FaultyBackend(inner)
+    return inner
+
+
+@pytest.mark.parametrize("kind", ["memory", "retry", "faulty"])
+def test_get_max_size_on_memory_and_wrappers(kind: str) -> None:
+    backend = _wrapped(kind, MemoryBackend())
+    backend.put("locks/a.json", b"x" * 100)
+    assert backend.get("locks/a.json", 100) == b"x" * 100
+    with pytest.raises(ObjectTooLargeError, match="larger than 99 bytes"):
+        backend.get("locks/a.json", 99)
+
+
+def test_get_max_size_of_a_sealed_object_is_its_plain_size() -> None:
+    backend = EncryptedBackend(MemoryBackend(), RepositoryCipher(bytes(32)))
+    backend.put("proofs/a.json", b"x" * 100)
+    assert backend.get("proofs/a.json", 100) == b"x" * 100
+    with pytest.raises(ObjectTooLargeError):
+        backend.get("proofs/a.json", 99)
+
+
+def test_local_get_checks_the_size_before_reading(tmp_path: Path) -> None:
+    backend = LocalBackend(str(tmp_path / "repo"))
+    backend.put("locks/a.json", b"x" * 100)
+    assert backend.get("locks/a.json", 100) == b"x" * 100
+    _sparse(tmp_path / "repo" / "locks" / "huge.json")
+    with pytest.raises(ObjectTooLargeError):
+        backend.get("locks/huge.json", 99)
+    assert _peak(lambda: pytest.raises(ObjectTooLargeError, backend.get, "locks/huge.json", 1 << 20)) < BOUND
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repository:
+    monkeypatch.setattr("stackvault.engine.keys.SCRYPT_N", 1 << 10)  # a cheap key slot: this is no KDF test
+    return Repository.init(LocalBackend(str(tmp_path / "repo")), 1 << 16, passphrase="p")
+
+
+def test_a_huge_record_is_damaged_without_being_read(repo: Repository, tmp_path: Path) -> None:
+    _sparse(tmp_path / "repo" / "backups" / f"{BACKUP_ID}.json")
+
+    def get() -> None:
+        with pytest.raises(DamagedRecordError, match="larger than 67108864 bytes"):
+            repo.get_backup(BACKUP_ID)
+
+    assert _peak(get) < BOUND
+
+
+def test_a_huge_config_is_damaged_without_being_read(tmp_path: Path) -> None:
+    Repository.init(LocalBackend(str(tmp_path / "repo")), 1 << 16)
+    os.truncate(tmp_path / "repo" / "config", HUGE)
+
+    def open_() -> None:
+        with pytest.raises(DamagedObjectError, match="config .* damaged .*larger than"):
+            Repository.open(LocalBackend(str(tmp_path / "repo")))
+
+    assert _peak(open_) < BOUND
+
+
+def test_huge_locks_proofs_and_key_slots_are_not_read(repo: Repository, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    _sparse(root / "locks" / "huge.json")
+    _sparse(root / "proofs" / f"{BACKUP_ID}.json")
+    _sparse(root / "keys" / "0123456789abcdef.json")
+    assert _peak(lambda: read_locks(repo)) < BOUND
+    assert read_locks(repo) == []  # no lock: what cannot be read is no live lock
+    assert _peak(lambda: load_proof(repo, BACKUP_ID)) < BOUND
+    assert load_proof(repo, BACKUP_ID) is None  # no proof
+    bad = keys.read_slots(repo.store, repo.id)[1]
+    assert "larger than" in bad["keys/0123456789abcdef.json"].problem
+    assert _peak(lambda: keys.read_slots(repo.store, repo.id)) < BOUND

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import LockedError, StackvaultError
+from ..storage.base import SMALL_OBJECT_BYTES
 from . import pids
 from .repository import Repository, hostname
 
@@ -50,7 +51,7 @@ def read_locks(repo: Repository) -> list[LockInfo]:
     locks = []
     for obj in repo.backend.list("locks/"):
         try:
-            doc = json.loads(repo.backend.get(obj.key))
+            doc = json.loads(repo.backend.get(obj.key, SMALL_OBJECT_BYTES))
             locks.append(LockInfo(obj.key, doc["kind"], doc["host"], int(doc["pid"]), doc.get("job", ""),
                                   float(doc["expires"])))
         except (KeyError, ValueError):

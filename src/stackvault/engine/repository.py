@@ -19,13 +19,15 @@ from .. import __version__
 from ..errors import (CorruptChunkError, DamagedObjectError, DamagedRecordError, NotFoundError, RepositoryError,
                       StackvaultError, UsageError, warn)
 from ..storage import Backend
+from ..storage.base import ObjectTooLargeError
 from .blockindex import BlockIndex, IndexFormatError
 from .chunks import chunk_key, decode_chunk, hash_block
 from . import keys
 from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from .crypto import MAGIC as SEALED_MAGIC
 from .keys import Unlocked
-from .manifest import BackupRecord, DiskRecord, RecordFormatError, backup_key, tombstone_key, valid_backup_id
+from .manifest import (MAX_RECORD_BYTES, BackupRecord, DiskRecord, RecordFormatError, backup_key, tombstone_key,
+                       valid_backup_id)
 
 FORMAT = "stackvault-repository"
 # Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
@@ -34,7 +36,10 @@ FORMAT_VERSION = 2
 PLAIN_VERSION = 1
 ENCRYPTED_VERSION = 2
 CONFIG_KEY = "config"
+#: A config is a few hundred bytes, a tombstone less: anything far larger was not written by stackvault.
+MAX_CONFIG_BYTES = 1 << 20
 TOMBSTONE_FORMAT = "stackvault-forgotten"
+MAX_TOMBSTONE_BYTES = 64 << 10
 #: Where `verify --deep` and restores set a damaged chunk aside: a name no chunk id has, so the chunk
 #: counts as absent and the next Full stores it again; `gc` deletes it as unreferenced.
 DAMAGED_SUFFIX = ".bad"
@@ -139,10 +144,13 @@ class Repository:
     def open(cls, backend: Backend, passphrase: Callable[[], str] | None = None) -> Repository:
         """Open a repository; `passphrase` is asked for only when the repository is encrypted."""
         try:
-            raw = backend.get(CONFIG_KEY)
+            raw = backend.get(CONFIG_KEY, MAX_CONFIG_BYTES)
         except KeyError:
             raise RepositoryError(f"no stackvault repository at {backend.location}",
                                   "create one with `stackvault init`, or pass the right --repo") from None
+        except ObjectTooLargeError as exc:
+            raise DamagedObjectError(f"repository config at {backend.location} is damaged ({exc.problem})",
+                                     _FIX_CONFIG) from None
         config, doc = _parse_config(raw, backend.location)
         if config.version < ENCRYPTED_VERSION and config.encryption is None:
             return cls(backend, config)
@@ -284,11 +292,11 @@ class Repository:
         rec = self._records.get(backup_id)
         if rec is None:
             try:
-                raw = self.backend.get(backup_key(backup_id))
+                raw = self.backend.get(backup_key(backup_id), MAX_RECORD_BYTES)
             except KeyError:
                 raise NotFoundError(f"no backup {backup_id} in {self.location}",
                                     "list backups with `stackvault list`") from None
-            except ObjectAuthError as exc:
+            except (ObjectAuthError, ObjectTooLargeError) as exc:
                 raise DamagedRecordError(backup_id, exc.problem) from None
             if not self.encrypted and raw[:4] == SEALED_MAGIC:
                 raise RepositoryError(f"backup record {backup_key(backup_id)} is encrypted but the repository "
@@ -353,8 +361,8 @@ class Repository:
         if not valid_backup_id(backup_id):  # a catalog row is no safe object key
             return False
         try:
-            doc = json.loads(self.backend.get(tombstone_key(backup_id)))
-        except (KeyError, ValueError, RecursionError, ObjectAuthError):
+            doc = json.loads(self.backend.get(tombstone_key(backup_id), MAX_TOMBSTONE_BYTES))
+        except (KeyError, ValueError, RecursionError, ObjectAuthError, ObjectTooLargeError):
             return False
         return isinstance(doc, dict) and doc.get("format") == TOMBSTONE_FORMAT and doc.get("backup_id") == backup_id
 

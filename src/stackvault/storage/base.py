@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import RepositoryError, UsageError
@@ -22,6 +22,45 @@ class TransientError(RepositoryError):
     `retry.RetryingBackend` retries it. Every other error is final at once."""
 
 
+class ObjectTooLargeError(RepositoryError, ValueError):
+    """An object larger than its reader accepts (`get(key, max_size=N)`), found before it was read
+    into memory: the store is not trusted, and a record, a lock or a key slot of gigabytes would
+    otherwise exhaust the proxy's memory. Callers report the object as damaged (`problem`); one that
+    ignores undecodable objects (a lock, a proof) ignores it with the other ValueErrors."""
+
+    def __init__(self, key: str, max_size: int) -> None:
+        self.key = key
+        self.problem = f"larger than {max_size} bytes"
+        super().__init__(f"repository object {key} is damaged ({self.problem})", "run `stackvault verify`")
+
+
+def read_capped(read: Callable[..., bytes], key: str, max_size: int | None) -> bytes:
+    """Everything `read(n)` gives until it gives b"", but never more than `max_size` + 1 bytes:
+    ObjectTooLargeError once the object proves larger (whatever size the store announced)."""
+    if max_size is None:
+        return read()
+    parts, total = [], 0
+    while total <= max_size:
+        part = read(max_size + 1 - total)
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    if total > max_size:
+        raise ObjectTooLargeError(key, max_size)
+    return b"".join(parts)
+
+
+def check_size(key: str, size: int, max_size: int | None) -> None:
+    """ObjectTooLargeError when a size the store announces is over `max_size` (checked again on read)."""
+    if max_size is not None and size > max_size:
+        raise ObjectTooLargeError(key, max_size)
+
+
+#: The cap for the small JSON objects (locks, proofs, key slots): each is well under a KiB.
+SMALL_OBJECT_BYTES = 64 << 10
+
+
 class Backend(abc.ABC):
     """A flat namespace of immutable-ish objects. Every `put` is atomic: readers see all or nothing."""
 
@@ -36,8 +75,9 @@ class Backend(abc.ABC):
         """Store `data` under `key`, replacing any object there, atomically."""
 
     @abc.abstractmethod
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise `KeyError(key)` when it does not exist."""
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        """Return the object's bytes; raise `KeyError(key)` when it does not exist, and
+        ObjectTooLargeError, having read at most `max_size` + 1 bytes, when it is larger."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -75,8 +115,8 @@ class BackendWrapper(Backend):
     def put(self, key: str, data: bytes | memoryview) -> None:
         self.inner.put(key, data)
 
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        return self.inner.get(key, max_size)
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
