@@ -1,5 +1,6 @@
 """Store-facing fixes, as a user meets them: proxies with separate catalogs after a prune, a record
-of the new format without its checksum, a Differential whose Full record is damaged.
+of the new format without its checksum, a Differential whose Full record is damaged, objects far
+larger than stackvault writes (refused without being read into memory).
 
 Every test uses the real CLI; the repository's files are changed only as a store (or bit rot) would.
 """
@@ -7,11 +8,13 @@ Every test uses the real CLI; the repository's files are changed only as a store
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .helpers import MIB, Stackvault, change_blocks, make_random_image, sha256_file
+from .helpers import MIB, Result, Stackvault, change_blocks, make_random_image, one_error, sha256_file
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -116,3 +119,49 @@ def test_a_differential_over_a_damaged_full_record_stores_every_block(tmp_path: 
     assert any("damaged" in w and "every block counts as changed" in w for w in report["warnings"]), report
     restored = sv.restore(report["backup_id"], tmp_path / "restored.img")
     assert sha256_file(restored) == sha256_file(src)
+
+
+def _measured(sv: Stackvault, *args: str) -> tuple[Result, int]:
+    """Run one command; its result and the peak resident memory of its process, in bytes."""
+    argv = sv.argv(list(args))
+    out, err = sv.root / "out.txt", sv.root / "err.txt"
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = subprocess.Popen(argv, stdout=o, stderr=e, env=sv.env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    res = Result(argv, proc.returncode, out.read_text(), err.read_text())
+    try:
+        res.data = json.loads(res.stdout)
+    except ValueError:
+        pass
+    return res, usage.ru_maxrss * 1024
+
+
+#: What a command may hold in memory at its peak here (the interpreter and its libraries included):
+#: far below the objects planted, which are never read whole.
+RSS_BOUND = 400 * MIB
+
+
+def test_a_huge_record_is_damaged_and_never_read_into_memory(tmp_path: Path) -> None:
+    sv = Stackvault(tmp_path / "sv")
+    sv.init()
+    _, ids = _backups(sv, tmp_path, 2)
+    with open(sv.repo / "backups" / f"{ids[0]}.json", "r+b") as f:
+        f.truncate(1 << 30)  # sparse: costs no disk
+    res, rss = _measured(sv, "verify")
+    assert res.rc == 3, res.describe()
+    assert res.data["bad_records"] == [{"backup": ids[0], "problem": f"larger than {64 << 20} bytes"}], res.describe()
+    assert rss < RSS_BOUND, f"verify held {rss >> 20} MiB"
+
+
+def test_a_huge_saved_proxy_state_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """Larger than anything `state backup` writes (all of it read back on restore): refused at once."""
+    sv = Stackvault(tmp_path / "sv")
+    sv.init()
+    sv.run("state", "backup")
+    path = next((sv.repo / "proxy-state").iterdir())
+    with open(path, "r+b") as f:
+        f.truncate(66 << 30)  # sparse
+    res, rss = _measured(sv, "state", "restore")
+    one_error(res, "saved proxy state", "damaged", "larger than", rc=1)
+    assert rss < RSS_BOUND, f"state restore held {rss >> 20} MiB"
