@@ -108,7 +108,8 @@ class WorkingState:
                                  + (f" ({why})" if why else ""))
         return base
 
-    def rebuild_bitmap(self, disk: DiskRecord, newest: BlockIndex, backup_id: str) -> tuple[ChangeBitmap, str | None]:
+    def rebuild_bitmap(self, disk: DiskRecord, newest: BlockIndex,
+                       backup_id: str) -> tuple[ChangeBitmap, str | None]:
         """Blocks that differ between the disk's last Full and its newest backup, and why every block
         counts as changed when it does.
 

@@ -90,9 +90,10 @@ def missing_backups(ctx: JobContext, ids: list[str]) -> list[str]:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return missing_rows(ctx, {row.backup_id for row in ctx.catalog.backups(ctx.repo.id)}, ids)[0]
+        in_catalog = {row.backup_id for row in ctx.catalog.backups(ctx.repo.id)}
     except (StackvaultError, SQLAlchemyError):
         return []
+    return missing_rows(ctx, in_catalog, ids)[0]
 
 
 def interrupted_jobs(ctx: JobContext) -> list[dict]:
