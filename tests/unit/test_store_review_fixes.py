@@ -4,6 +4,7 @@ accepts refused before they are read into memory."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tracemalloc
@@ -20,7 +21,7 @@ from stackvault.engine.crypto import EncryptedBackend, RepositoryCipher
 from stackvault.engine.locks import read_locks
 from stackvault.errors import CorruptChunkError, DamagedObjectError, DamagedRecordError, RepositoryError
 from stackvault.jobs.quiesce_proof import load_proof
-from stackvault.storage.base import ObjectTooLargeError
+from stackvault.storage.base import ObjectTooLargeError, read_capped
 from stackvault.storage.faulty import FaultyBackend
 from stackvault.storage.local import LocalBackend
 from stackvault.storage.memory import MemoryBackend
@@ -195,3 +196,12 @@ def test_huge_locks_proofs_and_key_slots_are_not_read(repo: Repository, tmp_path
     bad = keys.read_slots(repo.store, repo.id)[1]
     assert "larger than" in bad["keys/0123456789abcdef.json"].problem
     assert _peak(lambda: keys.read_slots(repo.store, repo.id)) < BOUND
+
+
+def test_a_store_that_announces_less_than_it_streams_is_cut_off() -> None:
+    """An object store's announced length is the store's word: reading stops at the limit + 1 bytes."""
+    stream = io.BytesIO(bytes(HUGE))
+    assert _peak(lambda: pytest.raises(ObjectTooLargeError, read_capped, stream.read, "backups/x.json",
+                                       1 << 20, 100)) < BOUND
+    assert stream.tell() <= (1 << 20) + 1
+    assert read_capped(io.BytesIO(b"x" * 300).read, "backups/x.json", 300, 100) == b"x" * 300

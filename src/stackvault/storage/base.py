@@ -34,27 +34,35 @@ class ObjectTooLargeError(RepositoryError, ValueError):
         super().__init__(f"repository object {key} is damaged ({self.problem})", "run `stackvault verify`")
 
 
-def read_capped(read: Callable[..., bytes], key: str, max_size: int | None) -> bytes:
-    """Everything `read(n)` gives until it gives b"", but never more than `max_size` + 1 bytes:
-    ObjectTooLargeError once the object proves larger (whatever size the store announced)."""
+def read_capped(read: Callable[..., bytes], key: str, max_size: int | None, announced: int) -> bytes:
+    """The object `read(n)` streams, of `announced` bytes as the store says: ObjectTooLargeError
+    before reading when that is over `max_size`, and once more than `max_size` bytes came whatever it
+    said. One read of the announced size (one buffer, as a plain read), then small pieces for
+    whatever more comes, so a lying store cannot make a reader allocate beyond `max_size` + 1."""
     if max_size is None:
         return read()
-    parts, total = [], 0
+    check_size(key, announced, max_size)
+    parts, total, want = [], 0, announced + 1
     while total <= max_size:
-        part = read(max_size + 1 - total)
+        part = read(min(want, max_size + 1 - total))
         if not part:
             break
         parts.append(part)
         total += len(part)
+        want = _PIECE
     if total > max_size:
         raise ObjectTooLargeError(key, max_size)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def check_size(key: str, size: int, max_size: int | None) -> None:
-    """ObjectTooLargeError when a size the store announces is over `max_size` (checked again on read)."""
+    """ObjectTooLargeError when a size the store announces is over `max_size`."""
     if max_size is not None and size > max_size:
         raise ObjectTooLargeError(key, max_size)
+
+
+#: What `read_capped` reads at once beyond the announced size.
+_PIECE = 1 << 20
 
 
 #: The cap for the small JSON objects (locks, proofs, key slots): each is well under a KiB.

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from ..engine.atomic import TEMP_PREFIX, write_atomic
 from ..engine.fileio import libc
 from ..errors import RepositoryError
-from .base import Backend, ObjectInfo, check_size, read_capped
+from .base import Backend, ObjectInfo, read_capped
 from .keys import check_key
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -154,8 +154,7 @@ class LocalBackend(Backend):
         try:
             fd = self._open_object(key)
             with os.fdopen(fd, "rb") as f:
-                check_size(key, os.fstat(fd).st_size, max_size)
-                return read_capped(f.read, key, max_size)
+                return read_capped(f.read, key, max_size, os.fstat(fd).st_size)
         except _NotAnObject:
             raise KeyError(key) from None
         except OSError as exc:

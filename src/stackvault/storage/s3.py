@@ -30,7 +30,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import RepositoryError, UsageError
-from .base import Backend, ObjectInfo, TransientError, check_size, read_capped
+from .base import Backend, ObjectInfo, TransientError, read_capped
 
 #: Connections kept open to the endpoint: more than any sensible number of upload workers.
 POOL_CONNECTIONS = 64
@@ -81,8 +81,7 @@ class S3Backend(Backend):
         with self._translate(key, missing_is_key_error=True):
             resp = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             with closing(resp["Body"]) as body:
-                check_size(key, resp.get("ContentLength", 0), max_size)
-                return read_capped(body.read, key, max_size)
+                return read_capped(body.read, key, max_size, resp.get("ContentLength", 0))
 
     def exists(self, key: str) -> bool:
         try:

@@ -26,7 +26,7 @@ from swiftclient import client as swift_client
 from swiftclient.exceptions import ClientException
 
 from ..errors import RepositoryError
-from .base import Backend, ObjectInfo, TransientError, check_size, read_capped
+from .base import Backend, ObjectInfo, TransientError, read_capped
 
 class SwiftBackend(Backend):
     parallel_calls = 8
@@ -114,8 +114,7 @@ class SwiftBackend(Backend):
                 return c.get_object(self.container, self.prefix + key)[1]
             headers, body = c.get_object(self.container, self.prefix + key, resp_chunk_size=1 << 20)
             try:
-                check_size(key, int(headers.get("content-length", 0)), max_size)
-                return read_capped(body.read, key, max_size)
+                return read_capped(body.read, key, max_size, int(headers.get("content-length", 0)))
             finally:
                 body.close()
 
