@@ -25,6 +25,13 @@ class EncryptedSv(Stackvault):
         return {**super().env(), "STACKVAULT_PASSPHRASE": PASSPHRASE}
 
 
+def _other_proxy(a: Stackvault, root: Path) -> Stackvault:
+    """Another proxy on A's repository: its own working directory and its own catalog."""
+    p = Stackvault(root)
+    p.repo = a.repo
+    return p
+
+
 def _backups(sv: Stackvault, tmp_path: Path, count: int) -> tuple[Path, list[str]]:
     """A Full then Incrementals of one 1 MiB disk, a few blocks changed between them."""
     rng = random.Random(7)
@@ -44,9 +51,9 @@ def test_prune_and_forget_by_another_proxy_leave_no_missing_backups(tmp_path: Pa
     a.init()
     src, ids = _backups(a, tmp_path, 4)
     assert a.list_ids() == ids
-    p_catalog = f"sqlite:///{tmp_path / 'p.db'}"
-    a.run("forget", ids[0], catalog=p_catalog)
-    pruned = a.run("prune", "--keep-last", "1", catalog=p_catalog).data
+    p = _other_proxy(a, tmp_path / "p")
+    p.run("forget", ids[0])
+    pruned = p.run("prune", "--keep-last", "1").data
     assert pruned["removed"] == ids[1:3]
 
     listed = a.run("list")
@@ -67,6 +74,17 @@ def test_prune_and_forget_by_another_proxy_leave_no_missing_backups(tmp_path: Pa
     assert listed.data["missing"] == [lost], listed.describe()
     verified = a.run("verify", expect=3)
     assert verified.data["missing_backups"] == [lost], verified.describe()
+
+
+def test_the_newest_backup_forgotten_by_another_proxy_is_no_rollback(tmp_path: Path) -> None:
+    a = Stackvault(tmp_path / "a")
+    a.init()
+    _, ids = _backups(a, tmp_path, 2)
+    assert a.list_ids() == ids  # A saw ids[1] as the newest
+    _other_proxy(a, tmp_path / "p").run("forget", ids[1])
+    listed = a.run("list")
+    assert [b["backup_id"] for b in listed.data["backups"]] == ids[:1], listed.describe()
+    assert "rollback" not in listed.data and "older state" not in listed.stderr, listed.describe()
 
 
 def test_a_planted_tombstone_hides_no_deletion_in_an_encrypted_repository(tmp_path: Path) -> None:
