@@ -7,7 +7,7 @@ import pytest
 
 from stackvault.engine import keys, repository
 from stackvault.engine.chunks import encode_chunk
-from stackvault.engine.crypto import EncryptedBackend, ObjectAuthError, RepositoryCipher
+from stackvault.engine.crypto import EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from stackvault.engine.repository import Repository
 from stackvault.errors import RepositoryError, UsageError
 from stackvault.storage.memory import MemoryBackend
@@ -143,7 +143,7 @@ def test_config_changes_are_caught():
     backend.put("config", json.dumps(doc).encode())
     with pytest.raises(RepositoryError, match="checksum mismatch"):
         Repository.open(backend, lambda: "pw one")
-    doc["checksum"] = repository._config_checksum(doc)  # a deliberate edit: only the MAC catches it
+    doc["checksum"] = canonical_checksum(doc)  # a deliberate edit: only the MAC catches it
     backend.put("config", json.dumps(doc).encode())
     with pytest.raises(RepositoryError, match="config .* fails authentication"):
         Repository.open(backend, lambda: "pw one")

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stackvault.engine.blockindex import HEADER, MAGIC, BlockIndex, IndexFormatError
-from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError, record_checksum
+from stackvault.engine.crypto import canonical_checksum
+from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
 from stackvault.errors import RepositoryError
 
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -123,7 +124,7 @@ def mutated_records(draw) -> bytes:  # noqa: ANN001
         obj[key] = draw(json_values)
     doc.pop("checksum", None)
     if draw(st.booleans()):
-        doc["checksum"] = record_checksum(doc)
+        doc["checksum"] = canonical_checksum(doc)
     return json.dumps(doc).encode()
 
 
@@ -170,9 +171,10 @@ def test_valid_record_round_trips_and_binds_its_id() -> None:
 
 
 def test_record_without_checksum_is_read_as_unchecked() -> None:
-    """Records of older versions have no checksum: still read, and marked."""
+    """Records of older versions (format version 1) have no checksum: still read, and marked."""
     doc = _valid_doc()
     del doc["checksum"]
+    doc["version"] = 1
     assert not BackupRecord.from_json(json.dumps(doc).encode(), BACKUP_ID).checked
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import RepositoryError
 from ..storage import Backend
-from ..storage.base import BackendWrapper
+from ..storage.base import BackendWrapper, ObjectTooLargeError
 
 MAGIC = b"SVE1"
 NONCE_SIZE = 12
@@ -57,6 +57,13 @@ def derive(master: bytes, purpose: str) -> bytes:
 def canonical(doc: dict) -> bytes:
     """The bytes a JSON document is authenticated as: sorted keys, no whitespace."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_checksum(doc: dict) -> str:
+    """Hex BLAKE3 of the canonical JSON of every field but `checksum`: the checksum a JSON object of
+    the repository (config, backup records, key slots) carries to name accidental damage. It proves
+    nothing against a store that rewrites both (only the seal or the config's MAC does)."""
+    return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
 
 
 def is_plain(key: str) -> bool:
@@ -115,9 +122,15 @@ class EncryptedBackend(BackendWrapper):
     def put(self, key: str, data: bytes | memoryview) -> None:
         self.inner.put(key, data if is_plain(key) else self.cipher.seal(key, data))
 
-    def get(self, key: str) -> bytes:
-        blob = self.inner.get(key)
-        return blob if is_plain(key) else self.cipher.open(key, blob)
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        if is_plain(key) or max_size is None:
+            blob = self.inner.get(key, max_size)
+            return blob if is_plain(key) else self.cipher.open(key, blob)
+        try:  # sealed, an object is its plain bytes and OVERHEAD
+            blob = self.inner.get(key, max_size + OVERHEAD)
+        except ObjectTooLargeError:
+            raise ObjectTooLargeError(key, max_size) from None
+        return self.cipher.open(key, blob)
 
     def __getattr__(self, name: str):  # noqa: ANN204 - whatever the driver offers beyond the interface
         return getattr(self.inner, name)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import RepositoryError, UsageError, warn
 from ..storage import Backend
+from ..storage.base import SMALL_OBJECT_BYTES, ObjectTooLargeError
 from .crypto import CIPHER, MASTER_KEY_SIZE, NONCE_SIZE, canonical, derive
 
 PREFIX = "keys/"
@@ -190,9 +191,11 @@ def read_slots(backend: Backend, repo_id: str) -> tuple[dict[str, dict], dict[st
         if not obj.key.endswith(".json"):
             continue
         try:
-            good[obj.key] = parse_slot(obj.key, backend.get(obj.key), repo_id)
+            good[obj.key] = parse_slot(obj.key, backend.get(obj.key, SMALL_OBJECT_BYTES), repo_id)
         except KeyError:
             continue  # removed meanwhile
+        except ObjectTooLargeError as exc:
+            bad[obj.key] = KeySlotError(obj.key, exc.problem)
         except KeySlotError as exc:
             bad[obj.key] = exc
     return good, bad

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import LockedError, StackvaultError, warn
+from ..storage.base import SMALL_OBJECT_BYTES
 from . import pids
 from .crypto import ObjectAuthError
 from .repository import Repository, hostname
@@ -71,7 +72,7 @@ def read_locks(repo: Repository) -> list[LockInfo]:
     locks = []
     for obj in repo.backend.list("locks/"):
         try:
-            doc = json.loads(repo.backend.get(obj.key))
+            doc = json.loads(repo.backend.get(obj.key, SMALL_OBJECT_BYTES))
             locks.append(_decode(obj.key, doc))
         except KeyError:
             continue  # removed meanwhile

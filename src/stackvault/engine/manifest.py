@@ -10,6 +10,11 @@ The store is not trusted, so reading a record checks everything before any of it
 accidental damage, and every field's type and range is checked, so a damaged or forged record
 becomes one `RecordFormatError` naming the problem instead of a traceback wherever it is used.
 Records written before the checksum existed are still read (`checked` is then False).
+
+Version 2 is a record with a checksum: a proxy of a version that knows only version 1 records (no
+checksum field) refuses it in one line ("upgrade stackvault") during a rolling upgrade instead of
+failing on the unknown field. Version 1 is still read (the checksum is checked when there is one);
+a version 2 record without its checksum is damaged.
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from .crypto import canonical_checksum
+
 RECORD_FORMAT = "stackvault-backup"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+#: Records written before the checksum existed; also read.
+UNCHECKED_VERSION = 1
 LEVELS = ("full", "incremental", "differential")
 #: A record is JSON of a few KiB per disk; anything far larger was not written by stackvault.
 MAX_RECORD_BYTES = 64 << 20
@@ -63,6 +72,11 @@ def _suffix_after(suffix: str) -> str:
 
 def backup_key(backup_id: str) -> str:
     return f"backups/{backup_id}.json"
+
+
+def tombstone_key(backup_id: str) -> str:
+    """Where `forget` and `prune` note that they removed a backup (docs/repository-format.md)."""
+    return f"forgotten/{backup_id}"
 
 
 def index_key(backup_id: str, position: int) -> str:
@@ -144,7 +158,7 @@ class BackupRecord:
 
     def to_json(self) -> bytes:
         doc = {"format": RECORD_FORMAT, "version": RECORD_VERSION, **asdict(self)}
-        doc["checksum"] = record_checksum(doc)
+        doc["checksum"] = canonical_checksum(doc)
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -167,8 +181,10 @@ class BackupRecord:
 
             raise RepositoryError(f"backup record {doc.get('backup_id')} has format version {version}, "
                                   f"newer than this stackvault reads ({RECORD_VERSION})", "upgrade stackvault")
+        if version > UNCHECKED_VERSION and "checksum" not in doc:
+            raise RecordFormatError("field 'checksum' is missing")
         checksum = doc.pop("checksum", None)
-        if checksum is not None and checksum != record_checksum(doc):
+        if checksum is not None and checksum != canonical_checksum(doc):
             raise RecordFormatError("checksum mismatch (altered or damaged)")
         _check_fields(doc, _RECORD_FIELDS, "")
         if not valid_backup_id(doc["backup_id"]):
@@ -188,15 +204,6 @@ class BackupRecord:
         record = cls(**{k: v for k, v in doc.items() if k in _RECORD_FIELDS})
         record.checked = checksum is not None
         return record
-
-
-def record_checksum(doc: dict) -> str:
-    """Hex BLAKE3 of the canonical JSON (sorted keys, no spaces) of every field but `checksum`."""
-    import blake3
-
-    from .crypto import canonical
-
-    return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
 
 
 # field -> (accepted types, required). bool is an int subclass: checked apart in _check_fields.

@@ -15,19 +15,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-import blake3
-
 from .. import __version__
 from ..errors import (CorruptChunkError, DamagedObjectError, DamagedRecordError, NotFoundError, RepositoryError,
                       StackvaultError, UsageError, warn)
 from ..storage import Backend
+from ..storage.base import ObjectTooLargeError
 from .blockindex import BlockIndex, IndexFormatError
 from .chunks import chunk_key, decode_chunk, hash_block
 from . import keys
-from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical
+from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from .crypto import MAGIC as SEALED_MAGIC
 from .keys import Unlocked
-from .manifest import BackupRecord, DiskRecord, RecordFormatError, backup_key, valid_backup_id
+from .manifest import (MAX_RECORD_BYTES, BackupRecord, DiskRecord, RecordFormatError, backup_key, tombstone_key,
+                       valid_backup_id)
 
 FORMAT = "stackvault-repository"
 # Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
@@ -36,6 +36,10 @@ FORMAT_VERSION = 2
 PLAIN_VERSION = 1
 ENCRYPTED_VERSION = 2
 CONFIG_KEY = "config"
+#: A config is a few hundred bytes, a tombstone less: anything far larger was not written by stackvault.
+MAX_CONFIG_BYTES = 1 << 20
+TOMBSTONE_FORMAT = "stackvault-forgotten"
+MAX_TOMBSTONE_BYTES = 64 << 10
 #: Where `verify --deep` and restores set a damaged chunk aside: a name no chunk id has, so the chunk
 #: counts as absent and the next Full stores it again; `gc` deletes it as unreferenced.
 DAMAGED_SUFFIX = ".bad"
@@ -118,7 +122,7 @@ class Repository:
                             compression_level=compression_level)
         if passphrase is None:
             doc = config.to_doc()
-            doc["checksum"] = _config_checksum(doc)  # older versions read it too, and check it
+            doc["checksum"] = canonical_checksum(doc)  # older versions read it too, and check it
             backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
             backend.sync()
             return cls(backend, config)
@@ -131,7 +135,7 @@ class Repository:
         slot_id = keys.add_slot(backend, config.id, master, passphrase, host=hostname())
         doc = config.to_doc()
         doc["mac"] = cipher.mac(doc)
-        doc["checksum"] = _config_checksum(doc)
+        doc["checksum"] = canonical_checksum(doc)
         backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())  # last: the repository exists from here
         backend.sync()
         return cls(backend, config, cipher=cipher, unlocked=keys.Unlocked(master, slot_id))
@@ -140,10 +144,13 @@ class Repository:
     def open(cls, backend: Backend, passphrase: Callable[[], str] | None = None) -> Repository:
         """Open a repository; `passphrase` is asked for only when the repository is encrypted."""
         try:
-            raw = backend.get(CONFIG_KEY)
+            raw = backend.get(CONFIG_KEY, MAX_CONFIG_BYTES)
         except KeyError:
             raise RepositoryError(f"no stackvault repository at {backend.location}",
                                   "create one with `stackvault init`, or pass the right --repo") from None
+        except ObjectTooLargeError as exc:
+            raise DamagedObjectError(f"repository config at {backend.location} is damaged ({exc.problem})",
+                                     _FIX_CONFIG) from None
         config, doc = _parse_config(raw, backend.location)
         if config.version < ENCRYPTED_VERSION and config.encryption is None:
             return cls(backend, config)
@@ -214,26 +221,42 @@ class Repository:
         except KeyError:
             raise CorruptChunkError(digest.hex(), "missing from the repository") from None
         except ObjectAuthError as exc:
-            self.set_aside(chunk_key(digest))
+            self.set_aside(digest, length)
             raise CorruptChunkError(digest.hex(), exc.problem) from None
         try:
             return decode_chunk(digest, blob, length, self.hash_block)
         except CorruptChunkError:
-            self.set_aside(chunk_key(digest))
+            self.set_aside(digest, length)
             raise
 
-    def set_aside(self, key: str) -> None:
-        """Move a damaged object to `<key>.bad`, unread and unchanged (an object store has no rename:
-        the bytes are put under the new name, then the old one is deleted). Best effort: on a
-        read-only repository the object stays, and the damage is reported all the same."""
+    def set_aside(self, digest: bytes, length: int) -> None:
+        """Move a damaged chunk to `<key>.bad`, unchanged (an object store has no rename: the bytes
+        are put under the new name, then the old one is deleted). Best effort: on a read-only
+        repository the object stays, and the damage is reported all the same.
+
+        The object is read again and moved only when those bytes are still damaged: meanwhile another
+        reader may have set it aside and a Full stored a good copy, which must not be thrown away."""
+        key = chunk_key(digest)
         try:
-            self.store.put(key + DAMAGED_SUFFIX, self.store.get(key))
+            stored = self.store.get(key)
+            if self._intact_chunk(digest, stored, length):
+                return
+            self.store.put(key + DAMAGED_SUFFIX, stored)
             self.store.delete(key)
         except KeyError:
             pass  # already set aside (a concurrent reader met it too)
         except (OSError, StackvaultError) as exc:
             warn(f"could not set the damaged object {key} aside ({exc}); the next Full cannot store it again "
                  "until it is moved or deleted")
+
+    def _intact_chunk(self, digest: bytes, stored: bytes, length: int) -> bool:
+        """Whether `stored` (as the store holds it: sealed when encrypted) is the intact chunk `digest`."""
+        try:
+            blob = self.cipher.open(chunk_key(digest), stored) if self.cipher is not None else stored
+            decode_chunk(digest, blob, length, self.hash_block)
+        except (ObjectAuthError, CorruptChunkError):
+            return False
+        return True
 
     # -- block indexes -------------------------------------------------------------------------
     def put_index(self, key: str, index: BlockIndex) -> None:
@@ -269,11 +292,11 @@ class Repository:
         rec = self._records.get(backup_id)
         if rec is None:
             try:
-                raw = self.backend.get(backup_key(backup_id))
+                raw = self.backend.get(backup_key(backup_id), MAX_RECORD_BYTES)
             except KeyError:
                 raise NotFoundError(f"no backup {backup_id} in {self.location}",
                                     "list backups with `stackvault list`") from None
-            except ObjectAuthError as exc:
+            except (ObjectAuthError, ObjectTooLargeError) as exc:
                 raise DamagedRecordError(backup_id, exc.problem) from None
             if not self.encrypted and raw[:4] == SEALED_MAGIC:
                 raise RepositoryError(f"backup record {backup_key(backup_id)} is encrypted but the repository "
@@ -312,16 +335,36 @@ class Repository:
         if self.on_commit is not None:
             self.on_commit(record.backup_id)
 
-    def forget_backup(self, backup_id: str) -> None:
+    def forget_backup(self, backup_id: str, job: str) -> None:
         """Remove a backup record and its indexes, even when the record is damaged (its indexes are
-        found by their key prefix, not by the record); its chunks stay until `gc`."""
+        found by their key prefix, not by the record); its chunks stay until `gc`.
+
+        A tombstone is written first: other proxies, whose catalogs still list the backup, then drop
+        it as forgotten on purpose instead of reporting a deletion nobody asked for (`job` names the
+        command that forgot it)."""
         if not valid_backup_id(backup_id) or not self.backend.exists(backup_key(backup_id)):
             raise NotFoundError(f"no backup {backup_id} in {self.location}", "list backups with `stackvault list`")
-        self.backend.delete(backup_key(backup_id))  # first: the backup stops existing atomically
+        tombstone = {"format": TOMBSTONE_FORMAT, "backup_id": backup_id, "forgotten": _now(), "host": hostname(),
+                     "job": job}
+        self.backend.put(tombstone_key(backup_id), json.dumps(tombstone, indent=1).encode())
+        self.backend.sync()
+        self.backend.delete(backup_key(backup_id))  # next: the backup stops existing atomically
         for obj in list(self.backend.list(f"indexes/{backup_id}/")):
             self.backend.delete(obj.key)
         self.backend.delete(f"proofs/{backup_id}.json")
         self._records.pop(backup_id, None)
+
+    def was_forgotten(self, backup_id: str) -> bool:
+        """Whether a `forget` or `prune` (of any proxy) removed this backup: its tombstone is there, is
+        intact and names it. Sealed in an encrypted repository, so a store cannot forge one there; an
+        unreadable one counts as absent (the backup stays reported as missing)."""
+        if not valid_backup_id(backup_id):  # a catalog row is no safe object key
+            return False
+        try:
+            doc = json.loads(self.backend.get(tombstone_key(backup_id), MAX_TOMBSTONE_BYTES))
+        except (KeyError, ValueError, RecursionError, ObjectAuthError, ObjectTooLargeError):
+            return False
+        return isinstance(doc, dict) and doc.get("format") == TOMBSTONE_FORMAT and doc.get("backup_id") == backup_id
 
     def resolve(self, ref: str) -> str:
         """A backup id from an id, a unique prefix, or `latest`."""
@@ -364,7 +407,9 @@ def _parse_config(raw: bytes, location: str) -> tuple[RepoConfig, dict]:
     if version > FORMAT_VERSION:  # first: a newer format may check itself otherwise
         raise RepositoryError(f"repository {location} has format version {version}, newer than this "
                               f"stackvault {__version__} supports ({FORMAT_VERSION})", "upgrade stackvault")
-    if "checksum" in doc and doc["checksum"] != _config_checksum(doc):
+    # The checksum names accidental damage before a passphrase is asked (written to every config since
+    # it exists; a plain one without it is accepted as older versions wrote it).
+    if "checksum" in doc and doc["checksum"] != canonical_checksum(doc):
         raise DamagedObjectError(f"repository config at {location} (format version {version}) is damaged "
                                  "(checksum mismatch)", _FIX_CONFIG)
     known = set(RepoConfig.__dataclass_fields__)
@@ -386,12 +431,6 @@ def _parse_config(raw: bytes, location: str) -> tuple[RepoConfig, dict]:
         raise RepositoryError(f"repository {location} uses {config.chunk_codec}/{config.hash}, which this "
                               "stackvault does not know", "upgrade stackvault")
     return config, doc
-
-
-def _config_checksum(doc: dict) -> str:
-    """BLAKE3 of the config: names accidental damage before a passphrase is asked (written to every
-    config since it exists; a plain one without it is accepted as older versions wrote it)."""
-    return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
 
 
 def _now() -> str:

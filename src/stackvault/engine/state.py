@@ -15,7 +15,7 @@ from pathlib import Path
 
 import blake3
 
-from ..errors import StateError
+from ..errors import DamagedRecordError, NotFoundError, RepositoryError, StateError
 from .atomic import write_atomic
 from .bitmap import ChangeBitmap
 from .blockindex import DIGEST_SIZE, BlockIndex, IndexFormatError
@@ -103,31 +103,43 @@ class WorkingState:
         except IndexFormatError as exc:
             problem = f"{bmp_path.name} is damaged ({exc})"
         if problem:
-            base.bitmap = self.rebuild_bitmap(disk, base.previous, record.backup_id)
-            base.warnings.append(f"change bitmap of {name}: {problem}; rebuilt from the repository")
+            base.bitmap, why = self.rebuild_bitmap(disk, base.previous, record.backup_id)
+            base.warnings.append(f"change bitmap of {name}: {problem}; rebuilt from the repository"
+                                 + (f" ({why})" if why else ""))
         return base
 
-    def rebuild_bitmap(self, disk: DiskRecord, newest: BlockIndex, backup_id: str) -> ChangeBitmap:
-        """Blocks that differ between the disk's last Full and its newest backup.
+    def rebuild_bitmap(self, disk: DiskRecord, newest: BlockIndex,
+                       backup_id: str) -> tuple[ChangeBitmap, str | None]:
+        """Blocks that differ between the disk's last Full and its newest backup, and why every block
+        counts as changed when it does.
 
-        If that Full was pruned, every block counts as changed: a Differential then stores them all,
-        which is safe where guessing would not be.
+        If that Full was pruned, or its record or block index is damaged, every block counts as
+        changed: a Differential then stores them all, which is safe where guessing would not be
+        (failing instead would leave the disk without its backup until someone forgets the Full).
         """
         bitmap = ChangeBitmap.empty(disk.size, disk.block_size, disk.full_backup_id, backup_id)
-        full_disk = None
+        full, why = None, f"its Full backup {disk.full_backup_id} was pruned"
         if disk.full_backup_id in self.repo.backup_ids():
-            full_rec = self.repo.get_backup(disk.full_backup_id)
-            full_disk = next((d for d in full_rec.disks if d.disk_key == disk.disk_key), None)
-        full = self.repo.get_index(full_disk) if full_disk is not None else None
+            try:
+                full_rec = self.repo.get_backup(disk.full_backup_id)
+                full_disk = next((d for d in full_rec.disks if d.disk_key == disk.disk_key), None)
+                full = self.repo.get_index(full_disk) if full_disk is not None else None
+                why = None
+            except DamagedRecordError as exc:
+                why = f"the record of its Full backup {disk.full_backup_id} is damaged ({exc.problem})"
+            except NotFoundError:
+                pass  # pruned meanwhile
+            except RepositoryError as exc:  # get_index: the Full's block index is missing or damaged
+                why = f"its Full backup {disk.full_backup_id} cannot be read ({exc.message})"
         if full is None or full.disk_size != newest.disk_size or full.block_size != newest.block_size:
             bitmap.bits[:] = b"\xff" * len(bitmap.bits)
-            return bitmap
+            return bitmap, f"{why}: every block counts as changed" if why else None
         a, b = memoryview(full.digests), memoryview(newest.digests)
         for i in range(newest.blocks):
             o = i * DIGEST_SIZE
             if a[o : o + DIGEST_SIZE] != b[o : o + DIGEST_SIZE]:
                 bitmap.set(i)
-        return bitmap
+        return bitmap, None
 
     def save(self, disk_key: str, index: BlockIndex, bitmap: ChangeBitmap) -> None:
         """Advance the state; called only after the backup is committed in the repository."""
@@ -147,5 +159,5 @@ class WorkingState:
             return None
         record, disk = latest
         index = self.repo.get_index(disk)
-        self.save(disk_key, index, self.rebuild_bitmap(disk, index, record.backup_id))
+        self.save(disk_key, index, self.rebuild_bitmap(disk, index, record.backup_id)[0])
         return record.backup_id

@@ -45,10 +45,9 @@ def sync_catalog(ctx: JobContext) -> dict:
 
     A job killed between committing a backup and recording it in the catalog, or a backup made by
     another proxy, leaves the catalog behind the repository: listing the ids is cheap, so `list`
-    reconciles before it answers. A backup the catalog knows but the repository no longer holds is
-    never erased here: the store is not trusted, so its disappearance is reported (`missing`) until
-    an operator forgets it (`stackvault forget ID`, or `catalog rebuild`). Returns
-    `{"missing": [ids], "damaged": [{"backup_id", "problem"}], "ids": [the repository's ids]}`.
+    reconciles before it answers. Rows of backups the repository no longer holds go as `missing_rows`
+    says. Returns `{"missing": [ids], "forgotten": [ids], "damaged": [{"backup_id", "problem"}],
+    "ids": [the repository's ids]}`.
     """
     repo = ctx.repo
     # The catalog first: a backup another proxy commits and catalogs between the two reads is then
@@ -61,20 +60,40 @@ def sync_catalog(ctx: JobContext) -> dict:
             ctx.catalog.add_backup(repo.id, repo.get_backup(backup_id))
         except DamagedRecordError as exc:
             damaged[backup_id] = exc
-    return {"missing": sorted(in_catalog - set(ids)), "ids": ids,
+    missing, forgotten = missing_rows(ctx, in_catalog, ids)
+    return {"missing": missing, "forgotten": forgotten, "ids": ids,
             "damaged": [{"backup_id": b, "problem": e.problem} for b, e in sorted(damaged.items())]}
 
 
+def missing_rows(ctx: JobContext, in_catalog: set[str], ids: list[str]) -> tuple[list[str], list[str]]:
+    """The catalog's backups the repository does not hold: (missing, forgotten).
+
+    Several proxies may keep separate catalogs, so a `prune` or `forget` on one leaves rows on the
+    others. A backup with a tombstone (`forgotten/<id>`, written by `forget` and `prune` of any proxy)
+    was removed on purpose: its row is dropped here. Any other is `missing`: the store is not
+    trusted, so a deletion nobody asked for is reported (`list` warns, `verify` fails) until an
+    operator forgets it (`stackvault forget ID`, or `catalog rebuild`).
+    """
+    missing, forgotten = [], []
+    for backup_id in sorted(in_catalog - set(ids)):
+        if ctx.repo.was_forgotten(backup_id):
+            ctx.catalog.remove_backup(backup_id)
+            forgotten.append(backup_id)
+        else:
+            missing.append(backup_id)
+    return missing, forgotten
+
+
 def missing_backups(ctx: JobContext, ids: list[str]) -> list[str]:
-    """Backups the catalog knows that the repository does not hold; empty when the catalog cannot be
-    read (verify works from the repository alone)."""
+    """`missing_rows` for verify: empty when the catalog cannot be used (verify works from the
+    repository alone)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        rows = ctx.catalog.backups(ctx.repo.id)
+        in_catalog = {row.backup_id for row in ctx.catalog.backups(ctx.repo.id)}
     except (StackvaultError, SQLAlchemyError):
         return []
-    return sorted({row.backup_id for row in rows} - set(ids))
+    return missing_rows(ctx, in_catalog, ids)[0]
 
 
 def interrupted_jobs(ctx: JobContext) -> list[dict]:

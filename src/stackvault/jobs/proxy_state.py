@@ -34,6 +34,7 @@ import zstandard
 
 from ..engine.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from ..errors import NotFoundError, RepositoryError, UsageError
+from ..storage.base import ObjectTooLargeError
 from .context import JobContext
 from .maintenance import rebuild_catalog, rebuild_state
 
@@ -156,6 +157,7 @@ def backup_state(ctx: JobContext) -> dict:
 #: large disks fits), and the config (a page of settings), so a crafted object cannot exhaust memory.
 MAX_STATE_BYTES = 1 << 36
 MAX_CONFIG_BYTES = 1 << 20
+MAX_SAVED_BYTES = MAX_STATE_BYTES + (MAX_STATE_BYTES >> 7) + (1 << 20)
 _COPY = 1 << 20
 
 
@@ -167,7 +169,11 @@ def _load(ctx: JobContext, state_id: str | None) -> tuple[str, bytes]:
     chosen = ids[-1] if state_id in (None, "latest") else state_id
     if chosen not in ids:
         raise NotFoundError(f"no saved proxy state {chosen!r}", f"choose one of: {', '.join(ids)}")
-    blob = ctx.repo.backend.get(f"{PREFIX}{chosen}.tar.zst")
+    try:  # at most what zstd makes of MAX_STATE_BYTES: all `state backup` writes that restore reads
+        blob = ctx.repo.backend.get(f"{PREFIX}{chosen}.tar.zst", MAX_SAVED_BYTES)
+    except ObjectTooLargeError as exc:
+        raise RepositoryError(f"saved proxy state {chosen} is damaged ({exc.problem})",
+                              "restore an older one, or run `stackvault recover`, which needs none") from None
     if blob[:8] != MAGIC or blake3.blake3(blob[40:]).digest() != blob[8:40]:
         raise RepositoryError(f"saved proxy state {chosen} is damaged (checksum mismatch)",
                               "restore an older one, or run `stackvault recover`, which needs none")

@@ -63,7 +63,7 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
                 (kept if r.backup_id in keep else removed).append(r.backup_id)
         if not dry_run:
             for backup_id in removed:
-                repo.forget_backup(backup_id)
+                repo.forget_backup(backup_id, "prune")
                 ctx.catalog.remove_backup(backup_id)
         report.update(kept=sorted(kept), removed=sorted(removed), dry_run=dry_run, damaged=sorted(damaged))
     return report
@@ -81,7 +81,7 @@ def forget(ctx: JobContext, refs: list[str]) -> dict:
         forgotten, missing = [], []
         for backup_id in dict.fromkeys(chosen):
             if backup_id in in_repo:
-                repo.forget_backup(backup_id)
+                repo.forget_backup(backup_id, "forget")
                 forgotten.append(backup_id)
             else:
                 missing.append(backup_id)

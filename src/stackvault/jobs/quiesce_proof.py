@@ -40,6 +40,7 @@ from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import FileTarget, restore_disk
 from ..engine.repository import Repository
 from ..errors import StackvaultError
+from ..storage.base import SMALL_OBJECT_BYTES
 from .context import JobContext
 
 VERIFIED = "application (verified)"
@@ -283,7 +284,7 @@ def load_proof(repo: Repository, backup_id: str) -> dict | None:
     `show` or `catalog rebuild`.
     """
     try:
-        proof = json.loads(repo.backend.get(proof_key(backup_id)))
+        proof = json.loads(repo.backend.get(proof_key(backup_id), SMALL_OBJECT_BYTES))
     except (KeyError, ValueError, RecursionError, ObjectAuthError):
         return None
     if not isinstance(proof, dict) or proof.get("backup_id") != backup_id:

@@ -159,7 +159,7 @@ def rollback(ctx: JobContext, repo: Repository, ids: list[str]) -> str | None:
     before = known(ctx.settings.workdir, repo) or {}
     seen = before.get("newest_backup")
     newest = ids[-1] if ids else None
-    if seen and seen not in ids and (newest is None or newest < seen):
+    if seen and seen not in ids and (newest is None or newest < seen) and not repo.was_forgotten(seen):
         return (f"repository {repo.location} serves an older state than this proxy saw: its newest backup is "
                 f"{newest or 'none'}, this proxy saw {seen} (backups deleted, or an old copy of the repository); "
                 f"if this is intended (e.g. forgotten by another proxy), run {ACCEPT}")

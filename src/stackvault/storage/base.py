@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import RepositoryError, UsageError
@@ -20,6 +20,53 @@ class TransientError(RepositoryError):
     """A failure that may go away if the call is repeated: a 5xx answer, a timeout, a refused or
     reset connection. Drivers raise it (with a message for the user, should every retry fail);
     `retry.RetryingBackend` retries it. Every other error is final at once."""
+
+
+class ObjectTooLargeError(RepositoryError, ValueError):
+    """An object larger than its reader accepts (`get(key, max_size=N)`), found before it was read
+    into memory: the store is not trusted, and a record, a lock or a key slot of gigabytes would
+    otherwise exhaust the proxy's memory. Callers report the object as damaged (`problem`); one that
+    ignores undecodable objects (a lock, a proof) ignores it with the other ValueErrors."""
+
+    def __init__(self, key: str, max_size: int) -> None:
+        self.key = key
+        self.problem = f"larger than {max_size} bytes"
+        super().__init__(f"repository object {key} is damaged ({self.problem})", "run `stackvault verify`")
+
+
+def read_capped(read: Callable[..., bytes], key: str, max_size: int | None, announced: int) -> bytes:
+    """The object `read(n)` streams, of `announced` bytes as the store says: ObjectTooLargeError
+    before reading when that is over `max_size`, and once more than `max_size` bytes came whatever it
+    said. One read of the announced size (one buffer, as a plain read), then small pieces for
+    whatever more comes, so a lying store cannot make a reader allocate beyond `max_size` + 1."""
+    if max_size is None:
+        return read()
+    check_size(key, announced, max_size)
+    parts, total, want = [], 0, announced + 1
+    while total <= max_size:
+        part = read(min(want, max_size + 1 - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+        want = _PIECE
+    if total > max_size:
+        raise ObjectTooLargeError(key, max_size)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def check_size(key: str, size: int, max_size: int | None) -> None:
+    """ObjectTooLargeError when a size the store announces is over `max_size`."""
+    if max_size is not None and size > max_size:
+        raise ObjectTooLargeError(key, max_size)
+
+
+#: What `read_capped` reads at once beyond the announced size.
+_PIECE = 1 << 20
+
+
+#: The cap for the small JSON objects (locks, proofs, key slots): each is well under a KiB.
+SMALL_OBJECT_BYTES = 64 << 10
 
 
 class Backend(abc.ABC):
@@ -43,8 +90,9 @@ class Backend(abc.ABC):
         """Store `data` under `key`, replacing any object there, atomically."""
 
     @abc.abstractmethod
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise `KeyError(key)` when it does not exist."""
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        """Return the object's bytes; raise `KeyError(key)` when it does not exist, and
+        ObjectTooLargeError, having read at most `max_size` + 1 bytes, when it is larger."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -86,8 +134,8 @@ class BackendWrapper(Backend):
     def put(self, key: str, data: bytes | memoryview) -> None:
         self.inner.put(key, data)
 
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        return self.inner.get(key, max_size)
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)

@@ -105,10 +105,10 @@ class FaultyBackend(BackendWrapper):
         self._inject("put", key)
         self.inner.put(key, data)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         if self._inject("get", key) == "missing":
             raise KeyError(key)
-        return self.inner.get(key)
+        return self.inner.get(key, max_size)
 
     def exists(self, key: str) -> bool:
         if self._inject("exists", key) == "missing":

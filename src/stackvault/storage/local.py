@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from ..engine.atomic import TEMP_PREFIX, write_atomic
 from ..engine.fileio import libc, make_private
 from ..errors import RepositoryError
-from .base import Backend, ObjectInfo
+from .base import Backend, ObjectInfo, read_capped
 from .keys import check_key
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -165,11 +165,11 @@ class LocalBackend(Backend):
             raise _NotAnObject
         return fd
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         try:
             fd = self._open_object(key)
             with os.fdopen(fd, "rb") as f:
-                return f.read()
+                return read_capped(f.read, key, max_size, os.fstat(fd).st_size)
         except _NotAnObject:
             raise KeyError(key) from None
         except OSError as exc:

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .base import Backend, ObjectInfo
+from .base import Backend, ObjectInfo, check_size
 
 
 class MemoryBackend(Backend):
@@ -19,9 +19,11 @@ class MemoryBackend(Backend):
         with self._lock:
             self._objects[key] = (bytes(data), time.time())
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         with self._lock:
-            return self._objects[key][0]
+            data = self._objects[key][0]
+        check_size(key, len(data), max_size)
+        return data
 
     def exists(self, key: str) -> bool:
         with self._lock:

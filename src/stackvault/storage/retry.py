@@ -54,8 +54,8 @@ class RetryingBackend(BackendWrapper):
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._call(f"put {key}", lambda: self.inner.put(key, data))
 
-    def get(self, key: str) -> bytes:
-        return self._call(f"get {key}", lambda: self.inner.get(key))
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        return self._call(f"get {key}", lambda: self.inner.get(key, max_size))
 
     def exists(self, key: str) -> bool:
         return self._call(f"exists {key}", lambda: self.inner.exists(key))

@@ -14,7 +14,7 @@ uploads only go fast in parallel.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import boto3
@@ -30,7 +30,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import RepositoryError, UsageError
-from .base import Backend, ObjectInfo, TransientError
+from .base import Backend, ObjectInfo, TransientError, read_capped
 
 #: Connections kept open to the endpoint: more than any sensible number of upload workers.
 POOL_CONNECTIONS = 64
@@ -81,10 +81,11 @@ class S3Backend(Backend):
         with self._translate(key):
             self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=bytes(data))
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         with self._translate(key, missing_is_key_error=True):
             resp = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-            return resp["Body"].read()
+            with closing(resp["Body"]) as body:
+                return read_capped(body.read, key, max_size, resp.get("ContentLength", 0))
 
     def exists(self, key: str) -> bool:
         try:

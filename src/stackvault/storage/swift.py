@@ -26,7 +26,7 @@ from swiftclient import client as swift_client
 from swiftclient.exceptions import ClientException
 
 from ..errors import RepositoryError
-from .base import Backend, ObjectInfo, TransientError
+from .base import Backend, ObjectInfo, TransientError, read_capped
 
 class SwiftBackend(Backend):
     parallel_calls = 8
@@ -111,12 +111,20 @@ class SwiftBackend(Backend):
         self._call(key, lambda c: c.put_object(self.container, self.prefix + key, body,
                                                content_length=len(body)))
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         def gone() -> bytes:
             raise KeyError(key)
 
-        return self._call(key, lambda c: c.get_object(self.container, self.prefix + key)[1],
-                          missing=gone)
+        def read(c: swift_client.Connection) -> bytes:
+            if max_size is None:
+                return c.get_object(self.container, self.prefix + key)[1]
+            headers, body = c.get_object(self.container, self.prefix + key, resp_chunk_size=1 << 20)
+            try:
+                return read_capped(body.read, key, max_size, int(headers.get("content-length", 0)))
+            finally:
+                body.close()
+
+        return self._call(key, read, missing=gone)
 
     def exists(self, key: str) -> bool:
         return self._call(key, lambda c: c.head_object(self.container, self.prefix + key) is not None,
