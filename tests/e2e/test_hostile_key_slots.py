@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from stackvault.engine import keys
+from stackvault.engine.crypto import canonical_checksum
 
 from .test_encryption import PASSPHRASE, EncryptedSv
 
@@ -32,7 +33,7 @@ def _slot(repo_id: str, **changes: object) -> dict:
         else:
             doc[name] = value
     doc.pop("checksum")
-    doc["checksum"] = keys._checksum(doc)
+    doc["checksum"] = canonical_checksum(doc)
     return doc
 
 

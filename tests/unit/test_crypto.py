@@ -77,7 +77,7 @@ def test_damaged_or_foreign_key_slot_is_named():
         keys.parse_slot("keys/s.json", json.dumps(accidental).encode(), "repo1")
     # A deliberate edit that also fixes the checksum still fails: every field is authenticated.
     forged = dict(doc, created="2000-01-01T00:00:00+00:00")
-    forged["checksum"] = keys._checksum(forged)
+    forged["checksum"] = canonical_checksum(forged)
     parsed = keys.parse_slot("keys/s.json", json.dumps(forged).encode(), "repo1")
     with pytest.raises(keys.KeySlotError, match="keys/s.json.*altered"):
         keys.unwrap("keys/s.json", parsed, "pw")

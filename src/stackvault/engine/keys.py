@@ -25,14 +25,13 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import RepositoryError, UsageError, warn
 from ..storage import Backend
 from ..storage.base import SMALL_OBJECT_BYTES, ObjectTooLargeError
-from .crypto import CIPHER, MASTER_KEY_SIZE, NONCE_SIZE, canonical, derive
+from .crypto import CIPHER, MASTER_KEY_SIZE, NONCE_SIZE, canonical, canonical_checksum, derive
 
 PREFIX = "keys/"
 SLOT_FORMAT = "stackvault-key"
@@ -97,10 +96,6 @@ def _wrapping(doc: dict) -> bytes:
     return canonical({k: v for k, v in doc.items() if k not in ("wrapped", "checksum")})
 
 
-def _checksum(doc: dict) -> str:
-    return blake3.blake3(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
-
-
 def new_slot(repo_id: str, master: bytes, passphrase: str, *, n: int | None = None, r: int | None = None,
              p: int | None = None, host: str = "") -> dict:
     """A new key slot document holding `master` under `passphrase` (scrypt cost: the module's defaults)."""
@@ -111,7 +106,7 @@ def new_slot(repo_id: str, master: bytes, passphrase: str, *, n: int | None = No
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": host, "kdf": kdf,
            "cipher": CIPHER, "check": derive(kek, "key slot check")[:16].hex(), "nonce": _b64(nonce)}
     doc["wrapped"] = _b64(AESGCM(derive(kek, "key slot wrapping")).encrypt(nonce, master, _wrapping(doc)))
-    doc["checksum"] = _checksum(doc)
+    doc["checksum"] = canonical_checksum(doc)
     return doc
 
 
@@ -123,7 +118,7 @@ def parse_slot(key: str, raw: bytes, repo_id: str) -> dict:
         raise KeySlotError(key, "not JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != SLOT_FORMAT:
         raise KeySlotError(key, "not a stackvault key slot")
-    if doc.get("checksum") != _checksum(doc):
+    if doc.get("checksum") != canonical_checksum(doc):
         raise KeySlotError(key, "checksum mismatch")
     version = doc.get("version")
     if not _is_int(version):
