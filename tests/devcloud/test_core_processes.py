@@ -16,6 +16,9 @@ def test_stop_all_stops_spawned_and_orphaned_processes(tmp_path):
     orphan = processes.spawn(state, "orphan", sleeper)
     (state / "run" / "orphan.pid").unlink()  # as after a crash that lost its pid file
     assert processes.running_pid(state, "sleeper") == spawned
+    deadline = time.monotonic() + 10  # /proc shows a child's own environment only once it has exec'd
+    while not {spawned, orphan} <= processes.marked_pids(state) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert {spawned, orphan} <= processes.marked_pids(state)
 
     stopped = processes.stop_all(state)
