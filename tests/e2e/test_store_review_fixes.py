@@ -8,7 +8,6 @@ Every test uses the real CLI; the repository's files are changed only as a store
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 from dataclasses import dataclass
@@ -140,19 +139,22 @@ def test_a_differential_over_a_damaged_full_record_stores_every_block(tmp_path: 
 
 
 def _measured(sv: Stackvault, *args: str) -> tuple[Result, int]:
-    """Run one command; its result and the peak resident memory of its process, in bytes."""
+    """Run one command; its result and the peak resident memory of its process, in bytes.
+
+    Measured by GNU time, whose child is forked from a small process: a child forked from pytest
+    itself inherits pytest's peak (Linux keeps it across fork and exec), whatever the command does.
+    """
     argv = sv.argv(list(args))
-    out, err = sv.root / "out.txt", sv.root / "err.txt"
+    out, err, peak = sv.root / "out.txt", sv.root / "err.txt", sv.root / "peak.txt"
     with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen(argv, stdout=o, stderr=e, env=sv.env())
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *argv], stdout=o, stderr=e,
+                              env=sv.env())
     res = Result(argv, proc.returncode, out.read_text(), err.read_text())
     try:
         res.data = json.loads(res.stdout)
     except ValueError:
         pass
-    return res, usage.ru_maxrss * 1024
+    return res, int(peak.read_text().split()[-1]) * 1024
 
 
 #: What a command may hold in memory at its peak here (the interpreter and its libraries included):

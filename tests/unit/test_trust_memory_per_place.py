@@ -86,6 +86,7 @@ def test_a_memory_kept_by_location_is_taken_over_by_its_repository(ctx: JobConte
     repo = _s3_repo("a" * 32)
     trust.check(ctx, repo)
     assert trust.known(ctx.settings.workdir, repo)["newest_backup"] == "20261205T000000000Z-aaaaaa"
+    repo.was_forgotten = lambda _backup_id: False  # no store here: the newest backup was not forgotten
     assert "older state" in trust.rollback(ctx, repo, ["20261201T000000000Z-bbbbbb"])
 
 
