@@ -19,6 +19,9 @@ import pytest
 from .helpers import MIB, Stackvault, change_blocks, make_random_image, sha256_file, tree_listing
 from .test_bad_input import assert_clear_error
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 
 def _checkpoint(db: Path) -> None:
     """Fold the WAL into the database file, so that damaging the file damages the catalog."""

@@ -22,6 +22,9 @@ import pytest
 from .helpers import MIB, Stackvault, make_random_image, sha256_file, tree_listing
 from .test_bad_input import assert_clear_error
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 
 def _outside(tmp_path: Path) -> Path:
     """A directory outside the repository holding a file a planted link or key would reach."""

@@ -21,6 +21,9 @@ import pytest
 from .helpers import MIB, Stackvault, make_random_image, one_error, sha256_file
 from .test_encryption import EncryptedSv
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 KEY = "locks/1700000000-planted.json"
 #: Older than any lease (120 s): what a proxy that wrote it and died leaves behind.
 OLD_S = 3600

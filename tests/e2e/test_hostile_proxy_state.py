@@ -21,6 +21,9 @@ from .helpers import MIB, Stackvault, make_random_image, tree_listing
 from .test_bad_input import assert_clear_error
 from .test_encryption import EncryptedSv
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 PASSWORD = "Sup3r-s3cret-catalog-pw"
 PG_URL = f"postgresql+psycopg://stackvault:{PASSWORD}@db.example.net:5432/stackvault"
 

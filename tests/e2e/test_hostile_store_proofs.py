@@ -16,6 +16,9 @@ import pytest
 from .helpers import MIB, Stackvault, make_random_image
 from .test_encryption import EncryptedSv
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 DAMAGE = {
     "not json": b"\x00\x01 not a proof",
     "a list": b"[1, 2, 3]",

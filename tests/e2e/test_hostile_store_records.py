@@ -15,6 +15,9 @@ import pytest
 
 from .helpers import MIB, Stackvault, make_random_image, one_error, sha256_file
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 
 def record(repo: Stackvault, backup_id: str) -> Path:
     return repo.repo / "backups" / f"{backup_id}.json"

@@ -20,6 +20,9 @@ import pytest
 from .helpers import MIB, Result, Stackvault, make_random_image, sha256_file, tree_listing
 from .test_bad_input import assert_clear_error
 
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def two_backups(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stackvault, Path, list[str]]:

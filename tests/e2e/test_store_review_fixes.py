@@ -13,7 +13,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from .helpers import MIB, Result, Stackvault, change_blocks, make_random_image, one_error, sha256_file
+
+# Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
+pytestmark = pytest.mark.slow
 
 PASSPHRASE = "correct horse battery staple"
 
