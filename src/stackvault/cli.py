@@ -45,6 +45,10 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
     p.add_argument("--passphrase-file", default=default, metavar="PATH",
                    help="an encrypted repository's passphrase (else STACKVAULT_PASSPHRASE, else asked on a terminal)")
+    p.add_argument("--ceph-conf", default=default, metavar="PATH", help="rbd sources: ceph.conf ([ceph] conf)")
+    p.add_argument("--ceph-client", default=default, metavar="client.NAME",
+                   help="rbd sources: the Ceph user, read-only is enough ([ceph] client)")
+    p.add_argument("--ceph-keyring", default=default, metavar="PATH", help="rbd sources: that user's keyring ([ceph] keyring)")
 
 
 def _share_options(p: argparse.ArgumentParser) -> None:
@@ -80,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add: the new passphrase (else STACKVAULT_NEW_PASSPHRASE, else asked on a terminal)")
 
     p = cmd("backup", "back up disks, servers or volumes")
-    p.add_argument("--source", action="append", default=[], metavar="file:PATH", help="a disk image or device")
+    p.add_argument("--source", action="append", default=[], metavar="file:PATH",
+                   help="a disk image or device, or rbd:POOL/IMAGE@SNAP (an RBD snapshot)")
     p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
     p.add_argument("--volume", action="append", default=[], metavar="NAME|ID", help="a Cinder volume")
     p.add_argument("--all", action="store_true", help="every server of the project")
@@ -191,6 +196,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
                              lock_wait=args.wait)
     if args.os_cloud:
         settings.cloud.os_cloud = args.os_cloud
+    for key in ("conf", "client", "keyring"):
+        if getattr(args, f"ceph_{key}"):
+            setattr(settings.ceph, key, getattr(args, f"ceph_{key}"))
     if hasattr(args, "shard"):  # backup, doctor, list
         settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
