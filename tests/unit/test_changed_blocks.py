@@ -114,3 +114,43 @@ def test_a_source_that_cannot_diff_and_a_resized_disk_fall_back_to_a_full_read()
         "path": "full_read", "why": "base snapshot s1 no longer exists"}
     resized = plan_changed_blocks(Listing(bytearray(9 * BS), []), META, keep, 0.005, hasher)
     assert resized == {"path": "full_read", "why": f"image resized from {8 * BS} to {9 * BS} bytes"}
+
+
+def test_the_engine_with_a_plan_reads_only_its_blocks_and_builds_the_index_a_full_read_builds(tmp_path):
+    from stackvault.engine.pipeline import DiskBackup
+    from stackvault.engine.repository import Repository
+    from stackvault.engine.sources import RawSource
+    from stackvault.engine.state import DiskBase
+    from stackvault.storage.memory import MemoryBackend
+
+    block = 64 << 10
+    path = tmp_path / "disk.img"
+    path.write_bytes(os.urandom(32 * block))
+    repo = Repository.init(MemoryBackend(), block)
+
+    def backup(level: str, base: DiskBase, backup_id: str, plan=None):
+        source = RawSource(path=str(path), name="disk", key="disk", format="raw", meta={})
+        source.open()
+        try:
+            run = DiskBackup(repo, source, level, base, backup_id, plan=plan)
+            index, bitmap = run.run()
+        finally:
+            source.close()
+        return index, bitmap, run.stats
+
+    first, bits, _ = backup("full", DiskBase(), "20261201T000000000Z-aaaaaa")
+    with open(path, "r+b") as f:
+        f.seek(3 * block + 100)
+        f.write(b"changed")
+        f.seek(20 * block)
+        f.write(bytes(2 * block))  # discarded: zeros
+    base = DiskBase(previous=first, bitmap=bits, base_backup_id=first.backup_id, full_backup_id=first.backup_id)
+    blocks = bytearray([KEEP]) * 32
+    mark_extent(blocks, block, 32 * block, 3 * block + 100, 7, True)
+    mark_extent(blocks, block, 32 * block, 20 * block, 2 * block, False)
+    plan = ReadPlan(blocks, first)
+    fast, _, stats = backup("incremental", base, "20261201T000001000Z-bbbbbb", plan)
+    whole, _, whole_stats = backup("incremental", base, "20261201T000002000Z-cccccc")
+    assert fast.digests == whole.digests
+    assert stats.bytes_read == block and whole_stats.bytes_read == 32 * block  # zeros written, not a hole
+    assert stats.blocks_changed == whole_stats.blocks_changed == 3
