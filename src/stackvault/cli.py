@@ -181,9 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _disk_key(spec: str | None) -> str | None:
+def _disk_key(spec: str | None, settings: Settings) -> str | None:
     if spec is None:
         return None
+    if spec.startswith("rbd:"):  # its key names the cluster's fsid and the image: ask the cluster
+        from .engine.sources import open_source
+
+        with open_source(spec, settings.ceph) as source:
+            return source.key
     import os
 
     path = spec.split(":", 1)[1] if ":" in spec and len(spec.split(":", 1)[0]) > 1 else spec
@@ -268,10 +273,10 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         try:
             synced = sync_catalog(ctx)
-            rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+            rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source, settings))
             unlisted = None
         except CatalogError as exc:  # the repository holds the truth: list its records, and say why
-            rows, synced, unlisted = *_records(ctx, _disk_key(args.source)), exc
+            rows, synced, unlisted = *_records(ctx, _disk_key(args.source, settings)), exc
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
@@ -346,7 +351,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             out = Path(args.config_out) if args.config_out else None
             return (proxy_state.restore_state(ctx, args.state_id, out, args.force, confirm=_confirmer(args.yes)),
                     render.state_restored, EXIT_OK)
-        return rebuild_state(ctx, _disk_key(args.source)), render.state, EXIT_OK
+        return rebuild_state(ctx, _disk_key(args.source, settings)), render.state, EXIT_OK
     if c == "recover":
         from .jobs.proxy_state import recover
 

@@ -170,6 +170,8 @@ def test_incrementals_of_rbd_snapshots_read_what_changed_and_restore_exactly(set
     assert inc["blocks_changed"] == changed, inc
     assert inc["bytes_read"] <= (12 * 2 + 18 + 4 + read["sample_blocks"]) * BLOCK, inc
     assert inc["bytes_read"] < SIZE / 6, f"an Incremental reads what changed, not the image: {inc}"
+    listed = sv.run("list", "--source", f"rbd:{ceph.POOL}/{IMAGE}@s2", globals_=cfg).data["backups"]
+    assert len(listed) == 2, f"`list --source` finds the image's backups, whatever the snapshot: {listed}"
     shown = sv.run("show", "latest").data["disks"][0]
     assert shown["disk_key"] == inc["disk_key"] == full["disk_key"]
     assert shown["meta"]["rbd"]["snapshot"] == "s2" and isinstance(shown["meta"]["rbd"]["snap_id"], int)

@@ -154,3 +154,22 @@ def test_the_engine_with_a_plan_reads_only_its_blocks_and_builds_the_index_a_ful
     assert fast.digests == whole.digests
     assert stats.bytes_read == block and whole_stats.bytes_read == 32 * block  # zeros written, not a hole
     assert stats.blocks_changed == whole_stats.blocks_changed == 3
+
+
+def test_without_librbd_bindings_only_an_rbd_source_fails_and_says_how_to_get_them(monkeypatch, tmp_path):
+    import sys
+
+    import pytest
+
+    from stackvault.engine.sources import open_source
+    from stackvault.errors import SourceError
+
+    monkeypatch.setitem(sys.modules, "rbd", None)  # what a Python without the bindings sees
+    monkeypatch.setitem(sys.modules, "rados", None)
+    with pytest.raises(SourceError) as err:
+        open_source("rbd:volumes/disk@s1")
+    assert "python3-rbd" in str(err.value) and "\n" not in str(err.value)
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"x" * 4096)
+    with open_source(f"file:{path}") as source:
+        assert source.size == 4096

@@ -55,7 +55,7 @@ class RbdSource(DiskSource):
         options = {"keyring": keyring} if keyring else {}
         where = f"{self.pool}/{self.image_name}@{self.snapshot}"
         try:
-            self._cluster = rados.Rados(conffile=conf or "", name=client, conf=options)
+            self._cluster = rados.Rados(conffile=conf, name=client, conf=options)  # None: the usual places
             self._cluster.connect(timeout=30)
             fsid = self._cluster.get_fsid()
             self._ioctx = self._cluster.open_ioctx(self.pool)
