@@ -46,6 +46,10 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
     p.add_argument("--passphrase-file", default=default, metavar="PATH",
                    help="an encrypted repository's passphrase (else STACKVAULT_PASSPHRASE, else asked on a terminal)")
+    p.add_argument("--ceph-conf", default=default, metavar="PATH", help="rbd sources: ceph.conf ([ceph] conf)")
+    p.add_argument("--ceph-client", default=default, metavar="client.NAME",
+                   help="rbd sources: the Ceph user, read-only is enough ([ceph] client)")
+    p.add_argument("--ceph-keyring", default=default, metavar="PATH", help="rbd sources: that user's keyring ([ceph] keyring)")
 
 
 def _share_options(p: argparse.ArgumentParser) -> None:
@@ -81,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add: the new passphrase (else STACKVAULT_NEW_PASSPHRASE, else asked on a terminal)")
 
     p = cmd("backup", "back up disks, servers or volumes")
-    p.add_argument("--source", action="append", default=[], metavar="file:PATH", help="a disk image or device")
+    p.add_argument("--source", action="append", default=[], metavar="file:PATH",
+                   help="a disk image or device, or rbd:POOL/IMAGE@SNAP (an RBD snapshot)")
     p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
     p.add_argument("--volume", action="append", default=[], metavar="NAME|ID", help="a Cinder volume")
     p.add_argument("--all", action="store_true", help="every server of the project")
@@ -177,9 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _disk_key(spec: str | None) -> str | None:
+def _disk_key(spec: str | None, settings: Settings) -> str | None:
     if spec is None:
         return None
+    if spec.startswith("rbd:"):  # its key names the cluster's fsid and the image: ask the cluster
+        from .engine.sources import open_source
+
+        with open_source(spec, settings.ceph) as source:
+            return source.key
     import os
 
     path = spec.split(":", 1)[1] if ":" in spec and len(spec.split(":", 1)[0]) > 1 else spec
@@ -192,6 +202,9 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
                              lock_wait=args.wait)
     if args.os_cloud:
         settings.cloud.os_cloud = args.os_cloud
+    for key in ("conf", "client", "keyring"):
+        if getattr(args, f"ceph_{key}"):
+            setattr(settings.ceph, key, getattr(args, f"ceph_{key}"))
     if hasattr(args, "shard"):  # backup, doctor, list
         settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
@@ -262,10 +275,10 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
 
         try:
             synced = sync_catalog(ctx)
-            rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source))
+            rows = ctx.catalog.backups(ctx.repo.id, _disk_key(args.source, settings))
             unlisted = None
         except CatalogError as exc:  # the repository holds the truth: list its records, and say why
-            rows, synced, unlisted = *_records(ctx, _disk_key(args.source)), exc
+            rows, synced, unlisted = *_records(ctx, _disk_key(args.source, settings)), exc
         if args.server:
             rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
                                                        (r.source or {}).get("server", {}).get("name"))]
@@ -342,7 +355,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
             out = Path(args.config_out) if args.config_out else None
             return (proxy_state.restore_state(ctx, args.state_id, out, args.force, confirm=_confirmer(args.yes)),
                     render.state_restored, EXIT_OK)
-        return rebuild_state(ctx, _disk_key(args.source)), render.state, EXIT_OK
+        return rebuild_state(ctx, _disk_key(args.source, settings)), render.state, EXIT_OK
     if c == "recover":
         from .jobs.proxy_state import recover
 

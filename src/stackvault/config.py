@@ -82,6 +82,13 @@ def seconds(value: object, origin: str, positive: bool = False) -> float:
     return number
 
 
+def sample_share(value: object, origin: str) -> float:
+    """A share from 0 to 1 (0.005 is half a percent)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1:
+        return float(value)
+    raise UsageError(f"bad value {value!r} for {origin}: not a share from 0 to 1", "write e.g. 0.005 for 0.5 %")
+
+
 def compression_level(value: object, origin: str) -> int:
     """A zstd level from COMPRESSION_LEVELS: a level zstd refuses would fail every later backup."""
     level = whole_number(value, origin, minimum=-(1 << 31))
@@ -126,6 +133,18 @@ class CloudSettings:
 
 
 @dataclass
+class CephSettings:
+    """How stackvault reaches a Ceph cluster to read `rbd:` sources (the [ceph] section)."""
+
+    conf: str | None = None  # ceph.conf path; librados looks in its usual places when unset
+    client: str = "client.admin"  # a read-only user is enough: `profile rbd-read-only pool=...`
+    keyring: str | None = None  # when ceph.conf does not name the user's keyring
+    #: Share of the blocks the changed-block list calls unchanged that are read anyway and compared
+    #: with the previous backup (at least 8 of them); 0 trusts the list without checking.
+    verify_sample: float = 0.005
+
+
+@dataclass
 class CloudJob:
     """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
     proxy serves several clouds and projects (`stackvault backup --job NAME`)."""
@@ -155,6 +174,7 @@ class Settings:
     lock_wait: float = 0.0
     retention: Retention = field(default_factory=Retention)
     cloud: CloudSettings = field(default_factory=CloudSettings)
+    ceph: CephSettings = field(default_factory=CephSettings)
     jobs: list[CloudJob] = field(default_factory=list)
     config_path: Path | None = None
     #: Refuse plain repositories (and so a plain `config` planted by the store): docs/encryption.md.
@@ -191,7 +211,8 @@ class Settings:
 _TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "workers", "sync", "lock_wait",
              "require_encryption"}
 _SECTIONS = {"retention": {f.name: int for f in fields(Retention)},
-             "cloud": {f.name: f.type for f in fields(CloudSettings)}}
+             "cloud": {f.name: f.type for f in fields(CloudSettings)},
+             "ceph": {f.name: f.type for f in fields(CephSettings)}}
 
 
 def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
@@ -275,6 +296,8 @@ def _cloud_job(entry: object, number: int, path: Path) -> CloudJob:
 def _section_value(section: str, key: str, value: object, path: Path) -> object:
     kind = _SECTIONS[section][key]
     origin = f"{section}.{key} in {path}"
+    if (section, key) == ("ceph", "verify_sample"):
+        return sample_share(value, origin)
     if kind in (int, "int"):
         return whole_number(value, origin, minimum=_MINIMUM.get((section, key), 0))
     if kind in (float, "float"):

@@ -28,6 +28,10 @@ def backup(r: dict) -> str:
                      f"changed {d['blocks_changed']}/{d['blocks_total']} blocks")
         if d.get("reason"):
             lines.append(f"    {d['reason']}")
+        if d.get("read", {}).get("path") == "changed_blocks":
+            rd = d["read"]
+            lines.append(f"    changed blocks since snapshot {rd['base_snapshot']}: {rd['blocks_listed']} listed in "
+                         f"{rd['listing_s']:.3f} s; {rd['sample_blocks']} unchanged blocks sampled, all as before")
     dur = r["duration_s"] or 1e-9
     lines += [
         f"  Size:             {human_bytes(r['size'])}",

@@ -32,3 +32,18 @@ def test_bad_config_names_the_key(tmp_path, body, message):
     cfg.write_text(body)
     with pytest.raises(UsageError, match=message):
         load_settings(str(cfg))
+
+
+def test_ceph_section_is_read_and_its_sample_share_checked(tmp_path):
+    cfg = tmp_path / "sv.toml"
+    cfg.write_text('[ceph]\nconf = "/etc/ceph/c.conf"\nclient = "client.stackvault"\nverify_sample = 0.01\n')
+    s = load_settings(str(cfg))
+    assert (s.ceph.conf, s.ceph.client, s.ceph.keyring, s.ceph.verify_sample) == (
+        "/etc/ceph/c.conf", "client.stackvault", None, 0.01)
+    for bad in ("1.5", "-0.1", '"often"', "true"):
+        cfg.write_text(f"[ceph]\nverify_sample = {bad}\n")
+        with pytest.raises(UsageError, match="ceph.verify_sample .* not a share from 0 to 1"):
+            load_settings(str(cfg))
+    cfg.write_text('[ceph]\nclient = 7\n')
+    with pytest.raises(UsageError, match="ceph.client .* must be a string"):
+        load_settings(str(cfg))

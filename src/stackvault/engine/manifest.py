@@ -105,6 +105,9 @@ class DiskRecord:
     blocks_new_chunks: int = 0
     bytes_new_plain: int = 0
     meta: dict = field(default_factory=dict)
+    #: How a source that lists its changes was read: `path` changed_blocks or full_read, `why`, and
+    #: for the changed-block path the base snapshot, blocks listed, listing time and the sample's result.
+    read: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -222,7 +225,7 @@ _DISK_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "format": ((str,), False), "reason": ((str,), False), "bytes_read": ((int,), False),
     "bytes_stored": ((int,), False), "blocks_total": ((int,), False), "blocks_changed": ((int,), False),
     "blocks_zero": ((int,), False), "blocks_new_chunks": ((int,), False), "bytes_new_plain": ((int,), False),
-    "meta": ((dict,), False),
+    "meta": ((dict,), False), "read": ((dict,), False),
 }
 
 

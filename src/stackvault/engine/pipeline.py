@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .bitmap import ChangeBitmap
 from .blockindex import ZERO_DIGEST, BlockIndex, block_count
+from .changed import KEEP, ZERO, ReadPlan
 from .chunks import encode_chunk
 from .presence import ListedChunks
 from .repository import Repository
@@ -77,11 +78,18 @@ class RecentDigests:
 
 
 class DiskBackup:
-    """One disk's pass at one level. `run()` returns the new index and change bitmap."""
+    """One disk's pass at one level. `run()` returns the new index and change bitmap.
+
+    Without a `plan` every block that may hold data is read. With one (engine/changed.py: the source
+    listed what changed since an earlier backup), only its READ blocks are; its KEEP blocks take the
+    earlier backup's digest, whose chunk that backup already references, so they are never stored.
+    """
 
     def __init__(self, repo: Repository, source: DiskSource, level: str, base: DiskBase, backup_id: str,
-                 *, workers: int = 2, progress: Progress | None = None) -> None:
+                 *, workers: int = 2, progress: Progress | None = None, plan: ReadPlan | None = None) -> None:
         assert level in LEVELS
+        assert plan is None or level != "full", "a Full reads every block"
+        self.plan = plan
         self.repo = repo
         self.source = source
         self.level = level
@@ -107,10 +115,14 @@ class DiskBackup:
         changed = ChangeBitmap.empty(size, bs)
         self.stats.blocks_total = n
 
-        has_data = bytearray(n)
-        for off, length in self.source.data_extents():
-            if length > 0:
-                has_data[off // bs : (off + length - 1) // bs + 1] = b"\x01" * ((off + length - 1) // bs + 1 - off // bs)
+        if self.plan is not None:
+            todo = self.plan.blocks
+            self.stats.bytes_read += self.plan.bytes_read
+        else:
+            todo = bytearray(n)  # ZERO, or READ where data may be
+            for off, length in self.source.data_extents():
+                if length > 0:
+                    todo[off // bs : (off + length - 1) // bs + 1] = b"\x01" * ((off + length - 1) // bs + 1 - off // bs)
 
         def record(i: int, digest: bytes) -> bool:
             """Store the digest; True when the level wants this block's chunk stored."""
@@ -151,9 +163,9 @@ class DiskBackup:
         with ThreadPoolExecutor(threads, thread_name_prefix="sv-block") as pool:
             try:
                 for i in range(n):
-                    if not has_data[i]:
+                    if todo[i] == ZERO or todo[i] == KEEP:
                         with self._lock:
-                            record(i, ZERO_DIGEST)
+                            record(i, ZERO_DIGEST if todo[i] == ZERO else self.plan.keep.digest(i))
                         self._report(index.block_length(i))
                         continue
                     length = index.block_length(i)
@@ -213,7 +225,11 @@ class DiskBackup:
             return ChangeBitmap.empty(size, bs, self.backup_id, self.backup_id)
         old = self.base.bitmap
         bits = bytearray(changed.bits)
-        if old is not None and len(old.bits) == len(bits):
+        if self.base.previous is not None and self.base.previous.disk_size != size:
+            # A resized disk: its blocks no longer line up with the Full's, so all count as changed
+            # (a later Differential stores them all, as after a pruned Full).
+            bits[:] = b"\xff" * len(bits)
+        elif old is not None and len(old.bits) == len(bits):
             bits = bytearray((int.from_bytes(bits, "little") | int.from_bytes(old.bits, "little"))
                              .to_bytes(len(bits), "little"))
         return ChangeBitmap(bs, size, self.base.full_backup_id or self.backup_id, self.backup_id, bits)

@@ -48,6 +48,8 @@ class DiskBase:
     bitmap: ChangeBitmap | None = None
     base_backup_id: str | None = None
     full_backup_id: str | None = None
+    #: What the source recorded of itself in the newest backup (an RBD snapshot's name and id).
+    meta: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -74,7 +76,7 @@ class WorkingState:
         if latest is None:
             return DiskBase()
         record, disk = latest
-        base = DiskBase(base_backup_id=record.backup_id, full_backup_id=disk.full_backup_id)
+        base = DiskBase(base_backup_id=record.backup_id, full_backup_id=disk.full_backup_id, meta=disk.meta)
         sha_path, bmp_path = self.paths(disk_key)
         problem = None
         try:

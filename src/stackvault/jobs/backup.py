@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import __version__
+from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
 from ..engine.manifest import BackupRecord, DiskRecord, index_key, new_backup_id
 from ..engine.pipeline import LEVELS, DiskBackup
 from ..engine.repository import hostname
 from ..engine.sources import DiskSource, open_source
+from ..engine.state import DiskBase
 from ..errors import StackvaultError, UsageError
 from .context import JobContext
 
@@ -36,6 +38,10 @@ def choose_level(requested: str, base_previous, size: int, block_size: int) -> t
     if base_previous is None:
         return "full", f"no earlier backup of this disk: {requested} upgraded to full"
     if base_previous.disk_size != size:
+        # An Incremental compares digests block by block, whatever the sizes; a Differential counts
+        # from a Full of the old geometry, so it starts a new one.
+        if requested == "incremental":
+            return "incremental", f"disk size changed from {base_previous.disk_size} to {size} bytes: every block read"
         return "full", f"disk size changed from {base_previous.disk_size} to {size} bytes: new full"
     if base_previous.block_size != block_size:
         return "full", f"block size changed from {base_previous.block_size} to {block_size}: new full"
@@ -62,10 +68,18 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 warnings.extend(base.warnings)
                 # A changed level is no fault (a first backup, a resized disk): the disk's `reason` says it.
                 level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
+                plan, read_info = None, {}
+                if source.lists_changes:
+                    plan, read_info = read_plan(ctx, source, level, reason, base)
+                    if read_info["path"] == "full_read" and level != "full" and not reason:
+                        reason = f"{read_info['why']}: read in full"
+                    if read_info.get("sample_mismatches"):  # the listing Ceph gave was wrong: loudly
+                        warnings.append(f"disk {source.name}: {reason}")
                 cb = progress(source.name, source.size) if progress else None
                 # Object stores answer each call slowly but many at once: more workers keep uploads parallel.
                 workers = max(ctx.settings.workers, getattr(repo.backend, "parallel_calls", 1))
-                run = DiskBackup(repo, source, level, base, backup_id, workers=workers, progress=cb)
+                run = DiskBackup(repo, source, level, base, backup_id, workers=workers, progress=cb, plan=plan)
+                run.stats.bytes_read += read_info.pop("sample_bytes", 0)  # a sample that disagreed
                 index, bitmap = run.run()
                 key = index_key(backup_id, position)
                 repo.put_index(key, index)
@@ -79,7 +93,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                     bytes_read=st.bytes_read, bytes_stored=st.bytes_stored, blocks_total=st.blocks_total,
                     blocks_changed=st.blocks_changed, blocks_zero=st.blocks_zero,
                     blocks_new_chunks=st.blocks_new_chunks, bytes_new_plain=st.bytes_stored_plain,
-                    meta=dict(source.meta),
+                    meta=dict(source.meta), read=read_info,
                 ))
                 results.append((source.key, index, bitmap))
             levels = {d.level for d in disks}
@@ -108,6 +122,23 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
         raise
 
 
+def read_plan(ctx: JobContext, source: DiskSource, level: str, reason: str,
+              base: DiskBase) -> tuple[ReadPlan | None, dict]:
+    """For a source that lists its changes: the blocks to read, against the backup whose snapshot the
+    level diffs from (the newest backup for an Incremental, the last Full for a Differential), or
+    None and why the disk is read in full. Every fallback is a correct backup, never a failure."""
+    if level == "full":
+        return None, full_read(reason or "a Full reads every block")
+    keep, meta = base.previous, base.meta
+    if level == "differential" and base.full_backup_id != base.base_backup_id:
+        found = ctx.repo.latest_disk(source.key, full_only=True)
+        if found is None or found[0].backup_id != base.full_backup_id:
+            return None, full_read(f"the last Full ({base.full_backup_id}) is no longer in the repository")
+        keep, meta = ctx.repo.get_index(found[1]), found[1].meta
+    plan = plan_changed_blocks(source, meta, keep, ctx.settings.ceph.verify_sample, ctx.repo.hash_block)
+    return (plan, plan.info) if isinstance(plan, ReadPlan) else (None, plan)
+
+
 def back_up_files(ctx: JobContext, specs: list[str], level: str, name: str = "", tags: dict | None = None,
                   progress: ProgressFactory | None = None) -> BackupRecord:
     if not specs:
@@ -115,7 +146,7 @@ def back_up_files(ctx: JobContext, specs: list[str], level: str, name: str = "",
     sources: list[DiskSource] = []
     try:
         for spec in specs:
-            sources.append(open_source(spec))
+            sources.append(open_source(spec, ctx.settings.ceph))
         keys = [s.key for s in sources]
         if len(set(keys)) != len(keys):
             raise UsageError("the same source is named twice", "name each disk once")
@@ -145,7 +176,7 @@ def backup_report(record: BackupRecord) -> dict:
             {"name": d.name, "disk_key": d.disk_key, "size": d.size, "block_size": d.block_size, "level": d.level,
              "bytes_read": d.bytes_read, "bytes_stored": d.bytes_stored, "blocks_total": d.blocks_total,
              "blocks_changed": d.blocks_changed, "blocks_zero": d.blocks_zero,
-             "blocks_new_chunks": d.blocks_new_chunks, "reason": d.reason}
+             "blocks_new_chunks": d.blocks_new_chunks, "reason": d.reason, "read": d.read}
             for d in record.disks
         ],
     }

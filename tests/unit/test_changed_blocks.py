@@ -1,0 +1,175 @@
+"""The changed-block read plan (engine/changed.py) without a cluster: which blocks a listing of changed
+extents makes the engine read, and the sample that checks the listing against the previous index.
+
+A real librbd listing never misses a write (tests/ceph/test_rbd_changed_blocks.py); the sample exists
+for the day one does, so here a listing that misses a change is given on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import blake3
+
+from stackvault.engine.blockindex import ZERO_DIGEST, BlockIndex
+from stackvault.engine.changed import KEEP, READ, ZERO, ReadPlan, mark_extent, pick_sample, plan_changed_blocks
+
+BS = 4096
+
+
+def plan_of(size: int, extents: list[tuple[int, int, bool]]) -> bytes:
+    blocks = bytearray([KEEP]) * -(-size // BS)
+    for off, n, exists in extents:
+        mark_extent(blocks, BS, size, off, n, exists)
+    return bytes(blocks)
+
+
+def test_written_extents_read_every_block_they_touch():
+    assert plan_of(8 * BS, [(BS + 10, 2 * BS, True)]) == bytes([KEEP, READ, READ, READ, KEEP, KEEP, KEEP, KEEP])
+    assert plan_of(8 * BS, [(0, 1, True), (8 * BS - 1, 1, True)]) == bytes([READ] + [KEEP] * 6 + [READ])
+
+
+def test_discarded_extents_zero_whole_blocks_and_read_partial_ones():
+    assert plan_of(8 * BS, [(BS // 2, 3 * BS, False)]) == bytes([READ, ZERO, ZERO, READ, KEEP, KEEP, KEEP, KEEP])
+    assert plan_of(8 * BS, [(BS + 1, 10, False)]) == bytes([KEEP, READ] + [KEEP] * 6)
+    # the last block of a disk whose size is no multiple of the block size, discarded to the end
+    assert plan_of(3 * BS + 100, [(3 * BS, 100, False)]) == bytes([KEEP, KEEP, KEEP, ZERO])
+
+
+def test_the_sample_picks_distinct_unchanged_blocks_at_least_eight():
+    blocks = bytearray([KEEP]) * 10_000
+    blocks[0:100] = bytes([READ]) * 100
+    sample = pick_sample(blocks, 0.005, random.Random(1))
+    assert len(sample) == 50 and len(set(sample)) == 50 and all(blocks[i] == KEEP for i in sample)
+    assert len(pick_sample(blocks, 0.0001, random.Random(1))) == 8
+    assert pick_sample(bytearray([KEEP, READ, KEEP]), 0.005, random.Random(1)) == [0, 2]
+    assert pick_sample(blocks, 0, random.Random(1)) == []
+
+
+class Listing:
+    """A disk in memory whose listing of changes is given: what a source that lists changes offers."""
+
+    lists_changes = True
+
+    def __init__(self, data: bytearray, extents: list[tuple[int, int, bool]]):
+        self.data, self.extents, self.size = data, extents, len(data)
+        self.reads = 0
+
+    def changed_extents(self, base_meta, emit):
+        for extent in self.extents:
+            emit(*extent)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads += length
+        return bytes(self.data[offset : offset + length])
+
+
+def index_of(data: bytes) -> BlockIndex:
+    index = BlockIndex.empty(len(data), BS, "b")
+    for i in range(index.blocks):
+        block = data[i * BS : (i + 1) * BS]
+        index.set_digest(i, ZERO_DIGEST if not any(block) else blake3.blake3(block).digest())
+    return index
+
+
+META = {"rbd": {"snapshot": "s1"}}
+
+
+def test_a_listing_that_covers_the_change_reads_only_the_listed_blocks_and_the_sample():
+    before = bytearray(os.urandom(64 * BS))
+    keep = index_of(bytes(before))
+    after = bytearray(before)
+    after[5 * BS : 5 * BS + 10] = b"x" * 10
+    source = Listing(after, [(5 * BS, 10, True)])
+    plan = plan_changed_blocks(source, META, keep, 0.005, lambda b: blake3.blake3(b).digest(), random.Random(2))
+    assert isinstance(plan, ReadPlan)
+    assert plan.blocks[5] == READ and plan.blocks.count(KEEP) == 63
+    assert plan.info["path"] == "changed_blocks" and plan.info["blocks_listed"] == 1
+    assert plan.info["sample_blocks"] == 8 and plan.info["sample_mismatches"] == 0
+    assert source.reads == plan.bytes_read == 8 * BS
+
+
+def test_a_listing_that_missed_a_change_is_caught_by_the_sample_and_the_disk_is_read_in_full():
+    before = bytearray(os.urandom(16 * BS))
+    keep = index_of(bytes(before))
+    after = bytearray(before)
+    after[9 * BS] ^= 1  # changed, but the listing only names block 2
+    source = Listing(after, [(2 * BS, BS, True)])
+    info = plan_changed_blocks(source, META, keep, 1.0, lambda b: blake3.blake3(b).digest(), random.Random(3))
+    assert info["path"] == "full_read"
+    assert info["why"] == "changed-block list missed 1 of 15 sampled blocks"
+    assert info["sample_mismatches"] == 1 and info["sample_bytes"] == 15 * BS
+
+
+def test_a_source_that_cannot_diff_and_a_resized_disk_fall_back_to_a_full_read():
+    keep = index_of(bytes(8 * BS))
+
+    class Gone(Listing):
+        def changed_extents(self, base_meta, emit):
+            return "base snapshot s1 no longer exists"
+
+    hasher = lambda b: blake3.blake3(b).digest()  # noqa: E731
+    assert plan_changed_blocks(Gone(bytearray(8 * BS), []), META, keep, 0.005, hasher) == {
+        "path": "full_read", "why": "base snapshot s1 no longer exists"}
+    resized = plan_changed_blocks(Listing(bytearray(9 * BS), []), META, keep, 0.005, hasher)
+    assert resized == {"path": "full_read", "why": f"image resized from {8 * BS} to {9 * BS} bytes"}
+
+
+def test_the_engine_with_a_plan_reads_only_its_blocks_and_builds_the_index_a_full_read_builds(tmp_path):
+    from stackvault.engine.pipeline import DiskBackup
+    from stackvault.engine.repository import Repository
+    from stackvault.engine.sources import RawSource
+    from stackvault.engine.state import DiskBase
+    from stackvault.storage.memory import MemoryBackend
+
+    block = 64 << 10
+    path = tmp_path / "disk.img"
+    path.write_bytes(os.urandom(32 * block))
+    repo = Repository.init(MemoryBackend(), block)
+
+    def backup(level: str, base: DiskBase, backup_id: str, plan=None):
+        source = RawSource(path=str(path), name="disk", key="disk", format="raw", meta={})
+        source.open()
+        try:
+            run = DiskBackup(repo, source, level, base, backup_id, plan=plan)
+            index, bitmap = run.run()
+        finally:
+            source.close()
+        return index, bitmap, run.stats
+
+    first, bits, _ = backup("full", DiskBase(), "20261201T000000000Z-aaaaaa")
+    with open(path, "r+b") as f:
+        f.seek(3 * block + 100)
+        f.write(b"changed")
+        f.seek(20 * block)
+        f.write(bytes(2 * block))  # discarded: zeros
+    base = DiskBase(previous=first, bitmap=bits, base_backup_id=first.backup_id, full_backup_id=first.backup_id)
+    blocks = bytearray([KEEP]) * 32
+    mark_extent(blocks, block, 32 * block, 3 * block + 100, 7, True)
+    mark_extent(blocks, block, 32 * block, 20 * block, 2 * block, False)
+    plan = ReadPlan(blocks, first)
+    fast, _, stats = backup("incremental", base, "20261201T000001000Z-bbbbbb", plan)
+    whole, _, whole_stats = backup("incremental", base, "20261201T000002000Z-cccccc")
+    assert fast.digests == whole.digests
+    assert stats.bytes_read == block and whole_stats.bytes_read == 32 * block  # zeros written, not a hole
+    assert stats.blocks_changed == whole_stats.blocks_changed == 3
+
+
+def test_without_librbd_bindings_only_an_rbd_source_fails_and_says_how_to_get_them(monkeypatch, tmp_path):
+    import sys
+
+    import pytest
+
+    from stackvault.engine.sources import open_source
+    from stackvault.errors import SourceError
+
+    monkeypatch.setitem(sys.modules, "rbd", None)  # what a Python without the bindings sees
+    monkeypatch.setitem(sys.modules, "rados", None)
+    with pytest.raises(SourceError) as err:
+        open_source("rbd:volumes/disk@s1")
+    assert "python3-rbd" in str(err.value) and "\n" not in str(err.value)
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"x" * 4096)
+    with open_source(f"file:{path}") as source:
+        assert source.size == 4096
