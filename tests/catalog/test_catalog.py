@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -240,6 +242,28 @@ def test_two_processes_opening_an_empty_catalog_at_once_both_succeed(catalog_url
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
     assert len(Catalog(catalog_url).backups("repo-1")) == 3
+
+
+def test_a_new_sqlite_catalog_waits_for_another_proxy_creating_its_tables(tmp_path: Path) -> None:
+    """The window of the race above, held open: another connection is writing the still-empty file
+    when this one switches it to WAL. SQLite refuses that switch at once; opening waits instead."""
+    path = tmp_path / "catalog.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE being_created (x)")
+    committed = threading.Event()
+
+    def commit_later() -> None:
+        time.sleep(0.5)
+        committed.set()
+        other.execute("COMMIT")
+
+    threading.Thread(target=commit_later).start()
+    catalog = Catalog(f"sqlite:///{path}")
+    assert committed.is_set()  # it waited for the other writer rather than failing
+    with catalog.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert current_revision(catalog.engine) == HEAD_REVISION
 
 
 def test_advisory_lock_exclusive_and_shared(catalog_url: str) -> None:

@@ -26,6 +26,9 @@ from ..errors import CatalogError
 #: How long a SQLite writer waits for another proxy's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
+#: How often a connection tries again to switch a locked new catalog to WAL.
+_WAL_RETRY_S = 0.05
+
 #: Execution option read by the SQLite "begin" hook: DEFERRED for reads, IMMEDIATE for writes.
 BEGIN_MODE = "stackvault_sqlite_begin"
 
@@ -153,6 +156,26 @@ def _report_damage(engine: Engine, path: str) -> None:
             raise damaged(path, str(context.original_exception)) from None
 
 
+def _switch_to_wal(cur: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode, waiting up to the busy timeout for another connection's lock.
+
+    SQLite answers a change of journal mode that meets another connection's lock with "database is
+    locked" at once, without calling its busy handler. Two proxies whose first jobs open a new
+    catalog together meet exactly that: one is creating the tables while the other switches the
+    still-empty file to WAL. The wait is the one a writer would get; on a file already in WAL mode
+    the statement changes nothing and returns at once.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not exc.sqlite_errorname.startswith("SQLITE_BUSY") or time.monotonic() >= deadline:
+                raise
+            time.sleep(_WAL_RETRY_S)
+
+
 def _tune_sqlite(engine: Engine, wal: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
@@ -160,7 +183,7 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         if wal:
-            cur.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         cur.close()
 
