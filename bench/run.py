@@ -37,12 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import hotspots  # noqa: E402
-import imagegen  # noqa: E402
-import report  # noqa: E402
-from measure import (CommandFailed, PhaseResult, dir_size, drop_caches, file_allocated,  # noqa: E402
-                     file_digest, run_measured)
-from tools import Borg, Command, Restic, Stackvault, Tool  # noqa: E402
+import hotspots
+import imagegen
+import report
+from measure import CommandFailed, PhaseResult, dir_size, drop_caches, file_allocated, file_digest, run_measured
+from tools import Borg, Command, Restic, Stackvault, Tool
 
 GENERATOR_VERSION = 2  # bump when imagegen's output changes, so a cached image is not reused
 PHASES = ("full", "incremental", "restore")

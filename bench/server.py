@@ -45,8 +45,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import imagegen  # noqa: E402
-from measure import PhaseResult, run_measured  # noqa: E402
+import imagegen
+from measure import PhaseResult, run_measured
 
 TARGET = 1.5
 MIX = {imagegen.HOLE: 0.60, imagegen.COMPRESSIBLE: 0.25, imagegen.RANDOM: 0.15}
@@ -86,7 +86,7 @@ def cloud_up(state: Path, reuse: bool) -> dict:
     return status
 
 
-def boot(conn, name: str):  # noqa: ANN001, ANN201
+def boot(conn, name: str):
     img = conn.image.find_image("sv-noagent", ignore_missing=False)
     server = conn.compute.create_server(
         name=name, image_id=img.id, flavor_id=conn.compute.find_flavor("m1.tiny").id,
@@ -101,7 +101,7 @@ def replace_disk(raw: Path, disk: Path) -> None:
     os.replace(tmp, disk)
 
 
-def snapshot_and_download(conn, server) -> tuple[float, float, int, float]:  # noqa: ANN001
+def snapshot_and_download(conn, server) -> tuple[float, float, int, float]:
     """Seconds to create one snapshot (until active), seconds to stream it once, its size, and seconds
     to stream it again while hashing it as stackvault checks it against Glance (the gap between the two
     downloads is the cost of that check)."""

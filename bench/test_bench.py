@@ -13,9 +13,9 @@ import zstandard
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import imagegen  # noqa: E402
-import report  # noqa: E402
-from measure import PhaseResult, file_digest, run_measured  # noqa: E402
+import imagegen
+import report
+from measure import PhaseResult, file_digest, run_measured
 
 SIZE = 64 * imagegen.MiB
 

@@ -15,9 +15,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from devcloud import ceph, glance, keystone, processes, rest, services_venv
 from devcloud.context import REPO_ROOT, CloudContext, DevcloudError

@@ -17,8 +17,8 @@ import fcntl
 import http.client
 import io
 import json
-import os
 import logging
+import os
 import socket
 import struct
 import sys
@@ -104,7 +104,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
     backend: tuple[str, int] = ("127.0.0.1", 0)
     state_dir: Path = Path()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base class name
+    def log_message(self, format: str, *args: object) -> None:  # `format` is the base class's parameter name
         pass  # per-request logging would cost more than the proxying
 
     def _dispatch(self) -> None:

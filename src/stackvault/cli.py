@@ -9,13 +9,21 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
-from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
-                     parse_size, seconds, whole_number)
+from . import __version__, render
+from .config import (
+    CONSISTENCY_LEVELS,
+    Retention,
+    Settings,
+    compression_level,
+    load_settings,
+    parse_pairs,
+    parse_size,
+    seconds,
+    whole_number,
+)
 from .engine.fileio import make_private
 from .engine.staging import StagingLedger
 from .errors import CatalogError, StackvaultError, UsageError, warn
-from . import render
 from .jobs.context import JobContext
 from .progress import progress_factory
 
@@ -270,7 +278,6 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         return result, render.cloud_backup, EXIT_OK if result["status"] in ("success", "warning") else EXIT_FAILED
     if c == "list":
         from .jobs.maintenance import sync_catalog
-
         from .jobs.trust import rollback
 
         try:
@@ -369,7 +376,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
 
 
-def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], str], int]:  # noqa: ANN001
+def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], str], int]:
     from .cloud.connection import connect
     from .cloud.inventory import Selection
     from .jobs.doctor import doctor, fix_images
@@ -392,7 +399,7 @@ def _records(ctx: JobContext, disk_key: str | None) -> tuple[list, dict]:
                   "damaged": [{"backup_id": b, "problem": e.problem} for b, e in sorted(damaged.items())]}
 
 
-def _listed_share(args: argparse.Namespace):  # noqa: ANN202 - a cloud.inventory.Selection or None
+def _listed_share(args: argparse.Namespace):  # a cloud.inventory.Selection or None
     """`list --availability-zone / --shard`: the backups of one proxy's share (only when asked for)."""
     if not (args.availability_zone or args.shard):
         return None
@@ -446,7 +453,7 @@ def _confirm(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: str, progress) -> dict:  # noqa: ANN001
+def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: str, progress) -> dict:
     from .cloud.connection import connect
     from .jobs import cloud_restore
 

@@ -350,9 +350,7 @@ def _set(settings: Settings, key: str, value: object, origin: str) -> None:
         try:
             if key == "block_size":
                 value = parse_size(value)  # type: ignore[arg-type]
-            elif key == "sync" and value not in ("file", "job"):
-                raise ValueError
-            elif key == "require_encryption" and not isinstance(value, bool):
+            elif (key == "sync" and value not in ("file", "job")) or (key == "require_encryption" and not isinstance(value, bool)):
                 raise ValueError
         except (TypeError, ValueError):
             raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None

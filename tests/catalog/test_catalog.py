@@ -24,8 +24,7 @@ from sqlalchemy import create_engine, func, inspect, select, text
 
 from stackvault.catalog import Catalog, schema
 from stackvault.catalog.models import BackupRow, Base, DiskRow, JobRow
-from stackvault.catalog.schema import (FIRST_REVISION, HEAD_REVISION, VERSION_TABLE, current_revision,
-                                      head_revision)
+from stackvault.catalog.schema import FIRST_REVISION, HEAD_REVISION, VERSION_TABLE, current_revision, head_revision
 from stackvault.errors import LockedError, UsageError
 
 from .records import TIB, record
@@ -210,7 +209,7 @@ def test_a_half_made_catalog_without_a_version_is_refused(catalog_url: str) -> N
 
 def test_the_revisions_written_in_code_match_the_migration_scripts() -> None:
     """HEAD_REVISION spares each command an alembic import; FIRST_REVISION is what adoption stamps."""
-    assert HEAD_REVISION == head_revision()
+    assert head_revision() == HEAD_REVISION
     assert FIRST_REVISION == "0001_initial"  # the schema `create_all` made before migrations, forever
 
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.devcloud, pytest.mark.slow]
 MiB = 1 << 20
 
 
-def test_disaster_recovery_drill(user: CloudUser, fast_cloud, devcloud, conn, cloud_objects, tmp_path):  # noqa: ANN001
+def test_disaster_recovery_drill(user: CloudUser, fast_cloud, devcloud, conn, cloud_objects, tmp_path):
     name = f"dr-{uuid.uuid4().hex[:6]}"
     server = _boot(conn, cloud_objects, name, "sv-agent", data_gb=1)
     disks = _disks(devcloud, conn, server)

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from .helpers import (
-    BLOCK, MIB, Stackvault, block_digests, change_blocks, kill_group, make_random_image, sha256_file,
+    BLOCK,
+    MIB,
+    Stackvault,
+    block_digests,
+    change_blocks,
+    kill_group,
+    make_random_image,
+    sha256_file,
 )
 
 LEVELS = ["incremental", "full", "differential", "incremental", "incremental", "full", "differential"]

@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 from .helpers import (
-    BLOCK, KIB, MIB, Stackvault, block_digests, change_blocks, make_random_image, sha256_file, tree_bytes,
+    BLOCK,
+    KIB,
+    MIB,
+    Stackvault,
+    block_digests,
+    change_blocks,
+    make_random_image,
+    sha256_file,
+    tree_bytes,
 )
 
 SIZE = 8 * MIB

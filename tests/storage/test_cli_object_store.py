@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pytest
-
 from e2e.helpers import KIB, MIB, Stackvault, change_blocks, make_sparse_image, sha256_file, stackvault_command
+
 from stackvault.storage import open_backend
 
 from .conftest import unique_name

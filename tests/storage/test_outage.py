@@ -17,7 +17,7 @@ from .conftest import unique_name
 
 
 @pytest.mark.parametrize("scheme", ["s3", "swift"])
-def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) -> None:  # noqa: ANN001
+def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) -> None:
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     backend = open_backend(f"{scheme}://{unique_name('outage')}/p")
     backend.create()

@@ -168,7 +168,7 @@ def test_saved_config_keeps_secrets_only_when_encrypted(tmp_path, encrypted):
     ctx.__dict__["repo"] = Repository.init(ctx.backend, 64 << 10, passphrase="pw" if encrypted else None)
     saved = proxy_state.backup_state(ctx)
     (obj,) = ctx.backend.list("proxy-state/")
-    assert (b"SVE1" == ctx.backend.get(obj.key)[:4]) is encrypted
+    assert (ctx.backend.get(obj.key)[:4] == b"SVE1") is encrypted
     out = tmp_path / "out.toml"
     proxy_state.restore_state(ctx, config_out=out, confirm=lambda _question: True)  # plain: the operator's yes
     if encrypted:

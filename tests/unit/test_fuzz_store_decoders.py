@@ -27,7 +27,7 @@ BACKUP_ID = "20261201T000000000Z-abcdef"
 SLACK = 1 << 20
 
 
-def bounded(decode, data: bytes):  # noqa: ANN001, ANN201
+def bounded(decode, data: bytes):
     """Run `decode(data)` and check its peak Python memory stays within a few copies of the input."""
     tracemalloc.start()
     try:
@@ -64,7 +64,7 @@ def _decode_index(data: bytes) -> None:
     assert BlockIndex.from_bytes(index.to_bytes()) == index
 
 
-def _index_cases(strategy):  # noqa: ANN001, ANN202
+def _index_cases(strategy):
     return st.one_of(st.binary(max_size=512), strategy,
                      strategy.map(lambda b: b[: len(b) // 2]), strategy.map(lambda b: b + b"\0"))
 
@@ -111,7 +111,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 
 @st.composite
-def mutated_records(draw) -> bytes:  # noqa: ANN001
+def mutated_records(draw) -> bytes:
     """A valid record with one field (of the record or of its disk) replaced, deleted or added, and
     its checksum recomputed or not: the checks behind the checksum get exercised too."""
     doc = _valid_doc()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from stackvault.engine.chunks import chunk_key, encode_chunk
-from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
-from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
 from stackvault.engine import keys
+from stackvault.engine.chunks import chunk_key, encode_chunk
 from stackvault.engine.crypto import EncryptedBackend, RepositoryCipher
 from stackvault.engine.locks import read_locks
+from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
+from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
 from stackvault.errors import CorruptChunkError, DamagedObjectError, DamagedRecordError, RepositoryError
 from stackvault.jobs.quiesce_proof import load_proof
 from stackvault.storage.base import ObjectTooLargeError, read_capped
@@ -76,7 +76,7 @@ class LateGoodCopy(MemoryBackend):
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
-def test_set_aside_keeps_a_good_copy_stored_meanwhile(encrypted: bool, monkeypatch) -> None:  # noqa: ANN001
+def test_set_aside_keeps_a_good_copy_stored_meanwhile(encrypted: bool, monkeypatch) -> None:
     monkeypatch.setattr("stackvault.engine.keys.SCRYPT_N", 1 << 10)  # a cheap key slot: this is no KDF test
     store = LateGoodCopy()
     repo = Repository.init(store, 1 << 16, passphrase="p" if encrypted else None)
@@ -122,7 +122,7 @@ def _sparse(path: Path, size: int = HUGE) -> None:
         f.truncate(size)
 
 
-def _wrapped(kind: str, inner: MemoryBackend):  # noqa: ANN202
+def _wrapped(kind: str, inner: MemoryBackend):
     if kind == "retry":
         return RetryingBackend(inner)
     if kind == "faulty":

@@ -13,15 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cinder import exception, interface
+from cinder.image import image_utils
+from cinder.volume import configuration, driver, volume_utils
 from oslo_config import cfg
 from oslo_log import log as logging
-
-from cinder import exception
-from cinder.image import image_utils
-from cinder import interface
-from cinder.volume import configuration
-from cinder.volume import driver
-from cinder.volume import volume_utils
 
 LOG = logging.getLogger(__name__)
 

@@ -23,10 +23,11 @@ import subprocess
 import tempfile
 import time
 from base64 import b64decode, b64encode
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from devcloud.guest import images, tools
 from devcloud.guest.qga import AgentError, AgentTimeout, GuestAgentClient
@@ -82,7 +83,7 @@ class _Domain:
         return json.dumps(raw, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "_Domain":
+    def from_json(cls, text: str) -> _Domain:
         raw = json.loads(text)
         raw["disks"] = [DiskSpec(**{**d, "path": Path(d["path"])}) for d in raw["disks"]]
         return cls(**raw)

@@ -15,10 +15,10 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from devcloud.guest import initramfs, kernel, rootfs
 

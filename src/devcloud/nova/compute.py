@@ -16,16 +16,20 @@ import subprocess
 import threading
 import traceback
 import uuid as uuidlib
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from devcloud.guest.hypervisor import (
+    DiskSpec,
+    GuestError,
+    Hypervisor,
+    QuiesceError,  # noqa: F401 - re-exported for snapshots
+)
 from devcloud.nova import clients
 from devcloud.nova.config import NovaConfig
 from devcloud.nova.store import Store
-
-from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor
-from devcloud.guest.hypervisor import QuiesceError  # noqa: F401 - re-exported for snapshots
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ RUNNING, SHUTDOWN, NOSTATE = 1, 4, 0
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def iso_z(ts: datetime) -> str:

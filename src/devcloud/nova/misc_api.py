@@ -11,8 +11,19 @@ import webob
 from devcloud.nova import views
 from devcloud.nova.compute import iso_us, now
 from devcloud.nova.store import Store
-from devcloud.nova.wsgi import (MAX_VERSION, MIN_VERSION, ApiError, Reply, RequestContext,
-                                Router, bad_request, conflict, json_body, not_found, version_str)
+from devcloud.nova.wsgi import (
+    MAX_VERSION,
+    MIN_VERSION,
+    ApiError,
+    Reply,
+    RequestContext,
+    Router,
+    bad_request,
+    conflict,
+    json_body,
+    not_found,
+    version_str,
+)
 
 #: Seeded flavors (id, name, ram MiB, disk GiB, vcpus, extra specs); ids as devstack makes them.
 SEED_FLAVORS = [

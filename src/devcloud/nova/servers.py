@@ -15,8 +15,7 @@ from devcloud.nova.attachments import Attachments
 from devcloud.nova.compute import Compute, NovaError, host_id, iso_z, new_uuid, now
 from devcloud.nova.neutron import Networking
 from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
-from devcloud.nova.wsgi import (ApiError, Reply, RequestContext, Router, bad_request, conflict,
-                                json_body, not_found)
+from devcloud.nova.wsgi import ApiError, Reply, RequestContext, Router, bad_request, conflict, json_body, not_found
 
 GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checksum", "owner",
                       "size", "virtual_size", "min_ram", "min_disk", "created_at", "updated_at",
@@ -210,7 +209,7 @@ class ServersApi:
                 if vol["status"] != "available":
                     raise bad_request(f"Invalid volume: volume '{vol['id']}' status must be "
                                       f"'available'. Currently in '{vol['status']}'")
-                if not vol.get("bootable") in (True, "true"):
+                if vol.get("bootable") not in (True, "true"):
                     raise bad_request(f"Block Device {vol['id']} is not bootable.")
                 vim = dict(vol.get("volume_image_metadata") or {})
                 sysmeta = image_sysmeta(vim, flavor)

@@ -13,7 +13,6 @@ advisory lock. SQLite and PostgreSQL both roll back DDL with the transaction.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, inspect, select, text

@@ -22,7 +22,6 @@ import time
 from collections import deque
 
 import requests
-from openstack import exceptions as os_exc
 
 from ..engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
 from ..engine.sources import QEMU_FORMATS, DiskSource, QemuSource
@@ -36,7 +35,7 @@ log = logging.getLogger("stackvault.cloud")
 class GlanceDownload:
     """Sequential reads of one image's data, resuming after dropped connections."""
 
-    def __init__(self, conn, image, *, retries: int = 5, backoff_s: float = 1.0) -> None:  # noqa: ANN001
+    def __init__(self, conn, image, *, retries: int = 5, backoff_s: float = 1.0) -> None:
         self.conn = conn
         self.image = image
         self.size = int(image.size or 0)
@@ -225,7 +224,7 @@ def download_to_file(download: GlanceDownload, path: str, head: bytes = b"") -> 
     download.check()
 
 
-def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:  # noqa: ANN001
+def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:
     """A disk source for a Glance image: streamed when raw or qcow2, else downloaded then read through qemu."""
     download = GlanceDownload(conn, image, retries=retries)
     fmt = GLANCE_TO_QEMU.get(image.disk_format or "raw", image.disk_format or "raw")

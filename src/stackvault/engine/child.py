@@ -99,7 +99,7 @@ def start(argv: list[str], limits: Limits = SERVE, **popen: object) -> subproces
         if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
             os._exit(1)
 
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=child_env(), preexec_fn=preexec,  # noqa: PLW1509
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=child_env(), preexec_fn=preexec,
                             close_fds=True, **popen)  # type: ignore[call-overload]
 
 

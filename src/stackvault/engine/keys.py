@@ -23,7 +23,7 @@ import secrets
 import stat
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -103,7 +103,7 @@ def new_slot(repo_id: str, master: bytes, passphrase: str, *, n: int | None = No
     kek = _stretch(passphrase, kdf)
     nonce = os.urandom(NONCE_SIZE)
     doc = {"format": SLOT_FORMAT, "version": SLOT_VERSION, "id": secrets.token_hex(8), "repository": repo_id,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": host, "kdf": kdf,
+           "created": datetime.now(UTC).isoformat(timespec="seconds"), "host": host, "kdf": kdf,
            "cipher": CIPHER, "check": derive(kek, "key slot check")[:16].hex(), "nonce": _b64(nonce)}
     doc["wrapped"] = _b64(AESGCM(derive(kek, "key slot wrapping")).encrypt(nonce, master, _wrapping(doc)))
     doc["checksum"] = canonical_checksum(doc)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import struct
-import signal
 import subprocess
 import tempfile
 import time

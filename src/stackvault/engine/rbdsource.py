@@ -30,8 +30,8 @@ FORMAT = "rbd"
 def bindings() -> tuple[Any, Any]:
     """The `rados` and `rbd` modules, or one line saying how to get them."""
     try:
-        import rados  # noqa: PLC0415 - optional, only for rbd sources
-        import rbd  # noqa: PLC0415
+        import rados  # optional, only for rbd sources
+        import rbd
     except ImportError:
         raise SourceError("rbd sources need librbd's Python bindings (modules rados and rbd), which this "
                           "Python cannot import", "install Debian's python3-rbd and python3-rados, then run "

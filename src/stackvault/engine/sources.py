@@ -25,6 +25,7 @@ from ..errors import SourceError
 from . import child
 from .nbd import NbdExport
 
+
 @dataclass
 class DiskSource(abc.ABC):
     """One disk to back up. `key` is its stable identity, the name of its working state."""
@@ -278,7 +279,7 @@ def open_source(spec: str, ceph: CephSettings | None = None) -> DiskSource:
     `rbd:POOL/IMAGE@SNAP` (an RBD snapshot, in the cluster `ceph` names)."""
     kind, sep, path = spec.partition(":")
     if kind == "rbd" and sep:
-        from .rbdsource import open_rbd  # noqa: PLC0415 - librbd only for rbd sources
+        from .rbdsource import open_rbd  # librbd only for rbd sources
 
         ceph = ceph or CephSettings()
         return open_rbd(path, ceph.conf, ceph.client, ceph.keyring)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .. import __version__
 from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
@@ -31,7 +31,7 @@ class BackupRequest:
     warnings: list[str] = field(default_factory=list)
 
 
-def choose_level(requested: str, base_previous, size: int, block_size: int) -> tuple[str, str]:  # noqa: ANN001
+def choose_level(requested: str, base_previous, size: int, block_size: int) -> tuple[str, str]:
     """The level a disk really gets, and why it differs from the one asked for."""
     if requested == "full":
         return "full", ""
@@ -55,7 +55,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
     repo = ctx.repo
     job_id = ctx.catalog.start_job("backup", repo.id)  # a cloud job opened the catalog during its snapshots
     started = time.monotonic()
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     existing = repo.backup_ids()
     backup_id = new_backup_id(created, after=existing[-1] if existing else None)
     warnings = list(request.warnings)
@@ -99,7 +99,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
             levels = {d.level for d in disks}
             record = BackupRecord(
                 backup_id=backup_id, created=created.isoformat(timespec="seconds"),
-                finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                finished=datetime.now(UTC).isoformat(timespec="seconds"),
                 level=levels.pop() if len(levels) == 1 else "mixed", requested_level=request.level,
                 status="warning" if warnings else "success", disks=disks, name=request.name,
                 host=hostname(), tags=request.tags, source=request.source_meta,

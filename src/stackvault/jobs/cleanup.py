@@ -10,7 +10,7 @@ from ..cloud.snapshots import TEMP_KEY, delete_image, delete_volume_snapshot
 from ..cloud.volumes import delete_volume
 
 
-def find_leftovers(conn) -> dict[str, list[dict]]:  # noqa: ANN001
+def find_leftovers(conn) -> dict[str, list[dict]]:
     """Images, volumes and Cinder snapshots carrying the stackvault temporary tag."""
     images = []
     for image in conn.image.images():
@@ -30,7 +30,7 @@ def find_leftovers(conn) -> dict[str, list[dict]]:  # noqa: ANN001
     return {"images": images, "volumes": volumes, "snapshots": snapshots}
 
 
-def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:  # noqa: ANN001
+def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:
     """Delete leftovers: volumes first (they may depend on snapshots), then snapshots, then images.
 
     What still cannot be deleted is listed in `failed` (the CLI then exits non-zero).

@@ -61,7 +61,7 @@ class ItemResult:
 class DiskReaders:
     """Turns Cinder snapshots into engine sources through the proxy, and undoes it all on exit."""
 
-    def __init__(self, ctx: JobContext, conn, job_id: str, leftovers: list[str]) -> None:  # noqa: ANN001
+    def __init__(self, ctx: JobContext, conn, job_id: str, leftovers: list[str]) -> None:
         self.ctx, self.conn, self.job_id = ctx, conn, job_id
         self.cloud = ctx.settings.cloud
         self.stack = contextlib.ExitStack()
@@ -108,14 +108,14 @@ class DiskReaders:
         return os.path.join(str(self.ctx.settings.workdir), "tmp")
 
 
-def _active_image(conn, image_id: str):  # noqa: ANN001, ANN202
+def _active_image(conn, image_id: str):
     image = conn.image.get_image(image_id)
     if image.status in ("killed", "deleted"):
         raise StackvaultError(f"Glance image {image_id} went to {image.status}", "check the image service")
     return image if image.status == "active" else None
 
 
-def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # noqa: ANN001
+def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("server", server.id, server.name)
     cloud = ctx.settings.cloud
@@ -183,7 +183,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
     return result
 
 
-def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # noqa: ANN001
+def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
@@ -216,7 +216,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
     return result
 
 
-def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # noqa: ANN001
+def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
                   progress: ProgressFactory | None = None) -> dict:
     if selection.empty():
         raise UsageError("nothing selected to back up", "pass --server, --volume, --all or --server-tag")
@@ -254,7 +254,7 @@ def overall_status(items: list[dict]) -> str:
     return "warning" if "warning" in statuses else "success"
 
 
-def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:  # noqa: ANN001
+def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:
     """Several `[[jobs]]` (clouds, projects) one after the other, as one report; each item names its job."""
     started = time.monotonic()
     reports = []

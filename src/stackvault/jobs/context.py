@@ -27,7 +27,7 @@ class JobContext:
         self.passphrase_file = passphrase_file
 
     @cached_property
-    def backend(self):  # noqa: ANN201 - a storage.Backend
+    def backend(self):  # a storage.Backend
         return open_backend(self.settings.require_repo(), sync=self.settings.sync, cloud=self.settings.cloud.os_cloud)
 
     @cached_property

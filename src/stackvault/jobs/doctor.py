@@ -15,8 +15,14 @@ from collections.abc import Callable
 from openstack import exceptions as os_exc
 
 from ..cloud.connection import _first_line
-from ..cloud.consistency import (AGENT_PROPERTY, APPLICATION, RANK, REQUIRE_PROPERTY, expected_consistency,
-                                 image_changed_after)
+from ..cloud.consistency import (
+    AGENT_PROPERTY,
+    APPLICATION,
+    RANK,
+    REQUIRE_PROPERTY,
+    expected_consistency,
+    image_changed_after,
+)
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers
 from ..errors import UsageError
@@ -79,7 +85,7 @@ def policy_refusal(definition: dict, consistency: str, require: str) -> str | No
             f"server ({RECREATE.split(': ')[0]}), or lower require_consistency / --require-consistency")
 
 
-def diagnose_server(conn, server, require: str) -> dict:  # noqa: ANN001
+def diagnose_server(conn, server, require: str) -> dict:
     definition = server_definition(conn, server)
     props = definition["image_properties"]
     consistency = expected_consistency(props)
@@ -100,7 +106,7 @@ def diagnose_server(conn, server, require: str) -> dict:  # noqa: ANN001
     }
 
 
-def doctor(conn, selection: Selection, require: str) -> dict:  # noqa: ANN001
+def doctor(conn, selection: Selection, require: str) -> dict:
     """The report: every server in scope (all of the project when nothing is selected)."""
     if require not in RANK:
         raise UsageError(f"unknown consistency {require!r}", "use application, unknown or crash")
@@ -125,7 +131,7 @@ def images_to_fix(report: dict) -> list[dict]:
     return list(images.values())
 
 
-def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:  # noqa: ANN001
+def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:
     """Set both properties on every image that lacks them, after `confirm(question)` says yes."""
     todo = images_to_fix(report)
     done: dict = {"asked": bool(todo), "confirmed": False, "images": [], "note": RECREATE if todo else ""}

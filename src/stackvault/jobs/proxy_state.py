@@ -24,7 +24,7 @@ import secrets
 import tarfile
 import tomllib
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, urlsplit
@@ -145,7 +145,7 @@ def backup_state(ctx: JobContext) -> dict:
                 config_saved = True
     body = zstandard.ZstdCompressor(level=3).compress(buf.getvalue())
     blob = MAGIC + blake3.blake3(body).digest() + body
-    state_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    state_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     with ctx.lock("shared", "state backup"):
         repo.backend.put(f"{PREFIX}{state_id}.tar.zst", blob)
         repo.backend.sync()
@@ -203,7 +203,7 @@ class _Bounded(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # noqa: ANN001 - a writable buffer
+    def readinto(self, buf) -> int:  # a writable buffer
         data = self._raw.read(min(len(buf), self._left + 1))
         if len(data) > self._left:
             raise RepositoryError(f"saved proxy state {self._state_id} is larger than {MAX_STATE_BYTES >> 30} GiB",
