@@ -140,7 +140,8 @@ def split(res: PhaseResult, out: dict) -> str:
     item = out["servers"][0]
     job, engine = float(out.get("duration_s") or 0), float(item.get("duration_s") or 0)
     return (f"start/exit {res.wall_s - job:.2f} + snapshot&fetch {job - engine:.2f} + engine {engine:.2f}; "
-            f"read {imagegen.human(item.get('bytes_read') or 0)}, stored {imagegen.human(item.get('bytes_stored') or 0)}, "
+            f"read {imagegen.human(item.get('bytes_read') or 0)}, "
+            f"stored {imagegen.human(item.get('bytes_stored') or 0)}, "
             f"{item.get('blocks_changed')}/{item.get('blocks_total')} blocks changed")
 
 
@@ -198,7 +199,8 @@ def main() -> int:
             results.append((f"{n}: snapshot (create, wait)", snap_s, 0, ""))
             results.append((f"{n}: download snapshot once", dl_s, 0,
                             f"{imagegen.human(snap_bytes)} at {snap_bytes / dl_s / 2**20:.0f} MiB/s"))
-            results.append((f"{n}:   again, hashed", hash_s, 0, "not in the floor: stackvault's check of the Glance hash"))
+            results.append((f"{n}:   again, hashed", hash_s, 0,
+                            "not in the floor: stackvault's check of the Glance hash"))
 
             # another 1% each round: the change's places and bytes follow the layout's seed
             change = imagegen.ImageChange(dataclasses.replace(layout, seed=layout.seed + n), 0.01)

@@ -183,9 +183,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.sock.settimeout(None)  # splice(2) needs blocking sockets
             length = int(self.headers.get("Content-Length") or 0)
-            if not chunked and length > BLOCK:
-                if splice_exact(self.rfile, self.connection, conn.sock, length) != length:
-                    raise ConnectionError("client closed mid-body")
+            if (not chunked and length > BLOCK
+                    and splice_exact(self.rfile, self.connection, conn.sock, length) != length):
+                raise ConnectionError("client closed mid-body")
             for block in ([] if not chunked and length > BLOCK else self._body_chunks()):
                 if chunked:
                     conn.send(b"%x\r\n" % len(block) + bytes(block) + b"\r\n")

@@ -57,7 +57,8 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--ceph-conf", default=default, metavar="PATH", help="rbd sources: ceph.conf ([ceph] conf)")
     p.add_argument("--ceph-client", default=default, metavar="client.NAME",
                    help="rbd sources: the Ceph user, read-only is enough ([ceph] client)")
-    p.add_argument("--ceph-keyring", default=default, metavar="PATH", help="rbd sources: that user's keyring ([ceph] keyring)")
+    p.add_argument("--ceph-keyring", default=default, metavar="PATH",
+                   help="rbd sources: that user's keyring ([ceph] keyring)")
 
 
 def _share_options(p: argparse.ArgumentParser) -> None:
@@ -346,7 +347,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         from .jobs.prune import prune
 
         policy = Retention(**{f"keep_{r}": getattr(args, f"keep_{r}") if getattr(args, f"keep_{r}") is not None
-                              else getattr(settings.retention, f"keep_{r}") for r in ("last", "daily", "weekly", "monthly")})
+                              else getattr(settings.retention, f"keep_{r}")
+                              for r in ("last", "daily", "weekly", "monthly")})
         return prune(ctx, policy, args.dry_run), render.prune, EXIT_OK
     if c == "gc":
         from .jobs.gc import gc

@@ -94,7 +94,8 @@ def compression_level(value: object, origin: str) -> int:
     level = whole_number(value, origin, minimum=-(1 << 31))
     if level not in COMPRESSION_LEVELS:
         raise UsageError(f"bad value {level} for {origin}: not a compression level from {COMPRESSION_LEVELS.start} "
-                         f"to {COMPRESSION_LEVELS.stop - 1}", "use 0 for no compression, 1 for speed (the default), up to 19 for smaller backups")
+                         f"to {COMPRESSION_LEVELS.stop - 1}",
+                         "use 0 for no compression, 1 for speed (the default), up to 19 for smaller backups")
     return level
 
 
@@ -350,7 +351,8 @@ def _set(settings: Settings, key: str, value: object, origin: str) -> None:
         try:
             if key == "block_size":
                 value = parse_size(value)  # type: ignore[arg-type]
-            elif (key == "sync" and value not in ("file", "job")) or (key == "require_encryption" and not isinstance(value, bool)):
+            elif ((key == "sync" and value not in ("file", "job"))
+                  or (key == "require_encryption" and not isinstance(value, bool))):
                 raise ValueError
         except (TypeError, ValueError):
             raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None

@@ -46,7 +46,8 @@ def test_disaster_recovery_drill(user: CloudUser, fast_cloud, devcloud, conn, cl
     fresh.repo = user.repo  # only the repository location ...
     fresh.clouds_yaml = user.clouds_yaml  # ... and the cloud credentials
     fresh.config = fresh.root / "stackvault.toml"
-    out = fresh.run("recover", "--config-out", str(fresh.config), "--yes").data  # a plain repository: nothing authenticates the saved config
+    # a plain repository: nothing authenticates the saved config
+    out = fresh.run("recover", "--config-out", str(fresh.config), "--yes").data
     assert out["config"] == str(fresh.config) and fresh.config.read_text() == config_text
     assert out["catalog"]["backups"] == 3
     assert len(fresh.run("list", "--server", name).data["backups"]) == 3

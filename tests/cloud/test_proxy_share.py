@@ -57,7 +57,7 @@ def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cl
     shares = [{s["name"] for s in r["servers"]} for r in reports]
     assert all(s["status"] == "success" for r in reports for s in r["servers"]), reports
     assert sum(len(s) for s in shares) == 6 and set().union(*shares) == set(zones)  # disjoint, and all of them
-    for k, (report, share) in enumerate(zip(reports, shares), 1):
+    for k, (report, share) in enumerate(zip(reports, shares, strict=True), 1):
         assert report["scope"] == {"shard": f"{k}/3", "servers_skipped": 6 - len(share), "volumes_skipped": 0}
     listed = {b["name"] for b in user.run("list").data["backups"]}
     assert listed == set(zones)  # one repository, one catalog: every server's backup is there once

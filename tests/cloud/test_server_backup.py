@@ -43,7 +43,8 @@ def _disks(devcloud, conn, server) -> dict[str, tuple[Path, str]]:
     """Device name -> (file, format) of a fast-mode server's disks."""
     out = {}
     for att in conn.compute.volume_attachments(server):
-        out[att.device.rsplit("/", 1)[-1]] = (devcloud.state_dir / "cinder" / "volumes" / f"volume-{att.volume_id}", "raw")
+        volume = devcloud.state_dir / "cinder" / "volumes" / f"volume-{att.volume_id}"
+        out[att.device.rsplit("/", 1)[-1]] = (volume, "raw")
     if "vda" not in out:
         out["vda"] = (devcloud.state_dir / "nova" / "instances" / server.id / "disk", "qcow2")
     return out
@@ -61,7 +62,8 @@ def _leftovers(user) -> dict:
 
 @pytest.mark.parametrize("volume_backed", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["image-backed", "volume-backed"])  # the volume-backed path is the slower: CI tier
-def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path, volume_backed):
+def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path,
+                                               volume_backed):
     name = f"srv-{uuid.uuid4().hex[:6]}"
     image = "sv-agent-quiesce" if volume_backed else "sv-agent"
     server = _boot(conn, cloud_objects, name, image, volume_backed=volume_backed, data_gb=1)

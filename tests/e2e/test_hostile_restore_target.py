@@ -56,7 +56,7 @@ def test_device_target_must_be_a_block_device(backed_up, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_a_link_planted_at_the_staging_name_is_not_written_through(backed_up, tmp_path: Path, fmt: str) -> None:
-    sv, bid, src = backed_up
+    sv, bid, _src = backed_up
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     target = tmp_path / f"out.{fmt}"

@@ -33,7 +33,7 @@ class ObjectStoreUser(Stackvault):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.repo = self.location  # type: ignore[assignment]  (a URL, not a directory)
+        self.repo = self.location  # type: ignore[assignment]  # a URL, not a directory
 
     def env(self) -> dict[str, str]:
         env = {**super().env(), **self.extra_env}

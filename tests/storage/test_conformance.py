@@ -69,7 +69,7 @@ def test_binary_bodies_and_memoryviews(backend: Backend) -> None:
 
 
 def test_listing_spans_pages(backend: Backend) -> None:
-    _driver(backend).page_size = 7  # type: ignore[attr-defined]  (object stores page listings)
+    _driver(backend).page_size = 7  # type: ignore[attr-defined]  # object stores page listings
     keys = {f"chunks/{i:02x}/{i:064x}" for i in range(40)} | {"backups/x.json"}
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: backend.put(k, k.encode()), keys))
@@ -128,7 +128,7 @@ def test_missing_bucket_is_a_clear_error(request, scheme: str) -> None:
 def test_s3_wrong_secret_is_access_denied(s3_env, monkeypatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     backend = open_backend(f"s3://{unique_name('deny')}/p")
-    with pytest.raises(RepositoryError, match="refused access.*AWS_SECRET_ACCESS_KEY") as err:
+    with pytest.raises(RepositoryError, match=r"refused access.*AWS_SECRET_ACCESS_KEY") as err:
         backend.get("config")
     assert not isinstance(err.value, TransientError)  # not retried: it will not get better
 
@@ -156,7 +156,7 @@ def test_unreachable_endpoint_is_retried_then_named(scheme: str, monkeypatch) ->
     backend = open_backend(f"{scheme}://bucket/p")
     assert isinstance(backend, RetryingBackend)
     backend.base_delay = 0.01
-    with pytest.raises(TransientError, match="cannot reach .*127.0.0.1.*gave up after 6 attempts"):
+    with pytest.raises(TransientError, match=r"cannot reach .*127.0.0.1.*gave up after 6 attempts"):
         backend.get("config")
     assert backend.retries == 5
 
@@ -164,7 +164,7 @@ def test_unreachable_endpoint_is_retried_then_named(scheme: str, monkeypatch) ->
 def test_unknown_location_option_is_a_usage_error() -> None:
     from stackvault.errors import UsageError
 
-    with pytest.raises(UsageError, match="unknown option 'bogus'.*endpoint, region"):
+    with pytest.raises(UsageError, match=r"unknown option 'bogus'.*endpoint, region"):
         open_backend("s3://bucket/p?bogus=1")
     with pytest.raises(UsageError, match="names no bucket"):
         open_backend("s3:///p")
@@ -192,7 +192,7 @@ aws_secret_access_key = {s3_env['AWS_SECRET_ACCESS_KEY']}
     assert named.get("config") == b"1"
     from stackvault.errors import UsageError
 
-    with pytest.raises(UsageError, match="AWS profile 'nope'.*does not exist"):
+    with pytest.raises(UsageError, match=r"AWS profile 'nope'.*does not exist"):
         open_backend(f"{backend.location}?profile=nope")
 
 

@@ -35,7 +35,7 @@ def test_openstacksdk_sees_what_stackvault_wrote(keystone_env: str, swift_keysto
     backend = open_backend(f"swift://{container}/repo")
     backend.create()
     backend.put("config", b"{}")
-    assert backend.inner.auth_kind == "keystone"  # type: ignore[attr-defined]
+    assert backend.inner.auth_kind == "keystone"  # type: ignore[attr-defined]  # the Swift driver under the wrapper
     conn = swift_keystone.connect("devcloud-demo")
     names = [o.name for o in conn.object_store.objects(container)]
     assert names == ["repo/config"]
@@ -60,7 +60,7 @@ def test_member_of_another_project_is_refused(keystone_env: str, monkeypatch) ->
         open_backend(f"swift://{container}/repo").put("config", b"x")
 
 
-def test_backup_and_restore_through_keystone(keystone_env: str, image: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_backup_and_restore_through_keystone(keystone_env: str, image: Path, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
     location = f"swift://{unique_name('ks')}/backups"
     open_backend(location).create()
     user = ObjectStoreUser(tmp_path / "sv", location=location)

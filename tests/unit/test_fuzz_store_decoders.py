@@ -99,12 +99,14 @@ def test_block_index_non_ascii_backup_id_is_a_format_error() -> None:
 def _valid_doc() -> dict:
     disk = DiskRecord(position=0, name="disk", disk_key="file:/x", size=1 << 20, block_size=65536, level="full",
                       index=f"indexes/{BACKUP_ID}/0.fidx", index_checksum="ab" * 32, full_backup_id=BACKUP_ID)
-    record = BackupRecord(backup_id=BACKUP_ID, created="2026-12-01T00:00:00+00:00", finished="2026-12-01T00:00:01+00:00",
-                          level="full", requested_level="full", status="success", disks=[disk])
+    record = BackupRecord(backup_id=BACKUP_ID, created="2026-12-01T00:00:00+00:00",
+                          finished="2026-12-01T00:00:01+00:00", level="full", requested_level="full", status="success",
+                          disks=[disk])
     return json.loads(record.to_json())
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                           | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                                          max_size=4),
                            max_leaves=20)

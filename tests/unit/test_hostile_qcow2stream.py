@@ -195,7 +195,8 @@ def _generated(cluster_bits: int, size: int, l1_raw: list[int], l2_specs: list[l
 
 @given(cluster_bits=st.integers(9, 12), size=st.integers(0, 1 << 22), l1_raw=st.lists(st.integers(0, (1 << 64) - 1),
        max_size=8), l2_specs=st.lists(entries_st, max_size=4), payload=st.binary(max_size=16384), zstd=st.booleans())
-def test_generated_tables_give_guest_bytes_or_a_source_error(cluster_bits, size, l1_raw, l2_specs, payload, zstd) -> None:  # noqa: E501
+def test_generated_tables_give_guest_bytes_or_a_source_error(cluster_bits, size, l1_raw, l2_specs, payload,
+                                                             zstd) -> None:
     data = _generated(cluster_bits, size, l1_raw, l2_specs, payload, zstd)
     try:
         _out, source = read_all(data, memory_limit=64 * KiB, block=64 * KiB)

@@ -67,8 +67,8 @@ class SparseFileDriver(driver.VolumeDriver):
     def check_for_setup_error(self) -> None:
         if not os.access(self.volumes_dir, os.W_OK):
             raise exception.VolumeBackendAPIException(
-                data='sparse volume directory %s is not writable; check '
-                     'sparse_volumes_dir in cinder.conf' % self.volumes_dir)
+                data=f'sparse volume directory {self.volumes_dir} is not writable; check '
+                     'sparse_volumes_dir in cinder.conf')
 
     # -- volumes -------------------------------------------------------------------------------
     def _make_sparse(self, path: str, size_gb: int) -> None:

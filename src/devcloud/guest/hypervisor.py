@@ -358,7 +358,8 @@ class Hypervisor:
             try:
                 for start in range(0, len(data), FILE_CHUNK):
                     chunk = data[start:start + FILE_CHUNK]
-                    _agent_call(agent, uuid, "guest-file-write", handle=handle, **{"buf-b64": b64encode(chunk).decode()})
+                    _agent_call(agent, uuid, "guest-file-write", handle=handle,
+                                **{"buf-b64": b64encode(chunk).decode()})
                 _agent_call(agent, uuid, "guest-file-flush", handle=handle)
             finally:
                 _agent_call(agent, uuid, "guest-file-close", handle=handle)
@@ -410,7 +411,8 @@ class Hypervisor:
         if domain.agent_channel:
             argv += ["-device", "virtio-serial-pci,id=virtio-serial0,bus=pci.0,addr=0x4",
                      "-chardev", f"socket,id=qga0,path={_opt(self._socket(domain.uuid, 'qga'))},server=on,wait=off",
-                     "-device", f"virtserialport,bus=virtio-serial0.0,nr=1,chardev=qga0,id=channel0,name={AGENT_CHANNEL}"]
+                     "-device",
+                     f"virtserialport,bus=virtio-serial0.0,nr=1,chardev=qga0,id=channel0,name={AGENT_CHANNEL}"]
         for disk in domain.disks:
             for node in _blockdev_nodes(disk):
                 argv += ["-blockdev", json.dumps(node)]
@@ -487,7 +489,8 @@ class Hypervisor:
     @contextmanager
     def _agent(self, uuid: str) -> Iterator[GuestAgentClient]:
         if self.fast:
-            raise GuestError("fast mode has no guest: guest-exec and guest files need a real VM (devcloud without --fast)")
+            raise GuestError("fast mode has no guest: guest-exec and guest files need a real VM "
+                             "(devcloud without --fast)")
         domain = self._load(uuid)
         if not domain.agent_channel:
             raise GuestError(f"server {uuid} has no guest agent channel: its image lacks hw_qemu_guest_agent=yes")

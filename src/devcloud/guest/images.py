@@ -2,7 +2,8 @@
 
 A build is keyed by what goes into it (kernel version, busybox and qemu-ga binaries, the guest
 scripts and the builder's own code), so a changed input yields a new build directory and an
-unchanged one costs only hashing. The newest older build is kept (another checkout may still use it), older ones are removed.
+unchanged one costs only hashing. The newest older build is kept (another checkout may still use it),
+older ones are removed.
 
 Layout of `cache_dir`: `kernel/` (the unpacked Debian kernel package), `build-<key>/` with
 `vmlinuz`, `initrd.img`, `disk-agent.qcow2`, `disk-agent-dead.qcow2` and `manifest.json`.

@@ -154,7 +154,7 @@ class Attachments:
                     c.hypervisor.detach_disk(server_id, bdm["device_name"].rsplit("/", 1)[-1])
                 except GuestError as exc:
                     if c.hypervisor.is_running(server_id):
-                        raise NovaError(f"Failed to detach volume {bdm['volume_id']}: {exc}")
+                        raise NovaError(f"Failed to detach volume {bdm['volume_id']}: {exc}") from exc
             c.detach_volume(server, bdm, token)
             with c.store.write() as db:
                 live = db["servers"].get(server_id)

@@ -184,7 +184,7 @@ class Compute:
 
     def fetch_base(self, image: dict, token: str) -> Path:
         """The image as a raw file in `_base/<sha1(image id)>`, downloaded once (imagecache)."""
-        key = hashlib.sha1(image["id"].encode()).hexdigest()
+        key = hashlib.sha1(image["id"].encode(), usedforsecurity=False).hexdigest()
         base = self.base_dir / key
         with self._base_lock(key):
             if base.exists():

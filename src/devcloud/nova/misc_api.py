@@ -152,7 +152,7 @@ class MiscApi:
             blob = base64.b64decode(public.split()[1])
         except Exception:
             raise bad_request("Keypair data is invalid: failed to generate fingerprint") from None
-        fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob).digest())
+        fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob, usedforsecurity=False).digest())
         with self.store.write() as db:
             counter = db["meta"].get("keypair_counter", 0) + 1
             db["meta"]["keypair_counter"] = counter

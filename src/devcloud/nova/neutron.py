@@ -160,7 +160,7 @@ class Networking:
                 for subnet_id in net["subnets"][:1]:
                     fixed.append({"subnet_id": subnet_id,
                                   "ip_address": self._next_ip(db, db["subnets"][subnet_id])})
-            mac = "fa:16:3e:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+            mac = "fa:16:3e:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
             port = _stamp({
                 "id": str(uuid.uuid4()), "name": body.get("name", ""),
                 "network_id": net["id"], "tenant_id": project_id, "project_id": project_id,

@@ -288,7 +288,7 @@ class ServersApi:
         raw = data.get("block_device_mapping_v2") or []
         out = []
         used = set()
-        for i, item in enumerate(raw):
+        for item in raw:
             src = item.get("source_type")
             dst = item.get("destination_type", "volume" if src in ("volume", "snapshot")
                            else "local")

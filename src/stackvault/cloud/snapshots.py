@@ -87,7 +87,8 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
         msg = _first_line(exc)
         if "quiesce" in msg.lower():
             raise QuiesceFailed(f"server {server.name} ({server.id}): Nova refused the snapshot: {msg} "
-                                f"(the image requires {REQUIRE_PROPERTY}=yes)", quiesce_fix(server.name, image_ref)) from None
+                                f"(the image requires {REQUIRE_PROPERTY}=yes)",
+                                quiesce_fix(server.name, image_ref)) from None
         raise CloudError(f"server {server.name}: Nova refused the snapshot: {msg}",
                          "wait for the server's current task to finish, then retry") from None
     except os_exc.HttpException as exc:

@@ -95,7 +95,8 @@ class GlanceDownload:
             failures += 1
             if failures > self.retries:
                 raise SourceError(f"download of image {self.image.id} failed at byte {self.received} of "
-                                  f"{self.size} after {self.retries} retries: {why}", "check Glance and retry the backup")
+                                  f"{self.size} after {self.retries} retries: {why}",
+                                  "check Glance and retry the backup")
             self.resumes += 1
             time.sleep(self.backoff_s * failures)
 

@@ -173,7 +173,7 @@ class RepositoryLock:
         while not self._stop.wait(REFRESH_S):
             try:
                 self._write()
-            except Exception:  # a failed refresh is retried; the lease covers several intervals
+            except Exception:  # noqa: BLE001 - a failed refresh is retried; the lease covers several intervals
                 continue
 
     def release(self) -> None:

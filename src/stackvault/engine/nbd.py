@@ -50,7 +50,8 @@ class NbdExport:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except FileNotFoundError:
             shutil.rmtree(self._dir, ignore_errors=True)
-            raise SourceError("qemu-nbd is not installed", "install Debian's qemu-utils (make bootstrap does)") from None
+            raise SourceError("qemu-nbd is not installed",
+                              "install Debian's qemu-utils (make bootstrap does)") from None
         deadline = time.monotonic() + 20
         while not os.path.exists(sock_path):
             if self._proc.poll() is not None:

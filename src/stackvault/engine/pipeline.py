@@ -122,7 +122,8 @@ class DiskBackup:
             todo = bytearray(n)  # ZERO, or READ where data may be
             for off, length in self.source.data_extents():
                 if length > 0:
-                    todo[off // bs : (off + length - 1) // bs + 1] = b"\x01" * ((off + length - 1) // bs + 1 - off // bs)
+                    todo[off // bs : (off + length - 1) // bs + 1] = (
+                        b"\x01" * ((off + length - 1) // bs + 1 - off // bs))
 
         def record(i: int, digest: bytes) -> bool:
             """Store the digest; True when the level wants this block's chunk stored."""

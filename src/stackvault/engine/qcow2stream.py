@@ -185,7 +185,7 @@ class _ClusterBuffer:
             if self._file is None:
                 if self.tmpdir:
                     os.makedirs(self.tmpdir, exist_ok=True)
-                self._file = tempfile.TemporaryFile(prefix="sv-qcow2-", dir=self.tmpdir)
+                self._file = tempfile.TemporaryFile(prefix="sv-qcow2-", dir=self.tmpdir)  # noqa: SIM115 - closed by close()
             os.pwrite(self._file.fileno(), data, index * self.cluster_size)
             self._spilled[index] = len(data)
             self.spilled_bytes += len(data)

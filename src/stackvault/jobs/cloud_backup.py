@@ -177,7 +177,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
             prove_after_backup(ctx, record, result, (window_start, window_end))
     except StackvaultError as exc:
         result.error = str(exc)
-    except Exception as exc:  # one server's surprise must not stop the others
+    except Exception as exc:  # noqa: BLE001 - one server's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
     result.note_leftovers(leftovers)
     return result
@@ -210,7 +210,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
         result.status = record.status
     except StackvaultError as exc:
         result.error = str(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - one volume's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
     result.note_leftovers(leftovers)
     return result
@@ -235,8 +235,8 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
     items = [r.to_dict() for r in results]
     report = {
         "job_id": job_id, "status": overall_status(items), "duration_s": round(time.monotonic() - started, 3),
-        "servers": [i for i, r in zip(items, results) if r.kind == "server"],
-        "volumes": [i for i, r in zip(items, results) if r.kind == "volume"],
+        "servers": [i for i, r in zip(items, results, strict=True) if r.kind == "server"],
+        "volumes": [i for i, r in zip(items, results, strict=True) if r.kind == "volume"],
     }
     if selection.scope():  # several proxies split the work: say which share this one took
         report["scope"] = {**selection.scope(), "servers_skipped": picked_servers.elsewhere,
@@ -264,7 +264,8 @@ def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: Pro
                               metadata=job.server_metadata, exclude=job.exclude, project=job.project,
                               availability_zones=azs, shard=shard)
         try:
-            report = back_up_cloud(ctx, connect(job.os_cloud or ctx.settings.cloud.os_cloud), selection, level, progress)
+            report = back_up_cloud(ctx, connect(job.os_cloud or ctx.settings.cloud.os_cloud), selection, level,
+                                   progress)
         except StackvaultError as exc:  # this job's cloud is unreachable or its selection wrong: the others go on
             report = {"job_id": None, "servers": [], "volumes": [],
                       "error": {"name": job.name, "status": "failed", "error": str(exc)}}

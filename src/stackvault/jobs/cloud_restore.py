@@ -66,7 +66,8 @@ def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskReco
     path = os.path.join(tmpdir, f"restore-{uuid.uuid4().hex[:8]}.qcow2")
     try:
         stats = restore_disk(ctx.repo, ctx.repo.get_index(disk), FileTarget(path, "qcow2"),
-                             workers=ctx.settings.workers, progress=progress(disk.name, disk.size) if progress else None)
+                             workers=ctx.settings.workers,
+                             progress=progress(disk.name, disk.size) if progress else None)
         props = carried_properties(_disk_properties(record, disk))
         props["stackvault_backup"] = record.backup_id
         try:
@@ -113,7 +114,8 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
                    progress=None) -> dict:
     definition = _definition(record)
     if not definition:
-        raise UsageError(f"backup {record.backup_id} is not of a server", "restore its disk with --to volume:/image:/file:")
+        raise UsageError(f"backup {record.backup_id} is not of a server",
+                         "restore its disk with --to volume:/image:/file:")
     _refuse_existing(conn.compute.find_server, "server", name, force)
     cloud = ctx.settings.cloud
     flavor_obj = conn.compute.find_flavor(flavor or definition["flavor"].get("original_name")

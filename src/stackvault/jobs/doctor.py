@@ -29,7 +29,8 @@ from ..errors import UsageError
 
 ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
                "since Xena logs the failure and snapshots anyway), so application is a claim until proven: install "
-               "`stackvault guest-hook` in the guest and keep verify_quiesce on, and backups say application (verified)")
+               "`stackvault guest-hook` in the guest and keep verify_quiesce on, "
+               "and backups say application (verified)")
 
 RECREATE = ("image properties apply only when a server is created: recreate the servers that use it "
             "(or rebuild them, which replaces their root disk) for the fix to take effect")
@@ -79,7 +80,8 @@ def policy_refusal(definition: dict, consistency: str, require: str) -> str | No
     if RANK[consistency] >= RANK[require]:
         return None
     fixes = fix_commands(definition)
-    fix = " && ".join(fixes) if fixes else f"boot the server from an image with {AGENT_PROPERTY}=yes {REQUIRE_PROPERTY}=yes"
+    fix = (" && ".join(fixes) if fixes
+           else f"boot the server from an image with {AGENT_PROPERTY}=yes {REQUIRE_PROPERTY}=yes")
     return (f"server {definition['name']} ({definition['id']}) would get a {consistency}-consistent backup, below the "
             f"required {require} (require_consistency): refused before any snapshot; fix: {fix}, then recreate the "
             f"server ({RECREATE.split(': ')[0]}), or lower require_consistency / --require-consistency")

@@ -93,7 +93,7 @@ def _changed(before: object, after: object, where: str) -> list[str]:
     if isinstance(before, dict) and isinstance(after, dict):
         return [n for k in before for n in _changed(before[k], after.get(k), f"{where}.{k}".lstrip("."))]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [n for i, (b, a) in enumerate(zip(before, after)) for n in _changed(b, a, f"{where}[{i}]")]
+        return [n for i, (b, a) in enumerate(zip(before, after, strict=True)) for n in _changed(b, a, f"{where}[{i}]")]
     return [] if before == after else [where]
 
 
@@ -163,7 +163,8 @@ _COPY = 1 << 20
 
 def _load(ctx: JobContext, state_id: str | None) -> tuple[str, bytes]:
     """The chosen saved state's id and its checked, still compressed tar."""
-    ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX) if o.key.endswith(".tar.zst"))
+    ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX)
+                 if o.key.endswith(".tar.zst"))
     if not ids:
         raise NotFoundError(f"no saved proxy state in {ctx.repo.location}", "save one with `stackvault state backup`")
     chosen = ids[-1] if state_id in (None, "latest") else state_id

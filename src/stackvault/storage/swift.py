@@ -138,7 +138,7 @@ class SwiftBackend(Backend):
         marker = ""
         while True:
             _, objects = self._call(prefix, lambda c: c.get_container(
-                self.container, prefix=self.prefix + prefix, marker=marker, limit=self.page_size))
+                self.container, prefix=self.prefix + prefix, marker=marker, limit=self.page_size))  # noqa: B023 - called in this iteration
             if not objects:
                 return
             for obj in objects:
