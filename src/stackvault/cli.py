@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__, render
 from .config import (
@@ -31,7 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as every other usage error
         raise UsageError(message, f"see `{self.prog} --help`")
 
 
@@ -205,7 +206,7 @@ def _disk_key(spec: str | None, settings: Settings) -> str | None:
     return f"file:{os.path.realpath(path)}"
 
 
-def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]:
+def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
     """Run the command; returns (result, human renderer, exit code)."""
     settings = load_settings(args.config, repo=args.repo, workdir=args.workdir, catalog=args.catalog,
                              lock_wait=args.wait)
@@ -333,8 +334,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "verify":
         from .jobs.verify import verify
 
-        result = verify(ctx, args.backup, args.deep, progress)
-        return result.to_dict(), render.verify, EXIT_OK if result.ok else EXIT_DAMAGED
+        verified = verify(ctx, args.backup, args.deep, progress)
+        return verified.to_dict(), render.verify, EXIT_OK if verified.ok else EXIT_DAMAGED
     if c == "forget":
         from .jobs.prune import forget
 

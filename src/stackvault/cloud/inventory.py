@@ -107,7 +107,7 @@ def _split(items: list, sel: Selection) -> Picked:
 def pick_servers(conn, sel: Selection) -> Picked:
     """Servers selected for this proxy. A name or id that matches nothing is an error, even when the
     server it names is another proxy's: the selection, not the split, is what the user wrote."""
-    query = {"details": True}
+    query: dict[str, object] = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     if not (sel.servers or sel.all_servers or sel.tags or sel.metadata):
@@ -120,7 +120,7 @@ def pick_servers(conn, sel: Selection) -> Picked:
 def pick_volumes(conn, sel: Selection) -> Picked:
     if not sel.volumes:
         return Picked([])
-    query = {"details": True}
+    query: dict[str, object] = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     everything = list(conn.block_storage.volumes(**query))

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from openstack import exceptions as os_exc
+from openstack.image.v2.image import Image
 
 from .connection import CloudError, _first_line
 from .consistency import REQUIRE_PROPERTY, quiesce_fix
@@ -31,7 +34,7 @@ class QuiesceFailed(CloudError):
 
 @dataclass
 class ServerSnapshot:
-    image: object  # openstack.image.v2.image.Image
+    image: Image
     volume_snapshots: list[dict] = field(default_factory=list)  # Nova's block_device_mapping entries
 
     @property
@@ -39,7 +42,10 @@ class ServerSnapshot:
         return bool(self.volume_snapshots)
 
 
-def _poll(what: str, timeout_s: float, check) -> object:
+T = TypeVar("T")
+
+
+def _poll(what: str, timeout_s: float, check: Callable[[], T | None]) -> T:
     """Call `check()` until it returns a value; it raises to fail.
 
     The pause between two checks is a twentieth of the time waited so far (0.1 s to POLL_MAX_S): a

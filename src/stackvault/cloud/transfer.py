@@ -20,6 +20,8 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import requests
 
@@ -45,6 +47,7 @@ class GlanceDownload:
         self.consumed = 0  # bytes handed to the reader
         self.resumes = 0
         algo = getattr(image, "hash_algo", None)
+        self._hash: _HashThread | None
         if algo and getattr(image, "hash_value", None) and algo in hashlib.algorithms_available:
             self._hash, self._expected = _HashThread(hashlib.new(algo)), image.hash_value
         elif getattr(image, "checksum", None):
@@ -52,7 +55,7 @@ class GlanceDownload:
         else:
             self._hash, self._expected = None, None
         self._resp: requests.Response | None = None
-        self._iter = None
+        self._iter: Iterator[bytes] | None = None
         self._pieces: deque[bytes] = deque()  # as they arrived: a read of one whole piece copies nothing
         self._buffered = 0
 
@@ -79,7 +82,7 @@ class GlanceDownload:
             try:
                 if self._iter is None:
                     self._open()
-                piece = next(self._iter)  # type: ignore[arg-type]
+                piece = next(self._iter)  # type: ignore[arg-type]  # set by _open()
             except StopIteration:
                 self._close_resp()
                 why = f"the connection closed at byte {self.received} of {self.size}"
@@ -234,11 +237,11 @@ def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries:
         download.close()
         raise SourceError(f"image refused: image {image.id} ({name}) has disk_format {image.disk_format!r}",
                           f"stackvault reads raw, {', '.join(QEMU_FORMATS)} and vhd images")
-    common = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
+    common: dict[str, Any] = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
     if fmt == "raw":
-        source = GlanceRawSource(size=download.size, **common)
-        source.download = download
-        return source
+        raw = GlanceRawSource(size=download.size, **common)
+        raw.download = download
+        return raw
     head = b""
     if fmt == "qcow2":
         head = download.read(HEAD_SIZE)

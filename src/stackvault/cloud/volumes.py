@@ -13,13 +13,14 @@ import os
 from collections.abc import Iterator
 
 from openstack import exceptions as os_exc
+from openstack.block_storage.v3.volume import Volume
 
 from .connection import CloudError, _first_line
 from .removal import remove
 from .snapshots import TEMP_KEY, _poll
 
 
-def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> object:
+def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> Volume:
     def ready():
         vol = conn.block_storage.get_volume(volume_id)
         if vol.status in ("error", "error_restoring", "error_extending") and status != vol.status:
@@ -30,7 +31,7 @@ def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> object:
 
 
 def create_temp_volume(conn, job_id: str, *, size_gb: int, name: str, snapshot_id: str | None = None,
-                       timeout_s: float, **extra) -> object:
+                       timeout_s: float, **extra) -> Volume:
     try:
         vol = conn.block_storage.create_volume(size=size_gb, name=name, snapshot_id=snapshot_id,
                                                metadata={TEMP_KEY: job_id}, **extra)

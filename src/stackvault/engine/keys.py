@@ -24,6 +24,7 @@ import stat
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -153,7 +154,7 @@ def parse_slot(key: str, raw: bytes, repo_id: str) -> dict:
     return doc
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -63,9 +63,9 @@ def _decode(key: str, doc: object) -> LockInfo:
         raise ValueError("no kind, host or job")
     if type(pid) is not int or not 0 < pid < 1 << 31:  # a pid_t; pids.alive tells which can be running
         raise ValueError(f"pid {reprlib.repr(pid)} is no process id")
-    if type(expires) not in (int, float) or not math.isfinite(expires):
+    if type(expires) not in (int, float) or not math.isfinite(expires):  # type: ignore[arg-type]  # int or float
         raise ValueError(f"expiry {reprlib.repr(expires)} is no time")
-    return LockInfo(key, kind, host, pid, job or "", float(expires))
+    return LockInfo(key, kind, host, pid, job or "", float(expires))  # type: ignore[arg-type]  # int or float
 
 
 def read_locks(repo: Repository) -> list[LockInfo]:

@@ -129,7 +129,7 @@ class NbdExport:
             except OSError:
                 pass
             sock.close()
-            self._sock = None
+            self._sock = None  # type: ignore[assignment]  # closed: never used again
         if self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -193,9 +193,9 @@ def _stop_orphans_of(directory: str) -> bool:
         if parent is not None and parent != 1 and _is_stackvault(parent):
             return False
         orphans.append(int(pid))
-    for pid in orphans:
+    for orphan in orphans:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(orphan, signal.SIGKILL)
         except OSError:
             pass
     return True

@@ -166,7 +166,7 @@ class DiskBackup:
                 for i in range(n):
                     if todo[i] == ZERO or todo[i] == KEEP:
                         with self._lock:
-                            record(i, ZERO_DIGEST if todo[i] == ZERO else self.plan.keep.digest(i))
+                            record(i, ZERO_DIGEST if todo[i] == ZERO else self.plan.keep.digest(i))  # type: ignore[union-attr]  # KEEP needs a plan
                         self._report(index.block_length(i))
                         continue
                     length = index.block_length(i)

@@ -113,7 +113,7 @@ class RawSource(DiskSource):
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
-            self._fd = None
+            self._fd = None  # type: ignore[assignment]  # closed: never used again
         super().close()
 
 
@@ -221,7 +221,7 @@ class QemuSource(DiskSource):
         nbd = getattr(self, "_nbd", None)
         if nbd is not None:
             nbd.close()
-            self._nbd = None
+            self._nbd = None  # type: ignore[assignment]  # closed: never used again
         super().close()
 
 
@@ -302,7 +302,7 @@ def open_source(spec: str, ceph: CephSettings | None = None) -> DiskSource:
         source = QemuSource(path=path, name=os.path.basename(path), key=f"file:{real}", format=fmt)
         source.follow = follow
     try:
-        source.open()  # type: ignore[attr-defined]
+        source.open()
     except BaseException:
         source.close()
         raise

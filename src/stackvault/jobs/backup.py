@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from .. import __version__
 from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
@@ -68,6 +69,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 warnings.extend(base.warnings)
                 # A changed level is no fault (a first backup, a resized disk): the disk's `reason` says it.
                 level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
+                read_info: dict[str, Any]
                 plan, read_info = None, {}
                 if source.lists_changes:
                     plan, read_info = read_plan(ctx, source, level, reason, base)
@@ -135,7 +137,8 @@ def read_plan(ctx: JobContext, source: DiskSource, level: str, reason: str,
         if found is None or found[0].backup_id != base.full_backup_id:
             return None, full_read(f"the last Full ({base.full_backup_id}) is no longer in the repository")
         keep, meta = ctx.repo.get_index(found[1]), found[1].meta
-    plan = plan_changed_blocks(source, meta, keep, ctx.settings.ceph.verify_sample, ctx.repo.hash_block)
+    plan = plan_changed_blocks(source, meta, keep,  # type: ignore[arg-type]  # not a Full: there is a previous index
+                               ctx.settings.ceph.verify_sample, ctx.repo.hash_block)
     return (plan, plan.info) if isinstance(plan, ReadPlan) else (None, plan)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from openstack import exceptions as os_exc
 
@@ -35,7 +36,7 @@ def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> 
 
     What still cannot be deleted is listed in `failed` (the CLI then exits non-zero).
     """
-    found = find_leftovers(conn)
+    found: dict[str, Any] = find_leftovers(conn)
     failed: list[str] = []
     if not dry_run:
         proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server and any(

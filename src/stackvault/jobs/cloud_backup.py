@@ -165,7 +165,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                 meta = {"volume_id": vol["id"], "device": vol["device"],
                         "consistency": consistency if entry is not None else CRASH}
                 sources.append(readers.from_volume_snapshot(
-                    snapshot_id, int(vol["size_gb"] or entry.get("volume_size") or 1), name=dev,
+                    snapshot_id, int(vol["size_gb"] or (entry or {}).get("volume_size") or 1), name=dev,
                     key=f"volume:{vol['id']}", meta=meta))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},

@@ -71,7 +71,7 @@ class JobContext:
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]
+            self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]  # backup_id, report
         except (CatalogError, SQLAlchemyError) as exc:
             warn(f"the end of job {job_id} is not recorded in the catalog: {_line(exc)}")
 

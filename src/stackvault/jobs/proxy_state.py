@@ -134,7 +134,7 @@ def backup_state(ctx: JobContext) -> dict:
             text: str | None = config.read_text()
             dropped: list[str] = []
             if not repo.encrypted:  # an encrypted repository seals the saved state: secrets stay in it
-                text, dropped = _strip_secrets(text)  # type: ignore[arg-type]
+                text, dropped = _strip_secrets(text)  # type: ignore[arg-type]  # a str: read just above
             if dropped:
                 warnings.append(f"left out of the saved config (the repository is not encrypted): {', '.join(dropped)}")
             if text is not None:
@@ -189,7 +189,7 @@ def _members(state_id: str, blob: bytes) -> Iterator[tuple[str, IO[bytes]]]:
         with tarfile.open(fileobj=_Bounded(reader, state_id), mode="r|") as tar:
             for member in tar:
                 if member.isfile():
-                    yield member.name, tar.extractfile(member)  # type: ignore[misc]
+                    yield member.name, tar.extractfile(member)  # type: ignore[misc]  # a file's is never None
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise RepositoryError(f"saved proxy state {state_id} is damaged: {exc}",
                               "restore an older one, or run `stackvault recover`, which needs none") from None
@@ -243,7 +243,7 @@ def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path
         os.makedirs(state_dir, exist_ok=True)
         for name, stream in _members(chosen, blob):
             if name in names:
-                _write_stream(state_dir / STATE_FILE.fullmatch(name)["name"], stream)  # type: ignore[index]
+                _write_stream(state_dir / STATE_FILE.fullmatch(name)["name"], stream)  # type: ignore[index]  # names match
     config_written = None
     if config is not None and config_out is not None:
         config_out.parent.mkdir(parents=True, exist_ok=True)

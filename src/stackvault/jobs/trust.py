@@ -87,7 +87,7 @@ def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None
     doc = {"location": repo.location, "identity": repo.backend.identity, "id": repo.id, "encrypted": repo.encrypted,
            "key_fingerprint": repo.key_fingerprint, "newest_backup": newest_backup,
            "updated": datetime.now(UTC).isoformat(timespec="seconds")}
-    path = _path(workdir, doc["identity"])
+    path = _path(workdir, repo.backend.identity)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(path, json.dumps(doc, indent=1).encode())

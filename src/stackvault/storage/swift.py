@@ -208,7 +208,9 @@ def _keystone(cloud: str | None) -> Callable[[], tuple[str, str]]:
             raise RepositoryError(f"cloud {cloud or '(OS_* environment)'} has no object-store "
                                   f"endpoint: {_first_line(exc)}",
                                   "ask the operator for Swift, or use s3://") from None
-        return url.rstrip("/"), conn.session.get_token()
+        token = conn.session.get_token()
+        assert url is not None and token is not None  # the sdk raises when it has no endpoint or token
+        return url.rstrip("/"), token
 
     return authenticate
 
