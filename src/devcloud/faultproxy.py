@@ -184,7 +184,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
             conn.sock.settimeout(None)  # splice(2) needs blocking sockets
             length = int(self.headers.get("Content-Length") or 0)
             if (not chunked and length > BLOCK
-                    and splice_exact(self.rfile, self.connection, conn.sock, length) != length):
+                    and splice_exact(self.rfile, self.connection, conn.sock,  # type: ignore[arg-type]  # a BufferedReader
+                                     length) != length):
                 raise ConnectionError("client closed mid-body")
             for block in ([] if not chunked and length > BLOCK else self._body_chunks()):
                 if chunked:

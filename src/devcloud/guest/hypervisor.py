@@ -603,11 +603,11 @@ def _backup(qmp: QMPClient, disk: DiskSpec, dest: Path, fmt: str) -> None:
     _run(["qemu-img", "create", "-q", "-f", fmt, str(dest), str(size)], f"creating {dest}")
     tag = secrets.token_hex(4)
     file_node, fmt_node, job = f"snapf-{tag}", f"snap-{tag}", f"backup-{disk.target}-{tag}"
-    qmp.command("blockdev-add", driver="file", filename=str(dest.resolve()), **{"node-name": file_node})
+    qmp.command("blockdev-add", driver="file", filename=str(dest.resolve()), **{"node-name": file_node})  # type: ignore[arg-type]  # not a timeout
     try:
-        qmp.command("blockdev-add", driver=fmt, file=file_node, **{"node-name": fmt_node})
+        qmp.command("blockdev-add", driver=fmt, file=file_node, **{"node-name": fmt_node})  # type: ignore[arg-type]  # not a timeout
         try:
-            qmp.command("blockdev-backup", device=source, target=fmt_node, sync="full", **{"job-id": job})
+            qmp.command("blockdev-backup", device=source, target=fmt_node, sync="full", **{"job-id": job})  # type: ignore[arg-type]  # not a timeout
             event = qmp.wait_event("BLOCK_JOB_COMPLETED", 3600, lambda e: e.get("data", {}).get("device") == job)
             if event["data"].get("error"):
                 raise GuestError(f"backup of {disk.target} to {dest} failed: {event['data']['error']}")
@@ -620,7 +620,7 @@ def _backup(qmp: QMPClient, disk: DiskSpec, dest: Path, fmt: str) -> None:
 
 def _quiet_qmp(qmp: QMPClient, command: str, node_name: str) -> None:
     try:
-        qmp.command(command, **{"node-name": node_name})
+        qmp.command(command, **{"node-name": node_name})  # type: ignore[arg-type]  # not a timeout
     except QMPError:
         pass
 

@@ -135,7 +135,7 @@ def _content_key(kernel_version: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"format={BUILD_FORMAT}\nkernel={kernel_version}\ncmdline={KERNEL_CMDLINE}\n".encode())
     inputs = [BUSYBOX, QEMU_GA, *sorted(initramfs.FILES.iterdir())]
-    inputs += [Path(module.__file__) for module in (kernel, initramfs, rootfs)] + [Path(__file__)]
+    inputs += [Path(str(module.__file__)) for module in (kernel, initramfs, rootfs)] + [Path(__file__)]
     for path in inputs:
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]

@@ -310,6 +310,7 @@ class Compute:
         if bdm["destination_type"] != "volume":
             return bdm
         cinder = self.cinder(server["project_id"], token)
+        vol: dict[str, Any] | None
         if not bdm.get("volume_id"):
             vol = cinder.create_volume(
                 int(bdm.get("volume_size") or 1), name="",

@@ -66,7 +66,7 @@ def versions_app(environ: dict, start_response: Any) -> list[bytes]:
         v21 = version_doc(base)
         v21 = {k: v21[k] for k in ("id", "status", "version", "min_version", "updated")}
         v21["links"] = [{"rel": "self", "href": f"{base}/v2.1/"}]
-        body = {"versions": [v2, v21]}
+        body: dict[str, Any] = {"versions": [v2, v21]}
     else:
         body = {"version": version_doc(base)}
     payload = json.dumps(body).encode()

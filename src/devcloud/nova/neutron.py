@@ -57,7 +57,7 @@ class Networking:
                 if sg["project_id"] == project_id and sg["name"] == "default":
                     return sg
             sg_id = str(uuid.uuid4())
-            rules = []
+            rules: list[dict[str, Any]] = []
             for direction, ethertype, remote in (("ingress", "IPv4", sg_id),
                                                  ("ingress", "IPv6", sg_id),
                                                  ("egress", "IPv4", None),
@@ -129,7 +129,7 @@ class Networking:
         start = ipaddress.ip_address(pool["start"]) + 8  # leave room like DHCP/router ports
         end = ipaddress.ip_address(pool["end"])
         addr = start
-        while addr <= end:
+        while addr <= end:  # type: ignore[operator]  # one pool: one address family
             if str(addr) not in used:
                 return str(addr)
             addr += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import secrets
@@ -283,7 +284,7 @@ class ServersApi:
             raise bad_request(f"Image {image_id} is not active.")
         return image
 
-    def _bdms(self, data: dict[str, Any], image_ref: str) -> list[dict[str, Any]]:
+    def _bdms(self, data: dict[str, Any], image_ref: str) -> builtins.list[dict[str, Any]]:
         """Block device mappings v2 (and the image's implicit root disk)."""
         raw = data.get("block_device_mapping_v2") or []
         out = []
@@ -324,7 +325,7 @@ class ServersApi:
                 used.add(bdm["device_name"][5:])
         return out
 
-    def _ports(self, ctx: RequestContext, server_id: str, networks: Any) -> dict[str, list[str]]:
+    def _ports(self, ctx: RequestContext, server_id: str, networks: Any) -> dict[str, builtins.list[str]]:
         created: list[str] = []
         if networks == "none":
             return {"created": created}

@@ -28,7 +28,7 @@ LOG = logging.getLogger("devcloud.nova")
 try:  # written by the devcloud core; Nova works (without injected faults) until it exists
     from devcloud import faults as fault_rules
 except ImportError:  # pragma: no cover
-    fault_rules = None  # type: ignore[assignment]
+    fault_rules = None  # type: ignore[assignment]  # no module: no faults
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
