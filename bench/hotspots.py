@@ -58,10 +58,7 @@ def _short(frame: str) -> str:
     if not m:
         return frame.strip()
     file = m["file"].replace("\\", "/")
-    if "/stackvault/" in file:
-        file = "stackvault/" + file.split("/stackvault/", 1)[1]
-    else:
-        file = file.rsplit("/", 1)[-1]
+    file = "stackvault/" + file.split("/stackvault/", 1)[1] if "/stackvault/" in file else file.rsplit("/", 1)[-1]
     return f"{m['func']} ({file})"
 
 

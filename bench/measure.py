@@ -90,7 +90,7 @@ def run_measured(tool: str, phase: str, argv: list[str], env: dict[str, str] | N
     process of the tree, exact even for a spike between two polls. (The bench's own `wait4` cannot
     give that: a forked child is charged the bench's memory until it execs.)
     """
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     if log_path:
         log.write(f"\n$ {' '.join(argv)}\n".encode())
         log.flush()

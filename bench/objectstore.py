@@ -47,16 +47,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import hotspots  # noqa: E402
-import imagegen  # noqa: E402
-import run  # noqa: E402
-import swiftlog  # noqa: E402
-from measure import CommandFailed, PhaseResult, dir_size  # noqa: E402
-from tools import Restic, Stackvault, Tool  # noqa: E402
+import hotspots
+import imagegen
+import run
+import swiftlog
+from measure import CommandFailed, PhaseResult, dir_size
+from tools import Restic, Stackvault, Tool
 
-from devcloud import processes  # noqa: E402
-from devcloud.context import DevcloudError  # noqa: E402
-from devcloud.swift import SwiftAllInOne  # noqa: E402
+from devcloud import processes
+from devcloud.context import DevcloudError
+from devcloud.swift import SwiftAllInOne
 
 TARGETS = ("dir", "s3", "swift", "restic-s3")
 # s3@4M: the same S3 run with 8x fewer, larger objects, to show what the number of calls costs.
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.target_list = [t.strip() for t in a.targets.split(",") if t.strip()]
     for target in a.target_list:
         kind, _, block = target.partition("@")
-        if kind not in TARGETS or block and kind == "restic-s3":
+        if kind not in TARGETS or (block and kind == "restic-s3"):
             p.error(f"unknown target {target!r} (choose from {','.join(TARGETS)}, "
                     "stackvault ones with @BLOCKSIZE)")
         if block:
@@ -145,7 +145,7 @@ def put_rates(location: str, count: int = SEQ_PUTS, threads: int = 8) -> dict[st
     for mode, width in (("sequential", 1), (f"{threads} at a time", threads)):
         started = time.monotonic()
         with ThreadPoolExecutor(width) as pool:
-            list(pool.map(lambda i: backend.put(f"{width}/{i}", body), range(count)))
+            list(pool.map(lambda i: backend.put(f"{width}/{i}", body), range(count)))  # noqa: B023 - run here
         rates[mode] = (time.monotonic() - started) / count
     for obj in list(backend.list("")):
         backend.delete(obj.key)

@@ -91,7 +91,7 @@ def _mib(n: int | None) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table, so the output pastes into docs/performance.md as it is."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731 - a one-line helper
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
 
 
@@ -130,7 +130,7 @@ def render(results: list[PhaseResult], baselines: list[PhaseResult], sweep: list
                        for r in baselines + results])
     out.append("")
     rrows = []
-    fmt = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731
+    fmt = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731 - a one-line helper
     for phase, ratio in verdict["ratios"].items():
         cpu = verdict["cpu_ratios"][phase]
         rrows.append([phase, fmt(ratio["restic"]), fmt(ratio["borg"]), fmt(cpu["restic"]), fmt(cpu["borg"])])

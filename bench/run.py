@@ -37,12 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import hotspots  # noqa: E402
-import imagegen  # noqa: E402
-import report  # noqa: E402
-from measure import (CommandFailed, PhaseResult, dir_size, drop_caches, file_allocated,  # noqa: E402
-                     file_digest, run_measured)
-from tools import Borg, Command, Restic, Stackvault, Tool  # noqa: E402
+import hotspots
+import imagegen
+import report
+from measure import CommandFailed, PhaseResult, dir_size, drop_caches, file_allocated, file_digest, run_measured
+from tools import Borg, Command, Restic, Stackvault, Tool
 
 GENERATOR_VERSION = 2  # bump when imagegen's output changes, so a cached image is not reused
 PHASES = ("full", "incremental", "restore")
@@ -291,7 +290,7 @@ class Bench:
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root)
         summaries: dict[str, str] = {}
-        logf = open(self.log_path, "ab")
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - closed below
         init = tool.init()
         subprocess.run(init.argv, env=init.env, check=True, stdout=subprocess.DEVNULL, stderr=logf)
         try:
@@ -331,7 +330,8 @@ class Bench:
         started = time.time()
         self.prepare_image()
         facts = self.image_facts()
-        log(f"image: {json.dumps({k: facts[k] for k in ('bytes', 'allocated', 'compressible_zstd3_ratio_1MiB', 'change_extents')})}")
+        shown = ("bytes", "allocated", "compressible_zstd3_ratio_1MiB", "change_extents")
+        log(f"image: {json.dumps({k: facts[k] for k in shown})}")
         for rep in range(self.args.repeat):
             if self.args.repeat > 1:
                 log(f"round {rep + 1} of {self.args.repeat}")

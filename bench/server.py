@@ -45,8 +45,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import imagegen  # noqa: E402
-from measure import PhaseResult, run_measured  # noqa: E402
+import imagegen
+from measure import PhaseResult, run_measured
 
 TARGET = 1.5
 MIX = {imagegen.HOLE: 0.60, imagegen.COMPRESSIBLE: 0.25, imagegen.RANDOM: 0.15}
@@ -86,7 +86,7 @@ def cloud_up(state: Path, reuse: bool) -> dict:
     return status
 
 
-def boot(conn, name: str):  # noqa: ANN001, ANN201
+def boot(conn, name: str):
     img = conn.image.find_image("sv-noagent", ignore_missing=False)
     server = conn.compute.create_server(
         name=name, image_id=img.id, flavor_id=conn.compute.find_flavor("m1.tiny").id,
@@ -101,7 +101,7 @@ def replace_disk(raw: Path, disk: Path) -> None:
     os.replace(tmp, disk)
 
 
-def snapshot_and_download(conn, server) -> tuple[float, float, int, float]:  # noqa: ANN001
+def snapshot_and_download(conn, server) -> tuple[float, float, int, float]:
     """Seconds to create one snapshot (until active), seconds to stream it once, its size, and seconds
     to stream it again while hashing it as stackvault checks it against Glance (the gap between the two
     downloads is the cost of that check)."""
@@ -140,7 +140,8 @@ def split(res: PhaseResult, out: dict) -> str:
     item = out["servers"][0]
     job, engine = float(out.get("duration_s") or 0), float(item.get("duration_s") or 0)
     return (f"start/exit {res.wall_s - job:.2f} + snapshot&fetch {job - engine:.2f} + engine {engine:.2f}; "
-            f"read {imagegen.human(item.get('bytes_read') or 0)}, stored {imagegen.human(item.get('bytes_stored') or 0)}, "
+            f"read {imagegen.human(item.get('bytes_read') or 0)}, "
+            f"stored {imagegen.human(item.get('bytes_stored') or 0)}, "
             f"{item.get('blocks_changed')}/{item.get('blocks_total')} blocks changed")
 
 
@@ -198,7 +199,8 @@ def main() -> int:
             results.append((f"{n}: snapshot (create, wait)", snap_s, 0, ""))
             results.append((f"{n}: download snapshot once", dl_s, 0,
                             f"{imagegen.human(snap_bytes)} at {snap_bytes / dl_s / 2**20:.0f} MiB/s"))
-            results.append((f"{n}:   again, hashed", hash_s, 0, "not in the floor: stackvault's check of the Glance hash"))
+            results.append((f"{n}:   again, hashed", hash_s, 0,
+                            "not in the floor: stackvault's check of the Glance hash"))
 
             # another 1% each round: the change's places and bytes follow the layout's seed
             change = imagegen.ImageChange(dataclasses.replace(layout, seed=layout.seed + n), 0.01)

@@ -13,9 +13,9 @@ import zstandard
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import imagegen  # noqa: E402
-import report  # noqa: E402
-from measure import PhaseResult, file_digest, run_measured  # noqa: E402
+import imagegen
+import report
+from measure import PhaseResult, file_digest, run_measured
 
 SIZE = 64 * imagegen.MiB
 
@@ -54,7 +54,7 @@ def test_same_seed_same_bytes_and_no_duplicate_blocks(image, tmp_path):
         for e in layout.extents:
             if e.kind != imagegen.HOLE:
                 f.seek(e.offset)
-                for pos in range(0, e.length, 64 * imagegen.KiB):
+                for _ in range(0, e.length, 64 * imagegen.KiB):
                     block = f.read(64 * imagegen.KiB)
                     assert block not in blocks, "a data block repeats: dedup would be unearned"
                     blocks.add(block)
@@ -82,7 +82,8 @@ def test_change_rewrites_one_percent_and_reverts(image):
 
 def test_meter_sees_a_children_memory():
     res, _ = run_measured("t", "alloc", [sys.executable, "-c",
-                                         "import time; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.3)"])
+                                         "import time; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); "
+                                         "time.sleep(0.3)"])
     assert 200 * imagegen.MiB <= res.peak_rss <= 300 * imagegen.MiB
 
 

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import swiftlog  # noqa: E402
+import swiftlog
 
 
 def line(method: str, start: float, end: float, *, client: str = "127.0.0.1", source: str = "-",

@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from devcloud import cloud as devcloud_cloud  # noqa: E402
-from devcloud.context import CloudContext  # noqa: E402
-from devcloud.guest.hypervisor import Hypervisor  # noqa: E402
+from devcloud import cloud as devcloud_cloud  # noqa: E402 - after src/ is on sys.path
+from devcloud.context import CloudContext  # noqa: E402 - after src/ is on sys.path
+from devcloud.guest.hypervisor import Hypervisor  # noqa: E402 - after src/ is on sys.path
 
 OUT = Path(os.environ.get("DEMO_DIR", ROOT / "demo-out"))
 STATE = Path(os.environ.get("DEMO_CLOUD", ROOT / ".state" / "demo"))

@@ -117,8 +117,8 @@ def import_bindings(state_dir: Path) -> tuple[Any, Any]:
     path = str(ensure_bindings(state_dir))
     if path not in sys.path:
         sys.path.insert(0, path)
-    import rados  # noqa: PLC0415  (only importable once the path is set)
-    import rbd  # noqa: PLC0415
+    import rados  # only importable once the path is set
+    import rbd
     return rados, rbd
 
 

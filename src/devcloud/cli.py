@@ -10,8 +10,14 @@ import sys
 from pathlib import Path
 
 from devcloud import cloud, faults, processes
-from devcloud.context import (BACKEND_PORT_OFFSET, DEFAULT_PORTS, CloudContext, DevcloudError,
-                              free_ports, state_dir_from_env)
+from devcloud.context import (
+    BACKEND_PORT_OFFSET,
+    DEFAULT_PORTS,
+    CloudContext,
+    DevcloudError,
+    free_ports,
+    state_dir_from_env,
+)
 
 log = logging.getLogger("devcloud")
 

@@ -15,9 +15,11 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from devcloud import ceph, glance, keystone, processes, rest, services_venv
 from devcloud.context import REPO_ROOT, CloudContext, DevcloudError
@@ -107,10 +109,14 @@ def up(ctx: CloudContext, skip: set[str] | frozenset[str] = frozenset()) -> Clou
 
 def _run_steps(ctx: CloudContext, skip: set[str] | frozenset[str],
                cluster: Future[None] | None) -> None:
+    def launch_keystone_and_glance() -> None:
+        keystone.launch(ctx)
+        glance.launch(ctx)
+
     steps: list[tuple[str, Callable[[], None]]] = [
         ("fault proxy", lambda: start_proxy(ctx)),
         # Both uWSGI apps load (slow imports) while keystone-manage bootstrap runs.
-        ("keystone and glance launch", lambda: (keystone.launch(ctx), glance.launch(ctx))),
+        ("keystone and glance launch", launch_keystone_and_glance),
         ("keystone", lambda: keystone.configure(ctx)),
         ("glance", lambda: glance.wait(ctx)),
     ]
@@ -121,7 +127,7 @@ def _run_steps(ctx: CloudContext, skip: set[str] | frozenset[str],
     for part in ("cinder", "nova"):
         if part not in skip:
             module = f"devcloud.{part}.launch"
-            steps.append((part, lambda m=module: _start_part(ctx, m)))
+            steps.append((part, partial(_start_part, ctx, module)))
     for name, step in steps:
         t0 = time.monotonic()
         step()

@@ -72,7 +72,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise DevcloudError("no free TCP port found in 20000-32700 on " + host)
 
 
-def free_ports(names: "list[str] | tuple[str, ...]", host: str = "127.0.0.1") -> dict[str, int]:
+def free_ports(names: list[str] | tuple[str, ...], host: str = "127.0.0.1") -> dict[str, int]:
     """Distinct free ports, one per name."""
     ports: dict[str, int] = {}
     while len(ports) < len(names):
@@ -108,7 +108,7 @@ class CloudContext:
         return self.state_dir / "config.json"
 
     @classmethod
-    def load(cls, state_dir: Path) -> "CloudContext":
+    def load(cls, state_dir: Path) -> CloudContext:
         """The context saved by `up` in this state dir, or defaults if `up` never ran there."""
         state_dir = Path(state_dir).resolve()
         path = state_dir / "config.json"

@@ -17,8 +17,8 @@ import fcntl
 import http.client
 import io
 import json
-import os
 import logging
+import os
 import socket
 import struct
 import sys
@@ -104,7 +104,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
     backend: tuple[str, int] = ("127.0.0.1", 0)
     state_dir: Path = Path()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base class name
+    def log_message(self, format: str, *args: object) -> None:  # `format` is the base class's parameter name
         pass  # per-request logging would cost more than the proxying
 
     def _dispatch(self) -> None:
@@ -183,9 +183,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.sock.settimeout(None)  # splice(2) needs blocking sockets
             length = int(self.headers.get("Content-Length") or 0)
-            if not chunked and length > BLOCK:
-                if splice_exact(self.rfile, self.connection, conn.sock, length) != length:
-                    raise ConnectionError("client closed mid-body")
+            if (not chunked and length > BLOCK
+                    and splice_exact(self.rfile, self.connection, conn.sock,  # type: ignore[arg-type]  # a BufferedReader
+                                     length) != length):
+                raise ConnectionError("client closed mid-body")
             for block in ([] if not chunked and length > BLOCK else self._body_chunks()):
                 if chunked:
                     conn.send(b"%x\r\n" % len(block) + bytes(block) + b"\r\n")

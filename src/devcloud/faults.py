@@ -16,10 +16,10 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 SERVICES = ("keystone", "glance", "cinder", "nova", "neutron")
 HTTP_KINDS = frozenset({"status", "latency", "drop"})

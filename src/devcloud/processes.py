@@ -194,7 +194,7 @@ def claim_slot(root: Path, prefix: str, slots: int = 8) -> tuple[Path, IO[str]]:
     """
     root.mkdir(parents=True, exist_ok=True)
     for n in range(slots):
-        lock = open(root / f"{prefix}-{n}.lock", "w")
+        lock = open(root / f"{prefix}-{n}.lock", "w")  # noqa: SIM115 - returned, holding the lock
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -30,6 +30,7 @@ def request(method: str, url: str, *, token: str | None = None, body: Any = None
     Returns (status, headers lower-cased, parsed JSON or raw bytes). Raises ApiError on >= 400.
     """
     parts = urllib.parse.urlsplit(url)
+    assert parts.hostname is not None, url
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout,
                                       blocksize=CHUNK)
     hdrs = {"Accept": "application/json", **(headers or {})}

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 
 @event.listens_for(Engine, "before_cursor_execute", retval=True)
-def _begin_immediate(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ANN202
+def _begin_immediate(conn, cursor, statement, parameters, context, executemany):
     if conn.dialect.name == "sqlite" and statement.strip().upper() == "BEGIN":
         statement = "BEGIN IMMEDIATE"
     return statement, parameters

@@ -8,14 +8,23 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-from . import __version__
-from .config import (CONSISTENCY_LEVELS, Retention, Settings, compression_level, load_settings, parse_pairs,
-                     parse_size, seconds, whole_number)
+from . import __version__, render
+from .config import (
+    CONSISTENCY_LEVELS,
+    Retention,
+    Settings,
+    compression_level,
+    load_settings,
+    parse_pairs,
+    parse_size,
+    seconds,
+    whole_number,
+)
 from .engine.fileio import make_private
 from .engine.staging import StagingLedger
 from .errors import CatalogError, StackvaultError, UsageError, warn
-from . import render
 from .jobs.context import JobContext
 from .progress import progress_factory
 
@@ -23,7 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as every other usage error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as every other usage error
         raise UsageError(message, f"see `{self.prog} --help`")
 
 
@@ -49,7 +58,8 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--ceph-conf", default=default, metavar="PATH", help="rbd sources: ceph.conf ([ceph] conf)")
     p.add_argument("--ceph-client", default=default, metavar="client.NAME",
                    help="rbd sources: the Ceph user, read-only is enough ([ceph] client)")
-    p.add_argument("--ceph-keyring", default=default, metavar="PATH", help="rbd sources: that user's keyring ([ceph] keyring)")
+    p.add_argument("--ceph-keyring", default=default, metavar="PATH",
+                   help="rbd sources: that user's keyring ([ceph] keyring)")
 
 
 def _share_options(p: argparse.ArgumentParser) -> None:
@@ -196,7 +206,7 @@ def _disk_key(spec: str | None, settings: Settings) -> str | None:
     return f"file:{os.path.realpath(path)}"
 
 
-def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]:
+def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
     """Run the command; returns (result, human renderer, exit code)."""
     settings = load_settings(args.config, repo=args.repo, workdir=args.workdir, catalog=args.catalog,
                              lock_wait=args.wait)
@@ -270,7 +280,6 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         return result, render.cloud_backup, EXIT_OK if result["status"] in ("success", "warning") else EXIT_FAILED
     if c == "list":
         from .jobs.maintenance import sync_catalog
-
         from .jobs.trust import rollback
 
         try:
@@ -325,8 +334,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     if c == "verify":
         from .jobs.verify import verify
 
-        result = verify(ctx, args.backup, args.deep, progress)
-        return result.to_dict(), render.verify, EXIT_OK if result.ok else EXIT_DAMAGED
+        verified = verify(ctx, args.backup, args.deep, progress)
+        return verified.to_dict(), render.verify, EXIT_OK if verified.ok else EXIT_DAMAGED
     if c == "forget":
         from .jobs.prune import forget
 
@@ -339,7 +348,8 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
         from .jobs.prune import prune
 
         policy = Retention(**{f"keep_{r}": getattr(args, f"keep_{r}") if getattr(args, f"keep_{r}") is not None
-                              else getattr(settings.retention, f"keep_{r}") for r in ("last", "daily", "weekly", "monthly")})
+                              else getattr(settings.retention, f"keep_{r}")
+                              for r in ("last", "daily", "weekly", "monthly")})
         return prune(ctx, policy, args.dry_run), render.prune, EXIT_OK
     if c == "gc":
         from .jobs.gc import gc
@@ -369,7 +379,7 @@ def run(args: argparse.Namespace) -> tuple[object, Callable[[object], str], int]
     raise UsageError(f"unknown command {c!r}", "see `stackvault --help`")
 
 
-def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], str], int]:  # noqa: ANN001
+def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], str], int]:
     from .cloud.connection import connect
     from .cloud.inventory import Selection
     from .jobs.doctor import doctor, fix_images
@@ -392,7 +402,7 @@ def _records(ctx: JobContext, disk_key: str | None) -> tuple[list, dict]:
                   "damaged": [{"backup_id": b, "problem": e.problem} for b, e in sorted(damaged.items())]}
 
 
-def _listed_share(args: argparse.Namespace):  # noqa: ANN202 - a cloud.inventory.Selection or None
+def _listed_share(args: argparse.Namespace):  # a cloud.inventory.Selection or None
     """`list --availability-zone / --shard`: the backups of one proxy's share (only when asked for)."""
     if not (args.availability_zone or args.shard):
         return None
@@ -446,7 +456,7 @@ def _confirm(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: str, progress) -> dict:  # noqa: ANN001
+def _cloud_restore(ctx: JobContext, args: argparse.Namespace, kind: str, name: str, progress) -> dict:
     from .cloud.connection import connect
     from .jobs import cloud_restore
 

@@ -12,6 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 
@@ -94,7 +95,8 @@ def compression_level(value: object, origin: str) -> int:
     level = whole_number(value, origin, minimum=-(1 << 31))
     if level not in COMPRESSION_LEVELS:
         raise UsageError(f"bad value {level} for {origin}: not a compression level from {COMPRESSION_LEVELS.start} "
-                         f"to {COMPRESSION_LEVELS.stop - 1}", "use 0 for no compression, 1 for speed (the default), up to 19 for smaller backups")
+                         f"to {COMPRESSION_LEVELS.stop - 1}",
+                         "use 0 for no compression, 1 for speed (the default), up to 19 for smaller backups")
     return level
 
 
@@ -210,7 +212,8 @@ class Settings:
 
 _TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "workers", "sync", "lock_wait",
              "require_encryption"}
-_SECTIONS = {"retention": {f.name: int for f in fields(Retention)},
+# Each key's type: a class, or the annotation's text (this module's annotations are strings).
+_SECTIONS: dict[str, dict[str, type | str]] = {"retention": {f.name: int for f in fields(Retention)},
              "cloud": {f.name: f.type for f in fields(CloudSettings)},
              "ceph": {f.name: f.type for f in fields(CephSettings)}}
 
@@ -271,9 +274,10 @@ def _apply_file(settings: Settings, path: Path) -> None:
             raise UsageError(f"unknown key {key!r} in {path}", f"valid keys: {', '.join(valid)}")
 
 
-_JOB_TYPES = {"name": str, "os_cloud": str, "project": str, "servers": list, "volumes": list, "all": bool,
-              "server_tags": list, "server_metadata": dict, "exclude": list, "availability_zones": list,
-              "shard": str}
+# Any: mypy cannot narrow a value by `kind is list` below.
+_JOB_TYPES: dict[str, Any] = {"name": str, "os_cloud": str, "project": str, "servers": list, "volumes": list,
+                             "all": bool, "server_tags": list, "server_metadata": dict, "exclude": list,
+                             "availability_zones": list, "shard": str}
 
 
 def _cloud_job(entry: object, number: int, path: Path) -> CloudJob:
@@ -312,7 +316,7 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
     if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
         raise UsageError(f"{origin} must be a list of strings", 'write e.g. ["az1", "az2"]')
     if (section, key) == ("cloud", "shard"):
-        parse_shard(value, f"cloud.shard in {path}")  # type: ignore[arg-type]
+        parse_shard(value, f"cloud.shard in {path}")  # type: ignore[arg-type]  # any TOML value: it refuses all but K/N
     if kind in (bool, "bool") and not isinstance(value, bool):
         raise UsageError(f"{origin} must be true or false", "write true or false, unquoted")
     return value
@@ -349,10 +353,9 @@ def _set(settings: Settings, key: str, value: object, origin: str) -> None:
     else:
         try:
             if key == "block_size":
-                value = parse_size(value)  # type: ignore[arg-type]
-            elif key == "sync" and value not in ("file", "job"):
-                raise ValueError
-            elif key == "require_encryption" and not isinstance(value, bool):
+                value = parse_size(value)  # type: ignore[arg-type]  # any TOML value: it refuses all but sizes
+            elif ((key == "sync" and value not in ("file", "job"))
+                  or (key == "require_encryption" and not isinstance(value, bool))):
                 raise ValueError
         except (TypeError, ValueError):
             raise UsageError(f"bad value {value!r} for {origin}", "see docs/cli.md for the allowed values") from None

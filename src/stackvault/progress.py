@@ -17,7 +17,7 @@ def human_bytes(n: float) -> str:
 
 
 class ProgressBar:
-    def __init__(self, label: str, total: int, stream=sys.stderr) -> None:  # noqa: ANN001
+    def __init__(self, label: str, total: int, stream=sys.stderr) -> None:
         self.label, self.total, self.stream = label, max(total, 1), stream
         self.done = 0
         self.started = time.monotonic()

@@ -187,8 +187,8 @@ def prune(r: dict) -> str:
     if r["removed"] and not r["dry_run"]:
         lines.append("run `stackvault gc` to free their chunks")
     if r.get("damaged"):
-        lines.append(f"warning: kept {len(r['damaged'])} backups whose records are damaged ({', '.join(r['damaged'])}): "
-                     "run `stackvault verify`; remove one with `stackvault forget ID`")
+        lines.append(f"warning: kept {len(r['damaged'])} backups whose records are damaged "
+                     f"({', '.join(r['damaged'])}): run `stackvault verify`; remove one with `stackvault forget ID`")
     return "\n".join(lines)
 
 
@@ -259,11 +259,14 @@ def cloud_backup(r: dict) -> str:
         lines.append("\n".join("  " + line for line in backup(item).splitlines()))
     lines += [f"Job {e['name']}: FAILED: {e['error']}" for e in r.get("job_errors", [])]
     for scope in [r["scope"]] if "scope" in r else r.get("scopes", []):
-        share = [f"availability zones {', '.join(scope['availability_zones'])}"] if "availability_zones" in scope else []
+        share = ([f"availability zones {', '.join(scope['availability_zones'])}"]
+                 if "availability_zones" in scope else [])
         share += [f"shard {scope['shard']}"] if "shard" in scope else []
         lines.append(f"{'Job ' + scope['job'] + ': ' if 'job' in scope else ''}this proxy's share: {', '.join(share)}; "
-                     f"skipped {scope['servers_skipped']} servers and {scope['volumes_skipped']} volumes of other proxies")
-    counts = {s: sum(1 for i in r["servers"] + r["volumes"] if i["status"] == s) for s in ("success", "warning", "failed")}
+                     f"skipped {scope['servers_skipped']} servers and {scope['volumes_skipped']} volumes "
+                     "of other proxies")
+    counts = {s: sum(1 for i in r["servers"] + r["volumes"] if i["status"] == s)
+              for s in ("success", "warning", "failed")}
     lines.append(f"Job {r['job_id']}: {counts['success']} succeeded, {counts['warning']} with warnings, "
                  f"{counts['failed']} failed in {r['duration_s']:.1f} s -- {_STATUS.get(r['status'], r['status'])}")
     return "\n".join(lines)
@@ -273,14 +276,17 @@ def cloud_restore(r: dict) -> str:
     if r["kind"] == "server":
         disks = ", ".join(f"{d['disk']} -> {d['kind']} {d['id']}" for d in r["disks"])
         return f"restored backup {r['backup_id']} as server {r['name']} ({r['id']}): {disks}"
-    return f"restored disk {r['disk']} as {r['kind']} {r['name']} ({r['id']}), {human_bytes(r['bytes_written'])} of data"
+    return (f"restored disk {r['disk']} as {r['kind']} {r['name']} ({r['id']}), "
+            f"{human_bytes(r['bytes_written'])} of data")
 
 
 def doctor(r: dict) -> str:
-    lines = [f"{'SERVER':<24} {'BOOT':<6} {'AGENT':<6} {'QUIESCE':<8} {'NEXT BACKUP':<12} POLICY ({r['require_consistency']})"]
+    lines = [f"{'SERVER':<24} {'BOOT':<6} {'AGENT':<6} {'QUIESCE':<8} {'NEXT BACKUP':<12} "
+             f"POLICY ({r['require_consistency']})"]
     for s in r["servers"]:
         lines.append(f"{s['name'][:24]:<24} {s['boot']:<6} {s['hw_qemu_guest_agent'] or '-':<6} "
-                     f"{s['os_require_quiesce'] or '-':<8} {s['consistency']:<12} {'ok' if s['meets_policy'] else 'NOT MET'}")
+                     f"{s['os_require_quiesce'] or '-':<8} {s['consistency']:<12} "
+                     f"{'ok' if s['meets_policy'] else 'NOT MET'}")
         lines += [f"  ! {flag}" for flag in s["flags"]]
         lines += [f"  fix: {cmd}" for cmd in s["fix"]]
     lines.append(f"{len(r['servers'])} servers; " + (f"policy not met by {', '.join(r['failing'])}" if r["failing"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from stackvault.catalog import Catalog
 from catalog.records import record
+from stackvault.catalog import Catalog
 
 
 def main(url: str, repo_id: str, prefix: str, count: int) -> None:

@@ -27,7 +27,7 @@ def postgres() -> Iterator[PostgresServer]:
         pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): install Debian "
                     "`postgresql` (deps/apt-postgres.txt, scripts/bootstrap)")
     try:
-        import psycopg  # noqa: F401
+        import psycopg  # noqa: F401 - only whether it imports
     except ImportError:
         pytest.skip("psycopg is not installed: pip install 'psycopg[binary]'")
     if os.geteuid() == 0 and not _has_postgres_user():

@@ -24,8 +24,7 @@ from sqlalchemy import create_engine, func, inspect, select, text
 
 from stackvault.catalog import Catalog, schema
 from stackvault.catalog.models import BackupRow, Base, DiskRow, JobRow
-from stackvault.catalog.schema import (FIRST_REVISION, HEAD_REVISION, VERSION_TABLE, current_revision,
-                                      head_revision)
+from stackvault.catalog.schema import FIRST_REVISION, HEAD_REVISION, VERSION_TABLE, current_revision, head_revision
 from stackvault.errors import LockedError, UsageError
 
 from .records import TIB, record
@@ -120,7 +119,8 @@ def test_an_empty_database_is_migrated_to_the_schema_of_the_models(catalog_url: 
     catalog = Catalog(catalog_url)
     assert current_revision(catalog.engine) == head_revision()
     with catalog.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE}), Base.metadata)
+        migration = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
+        diff = compare_metadata(migration, Base.metadata)
         tables = set(inspect(conn).get_table_names())
     assert diff == [], f"the migrations do not build the models' schema: {diff}"
     assert tables == {"jobs", "backups", "disks", VERSION_TABLE}
@@ -190,7 +190,7 @@ def test_an_older_catalog_is_upgraded_keeping_its_rows(catalog_url: str, tmp_pat
 def test_a_catalog_of_a_newer_stackvault_is_refused(catalog_url: str) -> None:
     catalog = Catalog(catalog_url)
     with catalog.session() as s, s.begin():
-        s.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0099_future'"))
+        s.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0099_future'"))  # noqa: S608 - a constant
     catalog.close()
     with pytest.raises(UsageError) as err:
         Catalog(catalog_url)
@@ -210,7 +210,7 @@ def test_a_half_made_catalog_without_a_version_is_refused(catalog_url: str) -> N
 
 def test_the_revisions_written_in_code_match_the_migration_scripts() -> None:
     """HEAD_REVISION spares each command an alembic import; FIRST_REVISION is what adoption stamps."""
-    assert HEAD_REVISION == head_revision()
+    assert head_revision() == HEAD_REVISION
     assert FIRST_REVISION == "0001_initial"  # the schema `create_all` made before migrations, forever
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from e2e.helpers import Stackvault
 
 from .pgserver import PostgresServer

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from e2e.helpers import KIB, Stackvault, make_random_image
 
 from stackvault.catalog import Catalog

@@ -18,9 +18,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from sqlalchemy import select, update
-
 from e2e.helpers import KIB, MIB, make_random_image
+from sqlalchemy import select, update
 
 from stackvault.catalog import Catalog
 from stackvault.catalog.leases import LEASE_ENV
@@ -35,7 +34,7 @@ def _jobs(catalog: Catalog) -> list[JobRow]:
         return list(s.scalars(select(JobRow).order_by(JobRow.started, JobRow.kind)))
 
 
-def _wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -12,7 +12,7 @@ from e2e.helpers import Stackvault
 class CloudUser(Stackvault):
     """Runs the stackvault CLI with a config file pointing at the dev cloud."""
 
-    def configure(self, devcloud) -> None:  # noqa: ANN001
+    def configure(self, devcloud) -> None:
         status = devcloud.status()
         self.config = self.root / "stackvault.toml"
         self.config.write_text(
@@ -34,7 +34,7 @@ class CloudUser(Stackvault):
 
 
 @pytest.fixture
-def fast_cloud(devcloud):  # noqa: ANN001, ANN201
+def fast_cloud(devcloud):
     """These tests write into servers' disk files as a guest would: only a fast-mode cloud has no
     QEMU holding them (real guests are exercised by the `guest` tier, e.g. test_demo.py)."""
     if not devcloud.ctx.fast:
@@ -43,7 +43,7 @@ def fast_cloud(devcloud):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def user(tmp_path: Path, devcloud) -> CloudUser:  # noqa: ANN001
+def user(tmp_path: Path, devcloud) -> CloudUser:
     u = CloudUser(tmp_path / "sv")
     u.configure(devcloud)
     u.run("init", "--block-size", "64KiB")
@@ -51,7 +51,7 @@ def user(tmp_path: Path, devcloud) -> CloudUser:  # noqa: ANN001
 
 
 @pytest.fixture(scope="session")
-def conn(devcloud):  # noqa: ANN001, ANN201
+def conn(devcloud):
     """An admin connection; the project gets room for the volumes and snapshots these tests make."""
     c = devcloud.connect()
     c.block_storage.update_quota_set(c.current_project_id, volumes=200, snapshots=200, gigabytes=2000)
@@ -59,7 +59,7 @@ def conn(devcloud):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def cloud_objects(conn):  # noqa: ANN001, ANN201
+def cloud_objects(conn):
     """Servers a test boots are deleted after it (with their volumes), so tests do not fill quotas."""
     servers: list = []
     yield servers

@@ -20,7 +20,7 @@ from .test_server_backup import _boot, _disks
 pytestmark = pytest.mark.devcloud
 
 
-def _with_app_credential(user, conn, name: str, secret: str, cred_id: str) -> None:  # noqa: ANN001
+def _with_app_credential(user, conn, name: str, secret: str, cred_id: str) -> None:
     """Adds a clouds.yaml entry `name` for the credential, beside the dev cloud's own entries."""
     clouds = yaml.safe_load(user.clouds_yaml.read_text())
     auth_url = clouds["clouds"]["devcloud"]["auth"]["auth_url"]
@@ -36,11 +36,11 @@ def _with_app_credential(user, conn, name: str, secret: str, cred_id: str) -> No
     user.clouds_yaml = own
 
 
-def _sha256(path) -> str:  # noqa: ANN001
+def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_backup_and_restore_with_an_application_credential(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path):  # noqa: ANN001
+def test_backup_and_restore_with_an_application_credential(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path):
     tag = uuid.uuid4().hex[:6]
     server = _boot(conn, cloud_objects, f"appcred-{tag}", "sv-agent")
     secret = uuid.uuid4().hex

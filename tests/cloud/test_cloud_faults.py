@@ -15,13 +15,13 @@ DOWNLOAD = r"/v2/images/[^/]+/file$"
 
 
 @pytest.fixture
-def faults(devcloud):  # noqa: ANN001, ANN201
+def faults(devcloud):
     devcloud.clear_faults()
     yield devcloud
     devcloud.clear_faults()
 
 
-def test_glance_5xx_and_dropped_download_are_retried(user, faults, conn, cloud_objects):  # noqa: ANN001
+def test_glance_5xx_and_dropped_download_are_retried(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
     faults.add_fault("glance", "status", 503, method="GET", path_regex=DOWNLOAD, count=2)
@@ -31,7 +31,7 @@ def test_glance_5xx_and_dropped_download_are_retried(user, faults, conn, cloud_o
     assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
 
 
-def test_persistent_glance_failure_is_clear_and_leaves_nothing(user, faults, conn, cloud_objects):  # noqa: ANN001
+def test_persistent_glance_failure_is_clear_and_leaves_nothing(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
     faults.add_fault("glance", "status", 500, method="GET", path_regex=DOWNLOAD)
@@ -46,7 +46,7 @@ def test_persistent_glance_failure_is_clear_and_leaves_nothing(user, faults, con
     assert item["status"] == "success" and item["level"] == "full", item
 
 
-def test_snapshot_that_never_finishes_times_out_cleanly(user, faults, conn, cloud_objects):  # noqa: ANN001
+def test_snapshot_that_never_finishes_times_out_cleanly(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
     user.config.write_text(user.config.read_text().replace("timeout = 300", "timeout = 15"))
@@ -60,7 +60,7 @@ def test_snapshot_that_never_finishes_times_out_cleanly(user, faults, conn, clou
 IMAGE = r"/v2/images/[^/]+$"
 
 
-def test_failed_deletes_are_retried_then_reported_and_cleanup_removes_them(user, faults, conn, cloud_objects):  # noqa: ANN001
+def test_failed_deletes_are_retried_then_reported_and_cleanup_removes_them(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
     faults.add_fault("glance", "status", 500, method="DELETE", path_regex=IMAGE, count=2)

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.devcloud, pytest.mark.guest, pytest.mark.slow, pytest.
 DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
 
 
-def test_demo_reads_guest_data_back_from_restored_servers(devcloud, tmp_path):  # noqa: ANN001
+def test_demo_reads_guest_data_back_from_restored_servers(devcloud, tmp_path):
     if devcloud.ctx.fast:
         pytest.skip("needs real guests: run without DEVCLOUD_FAST")
     env = {**os.environ, "DEMO_CLOUD": str(devcloud.state_dir), "DEMO_DIR": str(tmp_path / "demo")}

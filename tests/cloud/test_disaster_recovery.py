@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.devcloud, pytest.mark.slow]
 MiB = 1 << 20
 
 
-def test_disaster_recovery_drill(user: CloudUser, fast_cloud, devcloud, conn, cloud_objects, tmp_path):  # noqa: ANN001
+def test_disaster_recovery_drill(user: CloudUser, fast_cloud, devcloud, conn, cloud_objects, tmp_path):
     name = f"dr-{uuid.uuid4().hex[:6]}"
     server = _boot(conn, cloud_objects, name, "sv-agent", data_gb=1)
     disks = _disks(devcloud, conn, server)
@@ -46,7 +46,8 @@ def test_disaster_recovery_drill(user: CloudUser, fast_cloud, devcloud, conn, cl
     fresh.repo = user.repo  # only the repository location ...
     fresh.clouds_yaml = user.clouds_yaml  # ... and the cloud credentials
     fresh.config = fresh.root / "stackvault.toml"
-    out = fresh.run("recover", "--config-out", str(fresh.config), "--yes").data  # a plain repository: nothing authenticates the saved config
+    # a plain repository: nothing authenticates the saved config
+    out = fresh.run("recover", "--config-out", str(fresh.config), "--yes").data
     assert out["config"] == str(fresh.config) and fresh.config.read_text() == config_text
     assert out["catalog"]["backups"] == 3
     assert len(fresh.run("list", "--server", name).data["backups"]) == 3

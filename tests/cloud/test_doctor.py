@@ -21,11 +21,11 @@ pytestmark = pytest.mark.devcloud
 FIX = "openstack image set --property hw_qemu_guest_agent=yes --property os_require_quiesce=yes"
 
 
-def _image_id(conn, name: str) -> str:  # noqa: ANN001
+def _image_id(conn, name: str) -> str:
     return conn.image.find_image(name, ignore_missing=False).id
 
 
-def test_doctor_table_json_and_exit_codes(user, conn, cloud_objects):  # noqa: ANN001
+def test_doctor_table_json_and_exit_codes(user, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     crash = _boot(conn, cloud_objects, f"doc-noagent-{tag}", "sv-noagent")
     unknown = _boot(conn, cloud_objects, f"doc-agent-{tag}", "sv-agent")
@@ -66,7 +66,7 @@ def test_doctor_table_json_and_exit_codes(user, conn, cloud_objects):  # noqa: A
     assert lines[-1] == f"3 servers; policy not met by {unknown.name}, {crash.name}"  # in name order
 
 
-def _copy_image(conn, source: str, name: str):  # noqa: ANN001, ANN202
+def _copy_image(conn, source: str, name: str):
     """A private copy of a seeded image (same disk, same properties but the agent ones): ours to change."""
     src = conn.image.find_image(source, ignore_missing=False)
     data = b"".join(conn.image.download_image(src, stream=True).iter_content(1 << 20))
@@ -75,7 +75,7 @@ def _copy_image(conn, source: str, name: str):  # noqa: ANN001, ANN202
     return conn.image.wait_for_status(conn.image.get_image(image.id), "active", wait=120)
 
 
-def test_fix_images_sets_the_properties_after_confirmation_and_says_to_recreate(user, conn, cloud_objects):  # noqa: ANN001
+def test_fix_images_sets_the_properties_after_confirmation_and_says_to_recreate(user, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     image = _copy_image(conn, "sv-noagent", f"doc-img-{tag}")
     try:
@@ -110,7 +110,7 @@ def test_fix_images_sets_the_properties_after_confirmation_and_says_to_recreate(
         conn.image.delete_image(image.id, ignore_missing=True)
 
 
-def test_policy_refuses_a_crash_server_before_any_snapshot_and_backs_up_the_others(user, conn, cloud_objects):  # noqa: ANN001
+def test_policy_refuses_a_crash_server_before_any_snapshot_and_backs_up_the_others(user, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     crash = _boot(conn, cloud_objects, f"pol-noagent-{tag}", "sv-noagent")
     app = _boot(conn, cloud_objects, f"pol-quiesce-{tag}", "sv-agent-quiesce")
@@ -134,7 +134,7 @@ def test_policy_refuses_a_crash_server_before_any_snapshot_and_backs_up_the_othe
     assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
 
 
-def test_bad_policy_in_config_is_one_clear_error(user):  # noqa: ANN001
+def test_bad_policy_in_config_is_one_clear_error(user):
     with open(user.config, "a") as f:
         f.write('require_consistency = "perfect"\n')
     res = user.run("doctor", json_out=False, expect=2)
@@ -142,7 +142,7 @@ def test_bad_policy_in_config_is_one_clear_error(user):  # noqa: ANN001
     assert "application, unknown, crash" in res.error_lines()[0]
 
 
-def test_image_backed_application_is_flagged_as_a_claim_until_proven(user, conn, cloud_objects):  # noqa: ANN001
+def test_image_backed_application_is_flagged_as_a_claim_until_proven(user, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     image_backed = _boot(conn, cloud_objects, f"claim-img-{tag}", "sv-agent-quiesce")
     volume_backed = _boot(conn, cloud_objects, f"claim-vol-{tag}", "sv-agent-quiesce", volume_backed=True)

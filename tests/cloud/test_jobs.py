@@ -12,7 +12,7 @@ from .test_server_backup import _boot
 pytestmark = pytest.mark.devcloud
 
 
-def test_jobs_back_up_servers_of_two_projects_in_one_run(user, devcloud, conn, cloud_objects):  # noqa: ANN001
+def test_jobs_back_up_servers_of_two_projects_in_one_run(user, devcloud, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     demo = devcloud.connect("devcloud-demo")  # another user, another project
     _boot(conn, cloud_objects, f"adm-{tag}", "sv-noagent")
@@ -44,7 +44,8 @@ servers = ["no-such-server-{tag}"]
 
     partly = user.run("backup", "--job", "*", expect=1).data  # one job selects nothing: it fails alone
     assert partly["status"] == "partial", partly
-    assert [e["name"] for e in partly["job_errors"]] == ["nowhere"] and "no-such-server" in partly["job_errors"][0]["error"]
+    assert [e["name"] for e in partly["job_errors"]] == ["nowhere"]
+    assert "no-such-server" in partly["job_errors"][0]["error"]
     assert {s["job"] for s in partly["servers"] if s["status"] == "success"} == {"admin-project", "demo-project"}
     unknown = user.run("backup", "--job", "typo", json_out=False, expect=2)
     assert "no [[jobs]] in the config match typo" in unknown.error_lines()[0]

@@ -18,7 +18,7 @@ from .conftest import CloudUser
 pytestmark = pytest.mark.devcloud
 
 
-def _boot_in_zones(conn, made: list, prefix: str, zones: list[str]) -> dict[str, str]:  # noqa: ANN001
+def _boot_in_zones(conn, made: list, prefix: str, zones: list[str]) -> dict[str, str]:
     """One server per entry of `zones`, booted at once; returns server name -> its availability zone."""
     img = conn.image.find_image("sv-noagent", ignore_missing=False)
     flavor = conn.compute.find_flavor("m1.tiny").id
@@ -41,7 +41,7 @@ def _proxy(user: CloudUser, root: Path) -> CloudUser:
     return proxy
 
 
-def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cloud_objects, tmp_path):  # noqa: ANN001
+def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cloud_objects, tmp_path):
     prefix = f"sh-{uuid.uuid4().hex[:6]}"
     zones = _boot_in_zones(conn, cloud_objects, prefix, ["az1", "az2"] * 3)
     assert sorted(zones.values()) == ["az1"] * 3 + ["az2"] * 3  # the cloud placed them where asked
@@ -57,7 +57,7 @@ def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cl
     shares = [{s["name"] for s in r["servers"]} for r in reports]
     assert all(s["status"] == "success" for r in reports for s in r["servers"]), reports
     assert sum(len(s) for s in shares) == 6 and set().union(*shares) == set(zones)  # disjoint, and all of them
-    for k, (report, share) in enumerate(zip(reports, shares), 1):
+    for k, (report, share) in enumerate(zip(reports, shares, strict=True), 1):
         assert report["scope"] == {"shard": f"{k}/3", "servers_skipped": 6 - len(share), "volumes_skipped": 0}
     listed = {b["name"] for b in user.run("list").data["backups"]}
     assert listed == set(zones)  # one repository, one catalog: every server's backup is there once
@@ -79,7 +79,7 @@ def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cl
     assert az1_json["scope"] == {"availability_zones": ["az1"], "servers_skipped": 3, "volumes_skipped": 0}
 
 
-def test_a_job_of_the_config_takes_its_own_share(user, conn, cloud_objects):  # noqa: ANN001
+def test_a_job_of_the_config_takes_its_own_share(user, conn, cloud_objects):
     prefix = f"shj-{uuid.uuid4().hex[:6]}"
     zones = _boot_in_zones(conn, cloud_objects, prefix, ["az1", "az2"])
     user.config.write_text(user.config.read_text() + 'availability_zones = ["az1"]\n' + f'''
@@ -99,7 +99,7 @@ servers = ["{prefix}-*"]
         ("zone2", ["az2"], 1), ("zone1", ["az1"], 1)]
 
 
-def test_doctor_looks_at_this_proxys_share_only(user, conn, cloud_objects):  # noqa: ANN001
+def test_doctor_looks_at_this_proxys_share_only(user, conn, cloud_objects):
     prefix = f"shd-{uuid.uuid4().hex[:6]}"
     zones = _boot_in_zones(conn, cloud_objects, prefix, ["az1", "az2", "az1"])
     az1 = user.run("doctor", "--server", f"{prefix}-*", "--availability-zone", "az1").data

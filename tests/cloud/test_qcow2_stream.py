@@ -37,11 +37,11 @@ def _qcow2(path: Path, *options: str) -> Path:
 
 
 @pytest.fixture
-def upload(conn):  # noqa: ANN001, ANN201
+def upload(conn):
     """Uploads a qcow2 file to Glance as a private image; deletes the images after the test."""
     made = []
 
-    def put(path: Path):  # noqa: ANN202
+    def put(path: Path):
         image = conn.image.create_image(name=f"sv-qcow2-stream-{uuid.uuid4().hex[:6]}", disk_format="qcow2",
                                         container_format="bare", data=path.read_bytes(), visibility="private")
         made.append(image)
@@ -52,7 +52,7 @@ def upload(conn):  # noqa: ANN001, ANN201
         conn.image.delete_image(image, ignore_missing=True)
 
 
-def _read_back(conn, image, disk: Path, tmp_path: Path) -> DiskSource:  # noqa: ANN001
+def _read_back(conn, image, disk: Path, tmp_path: Path) -> DiskSource:
     """Open the image as a server backup does, check every guest byte against `disk`, close it."""
     source = open_image_source(conn, image, name="vda", key="test:vda", tmpdir=str(tmp_path / "job-tmp"))
     try:
@@ -76,7 +76,7 @@ def _read_like_the_engine(source: DiskSource, dest: Path, block: int = 512 << 10
     return dest
 
 
-def test_a_qcow2_image_streams_from_glance_with_no_local_copy(conn, upload, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_qcow2_image_streams_from_glance_with_no_local_copy(conn, upload, tmp_path: Path) -> None:
     disk = _qcow2(tmp_path / "disk.qcow2")
     source = _read_back(conn, upload(disk), disk, tmp_path)
     assert isinstance(source, GlanceQcow2Source)
@@ -85,7 +85,7 @@ def test_a_qcow2_image_streams_from_glance_with_no_local_copy(conn, upload, tmp_
     assert not tmpdir.exists() or not os.listdir(tmpdir), "nothing was written to the job's tmpdir"
 
 
-def test_a_qcow2_the_stream_reader_refuses_is_read_from_a_local_copy(conn, upload, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_qcow2_the_stream_reader_refuses_is_read_from_a_local_copy(conn, upload, tmp_path: Path) -> None:
     disk = _qcow2(tmp_path / "disk.qcow2")
     with open(disk, "r+b") as f:  # flagged corrupt (incompatible feature bit 1): Glance takes it, qemu reads
         f.seek(79)               # it read-only, the stream reader refuses it
@@ -97,7 +97,7 @@ def test_a_qcow2_the_stream_reader_refuses_is_read_from_a_local_copy(conn, uploa
     assert not os.listdir(tmp_path / "job-tmp"), "the local copy is gone once the source is closed"
 
 
-def test_a_streamed_qcow2_not_matching_its_glance_hash_fails_at_finish(conn, upload, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_streamed_qcow2_not_matching_its_glance_hash_fails_at_finish(conn, upload, tmp_path: Path) -> None:
     image = upload(_qcow2(tmp_path / "disk.qcow2"))
     image.hash_value = "0" * len(image.hash_value)  # what Glance recorded no longer matches the bytes
     source = open_image_source(conn, image, name="vda", key="test:vda", tmpdir=str(tmp_path / "job-tmp"))

@@ -31,7 +31,7 @@ MiB = 1 << 20
 # --- the hook ----------------------------------------------------------------------------------
 
 
-def test_guest_hook_is_a_valid_posix_sh_script(tmp_path):  # noqa: ANN001
+def test_guest_hook_is_a_valid_posix_sh_script(tmp_path):
     from e2e.helpers import Stackvault
 
     sv = Stackvault(tmp_path / "sv")
@@ -97,7 +97,7 @@ def _disk(tmp_path: Path, label: str, marker: str | None) -> Path:
 
 
 @pytest.fixture
-def sv(tmp_path):  # noqa: ANN001, ANN201
+def sv(tmp_path):
     from e2e.helpers import Stackvault
 
     user = Stackvault(tmp_path / "sv")
@@ -105,7 +105,7 @@ def sv(tmp_path):  # noqa: ANN001, ANN201
     return user
 
 
-def _prove(sv, disk: Path, window: tuple[float, float]) -> dict:  # noqa: ANN001
+def _prove(sv, disk: Path, window: tuple[float, float]) -> dict:
     backup_id = sv.run("backup", "--source", f"file:{disk}", "--level", "full").data["backup_id"]
     ctx = JobContext(load_settings(None, repo=str(sv.repo), workdir=str(sv.workdir), catalog=sv.catalog_url))
     record = ctx.repo.get_backup(backup_id)
@@ -115,7 +115,7 @@ def _prove(sv, disk: Path, window: tuple[float, float]) -> dict:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("label", ["mbr", "gpt", "bare"])
-def test_fresh_marker_is_verified_and_shown_by_list_and_show(sv, tmp_path, label):  # noqa: ANN001
+def test_fresh_marker_is_verified_and_shown_by_list_and_show(sv, tmp_path, label):
     now = int(time.time())
     disk = _disk(tmp_path, label, f"{MARKER_MAGIC}\nstate=frozen\ntime={now}\nnonce={uuid.uuid4().hex}\n")
     proof = _prove(sv, disk, (now - 5, now + 5))
@@ -130,7 +130,7 @@ def test_fresh_marker_is_verified_and_shown_by_list_and_show(sv, tmp_path, label
     assert stored["marker"]["time"] == now
 
 
-def test_old_or_thawed_marker_is_stale_and_a_missing_one_is_said(sv, tmp_path):  # noqa: ANN001
+def test_old_or_thawed_marker_is_stale_and_a_missing_one_is_said(sv, tmp_path):
     now = int(time.time())
     old = _disk(tmp_path, "mbr", f"{MARKER_MAGIC}\nstate=frozen\ntime={now - 86400}\nnonce=n-old\n")
     proof = _prove(sv, old, (now - 5, now + 5))
@@ -146,7 +146,7 @@ def test_old_or_thawed_marker_is_stale_and_a_missing_one_is_said(sv, tmp_path): 
     assert {b["consistency"] for b in sv.run("list").data["backups"]} == {None}
 
 
-def test_disk_without_ext4_is_skipped_cheaply(sv, tmp_path):  # noqa: ANN001
+def test_disk_without_ext4_is_skipped_cheaply(sv, tmp_path):
     proof = _prove(sv, _disk(tmp_path, "empty", None), (0, time.time()))
     assert proof["status"] == "skipped" and "no ext2/3/4" in proof["message"]
     assert proof["duration_s"] < 1.0  # a block or two read, nothing restored
@@ -156,7 +156,7 @@ def test_disk_without_ext4_is_skipped_cheaply(sv, tmp_path):  # noqa: ANN001
 # --- a real guest --------------------------------------------------------------------------------
 
 
-def _hypervisor(devcloud):  # noqa: ANN001, ANN202
+def _hypervisor(devcloud):
     from devcloud.guest.hypervisor import Hypervisor
 
     return Hypervisor(devcloud.state_dir / "nova" / "guests",
@@ -166,7 +166,7 @@ def _hypervisor(devcloud):  # noqa: ANN001, ANN202
 @pytest.mark.devcloud
 @pytest.mark.guest
 @pytest.mark.slow
-def test_real_guest_with_the_hook_is_verified_and_without_it_warned(user, devcloud, conn, cloud_objects):  # noqa: ANN001
+def test_real_guest_with_the_hook_is_verified_and_without_it_warned(user, devcloud, conn, cloud_objects):
     if devcloud.ctx.fast:
         pytest.skip("needs real guests: run without DEVCLOUD_FAST")
     name = f"proof-{uuid.uuid4().hex[:6]}"

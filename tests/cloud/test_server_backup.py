@@ -19,7 +19,7 @@ pytestmark = pytest.mark.devcloud
 MiB = 1 << 20
 
 
-def _boot(conn, made: list, name: str, image: str, *, volume_backed: bool = False, data_gb: int = 0):  # noqa: ANN001, ANN202
+def _boot(conn, made: list, name: str, image: str, *, volume_backed: bool = False, data_gb: int = 0):
     img = conn.image.find_image(image, ignore_missing=False)
     args = {"name": name, "flavor_id": conn.compute.find_flavor("m1.tiny").id,
             "networks": [{"uuid": conn.network.find_network("private").id}]}
@@ -39,11 +39,12 @@ def _boot(conn, made: list, name: str, image: str, *, volume_backed: bool = Fals
     return server
 
 
-def _disks(devcloud, conn, server) -> dict[str, tuple[Path, str]]:  # noqa: ANN001
+def _disks(devcloud, conn, server) -> dict[str, tuple[Path, str]]:
     """Device name -> (file, format) of a fast-mode server's disks."""
     out = {}
     for att in conn.compute.volume_attachments(server):
-        out[att.device.rsplit("/", 1)[-1]] = (devcloud.state_dir / "cinder" / "volumes" / f"volume-{att.volume_id}", "raw")
+        volume = devcloud.state_dir / "cinder" / "volumes" / f"volume-{att.volume_id}"
+        out[att.device.rsplit("/", 1)[-1]] = (volume, "raw")
     if "vda" not in out:
         out["vda"] = (devcloud.state_dir / "nova" / "instances" / server.id / "disk", "qcow2")
     return out
@@ -54,14 +55,15 @@ def _snapshot_disks(disks: dict, dest: Path) -> dict[str, Path]:
     return {dev: raw_copy(path, fmt, dest / f"{dev}.raw") for dev, (path, fmt) in disks.items()}
 
 
-def _leftovers(user) -> dict:  # noqa: ANN001
+def _leftovers(user) -> dict:
     data = user.run("cleanup", "--dry-run").data
     return {k: data[k] for k in ("images", "volumes", "snapshots")}
 
 
 @pytest.mark.parametrize("volume_backed", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["image-backed", "volume-backed"])  # the volume-backed path is the slower: CI tier
-def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path, volume_backed):  # noqa: ANN001
+def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path,
+                                               volume_backed):
     name = f"srv-{uuid.uuid4().hex[:6]}"
     image = "sv-agent-quiesce" if volume_backed else "sv-agent"
     server = _boot(conn, cloud_objects, name, image, volume_backed=volume_backed, data_gb=1)
@@ -100,7 +102,7 @@ def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn,
     assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
 
 
-def test_consistency_recorded_and_required_quiesce_fails_that_server_only(user, devcloud, conn, cloud_objects):  # noqa: ANN001
+def test_consistency_recorded_and_required_quiesce_fails_that_server_only(user, devcloud, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     crash = _boot(conn, cloud_objects, f"noagent-{tag}", "sv-noagent")
     dead_image = _boot(conn, cloud_objects, f"dead-img-{tag}", "sv-agent-dead")
@@ -119,7 +121,7 @@ def test_consistency_recorded_and_required_quiesce_fails_that_server_only(user, 
     assert not any(n.startswith("stackvault-") for n in names), names
 
 
-def test_restore_to_image_keeps_properties_and_refuses_to_overwrite(user, devcloud, conn, cloud_objects):  # noqa: ANN001
+def test_restore_to_image_keeps_properties_and_refuses_to_overwrite(user, devcloud, conn, cloud_objects):
     name = f"img-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-agent")
     backup_id = user.run("backup", "--server", name).data["servers"][0]["backup_id"]

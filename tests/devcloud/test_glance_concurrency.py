@@ -15,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.devcloud
 
 
-def test_parallel_image_create_update_delete_never_fails(devcloud):  # noqa: ANN001
+def test_parallel_image_create_update_delete_never_fails(devcloud):
     conn = devcloud.connect()
 
     def lifecycle(i: int) -> str:

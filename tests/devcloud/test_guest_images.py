@@ -49,7 +49,8 @@ def test_variants_carry_the_agent_properties(built: dict[str, images.GuestImage]
     assert built["sv-agent-quiesce"].properties["os_require_quiesce"] == "yes"
     assert "hw_qemu_guest_agent" not in built["sv-noagent"].properties
     dead = built["sv-agent-dead"].properties
-    assert (dead["hw_qemu_guest_agent"], dead["os_require_quiesce"], dead["devcloud_agent_running"]) == ("yes", "yes", "no")
+    assert (dead["hw_qemu_guest_agent"], dead["os_require_quiesce"],
+            dead["devcloud_agent_running"]) == ("yes", "yes", "no")
     for image in built.values():
         assert (image.disk_format, image.container_format) == ("qcow2", "bare")
         assert image.properties["devcloud_agent_running"] in ("yes", "no")

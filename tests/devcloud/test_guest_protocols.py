@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -50,11 +51,13 @@ def test_agent_sync_skips_stale_replies(tmp_path: Path) -> None:
         conn.sendall(b'{"return": {"stale": true}}\n')
         for request in requests(conn):
             if request["execute"] == "guest-sync-delimited":
-                conn.sendall(b'{"return": 12}\n\xff' + json.dumps({"return": request["arguments"]["id"]}).encode() + b"\n")
+                conn.sendall(b'{"return": 12}\n\xff'
+                             + json.dumps({"return": request["arguments"]["id"]}).encode() + b"\n")
             elif request["execute"] == "guest-ping":
                 conn.sendall(b'{"return": {}}\n')
             else:
-                conn.sendall(b'{"error": {"class": "GenericError", "desc": "fsfreeze hook has failed with status 1"}}\n')
+                conn.sendall(b'{"error": {"class": "GenericError", '
+                             b'"desc": "fsfreeze hook has failed with status 1"}}\n')
 
     sock = tmp_path / "qga"
     serve_once(sock, agent)

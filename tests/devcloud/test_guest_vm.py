@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -134,7 +134,7 @@ def test_freeze_runs_the_hook_and_the_snapshot_is_point_in_time(hv: Hypervisor, 
     hv.guest_write_file(agent_vm, "/root/before.txt", b"before the snapshot\n")
     hv.quiesce(agent_vm)
     try:
-        with pytest.raises(GuestError, match="refused while the filesystems .* are frozen"):
+        with pytest.raises(GuestError, match=r"refused while the filesystems .* are frozen"):
             hv.guest_exec(agent_vm, ["/bin/true"])
         hv.snapshot_disk(agent_vm, "vda", snapshot)
     finally:

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from devcloud.nova.testing import (IMAGE_AGENT, IMAGE_AGENT_DEAD, action_events, cli_json,
-                          create_server, delete_server, raw_sha256, wait_for)
+from devcloud.nova.testing import (
+    IMAGE_AGENT,
+    IMAGE_AGENT_DEAD,
+    action_events,
+    cli_json,
+    create_server,
+    delete_server,
+    raw_sha256,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.devcloud, pytest.mark.guest, pytest.mark.slow]
 
@@ -126,7 +134,7 @@ def test_live_snapshot_walks_task_states_and_holds_data_written_in_the_guest(dev
                 out = tmp_path / "live.qcow2"
                 devcloud.openstack("image", "save", "--file", str(out), result["image"])
                 raw = tmp_path / "live.raw"
-                os.system(f"qemu-img convert -f qcow2 -O raw {out} {raw}")
+                os.system(f"qemu-img convert -f qcow2 -O raw {out} {raw}")  # noqa: S605 - pytest's tmp paths
                 assert marker * 4 in raw.read_bytes()
         finally:
             devcloud.openstack("image", "delete", result["image"], check=False)
@@ -228,7 +236,7 @@ def test_required_quiesce_with_dead_agent_is_409_for_volume_backed(devcloud):
         devcloud.openstack("volume", "delete", vol_id, check=False)
 
 
-def _wait_volume(devcloud, vid: str, status: str, what: str) -> None:  # noqa: ANN001
+def _wait_volume(devcloud, vid: str, status: str, what: str) -> None:
     wait_for(what, lambda: cli_json(devcloud, "volume", "show", vid)["status"] == status, 120)
 
 

@@ -15,9 +15,10 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import BLOCK, MIB, Stackvault, loop_device as attached, make_sparse_image, sha256_file, write_at
+from .helpers import BLOCK, MIB, Stackvault, make_sparse_image, sha256_file, write_at
+from .helpers import loop_device as attached
 
 
 @pytest.fixture

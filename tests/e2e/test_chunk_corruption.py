@@ -44,7 +44,7 @@ def _assert_failed_restore_leaves_nothing(res: Result, target: Path) -> None:
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_chunk_is_named_by_deep_verify_and_blocks_restore(repo: Stackvault, rng: random.Random,
                                                                   tmp_path: Path, damage: str) -> None:
-    a, b, id_a, id_b, chunks_a = _two_disjoint_backups(repo, rng, tmp_path)
+    _a, b, id_a, id_b, chunks_a = _two_disjoint_backups(repo, rng, tmp_path)
     victim = rng.choice(chunks_a)
     data = bytearray(victim.read_bytes())
     if damage == "flip":
@@ -82,7 +82,7 @@ def test_damaged_chunk_is_named_by_deep_verify_and_blocks_restore(repo: Stackvau
 
 
 def test_missing_chunk_is_found_by_plain_verify(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
-    a, b, id_a, id_b, chunks_a = _two_disjoint_backups(repo, rng, tmp_path)
+    _a, _b, id_a, id_b, chunks_a = _two_disjoint_backups(repo, rng, tmp_path)
     victim = rng.choice(chunks_a)
     victim.unlink()
     res = repo.run("verify", expect=None)
@@ -101,7 +101,7 @@ def test_missing_chunk_is_found_by_plain_verify(repo: Stackvault, rng: random.Ra
 def test_restore_failure_keeps_existing_target_with_force(repo: Stackvault, rng: random.Random,
                                                          tmp_path: Path) -> None:
     """`--force` over an existing file, then a bad chunk: the old file must survive untouched."""
-    a, b, id_a, id_b, chunks_a = _two_disjoint_backups(repo, rng, tmp_path)
+    _a, _b, id_a, _id_b, chunks_a = _two_disjoint_backups(repo, rng, tmp_path)
     victim = chunks_a[len(chunks_a) // 2]
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0x80

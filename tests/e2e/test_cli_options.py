@@ -46,6 +46,6 @@ def test_two_backups_of_different_disks_at_the_same_time(repo: Stackvault, rng: 
         reports.append(json.loads(out))
     assert sorted(repo.list_ids()) == sorted(r["backup_id"] for r in reports)
     repo.run("verify", "--deep")
-    for src, report in zip((a, b), reports):
+    for src, report in zip((a, b), reports, strict=True):
         out = repo.restore(report["backup_id"], tmp_path / f"out-{src.name}")
         assert sha256_file(out) == sha256_file(src)

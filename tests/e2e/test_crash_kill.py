@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from .helpers import (
-    BLOCK, MIB, Stackvault, block_digests, change_blocks, kill_group, make_random_image, sha256_file,
+    BLOCK,
+    MIB,
+    Stackvault,
+    block_digests,
+    change_blocks,
+    kill_group,
+    make_random_image,
+    sha256_file,
 )
 
 LEVELS = ["incremental", "full", "differential", "incremental", "incremental", "full", "differential"]
@@ -62,7 +69,7 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
                 committed = in_repo
                 committed_digests = block_digests(src)
         else:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             assert proc.returncode == 0, f"backup finished before the kill but failed: {err}"
             where = f"attempt {attempt} ({level}) finished before the kill at {delay:.2f}s"
             committed = repo.list_ids()
@@ -72,7 +79,7 @@ def _kill_series(repo: Stackvault, rng: random.Random, tmp_path: Path, size: int
 
         # the next run succeeds and compares against the last committed backup
         now = block_digests(src)
-        differing = sum(1 for x, y in zip(committed_digests, now) if x != y)
+        differing = sum(1 for x, y in zip(committed_digests, now, strict=True) if x != y)
         started = time.monotonic()
         nxt = repo.backup(src, level="incremental")
         duration = max(time.monotonic() - started, 0.5)

@@ -22,8 +22,18 @@ from pathlib import Path
 import blake3
 import pytest
 
-from .helpers import (BLOCK, KIB, MIB, Stackvault, change_blocks, make_random_image, one_error, sha256_file,
-                      stackvault_command, tree_listing)
+from .helpers import (
+    BLOCK,
+    KIB,
+    MIB,
+    Stackvault,
+    change_blocks,
+    make_random_image,
+    one_error,
+    sha256_file,
+    stackvault_command,
+    tree_listing,
+)
 
 PASSPHRASE = "correct horse battery staple"
 #: A compressible block a user would recognise, and an incompressible one: neither may be readable in the store.

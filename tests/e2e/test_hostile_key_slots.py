@@ -4,7 +4,6 @@ command, make it take all memory, or make unlocking slow; it is skipped with a w
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time

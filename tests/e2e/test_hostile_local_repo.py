@@ -35,7 +35,7 @@ def _outside(tmp_path: Path) -> Path:
     return out
 
 
-def _no_traceback(res) -> None:  # noqa: ANN001 - a helpers.Result
+def _no_traceback(res) -> None:  # a helpers.Result
     assert "Traceback" not in res.stderr, res.describe()
     assert len(res.error_lines()) <= 1, res.describe()
 

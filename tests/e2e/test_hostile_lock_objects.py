@@ -47,7 +47,7 @@ def _plant(sv: Stackvault, body: bytes, age_s: float) -> Path:
     return path
 
 
-def _named(res) -> None:  # noqa: ANN001
+def _named(res) -> None:
     warnings = [line for line in res.stderr.splitlines() if line.startswith("stackvault: warning:")]
     assert any(KEY in line for line in warnings), res.describe()
     assert "Traceback" not in res.stderr, res.describe()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIB, Stackvault, kill_group, loop_device as attached, make_random_image, make_sparse_image, sha256_file, tree_listing
+from .helpers import MIB, Stackvault, kill_group, make_random_image, make_sparse_image, sha256_file, tree_listing
+from .helpers import loop_device as attached
 from .test_bad_input import assert_clear_error
 
 
@@ -55,7 +56,7 @@ def test_device_target_must_be_a_block_device(backed_up, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_a_link_planted_at_the_staging_name_is_not_written_through(backed_up, tmp_path: Path, fmt: str) -> None:
-    sv, bid, src = backed_up
+    sv, bid, _src = backed_up
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     target = tmp_path / f"out.{fmt}"
@@ -99,7 +100,7 @@ def mount_point(tmp_path: Path):
             subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def test_restore_into_a_read_only_place(backed_up, mount_point) -> None:  # noqa: ANN001
+def test_restore_into_a_read_only_place(backed_up, mount_point) -> None:
     sv, bid, _src = backed_up
     where = mount_point("ro", "8m")
     subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
@@ -108,7 +109,7 @@ def test_restore_into_a_read_only_place(backed_up, mount_point) -> None:  # noqa
     assert not list(where.iterdir())
 
 
-def test_restore_running_out_of_space(backed_up, mount_point) -> None:  # noqa: ANN001
+def test_restore_running_out_of_space(backed_up, mount_point) -> None:
     sv, bid, _src = backed_up
     where = mount_point("small", "1m")  # the disk is 4 MiB of incompressible data
     repo_before = tree_listing(sv.repo)

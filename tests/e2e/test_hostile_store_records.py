@@ -67,7 +67,7 @@ DAMAGE = ["flip", "truncate", "missing field", "disk size", "block size", "no di
 @pytest.mark.parametrize("how", DAMAGE)
 def test_each_damaged_record_is_named_by_verify_and_refused_by_restore(repo: Stackvault, rng: random.Random,
                                                                        tmp_path: Path, how: str) -> None:
-    src, first, first_sha, newest = two_backups(repo, rng, tmp_path)
+    src, first, _first_sha, newest = two_backups(repo, rng, tmp_path)
     damage_json(record(repo, first), how)
 
     for args in (["verify"], ["verify", "--deep"]):

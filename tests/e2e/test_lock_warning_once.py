@@ -28,7 +28,7 @@ def unlockable(repo: Stackvault, tmp_path: Path) -> tuple[Stackvault, str, Path]
 
 
 @pytest.mark.parametrize("command", ["restore", "verify"])
-def test_the_lock_warning_is_in_the_result_and_printed_once(unlockable, tmp_path: Path, command: str) -> None:  # noqa: ANN001
+def test_the_lock_warning_is_in_the_result_and_printed_once(unlockable, tmp_path: Path, command: str) -> None:
     sv, bid, src = unlockable
     before = tree_listing(sv.repo)
     out = tmp_path / "out.raw"

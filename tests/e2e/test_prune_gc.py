@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 from .helpers import (
-    BLOCK, KIB, MIB, Stackvault, block_digests, change_blocks, make_random_image, sha256_file, tree_bytes,
+    BLOCK,
+    KIB,
+    MIB,
+    Stackvault,
+    block_digests,
+    change_blocks,
+    make_random_image,
+    sha256_file,
+    tree_bytes,
 )
 
 SIZE = 8 * MIB
@@ -130,7 +138,7 @@ def test_gc_during_a_backup_does_not_delete_chunks_the_backup_uses(repo: Stackva
     time.sleep(0.8)
     gc = repo.run("gc", "--grace", "0", expect=None)
     assert "Traceback" not in gc.stderr, gc.describe()
-    out, err = proc.communicate(timeout=300)
+    _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"backup running during gc failed ({time.monotonic() - started:.1f}s): {err}"
     deep = repo.run("verify", "--deep", expect=None)
     assert deep.rc == 0, f"gc deleted chunks a concurrent backup committed\n{deep.describe()}"

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from .helpers import (
-    BLOCK, KIB, MIB, Stackvault, make_sparse_image, qcow2_guest_sha256, qemu_img, sha256_file,
+    BLOCK,
+    KIB,
+    MIB,
+    Stackvault,
+    make_sparse_image,
+    qcow2_guest_sha256,
+    qemu_img,
+    sha256_file,
 )
 
 

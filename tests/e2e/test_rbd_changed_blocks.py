@@ -242,7 +242,8 @@ def test_incrementals_of_rbd_snapshots_read_what_changed_and_restore_exactly(set
     assert again["read"]["path"] == "full_read" and "was created again" in again["read"]["why"], again
     print(f"\nrbd changed-block test: {time.monotonic() - started:.1f} s; Full read {full['bytes_read'] / MIB:.2f} "
           f"MiB, Incremental {inc['bytes_read'] / MIB:.2f} MiB ({changed} blocks changed, {listed} listed, "
-          f"{read['sample_blocks']} sampled) of a {SIZE / MIB:.0f} MiB image, listing {read['listing_s'] * 1000:.1f} ms; "
+          f"{read['sample_blocks']} sampled) of a {SIZE / MIB:.0f} MiB image, "
+          f"listing {read['listing_s'] * 1000:.1f} ms; "
           f"after a deleted base snapshot {gone['bytes_read'] / MIB:.2f} MiB")
 
 

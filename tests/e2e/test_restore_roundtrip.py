@@ -12,8 +12,20 @@ from pathlib import Path
 import pytest
 
 from .helpers import (
-    BLOCK, KIB, MIB, Stackvault, allocated_bytes, churn, make_random_image, make_sparse_image,
-    qcow2_guest_sha256, qemu_img, qemu_img_info, sha256_file, to_qcow2, write_at,
+    BLOCK,
+    KIB,
+    MIB,
+    Stackvault,
+    allocated_bytes,
+    churn,
+    make_random_image,
+    make_sparse_image,
+    qcow2_guest_sha256,
+    qemu_img,
+    qemu_img_info,
+    sha256_file,
+    to_qcow2,
+    write_at,
 )
 
 #: Ten backups mixing all three levels, including a differential right after a full and a second full.

@@ -99,7 +99,8 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
 
     # Round 1: all proxies back up at once, each its own disk.
     started = time.monotonic()
-    procs = [p.popen("backup", "--wait", WAIT, "--source", f"file:{img}") for p, img in zip(proxies, images)]
+    procs = [p.popen("backup", "--wait", WAIT, "--source", f"file:{img}")
+             for p, img in zip(proxies, images, strict=True)]
     first = [_finish(proc, f"round-1 backup of proxy{i}")["backup_id"] for i, proc in enumerate(procs)]
     duration = time.monotonic() - started
     first_sha = [sha256_file(img) for img in images]
@@ -115,7 +116,7 @@ def test_several_proxies_with_prune_gc_and_a_killed_proxy(sv: Stackvault, rng: r
             change_blocks(img, rng.sample(range(nblocks), nblocks // 3), rng)
     chunks_before = _chunk_count(sv.repo)
     procs = []
-    for i, (p, img) in enumerate(zip(proxies, images)):
+    for i, (p, img) in enumerate(zip(proxies, images, strict=True)):
         level = ["--level", "full"] if i == victim else []
         procs.append(p.popen("backup", "--wait", WAIT, "--source", f"file:{img}", *level))
     # prune and gc start once every backup has taken its shared lock, so they really have to wait for them

@@ -65,7 +65,7 @@ def test_prune_and_forget_by_another_proxy_leave_no_missing_backups(tmp_path: Pa
     assert "missing" not in listed.data and "missing" not in listed.stderr, listed.describe()
     verified = a.run("verify")
     assert verified.data["ok"] and verified.data["missing_backups"] == [], verified.describe()
-    for backup_id, job in zip(ids[:3], ["forget", "prune", "prune"]):
+    for backup_id, job in zip(ids[:3], ["forget", "prune", "prune"], strict=True):
         tomb = json.loads((a.repo / "forgotten" / backup_id).read_text())
         assert tomb["backup_id"] == backup_id and tomb["job"] == job and tomb["host"], tomb
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -79,7 +79,7 @@ def unique_name(kind: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def swift_keystone(swift_aio: SwiftAllInOne, devcloud):  # noqa: ANN001, ANN201
+def swift_keystone(swift_aio: SwiftAllInOne, devcloud):
     """The dev cloud (its Keystone) with the Swift all-in-one in its catalog as `object-store`.
 
     Returns the `devcloud` handle; its clouds.yaml clouds reach Swift through openstacksdk.

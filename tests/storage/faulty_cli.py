@@ -16,7 +16,7 @@ _real_open_driver = base.open_driver
 
 
 def _open_faulty_driver(location: str, **options: object) -> base.Backend:
-    driver = _real_open_driver(location, **options)  # type: ignore[arg-type]
+    driver = _real_open_driver(location, **options)  # type: ignore[arg-type]  # the options as the CLI gave them
     return faulty.FaultyBackend(driver, faulty.parse(os.environ.get("SV_TEST_FAULTS", "")))
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pytest
-
 from e2e.helpers import KIB, MIB, Stackvault, change_blocks, make_sparse_image, sha256_file, stackvault_command
+
 from stackvault.storage import open_backend
 
 from .conftest import unique_name
@@ -33,7 +33,7 @@ class ObjectStoreUser(Stackvault):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.repo = self.location  # type: ignore[assignment]  (a URL, not a directory)
+        self.repo = self.location  # type: ignore[assignment]  # a URL, not a directory
 
     def env(self) -> dict[str, str]:
         env = {**super().env(), **self.extra_env}

@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from unit.test_storage_conformance import (  # noqa: F401 - collected here over every backend
+    test_list_by_prefix,
+    test_put_get_replace_delete,
+)
 
 from stackvault.errors import RepositoryError
 from stackvault.storage import Backend, open_backend
@@ -19,10 +23,6 @@ from stackvault.storage.base import TransientError
 from stackvault.storage.retry import RetryingBackend
 from stackvault.storage.s3 import S3Backend
 from stackvault.storage.swift import SwiftBackend
-from unit.test_storage_conformance import (  # noqa: F401 - collected here over every backend
-    test_list_by_prefix,
-    test_put_get_replace_delete,
-)
 
 from .conftest import unique_name
 
@@ -34,7 +34,7 @@ def _driver(backend: Backend) -> Backend:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[Backend]:  # noqa: ANN001
+def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[Backend]:
     """A fresh, empty repository place on each backend, opened as a user's --repo would be."""
     if request.param == "local":
         location = str(tmp_path / "repo")
@@ -69,7 +69,7 @@ def test_binary_bodies_and_memoryviews(backend: Backend) -> None:
 
 
 def test_listing_spans_pages(backend: Backend) -> None:
-    _driver(backend).page_size = 7  # type: ignore[attr-defined]  (object stores page listings)
+    _driver(backend).page_size = 7  # type: ignore[attr-defined]  # object stores page listings
     keys = {f"chunks/{i:02x}/{i:064x}" for i in range(40)} | {"backups/x.json"}
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: backend.put(k, k.encode()), keys))
@@ -101,7 +101,7 @@ def test_missing_object(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["s3", "swift"])
-def test_prefixes_share_a_bucket_without_seeing_each_other(request, scheme: str) -> None:  # noqa: ANN001
+def test_prefixes_share_a_bucket_without_seeing_each_other(request, scheme: str) -> None:
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     name = unique_name("share")
     one, two = open_backend(f"{scheme}://{name}/one"), open_backend(f"{scheme}://{name}/one-more")
@@ -115,7 +115,7 @@ def test_prefixes_share_a_bucket_without_seeing_each_other(request, scheme: str)
 
 
 @pytest.mark.parametrize("scheme", ["s3", "swift"])
-def test_missing_bucket_is_a_clear_error(request, scheme: str) -> None:  # noqa: ANN001
+def test_missing_bucket_is_a_clear_error(request, scheme: str) -> None:
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     name = unique_name("nothere")
     backend = open_backend(f"{scheme}://{name}/p")
@@ -125,15 +125,15 @@ def test_missing_bucket_is_a_clear_error(request, scheme: str) -> None:  # noqa:
         list(backend.list(""))
 
 
-def test_s3_wrong_secret_is_access_denied(s3_env, monkeypatch) -> None:  # noqa: ANN001
+def test_s3_wrong_secret_is_access_denied(s3_env, monkeypatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     backend = open_backend(f"s3://{unique_name('deny')}/p")
-    with pytest.raises(RepositoryError, match="refused access.*AWS_SECRET_ACCESS_KEY") as err:
+    with pytest.raises(RepositoryError, match=r"refused access.*AWS_SECRET_ACCESS_KEY") as err:
         backend.get("config")
     assert not isinstance(err.value, TransientError)  # not retried: it will not get better
 
 
-def test_swift_wrong_key_is_a_clear_error(tempauth_env, monkeypatch) -> None:  # noqa: ANN001
+def test_swift_wrong_key_is_a_clear_error(tempauth_env, monkeypatch) -> None:
     monkeypatch.setenv("ST_KEY", "not-the-key")
     backend = open_backend(f"swift://{unique_name('deny')}/p")
     with pytest.raises(RepositoryError, match="ST_KEY") as err:
@@ -142,7 +142,7 @@ def test_swift_wrong_key_is_a_clear_error(tempauth_env, monkeypatch) -> None:  #
 
 
 @pytest.mark.parametrize("scheme", ["s3", "swift"])
-def test_unreachable_endpoint_is_retried_then_named(scheme: str, monkeypatch) -> None:  # noqa: ANN001
+def test_unreachable_endpoint_is_retried_then_named(scheme: str, monkeypatch) -> None:
     from devcloud.context import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
@@ -156,7 +156,7 @@ def test_unreachable_endpoint_is_retried_then_named(scheme: str, monkeypatch) ->
     backend = open_backend(f"{scheme}://bucket/p")
     assert isinstance(backend, RetryingBackend)
     backend.base_delay = 0.01
-    with pytest.raises(TransientError, match=f"cannot reach .*127.0.0.1.*gave up after 6 attempts"):
+    with pytest.raises(TransientError, match=r"cannot reach .*127.0.0.1.*gave up after 6 attempts"):
         backend.get("config")
     assert backend.retries == 5
 
@@ -164,13 +164,13 @@ def test_unreachable_endpoint_is_retried_then_named(scheme: str, monkeypatch) ->
 def test_unknown_location_option_is_a_usage_error() -> None:
     from stackvault.errors import UsageError
 
-    with pytest.raises(UsageError, match="unknown option 'bogus'.*endpoint, region"):
+    with pytest.raises(UsageError, match=r"unknown option 'bogus'.*endpoint, region"):
         open_backend("s3://bucket/p?bogus=1")
     with pytest.raises(UsageError, match="names no bucket"):
         open_backend("s3:///p")
 
 
-def test_s3_settings_from_a_profile(s3_env, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+def test_s3_settings_from_a_profile(s3_env, monkeypatch, tmp_path) -> None:
     """An AWS profile with its own endpoint and keys is all a user needs, as with the aws CLI."""
     config = tmp_path / "aws-config"
     config.write_text(f"""[profile backup]
@@ -192,11 +192,11 @@ aws_secret_access_key = {s3_env['AWS_SECRET_ACCESS_KEY']}
     assert named.get("config") == b"1"
     from stackvault.errors import UsageError
 
-    with pytest.raises(UsageError, match="AWS profile 'nope'.*does not exist"):
+    with pytest.raises(UsageError, match=r"AWS profile 'nope'.*does not exist"):
         open_backend(f"{backend.location}?profile=nope")
 
 
-def test_s3_endpoint_in_the_location(s3_env, monkeypatch) -> None:  # noqa: ANN001
+def test_s3_endpoint_in_the_location(s3_env, monkeypatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     backend = open_backend(f"s3://{unique_name('loc')}/p?endpoint={s3_env['AWS_ENDPOINT_URL']}"
                            "&region=us-east-1&addressing=path")

@@ -11,7 +11,7 @@ from stackvault.storage.base import ObjectTooLargeError
 from .test_conformance import backend  # noqa: F401 - the fixture: local, memory, S3 and Swift
 
 
-def test_get_max_size(backend: Backend) -> None:  # noqa: F811
+def test_get_max_size(backend: Backend) -> None:  # noqa: F811 - the imported fixture
     body = bytes(range(256)) * 4096  # 1 MiB: several reads of a streamed body
     backend.put("backups/x.json", body)
     assert backend.get("backups/x.json", len(body)) == body

@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
-
 from e2e.helpers import MIB, make_random_image, sha256_file
+
 from stackvault.storage import open_backend
 
 from .conftest import unique_name

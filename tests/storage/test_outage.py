@@ -17,11 +17,11 @@ from .conftest import unique_name
 
 
 @pytest.mark.parametrize("scheme", ["s3", "swift"])
-def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) -> None:  # noqa: ANN001
+def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) -> None:
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     backend = open_backend(f"{scheme}://{unique_name('outage')}/p")
     backend.create()
-    backend.attempts = 12  # type: ignore[attr-defined]  (the outage lasts longer than 6 quick tries)
+    backend.attempts = 12  # type: ignore[attr-defined]  # the outage lasts longer than 6 quick tries
     body = os.urandom(1 << 20)
 
     swift_aio.stop_server("swift-object")
@@ -31,5 +31,5 @@ def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) 
         backend.put("chunks/ab/outage", body)
     finally:
         back.join()
-    assert backend.retries >= 1  # type: ignore[attr-defined]
+    assert backend.retries >= 1  # type: ignore[attr-defined]  # the retrying wrapper's count
     assert backend.get("chunks/ab/outage") == body

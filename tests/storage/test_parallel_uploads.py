@@ -32,12 +32,12 @@ BLOCK = 256 << 10
 class InFlight(BackendWrapper):
     """Counts the PUTs running at the same moment."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         super().__init__(inner)
         self._lock = threading.Lock()
         self.now = self.peak = 0
 
-    def put(self, key: str, data) -> None:  # noqa: ANN001
+    def put(self, key: str, data) -> None:
         with self._lock:
             self.now += 1
             self.peak = max(self.peak, self.now)
@@ -49,8 +49,8 @@ class InFlight(BackendWrapper):
 
 
 @pytest.mark.parametrize("scheme", ["s3", "swift"])
-def test_concurrent_puts_land_and_a_full_keeps_several_in_flight(request, scheme: str, tmp_path,  # noqa: ANN001
-                                                                 record_property) -> None:  # noqa: ANN001
+def test_concurrent_puts_land_and_a_full_keeps_several_in_flight(request, scheme: str, tmp_path,
+                                                                 record_property) -> None:
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     backend = open_backend(f"{scheme}://{unique_name('par')}/p")
     backend.create()

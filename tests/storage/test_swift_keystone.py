@@ -10,8 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
-
 from e2e.helpers import change_blocks, sha256_file
+
 from stackvault.errors import RepositoryError
 from stackvault.storage import open_backend
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.devcloud
 
 
 @pytest.fixture
-def keystone_env(swift_keystone, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: ANN001
+def keystone_env(swift_keystone, monkeypatch: pytest.MonkeyPatch) -> str:
     for name in ("ST_AUTH", "ST_USER", "ST_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(swift_keystone.clouds_yaml))
@@ -30,18 +30,18 @@ def keystone_env(swift_keystone, monkeypatch: pytest.MonkeyPatch) -> str:  # noq
     return "devcloud-demo"
 
 
-def test_openstacksdk_sees_what_stackvault_wrote(keystone_env: str, swift_keystone) -> None:  # noqa: ANN001
+def test_openstacksdk_sees_what_stackvault_wrote(keystone_env: str, swift_keystone) -> None:
     container = unique_name("ks")
     backend = open_backend(f"swift://{container}/repo")
     backend.create()
     backend.put("config", b"{}")
-    assert backend.inner.auth_kind == "keystone"  # type: ignore[attr-defined]
+    assert backend.inner.auth_kind == "keystone"  # type: ignore[attr-defined]  # the Swift driver under the wrapper
     conn = swift_keystone.connect("devcloud-demo")
     names = [o.name for o in conn.object_store.objects(container)]
     assert names == ["repo/config"]
 
 
-def test_cloud_named_in_the_location(keystone_env: str, monkeypatch) -> None:  # noqa: ANN001
+def test_cloud_named_in_the_location(keystone_env: str, monkeypatch) -> None:
     monkeypatch.delenv("OS_CLOUD")
     backend = open_backend(f"swift://{unique_name('ks')}/repo?cloud=devcloud")
     backend.create()
@@ -51,7 +51,7 @@ def test_cloud_named_in_the_location(keystone_env: str, monkeypatch) -> None:  #
         open_backend("swift://c/p?cloud=nosuchcloud").get("x")
 
 
-def test_member_of_another_project_is_refused(keystone_env: str, monkeypatch) -> None:  # noqa: ANN001
+def test_member_of_another_project_is_refused(keystone_env: str, monkeypatch) -> None:
     container = unique_name("ks")
     admin = open_backend(f"swift://{container}/repo?cloud=devcloud")
     admin.create()
@@ -60,7 +60,7 @@ def test_member_of_another_project_is_refused(keystone_env: str, monkeypatch) ->
         open_backend(f"swift://{container}/repo").put("config", b"x")
 
 
-def test_backup_and_restore_through_keystone(keystone_env: str, image: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_backup_and_restore_through_keystone(keystone_env: str, image: Path, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
     location = f"swift://{unique_name('ks')}/backups"
     open_backend(location).create()
     user = ObjectStoreUser(tmp_path / "sv", location=location)

@@ -47,7 +47,7 @@ class CountingPuts(BackendWrapper):
         self.chunk_puts = 0
         self.names: dict[str, int] | None = {} if names else None
 
-    def put(self, key: str, data) -> None:  # noqa: ANN001
+    def put(self, key: str, data) -> None:
         if not key.startswith("chunks/"):
             return super().put(key, data)
         self.chunk_puts += 1
@@ -72,7 +72,7 @@ def _full(blocks: int, distinct: int, names: bool = False, parallel_calls: int =
     return run, store, peak
 
 
-def test_a_fulls_memory_grows_with_the_disk_only_by_its_block_index(monkeypatch) -> None:  # noqa: ANN001
+def test_a_fulls_memory_grows_with_the_disk_only_by_its_block_index(monkeypatch) -> None:
     monkeypatch.setattr(pipeline, "CLAIMED_MAX", 1024)
     peaks = {}
     for blocks in (10_000, 40_000):  # 0.6 and 2.4 GiB of 64 KiB blocks, all distinct
@@ -84,7 +84,7 @@ def test_a_fulls_memory_grows_with_the_disk_only_by_its_block_index(monkeypatch)
 
 
 @pytest.mark.parametrize("parallel_calls", [1, 8], ids=["directory", "object store"])
-def test_a_repeated_block_is_stored_once(monkeypatch, parallel_calls: int) -> None:  # noqa: ANN001
+def test_a_repeated_block_is_stored_once(monkeypatch, parallel_calls: int) -> None:
     monkeypatch.setattr(pipeline, "CLAIMED_MAX", 8)  # repeats are 50 blocks apart: beyond the window
     run, store, _ = _full(500, 50, names=True, parallel_calls=parallel_calls)
     assert store.names is not None and len(store.names) == 50

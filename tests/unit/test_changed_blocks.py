@@ -109,7 +109,7 @@ def test_a_source_that_cannot_diff_and_a_resized_disk_fall_back_to_a_full_read()
         def changed_extents(self, base_meta, emit):
             return "base snapshot s1 no longer exists"
 
-    hasher = lambda b: blake3.blake3(b).digest()  # noqa: E731
+    hasher = lambda b: blake3.blake3(b).digest()  # noqa: E731 - a one-line helper
     assert plan_changed_blocks(Gone(bytearray(8 * BS), []), META, keep, 0.005, hasher) == {
         "path": "full_read", "why": "base snapshot s1 no longer exists"}
     resized = plan_changed_blocks(Listing(bytearray(9 * BS), []), META, keep, 0.005, hasher)

@@ -42,8 +42,8 @@ def test_ceph_section_is_read_and_its_sample_share_checked(tmp_path):
         "/etc/ceph/c.conf", "client.stackvault", None, 0.01)
     for bad in ("1.5", "-0.1", '"often"', "true"):
         cfg.write_text(f"[ceph]\nverify_sample = {bad}\n")
-        with pytest.raises(UsageError, match="ceph.verify_sample .* not a share from 0 to 1"):
+        with pytest.raises(UsageError, match=r"ceph.verify_sample .* not a share from 0 to 1"):
             load_settings(str(cfg))
     cfg.write_text('[ceph]\nclient = 7\n')
-    with pytest.raises(UsageError, match="ceph.client .* must be a string"):
+    with pytest.raises(UsageError, match=r"ceph.client .* must be a string"):
         load_settings(str(cfg))

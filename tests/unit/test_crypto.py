@@ -70,16 +70,16 @@ def test_key_slot_round_trip_and_recorded_cost():
 
 def test_damaged_or_foreign_key_slot_is_named():
     doc = keys.new_slot("repo1", MASTER, "pw")
-    with pytest.raises(keys.KeySlotError, match="keys/s.json.*another repository"):
+    with pytest.raises(keys.KeySlotError, match=r"keys/s.json.*another repository"):
         keys.parse_slot("keys/s.json", json.dumps(doc).encode(), "repo2")
     accidental = dict(doc, host="elsewhere")
-    with pytest.raises(keys.KeySlotError, match="keys/s.json.*checksum"):
+    with pytest.raises(keys.KeySlotError, match=r"keys/s.json.*checksum"):
         keys.parse_slot("keys/s.json", json.dumps(accidental).encode(), "repo1")
     # A deliberate edit that also fixes the checksum still fails: every field is authenticated.
     forged = dict(doc, created="2000-01-01T00:00:00+00:00")
     forged["checksum"] = canonical_checksum(forged)
     parsed = keys.parse_slot("keys/s.json", json.dumps(forged).encode(), "repo1")
-    with pytest.raises(keys.KeySlotError, match="keys/s.json.*altered"):
+    with pytest.raises(keys.KeySlotError, match=r"keys/s.json.*altered"):
         keys.unwrap("keys/s.json", parsed, "pw")
 
 
@@ -145,7 +145,7 @@ def test_config_changes_are_caught():
         Repository.open(backend, lambda: "pw one")
     doc["checksum"] = canonical_checksum(doc)  # a deliberate edit: only the MAC catches it
     backend.put("config", json.dumps(doc).encode())
-    with pytest.raises(RepositoryError, match="config .* fails authentication"):
+    with pytest.raises(RepositoryError, match=r"config .* fails authentication"):
         Repository.open(backend, lambda: "pw one")
 
 
@@ -168,7 +168,7 @@ def test_saved_config_keeps_secrets_only_when_encrypted(tmp_path, encrypted):
     ctx.__dict__["repo"] = Repository.init(ctx.backend, 64 << 10, passphrase="pw" if encrypted else None)
     saved = proxy_state.backup_state(ctx)
     (obj,) = ctx.backend.list("proxy-state/")
-    assert (b"SVE1" == ctx.backend.get(obj.key)[:4]) is encrypted
+    assert (ctx.backend.get(obj.key)[:4] == b"SVE1") is encrypted
     out = tmp_path / "out.toml"
     proxy_state.restore_state(ctx, config_out=out, confirm=lambda _question: True)  # plain: the operator's yes
     if encrypted:

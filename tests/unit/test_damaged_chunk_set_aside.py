@@ -13,12 +13,12 @@ from stackvault.storage.memory import MemoryBackend
 
 
 @pytest.fixture(params=["memory", "local"])
-def store(request, tmp_path):  # noqa: ANN001, ANN201
+def store(request, tmp_path):
     return MemoryBackend() if request.param == "memory" else LocalBackend(str(tmp_path / "repo"))
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
-def test_damaged_chunk_is_set_aside_and_stored_again(store, encrypted: bool, monkeypatch) -> None:  # noqa: ANN001
+def test_damaged_chunk_is_set_aside_and_stored_again(store, encrypted: bool, monkeypatch) -> None:
     monkeypatch.setattr("stackvault.engine.keys.SCRYPT_N", 1 << 10)  # a cheap key slot: this is no KDF test
     repo = Repository.init(store, 1 << 16, passphrase="p" if encrypted else None)
     block = bytes(range(256)) * 256
@@ -43,7 +43,7 @@ class ReadOnlyStore(MemoryBackend):
 
     read_only = False
 
-    def put(self, key: str, data) -> None:  # noqa: ANN001
+    def put(self, key: str, data) -> None:
         if self.read_only:
             raise PermissionError(13, "read-only credentials", key)
         super().put(key, data)

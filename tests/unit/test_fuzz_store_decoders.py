@@ -27,7 +27,7 @@ BACKUP_ID = "20261201T000000000Z-abcdef"
 SLACK = 1 << 20
 
 
-def bounded(decode, data: bytes):  # noqa: ANN001, ANN201
+def bounded(decode, data: bytes):
     """Run `decode(data)` and check its peak Python memory stays within a few copies of the input."""
     tracemalloc.start()
     try:
@@ -64,7 +64,7 @@ def _decode_index(data: bytes) -> None:
     assert BlockIndex.from_bytes(index.to_bytes()) == index
 
 
-def _index_cases(strategy):  # noqa: ANN001, ANN202
+def _index_cases(strategy):
     return st.one_of(st.binary(max_size=512), strategy,
                      strategy.map(lambda b: b[: len(b) // 2]), strategy.map(lambda b: b + b"\0"))
 
@@ -99,19 +99,21 @@ def test_block_index_non_ascii_backup_id_is_a_format_error() -> None:
 def _valid_doc() -> dict:
     disk = DiskRecord(position=0, name="disk", disk_key="file:/x", size=1 << 20, block_size=65536, level="full",
                       index=f"indexes/{BACKUP_ID}/0.fidx", index_checksum="ab" * 32, full_backup_id=BACKUP_ID)
-    record = BackupRecord(backup_id=BACKUP_ID, created="2026-12-01T00:00:00+00:00", finished="2026-12-01T00:00:01+00:00",
-                          level="full", requested_level="full", status="success", disks=[disk])
+    record = BackupRecord(backup_id=BACKUP_ID, created="2026-12-01T00:00:00+00:00",
+                          finished="2026-12-01T00:00:01+00:00", level="full", requested_level="full", status="success",
+                          disks=[disk])
     return json.loads(record.to_json())
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                           | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                                          max_size=4),
                            max_leaves=20)
 
 
 @st.composite
-def mutated_records(draw) -> bytes:  # noqa: ANN001
+def mutated_records(draw) -> bytes:
     """A valid record with one field (of the record or of its disk) replaced, deleted or added, and
     its checksum recomputed or not: the checks behind the checksum get exercised too."""
     doc = _valid_doc()

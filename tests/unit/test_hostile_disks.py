@@ -42,7 +42,8 @@ def _backed_up(tmp_path: Path, image: Path) -> tuple[SimpleNamespace, DiskRecord
         source.close()
     repo.put_index("indexes/vda", index)
     disk = DiskRecord(position=0, name="vda", disk_key="vda", size=index.disk_size, block_size=BLOCK, level="full",
-                      index="indexes/vda", index_checksum=index.checksum().hex(), full_backup_id="20261201T000000000Z-aaaaaa")
+                      index="indexes/vda", index_checksum=index.checksum().hex(),
+                      full_backup_id="20261201T000000000Z-aaaaaa")
     ctx = SimpleNamespace(repo=repo, settings=SimpleNamespace(workdir=tmp_path / "work", workers=2))
     return ctx, disk
 
@@ -143,7 +144,7 @@ def test_debugfs_runs_without_network() -> None:
 
 # ---- fuzzing: any first 34 sectors give partitions inside the disk or UnreadableDisk --------------
 
-def _reader(head: bytes, disk_size: int, reads: list[int]):  # noqa: ANN202
+def _reader(head: bytes, disk_size: int, reads: list[int]):
     def read(offset: int, length: int) -> bytes:
         reads.append(length)
         end = min(offset + length, disk_size)
@@ -174,19 +175,19 @@ def _check(head: bytes, disk_size: int) -> None:
         found = []
     assert sum(reads) <= 34 * 512 + 256 * 4096, f"read {sum(reads)} bytes for a partition table"
     for part in found:
-        assert 0 <= part.start and part.start + part.size <= disk_size, part
+        assert part.start >= 0 and part.start + part.size <= disk_size, part
 
 
 @given(entries=st.lists(mbr_entry, min_size=1, max_size=4), gpt=gpt_fields, tail=st.binary(max_size=2048),
        disk_size=st.integers(0, 1 << 44))
-def test_any_partition_table_gives_partitions_inside_the_disk_or_unreadable(entries, gpt, tail, disk_size) -> None:  # noqa: ANN001
+def test_any_partition_table_gives_partitions_inside_the_disk_or_unreadable(entries, gpt, tail, disk_size) -> None:
     lba, count, size = gpt
     head = _mbr(entries) + b"EFI PART" + bytes(64) + struct.pack("<QII", lba, count, size) + tail
     _check(head, disk_size)
 
 
 @given(head=st.binary(min_size=0, max_size=34 * 512), disk_size=st.integers(0, 1 << 44))
-def test_any_first_sectors_are_parsed_or_refused(head, disk_size) -> None:  # noqa: ANN001
+def test_any_first_sectors_are_parsed_or_refused(head, disk_size) -> None:
     _check(head, disk_size)
 
 
@@ -194,6 +195,6 @@ def test_any_first_sectors_are_parsed_or_refused(head, disk_size) -> None:  # no
 @settings(max_examples=20000)
 @given(entries=st.lists(mbr_entry, min_size=1, max_size=4), gpt=gpt_fields, tail=st.binary(max_size=34 * 512),
        disk_size=st.integers(0, 1 << 44))
-def test_partition_tables_long_run(entries, gpt, tail, disk_size) -> None:  # noqa: ANN001
+def test_partition_tables_long_run(entries, gpt, tail, disk_size) -> None:
     lba, count, size = gpt
     _check(_mbr(entries) + b"EFI PART" + bytes(64) + struct.pack("<QII", lba, count, size) + tail, disk_size)

@@ -58,7 +58,7 @@ def read_all(data: bytes, *, memory_limit: int = 8 * MiB, block: int = 256 * KiB
         source.open(stream, head, memory_limit=memory_limit)
         out = bytearray()
         for start, length in source.data_extents():
-            assert 0 <= start and start + length <= source.size
+            assert start >= 0 and start + length <= source.size
             for off in range(start, start + length, block):
                 piece = source.read(off, min(block, start + length - off))
                 assert len(piece) == min(block, start + length - off)
@@ -69,7 +69,7 @@ def read_all(data: bytes, *, memory_limit: int = 8 * MiB, block: int = 256 * KiB
         source.close()
 
 
-def bounded(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+def bounded(fn, *args, **kwargs):
     """fn's outcome (its result or the SourceError it raised), the peak bytes allocated and seconds taken."""
     tracemalloc.start()
     started = time.monotonic()
@@ -195,7 +195,8 @@ def _generated(cluster_bits: int, size: int, l1_raw: list[int], l2_specs: list[l
 
 @given(cluster_bits=st.integers(9, 12), size=st.integers(0, 1 << 22), l1_raw=st.lists(st.integers(0, (1 << 64) - 1),
        max_size=8), l2_specs=st.lists(entries_st, max_size=4), payload=st.binary(max_size=16384), zstd=st.booleans())
-def test_generated_tables_give_guest_bytes_or_a_source_error(cluster_bits, size, l1_raw, l2_specs, payload, zstd) -> None:  # noqa: ANN001, E501
+def test_generated_tables_give_guest_bytes_or_a_source_error(cluster_bits, size, l1_raw, l2_specs, payload,
+                                                             zstd) -> None:
     data = _generated(cluster_bits, size, l1_raw, l2_specs, payload, zstd)
     try:
         _out, source = read_all(data, memory_limit=64 * KiB, block=64 * KiB)
@@ -231,7 +232,7 @@ def _mutated(base: bytes, mutations: list[tuple[int, int]]) -> bytes:
 
 
 @given(mutations=mutation_st)
-def test_mutated_images_give_guest_bytes_or_a_source_error(qemu_made: bytes, mutations) -> None:  # noqa: ANN001
+def test_mutated_images_give_guest_bytes_or_a_source_error(qemu_made: bytes, mutations) -> None:
     try:
         read_all(_mutated(qemu_made, mutations), memory_limit=64 * KiB, block=64 * KiB)
     except SourceError:
@@ -270,7 +271,7 @@ def _qemu_view(data: bytes) -> bytes | None:
 @pytest.mark.slow
 @settings(max_examples=3000)
 @given(mutations=mutation_st)
-def test_mutated_images_read_as_qemu_reads_them(qemu_made: bytes, mutations) -> None:  # noqa: ANN001
+def test_mutated_images_read_as_qemu_reads_them(qemu_made: bytes, mutations) -> None:
     """The long run: whatever the reader returns for a damaged image is what qemu reads from it."""
     data = _mutated(qemu_made, mutations)
     try:
@@ -287,7 +288,7 @@ def test_mutated_images_read_as_qemu_reads_them(qemu_made: bytes, mutations) -> 
 @given(cluster_bits=st.integers(9, 12), size=st.integers(0, 1 << 22),
        l1_raw=st.lists(st.integers(0, (1 << 64) - 1), max_size=8), l2_specs=st.lists(entries_st, max_size=4),
        payload=st.binary(max_size=16384), zstd=st.booleans())
-def test_generated_tables_long_run(cluster_bits, size, l1_raw, l2_specs, payload, zstd) -> None:  # noqa: ANN001
+def test_generated_tables_long_run(cluster_bits, size, l1_raw, l2_specs, payload, zstd) -> None:
     try:
         read_all(_generated(cluster_bits, size, l1_raw, l2_specs, payload, zstd), memory_limit=64 * KiB,
                  block=64 * KiB)

@@ -28,7 +28,7 @@ class CountingStore(BackendWrapper):
 
     parallel_calls = 8
 
-    def __init__(self, inner) -> None:  # noqa: ANN001
+    def __init__(self, inner) -> None:
         super().__init__(inner)
         self.parallel_calls = 8
         self.calls = {"exists": 0, "list": 0, "put": 0}
@@ -37,16 +37,16 @@ class CountingStore(BackendWrapper):
         self.calls["exists"] += 1
         return super().exists(key)
 
-    def list(self, prefix: str):  # noqa: ANN201
+    def list(self, prefix: str):
         self.calls["list"] += 1
         return super().list(prefix)
 
-    def put(self, key: str, data) -> None:  # noqa: ANN001
+    def put(self, key: str, data) -> None:
         self.calls["put"] += int(key.startswith("chunks/"))
         super().put(key, data)
 
 
-def _image(tmp_path, blocks: int) -> RawSource:  # noqa: ANN001
+def _image(tmp_path, blocks: int) -> RawSource:
     path = tmp_path / "disk.raw"
     path.write_bytes(os.urandom(blocks * BLOCK))
     source = RawSource(path=str(path), name="disk", key="disk", format="raw", meta={})
@@ -66,7 +66,7 @@ def _full(repo: Repository, source: RawSource) -> DiskBackup:
     return run
 
 
-def test_full_lists_prefixes_instead_of_asking_per_block_and_stores_only_what_is_missing(tmp_path):  # noqa: ANN001
+def test_full_lists_prefixes_instead_of_asking_per_block_and_stores_only_what_is_missing(tmp_path):
     store = CountingStore(MemoryBackend())
     repo = _repo(store)
     source = _image(tmp_path, 600)
@@ -83,7 +83,7 @@ def test_full_lists_prefixes_instead_of_asking_per_block_and_stores_only_what_is
     assert store.calls["exists"] == 1  # the has_chunk just above; the Full itself asked nothing
 
 
-def test_a_crowded_prefix_falls_back_to_asking_per_chunk(tmp_path, monkeypatch):  # noqa: ANN001
+def test_a_crowded_prefix_falls_back_to_asking_per_chunk(tmp_path, monkeypatch):
     store = CountingStore(MemoryBackend())
     repo = _repo(store)
     source = _image(tmp_path, 300)
@@ -96,7 +96,7 @@ def test_a_crowded_prefix_falls_back_to_asking_per_chunk(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("level", ["incremental", "differential"])
-def test_other_levels_and_local_stores_never_list(tmp_path, level):  # noqa: ANN001
+def test_other_levels_and_local_stores_never_list(tmp_path, level):
     store = CountingStore(MemoryBackend())
     repo = _repo(store)
     source = _image(tmp_path, 50)

@@ -159,7 +159,7 @@ IMAGES = {
 
 @pytest.mark.parametrize("memory_limit", [64 * MiB, 64 * KiB], ids=["in-memory", "spilling"])
 @pytest.mark.parametrize("make", IMAGES.values(), ids=IMAGES.keys())
-def test_every_guest_byte_matches_qemu(tmp_path: Path, make, memory_limit: int) -> None:  # noqa: ANN001
+def test_every_guest_byte_matches_qemu(tmp_path: Path, make, memory_limit: int) -> None:
     img = make(tmp_path)
     spill = tmp_path / "spill"
     digest, source = stream_sha(img, spill, memory_limit=memory_limit)

@@ -11,9 +11,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from stackvault.engine.qcow2stream import HEAD_SIZE, ImageRefused, Qcow2StreamSource, max_awaited
-
 from test_hostile_qcow2stream import COPIED, KiB, MiB, bounded, image, l2, read_all
+
+from stackvault.engine.qcow2stream import HEAD_SIZE, ImageRefused, Qcow2StreamSource, max_awaited
 
 CLUSTER = 2 * MiB
 

@@ -82,7 +82,7 @@ def test_a_format_qemu_tools_are_not_asked_for_is_refused(tmp_path: Path) -> Non
     img.write_bytes(bytes(MiB))
     for fmt in ("nbd", "host_device", "file", "iso"):
         source = QemuSource(path=str(img), name="vda", key="test", format=fmt)
-        with pytest.raises(SourceError, match="image refused: .* has format"):
+        with pytest.raises(SourceError, match=r"image refused: .* has format"):
             source.open()
         source.close()
 

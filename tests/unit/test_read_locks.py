@@ -18,7 +18,7 @@ class ReadOnlyStore(MemoryBackend):
 
     writable = True
 
-    def put(self, key, data):  # noqa: ANN001
+    def put(self, key, data):
         if not self.writable:
             raise RepositoryError("access denied writing " + key, "use credentials that can write")
         super().put(key, data)

@@ -65,7 +65,7 @@ def test_a_huge_sparse_disk_restores_in_bounded_memory_with_equal_bytes(tmp_path
     assert out.stat().st_blocks * 512 < 64 << 20, "zero blocks were written, not left as holes"
 
 
-def test_a_reused_device_is_zeroed_in_runs_and_its_old_data_is_gone(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_reused_device_is_zeroed_in_runs_and_its_old_data_is_gone(tmp_path: Path, monkeypatch) -> None:
     # 1 GiB, and runs of at most 64 MiB: where punching holes is not supported, zeros are written.
     disk, data_at = 1 << 30, (0, 5, 6, 3_000, 16_383)
     monkeypatch.setattr(restore_mod, "ZERO_RUN_MAX", 64 << 20)
@@ -91,7 +91,7 @@ def test_map_bounded_keeps_order_and_the_window() -> None:
     pulled = yielded = peak = 0
     guard = threading.Lock()
 
-    def items():  # noqa: ANN202
+    def items():
         nonlocal pulled, peak
         for i in range(200):
             with guard:

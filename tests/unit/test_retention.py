@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from stackvault.config import Retention
 from stackvault.engine.manifest import BackupRecord
@@ -6,7 +6,7 @@ from stackvault.jobs.prune import choose_kept
 
 
 def records(days: int) -> list[BackupRecord]:
-    start = datetime(2026, 11, 1, 1, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, 1, 0, tzinfo=UTC)
     out = []
     for d in range(days):
         for hour in (1, 13):  # two backups a day

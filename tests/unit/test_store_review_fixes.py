@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from stackvault.engine.chunks import chunk_key, encode_chunk
-from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
-from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
 from stackvault.engine import keys
+from stackvault.engine.chunks import chunk_key, encode_chunk
 from stackvault.engine.crypto import EncryptedBackend, RepositoryCipher
 from stackvault.engine.locks import read_locks
+from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
+from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
 from stackvault.errors import CorruptChunkError, DamagedObjectError, DamagedRecordError, RepositoryError
 from stackvault.jobs.quiesce_proof import load_proof
 from stackvault.storage.base import ObjectTooLargeError, read_capped
@@ -76,7 +76,7 @@ class LateGoodCopy(MemoryBackend):
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
-def test_set_aside_keeps_a_good_copy_stored_meanwhile(encrypted: bool, monkeypatch) -> None:  # noqa: ANN001
+def test_set_aside_keeps_a_good_copy_stored_meanwhile(encrypted: bool, monkeypatch) -> None:
     monkeypatch.setattr("stackvault.engine.keys.SCRYPT_N", 1 << 10)  # a cheap key slot: this is no KDF test
     store = LateGoodCopy()
     repo = Repository.init(store, 1 << 16, passphrase="p" if encrypted else None)
@@ -122,7 +122,7 @@ def _sparse(path: Path, size: int = HUGE) -> None:
         f.truncate(size)
 
 
-def _wrapped(kind: str, inner: MemoryBackend):  # noqa: ANN202
+def _wrapped(kind: str, inner: MemoryBackend):
     if kind == "retry":
         return RetryingBackend(inner)
     if kind == "faulty":
@@ -154,7 +154,7 @@ def test_local_get_checks_the_size_before_reading(tmp_path: Path) -> None:
     _sparse(tmp_path / "repo" / "locks" / "huge.json")
     with pytest.raises(ObjectTooLargeError):
         backend.get("locks/huge.json", 99)
-    assert _peak(lambda: pytest.raises(ObjectTooLargeError, backend.get, "locks/huge.json", 1 << 20)) < BOUND
+    assert _peak(lambda: pytest.raises(ObjectTooLargeError, backend.get, "locks/huge.json", 1 << 20)) < BOUND  # noqa: RUF061 - the call form fits the measured lambda
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_a_huge_config_is_damaged_without_being_read(tmp_path: Path) -> None:
     os.truncate(tmp_path / "repo" / "config", HUGE)
 
     def open_() -> None:
-        with pytest.raises(DamagedObjectError, match="config .* damaged .*larger than"):
+        with pytest.raises(DamagedObjectError, match=r"config .* damaged .*larger than"):
             Repository.open(LocalBackend(str(tmp_path / "repo")))
 
     assert _peak(open_) < BOUND
@@ -202,7 +202,7 @@ def test_huge_locks_proofs_and_key_slots_are_not_read(repo: Repository, tmp_path
 def test_a_store_that_announces_less_than_it_streams_is_cut_off() -> None:
     """An object store's announced length is the store's word: reading stops at the limit + 1 bytes."""
     stream = io.BytesIO(bytes(HUGE))
-    assert _peak(lambda: pytest.raises(ObjectTooLargeError, read_capped, stream.read, "backups/x.json",
+    assert _peak(lambda: pytest.raises(ObjectTooLargeError, read_capped, stream.read, "backups/x.json",  # noqa: RUF061 - the call form fits the measured lambda
                                        1 << 20, 100)) < BOUND
     assert stream.tell() <= (1 << 20) + 1
     assert read_capped(io.BytesIO(b"x" * 300).read, "backups/x.json", 300, 100) == b"x" * 300

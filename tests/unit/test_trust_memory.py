@@ -35,7 +35,7 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobContext:
     (lambda root: _repo(root, None), "now plain"),
     (lambda root: _repo(root, bytes(32), "b" * 32), "id changed"),
 ])
-def test_changed_repository_is_refused(ctx: JobContext, tmp_path: Path, later, said: str) -> None:  # noqa: ANN001
+def test_changed_repository_is_refused(ctx: JobContext, tmp_path: Path, later, said: str) -> None:
     master = bytes(32)
     trust.check(ctx, _repo(tmp_path / "repo", master))
     with pytest.raises(trust.TrustError, match=said) as err:

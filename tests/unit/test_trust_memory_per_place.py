@@ -44,7 +44,7 @@ def _swift(storage_url: str) -> SwiftBackend:
     lambda: [_swift(f"https://swift.{cloud}.example/v1/AUTH_0123") for cloud in ("cloud-a", "cloud-b")],
     lambda: [_swift(f"https://swift.example/v1/AUTH_{project}") for project in ("p1", "p2")],
 ], ids=["s3-endpoint", "s3-region", "swift-cloud", "swift-project"])
-def test_one_name_in_two_places_is_two_memories(ctx: JobContext, make_two) -> None:  # noqa: ANN001
+def test_one_name_in_two_places_is_two_memories(ctx: JobContext, make_two) -> None:
     one, two = make_two()
     assert one.location == two.location
     repos = [Repository(RetryingBackend(b), RepoConfig(id=c * 32, created="2026-12-01T00:00:00+00:00",

@@ -13,15 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cinder import exception, interface
+from cinder.image import image_utils
+from cinder.volume import configuration, driver, volume_utils
 from oslo_config import cfg
 from oslo_log import log as logging
-
-from cinder import exception
-from cinder.image import image_utils
-from cinder import interface
-from cinder.volume import configuration
-from cinder.volume import driver
-from cinder.volume import volume_utils
 
 LOG = logging.getLogger(__name__)
 
@@ -71,8 +67,8 @@ class SparseFileDriver(driver.VolumeDriver):
     def check_for_setup_error(self) -> None:
         if not os.access(self.volumes_dir, os.W_OK):
             raise exception.VolumeBackendAPIException(
-                data='sparse volume directory %s is not writable; check '
-                     'sparse_volumes_dir in cinder.conf' % self.volumes_dir)
+                data=f'sparse volume directory {self.volumes_dir} is not writable; check '
+                     'sparse_volumes_dir in cinder.conf')
 
     # -- volumes -------------------------------------------------------------------------------
     def _make_sparse(self, path: str, size_gb: int) -> None:

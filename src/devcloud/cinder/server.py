@@ -6,25 +6,25 @@ processes talking over RabbitMQ; here the transport is oslo.messaging's in-memor
 which only delivers within one process, so the three services share one eventlet hub.
 """
 
-from cinder import monkey_patch; monkey_patch.patch()  # noqa: E702,I100  (must precede all imports)
+from cinder import monkey_patch; monkey_patch.patch()  # must precede all imports
 
-import logging as python_logging  # noqa: E402
-import sys  # noqa: E402
+import logging as python_logging
+import sys
 
-import os_brick  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-from oslo_log import log as logging  # noqa: E402
-from oslo_service import service as oslo_service  # noqa: E402
+import os_brick
+from oslo_config import cfg
+from oslo_log import log as logging
+from oslo_service import service as oslo_service
 
-from cinder import i18n  # noqa: E402
+from cinder import i18n
 i18n.enable_lazy()
-from cinder.common import config  # noqa: E402
-from cinder.common import constants  # noqa: E402
-from cinder import coordination  # noqa: E402
-from cinder import objects  # noqa: E402
-from cinder import rpc  # noqa: E402
-from cinder import service  # noqa: E402
-from cinder import version  # noqa: E402
+from cinder.common import config
+from cinder.common import constants
+from cinder import coordination
+from cinder import objects
+from cinder import rpc
+from cinder import service
+from cinder import version
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)

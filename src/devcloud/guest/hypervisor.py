@@ -23,10 +23,11 @@ import subprocess
 import tempfile
 import time
 from base64 import b64decode, b64encode
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from devcloud.guest import images, tools
 from devcloud.guest.qga import AgentError, AgentTimeout, GuestAgentClient
@@ -82,7 +83,7 @@ class _Domain:
         return json.dumps(raw, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "_Domain":
+    def from_json(cls, text: str) -> _Domain:
         raw = json.loads(text)
         raw["disks"] = [DiskSpec(**{**d, "path": Path(d["path"])}) for d in raw["disks"]]
         return cls(**raw)
@@ -357,7 +358,8 @@ class Hypervisor:
             try:
                 for start in range(0, len(data), FILE_CHUNK):
                     chunk = data[start:start + FILE_CHUNK]
-                    _agent_call(agent, uuid, "guest-file-write", handle=handle, **{"buf-b64": b64encode(chunk).decode()})
+                    _agent_call(agent, uuid, "guest-file-write", handle=handle,
+                                **{"buf-b64": b64encode(chunk).decode()})
                 _agent_call(agent, uuid, "guest-file-flush", handle=handle)
             finally:
                 _agent_call(agent, uuid, "guest-file-close", handle=handle)
@@ -409,7 +411,8 @@ class Hypervisor:
         if domain.agent_channel:
             argv += ["-device", "virtio-serial-pci,id=virtio-serial0,bus=pci.0,addr=0x4",
                      "-chardev", f"socket,id=qga0,path={_opt(self._socket(domain.uuid, 'qga'))},server=on,wait=off",
-                     "-device", f"virtserialport,bus=virtio-serial0.0,nr=1,chardev=qga0,id=channel0,name={AGENT_CHANNEL}"]
+                     "-device",
+                     f"virtserialport,bus=virtio-serial0.0,nr=1,chardev=qga0,id=channel0,name={AGENT_CHANNEL}"]
         for disk in domain.disks:
             for node in _blockdev_nodes(disk):
                 argv += ["-blockdev", json.dumps(node)]
@@ -486,7 +489,8 @@ class Hypervisor:
     @contextmanager
     def _agent(self, uuid: str) -> Iterator[GuestAgentClient]:
         if self.fast:
-            raise GuestError("fast mode has no guest: guest-exec and guest files need a real VM (devcloud without --fast)")
+            raise GuestError("fast mode has no guest: guest-exec and guest files need a real VM "
+                             "(devcloud without --fast)")
         domain = self._load(uuid)
         if not domain.agent_channel:
             raise GuestError(f"server {uuid} has no guest agent channel: its image lacks hw_qemu_guest_agent=yes")
@@ -599,11 +603,11 @@ def _backup(qmp: QMPClient, disk: DiskSpec, dest: Path, fmt: str) -> None:
     _run(["qemu-img", "create", "-q", "-f", fmt, str(dest), str(size)], f"creating {dest}")
     tag = secrets.token_hex(4)
     file_node, fmt_node, job = f"snapf-{tag}", f"snap-{tag}", f"backup-{disk.target}-{tag}"
-    qmp.command("blockdev-add", driver="file", filename=str(dest.resolve()), **{"node-name": file_node})
+    qmp.command("blockdev-add", driver="file", filename=str(dest.resolve()), **{"node-name": file_node})  # type: ignore[arg-type]  # not a timeout
     try:
-        qmp.command("blockdev-add", driver=fmt, file=file_node, **{"node-name": fmt_node})
+        qmp.command("blockdev-add", driver=fmt, file=file_node, **{"node-name": fmt_node})  # type: ignore[arg-type]  # not a timeout
         try:
-            qmp.command("blockdev-backup", device=source, target=fmt_node, sync="full", **{"job-id": job})
+            qmp.command("blockdev-backup", device=source, target=fmt_node, sync="full", **{"job-id": job})  # type: ignore[arg-type]  # not a timeout
             event = qmp.wait_event("BLOCK_JOB_COMPLETED", 3600, lambda e: e.get("data", {}).get("device") == job)
             if event["data"].get("error"):
                 raise GuestError(f"backup of {disk.target} to {dest} failed: {event['data']['error']}")
@@ -616,7 +620,7 @@ def _backup(qmp: QMPClient, disk: DiskSpec, dest: Path, fmt: str) -> None:
 
 def _quiet_qmp(qmp: QMPClient, command: str, node_name: str) -> None:
     try:
-        qmp.command(command, **{"node-name": node_name})
+        qmp.command(command, **{"node-name": node_name})  # type: ignore[arg-type]  # not a timeout
     except QMPError:
         pass
 

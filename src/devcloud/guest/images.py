@@ -2,7 +2,8 @@
 
 A build is keyed by what goes into it (kernel version, busybox and qemu-ga binaries, the guest
 scripts and the builder's own code), so a changed input yields a new build directory and an
-unchanged one costs only hashing. The newest older build is kept (another checkout may still use it), older ones are removed.
+unchanged one costs only hashing. The newest older build is kept (another checkout may still use it),
+older ones are removed.
 
 Layout of `cache_dir`: `kernel/` (the unpacked Debian kernel package), `build-<key>/` with
 `vmlinuz`, `initrd.img`, `disk-agent.qcow2`, `disk-agent-dead.qcow2` and `manifest.json`.
@@ -15,10 +16,10 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from devcloud.guest import initramfs, kernel, rootfs
 
@@ -134,7 +135,7 @@ def _content_key(kernel_version: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"format={BUILD_FORMAT}\nkernel={kernel_version}\ncmdline={KERNEL_CMDLINE}\n".encode())
     inputs = [BUSYBOX, QEMU_GA, *sorted(initramfs.FILES.iterdir())]
-    inputs += [Path(module.__file__) for module in (kernel, initramfs, rootfs)] + [Path(__file__)]
+    inputs += [Path(str(module.__file__)) for module in (kernel, initramfs, rootfs)] + [Path(__file__)]
     for path in inputs:
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]

@@ -38,7 +38,7 @@ class GuestAgentClient:
             self._wire.close()
             raise
 
-    def __enter__(self) -> "GuestAgentClient":
+    def __enter__(self) -> GuestAgentClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,8 @@ Hypervisor serialises them per guest).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from devcloud.guest.wire import JsonSocket, WireTimeout
 
@@ -36,7 +37,7 @@ class QMPClient:
             self._wire.close()
             raise
 
-    def __enter__(self) -> "QMPClient":
+    def __enter__(self) -> QMPClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

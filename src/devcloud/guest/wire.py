@@ -71,7 +71,7 @@ class JsonSocket:
             self._sock.settimeout(remaining)
             try:
                 data = self._sock.recv(65536)
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 raise WireTimeout(f"no reply on {self.path} in time") from exc
             if not data:
                 raise WireClosed(f"{self.path} closed the connection")

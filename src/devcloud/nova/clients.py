@@ -47,10 +47,10 @@ class ServiceToken:
 
     def get(self) -> str:
         with self._lock:
-            return self.session.get_token()
+            return self.session.get_token()  # type: ignore[return-value]  # password auth: never None
 
     def project_id(self) -> str:
-        return self.session.get_project_id()
+        return self.session.get_project_id()  # type: ignore[return-value]  # project-scoped: never None
 
 
 class _Http:

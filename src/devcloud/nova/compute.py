@@ -16,16 +16,20 @@ import subprocess
 import threading
 import traceback
 import uuid as uuidlib
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from devcloud.guest.hypervisor import (
+    DiskSpec,
+    GuestError,
+    Hypervisor,
+    QuiesceError,  # noqa: F401 - re-exported for snapshots
+)
 from devcloud.nova import clients
 from devcloud.nova.config import NovaConfig
 from devcloud.nova.store import Store
-
-from devcloud.guest.hypervisor import DiskSpec, GuestError, Hypervisor
-from devcloud.guest.hypervisor import QuiesceError  # noqa: F401 - re-exported for snapshots
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ RUNNING, SHUTDOWN, NOSTATE = 1, 4, 0
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def iso_z(ts: datetime) -> str:
@@ -180,7 +184,7 @@ class Compute:
 
     def fetch_base(self, image: dict, token: str) -> Path:
         """The image as a raw file in `_base/<sha1(image id)>`, downloaded once (imagecache)."""
-        key = hashlib.sha1(image["id"].encode()).hexdigest()
+        key = hashlib.sha1(image["id"].encode(), usedforsecurity=False).hexdigest()
         base = self.base_dir / key
         with self._base_lock(key):
             if base.exists():
@@ -306,6 +310,7 @@ class Compute:
         if bdm["destination_type"] != "volume":
             return bdm
         cinder = self.cinder(server["project_id"], token)
+        vol: dict[str, Any] | None
         if not bdm.get("volume_id"):
             vol = cinder.create_volume(
                 int(bdm.get("volume_size") or 1), name="",

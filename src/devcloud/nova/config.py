@@ -39,7 +39,7 @@ class NovaConfig:
         return Path(self.state_dir) / "nova"
 
     @classmethod
-    def load(cls, path: Path) -> "NovaConfig":
+    def load(cls, path: Path) -> NovaConfig:
         return cls(**json.loads(Path(path).read_text()))
 
     def save(self, path: Path) -> None:

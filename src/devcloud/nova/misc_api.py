@@ -11,8 +11,19 @@ import webob
 from devcloud.nova import views
 from devcloud.nova.compute import iso_us, now
 from devcloud.nova.store import Store
-from devcloud.nova.wsgi import (MAX_VERSION, MIN_VERSION, ApiError, Reply, RequestContext,
-                                Router, bad_request, conflict, json_body, not_found, version_str)
+from devcloud.nova.wsgi import (
+    MAX_VERSION,
+    MIN_VERSION,
+    ApiError,
+    Reply,
+    RequestContext,
+    Router,
+    bad_request,
+    conflict,
+    json_body,
+    not_found,
+    version_str,
+)
 
 #: Seeded flavors (id, name, ram MiB, disk GiB, vcpus, extra specs); ids as devstack makes them.
 SEED_FLAVORS = [
@@ -55,7 +66,7 @@ def versions_app(environ: dict, start_response: Any) -> list[bytes]:
         v21 = version_doc(base)
         v21 = {k: v21[k] for k in ("id", "status", "version", "min_version", "updated")}
         v21["links"] = [{"rel": "self", "href": f"{base}/v2.1/"}]
-        body = {"versions": [v2, v21]}
+        body: dict[str, Any] = {"versions": [v2, v21]}
     else:
         body = {"version": version_doc(base)}
     payload = json.dumps(body).encode()
@@ -141,7 +152,7 @@ class MiscApi:
             blob = base64.b64decode(public.split()[1])
         except Exception:
             raise bad_request("Keypair data is invalid: failed to generate fingerprint") from None
-        fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob).digest())
+        fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob, usedforsecurity=False).digest())
         with self.store.write() as db:
             counter = db["meta"].get("keypair_counter", 0) + 1
             db["meta"]["keypair_counter"] = counter

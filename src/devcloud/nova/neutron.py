@@ -57,7 +57,7 @@ class Networking:
                 if sg["project_id"] == project_id and sg["name"] == "default":
                     return sg
             sg_id = str(uuid.uuid4())
-            rules = []
+            rules: list[dict[str, Any]] = []
             for direction, ethertype, remote in (("ingress", "IPv4", sg_id),
                                                  ("ingress", "IPv6", sg_id),
                                                  ("egress", "IPv4", None),
@@ -129,7 +129,7 @@ class Networking:
         start = ipaddress.ip_address(pool["start"]) + 8  # leave room like DHCP/router ports
         end = ipaddress.ip_address(pool["end"])
         addr = start
-        while addr <= end:
+        while addr <= end:  # type: ignore[operator]  # one pool: one address family
             if str(addr) not in used:
                 return str(addr)
             addr += 1
@@ -160,7 +160,7 @@ class Networking:
                 for subnet_id in net["subnets"][:1]:
                     fixed.append({"subnet_id": subnet_id,
                                   "ip_address": self._next_ip(db, db["subnets"][subnet_id])})
-            mac = "fa:16:3e:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+            mac = "fa:16:3e:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
             port = _stamp({
                 "id": str(uuid.uuid4()), "name": body.get("name", ""),
                 "network_id": net["id"], "tenant_id": project_id, "project_id": project_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import secrets
@@ -15,8 +16,7 @@ from devcloud.nova.attachments import Attachments
 from devcloud.nova.compute import Compute, NovaError, host_id, iso_z, new_uuid, now
 from devcloud.nova.neutron import Networking
 from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
-from devcloud.nova.wsgi import (ApiError, Reply, RequestContext, Router, bad_request, conflict,
-                                json_body, not_found)
+from devcloud.nova.wsgi import ApiError, Reply, RequestContext, Router, bad_request, conflict, json_body, not_found
 
 GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checksum", "owner",
                       "size", "virtual_size", "min_ram", "min_disk", "created_at", "updated_at",
@@ -210,7 +210,7 @@ class ServersApi:
                 if vol["status"] != "available":
                     raise bad_request(f"Invalid volume: volume '{vol['id']}' status must be "
                                       f"'available'. Currently in '{vol['status']}'")
-                if not vol.get("bootable") in (True, "true"):
+                if vol.get("bootable") not in (True, "true"):
                     raise bad_request(f"Block Device {vol['id']} is not bootable.")
                 vim = dict(vol.get("volume_image_metadata") or {})
                 sysmeta = image_sysmeta(vim, flavor)
@@ -284,12 +284,12 @@ class ServersApi:
             raise bad_request(f"Image {image_id} is not active.")
         return image
 
-    def _bdms(self, data: dict[str, Any], image_ref: str) -> list[dict[str, Any]]:
+    def _bdms(self, data: dict[str, Any], image_ref: str) -> builtins.list[dict[str, Any]]:
         """Block device mappings v2 (and the image's implicit root disk)."""
         raw = data.get("block_device_mapping_v2") or []
         out = []
         used = set()
-        for i, item in enumerate(raw):
+        for item in raw:
             src = item.get("source_type")
             dst = item.get("destination_type", "volume" if src in ("volume", "snapshot")
                            else "local")
@@ -325,7 +325,7 @@ class ServersApi:
                 used.add(bdm["device_name"][5:])
         return out
 
-    def _ports(self, ctx: RequestContext, server_id: str, networks: Any) -> dict[str, list[str]]:
+    def _ports(self, ctx: RequestContext, server_id: str, networks: Any) -> dict[str, builtins.list[str]]:
         created: list[str] = []
         if networks == "none":
             return {"created": created}

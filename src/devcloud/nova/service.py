@@ -12,8 +12,9 @@ import socketserver
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from devcloud.nova import clients, misc_api, neutron, servers
@@ -27,7 +28,7 @@ LOG = logging.getLogger("devcloud.nova")
 try:  # written by the devcloud core; Nova works (without injected faults) until it exists
     from devcloud import faults as fault_rules
 except ImportError:  # pragma: no cover
-    fault_rules = None  # type: ignore[assignment]
+    fault_rules = None  # type: ignore[assignment]  # no module: no faults
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -36,7 +37,7 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # `format` is the stdlib signature's parameter name
         LOG.info("%s %s", self.address_string(), format % args)
 
 

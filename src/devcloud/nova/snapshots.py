@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from devcloud.nova import compute as comp
-from devcloud.nova.compute import (Compute, InstanceQuiesceFailed, NovaError, QuiesceError,
-                                   truthy)
+from devcloud.nova.compute import Compute, InstanceQuiesceFailed, NovaError, QuiesceError, truthy
 from devcloud.nova.wsgi import ApiError, RequestContext
 
 LOG = logging.getLogger(__name__)

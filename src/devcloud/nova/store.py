@@ -10,9 +10,10 @@ import copy
 import json
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 COLLECTIONS = ("servers", "actions", "keypairs", "flavors", "networks", "subnets", "ports",
                "security_groups", "meta")

@@ -7,8 +7,9 @@ import hashlib
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 IMAGE_AGENT = "sv-agent"
 IMAGE_AGENT_DEAD = "sv-agent-dead"

@@ -12,8 +12,9 @@ import logging
 import re
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import routes
 import webob

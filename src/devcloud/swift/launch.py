@@ -48,7 +48,7 @@ class SwiftAllInOne:
         self.state_dir = Path(self.state_dir).resolve()
 
     @classmethod
-    def load(cls, state_dir: Path, *, free_ports: bool = False) -> "SwiftAllInOne":
+    def load(cls, state_dir: Path, *, free_ports: bool = False) -> SwiftAllInOne:
         """The instance saved in `state_dir`, else a new one (on free ports if asked)."""
         path = Path(state_dir) / "swift.json"
         if path.exists():

@@ -178,7 +178,7 @@ def _switch_to_wal(cur: sqlite3.Cursor) -> None:
 
 def _tune_sqlite(engine: Engine, wal: bool) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+    def _on_connect(dbapi_conn, _record) -> None:  # DB-API objects
         dbapi_conn.isolation_level = None  # no implicit BEGIN: the "begin" hook below emits it
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
@@ -188,5 +188,5 @@ def _tune_sqlite(engine: Engine, wal: bool) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # noqa: ANN001 - a sqlalchemy Connection
+    def _on_begin(conn) -> None:  # a sqlalchemy Connection
         conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(BEGIN_MODE, 'DEFERRED')}")

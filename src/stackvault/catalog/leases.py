@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..config import seconds
 from ..engine.locks import LEASE_S, LockInfo
@@ -31,7 +31,7 @@ def lease_s() -> float:
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def stamp(row: JobRow, now: float) -> None:

@@ -57,7 +57,7 @@ def _busy(name: str, wait_s: float) -> LockedError:
                        "wait for that job to finish, or give it longer to wait")
 
 
-def _retry(try_once, name: str, wait_s: float) -> None:  # noqa: ANN001 - a () -> bool
+def _retry(try_once, name: str, wait_s: float) -> None:  # a () -> bool
     deadline = time.monotonic() + wait_s
     while not try_once():
         if time.monotonic() >= deadline:

@@ -13,7 +13,6 @@ advisory lock. SQLite and PostgreSQL both roll back DDL with the transaction.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, inspect, select, text
@@ -102,7 +101,7 @@ def _current(conn: Connection) -> str | None:
     """The catalog's revision, read as alembic writes it (one row in the version table), or None."""
     if not inspect(conn).has_table(VERSION_TABLE):
         return None
-    revisions = list(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+    revisions = list(conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())  # noqa: S608 - a constant
     if len(revisions) > 1:
         raise UsageError(f"catalog has {len(revisions)} schema revisions ({', '.join(revisions)}) at once",
                          "it was changed by hand or by a branch of stackvault: restore it or rebuild it")

@@ -45,7 +45,8 @@ def image_changed_after(definition: dict) -> str | None:
     updated, created = props.get("_image_updated_at"), definition.get("created_at")
     if definition["boot"] == "image" and updated and created:
         try:
-            if datetime.fromisoformat(updated.replace("Z", "+00:00")) > datetime.fromisoformat(created.replace("Z", "+00:00")):
+            if (datetime.fromisoformat(updated.replace("Z", "+00:00"))
+                    > datetime.fromisoformat(created.replace("Z", "+00:00"))):
                 return (f"image {definition['image_id']} was changed after server {definition['name']} was created: "
                         "Nova applied the properties it had then, which may differ from those read now")
         except ValueError:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from openstack import exceptions as os_exc
 
 
-def _safe(fn, default=None):  # noqa: ANN001, ANN202
+def _safe(fn, default=None):
     try:
         return fn()
     except os_exc.SDKException:
         return default
 
 
-def image_properties(conn, server, volumes: list[dict]) -> tuple[dict, str]:  # noqa: ANN001
+def image_properties(conn, server, volumes: list[dict]) -> tuple[dict, str]:
     """The image properties that govern the server, and where they came from.
 
     A volume-backed server's boot volume keeps a copy of its image's properties
@@ -37,7 +37,7 @@ def image_properties(conn, server, volumes: list[dict]) -> tuple[dict, str]:  # 
     return props, f"image {image_id}"
 
 
-def server_definition(conn, server) -> dict:  # noqa: ANN001
+def server_definition(conn, server) -> dict:
     """Everything needed to boot an equivalent server; JSON-serialisable."""
     attachments = _safe(lambda: list(conn.compute.volume_attachments(server)), []) or []
     root_device = getattr(server, "root_device_name", None) or "/dev/vda"

@@ -38,7 +38,7 @@ class Selection:
             out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
         return out
 
-    def covers(self, item) -> bool:  # noqa: ANN001 - an openstacksdk server or volume
+    def covers(self, item) -> bool:  # an openstacksdk server or volume
         """Whether `item` is this proxy's to back up (and not another's, by AZ or shard)."""
         if self.availability_zones and getattr(item, "availability_zone", None) not in self.availability_zones:
             return False
@@ -68,7 +68,7 @@ class Picked:
     elsewhere: int = 0
 
 
-def _matches(obj, patterns: list[str]) -> bool:  # noqa: ANN001 - an openstacksdk resource
+def _matches(obj, patterns: list[str]) -> bool:  # an openstacksdk resource
     return any(p == obj.id or fnmatch.fnmatchcase(obj.name or "", p) for p in patterns)
 
 
@@ -104,10 +104,10 @@ def _split(items: list, sel: Selection) -> Picked:
     return Picked(sorted(mine, key=lambda i: (i.name or "", i.id)), len(items) - len(mine))
 
 
-def pick_servers(conn, sel: Selection) -> Picked:  # noqa: ANN001
+def pick_servers(conn, sel: Selection) -> Picked:
     """Servers selected for this proxy. A name or id that matches nothing is an error, even when the
     server it names is another proxy's: the selection, not the split, is what the user wrote."""
-    query = {"details": True}
+    query: dict[str, object] = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     if not (sel.servers or sel.all_servers or sel.tags or sel.metadata):
@@ -117,16 +117,16 @@ def pick_servers(conn, sel: Selection) -> Picked:  # noqa: ANN001
     return _split(_filtered(chosen, sel), sel)
 
 
-def pick_volumes(conn, sel: Selection) -> Picked:  # noqa: ANN001
+def pick_volumes(conn, sel: Selection) -> Picked:
     if not sel.volumes:
         return Picked([])
-    query = {"details": True}
+    query: dict[str, object] = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
     everything = list(conn.block_storage.volumes(**query))
     return _split(_filtered(_pick(everything, sel.volumes, "volume"), sel), sel)
 
 
-def select_servers(conn, sel: Selection) -> list:  # noqa: ANN001
+def select_servers(conn, sel: Selection) -> list:
     """The servers of `pick_servers`, for callers that need no count of other proxies' servers."""
     return pick_servers(conn, sel).items

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from openstack import exceptions as os_exc
+from openstack.image.v2.image import Image
 
 from .connection import CloudError, _first_line
 from .consistency import REQUIRE_PROPERTY, quiesce_fix
@@ -31,7 +34,7 @@ class QuiesceFailed(CloudError):
 
 @dataclass
 class ServerSnapshot:
-    image: object  # openstack.image.v2.image.Image
+    image: Image
     volume_snapshots: list[dict] = field(default_factory=list)  # Nova's block_device_mapping entries
 
     @property
@@ -39,7 +42,10 @@ class ServerSnapshot:
         return bool(self.volume_snapshots)
 
 
-def _poll(what: str, timeout_s: float, check) -> object:  # noqa: ANN001
+T = TypeVar("T")
+
+
+def _poll(what: str, timeout_s: float, check: Callable[[], T | None]) -> T:
     """Call `check()` until it returns a value; it raises to fail.
 
     The pause between two checks is a twentieth of the time waited so far (0.1 s to POLL_MAX_S): a
@@ -59,7 +65,7 @@ def _poll(what: str, timeout_s: float, check) -> object:  # noqa: ANN001
         time.sleep(min(POLL_MAX_S, max(0.1, waited / 20)))
 
 
-def _action_failure(conn, server) -> str | None:  # noqa: ANN001
+def _action_failure(conn, server) -> str | None:
     """The error Nova recorded for the newest createImage of this server, if any."""
     try:
         actions = sorted(conn.compute.server_actions(server), key=lambda a: a.start_time or "", reverse=True)
@@ -79,7 +85,7 @@ def _action_failure(conn, server) -> str | None:  # noqa: ANN001
     return None
 
 
-def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: str = "") -> ServerSnapshot:  # noqa: ANN001
+def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: str = "") -> ServerSnapshot:
     name = f"stackvault-{server.name}-{job_id[:8]}"
     try:
         image_id = server.create_image(conn.compute, name, {TEMP_KEY: job_id})
@@ -87,14 +93,15 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
         msg = _first_line(exc)
         if "quiesce" in msg.lower():
             raise QuiesceFailed(f"server {server.name} ({server.id}): Nova refused the snapshot: {msg} "
-                                f"(the image requires {REQUIRE_PROPERTY}=yes)", quiesce_fix(server.name, image_ref)) from None
+                                f"(the image requires {REQUIRE_PROPERTY}=yes)",
+                                quiesce_fix(server.name, image_ref)) from None
         raise CloudError(f"server {server.name}: Nova refused the snapshot: {msg}",
                          "wait for the server's current task to finish, then retry") from None
     except os_exc.HttpException as exc:
         raise CloudError(f"server {server.name}: createImage failed: {_first_line(exc)}",
                          "check the server's state and the compute service") from None
 
-    def ready():  # noqa: ANN202
+    def ready():
         try:
             image = conn.image.get_image(image_id)
         except os_exc.NotFoundException:
@@ -125,8 +132,8 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
     return snap
 
 
-def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:  # noqa: ANN001
-    def ready():  # noqa: ANN202
+def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:
+    def ready():
         snap = conn.block_storage.get_snapshot(snapshot_id)
         if snap.status == "error":
             raise CloudError(f"Cinder snapshot {snapshot_id} went to error", "check the volume service")
@@ -135,11 +142,11 @@ def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:  # noqa: 
     return _poll(f"Cinder snapshot {snapshot_id}", timeout_s, ready)
 
 
-def delete_image(conn, image_id: str, leftovers: list[str] | None = None) -> None:  # noqa: ANN001
+def delete_image(conn, image_id: str, leftovers: list[str] | None = None) -> None:
     remove(f"image {image_id}", lambda: conn.image.delete_image(image_id, ignore_missing=True), leftovers)
 
 
-def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300,  # noqa: ANN001
+def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300,
                            leftovers: list[str] | None = None) -> None:
     def delete() -> None:
         conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
@@ -148,13 +155,13 @@ def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300,  # no
     remove(f"Cinder snapshot {snapshot_id}", delete, leftovers)
 
 
-def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | None = None) -> None:  # noqa: ANN001
+def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | None = None) -> None:
     for entry in snap.volume_snapshots:
         delete_volume_snapshot(conn, entry["snapshot_id"], leftovers=leftovers)
     delete_image(conn, snap.image.id, leftovers)
 
 
-def check_snapshot_quota(conn, needed: int, server_name: str) -> None:  # noqa: ANN001
+def check_snapshot_quota(conn, needed: int, server_name: str) -> None:
     """Fail before snapshotting when Cinder's snapshot quota cannot hold `needed` more."""
     try:
         limits = conn.block_storage.get_limits().absolute

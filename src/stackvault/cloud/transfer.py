@@ -20,9 +20,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import requests
-from openstack import exceptions as os_exc
 
 from ..engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
 from ..engine.sources import QEMU_FORMATS, DiskSource, QemuSource
@@ -36,7 +37,7 @@ log = logging.getLogger("stackvault.cloud")
 class GlanceDownload:
     """Sequential reads of one image's data, resuming after dropped connections."""
 
-    def __init__(self, conn, image, *, retries: int = 5, backoff_s: float = 1.0) -> None:  # noqa: ANN001
+    def __init__(self, conn, image, *, retries: int = 5, backoff_s: float = 1.0) -> None:
         self.conn = conn
         self.image = image
         self.size = int(image.size or 0)
@@ -46,6 +47,7 @@ class GlanceDownload:
         self.consumed = 0  # bytes handed to the reader
         self.resumes = 0
         algo = getattr(image, "hash_algo", None)
+        self._hash: _HashThread | None
         if algo and getattr(image, "hash_value", None) and algo in hashlib.algorithms_available:
             self._hash, self._expected = _HashThread(hashlib.new(algo)), image.hash_value
         elif getattr(image, "checksum", None):
@@ -53,7 +55,7 @@ class GlanceDownload:
         else:
             self._hash, self._expected = None, None
         self._resp: requests.Response | None = None
-        self._iter = None
+        self._iter: Iterator[bytes] | None = None
         self._pieces: deque[bytes] = deque()  # as they arrived: a read of one whole piece copies nothing
         self._buffered = 0
 
@@ -80,7 +82,7 @@ class GlanceDownload:
             try:
                 if self._iter is None:
                     self._open()
-                piece = next(self._iter)  # type: ignore[arg-type]
+                piece = next(self._iter)  # type: ignore[arg-type]  # set by _open()
             except StopIteration:
                 self._close_resp()
                 why = f"the connection closed at byte {self.received} of {self.size}"
@@ -96,7 +98,8 @@ class GlanceDownload:
             failures += 1
             if failures > self.retries:
                 raise SourceError(f"download of image {self.image.id} failed at byte {self.received} of "
-                                  f"{self.size} after {self.retries} retries: {why}", "check Glance and retry the backup")
+                                  f"{self.size} after {self.retries} retries: {why}",
+                                  "check Glance and retry the backup")
             self.resumes += 1
             time.sleep(self.backoff_s * failures)
 
@@ -225,7 +228,7 @@ def download_to_file(download: GlanceDownload, path: str, head: bytes = b"") -> 
     download.check()
 
 
-def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:  # noqa: ANN001
+def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries: int = 5) -> DiskSource:
     """A disk source for a Glance image: streamed when raw or qcow2, else downloaded then read through qemu."""
     download = GlanceDownload(conn, image, retries=retries)
     fmt = GLANCE_TO_QEMU.get(image.disk_format or "raw", image.disk_format or "raw")
@@ -234,11 +237,11 @@ def open_image_source(conn, image, *, name: str, key: str, tmpdir: str, retries:
         download.close()
         raise SourceError(f"image refused: image {image.id} ({name}) has disk_format {image.disk_format!r}",
                           f"stackvault reads raw, {', '.join(QEMU_FORMATS)} and vhd images")
-    common = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
+    common: dict[str, Any] = {"path": f"glance:{image.id}", "name": name, "key": key, "format": fmt, "meta": meta}
     if fmt == "raw":
-        source = GlanceRawSource(size=download.size, **common)
-        source.download = download
-        return source
+        raw = GlanceRawSource(size=download.size, **common)
+        raw.download = download
+        return raw
     head = b""
     if fmt == "qcow2":
         head = download.read(HEAD_SIZE)

@@ -13,14 +13,15 @@ import os
 from collections.abc import Iterator
 
 from openstack import exceptions as os_exc
+from openstack.block_storage.v3.volume import Volume
 
 from .connection import CloudError, _first_line
 from .removal import remove
 from .snapshots import TEMP_KEY, _poll
 
 
-def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> object:  # noqa: ANN001
-    def ready():  # noqa: ANN202
+def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> Volume:
+    def ready():
         vol = conn.block_storage.get_volume(volume_id)
         if vol.status in ("error", "error_restoring", "error_extending") and status != vol.status:
             raise CloudError(f"volume {volume_id} went to {vol.status}", "check the volume service")
@@ -29,8 +30,8 @@ def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> object: 
     return _poll(f"volume {volume_id} to become {status}", timeout_s, ready)
 
 
-def create_temp_volume(conn, job_id: str, *, size_gb: int, name: str, snapshot_id: str | None = None,  # noqa: ANN001
-                       timeout_s: float, **extra) -> object:
+def create_temp_volume(conn, job_id: str, *, size_gb: int, name: str, snapshot_id: str | None = None,
+                       timeout_s: float, **extra) -> Volume:
     try:
         vol = conn.block_storage.create_volume(size=size_gb, name=name, snapshot_id=snapshot_id,
                                                metadata={TEMP_KEY: job_id}, **extra)
@@ -44,7 +45,7 @@ def create_temp_volume(conn, job_id: str, *, size_gb: int, name: str, snapshot_i
         raise
 
 
-def delete_volume(conn, volume_id: str, timeout_s: float = 300, leftovers: list[str] | None = None) -> None:  # noqa: ANN001
+def delete_volume(conn, volume_id: str, timeout_s: float = 300, leftovers: list[str] | None = None) -> None:
     def delete() -> None:
         conn.block_storage.delete_volume(volume_id, ignore_missing=True)
         _poll(f"the deletion of volume {volume_id}", timeout_s,
@@ -58,7 +59,7 @@ def device_path(device_root: str, volume_id: str) -> str:
 
 
 @contextlib.contextmanager
-def attached_to_proxy(conn, volume_id: str, proxy_server: str, device_root: str, timeout_s: float) -> Iterator[str]:  # noqa: ANN001
+def attached_to_proxy(conn, volume_id: str, proxy_server: str, device_root: str, timeout_s: float) -> Iterator[str]:
     """Attach a volume to the proxy server; yields the path of its block device."""
     proxy = conn.compute.find_server(proxy_server, ignore_missing=True)
     if proxy is None:

@@ -94,7 +94,7 @@ def sample_mismatches(sample: list[int], keep: BlockIndex, read: Reader, hash_bl
     return missed
 
 
-def plan_changed_blocks(source, base_meta: dict, keep: BlockIndex, share: float,  # noqa: ANN001 - a DiskSource
+def plan_changed_blocks(source, base_meta: dict, keep: BlockIndex, share: float,  # a DiskSource
                         hash_block: Hasher, rng: random.Random | None = None) -> ReadPlan | dict:
     """The read plan against the earlier backup whose `meta` and index (`keep`) are given; or, when
     the source cannot list its changes since then or the sample disagrees, the `read` report of a full

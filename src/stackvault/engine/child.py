@@ -99,15 +99,15 @@ def start(argv: list[str], limits: Limits = SERVE, **popen: object) -> subproces
         if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
             os._exit(1)
 
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=child_env(), preexec_fn=preexec,  # noqa: PLW1509
-                            close_fds=True, **popen)  # type: ignore[call-overload]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=child_env(), preexec_fn=preexec,
+                            close_fds=True, **popen)  # type: ignore[call-overload]  # no overload sees through **popen
 
 
 def run(argv: list[str], limits: Limits = PROBE) -> Finished:
     """Runs a constrained helper to its end: stdout up to `limits.output`, stderr up to 64 KiB.
     Raises FileNotFoundError when the program is not installed."""
     proc = start(argv, limits, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    caps = {proc.stdout: limits.output, proc.stderr: 64 << 10}
+    caps: dict = {proc.stdout: limits.output, proc.stderr: 64 << 10}
     got: dict = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     truncated = timed_out = False
     deadline = time.monotonic() + limits.timeout_s if limits.timeout_s else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+
 import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -132,5 +133,5 @@ class EncryptedBackend(BackendWrapper):
             raise ObjectTooLargeError(key, max_size) from None
         return self.cipher.open(key, blob)
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - whatever the driver offers beyond the interface
+    def __getattr__(self, name: str):  # whatever the driver offers beyond the interface
         return getattr(self.inner, name)

@@ -23,7 +23,8 @@ import secrets
 import stat
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import TypeGuard
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -103,7 +104,7 @@ def new_slot(repo_id: str, master: bytes, passphrase: str, *, n: int | None = No
     kek = _stretch(passphrase, kdf)
     nonce = os.urandom(NONCE_SIZE)
     doc = {"format": SLOT_FORMAT, "version": SLOT_VERSION, "id": secrets.token_hex(8), "repository": repo_id,
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": host, "kdf": kdf,
+           "created": datetime.now(UTC).isoformat(timespec="seconds"), "host": host, "kdf": kdf,
            "cipher": CIPHER, "check": derive(kek, "key slot check")[:16].hex(), "nonce": _b64(nonce)}
     doc["wrapped"] = _b64(AESGCM(derive(kek, "key slot wrapping")).encrypt(nonce, master, _wrapping(doc)))
     doc["checksum"] = canonical_checksum(doc)
@@ -153,7 +154,7 @@ def parse_slot(key: str, raw: bytes, repo_id: str) -> dict:
     return doc
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -208,7 +209,7 @@ def unlock(backend: Backend, repo_id: str, passphrase: str) -> Unlocked:
                                   f"{tried} key slots tried; {untried} more were not tried (at most "
                                   f"{MAX_SLOTS_TRIED} are, so that planted slots cannot make unlocking slow)",
                                   f"check {ENV} or --passphrase-file; remove unknown slots (`stackvault key list`)")
-        tried += 1
+        tried += 1  # noqa: SIM113 - counted beside `spent`, the other bound
         spent += _work(doc)
         master = unwrap(key, doc, passphrase)
         if master is not None:

@@ -63,9 +63,9 @@ def _decode(key: str, doc: object) -> LockInfo:
         raise ValueError("no kind, host or job")
     if type(pid) is not int or not 0 < pid < 1 << 31:  # a pid_t; pids.alive tells which can be running
         raise ValueError(f"pid {reprlib.repr(pid)} is no process id")
-    if type(expires) not in (int, float) or not math.isfinite(expires):
+    if type(expires) not in (int, float) or not math.isfinite(expires):  # type: ignore[arg-type]  # int or float
         raise ValueError(f"expiry {reprlib.repr(expires)} is no time")
-    return LockInfo(key, kind, host, pid, job or "", float(expires))
+    return LockInfo(key, kind, host, pid, job or "", float(expires))  # type: ignore[arg-type]  # int or float
 
 
 def read_locks(repo: Repository) -> list[LockInfo]:
@@ -173,7 +173,7 @@ class RepositoryLock:
         while not self._stop.wait(REFRESH_S):
             try:
                 self._write()
-            except Exception:  # a failed refresh is retried; the lease covers several intervals
+            except Exception:  # noqa: BLE001 - a failed refresh is retried; the lease covers several intervals
                 continue
 
     def release(self) -> None:

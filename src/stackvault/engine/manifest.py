@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .crypto import canonical_checksum
 
@@ -54,7 +54,7 @@ def new_backup_id(now: datetime | None = None, after: str | None = None) -> str:
     smaller than `after`, the newest id already in the repository: two backups in the same
     millisecond, or a clock that stepped back, still sort in the order they were made.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     stamp = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
     if after is not None and stamp <= after.split("-", 1)[0]:
         stamp = after.split("-", 1)[0]  # same stamp: the suffix decides, so make it sort after

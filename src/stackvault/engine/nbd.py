@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import struct
-import signal
 import subprocess
 import tempfile
 import time
@@ -50,7 +50,8 @@ class NbdExport:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except FileNotFoundError:
             shutil.rmtree(self._dir, ignore_errors=True)
-            raise SourceError("qemu-nbd is not installed", "install Debian's qemu-utils (make bootstrap does)") from None
+            raise SourceError("qemu-nbd is not installed",
+                              "install Debian's qemu-utils (make bootstrap does)") from None
         deadline = time.monotonic() + 20
         while not os.path.exists(sock_path):
             if self._proc.poll() is not None:
@@ -128,7 +129,7 @@ class NbdExport:
             except OSError:
                 pass
             sock.close()
-            self._sock = None
+            self._sock = None  # type: ignore[assignment]  # closed: never used again
         if self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -192,9 +193,9 @@ def _stop_orphans_of(directory: str) -> bool:
         if parent is not None and parent != 1 and _is_stackvault(parent):
             return False
         orphans.append(int(pid))
-    for pid in orphans:
+    for orphan in orphans:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(orphan, signal.SIGKILL)
         except OSError:
             pass
     return True

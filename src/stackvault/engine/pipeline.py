@@ -122,7 +122,8 @@ class DiskBackup:
             todo = bytearray(n)  # ZERO, or READ where data may be
             for off, length in self.source.data_extents():
                 if length > 0:
-                    todo[off // bs : (off + length - 1) // bs + 1] = b"\x01" * ((off + length - 1) // bs + 1 - off // bs)
+                    todo[off // bs : (off + length - 1) // bs + 1] = (
+                        b"\x01" * ((off + length - 1) // bs + 1 - off // bs))
 
         def record(i: int, digest: bytes) -> bool:
             """Store the digest; True when the level wants this block's chunk stored."""
@@ -165,7 +166,7 @@ class DiskBackup:
                 for i in range(n):
                     if todo[i] == ZERO or todo[i] == KEEP:
                         with self._lock:
-                            record(i, ZERO_DIGEST if todo[i] == ZERO else self.plan.keep.digest(i))
+                            record(i, ZERO_DIGEST if todo[i] == ZERO else self.plan.keep.digest(i))  # type: ignore[union-attr]  # KEEP needs a plan
                         self._report(index.block_length(i))
                         continue
                     length = index.block_length(i)

@@ -185,7 +185,7 @@ class _ClusterBuffer:
             if self._file is None:
                 if self.tmpdir:
                     os.makedirs(self.tmpdir, exist_ok=True)
-                self._file = tempfile.TemporaryFile(prefix="sv-qcow2-", dir=self.tmpdir)
+                self._file = tempfile.TemporaryFile(prefix="sv-qcow2-", dir=self.tmpdir)  # noqa: SIM115 - closed by close()
             os.pwrite(self._file.fileno(), data, index * self.cluster_size)
             self._spilled[index] = len(data)
             self.spilled_bytes += len(data)
@@ -346,7 +346,7 @@ class Qcow2StreamSource(DiskSource):
         i = g // self._per_l2
         if i not in self._l2_seen or g in self._pending:  # else its data is here already, or zeros
             self._pump_until(lambda: self._l1 is not None, "its L1 table")
-            if not self._l1[i] & OFFSET_MASK:  # type: ignore[index]
+            if not self._l1[i] & OFFSET_MASK:  # type: ignore[index]  # read by _pump_until above
                 return None
             self._pump_until(lambda: i in self._l2_seen, f"the L2 table for guest offset {g * self._cs}")
             self._pump_until(lambda: g not in self._pending, f"the data of guest offset {g * self._cs}")

@@ -30,8 +30,8 @@ FORMAT = "rbd"
 def bindings() -> tuple[Any, Any]:
     """The `rados` and `rbd` modules, or one line saying how to get them."""
     try:
-        import rados  # noqa: PLC0415 - optional, only for rbd sources
-        import rbd  # noqa: PLC0415
+        import rados  # optional, only for rbd sources
+        import rbd
     except ImportError:
         raise SourceError("rbd sources need librbd's Python bindings (modules rados and rbd), which this "
                           "Python cannot import", "install Debian's python3-rbd and python3-rados, then run "
@@ -111,7 +111,8 @@ class RbdSource(DiskSource):
             if snap_id is None:
                 return f"base snapshot {base['snapshot']} no longer exists"
             if snap_id != base.get("snap_id"):
-                return f"base snapshot {base['snapshot']} was deleted and made again (id {snap_id}, was {base.get('snap_id')})"
+                return (f"base snapshot {base['snapshot']} was deleted and made again "
+                        f"(id {snap_id}, was {base.get('snap_id')})")
             self._image.diff_iterate(0, self.size, base["snapshot"], emit, include_parent=True, whole_object=False)
         except rbd.Error as exc:
             return f"librbd error while listing changes since {base['snapshot']}: {_problem(exc)}"
@@ -151,7 +152,8 @@ def open_rbd(spec_path: str, conf: str | None, client: str, keyring: str | None)
     m = SPEC.fullmatch(spec_path)
     if not m:
         raise SourceError(f"rbd source {spec_path!r} is not POOL/IMAGE@SNAPSHOT",
-                          "write it as rbd:volumes/volume-1234@backup-1 (a snapshot: a running image changes while read)")
+                          "write it as rbd:volumes/volume-1234@backup-1 "
+                          "(a snapshot: a running image changes while read)")
     source = RbdSource(path=f"rbd:{spec_path}", name=m["image"], key="", format=FORMAT)
     source.pool, source.image_name, source.snapshot = m["pool"], m["image"], m["snap"]
     source.open(conf, client, keyring)

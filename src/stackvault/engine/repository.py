@@ -13,21 +13,36 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .. import __version__
-from ..errors import (CorruptChunkError, DamagedObjectError, DamagedRecordError, NotFoundError, RepositoryError,
-                      StackvaultError, UsageError, warn)
+from ..errors import (
+    CorruptChunkError,
+    DamagedObjectError,
+    DamagedRecordError,
+    NotFoundError,
+    RepositoryError,
+    StackvaultError,
+    UsageError,
+    warn,
+)
 from ..storage import Backend
 from ..storage.base import ObjectTooLargeError
+from . import keys
 from .blockindex import BlockIndex, IndexFormatError
 from .chunks import chunk_key, decode_chunk, hash_block
-from . import keys
 from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from .crypto import MAGIC as SEALED_MAGIC
 from .keys import Unlocked
-from .manifest import (MAX_RECORD_BYTES, BackupRecord, DiskRecord, RecordFormatError, backup_key, tombstone_key,
-                       valid_backup_id)
+from .manifest import (
+    MAX_RECORD_BYTES,
+    BackupRecord,
+    DiskRecord,
+    RecordFormatError,
+    backup_key,
+    tombstone_key,
+    valid_backup_id,
+)
 
 FORMAT = "stackvault-repository"
 # Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
@@ -434,7 +449,7 @@ def _parse_config(raw: bytes, location: str) -> tuple[RepoConfig, dict]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def hostname() -> str:

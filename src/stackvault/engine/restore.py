@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import StackvaultError, UsageError
 from . import child
 from .blockindex import ZERO_DIGEST, BlockIndex
-from .fileio import Writeback, pwrite_all, punch_hole
+from .fileio import Writeback, punch_hole, pwrite_all
 from .repository import Repository
 from .staging import StagingLedger
 from .window import map_bounded

@@ -25,6 +25,7 @@ from ..errors import SourceError
 from . import child
 from .nbd import NbdExport
 
+
 @dataclass
 class DiskSource(abc.ABC):
     """One disk to back up. `key` is its stable identity, the name of its working state."""
@@ -112,7 +113,7 @@ class RawSource(DiskSource):
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
-            self._fd = None
+            self._fd = None  # type: ignore[assignment]  # closed: never used again
         super().close()
 
 
@@ -220,7 +221,7 @@ class QemuSource(DiskSource):
         nbd = getattr(self, "_nbd", None)
         if nbd is not None:
             nbd.close()
-            self._nbd = None
+            self._nbd = None  # type: ignore[assignment]  # closed: never used again
         super().close()
 
 
@@ -278,7 +279,7 @@ def open_source(spec: str, ceph: CephSettings | None = None) -> DiskSource:
     `rbd:POOL/IMAGE@SNAP` (an RBD snapshot, in the cluster `ceph` names)."""
     kind, sep, path = spec.partition(":")
     if kind == "rbd" and sep:
-        from .rbdsource import open_rbd  # noqa: PLC0415 - librbd only for rbd sources
+        from .rbdsource import open_rbd  # librbd only for rbd sources
 
         ceph = ceph or CephSettings()
         return open_rbd(path, ceph.conf, ceph.client, ceph.keyring)
@@ -301,7 +302,7 @@ def open_source(spec: str, ceph: CephSettings | None = None) -> DiskSource:
         source = QemuSource(path=path, name=os.path.basename(path), key=f"file:{real}", format=fmt)
         source.follow = follow
     try:
-        source.open()  # type: ignore[attr-defined]
+        source.open()
     except BaseException:
         source.close()
         raise

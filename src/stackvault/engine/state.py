@@ -105,7 +105,7 @@ class WorkingState:
         except IndexFormatError as exc:
             problem = f"{bmp_path.name} is damaged ({exc})"
         if problem:
-            base.bitmap, why = self.rebuild_bitmap(disk, base.previous, record.backup_id)
+            base.bitmap, why = self.rebuild_bitmap(disk, base.previous, record.backup_id)  # type: ignore[arg-type]  # set above
             base.warnings.append(f"change bitmap of {name}: {problem}; rebuilt from the repository"
                                  + (f" ({why})" if why else ""))
         return base
@@ -120,6 +120,7 @@ class WorkingState:
         (failing instead would leave the disk without its backup until someone forgets the Full).
         """
         bitmap = ChangeBitmap.empty(disk.size, disk.block_size, disk.full_backup_id, backup_id)
+        why: str | None
         full, why = None, f"its Full backup {disk.full_backup_id} was pruned"
         if disk.full_backup_id in self.repo.backup_ids():
             try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from .. import __version__
 from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
@@ -31,7 +32,7 @@ class BackupRequest:
     warnings: list[str] = field(default_factory=list)
 
 
-def choose_level(requested: str, base_previous, size: int, block_size: int) -> tuple[str, str]:  # noqa: ANN001
+def choose_level(requested: str, base_previous, size: int, block_size: int) -> tuple[str, str]:
     """The level a disk really gets, and why it differs from the one asked for."""
     if requested == "full":
         return "full", ""
@@ -55,7 +56,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
     repo = ctx.repo
     job_id = ctx.catalog.start_job("backup", repo.id)  # a cloud job opened the catalog during its snapshots
     started = time.monotonic()
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     existing = repo.backup_ids()
     backup_id = new_backup_id(created, after=existing[-1] if existing else None)
     warnings = list(request.warnings)
@@ -68,6 +69,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 warnings.extend(base.warnings)
                 # A changed level is no fault (a first backup, a resized disk): the disk's `reason` says it.
                 level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
+                read_info: dict[str, Any]
                 plan, read_info = None, {}
                 if source.lists_changes:
                     plan, read_info = read_plan(ctx, source, level, reason, base)
@@ -99,7 +101,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
             levels = {d.level for d in disks}
             record = BackupRecord(
                 backup_id=backup_id, created=created.isoformat(timespec="seconds"),
-                finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                finished=datetime.now(UTC).isoformat(timespec="seconds"),
                 level=levels.pop() if len(levels) == 1 else "mixed", requested_level=request.level,
                 status="warning" if warnings else "success", disks=disks, name=request.name,
                 host=hostname(), tags=request.tags, source=request.source_meta,
@@ -135,7 +137,8 @@ def read_plan(ctx: JobContext, source: DiskSource, level: str, reason: str,
         if found is None or found[0].backup_id != base.full_backup_id:
             return None, full_read(f"the last Full ({base.full_backup_id}) is no longer in the repository")
         keep, meta = ctx.repo.get_index(found[1]), found[1].meta
-    plan = plan_changed_blocks(source, meta, keep, ctx.settings.ceph.verify_sample, ctx.repo.hash_block)
+    plan = plan_changed_blocks(source, meta, keep,  # type: ignore[arg-type]  # not a Full: there is a previous index
+                               ctx.settings.ceph.verify_sample, ctx.repo.hash_block)
     return (plan, plan.info) if isinstance(plan, ReadPlan) else (None, plan)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from openstack import exceptions as os_exc
 
@@ -10,7 +11,7 @@ from ..cloud.snapshots import TEMP_KEY, delete_image, delete_volume_snapshot
 from ..cloud.volumes import delete_volume
 
 
-def find_leftovers(conn) -> dict[str, list[dict]]:  # noqa: ANN001
+def find_leftovers(conn) -> dict[str, list[dict]]:
     """Images, volumes and Cinder snapshots carrying the stackvault temporary tag."""
     images = []
     for image in conn.image.images():
@@ -30,12 +31,12 @@ def find_leftovers(conn) -> dict[str, list[dict]]:  # noqa: ANN001
     return {"images": images, "volumes": volumes, "snapshots": snapshots}
 
 
-def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:  # noqa: ANN001
+def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:
     """Delete leftovers: volumes first (they may depend on snapshots), then snapshots, then images.
 
     What still cannot be deleted is listed in `failed` (the CLI then exits non-zero).
     """
-    found = find_leftovers(conn)
+    found: dict[str, Any] = find_leftovers(conn)
     failed: list[str] = []
     if not dry_run:
         proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server and any(

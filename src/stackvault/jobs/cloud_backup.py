@@ -61,7 +61,7 @@ class ItemResult:
 class DiskReaders:
     """Turns Cinder snapshots into engine sources through the proxy, and undoes it all on exit."""
 
-    def __init__(self, ctx: JobContext, conn, job_id: str, leftovers: list[str]) -> None:  # noqa: ANN001
+    def __init__(self, ctx: JobContext, conn, job_id: str, leftovers: list[str]) -> None:
         self.ctx, self.conn, self.job_id = ctx, conn, job_id
         self.cloud = ctx.settings.cloud
         self.stack = contextlib.ExitStack()
@@ -108,14 +108,14 @@ class DiskReaders:
         return os.path.join(str(self.ctx.settings.workdir), "tmp")
 
 
-def _active_image(conn, image_id: str):  # noqa: ANN001, ANN202
+def _active_image(conn, image_id: str):
     image = conn.image.get_image(image_id)
     if image.status in ("killed", "deleted"):
         raise StackvaultError(f"Glance image {image_id} went to {image.status}", "check the image service")
     return image if image.status == "active" else None
 
 
-def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # noqa: ANN001
+def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("server", server.id, server.name)
     cloud = ctx.settings.cloud
@@ -165,7 +165,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                 meta = {"volume_id": vol["id"], "device": vol["device"],
                         "consistency": consistency if entry is not None else CRASH}
                 sources.append(readers.from_volume_snapshot(
-                    snapshot_id, int(vol["size_gb"] or entry.get("volume_size") or 1), name=dev,
+                    snapshot_id, int(vol["size_gb"] or (entry or {}).get("volume_size") or 1), name=dev,
                     key=f"volume:{vol['id']}", meta=meta))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
@@ -177,13 +177,13 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
             prove_after_backup(ctx, record, result, (window_start, window_end))
     except StackvaultError as exc:
         result.error = str(exc)
-    except Exception as exc:  # one server's surprise must not stop the others
+    except Exception as exc:  # noqa: BLE001 - one server's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
     result.note_leftovers(leftovers)
     return result
 
 
-def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # noqa: ANN001
+def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
@@ -210,13 +210,13 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
         result.status = record.status
     except StackvaultError as exc:
         result.error = str(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - one volume's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
     result.note_leftovers(leftovers)
     return result
 
 
-def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # noqa: ANN001
+def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
                   progress: ProgressFactory | None = None) -> dict:
     if selection.empty():
         raise UsageError("nothing selected to back up", "pass --server, --volume, --all or --server-tag")
@@ -235,8 +235,8 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # no
     items = [r.to_dict() for r in results]
     report = {
         "job_id": job_id, "status": overall_status(items), "duration_s": round(time.monotonic() - started, 3),
-        "servers": [i for i, r in zip(items, results) if r.kind == "server"],
-        "volumes": [i for i, r in zip(items, results) if r.kind == "volume"],
+        "servers": [i for i, r in zip(items, results, strict=True) if r.kind == "server"],
+        "volumes": [i for i, r in zip(items, results, strict=True) if r.kind == "volume"],
     }
     if selection.scope():  # several proxies split the work: say which share this one took
         report["scope"] = {**selection.scope(), "servers_skipped": picked_servers.elsewhere,
@@ -254,7 +254,7 @@ def overall_status(items: list[dict]) -> str:
     return "warning" if "warning" in statuses else "success"
 
 
-def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:  # noqa: ANN001
+def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:
     """Several `[[jobs]]` (clouds, projects) one after the other, as one report; each item names its job."""
     started = time.monotonic()
     reports = []
@@ -264,7 +264,8 @@ def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: Pro
                               metadata=job.server_metadata, exclude=job.exclude, project=job.project,
                               availability_zones=azs, shard=shard)
         try:
-            report = back_up_cloud(ctx, connect(job.os_cloud or ctx.settings.cloud.os_cloud), selection, level, progress)
+            report = back_up_cloud(ctx, connect(job.os_cloud or ctx.settings.cloud.os_cloud), selection, level,
+                                   progress)
         except StackvaultError as exc:  # this job's cloud is unreachable or its selection wrong: the others go on
             report = {"job_id": None, "servers": [], "volumes": [],
                       "error": {"name": job.name, "status": "failed", "error": str(exc)}}

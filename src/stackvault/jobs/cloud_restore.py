@@ -16,8 +16,7 @@ import uuid
 from openstack import exceptions as os_exc
 
 from ..cloud.connection import CloudError, _first_line
-from ..cloud.snapshots import _poll
-from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume, wait_volume
+from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import DeviceTarget, FileTarget, restore_disk
 from ..errors import UsageError
@@ -50,7 +49,7 @@ def _disk_properties(record: BackupRecord, disk: DiskRecord) -> dict:
     return definition.get("image_properties", {}) if disk.name == boot_dev else {}
 
 
-def _refuse_existing(finder, kind: str, name: str, force: bool) -> None:  # noqa: ANN001
+def _refuse_existing(finder, kind: str, name: str, force: bool) -> None:
     try:
         existing = finder(name, ignore_missing=True)
     except os_exc.DuplicateResource:
@@ -59,15 +58,16 @@ def _refuse_existing(finder, kind: str, name: str, force: bool) -> None:  # noqa
         raise UsageError(f"a {kind} named {name!r} exists", "choose another name or pass --force")
 
 
-def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,  # noqa: ANN001
-                     force: bool = False, progress=None) -> dict:  # noqa: ANN001
+def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,
+                     force: bool = False, progress=None) -> dict:
     _refuse_existing(conn.image.find_image, "Glance image", name, force)
     tmpdir = os.path.join(str(ctx.settings.workdir), "tmp")
     os.makedirs(tmpdir, exist_ok=True)
     path = os.path.join(tmpdir, f"restore-{uuid.uuid4().hex[:8]}.qcow2")
     try:
         stats = restore_disk(ctx.repo, ctx.repo.get_index(disk), FileTarget(path, "qcow2"),
-                             workers=ctx.settings.workers, progress=progress(disk.name, disk.size) if progress else None)
+                             workers=ctx.settings.workers,
+                             progress=progress(disk.name, disk.size) if progress else None)
         props = carried_properties(_disk_properties(record, disk))
         props["stackvault_backup"] = record.backup_id
         try:
@@ -83,8 +83,8 @@ def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskReco
             "properties": props}
 
 
-def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,  # noqa: ANN001
-                      force: bool = False, volume_type: str | None = None, progress=None) -> dict:  # noqa: ANN001
+def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,
+                      force: bool = False, volume_type: str | None = None, progress=None) -> dict:
     cloud = ctx.settings.cloud
     if not cloud.proxy_server:
         raise UsageError("restoring to a volume attaches it to this proxy's server",
@@ -109,12 +109,13 @@ def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRec
             "bytes_written": stats.bytes_written, "bootable": bool(props)}
 
 
-def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, flavor: str | None = None,  # noqa: ANN001
+def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, flavor: str | None = None,
                    network: str | None = None, key_name: str | None = None, force: bool = False,
-                   progress=None) -> dict:  # noqa: ANN001
+                   progress=None) -> dict:
     definition = _definition(record)
     if not definition:
-        raise UsageError(f"backup {record.backup_id} is not of a server", "restore its disk with --to volume:/image:/file:")
+        raise UsageError(f"backup {record.backup_id} is not of a server",
+                         "restore its disk with --to volume:/image:/file:")
     _refuse_existing(conn.compute.find_server, "server", name, force)
     cloud = ctx.settings.cloud
     flavor_obj = conn.compute.find_flavor(flavor or definition["flavor"].get("original_name")
@@ -176,7 +177,7 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
     return {"kind": "server", "id": server.id, "name": name, "backup_id": record.backup_id, "disks": restored}
 
 
-def _undo(conn, made: list[tuple[str, str]], timeout_s: float) -> None:  # noqa: ANN001
+def _undo(conn, made: list[tuple[str, str]], timeout_s: float) -> None:
     for kind, obj_id in reversed(made):
         with contextlib.suppress(os_exc.SDKException, CloudError):
             if kind == "server":

@@ -27,7 +27,7 @@ class JobContext:
         self.passphrase_file = passphrase_file
 
     @cached_property
-    def backend(self):  # noqa: ANN201 - a storage.Backend
+    def backend(self):  # a storage.Backend
         return open_backend(self.settings.require_repo(), sync=self.settings.sync, cloud=self.settings.cloud.os_cloud)
 
     @cached_property
@@ -71,7 +71,7 @@ class JobContext:
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]
+            self.catalog.finish_job(job_id, status, message, **done)  # type: ignore[arg-type]  # backup_id, report
         except (CatalogError, SQLAlchemyError) as exc:
             warn(f"the end of job {job_id} is not recorded in the catalog: {_line(exc)}")
 

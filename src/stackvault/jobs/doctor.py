@@ -15,15 +15,22 @@ from collections.abc import Callable
 from openstack import exceptions as os_exc
 
 from ..cloud.connection import _first_line
-from ..cloud.consistency import (AGENT_PROPERTY, APPLICATION, RANK, REQUIRE_PROPERTY, expected_consistency,
-                                 image_changed_after)
+from ..cloud.consistency import (
+    AGENT_PROPERTY,
+    APPLICATION,
+    RANK,
+    REQUIRE_PROPERTY,
+    expected_consistency,
+    image_changed_after,
+)
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers
 from ..errors import UsageError
 
 ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
                "since Xena logs the failure and snapshots anyway), so application is a claim until proven: install "
-               "`stackvault guest-hook` in the guest and keep verify_quiesce on, and backups say application (verified)")
+               "`stackvault guest-hook` in the guest and keep verify_quiesce on, "
+               "and backups say application (verified)")
 
 RECREATE = ("image properties apply only when a server is created: recreate the servers that use it "
             "(or rebuild them, which replaces their root disk) for the fix to take effect")
@@ -73,13 +80,14 @@ def policy_refusal(definition: dict, consistency: str, require: str) -> str | No
     if RANK[consistency] >= RANK[require]:
         return None
     fixes = fix_commands(definition)
-    fix = " && ".join(fixes) if fixes else f"boot the server from an image with {AGENT_PROPERTY}=yes {REQUIRE_PROPERTY}=yes"
+    fix = (" && ".join(fixes) if fixes
+           else f"boot the server from an image with {AGENT_PROPERTY}=yes {REQUIRE_PROPERTY}=yes")
     return (f"server {definition['name']} ({definition['id']}) would get a {consistency}-consistent backup, below the "
             f"required {require} (require_consistency): refused before any snapshot; fix: {fix}, then recreate the "
             f"server ({RECREATE.split(': ')[0]}), or lower require_consistency / --require-consistency")
 
 
-def diagnose_server(conn, server, require: str) -> dict:  # noqa: ANN001
+def diagnose_server(conn, server, require: str) -> dict:
     definition = server_definition(conn, server)
     props = definition["image_properties"]
     consistency = expected_consistency(props)
@@ -100,7 +108,7 @@ def diagnose_server(conn, server, require: str) -> dict:  # noqa: ANN001
     }
 
 
-def doctor(conn, selection: Selection, require: str) -> dict:  # noqa: ANN001
+def doctor(conn, selection: Selection, require: str) -> dict:
     """The report: every server in scope (all of the project when nothing is selected)."""
     if require not in RANK:
         raise UsageError(f"unknown consistency {require!r}", "use application, unknown or crash")
@@ -125,7 +133,7 @@ def images_to_fix(report: dict) -> list[dict]:
     return list(images.values())
 
 
-def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:  # noqa: ANN001
+def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:
     """Set both properties on every image that lacks them, after `confirm(question)` says yes."""
     todo = images_to_fix(report)
     done: dict = {"asked": bool(todo), "confirmed": False, "images": [], "note": RECREATE if todo else ""}

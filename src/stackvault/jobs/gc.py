@@ -33,8 +33,9 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
                 try:
                     index = repo.get_index(disk)
                 except StackvaultError as exc:
-                    raise RepositoryError(f"gc stopped before deleting anything: {exc.message}",
-                                          f"run `stackvault verify`, then `stackvault forget {record.backup_id}`") from None
+                    raise RepositoryError(
+                        f"gc stopped before deleting anything: {exc.message}",
+                        f"run `stackvault verify`, then `stackvault forget {record.backup_id}`") from None
                 live_indexes.add(disk.index)
                 referenced.update(chunk_key(d) for d in index.chunk_ids())
         cutoff = started - grace_s

@@ -24,7 +24,7 @@ import secrets
 import tarfile
 import tomllib
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, urlsplit
@@ -93,7 +93,7 @@ def _changed(before: object, after: object, where: str) -> list[str]:
     if isinstance(before, dict) and isinstance(after, dict):
         return [n for k in before for n in _changed(before[k], after.get(k), f"{where}.{k}".lstrip("."))]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [n for i, (b, a) in enumerate(zip(before, after)) for n in _changed(b, a, f"{where}[{i}]")]
+        return [n for i, (b, a) in enumerate(zip(before, after, strict=True)) for n in _changed(b, a, f"{where}[{i}]")]
     return [] if before == after else [where]
 
 
@@ -134,7 +134,7 @@ def backup_state(ctx: JobContext) -> dict:
             text: str | None = config.read_text()
             dropped: list[str] = []
             if not repo.encrypted:  # an encrypted repository seals the saved state: secrets stay in it
-                text, dropped = _strip_secrets(text)  # type: ignore[arg-type]
+                text, dropped = _strip_secrets(text)  # type: ignore[arg-type]  # a str: read just above
             if dropped:
                 warnings.append(f"left out of the saved config (the repository is not encrypted): {', '.join(dropped)}")
             if text is not None:
@@ -145,7 +145,7 @@ def backup_state(ctx: JobContext) -> dict:
                 config_saved = True
     body = zstandard.ZstdCompressor(level=3).compress(buf.getvalue())
     blob = MAGIC + blake3.blake3(body).digest() + body
-    state_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    state_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     with ctx.lock("shared", "state backup"):
         repo.backend.put(f"{PREFIX}{state_id}.tar.zst", blob)
         repo.backend.sync()
@@ -163,7 +163,8 @@ _COPY = 1 << 20
 
 def _load(ctx: JobContext, state_id: str | None) -> tuple[str, bytes]:
     """The chosen saved state's id and its checked, still compressed tar."""
-    ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX) if o.key.endswith(".tar.zst"))
+    ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX)
+                 if o.key.endswith(".tar.zst"))
     if not ids:
         raise NotFoundError(f"no saved proxy state in {ctx.repo.location}", "save one with `stackvault state backup`")
     chosen = ids[-1] if state_id in (None, "latest") else state_id
@@ -188,7 +189,7 @@ def _members(state_id: str, blob: bytes) -> Iterator[tuple[str, IO[bytes]]]:
         with tarfile.open(fileobj=_Bounded(reader, state_id), mode="r|") as tar:
             for member in tar:
                 if member.isfile():
-                    yield member.name, tar.extractfile(member)  # type: ignore[misc]
+                    yield member.name, tar.extractfile(member)  # type: ignore[misc]  # a file's is never None
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise RepositoryError(f"saved proxy state {state_id} is damaged: {exc}",
                               "restore an older one, or run `stackvault recover`, which needs none") from None
@@ -203,7 +204,7 @@ class _Bounded(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # noqa: ANN001 - a writable buffer
+    def readinto(self, buf) -> int:  # a writable buffer
         data = self._raw.read(min(len(buf), self._left + 1))
         if len(data) > self._left:
             raise RepositoryError(f"saved proxy state {self._state_id} is larger than {MAX_STATE_BYTES >> 30} GiB",
@@ -242,7 +243,7 @@ def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path
         os.makedirs(state_dir, exist_ok=True)
         for name, stream in _members(chosen, blob):
             if name in names:
-                _write_stream(state_dir / STATE_FILE.fullmatch(name)["name"], stream)  # type: ignore[index]
+                _write_stream(state_dir / STATE_FILE.fullmatch(name)["name"], stream)  # type: ignore[index]  # names match
     config_written = None
     if config is not None and config_out is not None:
         config_out.parent.mkdir(parents=True, exist_ok=True)

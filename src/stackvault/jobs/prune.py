@@ -77,7 +77,8 @@ def forget(ctx: JobContext, refs: list[str]) -> dict:
     with ctx.recorded("forget") as report, ctx.locked("exclusive", "forget"):
         in_repo = repo.backup_ids()
         in_catalog = [row.backup_id for row in ctx.catalog.backups(repo.id)]
-        chosen = [resolve_prefix(ref, sorted(set(in_repo) | set(in_catalog)), f"{repo.location} or the catalog") for ref in refs]
+        chosen = [resolve_prefix(ref, sorted(set(in_repo) | set(in_catalog)), f"{repo.location} or the catalog")
+                  for ref in refs]
         forgotten, missing = [], []
         for backup_id in dict.fromkeys(chosen):
             if backup_id in in_repo:

@@ -29,7 +29,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..cloud.consistency import CRASH
 from ..cloud.guest_hook import MARKER_PATH, QuiesceMarker, parse_marker
@@ -37,8 +37,8 @@ from ..engine import child
 from ..engine.blockindex import ZERO_DIGEST, BlockIndex
 from ..engine.crypto import ObjectAuthError
 from ..engine.manifest import BackupRecord, DiskRecord
-from ..engine.restore import FileTarget, restore_disk
 from ..engine.repository import Repository
+from ..engine.restore import FileTarget, restore_disk
 from ..errors import StackvaultError
 from ..storage.base import SMALL_OBJECT_BYTES
 from .context import JobContext
@@ -216,7 +216,7 @@ def _earlier_nonces(ctx: JobContext, record: BackupRecord, limit: int = 5) -> se
 def judge(marker: QuiesceMarker, window: tuple[float, float], earlier_nonces: set[str]) -> tuple[bool, str]:
     """Is the marker this snapshot's freeze? (fresh, reason)"""
     start, end = window
-    when = datetime.fromtimestamp(marker.time, timezone.utc).isoformat(timespec="seconds")
+    when = datetime.fromtimestamp(marker.time, UTC).isoformat(timespec="seconds")
     if marker.state != "frozen":
         return False, (f"the marker says {marker.state} (freeze at {when}): the file systems were not frozen "
                        "when the snapshot was taken")
@@ -236,7 +236,7 @@ def prove_quiesce(ctx: JobContext, record: BackupRecord, window: tuple[float, fl
     root = (server.get("root_device_name") or "/dev/vda").rsplit("/", 1)[-1]
     disk = next((d for d in record.disks if d.name == root), None)
     proof: dict = {"backup_id": record.backup_id, "server_id": server.get("id"), "disk": root,
-                   "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "checked": datetime.now(UTC).isoformat(timespec="seconds"),
                    "window": [round(window[0], 3), round(window[1], 3)], "clock_skew_s": CLOCK_SKEW_S,
                    "consistency": record.consistency, "marker": None}
     started = time.monotonic()
@@ -303,7 +303,7 @@ def apply_proofs(ctx: JobContext) -> int:
     return count
 
 
-def prove_after_backup(ctx: JobContext, record: BackupRecord, result, window: tuple[float, float]) -> None:  # noqa: ANN001
+def prove_after_backup(ctx: JobContext, record: BackupRecord, result, window: tuple[float, float]) -> None:
     """Called by the cloud backup after a committed server backup; updates its item `result`.
 
     Never raises: the backup is committed and good whatever the proof finds. A verified marker

@@ -6,6 +6,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..engine.restore import DeviceTarget, FileTarget, RestoreTarget, restore_disk
 from ..engine.staging import StagingLedger
@@ -48,9 +49,10 @@ def restore(ctx: JobContext, ref: str, target: RestoreTarget, disk: str | None =
             index = repo.get_index(d)
             cb = progress(d.name, d.size) if progress else None
             stats = restore_disk(repo, index, target, workers=ctx.settings.workers, progress=cb)
-        report = {"backup_id": backup_id, "disk": d.name, "size": d.size, "target": getattr(target, "path", ""),
-                  "bytes_written": stats.bytes_written, "duration_s": round(stats.duration_s, 3),
-                  "status": "warning" if lock.warning else "success"}
+        report: dict[str, Any] = {"backup_id": backup_id, "disk": d.name, "size": d.size,
+                                  "target": getattr(target, "path", ""), "bytes_written": stats.bytes_written,
+                                  "duration_s": round(stats.duration_s, 3),
+                                  "status": "warning" if lock.warning else "success"}
         if lock.warning:
             report["warnings"] = [lock.warning]
         ctx.finish_reading_job(job_id, report["status"], backup_id=backup_id, report=report)

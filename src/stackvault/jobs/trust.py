@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,8 +86,8 @@ def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None
     that cannot be written only loses the memory, with a warning: a restore must still work."""
     doc = {"location": repo.location, "identity": repo.backend.identity, "id": repo.id, "encrypted": repo.encrypted,
            "key_fingerprint": repo.key_fingerprint, "newest_backup": newest_backup,
-           "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = _path(workdir, doc["identity"])
+           "updated": datetime.now(UTC).isoformat(timespec="seconds")}
+    path = _path(workdir, repo.backend.identity)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(path, json.dumps(doc, indent=1).encode())

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..engine import keys
 from ..engine.blockindex import BlockIndex
 from ..engine.chunks import chunk_key
-from ..engine import keys
 from ..engine.repository import DAMAGED_SUFFIX, Repository
 from ..engine.window import map_bounded
 from ..errors import CorruptChunkError, DamagedRecordError, StackvaultError

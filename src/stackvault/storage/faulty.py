@@ -60,7 +60,7 @@ def parse(spec: str) -> list[Fault]:
                 fields[name] = value
             else:
                 raise ValueError(f"unknown fault option {name!r} in {item!r}")
-        faults.append(Fault(op, kind, **fields))  # type: ignore[arg-type]
+        faults.append(Fault(op, kind, **fields))  # type: ignore[arg-type]  # each converted above
     return faults
 
 
@@ -71,7 +71,7 @@ class FaultyBackend(BackendWrapper):
         self._lock = threading.Lock()
 
     def add(self, op: str, kind: str, **options: object) -> Fault:
-        fault = Fault(op, kind, **options)  # type: ignore[arg-type]
+        fault = Fault(op, kind, **options)  # type: ignore[arg-type]  # a test's fields of Fault
         with self._lock:
             self.faults.append(fault)
         return fault

@@ -22,11 +22,13 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from ..errors import RepositoryError, UsageError
@@ -62,7 +64,8 @@ class S3Backend(Backend):
 
         def client(style: str) -> Any:
             return session.client("s3", endpoint_url=endpoint, region_name=region, config=Config(
-                s3={"addressing_style": style}, retries={"total_max_attempts": 1},
+                s3={"addressing_style": style},  # type: ignore[arg-type]  # path, virtual or auto: checked above
+                retries={"total_max_attempts": 1},
                 max_pool_connections=POOL_CONNECTIONS, connect_timeout=10, read_timeout=60))
 
         self._client = client(addressing or "auto")

@@ -14,11 +14,10 @@ fresh token once. swiftclient's own retries are off: `retry.RetryingBackend` ret
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from requests.exceptions import RequestException
@@ -27,6 +26,7 @@ from swiftclient.exceptions import ClientException
 
 from ..errors import RepositoryError
 from .base import Backend, ObjectInfo, TransientError, read_capped
+
 
 class SwiftBackend(Backend):
     parallel_calls = 8
@@ -77,7 +77,7 @@ class SwiftBackend(Backend):
             raise RepositoryError(f"Swift authentication for {self.location} at "
                                   f"{os.environ.get('ST_AUTH')} failed: {exc.http_status} "
                                   f"{exc.http_reason}", "check ST_AUTH, ST_USER and ST_KEY") from None
-        except (RequestException, socket.error) as exc:
+        except (OSError, RequestException) as exc:
             raise TransientError(f"cannot reach the Swift auth endpoint for {self.location}: "
                                  f"{_first_line(exc)}", "check ST_AUTH and that Swift runs") from None
 
@@ -138,7 +138,7 @@ class SwiftBackend(Backend):
         marker = ""
         while True:
             _, objects = self._call(prefix, lambda c: c.get_container(
-                self.container, prefix=self.prefix + prefix, marker=marker, limit=self.page_size))
+                self.container, prefix=self.prefix + prefix, marker=marker, limit=self.page_size))  # noqa: B023 - called in this iteration
             if not objects:
                 return
             for obj in objects:
@@ -177,7 +177,7 @@ class SwiftBackend(Backend):
                                      "the store is unwell; try again later") from None
             raise RepositoryError(f"Swift failed on {key or 'the container'} in {where}: "
                                   f"{status} {exc.http_reason}", "see the Swift proxy's log") from None
-        except (RequestException, socket.error) as exc:
+        except (OSError, RequestException) as exc:
             raise TransientError(f"cannot reach Swift at {conn.url} for {self.location}: "
                                  f"{_first_line(exc)}", "check the endpoint and that Swift runs"
                                  ) from None
@@ -208,14 +208,16 @@ def _keystone(cloud: str | None) -> Callable[[], tuple[str, str]]:
             raise RepositoryError(f"cloud {cloud or '(OS_* environment)'} has no object-store "
                                   f"endpoint: {_first_line(exc)}",
                                   "ask the operator for Swift, or use s3://") from None
-        return url.rstrip("/"), conn.session.get_token()
+        token = conn.session.get_token()
+        assert url is not None and token is not None  # the sdk raises when it has no endpoint or token
+        return url.rstrip("/"), token
 
     return authenticate
 
 
 def _timestamp(text: str) -> float:
     """Swift listings give `2026-12-01T03:56:20.123450` (UTC, no zone)."""
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 def _first_line(exc: BaseException) -> str:
