@@ -285,6 +285,12 @@ def doctor(r: dict) -> str:
         lines += [f"  fix: {cmd}" for cmd in s["fix"]]
     lines.append(f"{len(r['servers'])} servers; " + (f"policy not met by {', '.join(r['failing'])}" if r["failing"]
                                                       else "policy met"))
+    kept = r.get("retained_bases") or {}
+    if kept.get("count"):
+        lines.append(f"{kept['count']} Cinder snapshots ({kept['gigabytes']} GB) kept as bases of the next "
+                     "changed-block backups (`stackvault cleanup --bases` releases them)")
+    elif kept.get("error"):
+        lines.append(f"retained base snapshots: cannot list them: {kept['error']}")
     fixed = r.get("fix_images")
     if fixed is not None:
         if not fixed["asked"]:
@@ -307,7 +313,12 @@ def cleanup(r: dict) -> str:
     verb = "would delete" if r["dry_run"] else "deleted"
     found = [f"  {kind[:-1]} {o['id']} ({o.get('name') or '-'}, job {o.get('job') or '?'})"
              for kind in ("volumes", "snapshots", "images") for o in r[kind]]
-    if not found:
-        return "no leftovers of stackvault jobs in the cloud"
-    failed = [f"  could not delete {what}" for what in r.get("failed", [])]
-    return "\n".join([f"{verb} {len(found)} leftovers:"] + found + failed)
+    lines = [f"{verb} {len(found)} leftovers:"] + found if found else ["no leftovers of stackvault jobs in the cloud"]
+    released = r.get("bases_released", [])
+    if released:
+        lines.append(f"{'would release' if r['dry_run'] else 'released'} {len(released)} retained base snapshots:")
+        lines += [f"  snapshot {b['id']} of volume {b['volume_id']}" for b in released]
+    if r.get("bases"):
+        lines.append(f"kept {len(r['bases'])} base snapshots of the next backups (`cleanup --bases` releases them)")
+    lines += [f"  could not delete {what}" for what in r.get("failed", [])]
+    return "\n".join(lines)
