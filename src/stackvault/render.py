@@ -32,6 +32,11 @@ def backup(r: dict) -> str:
             rd = d["read"]
             lines.append(f"    changed blocks since snapshot {rd['base_snapshot']}: {rd['blocks_listed']} listed in "
                          f"{rd['listing_s']:.3f} s; {rd['sample_blocks']} unchanged blocks sampled, all as before")
+        rd = d.get("read") or {}
+        if rd.get("rbd"):
+            lines.append(f"    read from Ceph: rbd:{rd['rbd']} (Cinder backend {rd['backend']})")
+        elif rd.get("path") in ("attach", "image"):
+            lines.append(f"    read through a temporary volume ({rd['path']}): {rd['why']}")
     dur = r["duration_s"] or 1e-9
     lines += [
         f"  Size:             {human_bytes(r['size'])}",
@@ -257,6 +262,9 @@ def cloud_backup(r: dict) -> str:
             continue
         lines.append(f"{kind} {item['name']} ({ident})")
         lines.append("\n".join("  " + line for line in backup(item).splitlines()))
+        if item.get("base_snapshot"):
+            released = f"; released {', '.join(item['released_bases'])}" if item.get("released_bases") else ""
+            lines.append(f"  Base kept:        Cinder snapshot {item['base_snapshot']} (next Incremental diffs from it{released})")
     lines += [f"Job {e['name']}: FAILED: {e['error']}" for e in r.get("job_errors", [])]
     for scope in [r["scope"]] if "scope" in r else r.get("scopes", []):
         share = [f"availability zones {', '.join(scope['availability_zones'])}"] if "availability_zones" in scope else []

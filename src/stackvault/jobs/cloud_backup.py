@@ -32,6 +32,9 @@ from .doctor import policy_refusal
 from .quiesce_proof import prove_after_backup
 
 GiB = 1 << 30
+#: Why a server's volumes are not read from Ceph: the changed-block path needs the snapshot kept as the
+#: next base, and the snapshots Nova makes belong to the server's snapshot image, deleted with it.
+SERVER_VOLUMES = "a server's volumes are read through temporary volumes (the RBD path is for backup --volume)"
 
 
 @dataclass
@@ -82,9 +85,8 @@ class DiskReaders:
         disk key is the volume's, so its earlier backups stay its base and restores find it."""
         backends = self.ctx.settings.ceph.volume_backends
         size_gb = int(volume.size)
-        if not backends:
-            return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta,
-                                             why="no [ceph] volume_backends: read through a temporary volume")
+        if not backends:  # a proxy without Ceph: reads and reports as it always did
+            return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta)
         placement = volume_placement(self.conn, volume)
         match = next((b for b in placement.backends if b in backends), None)
         if match is None:
@@ -208,7 +210,8 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,  # no
                         "consistency": consistency if entry is not None else CRASH}
                 sources.append(readers.from_volume_snapshot(
                     snapshot_id, int(vol["size_gb"] or entry.get("volume_size") or 1), name=dev,
-                    key=f"volume:{vol['id']}", meta=meta))
+                    key=f"volume:{vol['id']}", meta=meta,
+                    why=SERVER_VOLUMES if ctx.settings.ceph.volume_backends else ""))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
@@ -252,8 +255,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
             result.report = backup_report(record)
             result.status = record.status
             if ctx.settings.ceph.volume_backends:
-                keep_base(ctx, conn, volume.id, cs.id if isinstance(source, RbdSource) else None, result, retained,
-                          leftovers)
+                keep_base(ctx, conn, volume.id, cs.id if isinstance(source, RbdSource) else None, result, retained)
     except StackvaultError as exc:
         result.error = str(exc)
     except Exception as exc:
@@ -263,7 +265,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,  # no
 
 
 def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, result: ItemResult,  # noqa: ANN001
-              retained: list[str], leftovers: list[str]) -> None:
+              retained: list[str]) -> None:
     """After the backup committed: keep the snapshot it read from RBD as the volume's next base (None:
     it was read otherwise, and is no base) and delete this repository's earlier bases of the volume,
     which no backup diffs from any more. A snapshot that cannot be kept is deleted as usual, and the
@@ -276,10 +278,15 @@ def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, re
         except StackvaultError as exc:
             result.report.setdefault("warnings", []).append(str(exc))
             result.status = "warning" if result.status == "success" else result.status
-    released = release_bases(conn, volume_id, ctx.repo.id, keep=retained[0] if retained else None,
-                             leftovers=leftovers)
+    stuck: list[str] = []  # still tagged as a base, not as temporary: the next backup retries them
+    released = release_bases(conn, volume_id, ctx.repo.id, keep=retained[0] if retained else None, leftovers=stuck)
     if released:
         result.report["released_bases"] = released
+    if stuck:
+        result.report.setdefault("warnings", []).append(
+            f"superseded base snapshots left in the cloud: {'; '.join(stuck)} (the next backup of the volume "
+            "deletes them, or `stackvault cleanup --bases --volume` does)")
+        result.status = "warning" if result.status == "success" else result.status
 
 
 def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,  # noqa: ANN001
