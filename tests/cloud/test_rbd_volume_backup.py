@@ -196,6 +196,10 @@ def test_volumes_on_rbd_back_up_changed_blocks_keep_one_base_and_restore_exactly
         assert cleaned["snapshots"] == [] and cleaned["failed"] == [], cleaned
         assert [b["id"] for b in cleaned["bases"]] == [inc["base_snapshot"]], cleaned
         assert volumes.bases(vol.id) == [inc["base_snapshot"]]
+        assert "kept 1 base snapshots of the next backups" in sv.run("cleanup", json_out=False).stdout
+        if transfer == "attach":  # `doctor` looks at servers: only a cloud with Nova has them
+            counted = sv.run("doctor", "--all", expect=None).data["retained_bases"]
+            assert counted["count"] == 1 and counted["snapshots"][0]["id"] == inc["base_snapshot"], counted
 
         restores_as(full, at_full)
         restores_as(inc, at_inc)
