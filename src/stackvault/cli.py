@@ -20,6 +20,7 @@ from .config import (
     parse_pairs,
     parse_size,
     seconds,
+    volume_backends,
     whole_number,
 )
 from .engine.fileio import make_private
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=("full", "incremental", "differential"), default="incremental")
     p.add_argument("--name", default="")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--ceph-volume-backend", action="append", default=[], metavar="NAME[=POOL]",
+                   help="volumes of this Cinder backend are RBD images in POOL (default volumes): read them "
+                        "straight from Ceph ([ceph] volume_backends)")
     p.add_argument("--require-consistency", choices=CONSISTENCY_LEVELS, default=None,
                    help="refuse servers whose backup would be less consistent (default: [cloud] require_consistency)")
     _share_options(p)
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("cleanup", "remove what killed jobs left in the cloud (found by tag)")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--bases", action="store_true",
+                   help="also delete the Cinder snapshots kept as bases of the next backups "
+                        "(all, or those of --volume)")
+    p.add_argument("--volume", action="append", default=[], metavar="NAME|ID", help="with --bases: only this volume's")
 
     p = cmd("verify", "check the repository")
     p.add_argument("backup", nargs="?")
@@ -215,6 +223,8 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
     for key in ("conf", "client", "keyring"):
         if getattr(args, f"ceph_{key}"):
             setattr(settings.ceph, key, getattr(args, f"ceph_{key}"))
+    if getattr(args, "ceph_volume_backend", None):
+        settings.ceph.volume_backends = volume_backends(args.ceph_volume_backend, "--ceph-volume-backend")
     if hasattr(args, "shard"):  # backup, doctor, list
         settings.override_share(args.availability_zone, args.shard)
     ctx = JobContext(settings, args.passphrase_file)
@@ -326,10 +336,14 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
                  "steps": guest_hook.install_steps()}, render.guest_hook, EXIT_OK)
     if c == "cleanup":
         from .cloud.connection import connect
+        from .cloud.inventory import volume_ids
         from .jobs.cleanup import cleanup
 
-        result = cleanup(connect(settings.cloud.os_cloud), dry_run=args.dry_run,
-                         proxy_server=settings.cloud.proxy_server)
+        if args.volume and not args.bases:
+            raise UsageError("cleanup --volume names whose bases to release", "add --bases, or leave out --volume")
+        conn = connect(settings.cloud.os_cloud)
+        result = cleanup(conn, dry_run=args.dry_run, proxy_server=settings.cloud.proxy_server, release=args.bases,
+                         volume_ids=volume_ids(conn, args.volume) if args.volume else None)
         return result, render.cleanup, EXIT_FAILED if result["failed"] else EXIT_OK
     if c == "verify":
         from .jobs.verify import verify

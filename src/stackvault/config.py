@@ -90,6 +90,23 @@ def sample_share(value: object, origin: str) -> float:
     raise UsageError(f"bad value {value!r} for {origin}: not a share from 0 to 1", "write e.g. 0.005 for 0.5 %")
 
 
+#: The pool of a Cinder RBD backend named without one: the name most deployments give it.
+DEFAULT_RBD_POOL = "volumes"
+
+
+def volume_backends(value: object, origin: str) -> dict[str, str]:
+    """`[ceph] volume_backends`: a table of Cinder backend name = pool, or a list of backend names
+    (each in pool `volumes`); `NAME[=POOL]` strings on the command line."""
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        pairs = [v.partition("=")[::2] for v in value]
+        value = {name: pool or DEFAULT_RBD_POOL for name, pool in pairs}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                                              for k, v in value.items()):
+        raise UsageError(f"{origin} must name Cinder backends and their pools",
+                         'write e.g. volume_backends = { ceph = "volumes" }, or a list of backend names')
+    return dict(value)
+
+
 def compression_level(value: object, origin: str) -> int:
     """A zstd level from COMPRESSION_LEVELS: a level zstd refuses would fail every later backup."""
     level = whole_number(value, origin, minimum=-(1 << 31))
@@ -144,6 +161,10 @@ class CephSettings:
     #: Share of the blocks the changed-block list calls unchanged that are read anyway and compared
     #: with the previous backup (at least 8 of them); 0 trusts the list without checking.
     verify_sample: float = 0.005
+    #: Cinder backends (`volume_backend_name`) whose volumes are RBD images, and each one's pool:
+    #: `backup --volume` reads such volumes straight from Ceph. Empty: every volume is read as
+    #: before (a temporary volume, attached or uploaded). A list of names means pool `volumes`.
+    volume_backends: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -302,6 +323,8 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
     origin = f"{section}.{key} in {path}"
     if (section, key) == ("ceph", "verify_sample"):
         return sample_share(value, origin)
+    if (section, key) == ("ceph", "volume_backends"):
+        return volume_backends(value, origin)
     if kind in (int, "int"):
         return whole_number(value, origin, minimum=_MINIMUM.get((section, key), 0))
     if kind in (float, "float"):

@@ -32,6 +32,11 @@ def backup(r: dict) -> str:
             rd = d["read"]
             lines.append(f"    changed blocks since snapshot {rd['base_snapshot']}: {rd['blocks_listed']} listed in "
                          f"{rd['listing_s']:.3f} s; {rd['sample_blocks']} unchanged blocks sampled, all as before")
+        rd = d.get("read") or {}
+        if rd.get("rbd"):
+            lines.append(f"    read from Ceph: rbd:{rd['rbd']} (Cinder backend {rd['backend']})")
+        elif rd.get("path") in ("attach", "image"):
+            lines.append(f"    read through a temporary volume ({rd['path']}): {rd['why']}")
     dur = r["duration_s"] or 1e-9
     lines += [
         f"  Size:             {human_bytes(r['size'])}",
@@ -257,6 +262,10 @@ def cloud_backup(r: dict) -> str:
             continue
         lines.append(f"{kind} {item['name']} ({ident})")
         lines.append("\n".join("  " + line for line in backup(item).splitlines()))
+        if item.get("base_snapshot"):
+            released = f"; released {', '.join(item['released_bases'])}" if item.get("released_bases") else ""
+            lines.append(f"  Base kept:        Cinder snapshot {item['base_snapshot']} "
+                         f"(next Incremental diffs from it{released})")
     lines += [f"Job {e['name']}: FAILED: {e['error']}" for e in r.get("job_errors", [])]
     for scope in [r["scope"]] if "scope" in r else r.get("scopes", []):
         share = ([f"availability zones {', '.join(scope['availability_zones'])}"]
@@ -291,6 +300,12 @@ def doctor(r: dict) -> str:
         lines += [f"  fix: {cmd}" for cmd in s["fix"]]
     lines.append(f"{len(r['servers'])} servers; " + (f"policy not met by {', '.join(r['failing'])}" if r["failing"]
                                                       else "policy met"))
+    kept = r.get("retained_bases") or {}
+    if kept.get("count"):
+        lines.append(f"{kept['count']} Cinder snapshots ({kept['gigabytes']} GB) kept as bases of the next "
+                     "changed-block backups (`stackvault cleanup --bases` releases them)")
+    elif kept.get("error"):
+        lines.append(f"retained base snapshots: cannot list them: {kept['error']}")
     fixed = r.get("fix_images")
     if fixed is not None:
         if not fixed["asked"]:
@@ -313,7 +328,12 @@ def cleanup(r: dict) -> str:
     verb = "would delete" if r["dry_run"] else "deleted"
     found = [f"  {kind[:-1]} {o['id']} ({o.get('name') or '-'}, job {o.get('job') or '?'})"
              for kind in ("volumes", "snapshots", "images") for o in r[kind]]
-    if not found:
-        return "no leftovers of stackvault jobs in the cloud"
-    failed = [f"  could not delete {what}" for what in r.get("failed", [])]
-    return "\n".join([f"{verb} {len(found)} leftovers:"] + found + failed)
+    lines = [f"{verb} {len(found)} leftovers:"] + found if found else ["no leftovers of stackvault jobs in the cloud"]
+    released = r.get("bases_released", [])
+    if released:
+        lines.append(f"{'would release' if r['dry_run'] else 'released'} {len(released)} retained base snapshots:")
+        lines += [f"  snapshot {b['id']} of volume {b['volume_id']}" for b in released]
+    if r.get("bases"):
+        lines.append(f"kept {len(r['bases'])} base snapshots of the next backups (`cleanup --bases` releases them)")
+    lines += [f"  could not delete {what}" for what in r.get("failed", [])]
+    return "\n".join(lines)

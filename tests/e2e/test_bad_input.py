@@ -137,6 +137,7 @@ def test_repository_of_a_newer_format(populated: Before, tmp_path: Path) -> None
     ('blok_size = "1MiB"\n', "blok_size"),
     ('no_such_setting = true\n', "no_such_setting"),
     ('repo = [unclosed\n', "stackvault.toml"),
+    ('[ceph]\nvolume_backends = "ceph"\n', "ceph.volume_backends"),
 ])
 def test_wrong_config_file(populated: Before, tmp_path: Path, toml_text: str, named: str) -> None:
     cfg = tmp_path / "stackvault.toml"
@@ -146,6 +147,15 @@ def test_wrong_config_file(populated: Before, tmp_path: Path, toml_text: str, na
     res = populated.sv.run("backup", "--source", f"file:{populated.source}", expect=None,
                            globals_=["--config", str(cfg)])
     assert_clear_error(res, named)
+    assert_nothing_lost(populated)
+
+
+def test_bad_ceph_volume_backend_option_and_cleanup_volume_without_bases(populated: Before) -> None:
+    """Refused before any cloud is asked: the option's value, and a --volume that would do nothing."""
+    res = populated.sv.run("backup", "--volume", "data1", "--ceph-volume-backend", "=volumes", expect=None)
+    assert "--ceph-volume-backend must name Cinder backends and their pools" in assert_clear_error(res)
+    res = populated.sv.run("cleanup", "--volume", "data1", expect=None)
+    assert "add --bases" in assert_clear_error(res)
     assert_nothing_lost(populated)
 
 

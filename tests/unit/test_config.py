@@ -47,3 +47,18 @@ def test_ceph_section_is_read_and_its_sample_share_checked(tmp_path):
     cfg.write_text('[ceph]\nclient = 7\n')
     with pytest.raises(UsageError, match=r"ceph.client .* must be a string"):
         load_settings(str(cfg))
+
+
+def test_ceph_volume_backends_map_cinder_backends_to_pools(tmp_path):
+    """Off unless set; a table of backend = pool, or a list of backends in the usual pool `volumes`."""
+    cfg = tmp_path / "sv.toml"
+    cfg.write_text('[ceph]\nconf = "/etc/ceph/c.conf"\n')
+    assert load_settings(str(cfg)).ceph.volume_backends == {}
+    cfg.write_text('[ceph]\nvolume_backends = { ceph = "volumes", "rbd-ssd" = "fast" }\n')
+    assert load_settings(str(cfg)).ceph.volume_backends == {"ceph": "volumes", "rbd-ssd": "fast"}
+    cfg.write_text('[ceph]\nvolume_backends = ["ceph", "rbd-ssd=fast"]\n')
+    assert load_settings(str(cfg)).ceph.volume_backends == {"ceph": "volumes", "rbd-ssd": "fast"}
+    for bad in ('"ceph"', "[1]", '{ ceph = 1 }', '{ ceph = "" }', '[""]'):
+        cfg.write_text(f"[ceph]\nvolume_backends = {bad}\n")
+        with pytest.raises(UsageError, match=r"ceph\.volume_backends .* must name Cinder backends and their pools"):
+            load_settings(str(cfg))

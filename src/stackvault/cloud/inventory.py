@@ -130,3 +130,14 @@ def pick_volumes(conn, sel: Selection) -> Picked:
 def select_servers(conn, sel: Selection) -> list:
     """The servers of `pick_servers`, for callers that need no count of other proxies' servers."""
     return pick_servers(conn, sel).items
+
+
+def volume_ids(conn, patterns: list[str]) -> set[str]:
+    """The ids of the volumes the patterns name (ids, names, globs). A pattern that names no volume is
+    taken as an id: the snapshots of a volume being deleted may outlive its listing."""
+    everything = list(conn.block_storage.volumes(details=True))
+    ids: set[str] = set()
+    for pattern in patterns:
+        hits = {v.id for v in everything if _matches(v, [pattern])}
+        ids |= hits or {pattern}
+    return ids

@@ -147,12 +147,14 @@ def delete_image(conn, image_id: str, leftovers: list[str] | None = None) -> Non
 
 
 def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300,
-                           leftovers: list[str] | None = None) -> None:
+                           leftovers: list[str] | None = None) -> bool:
+    """True once the snapshot is gone; False (and it noted in `leftovers`) when it could not be deleted."""
+
     def delete() -> None:
         conn.block_storage.delete_snapshot(snapshot_id, ignore_missing=True)
         conn.block_storage.wait_for_delete(conn.block_storage.get_snapshot(snapshot_id), wait=timeout_s)
 
-    remove(f"Cinder snapshot {snapshot_id}", delete, leftovers)
+    return remove(f"Cinder snapshot {snapshot_id}", delete, leftovers)
 
 
 def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | None = None) -> None:

@@ -37,6 +37,9 @@ class DiskSource(abc.ABC):
     format: str = "raw"
     meta: dict = field(default_factory=dict)
     owned_files: list[str] = field(default_factory=list)  # temporary copies, removed on close
+    #: How the disk is read and why, when whoever opened it chose among several ways (a cloud volume
+    #: straight from Ceph or through a temporary volume): the report's `read`, under what the engine adds.
+    read_note: dict = field(default_factory=dict)
     #: Whether several threads may read at any offsets at once. A disk answers a queue of reads far
     #: faster than one read at a time (4 readers read the bench image in 0.77 s, one in 1.2-1.9 s);
     #: streams (a download, an NBD socket) must be read in order by one thread.

@@ -70,9 +70,10 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 # A changed level is no fault (a first backup, a resized disk): the disk's `reason` says it.
                 level, reason = choose_level(request.level, base.previous, source.size, repo.config.block_size)
                 read_info: dict[str, Any]
-                plan, read_info = None, {}
+                plan, read_info = None, dict(source.read_note)
                 if source.lists_changes:
                     plan, read_info = read_plan(ctx, source, level, reason, base)
+                    read_info.update({k: v for k, v in source.read_note.items() if k not in read_info})
                     if read_info["path"] == "full_read" and level != "full" and not reason:
                         reason = f"{read_info['why']}: read in full"
                     if read_info.get("sample_mismatches"):  # the listing Ceph gave was wrong: loudly

@@ -1,4 +1,10 @@
-"""`stackvault cleanup`: find and remove what killed or failed jobs left in the cloud, by its tag."""
+"""`stackvault cleanup`: find and remove what killed or failed jobs left in the cloud, by its tag.
+
+The Cinder snapshots kept as the bases of the next changed-block backups (tagged `stackvault_base`,
+cloud/rbd.py) are no leftovers: they are listed, and deleted only when asked (`--bases`), e.g. for a
+volume that is no longer backed up and that its owner wants to delete (Cinder refuses to delete a
+volume that has snapshots).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 
 from openstack import exceptions as os_exc
 
+from ..cloud.rbd import BASE_KEY, bases
 from ..cloud.snapshots import TEMP_KEY, delete_image, delete_volume_snapshot
 from ..cloud.volumes import delete_volume
 
@@ -27,16 +34,21 @@ def find_leftovers(conn) -> dict[str, list[dict]]:
     nova_made = {s for img in images for s in img["snapshots"]}
     snapshots = [{"id": s.id, "name": s.name, "job": (s.metadata or {}).get(TEMP_KEY, "")}
                  for s in conn.block_storage.snapshots(details=True)
-                 if TEMP_KEY in (s.metadata or {}) or s.id in nova_made]
+                 if (TEMP_KEY in (s.metadata or {}) or s.id in nova_made) and BASE_KEY not in (s.metadata or {})]
     return {"images": images, "volumes": volumes, "snapshots": snapshots}
 
 
-def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> dict:
+def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None,
+            release: bool = False, volume_ids: set[str] | None = None) -> dict:
     """Delete leftovers: volumes first (they may depend on snapshots), then snapshots, then images.
+    Retained bases are listed under `bases` and deleted only with `release` (those of `volume_ids`, or
+    all); each such volume's next backup then reads it in full once.
 
     What still cannot be deleted is listed in `failed` (the CLI then exits non-zero).
     """
     found: dict[str, Any] = find_leftovers(conn)
+    kept = bases(conn)
+    chosen = [b for b in kept if volume_ids is None or b["volume_id"] in volume_ids] if release else []
     failed: list[str] = []
     if not dry_run:
         proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server and any(
@@ -52,6 +64,10 @@ def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None) -> 
             delete_volume_snapshot(conn, snap["id"], leftovers=failed)
         for image in found["images"]:
             delete_image(conn, image["id"], failed)
+        for base in chosen:
+            delete_volume_snapshot(conn, base["id"], leftovers=failed)
+    found["bases"] = [b for b in kept if b not in chosen]
+    found["bases_released"] = chosen
     found["dry_run"] = dry_run
     found["failed"] = failed
     return found

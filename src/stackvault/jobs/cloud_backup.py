@@ -19,17 +19,22 @@ from ..cloud import snapshots as snaps
 from ..cloud.consistency import CRASH, expected_consistency, image_changed_after
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
+from ..cloud.rbd import rbd_image, rbd_snapshot, release_bases, retain_base, volume_placement
 from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
+from ..engine.rbdsource import RbdSource, open_rbd
 from ..engine.sources import DiskSource, RawSource
-from ..errors import StackvaultError, UsageError
+from ..errors import SourceError, StackvaultError, UsageError
 from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
 from .doctor import policy_refusal
 from .quiesce_proof import prove_after_backup
 
 GiB = 1 << 30
+#: Why a server's volumes are not read from Ceph: the changed-block path needs the snapshot kept as the
+#: next base, and the snapshots Nova makes belong to the server's snapshot image, deleted with it.
+SERVER_VOLUMES = "a server's volumes are read through temporary volumes (the RBD path is for backup --volume)"
 
 
 @dataclass
@@ -73,7 +78,46 @@ class DiskReaders:
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
 
-    def from_volume_snapshot(self, snapshot_id: str, size_gb: int, *, name: str, key: str, meta: dict) -> DiskSource:
+    def from_volume(self, volume, snapshot_id: str, *, name: str, key: str, meta: dict) -> DiskSource:
+        """The volume at its Cinder snapshot: straight from Ceph when Cinder puts it on a backend that
+        `[ceph] volume_backends` calls RBD and librbd finds the volume's image and the snapshot's RBD
+        snapshot in that pool; else through a temporary volume, as without `[ceph]`. Either way the
+        disk key is the volume's, so its earlier backups stay its base and restores find it."""
+        backends = self.ctx.settings.ceph.volume_backends
+        size_gb = int(volume.size)
+        if not backends:  # a proxy without Ceph: reads and reports as it always did
+            return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta)
+        placement = volume_placement(self.conn, volume)
+        match = next((b for b in placement.backends if b in backends), None)
+        if match is None:
+            known = ", ".join(sorted(backends))
+            why = (f"{placement.said_by}: not one of the RBD backends of [ceph] volume_backends ({known})"
+                   if placement.backends else placement.said_by)
+            return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta, why=why)
+        spec = f"{backends[match]}/{rbd_image(volume)}@{rbd_snapshot(snapshot_id)}"
+        ceph = self.ctx.settings.ceph
+        try:
+            source = open_rbd(spec, ceph.conf, ceph.client, ceph.keyring)
+        except SourceError as exc:  # Ceph unreachable, no rights, or not where the mapping says
+            return self.from_volume_snapshot(
+                snapshot_id, size_gb, name=name, key=key, meta=meta,
+                why=f"Cinder backend {match} is RBD ({placement.said_by}) but librbd cannot read it: {exc.message}")
+        self.stack.callback(source.close)
+        source.key, source.name = key, name
+        source.meta = {**meta, **source.meta}
+        source.read_note = {"rbd": spec, "backend": f"{match} ({placement.said_by})"}
+        return source
+
+    def from_volume_snapshot(self, snapshot_id: str, size_gb: int, *, name: str, key: str, meta: dict,
+                             why: str = "") -> DiskSource:
+        """Today's path: a temporary volume from the snapshot, attached to the proxy or uploaded to
+        Glance, read whole."""
+        source = self._temp_volume_source(snapshot_id, size_gb, name=name, key=key, meta=meta)
+        if why:
+            source.read_note = {"path": self.cloud.volume_transfer, "why": why}
+        return source
+
+    def _temp_volume_source(self, snapshot_id: str, size_gb: int, *, name: str, key: str, meta: dict) -> DiskSource:
         cloud = self.cloud
         vol = create_temp_volume(self.conn, self.job_id, size_gb=size_gb, snapshot_id=snapshot_id,
                                  name=f"stackvault-read-{name}-{self.job_id[:8]}", timeout_s=cloud.timeout)
@@ -166,7 +210,8 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                         "consistency": consistency if entry is not None else CRASH}
                 sources.append(readers.from_volume_snapshot(
                     snapshot_id, int(vol["size_gb"] or (entry or {}).get("volume_size") or 1), name=dev,
-                    key=f"volume:{vol['id']}", meta=meta))
+                    key=f"volume:{vol['id']}", meta=meta,
+                    why=SERVER_VOLUMES if ctx.settings.ceph.volume_backends else ""))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
@@ -193,11 +238,12 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
         cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
                                                 name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
                                                 metadata={snaps.TEMP_KEY: job_id})
+        retained: list[str] = []  # the snapshot, once it is the volume's base: then it stays
         with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
-            stack.callback(snaps.delete_volume_snapshot, conn, cs.id, leftovers=leftovers)
+            stack.callback(lambda: retained or snaps.delete_volume_snapshot(conn, cs.id, leftovers=leftovers))
             snaps.wait_snapshot(conn, cs.id, cloud.timeout)
-            source = readers.from_volume_snapshot(cs.id, int(volume.size), name=volume.name or volume.id,
-                                                  key=f"volume:{volume.id}", meta={"volume_id": volume.id})
+            source = readers.from_volume(volume, cs.id, name=volume.name or volume.id,
+                                         key=f"volume:{volume.id}", meta={"volume_id": volume.id})
             record = back_up(ctx, BackupRequest(
                 sources=[source], level=level, name=volume.name or volume.id, tags={"volume_id": volume.id},
                 source_meta={"kind": "volume", "volume": {
@@ -206,14 +252,41 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
                     "bootable": str(volume.is_bootable).lower() == "true", "metadata": dict(volume.metadata or {}),
                     "volume_image_metadata": dict(volume.volume_image_metadata or {})}},
                 consistency=CRASH), progress)
-        result.report = backup_report(record)
-        result.status = record.status
+            result.report = backup_report(record)
+            result.status = record.status
+            if ctx.settings.ceph.volume_backends:
+                keep_base(ctx, conn, volume.id, cs.id if isinstance(source, RbdSource) else None, result, retained)
     except StackvaultError as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one volume's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
     result.note_leftovers(leftovers)
     return result
+
+
+def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, result: ItemResult,
+              retained: list[str]) -> None:
+    """After the backup committed: keep the snapshot it read from RBD as the volume's next base (None:
+    it was read otherwise, and is no base) and delete this repository's earlier bases of the volume,
+    which no backup diffs from any more. A snapshot that cannot be kept is deleted as usual, and the
+    next backup reads the volume in full: a warning, never a failure of what is committed."""
+    if snapshot_id is not None:
+        try:
+            retain_base(conn, snapshot_id, ctx.repo.id)
+            retained.append(snapshot_id)
+            result.report["base_snapshot"] = snapshot_id
+        except StackvaultError as exc:
+            result.report.setdefault("warnings", []).append(str(exc))
+            result.status = "warning" if result.status == "success" else result.status
+    stuck: list[str] = []  # still tagged as a base, not as temporary: the next backup retries them
+    released = release_bases(conn, volume_id, ctx.repo.id, keep=retained[0] if retained else None, leftovers=stuck)
+    if released:
+        result.report["released_bases"] = released
+    if stuck:
+        result.report.setdefault("warnings", []).append(
+            f"superseded base snapshots left in the cloud: {'; '.join(stuck)} (the next backup of the volume "
+            "deletes them, or `stackvault cleanup --bases --volume` does)")
+        result.status = "warning" if result.status == "success" else result.status
 
 
 def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,

@@ -25,6 +25,7 @@ from ..cloud.consistency import (
 )
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers
+from ..cloud.rbd import bases
 from ..errors import UsageError
 
 ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
@@ -118,7 +119,17 @@ def doctor(conn, selection: Selection, require: str) -> dict:
     fixes = list(dict.fromkeys(cmd for s in servers for cmd in s["fix"]))
     failing = [s["name"] for s in servers if not s["meets_policy"]]
     return {"require_consistency": require, "ok": not failing, "failing": failing, "servers": servers,
-            "fixes": fixes}
+            "fixes": fixes, "retained_bases": retained_bases(conn)}
+
+
+def retained_bases(conn) -> dict:
+    """The Cinder snapshots kept as bases of the next changed-block backups: they count against the
+    project's snapshot quota and keep their volumes from being deleted, so the doctor shows them."""
+    try:
+        found = bases(conn)
+    except os_exc.SDKException as exc:
+        return {"count": None, "error": _first_line(exc)}
+    return {"count": len(found), "gigabytes": sum(b["size_gb"] or 0 for b in found), "snapshots": found}
 
 
 def images_to_fix(report: dict) -> list[dict]:
