@@ -18,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from e2e.helpers import KIB, MIB, make_random_image
 from sqlalchemy import select, update
 
@@ -27,6 +28,9 @@ from stackvault.catalog.models import JobRow
 
 from .test_catalog import child_env
 from .test_cli_catalog import SharedCatalogSetup
+
+# Each test waits out leases and lock timeouts of real CLI runs: the slow tier keeps the default one short.
+pytestmark = pytest.mark.slow
 
 
 def _jobs(catalog: Catalog) -> list[JobRow]:

@@ -31,6 +31,7 @@ def test_glance_5xx_and_dropped_download_are_retried(user, faults, conn, cloud_o
     assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
 
 
+@pytest.mark.slow  # waits out retries and a timeout: the slow tier keeps the default one short
 def test_persistent_glance_failure_is_clear_and_leaves_nothing(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
@@ -46,6 +47,7 @@ def test_persistent_glance_failure_is_clear_and_leaves_nothing(user, faults, con
     assert item["status"] == "success" and item["level"] == "full", item
 
 
+@pytest.mark.slow  # waits out retries and a timeout: the slow tier keeps the default one short
 def test_snapshot_that_never_finishes_times_out_cleanly(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
@@ -60,6 +62,7 @@ def test_snapshot_that_never_finishes_times_out_cleanly(user, faults, conn, clou
 IMAGE = r"/v2/images/[^/]+$"
 
 
+@pytest.mark.slow  # waits out retries and a timeout: the slow tier keeps the default one short
 def test_failed_deletes_are_retried_then_reported_and_cleanup_removes_them(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
