@@ -307,6 +307,7 @@ def doctor(r: dict) -> str:
                      "changed-block backups (`stackvault cleanup --bases` releases them)")
     elif kept.get("error"):
         lines.append(f"retained base snapshots: cannot list them: {kept['error']}")
+    lines += [f"  ! {flag}" for flag in kept.get("flags", [])]
     fixed = r.get("fix_images")
     if fixed is not None:
         if not fixed["asked"]:
