@@ -1,17 +1,18 @@
 """Cinder's side of reading volumes straight from Ceph: where a volume lives, and the retained bases.
 
 Where: Cinder never names a volume's Ceph pool to its users, so the backend is what Cinder says (the
-volume's `os-vol-host-attr:host`, `host@backend#pool`, visible to admins; else its volume type's
-`volume_backend_name` extra spec) and the pool is what the operator maps that backend to (`[ceph]
-volume_backends`). That is a claim, not a fact: the job then opens `volume-<id>@snapshot-<snapshot id>`
-(the names Cinder's RBD driver gives) through librbd, and only an image and snapshot that are really
-there are read. A wrong mapping therefore costs a fallback to the attach path, never a wrong backup.
+backend section of the volume's `os-vol-host-attr:host`, `host@backend#pool`, visible to admins; its
+volume type's `volume_backend_name` extra spec; the host's pool part) and the pool is what the
+operator maps that backend to (`[ceph] volume_backends`). That is a claim, not a fact: the job then
+opens `volume-<id>@snapshot-<snapshot id>` (the names Cinder's RBD driver gives) through librbd, and
+only an image and snapshot that are really there are read. A wrong mapping therefore costs a
+fallback to the attach path, never a wrong backup.
 
 Retained bases: the Cinder snapshot a backup read from RBD is kept after the backup, as the base the
 next Incremental diffs from. It is tagged `stackvault_base` (= the repository id) in its Cinder
 metadata, and no longer `stackvault_temp`, so `stackvault cleanup` leaves it; one per volume and
-repository (two while Differentials use the last Full's), the superseded ones deleted once the next
-backup is committed.
+repository (two while Differentials use the last Full's). After each committed backup of a volume,
+whichever way it was read, the bases no committed backup diffs from any more are deleted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ REFUSED_KEY = "stackvault_base_refused"
 #: How long a superseded base's deletion is waited for: Cinder refuses within seconds, and a deletion it
 #: took on finishes on its own.
 BASE_DELETE_WAIT_S = 30.0
+#: How long a released base may take to leave Cinder's quota usage.
+QUOTA_SETTLE_S = 10.0
 
 
 def rbd_image(volume) -> str:
@@ -204,6 +207,9 @@ def make_room_for_snapshot(conn, volume_id: str, repo_id: str) -> str | None:
     released = [b["id"] for b in found if delete_base(conn, b["id"]) == "deleted"]
     if not released:
         return None
+    deadline = time.monotonic() + QUOTA_SETTLE_S  # Cinder counts a deletion a moment after the snapshot is gone
+    while snapshot_quota_short(conn, 1) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
     used, maximum = short
     return (f"Cinder's snapshot quota was full ({used} of {maximum} snapshots): released the base snapshot "
             f"{', '.join(released)} of the volume to make room, so this backup reads the volume in full (raise "
