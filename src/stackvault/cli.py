@@ -417,8 +417,17 @@ def _configured_repo_id(settings, args: argparse.Namespace) -> str | None:
     without one, or when it cannot be opened (the doctor then leaves that check out)."""
     if not settings.repo:
         return None
+    from .engine.keys import ENV, PassphraseError
+    from .engine.repository import Repository
+
+    ctx = JobContext(settings, args.passphrase_file)
     try:
-        return JobContext(settings, args.passphrase_file).repo.id
+        try:
+            return Repository.open(ctx.backend).id  # a plain repository: no passphrase, no prompt
+        except PassphraseError:
+            if not (args.passphrase_file or os.environ.get(ENV)):
+                raise  # the doctor asks for no passphrase on a terminal
+            return ctx.repo.id
     except StackvaultError as exc:
         warn(f"the doctor does not tell this repository's base snapshots from others': {exc}")
         return None
