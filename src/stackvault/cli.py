@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also delete the Cinder snapshots kept as bases of the next backups "
                         "(all, or those of --volume)")
     p.add_argument("--volume", action="append", default=[], metavar="NAME|ID", help="with --bases: only this volume's")
+    p.add_argument("--repository", default=None, metavar="ID",
+                   help="with --bases: only the bases kept for this repository id (e.g. an abandoned one)")
 
     p = cmd("verify", "check the repository")
     p.add_argument("backup", nargs="?")
@@ -336,14 +338,16 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
                  "steps": guest_hook.install_steps()}, render.guest_hook, EXIT_OK)
     if c == "cleanup":
         from .cloud.connection import connect
-        from .cloud.inventory import volume_ids
         from .jobs.cleanup import cleanup
 
         if args.volume and not args.bases:
             raise UsageError("cleanup --volume names whose bases to release", "add --bases, or leave out --volume")
+        if args.repository and not args.bases:
+            raise UsageError("cleanup --repository names whose bases to release",
+                             "add --bases, or leave out --repository")
         conn = connect(settings.cloud.os_cloud)
         result = cleanup(conn, dry_run=args.dry_run, proxy_server=settings.cloud.proxy_server, release=args.bases,
-                         volume_ids=volume_ids(conn, args.volume) if args.volume else None)
+                         volumes=args.volume or None, repository=args.repository)
         return result, render.cleanup, EXIT_FAILED if result["failed"] else EXIT_OK
     if c == "verify":
         from .jobs.verify import verify
@@ -401,10 +405,32 @@ def _doctor(args: argparse.Namespace, settings) -> tuple[dict, Callable[[dict], 
     conn = connect(settings.cloud.os_cloud)
     selection = Selection(servers=args.server, all_servers=args.all, tags=args.server_tag, exclude=args.exclude,
                           **_share(settings))
-    report = doctor(conn, selection, args.require_consistency or settings.cloud.require_consistency)
+    report = doctor(conn, selection, args.require_consistency or settings.cloud.require_consistency,
+                    repo_id=_configured_repo_id(settings, args), parallel=settings.cloud.parallel)
     if args.fix_images:
         report["fix_images"] = fix_images(conn, report, (lambda _question: True) if args.yes else _confirm)
     return report, render.doctor, EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _configured_repo_id(settings, args: argparse.Namespace) -> str | None:
+    """The id of the configured repository, for the doctor to tell its bases from others'; None
+    without one, or when it cannot be opened (the doctor then leaves that check out)."""
+    if not settings.repo:
+        return None
+    from .engine.keys import ENV, PassphraseError
+    from .engine.repository import Repository
+
+    ctx = JobContext(settings, args.passphrase_file)
+    try:
+        try:
+            return Repository.open(ctx.backend).id  # a plain repository: no passphrase, no prompt
+        except PassphraseError:
+            if not (args.passphrase_file or os.environ.get(ENV)):
+                raise  # the doctor asks for no passphrase on a terminal
+            return ctx.repo.id
+    except StackvaultError as exc:
+        warn(f"the doctor does not tell this repository's base snapshots from others': {exc}")
+        return None
 
 
 def _records(ctx: JobContext, disk_key: str | None) -> tuple[list, dict]:

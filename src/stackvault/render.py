@@ -31,7 +31,8 @@ def backup(r: dict) -> str:
         if d.get("read", {}).get("path") == "changed_blocks":
             rd = d["read"]
             lines.append(f"    changed blocks since snapshot {rd['base_snapshot']}: {rd['blocks_listed']} listed in "
-                         f"{rd['listing_s']:.3f} s; {rd['sample_blocks']} unchanged blocks sampled, all as before")
+                         f"{rd['listing_s']:.3f} s; {rd['sample_blocks']} blocks sampled "
+                         f"({rd.get('sample_zero_blocks', 0)} of them listed as discarded), all as expected")
         rd = d.get("read") or {}
         if rd.get("rbd"):
             lines.append(f"    read from Ceph: rbd:{rd['rbd']} (Cinder backend {rd['backend']})")
@@ -306,6 +307,7 @@ def doctor(r: dict) -> str:
                      "changed-block backups (`stackvault cleanup --bases` releases them)")
     elif kept.get("error"):
         lines.append(f"retained base snapshots: cannot list them: {kept['error']}")
+    lines += [f"  ! {flag}" for flag in kept.get("flags", [])]
     fixed = r.get("fix_images")
     if fixed is not None:
         if not fixed["asked"]:

@@ -7,8 +7,9 @@ does not attach RBD volumes); stackvault reads as the read-only `client.stackvau
 What a user checks: the Incremental reads about the changed blocks, not the volume, and says
 `changed_blocks`; one Cinder snapshot per volume stays as the next backup's base (the one before is
 deleted), `cleanup` leaves it and `cleanup --bases` releases it; every backup restores the volume's
-bytes at its snapshot; a base snapshot deleted by hand makes a correct full read that says why; a
-volume that is not on RBD, backed up in the same run, takes the temporary-volume path as before.
+bytes at its snapshot; a base snapshot deleted by hand, released for want of snapshot quota, or
+released by `cleanup --bases` makes a correct full read that says why; a volume that is not on RBD,
+backed up in the same run, takes the temporary-volume path as before.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e.helpers import Stackvault
+from e2e.helpers import Stackvault, one_error
 
 from devcloud import ceph
 
@@ -45,6 +46,9 @@ class Volumes:
     def bases(self, volume_id: str) -> list[str]:
         return [s.id for s in self.conn.block_storage.snapshots(details=True, volume_id=volume_id)
                 if "stackvault_base" in (s.metadata or {})]
+
+    def quota(self, **limits: int) -> None:
+        self.conn.block_storage.update_quota_set(self.conn.current_project_id, **limits)
 
     def snapshots(self, volume_id: str) -> list[str]:
         return [s.id for s in self.conn.block_storage.snapshots(details=True, volume_id=volume_id)]
@@ -218,13 +222,46 @@ def test_volumes_on_rbd_back_up_changed_blocks_keep_one_base_and_restore_exactly
         again = backup("--volume", vol.id)[vol.id]
         assert again["disks"][0]["read"]["path"] == "changed_blocks", again
         assert volumes.bases(vol.id) == [again["base_snapshot"]]
+        restores_as(again, guest.sha256(f"snapshot-{again['base_snapshot']}"))
 
-        # The volume is no longer backed up: its base is released on request.
-        kept = sv.run("cleanup", "--bases", "--volume", f"plain-{tag}", "--dry-run").data
-        assert kept["bases_released"] == [] and volumes.bases(vol.id) == [again["base_snapshot"]], kept
+        # Cinder's snapshot quota full (every snapshot a base): the base is released to make room, the
+        # backup reads in full and says why, where it would fail for want of a snapshot.
+        limits = volumes.conn.block_storage.get_limits().absolute
+        volumes.quota(snapshots=limits.total_snapshots_used)
+        guest.write(8 * MiB, 64 * KiB)
+        try:
+            report = sv.run("backup", "--volume", vol.id, timeout=600).data
+        finally:
+            volumes.quota(snapshots=50)
+        [full_quota] = report["volumes"]
+        assert report["status"] == "warning" and full_quota["status"] == "warning", report
+        assert any("snapshot quota was full" in w and again["base_snapshot"] in w for w in full_quota["warnings"]), \
+            full_quota
+        assert full_quota["disks"][0]["read"]["path"] == "full_read", full_quota
+        assert volumes.bases(vol.id) == [full_quota["base_snapshot"]], full_quota
+        restores_as(full_quota, guest.sha256(f"snapshot-{full_quota['base_snapshot']}"))
+
+        # The volume is no longer backed up: its base is released on request; a dry run names it first.
+        dry = sv.run("cleanup", "--bases", "--volume", vol.id, "--dry-run").data
+        assert dry["dry_run"] and [b["id"] for b in dry["bases_released"]] == [full_quota["base_snapshot"]], dry
+        assert volumes.bases(vol.id) == [full_quota["base_snapshot"]], "a dry run deletes nothing"
+        # A volume no base belongs to (a typo, or one never read from Ceph) is said, and nothing released.
+        res = sv.run("cleanup", "--bases", "--volume", f"plain-{tag}", expect=None)
+        one_error(res, "no retained base snapshot", f"plain-{tag}", rc=2)
+        assert volumes.bases(vol.id) == [full_quota["base_snapshot"]]
         released = sv.run("cleanup", "--bases", "--volume", vol.id).data
-        assert [b["id"] for b in released["bases_released"]] == [again["base_snapshot"]], released
+        assert [b["id"] for b in released["bases_released"]] == [full_quota["base_snapshot"]], released
         assert volumes.snapshots(vol.id) == []
+
+        # Backed up again after all: a full read that says why, exact, and a new base.
+        guest.write(9 * MiB, 64 * KiB)
+        after = backup("--volume", vol.id)[vol.id]
+        read = after["disks"][0]["read"]
+        assert read["path"] == "full_read", after
+        assert read["why"] == f"base snapshot snapshot-{full_quota['base_snapshot']} no longer exists", after
+        assert read["rbd"] == f"volumes/volume-{vol.id}@snapshot-{after['base_snapshot']}", after
+        restores_as(after, guest.sha256(f"snapshot-{after['base_snapshot']}"))
+        assert volumes.bases(vol.id) == [after["base_snapshot"]]
         print(f"\nrbd volume backups: {time.monotonic() - started:.1f} s; Full read {full['bytes_read'] / MiB:.2f} MiB "
               f"in {full_s:.1f} s, Incremental {inc['disks'][0]['bytes_read'] / MiB:.2f} MiB in {inc_s:.1f} s (with "
               f"the plain volume, {both[plain.id]['disks'][0]['bytes_read'] / MiB:.2f} MiB through {transfer}); "

@@ -45,6 +45,9 @@ def test_the_sample_picks_distinct_unchanged_blocks_at_least_eight():
     assert len(pick_sample(blocks, 0.0001, random.Random(1))) == 8
     assert pick_sample(bytearray([KEEP, READ, KEEP]), 0.005, random.Random(1)) == [0, 2]
     assert pick_sample(blocks, 0, random.Random(1)) == []
+    blocks[5000:5020] = bytes([ZERO]) * 20  # a few discarded blocks among many: found, not guessed
+    zeros = pick_sample(blocks, 0.005, random.Random(1), ZERO)
+    assert len(zeros) == 8 and all(blocks[i] == ZERO for i in zeros)
 
 
 class Listing:
@@ -100,6 +103,22 @@ def test_a_listing_that_missed_a_change_is_caught_by_the_sample_and_the_disk_is_
     assert info["path"] == "full_read"
     assert info["why"] == "changed-block list missed 1 of 15 sampled blocks"
     assert info["sample_mismatches"] == 1 and info["sample_bytes"] == 15 * BS
+
+
+def test_a_listing_that_wrongly_says_blocks_were_discarded_is_caught_by_the_sample():
+    """Blocks a listing calls discarded become zeros in the new index without being read: a wrong
+    discard would lose data, so some of them are sampled as well."""
+    before = bytearray(os.urandom(64 * BS))
+    keep = index_of(bytes(before))
+    after = bytearray(before)
+    after[40 * BS : 44 * BS] = bytes(4 * BS)  # truly discarded
+    source = Listing(after, [(40 * BS, 4 * BS, False), (10 * BS, 2 * BS, False)])  # 10-11 still hold data
+    info = plan_changed_blocks(source, META, keep, 0.005, lambda b: blake3.blake3(b).digest(), random.Random(4))
+    assert info["path"] == "full_read" and info["sample_zero_blocks"] == 6
+    assert info["why"] == "changed-block list missed 2 of 14 sampled blocks"
+    after[10 * BS : 12 * BS] = bytes(2 * BS)  # now the listing is right
+    plan = plan_changed_blocks(source, META, keep, 0.005, lambda b: blake3.blake3(b).digest(), random.Random(4))
+    assert isinstance(plan, ReadPlan) and plan.info["sample_mismatches"] == 0
 
 
 def test_a_source_that_cannot_diff_and_a_resized_disk_fall_back_to_a_full_read():

@@ -22,16 +22,26 @@ def volume(**fields) -> SimpleNamespace:
     return SimpleNamespace(**{"id": "v1", "host": None, "volume_type": None, "migration_id": None, **fields})
 
 
-def test_the_host_names_the_backend_pool_first_then_its_section():
-    found = volume_placement(conn(), volume(host="node1@rbd-1#ceph-ssd"))
-    assert found.backends == ("ceph-ssd", "rbd-1") and found.said_by == "os-vol-host-attr:host node1@rbd-1#ceph-ssd"
+def test_the_hosts_backend_section_comes_first_then_the_volume_type_then_the_pool_part():
+    """Two backends of one Cinder may report one `volume_backend_name` (the pool part): the section
+    names the backend itself, so `node@ceph-ssd#ceph` is `ceph-ssd` before it is `ceph`."""
+    ssd = volume(host="node@ceph-ssd#ceph", volume_type="ssd")
+    found = volume_placement(conn({"volume_backend_name": "ceph"}), ssd)
+    assert found.candidates == (("ceph-ssd", "os-vol-host-attr:host node@ceph-ssd#ceph"),
+                                ("ceph", "volume type ssd (volume_backend_name ceph)"))
+    assert volume_placement(conn(), volume(host="node1@rbd-1#ceph-ssd")).backends == ("rbd-1", "ceph-ssd")
     assert volume_placement(conn(), volume(host="devcloud@ceph#ceph")).backends == ("ceph",)
     assert volume_placement(conn(), volume(host="node1@lvm")).backends == ("lvm",)
 
 
+def test_a_host_without_a_backend_section_still_asks_the_volume_type():
+    found = volume_placement(conn({"volume_backend_name": "ceph"}), volume(host="node1", volume_type="fast"))
+    assert found.backends == ("ceph",) and "volume type fast" in found.candidates[0][1]
+
+
 def test_without_the_host_the_volume_types_backend_name_is_used():
     found = volume_placement(conn({"volume_backend_name": "ceph"}), volume(volume_type="fast"))
-    assert found.backends == ("ceph",) and "volume type fast" in found.said_by
+    assert found.backends == ("ceph",) and "volume type fast" in found.candidates[0][1]
 
 
 def test_when_cinder_says_nothing_the_placement_is_empty_and_says_why():

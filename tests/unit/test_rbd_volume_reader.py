@@ -47,6 +47,28 @@ def volume(host: str | None, vid: str = "v1") -> SimpleNamespace:
     return SimpleNamespace(id=vid, size=1, host=host, volume_type=None, migration_id=None)
 
 
+def test_each_mapped_backend_name_is_tried_until_librbd_opens_the_image(readers):
+    """`node@ceph-ssd#ceph`: the section names the backend (pool volumes-ssd); the pool part `ceph` is
+    another backend's volume_backend_name, tried only when the section's pool does not hold the image."""
+    reader, settings, opened, made = readers
+    settings.ceph.volume_backends = {"ceph": "volumes", "ceph-ssd": "volumes-ssd"}
+    source = read(reader, volume("node@ceph-ssd#ceph"))
+    assert opened == ["volumes-ssd/volume-v1@snapshot-s1"] and made == []
+    assert source.read_note["backend"] == "ceph-ssd (os-vol-host-attr:host node@ceph-ssd#ceph)"
+    settings.ceph.volume_backends = {"ceph": "volumes", "ceph-ssd": "refused"}
+    opened.clear()
+    source = read(reader, volume("node@ceph-ssd#ceph"))
+    assert opened == ["refused/volume-v1@snapshot-s1", "volumes/volume-v1@snapshot-s1"]
+    assert source.read_note["rbd"] == "volumes/volume-v1@snapshot-s1"
+    settings.ceph.volume_backends = {"ceph": "refused", "ceph-ssd": "refused"}
+    opened.clear()
+    fallback = read(reader, volume("node@ceph-ssd#ceph"))
+    assert len(opened) == 2 and made == ["s1"]
+    assert fallback.read_note["why"].startswith("Cinder backend ceph-ssd is RBD (os-vol-host-attr:host "
+                                                "node@ceph-ssd#ceph) but librbd cannot read it: ")
+    assert "; Cinder backend ceph is RBD (os-vol-host-attr:host node@ceph-ssd#ceph) but" in fallback.read_note["why"]
+
+
 def read(reader, vol):
     return reader.from_volume(vol, "s1", name="data", key=f"volume:{vol.id}", meta={"volume_id": vol.id})
 

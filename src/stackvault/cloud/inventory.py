@@ -132,12 +132,8 @@ def select_servers(conn, sel: Selection) -> list:
     return pick_servers(conn, sel).items
 
 
-def volume_ids(conn, patterns: list[str]) -> set[str]:
-    """The ids of the volumes the patterns name (ids, names, globs). A pattern that names no volume is
-    taken as an id: the snapshots of a volume being deleted may outlive its listing."""
+def volume_matches(conn, patterns: list[str]) -> dict[str, set[str]]:
+    """Per pattern (ids, names, globs), the ids of the volumes it names; a pattern that names no volume
+    is taken as an id: the snapshots of a volume being deleted may outlive its listing."""
     everything = list(conn.block_storage.volumes(details=True))
-    ids: set[str] = set()
-    for pattern in patterns:
-        hits = {v.id for v in everything if _matches(v, [pattern])}
-        ids |= hits or {pattern}
-    return ids
+    return {p: {v.id for v in everything if _matches(v, [p])} or {p} for p in patterns}

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
@@ -163,14 +164,29 @@ def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | No
     delete_image(conn, snap.image.id, leftovers)
 
 
-def check_snapshot_quota(conn, needed: int, server_name: str) -> None:
-    """Fail before snapshotting when Cinder's snapshot quota cannot hold `needed` more."""
+def snapshot_quota(conn) -> tuple[int, int] | None:
+    """Cinder's snapshot quota of the project: (used, maximum; -1 is unlimited), or None without a limits API."""
     try:
         limits = conn.block_storage.get_limits().absolute
-        maximum, used = int(limits.max_total_snapshots), int(limits.total_snapshots_used)
-    except (os_exc.SDKException, AttributeError, TypeError, ValueError):
-        return  # no limits API: Nova's own error will say it
-    if maximum >= 0 and used + needed > maximum:
+        return int(limits.total_snapshots_used), int(limits.max_total_snapshots)
+    except (os_exc.SDKException, ks_exc.ClientException, AttributeError, TypeError, ValueError):
+        return None
+
+
+def snapshot_quota_short(conn, needed: int) -> tuple[int, int] | None:
+    """(used, maximum) when the snapshot quota cannot hold `needed` more, else None."""
+    quota = snapshot_quota(conn)
+    if quota is None:
+        return None  # no limits API: Cinder's own error will say it
+    used, maximum = quota
+    return quota if 0 <= maximum < used + needed else None
+
+
+def check_snapshot_quota(conn, needed: int, server_name: str) -> None:
+    """Fail before snapshotting when Cinder's snapshot quota cannot hold `needed` more."""
+    short = snapshot_quota_short(conn, needed)
+    if short is not None:
+        used, maximum = short
         raise CloudError(f"server {server_name}: needs {needed} Cinder snapshots but the quota allows "
                          f"{maximum - used} more ({used} of {maximum} used)",
                          "raise the project's snapshot quota or delete old snapshots")

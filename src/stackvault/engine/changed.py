@@ -7,7 +7,8 @@ while the disk is read only where it changed. Blocks wholly inside a discarded e
 are not read either.
 
 The list is trusted, but checked: a random sample of the blocks it calls unchanged is read anyway
-and compared with the earlier index. One mismatch and the plan is dropped: the disk is read in full,
+and compared with the earlier index, and a few of those it calls discarded are read and must be
+zeros. One mismatch and the plan is dropped: the disk is read in full,
 with a warning, because a list that missed one block may have missed others.
 
 Memory stays flat: one byte per block (the plan), whatever the number of extents.
@@ -66,31 +67,43 @@ def mark_extent(blocks: bytearray, block_size: int, size: int, offset: int, leng
         blocks[whole_first : whole_last + 1] = bytes([ZERO]) * (whole_last + 1 - whole_first)
 
 
-def pick_sample(blocks: bytearray, share: float, rng: random.Random) -> list[int]:
-    """Distinct KEEP blocks, in disk order: `share` of them, at least MIN_SAMPLE (or all there are)."""
+def pick_sample(blocks: bytearray, share: float, rng: random.Random, kind: int = KEEP) -> list[int]:
+    """Distinct blocks of one kind (KEEP, or ZERO), in disk order: `share` of them, at least MIN_SAMPLE
+    (or all there are)."""
     if share <= 0:
         return []
-    total = blocks.count(KEEP)
+    total = blocks.count(kind)
     want = min(total, max(MIN_SAMPLE, math.ceil(total * share)))
-    if want == total:
-        return [i for i in range(len(blocks)) if blocks[i] == KEEP]
+    if want == total or total * 4 < len(blocks):  # all of them, or too few to be found by chance
+        found = _positions(blocks, kind)
+        return found if want == total else sorted(rng.sample(found, want))
     chosen: set[int] = set()
-    while len(chosen) < want:  # KEEP blocks are the large majority when sampling is worth it
+    while len(chosen) < want:  # the kind is a large share of the blocks: a few tries each
         i = rng.randrange(len(blocks))
-        if blocks[i] == KEEP:
+        if blocks[i] == kind:
             chosen.add(i)
     return sorted(chosen)
 
 
-def sample_mismatches(sample: list[int], keep: BlockIndex, read: Reader, hash_block: Hasher) -> int:
-    """How many sampled blocks no longer hold what `keep` says they hold."""
+def _positions(blocks: bytearray, kind: int) -> list[int]:
+    found, i = [], blocks.find(kind)
+    while i >= 0:
+        found.append(i)
+        i = blocks.find(kind, i + 1)
+    return found
+
+
+def sample_mismatches(sample: list[int], keep: BlockIndex, read: Reader, hash_block: Hasher,
+                      zeros: frozenset[int] = frozenset()) -> int:
+    """How many sampled blocks no longer hold what `keep` says they hold (those in `zeros`: what a
+    discard leaves, zeros)."""
     zero = bytes(keep.block_size)
     missed = 0
     for i in sample:
         length = keep.block_length(i)
         data = read(i * keep.block_size, length)
         digest = ZERO_DIGEST if data == zero[:length] else hash_block(data)
-        missed += digest != keep.digest(i)
+        missed += digest != (ZERO_DIGEST if i in zeros else keep.digest(i))
     return missed
 
 
@@ -110,10 +123,13 @@ def plan_changed_blocks(source, base_meta: dict, keep: BlockIndex, share: float,
         return full_read(why)
     base_snapshot = base_meta["rbd"]["snapshot"]
     listed = len(blocks) - blocks.count(KEEP)
-    sample = pick_sample(blocks, share, rng or random.Random())
-    missed = sample_mismatches(sample, keep, source.read, hash_block)
+    rng = rng or random.Random()
+    # blocks said to be discarded are checked too: a listing that wrongly says so would lose data
+    zeros = pick_sample(blocks, share, rng, ZERO)
+    sample = sorted(pick_sample(blocks, share, rng) + zeros)
+    missed = sample_mismatches(sample, keep, source.read, hash_block, frozenset(zeros))
     info = {"base_snapshot": base_snapshot, "blocks_listed": listed, "listing_s": listing_s,
-            "sample_blocks": len(sample), "sample_mismatches": missed}
+            "sample_blocks": len(sample), "sample_zero_blocks": len(zeros), "sample_mismatches": missed}
     sample_bytes = sum(keep.block_length(i) for i in sample)
     if missed:
         return full_read(f"changed-block list missed {missed} of {len(sample)} sampled blocks",

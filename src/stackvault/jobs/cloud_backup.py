@@ -19,13 +19,22 @@ from ..cloud import snapshots as snaps
 from ..cloud.consistency import CRASH, expected_consistency, image_changed_after
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
-from ..cloud.rbd import rbd_image, rbd_snapshot, release_bases, retain_base, volume_placement
+from ..cloud.rbd import (
+    REFUSED_KEY,
+    make_room_for_snapshot,
+    rbd_image,
+    rbd_snapshot,
+    release_bases,
+    retain_base,
+    snapshot_id_of,
+    volume_placement,
+)
 from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
 from ..engine.rbdsource import RbdSource, open_rbd
 from ..engine.sources import DiskSource, RawSource
-from ..errors import SourceError, StackvaultError, UsageError
+from ..errors import DamagedRecordError, NotFoundError, SourceError, StackvaultError, UsageError
 from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
 from .doctor import policy_refusal
@@ -88,25 +97,28 @@ class DiskReaders:
         if not backends:  # a proxy without Ceph: reads and reports as it always did
             return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta)
         placement = volume_placement(self.conn, volume)
-        match = next((b for b in placement.backends if b in backends), None)
-        if match is None:
+        mapped = [(name, said) for name, said in placement.candidates if name in backends]
+        if not mapped:
             known = ", ".join(sorted(backends))
-            why = (f"{placement.said_by}: not one of the RBD backends of [ceph] volume_backends ({known})"
-                   if placement.backends else placement.said_by)
+            named = "; ".join(dict.fromkeys(said for _, said in placement.candidates))
+            why = (f"{named}: not one of the RBD backends of [ceph] volume_backends ({known})"
+                   if placement.candidates else placement.said_by)
             return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta, why=why)
-        spec = f"{backends[match]}/{rbd_image(volume)}@{rbd_snapshot(snapshot_id)}"
         ceph = self.ctx.settings.ceph
-        try:
-            source = open_rbd(spec, ceph.conf, ceph.client, ceph.keyring)
-        except SourceError as exc:  # Ceph unreachable, no rights, or not where the mapping says
-            return self.from_volume_snapshot(
-                snapshot_id, size_gb, name=name, key=key, meta=meta,
-                why=f"Cinder backend {match} is RBD ({placement.said_by}) but librbd cannot read it: {exc.message}")
-        self.stack.callback(source.close)
-        source.key, source.name = key, name
-        source.meta = {**meta, **source.meta}
-        source.read_note = {"rbd": spec, "backend": f"{match} ({placement.said_by})"}
-        return source
+        tried = []
+        for match, said in mapped:  # the first that librbd opens: two names may map to different pools
+            spec = f"{backends[match]}/{rbd_image(volume)}@{rbd_snapshot(snapshot_id)}"
+            try:
+                source = open_rbd(spec, ceph.conf, ceph.client, ceph.keyring)
+            except SourceError as exc:  # Ceph unreachable, no rights, or not where the mapping says
+                tried.append(f"Cinder backend {match} is RBD ({said}) but librbd cannot read it: {exc.message}")
+                continue
+            self.stack.callback(source.close)
+            source.key, source.name = key, name
+            source.meta = {**meta, **source.meta}
+            source.read_note = {"rbd": spec, "backend": f"{match} ({said})"}
+            return source
+        return self.from_volume_snapshot(snapshot_id, size_gb, name=name, key=key, meta=meta, why="; ".join(tried))
 
     def from_volume_snapshot(self, snapshot_id: str, size_gb: int, *, name: str, key: str, meta: dict,
                              why: str = "") -> DiskSource:
@@ -233,7 +245,11 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
     leftovers: list[str] = []
+    notes: list[str] = []  # warnings from before the backup's report exists
     try:
+        note = make_room_for_snapshot(conn, volume.id, ctx.repo.id)
+        if note:
+            notes.append(note)
         snaps.check_snapshot_quota(conn, 1, volume.name or volume.id)
         cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
                                                 name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
@@ -254,38 +270,82 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
                 consistency=CRASH), progress)
             result.report = backup_report(record)
             result.status = record.status
-            if ctx.settings.ceph.volume_backends:
+            try:
                 keep_base(ctx, conn, volume.id, cs.id if isinstance(source, RbdSource) else None, result, retained)
+            except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
+                notes.append(f"the volume's base snapshots were left as they are: {exc.__class__.__name__}: {exc}")
     except StackvaultError as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one volume's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
+    if notes:
+        result.report.setdefault("warnings", []).extend(notes)
+        result.status = "warning" if result.status == "success" else result.status
     result.note_leftovers(leftovers)
     return result
+
+
+def bases_in_use(repo, disk_key: str) -> set[str]:
+    """The Cinder snapshots the next backups of the disk diff from, as the repository's committed
+    backups name them: the newest backup's, and the last Full's while Differentials follow it. Asked
+    of the repository, not of this job: another proxy or job may have committed a newer one."""
+    keep: set[str] = set()
+    newest_seen, differential = False, False
+    for backup_id in reversed(repo.backup_ids()):
+        try:
+            record = repo.get_backup(backup_id)
+        except (DamagedRecordError, NotFoundError):
+            continue
+        disk = next((d for d in record.disks if d.disk_key == disk_key), None)
+        if disk is None:
+            continue
+        snapshot = snapshot_id_of(((disk.meta or {}).get("rbd") or {}).get("snapshot") or "")
+        if not newest_seen or (disk.level == "full" and differential):
+            keep |= {snapshot} if snapshot else set()
+        newest_seen = True
+        differential = differential or disk.level == "differential"
+        if disk.level == "full":
+            break
+    return keep
 
 
 def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, result: ItemResult,
               retained: list[str]) -> None:
     """After the backup committed: keep the snapshot it read from RBD as the volume's next base (None:
-    it was read otherwise, and is no base) and delete this repository's earlier bases of the volume,
-    which no backup diffs from any more. A snapshot that cannot be kept is deleted as usual, and the
-    next backup reads the volume in full: a warning, never a failure of what is committed."""
+    it was read otherwise, and is no base) and delete this repository's bases of the volume that no
+    committed backup diffs from any more, whichever way this one was read. A snapshot that cannot be
+    kept is deleted as usual, and the next backup reads the volume in full: a warning, never a
+    failure of what is committed."""
+    warnings: list[str] = []
     if snapshot_id is not None:
         try:
             retain_base(conn, snapshot_id, ctx.repo.id)
             retained.append(snapshot_id)
             result.report["base_snapshot"] = snapshot_id
         except StackvaultError as exc:
-            result.report.setdefault("warnings", []).append(str(exc))
-            result.status = "warning" if result.status == "success" else result.status
-    stuck: list[str] = []  # still tagged as a base, not as temporary: the next backup retries them
-    released = release_bases(conn, volume_id, ctx.repo.id, keep=retained[0] if retained else None, leftovers=stuck)
-    if released:
-        result.report["released_bases"] = released
-    if stuck:
-        result.report.setdefault("warnings", []).append(
-            f"superseded base snapshots left in the cloud: {'; '.join(stuck)} (the next backup of the volume "
-            "deletes them, or `stackvault cleanup --bases --volume` does)")
+            warnings.append(str(exc))
+    try:
+        done = release_bases(conn, volume_id, ctx.repo.id,
+                             keep=lambda: bases_in_use(ctx.repo, f"volume:{volume_id}") | set(retained))
+    except StackvaultError as exc:  # which backups use which snapshot cannot be read: release none
+        warnings.append(f"superseded base snapshots of the volume kept: {exc}")
+        done = None
+    if done is not None:
+        if done.deleted:
+            result.report["released_bases"] = done.deleted
+        if done.still_refused:
+            result.report["refused_bases"] = done.still_refused
+        if done.refused:
+            warnings.append(
+                f"Cinder refused to delete the superseded base snapshot {', '.join(done.refused)} (a volume was "
+                f"cloned from it?): it stays, tagged {REFUSED_KEY}, and later backups try again without waiting "
+                "long (delete or flatten the clone, or run `stackvault cleanup --bases --volume` once it is gone)")
+        if done.failed:
+            warnings.append(
+                f"superseded base snapshots left in the cloud: {'; '.join(done.failed)} (the next backup of the "
+                "volume deletes them, or `stackvault cleanup --bases --volume` does)")
+    if warnings:
+        result.report.setdefault("warnings", []).extend(warnings)
         result.status = "warning" if result.status == "success" else result.status
 
 

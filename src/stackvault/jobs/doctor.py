@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
 from ..cloud.connection import _first_line
@@ -26,6 +27,7 @@ from ..cloud.consistency import (
 from ..cloud.definition import server_definition
 from ..cloud.inventory import Selection, select_servers
 from ..cloud.rbd import bases
+from ..cloud.snapshots import snapshot_quota
 from ..errors import UsageError
 
 ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
@@ -109,7 +111,7 @@ def diagnose_server(conn, server, require: str) -> dict:
     }
 
 
-def doctor(conn, selection: Selection, require: str) -> dict:
+def doctor(conn, selection: Selection, require: str, *, repo_id: str | None = None, parallel: int = 1) -> dict:
     """The report: every server in scope (all of the project when nothing is selected)."""
     if require not in RANK:
         raise UsageError(f"unknown consistency {require!r}", "use application, unknown or crash")
@@ -119,17 +121,37 @@ def doctor(conn, selection: Selection, require: str) -> dict:
     fixes = list(dict.fromkeys(cmd for s in servers for cmd in s["fix"]))
     failing = [s["name"] for s in servers if not s["meets_policy"]]
     return {"require_consistency": require, "ok": not failing, "failing": failing, "servers": servers,
-            "fixes": fixes, "retained_bases": retained_bases(conn)}
+            "fixes": fixes, "retained_bases": retained_bases(conn, repo_id, parallel)}
 
 
-def retained_bases(conn) -> dict:
+def retained_bases(conn, repo_id: str | None = None, parallel: int = 1) -> dict:
     """The Cinder snapshots kept as bases of the next changed-block backups: they count against the
-    project's snapshot quota and keep their volumes from being deleted, so the doctor shows them."""
+    project's snapshot (and gigabytes) quota and keep their volumes from being deleted, so the doctor
+    shows them, flags those of another repository (nothing releases an abandoned repository's bases
+    on its own), and checks the snapshot quota leaves room for `parallel` running backups beside them."""
     try:
         found = bases(conn)
-    except os_exc.SDKException as exc:
-        return {"count": None, "error": _first_line(exc)}
-    return {"count": len(found), "gigabytes": sum(b["size_gb"] or 0 for b in found), "snapshots": found}
+    except (os_exc.SDKException, ks_exc.ClientException) as exc:
+        return {"count": None, "error": _first_line(exc), "flags": []}
+    flags = []
+    if repo_id is not None:
+        others: dict[str, int] = {}
+        for b in found:
+            if b["repository"] != repo_id:
+                others[b["repository"]] = others.get(b["repository"], 0) + 1
+        flags += [f"{n} base snapshots are kept for repository {other}, not this proxy's repository {repo_id}: if "
+                  f"that repository is no longer backed up to, `stackvault cleanup --bases --repository {other}` "
+                  "releases them" for other, n in sorted(others.items())]
+    quota = snapshot_quota(conn)
+    if quota is not None and quota[1] >= 0 and quota[1] - quota[0] < parallel:
+        used, maximum = quota
+        flags.append(f"Cinder's snapshot quota leaves room for {max(0, maximum - used)} more snapshots ({used} of "
+                     f"{maximum} used, {len(found)} of them retained bases) but a backup run takes up to {parallel} at "
+                     "once ([cloud] parallel): backups then release a volume's base to make room and read it in "
+                     "full; raise the project's snapshot quota by one per volume backed up from Ceph (two with "
+                     "Differentials) plus [cloud] parallel")
+    return {"count": len(found), "gigabytes": sum(b["size_gb"] or 0 for b in found), "snapshots": found,
+            "snapshot_quota": None if quota is None else {"used": quota[0], "max": quota[1]}, "flags": flags}
 
 
 def images_to_fix(report: dict) -> list[dict]:
