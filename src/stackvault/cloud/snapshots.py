@@ -182,11 +182,12 @@ def snapshot_quota_short(conn, needed: int) -> tuple[int, int] | None:
     return quota if 0 <= maximum < used + needed else None
 
 
-def check_snapshot_quota(conn, needed: int, server_name: str) -> None:
-    """Fail before snapshotting when Cinder's snapshot quota cannot hold `needed` more."""
+def check_snapshot_quota(conn, needed: int, what: str) -> None:
+    """Fail before snapshotting when Cinder's snapshot quota cannot hold `needed` more; `what` names the
+    item being backed up as the user knows it (`server web1`, `volume data1`)."""
     short = snapshot_quota_short(conn, needed)
     if short is not None:
         used, maximum = short
-        raise CloudError(f"server {server_name}: needs {needed} Cinder snapshots but the quota allows "
+        raise CloudError(f"{what}: needs {needed} Cinder snapshots but the quota allows "
                          f"{maximum - used} more ({used} of {maximum} used)",
                          "raise the project's snapshot quota or delete old snapshots")

@@ -187,7 +187,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
         warnings = [w for w in [image_changed_after(definition)] if w]
         volumes = definition["volumes"]
         if definition["boot"] == "volume":
-            snaps.check_snapshot_quota(conn, len(volumes), server.name)
+            snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
         window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
@@ -203,7 +203,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                 sources[-1].meta["consistency"] = consistency
                 stack.callback(sources[-1].close)
                 if volumes:
-                    snaps.check_snapshot_quota(conn, len(volumes), server.name)
+                    snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
             for vol in volumes:
                 entry = by_device.get(vol["device"])
                 if entry is None:  # image-backed server: snapshot the attached volume ourselves
@@ -250,7 +250,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
         note = make_room_for_snapshot(conn, volume.id, ctx.repo.id)
         if note:
             notes.append(note)
-        snaps.check_snapshot_quota(conn, 1, volume.name or volume.id)
+        snaps.check_snapshot_quota(conn, 1, f"volume {volume.name or volume.id}")
         cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
                                                 name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
                                                 metadata={snaps.TEMP_KEY: job_id})
