@@ -20,7 +20,7 @@ from ..errors import (CorruptChunkError, DamagedObjectError, DamagedRecordError,
                       StackvaultError, UsageError, warn)
 from ..storage import Backend
 from ..storage.base import ObjectTooLargeError
-from .blockindex import BlockIndex, IndexFormatError
+from .blockindex import BlockIndex, IndexFormatError, max_stored_size
 from .chunks import chunk_key, decode_chunk, hash_block
 from . import keys
 from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
@@ -259,25 +259,32 @@ class Repository:
         return True
 
     # -- block indexes -------------------------------------------------------------------------
-    def put_index(self, key: str, index: BlockIndex) -> None:
-        self.backend.put(key, index.to_bytes())
+    def put_index(self, key: str, index: BlockIndex) -> bytes:
+        """Store a block index; returns its bytes (what the working state keeps)."""
+        data = index.to_bytes()
+        self.backend.put(key, data)
+        return data
 
     def get_index(self, disk: DiskRecord) -> BlockIndex:
+        return self.read_index(disk)[0]
+
+    def read_index(self, disk: DiskRecord) -> tuple[BlockIndex, bytes]:
+        """A disk's block index, checked against its record, and its bytes as stored (unsealed)."""
         try:
-            index = BlockIndex.from_bytes(self.backend.get(disk.index))
+            data = self.backend.get(disk.index, max_stored_size(disk.size, disk.block_size))
+            index = BlockIndex.from_bytes(data, disk.size, disk.block_size)
         except KeyError:
             raise RepositoryError(f"block index {disk.index} is missing",
                                   "run `stackvault verify`; this backup cannot be restored") from None
-        except (IndexFormatError, ObjectAuthError) as exc:
-            problem = exc.problem if isinstance(exc, ObjectAuthError) else str(exc)
+        except (IndexFormatError, ObjectAuthError, ObjectTooLargeError) as exc:
+            problem = str(exc) if isinstance(exc, IndexFormatError) else exc.problem
             raise RepositoryError(f"block index {disk.index} is damaged: {problem}",
                                   "run `stackvault verify`; this backup cannot be restored") from None
-        if index.checksum().hex() != disk.index_checksum or index.disk_size != disk.size \
-                or index.block_size != disk.block_size:
+        if index.checksum().hex() != disk.index_checksum:
             raise RepositoryError(f"block index {disk.index} does not match its backup record "
                                   f"(size, block size or checksum)",
                                   "run `stackvault verify`; this backup cannot be restored")
-        return index
+        return index, data
 
     # -- backup records ------------------------------------------------------------------------
     def backup_ids(self) -> list[str]:
