@@ -229,14 +229,14 @@ def test_an_altered_object_is_named(esv: EncryptedSv, rng: random.Random, tmp_pa
 
 
 def test_a_reader_of_plain_repositories_only_says_upgrade(esv: EncryptedSv) -> None:
-    """What a stackvault from before encryption does: its version check refuses format version 2."""
+    """What a stackvault from before encryption does: its version check refuses the newer format."""
     code = ("import sys; import stackvault.engine.repository as r; r.FORMAT_VERSION = 1; "
             "from stackvault.cli import main; sys.exit(main(sys.argv[1:]))")
     args = ["--repo", str(esv.repo), "--workdir", str(esv.workdir), "--catalog", esv.catalog_url, "list"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=esv.env(),
                           timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "upgrade stackvault" in proc.stderr and "version 2" in proc.stderr, proc.stderr
+    assert "upgrade stackvault" in proc.stderr and "version 3" in proc.stderr, proc.stderr
 
 
 def test_saved_state_of_an_encrypted_repository_is_sealed(esv: EncryptedSv, rng: random.Random,
