@@ -160,7 +160,7 @@ def test_a_plain_only_reader_refuses_an_encrypted_repository(monkeypatch):
 def test_a_repository_of_an_older_format_is_raised_to_3_by_its_first_sparse_index(encrypted):
     """Versions 1 (plain) and 2 (encrypted) as they were written; the first block index written makes
     the config say 3 (authenticated anew when encrypted), and everything else in it stays."""
-    from stackvault.engine.blockindex import BlockIndex
+    from stackvault.engine.blockindex import IndexBuilder
 
     backend = MemoryBackend()
     repo = Repository.init(backend, 64 << 10, passphrase="pw one" if encrypted else None)
@@ -172,7 +172,7 @@ def test_a_repository_of_an_older_format_is_raised_to_3_by_its_first_sparse_inde
     backend.put("config", json.dumps(doc).encode())
     old = Repository.open(backend, lambda: "pw one")
     assert old.config.version == doc["version"] and old.encrypted == encrypted
-    old.put_index("indexes/x/0.fidx", BlockIndex.empty(1 << 20, 64 << 10, "x"))
+    old.put_index("indexes/x/0.fidx", IndexBuilder(1 << 20, 64 << 10, "x").finish())
     raised = json.loads(backend.get("config"))
     assert raised["version"] == 3
     assert {k: v for k, v in raised.items() if k not in ("version", "mac", "checksum")} == \

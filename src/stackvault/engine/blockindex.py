@@ -119,10 +119,6 @@ class BlockIndex:
         self._digests = digests
         self._checksum = checksum if checksum is not None else self._body_checksum()
 
-    @classmethod
-    def empty(cls, disk_size: int, block_size: int, backup_id: str = "") -> BlockIndex:
-        return cls(block_size, disk_size, backup_id, array("Q"), array("Q"), b"")
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BlockIndex):
             return NotImplemented
@@ -147,11 +143,6 @@ class BlockIndex:
 
     def block_length(self, i: int) -> int:
         return min(self.block_size, self.disk_size - i * self.block_size)
-
-    def runs(self) -> Iterator[tuple[int, int]]:
-        """(first block, end block) of every run of data blocks, in disk order."""
-        for start, count in zip(self._starts, self._counts):
-            yield start, start + count
 
     def data_blocks(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(block number, digest) of every block in [start, end) that is not all zeros, in disk order."""
