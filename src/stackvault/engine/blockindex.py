@@ -52,7 +52,7 @@ RUN_SIZE = 16
 MAX_BLOCK_SIZE = 1 << 30
 #: zstd level of the stored body: its runs compress, its digests (random bytes) do not.
 COMPRESSION_LEVEL = 3
-# A zero digest inside a run of digests; one found at a 32-byte boundary is a zero block.
+# 32 or more zero bytes among digests: the 32-byte entries wholly inside are zero digests.
 _ZEROS = re.compile(rb"\x00{%d,}" % DIGEST_SIZE)
 
 
