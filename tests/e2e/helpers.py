@@ -172,6 +172,25 @@ class Stackvault:
         return [b["backup_id"] for b in self.run("list", catalog=url).data["backups"]]
 
 
+def measured(sv: Stackvault, *args: str) -> tuple[Result, int]:
+    """Run one command; its result and the peak resident memory of its process, in bytes.
+
+    Measured by GNU time, whose child is forked from a small process: a child forked from pytest
+    itself inherits pytest's peak (Linux keeps it across fork and exec), whatever the command does.
+    """
+    argv = sv.argv(list(args))
+    out, err, peak = sv.root / "out.txt", sv.root / "err.txt", sv.root / "peak.txt"
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *argv], stdout=o, stderr=e,
+                              env=sv.env())
+    res = Result(argv, proc.returncode, out.read_text(), err.read_text())
+    try:
+        res.data = json.loads(res.stdout)
+    except ValueError:
+        pass
+    return res, int(peak.read_text().split()[-1]) * 1024
+
+
 def one_error(res: Result, *words: str, rc: int | None = None) -> str:
     """The one `stackvault: error:` line a failed command must print (no traceback), naming `words`;
     with `rc`, also the documented exit code."""

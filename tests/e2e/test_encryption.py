@@ -13,6 +13,7 @@ import pty
 import random
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import blake3
 import pytest
+import zstandard
 
 from .helpers import (
     BLOCK,
@@ -87,10 +89,18 @@ def chunk_names(sv: Stackvault) -> set[str]:
 
 
 def sha_digests(sv: Stackvault) -> list[bytes]:
-    """The digests in the working state's `.sha` (header 128 bytes, then 32 bytes per block)."""
+    """The digest of every block in the working state's `.sha` (SVFIDX02: a 144-byte header, then a
+    zstd frame of the runs of data blocks and their digests), 32 zero bytes for a block without one."""
     (sha,) = list(sv.workdir.rglob("*.sha"))
-    body = sha.read_bytes()[128:]
-    return [body[i : i + 32] for i in range(0, len(body), 32)]
+    data = sha.read_bytes()
+    blocks, runs = struct.unpack_from("<Q", data, 24)[0], struct.unpack_from("<Q", data, 80)[0]
+    body = zstandard.ZstdDecompressor().decompress(data[144:])
+    digests, at = [bytes(32)] * blocks, 16 * runs
+    for r in range(runs):
+        start, count = struct.unpack_from("<QQ", body, 16 * r)
+        for i in range(start, start + count):
+            digests[i], at = body[at : at + 32], at + 32
+    return digests
 
 
 def test_full_incremental_restore_round_trip(esv: EncryptedSv, rng: random.Random, tmp_path: Path) -> None:
@@ -129,7 +139,7 @@ def test_store_sees_no_plaintext_and_no_fingerprint(esv: EncryptedSv, rng: rando
     assert plain_ids[5] == blake3.blake3(KNOWN_TEXT).digest()
     assert enc_ids[5] != plain_ids[5] and enc_ids[5].hex() in chunk_names(esv), \
         "the working state keeps the keyed ids the repository uses"
-    assert enc_ids[12] == bytes(32) == plain_ids[12], "a zero block stays recorded as zero"
+    assert enc_ids[12] == bytes(32) == plain_ids[12], "a zero block has no digest of its own"
 
 
 def test_wrong_or_missing_passphrase_writes_nothing(esv: EncryptedSv, rng: random.Random, tmp_path: Path) -> None:
@@ -239,14 +249,14 @@ def test_an_altered_object_is_named(esv: EncryptedSv, rng: random.Random, tmp_pa
 
 
 def test_a_reader_of_plain_repositories_only_says_upgrade(esv: EncryptedSv) -> None:
-    """What a stackvault from before encryption does: its version check refuses format version 2."""
+    """What a stackvault from before encryption does: its version check refuses the newer format."""
     code = ("import sys; import stackvault.engine.repository as r; r.FORMAT_VERSION = 1; "
             "from stackvault.cli import main; sys.exit(main(sys.argv[1:]))")
     args = ["--repo", str(esv.repo), "--workdir", str(esv.workdir), "--catalog", esv.catalog_url, "list"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=esv.env(),
                           timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "upgrade stackvault" in proc.stderr and "version 2" in proc.stderr, proc.stderr
+    assert "upgrade stackvault" in proc.stderr and "version 3" in proc.stderr, proc.stderr
 
 
 def test_saved_state_of_an_encrypted_repository_is_sealed(esv: EncryptedSv, rng: random.Random,

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .helpers import MIB, Result, Stackvault, change_blocks, make_random_image, one_error, sha256_file
+from .helpers import MIB, Stackvault, change_blocks, make_random_image, measured, one_error, sha256_file
 
 # Many cases, each running the CLI several times: the slow tier (CI runs it after the default one).
 pytestmark = pytest.mark.slow
@@ -143,25 +142,6 @@ def test_a_differential_over_a_damaged_full_record_stores_every_block(tmp_path: 
     assert sha256_file(restored) == sha256_file(src)
 
 
-def _measured(sv: Stackvault, *args: str) -> tuple[Result, int]:
-    """Run one command; its result and the peak resident memory of its process, in bytes.
-
-    Measured by GNU time, whose child is forked from a small process: a child forked from pytest
-    itself inherits pytest's peak (Linux keeps it across fork and exec), whatever the command does.
-    """
-    argv = sv.argv(list(args))
-    out, err, peak = sv.root / "out.txt", sv.root / "err.txt", sv.root / "peak.txt"
-    with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *argv], stdout=o, stderr=e,
-                              env=sv.env())
-    res = Result(argv, proc.returncode, out.read_text(), err.read_text())
-    try:
-        res.data = json.loads(res.stdout)
-    except ValueError:
-        pass
-    return res, int(peak.read_text().split()[-1]) * 1024
-
-
 #: What a command may hold in memory at its peak here (the interpreter and its libraries included):
 #: far below the objects planted, which are never read whole.
 RSS_BOUND = 400 * MIB
@@ -173,7 +153,7 @@ def test_a_huge_record_is_damaged_and_never_read_into_memory(tmp_path: Path) -> 
     _, ids = _backups(sv, tmp_path, 2)
     with open(sv.repo / "backups" / f"{ids[0]}.json", "r+b") as f:
         f.truncate(1 << 30)  # sparse: costs no disk
-    res, rss = _measured(sv, "verify")
+    res, rss = measured(sv, "verify")
     assert res.rc == 3, res.describe()
     assert res.data["bad_records"] == [{"backup": ids[0], "problem": f"larger than {64 << 20} bytes"}], res.describe()
     assert rss < RSS_BOUND, f"verify held {rss >> 20} MiB"
@@ -187,6 +167,6 @@ def test_a_huge_saved_proxy_state_is_refused_before_it_is_read(tmp_path: Path) -
     path = next((sv.repo / "proxy-state").iterdir())
     with open(path, "r+b") as f:
         f.truncate(66 << 30)  # sparse
-    res, rss = _measured(sv, "state", "restore")
+    res, rss = measured(sv, "state", "restore")
     one_error(res, "saved proxy state", "damaged", "larger than", rc=1)
     assert rss < RSS_BOUND, f"state restore held {rss >> 20} MiB"

@@ -7,22 +7,43 @@ for the day one does, so here a listing that misses a change is given on purpose
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
 import blake3
 
-from stackvault.engine.blockindex import ZERO_DIGEST, BlockIndex
-from stackvault.engine.changed import KEEP, READ, ZERO, ReadPlan, mark_extent, pick_sample, plan_changed_blocks
+from stackvault.engine.blockindex import ZERO_DIGEST, BlockIndex, IndexBuilder
+from stackvault.engine.changed import (
+    KEEP,
+    READ,
+    ZERO,
+    ReadPlan,
+    mark_extent,
+    pick_sample,
+    plan_changed_blocks,
+    plan_runs,
+)
 
 BS = 4096
 
 
+def per_block(runs: list[tuple[int, int, int]]) -> bytes:
+    """A plan's runs spelled out, one action a block (for small disks)."""
+    return b"".join(bytes([action]) * (end - start) for start, end, action in runs)
+
+
+def runs_of(actions: bytes) -> list[tuple[int, int, int]]:
+    return [(i, i + 1, a) for i, a in enumerate(actions)]
+
+
 def plan_of(size: int, extents: list[tuple[int, int, bool]]) -> bytes:
-    blocks = bytearray([KEEP]) * -(-size // BS)
+    marks: list = []
     for off, n, exists in extents:
-        mark_extent(blocks, BS, size, off, n, exists)
-    return bytes(blocks)
+        mark_extent(marks, BS, size, off, n, exists)
+    runs = plan_runs(marks, -(-size // BS))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)) and runs[0][0] == 0, "runs cover the disk in order"
+    return per_block(runs)
 
 
 def test_written_extents_read_every_block_they_touch():
@@ -35,19 +56,27 @@ def test_discarded_extents_zero_whole_blocks_and_read_partial_ones():
     assert plan_of(8 * BS, [(BS + 1, 10, False)]) == bytes([KEEP, READ] + [KEEP] * 6)
     # the last block of a disk whose size is no multiple of the block size, discarded to the end
     assert plan_of(3 * BS + 100, [(3 * BS, 100, False)]) == bytes([KEEP, KEEP, KEEP, ZERO])
+    # a block both written (by one extent) and inside a discard (of another) is read
+    assert plan_of(8 * BS, [(0, 4 * BS, False), (2 * BS, 10, True)]) == bytes([ZERO, ZERO, READ, ZERO] + [KEEP] * 4)
+
+
+def test_a_plan_of_a_huge_disk_is_a_few_runs():
+    marks: list = []
+    blocks = 32 << 20  # 16 TiB of 512 KiB blocks
+    mark_extent(marks, 512 << 10, blocks << 19, 5 << 30, 4096, True)
+    assert plan_runs(marks, blocks) == [(0, 10240, KEEP), (10240, 10241, READ), (10241, blocks, KEEP)]
 
 
 def test_the_sample_picks_distinct_unchanged_blocks_at_least_eight():
-    blocks = bytearray([KEEP]) * 10_000
-    blocks[0:100] = bytes([READ]) * 100
-    sample = pick_sample(blocks, 0.005, random.Random(1))
-    assert len(sample) == 50 and len(set(sample)) == 50 and all(blocks[i] == KEEP for i in sample)
-    assert len(pick_sample(blocks, 0.0001, random.Random(1))) == 8
-    assert pick_sample(bytearray([KEEP, READ, KEEP]), 0.005, random.Random(1)) == [0, 2]
-    assert pick_sample(blocks, 0, random.Random(1)) == []
-    blocks[5000:5020] = bytes([ZERO]) * 20  # a few discarded blocks among many: found, not guessed
-    zeros = pick_sample(blocks, 0.005, random.Random(1), ZERO)
-    assert len(zeros) == 8 and all(blocks[i] == ZERO for i in zeros)
+    runs = [(0, 100, READ), (100, 5000, KEEP), (5000, 5100, ZERO), (5100, 10_100, KEEP)]
+    sample = pick_sample(runs, 0.005, random.Random(1))
+    assert len(sample) == 50 and len(set(sample)) == 50 and sample == sorted(sample)
+    assert all(100 <= i < 5000 or 5100 <= i < 10_100 for i in sample)
+    assert len(pick_sample(runs, 0.0001, random.Random(1))) == 8
+    assert pick_sample(runs_of(bytes([KEEP, READ, KEEP])), 0.005, random.Random(1)) == [0, 2]
+    assert pick_sample(runs, 0, random.Random(1)) == []
+    zeros = pick_sample(runs, 0.005, random.Random(1), ZERO)  # discarded blocks are sampled the same way
+    assert len(zeros) == 8 and all(5000 <= i < 5100 for i in zeros)
 
 
 class Listing:
@@ -69,11 +98,11 @@ class Listing:
 
 
 def index_of(data: bytes) -> BlockIndex:
-    index = BlockIndex.empty(len(data), BS, "b")
-    for i in range(index.blocks):
+    builder = IndexBuilder(len(data), BS, "b")
+    for i in range(-(-len(data) // BS)):
         block = data[i * BS : (i + 1) * BS]
-        index.set_digest(i, ZERO_DIGEST if not any(block) else blake3.blake3(block).digest())
-    return index
+        builder.add(i, ZERO_DIGEST if not any(block) else blake3.blake3(block).digest())
+    return builder.finish()
 
 
 META = {"rbd": {"snapshot": "s1"}}
@@ -87,7 +116,7 @@ def test_a_listing_that_covers_the_change_reads_only_the_listed_blocks_and_the_s
     source = Listing(after, [(5 * BS, 10, True)])
     plan = plan_changed_blocks(source, META, keep, 0.005, lambda b: blake3.blake3(b).digest(), random.Random(2))
     assert isinstance(plan, ReadPlan)
-    assert plan.blocks[5] == READ and plan.blocks.count(KEEP) == 63
+    assert per_block(plan.runs)[5] == READ and per_block(plan.runs).count(KEEP) == 63
     assert plan.info["path"] == "changed_blocks" and plan.info["blocks_listed"] == 1
     assert plan.info["sample_blocks"] == 8 and plan.info["sample_mismatches"] == 0
     assert source.reads == plan.bytes_read == 8 * BS
@@ -164,13 +193,13 @@ def test_the_engine_with_a_plan_reads_only_its_blocks_and_builds_the_index_a_ful
         f.seek(20 * block)
         f.write(bytes(2 * block))  # discarded: zeros
     base = DiskBase(previous=first, bitmap=bits, base_backup_id=first.backup_id, full_backup_id=first.backup_id)
-    blocks = bytearray([KEEP]) * 32
-    mark_extent(blocks, block, 32 * block, 3 * block + 100, 7, True)
-    mark_extent(blocks, block, 32 * block, 20 * block, 2 * block, False)
-    plan = ReadPlan(blocks, first)
+    marks: list = []
+    mark_extent(marks, block, 32 * block, 3 * block + 100, 7, True)
+    mark_extent(marks, block, 32 * block, 20 * block, 2 * block, False)
+    plan = ReadPlan(plan_runs(marks, 32), first)
     fast, _, stats = backup("incremental", base, "20261201T000001000Z-bbbbbb", plan)
     whole, _, whole_stats = backup("incremental", base, "20261201T000002000Z-cccccc")
-    assert fast.digests == whole.digests
+    assert list(fast.data_blocks()) == list(whole.data_blocks())
     assert stats.bytes_read == block and whole_stats.bytes_read == 32 * block  # zeros written, not a hole
     assert stats.blocks_changed == whole_stats.blocks_changed == 3
 

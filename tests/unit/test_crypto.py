@@ -111,7 +111,7 @@ def test_plain_repository_is_unchanged_and_never_asks():
     backend = MemoryBackend()
     Repository.init(backend, 64 << 10)
     doc = json.loads(backend.get("config"))
-    assert doc["version"] == 1 and "encryption" not in doc and "mac" not in doc
+    assert doc["version"] == 3 and "encryption" not in doc and "mac" not in doc
     asked = []
     repo = Repository.open(backend, lambda: asked.append(1) or "x")
     assert not repo.encrypted and not asked and not list(backend.list("keys/"))
@@ -154,6 +154,31 @@ def test_a_plain_only_reader_refuses_an_encrypted_repository(monkeypatch):
     monkeypatch.setattr(repository, "FORMAT_VERSION", 1)  # what stackvault knew before encryption
     with pytest.raises(RepositoryError, match="upgrade stackvault"):
         Repository.open(backend, lambda: "pw one")
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_a_repository_of_an_older_format_is_raised_to_3_by_its_first_sparse_index(encrypted):
+    """Versions 1 (plain) and 2 (encrypted) as they were written; the first block index written makes
+    the config say 3 (authenticated anew when encrypted), and everything else in it stays."""
+    from stackvault.engine.blockindex import IndexBuilder
+
+    backend = MemoryBackend()
+    repo = Repository.init(backend, 64 << 10, passphrase="pw one" if encrypted else None)
+    doc = json.loads(backend.get("config"))
+    doc["version"] = 2 if encrypted else 1
+    if encrypted:
+        doc["mac"] = repo.cipher.mac({k: v for k, v in doc.items() if k not in ("mac", "checksum")})
+    doc["checksum"] = canonical_checksum(doc)
+    backend.put("config", json.dumps(doc).encode())
+    old = Repository.open(backend, lambda: "pw one")
+    assert old.config.version == doc["version"] and old.encrypted == encrypted
+    old.put_index("indexes/x/0.fidx", IndexBuilder(1 << 20, 64 << 10, "x").finish())
+    raised = json.loads(backend.get("config"))
+    assert raised["version"] == 3
+    assert {k: v for k, v in raised.items() if k not in ("version", "mac", "checksum")} == \
+        {k: v for k, v in doc.items() if k not in ("version", "mac", "checksum")}
+    again = Repository.open(backend, lambda: "pw one")
+    assert again.config.version == 3 and again.encrypted == encrypted
 
 
 @pytest.mark.parametrize("encrypted", [True, False])

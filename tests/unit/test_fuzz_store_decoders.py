@@ -11,10 +11,11 @@ import tracemalloc
 
 import blake3
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stackvault.engine.blockindex import HEADER, MAGIC, BlockIndex, IndexFormatError
+from stackvault.engine.blockindex import HEADER, HEADER_V1, MAGIC, MAGIC_V1, BlockIndex, IndexFormatError
 from stackvault.engine.crypto import canonical_checksum
 from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
 from stackvault.errors import RepositoryError
@@ -40,28 +41,46 @@ def bounded(decode, data: bytes):
 
 # -- block index ----------------------------------------------------------------------------------
 
-def _index_with(block_size: int, disk_size: int, blocks: int, bid: bytes, body: bytes) -> bytes:
-    """An index whose header checksum holds, so the fields behind it are what gets fuzzed (a store
-    can forge that checksum, it is no authentication)."""
-    head = HEADER.pack(MAGIC, block_size, 0, disk_size, blocks, bid, blake3.blake3(body).digest())
+#: The geometry the backup record gives (1 GiB of 64 KiB blocks): what a decoder is told to expect.
+RECORD_SIZE, RECORD_BS = 1 << 30, 65536
+
+
+def _index_with(block_size: int, disk_size: int, blocks: int, bid: bytes, runs: int, data: int, body: bytes,
+                framed: bool) -> bytes:
+    """An `SVFIDX02` index whose header checksum and body checksum hold, so the fields behind them are
+    what gets fuzzed (a store can forge both, they are no authentication); the body is a zstd frame
+    of `body`, or `body` as it is."""
+    head = HEADER.pack(MAGIC, block_size, 0, disk_size, blocks, bid, runs, data, blake3.blake3(body).digest())
+    frame = zstandard.ZstdCompressor().compress(body) if framed else body
+    return head + blake3.blake3(head).digest()[:16] + frame
+
+
+def _v1_index_with(block_size: int, disk_size: int, blocks: int, bid: bytes, body: bytes) -> bytes:
+    head = HEADER_V1.pack(MAGIC_V1, block_size, 0, disk_size, blocks, bid, blake3.blake3(body).digest())
     return head + blake3.blake3(head).digest()[:16] + body
 
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 1 << 24))
-forged_indexes = st.builds(_index_with, u32 | st.sampled_from([0, 1, 512, 65536]), u64,
-                           u64 | st.integers(0, 8), st.binary(min_size=48, max_size=48),
-                           st.binary(max_size=256).map(lambda b: b[: len(b) // 32 * 32]))
+small = st.integers(0, 8)
+block_sizes = u32 | st.sampled_from([0, 1, 512, 65536])
+bodies = st.lists(st.integers(0, 40) | u64, max_size=12).map(lambda v: struct.pack(f"<{len(v)}Q", *v)) \
+    | st.binary(max_size=256)
+forged_indexes = st.builds(_index_with, block_sizes, u64 | st.just(RECORD_SIZE), u64 | small | st.just(16384),
+                           st.binary(min_size=48, max_size=48), u64 | small, u64 | small, bodies, st.booleans())
+forged_v1_indexes = st.builds(_v1_index_with, block_sizes, u64, u64 | small, st.binary(min_size=48, max_size=48),
+                              st.binary(max_size=256).map(lambda b: b[: len(b) // 32 * 32]))
 
 
 def _decode_index(data: bytes) -> None:
-    try:
-        index = bounded(BlockIndex.from_bytes, data)
-    except IndexFormatError:
-        return
-    assert index.blocks * 32 == len(data) - 128
-    index.chunk_ids()  # what gc and verify do with it next
-    assert BlockIndex.from_bytes(index.to_bytes()) == index
+    for geometry in ((), (RECORD_SIZE, RECORD_BS)):
+        try:
+            index = bounded(lambda d, g=geometry: BlockIndex.from_bytes(d, *g), data)
+        except IndexFormatError:
+            continue
+        assert index.data_count <= index.blocks
+        index.chunk_ids()  # what gc and verify do with it next
+        assert BlockIndex.from_bytes(index.to_bytes()) == index
 
 
 def _index_cases(strategy):
@@ -70,28 +89,32 @@ def _index_cases(strategy):
 
 
 @QUICK
-@given(_index_cases(forged_indexes))
+@given(_index_cases(forged_indexes | forged_v1_indexes))
 def test_block_index_decoder_quick(data: bytes) -> None:
     _decode_index(data)
 
 
 @pytest.mark.slow
 @LONG
-@given(_index_cases(forged_indexes))
+@given(_index_cases(forged_indexes | forged_v1_indexes))
 def test_block_index_decoder_long(data: bytes) -> None:
     _decode_index(data)
 
 
-def test_block_index_zero_block_size_is_a_format_error() -> None:
+@pytest.mark.parametrize("forge", [_index_with, _v1_index_with])
+def test_block_index_zero_block_size_is_a_format_error(forge) -> None:
     """Was a ZeroDivisionError: a header claiming block size 0."""
+    extra = (0, 0, b"", True) if forge is _index_with else (b"",)
     with pytest.raises(IndexFormatError):
-        BlockIndex.from_bytes(_index_with(0, 4096, 0, b"\0" * 48, b""))
+        BlockIndex.from_bytes(forge(0, 4096, 0, b"\0" * 48, *extra))
 
 
-def test_block_index_non_ascii_backup_id_is_a_format_error() -> None:
+@pytest.mark.parametrize("forge", [_index_with, _v1_index_with])
+def test_block_index_non_ascii_backup_id_is_a_format_error(forge) -> None:
     """Was a UnicodeDecodeError."""
+    extra = (0, 0, b"", True) if forge is _index_with else (b"",)
     with pytest.raises(IndexFormatError):
-        BlockIndex.from_bytes(_index_with(65536, 0, 0, b"\xff" * 48, b""))
+        BlockIndex.from_bytes(forge(65536, 0, 0, b"\xff" * 48, *extra))
 
 
 # -- backup record --------------------------------------------------------------------------------
@@ -187,4 +210,4 @@ def test_record_decoder_refuses_a_huge_object_without_parsing_it() -> None:
 
 
 def test_struct_layout_unchanged() -> None:
-    assert HEADER.size == 112 and struct.calcsize("<8sII") == 16
+    assert HEADER.size == 128 and HEADER_V1.size == 112 and struct.calcsize("<8sII") == 16

@@ -55,7 +55,7 @@ def _full(path: Path, cls: type[WatchedRaw]) -> tuple[bytes, WatchedRaw]:
         index, _ = DiskBackup(repo, source, "full", DiskBase(), "20261201T000000000Z-aaaaaa", workers=2).run()
     finally:
         source.close()
-    return bytes(index.digests), source
+    return index.to_bytes(), source
 
 
 def test_raw_reads_overlap_streams_do_not_and_the_index_is_the_same(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stackvault.engine import restore as restore_mod
-from stackvault.engine.blockindex import BlockIndex
+from stackvault.engine.blockindex import BlockIndex, IndexBuilder
 from stackvault.engine.chunks import encode_chunk
 from stackvault.engine.repository import Repository
 from stackvault.engine.restore import DeviceTarget, FileTarget, restore_disk
@@ -32,13 +32,13 @@ DATA_AT = (0, 5, 6, 300_000, 1_048_575)  # block numbers holding data; the rest 
 def _sparse_backup(disk: int = DISK, data_at: tuple[int, ...] = DATA_AT) -> tuple[Repository, BlockIndex,
                                                                                   dict[int, bytes]]:
     repo = Repository.init(MemoryBackend(), BLOCK)
-    index = BlockIndex.empty(disk, BLOCK, "20261201T000000000Z-aaaaaa")
+    builder = IndexBuilder(disk, BLOCK, "20261201T000000000Z-aaaaaa")
     blocks = {i: os.urandom(BLOCK) for i in data_at}
     for i, data in blocks.items():
         digest = repo.hash_block(data)
         repo.put_chunk(digest, encode_chunk(data, 1))
-        index.set_digest(i, digest)
-    return repo, index, blocks
+        builder.add(i, digest)
+    return repo, builder.finish(), blocks
 
 
 def _read_blocks(path: str, numbers: tuple[int, ...]) -> dict[int, bytes]:

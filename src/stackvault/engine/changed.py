@@ -11,7 +11,8 @@ and compared with the earlier index, and a few of those it calls discarded are r
 zeros. One mismatch and the plan is dropped: the disk is read in full,
 with a warning, because a list that missed one block may have missed others.
 
-Memory stays flat: one byte per block (the plan), whatever the number of extents.
+The plan is a list of runs of blocks, each ZERO, READ or KEEP: memory follows the number of extents
+listed (the changes), never the size of the disk.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ MIN_SAMPLE = 8
 
 Reader = Callable[[int, int], bytes]
 Hasher = Callable[[bytes], bytes]
+#: (first block, end block, action): a run of blocks the pipeline treats alike.
+Run = tuple[int, int, int]
 
 
 @dataclass
 class ReadPlan:
-    """Per block ZERO, READ or KEEP; `keep` holds the digests of the KEEP blocks."""
+    """Runs covering every block of the disk, in order; `keep` holds the digests of the KEEP blocks."""
 
-    blocks: bytearray
+    runs: list[Run]
     keep: BlockIndex
     bytes_read: int = 0  # by the sample, before the pipeline runs
     info: dict = field(default_factory=dict)
@@ -48,49 +51,82 @@ def full_read(why: str, **info: object) -> dict:
     return {"path": "full_read", "why": why, **info}
 
 
-def mark_extent(blocks: bytearray, block_size: int, size: int, offset: int, length: int, exists: bool) -> None:
-    """Mark the blocks one changed extent touches: READ, or ZERO for blocks wholly inside a discarded
+def mark_extent(marks: list[Run], block_size: int, size: int, offset: int, length: int, exists: bool) -> None:
+    """Note the blocks one changed extent touches: READ, or ZERO for blocks wholly inside a discarded
     one (extents of one listing never overlap, so such a block holds nothing else)."""
     end = min(offset + length, size)
     if length <= 0 or offset >= end:
         return
     first, last = offset // block_size, (end - 1) // block_size
     if exists:
-        blocks[first : last + 1] = bytes([READ]) * (last + 1 - first)
+        marks.append((first, last + 1, READ))
         return
     whole_first = -(-offset // block_size)
     whole_last = (end // block_size if end < size else block_count(size, block_size)) - 1
-    for i in (first, last):  # partly discarded: the rest of the block may hold data
+    for i in sorted({first, last}):  # partly discarded: the rest of the block may hold data
         if not whole_first <= i <= whole_last:
-            blocks[i] = READ
+            marks.append((i, i + 1, READ))
     if whole_first <= whole_last:
-        blocks[whole_first : whole_last + 1] = bytes([ZERO]) * (whole_last + 1 - whole_first)
+        marks.append((whole_first, whole_last + 1, ZERO))
 
 
-def pick_sample(blocks: bytearray, share: float, rng: random.Random, kind: int = KEEP) -> list[int]:
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def plan_runs(marks: list[Run], blocks: int) -> list[Run]:
+    """The marks as runs covering blocks [0, blocks) in order: READ where any mark reads (a block
+    both read and discarded is read), ZERO where only discards are, KEEP everywhere else."""
+    reads = _union([(s, e) for s, e, action in marks if action == READ])
+    runs: list[Run] = [(s, e, READ) for s, e in reads]
+    r = 0
+    for start, end in _union([(s, e) for s, e, action in marks if action == ZERO]):
+        while r < len(reads) and reads[r][1] <= start:
+            r += 1
+        k = r
+        while start < end:  # the discarded range less the reads inside it
+            if k < len(reads) and reads[k][0] < end:
+                if start < reads[k][0]:
+                    runs.append((start, reads[k][0], ZERO))
+                start = max(start, reads[k][1])
+                k += 1
+            else:
+                runs.append((start, end, ZERO))
+                break
+    out: list[Run] = []
+    at = 0
+    for start, end, action in sorted(runs):
+        if at < start:
+            out.append((at, start, KEEP))
+        out.append((start, end, action))
+        at = end
+    if at < blocks:
+        out.append((at, blocks, KEEP))
+    return out
+
+
+def pick_sample(runs: list[Run], share: float, rng: random.Random, kind: int = KEEP) -> list[int]:
     """Distinct blocks of one kind (KEEP, or ZERO), in disk order: `share` of them, at least MIN_SAMPLE
     (or all there are)."""
     if share <= 0:
         return []
-    total = blocks.count(kind)
+    keep = [(start, end) for start, end, action in runs if action == kind]
+    total = sum(end - start for start, end in keep)
     want = min(total, max(MIN_SAMPLE, math.ceil(total * share)))
-    if want == total or total * 4 < len(blocks):  # all of them, or too few to be found by chance
-        found = _positions(blocks, kind)
-        return found if want == total else sorted(rng.sample(found, want))
-    chosen: set[int] = set()
-    while len(chosen) < want:  # the kind is a large share of the blocks: a few tries each
-        i = rng.randrange(len(blocks))
-        if blocks[i] == kind:
-            chosen.add(i)
-    return sorted(chosen)
-
-
-def _positions(blocks: bytearray, kind: int) -> list[int]:
-    found, i = [], blocks.find(kind)
-    while i >= 0:
-        found.append(i)
-        i = blocks.find(kind, i + 1)
-    return found
+    chosen = range(total) if want == total else sorted(rng.sample(range(total), want))
+    sample, r, skipped = [], 0, 0
+    for k in chosen:  # the k-th KEEP block, walking the runs once
+        while k - skipped >= keep[r][1] - keep[r][0]:
+            skipped += keep[r][1] - keep[r][0]
+            r += 1
+        sample.append(keep[r][0] + k - skipped)
+    return sample
 
 
 def sample_mismatches(sample: list[int], keep: BlockIndex, read: Reader, hash_block: Hasher,
@@ -115,18 +151,19 @@ def plan_changed_blocks(source, base_meta: dict, keep: BlockIndex, share: float,
     size, bs = source.size, keep.block_size
     if keep.disk_size != size:
         return full_read(f"image resized from {keep.disk_size} to {size} bytes")
-    blocks = bytearray([KEEP]) * block_count(size, bs)
+    marks: list[Run] = []
     started = time.monotonic()
-    why = source.changed_extents(base_meta, lambda off, n, exists: mark_extent(blocks, bs, size, off, n, exists))
+    why = source.changed_extents(base_meta, lambda off, n, exists: mark_extent(marks, bs, size, off, n, exists))
     listing_s = round(time.monotonic() - started, 4)
     if why:
         return full_read(why)
     base_snapshot = base_meta["rbd"]["snapshot"]
-    listed = len(blocks) - blocks.count(KEEP)
+    runs = plan_runs(marks, block_count(size, bs))
+    listed = sum(end - start for start, end, action in runs if action != KEEP)
     rng = rng or random.Random()
     # blocks said to be discarded are checked too: a listing that wrongly says so would lose data
-    zeros = pick_sample(blocks, share, rng, ZERO)
-    sample = sorted(pick_sample(blocks, share, rng) + zeros)
+    zeros = pick_sample(runs, share, rng, ZERO)
+    sample = sorted(pick_sample(runs, share, rng) + zeros)
     missed = sample_mismatches(sample, keep, source.read, hash_block, frozenset(zeros))
     info = {"base_snapshot": base_snapshot, "blocks_listed": listed, "listing_s": listing_s,
             "sample_blocks": len(sample), "sample_zero_blocks": len(zeros), "sample_mismatches": missed}
@@ -134,4 +171,4 @@ def plan_changed_blocks(source, base_meta: dict, keep: BlockIndex, share: float,
     if missed:
         return full_read(f"changed-block list missed {missed} of {len(sample)} sampled blocks",
                          sample_bytes=sample_bytes, **info)
-    return ReadPlan(blocks, keep, sample_bytes, {"path": "changed_blocks", "why": "", **info})
+    return ReadPlan(runs, keep, sample_bytes, {"path": "changed_blocks", "why": "", **info})

@@ -5,9 +5,10 @@ release the GIL). Reading runs there too when the source allows reads at any off
 threads (a raw file or block device: a queue of reads is what makes a disk fast), and otherwise on the
 calling thread, in order (a download, an NBD export).
 At most `inflight` blocks are in memory at once, so memory depends on the block size and the number
-of workers. What grows with the disk are flat arrays only: the new block index (32 bytes a block, 64 MiB
-for a TiB of 512 KiB blocks), the previous one for an Incremental or Differential, and a byte a block
-saying where data is; never a Python object per block.
+of workers. The disk is walked by runs of blocks (where the source has data, what a change list says),
+never block by block through its holes: what grows is the block indexes (32 bytes a block that holds
+data, the new one and the previous one), the change bitmap and the list of the source's extents, all
+flat arrays following the data, not the disk's provisioned size; never a Python object per block.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .bitmap import ChangeBitmap
-from .blockindex import ZERO_DIGEST, BlockIndex, block_count
-from .changed import KEEP, ZERO, ReadPlan
+from .blockindex import ZERO_DIGEST, BlockIndex, IndexBuilder, block_count, differing_blocks
+from .changed import KEEP, READ, ZERO, ReadPlan, Run
 from .chunks import encode_chunk
 from .presence import ListedChunks
 from .repository import Repository
@@ -47,6 +48,9 @@ Progress = Callable[[int], None]
 
 #: Threads reading a source that allows parallel reads: queue depth 4 read the bench image as fast as 8.
 PARALLEL_READS = 4
+
+#: How many blocks may wait, read and hashed, for an earlier one: the index is built in disk order.
+ORDER_WINDOW = 1024
 
 #: How many of a run's chunk ids it remembers having stored (about 100 bytes each): enough for the
 #: duplicates a disk holds near each other, without a set that grows with the disk.
@@ -109,98 +113,112 @@ class DiskBackup:
         started = time.monotonic()
         size, bs = self.source.size, self.block_size
         n = block_count(size, bs)
-        index = BlockIndex.empty(size, bs, self.backup_id)
-        prev = self.base.previous if self.level != "full" else None
-        old_bits = self.base.bitmap if self.level == "differential" else None
-        changed = ChangeBitmap.empty(size, bs)
+        self._index = IndexBuilder(size, bs, self.backup_id)
+        self._changed = ChangeBitmap.empty(size, bs)
         self.stats.blocks_total = n
-
         if self.plan is not None:
-            todo = self.plan.blocks
+            runs = self.plan.runs
             self.stats.bytes_read += self.plan.bytes_read
         else:
-            todo = bytearray(n)  # ZERO, or READ where data may be
-            for off, length in self.source.data_extents():
-                if length > 0:
-                    todo[off // bs : (off + length - 1) // bs + 1] = (
-                        b"\x01" * ((off + length - 1) // bs + 1 - off // bs))
+            runs = extent_runs(self.source.data_extents(), bs, n)
 
-        def record(i: int, digest: bytes) -> bool:
-            """Store the digest; True when the level wants this block's chunk stored."""
-            index.set_digest(i, digest)
-            if digest == ZERO_DIGEST:
-                self.stats.blocks_zero += 1
-            differs = self.base.previous is None or self.base.previous.digest(i) != digest
-            if differs:
-                changed.set(i)
-            if digest == ZERO_DIGEST:
-                return False
-            if self.level == "full":
-                return True
-            if self.level == "incremental":
-                return prev is None or prev.digest(i) != digest
-            return differs or (old_bits is not None and old_bits[i])
-
-        def work(i: int, data: bytes) -> None:
+        def work(i: int, data: bytes) -> tuple[bytes, bool]:
             digest = ZERO_DIGEST if data == self._zero[: len(data)] else self.repo.hash_block(data)
-            with self._lock:
-                wanted = record(i, digest)
-                if wanted:
+            differs = self.base.previous is None or self.base.previous.digest(i) != digest
+            wanted = self._wanted(i, digest, differs)
+            if wanted:
+                with self._lock:
                     wanted = self._claimed.add(digest)
             if wanted:
                 self._store(digest, data)
+            return digest, differs
 
-        def read_and_work(i: int, length: int) -> None:
-            work(i, self.source.read(i * bs, length))
+        def read_and_work(i: int, length: int) -> tuple[bytes, bool]:
+            return work(i, self.source.read(i * bs, length))
 
         parallel = self.source.parallel_reads
         threads = max(self.workers, PARALLEL_READS) if parallel else self.workers
         inflight = threading.BoundedSemaphore(max(4, min(threads * 3, (256 << 20) // bs)))
-        futures: set[Future] = set()
+        # Blocks and runs in disk order; a block's digest is recorded once every earlier one is.
+        pending: deque[tuple[int, int, int, Future | None]] = deque()
 
         def done(fut: Future) -> None:
             inflight.release()
 
         with ThreadPoolExecutor(threads, thread_name_prefix="sv-block") as pool:
             try:
-                for i in range(n):
-                    if todo[i] == ZERO or todo[i] == KEEP:
-                        with self._lock:
-                            record(i, ZERO_DIGEST if todo[i] == ZERO else self.plan.keep.digest(i))  # type: ignore[union-attr]  # KEEP needs a plan
-                        self._report(index.block_length(i))
+                for start, end, action in runs:
+                    if action != READ:
+                        pending.append((start, end, action, None))
                         continue
-                    length = index.block_length(i)
-                    inflight.acquire()
-                    if parallel:
-                        fut = pool.submit(read_and_work, i, length)
-                    else:
-                        fut = pool.submit(work, i, self.source.read(i * bs, length))
-                    self.stats.bytes_read += length
-                    fut.add_done_callback(done)
-                    futures.add(fut)
-                    if len(futures) > 64:
-                        finished, futures = wait(futures, timeout=0)
-                        for f in finished:
-                            f.result()
-                    self._report(length)
+                    for i in range(start, end):
+                        length = self._length(i)
+                        inflight.acquire()
+                        if parallel:
+                            fut = pool.submit(read_and_work, i, length)
+                        else:
+                            fut = pool.submit(work, i, self.source.read(i * bs, length))
+                        self.stats.bytes_read += length
+                        fut.add_done_callback(done)
+                        pending.append((i, i + 1, READ, fut))
+                        self._settle(pending, ORDER_WINDOW)
+                self._settle(pending, 0)
             except BaseException:
-                for f in futures:
-                    f.cancel()
+                for *_, queued in pending:
+                    if queued is not None:
+                        queued.cancel()
                 raise
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in finished:
-                f.result()
-            for f in futures:
-                f.result()
         self.source.finish()
 
-        if self.level == "differential":
-            self.stats.blocks_changed = _union_count(changed, old_bits)
+        old_bits = self.base.bitmap if self.level == "differential" else None
+        if old_bits is not None and old_bits.blocks == n and old_bits.block_size == bs:
+            self.stats.blocks_changed = self._changed.union(old_bits).count()
         else:
-            self.stats.blocks_changed = changed.count()
-        bitmap = self._next_bitmap(changed, size, bs)
+            self.stats.blocks_changed = self._changed.count()
+        index = self._index.finish()
+        bitmap = self._next_bitmap(self._changed, size, bs)
         self.stats.duration_s = time.monotonic() - started
         return index, bitmap
+
+    def _length(self, i: int) -> int:
+        return min(self.block_size, self.source.size - i * self.block_size)
+
+    def _wanted(self, i: int, digest: bytes, differs: bool) -> bool:
+        """Whether the level stores this block's chunk (unless this run already did)."""
+        if digest == ZERO_DIGEST:
+            return False
+        if self.level == "full":
+            return True
+        if self.level == "incremental":
+            return differs
+        return differs or (self.base.bitmap is not None and self.base.bitmap[i])
+
+    def _settle(self, pending: deque, keep: int) -> None:
+        """Record what is done at the head of `pending`, waiting for the head while more than `keep` wait."""
+        while pending:
+            start, end, action, fut = pending[0]
+            if fut is not None and not fut.done() and len(pending) <= keep:
+                return
+            pending.popleft()
+            if fut is not None:
+                digest, differs = fut.result()
+                self._index.add(start, digest)
+                self.stats.blocks_zero += digest == ZERO_DIGEST
+                if differs:
+                    self._changed.set(start)
+            elif action == ZERO:
+                self.stats.blocks_zero += end - start
+                if self.base.previous is not None:  # blocks that held data and no longer do
+                    for i, _ in self.base.previous.data_blocks(start, end):
+                        self._changed.set(i)
+            else:
+                assert action == KEEP and self.plan is not None
+                kept = self._index.add_from(self.plan.keep, start, end)
+                self.stats.blocks_zero += end - start - kept
+                if self.base.previous is not None and self.base.previous is not self.plan.keep:
+                    for i in differing_blocks(self.base.previous, self.plan.keep, start, end):
+                        self._changed.set(i)
+            self._report(min(end * self.block_size, self.source.size) - start * self.block_size)
 
     def _store(self, digest: bytes, data: bytes) -> None:
         # Full makes sure every chunk exists, trusting nothing; Incremental trusts the repository's
@@ -222,22 +240,38 @@ class DiskBackup:
             self.progress(nbytes)
 
     def _next_bitmap(self, changed: ChangeBitmap, size: int, bs: int) -> ChangeBitmap:
+        ids = (self.base.full_backup_id or self.backup_id, self.backup_id)
         if self.level == "full":
             return ChangeBitmap.empty(size, bs, self.backup_id, self.backup_id)
         old = self.base.bitmap
-        bits = bytearray(changed.bits)
         if self.base.previous is not None and self.base.previous.disk_size != size:
             # A resized disk: its blocks no longer line up with the Full's, so all count as changed
             # (a later Differential stores them all, as after a pruned Full).
-            bits[:] = b"\xff" * len(bits)
-        elif old is not None and len(old.bits) == len(bits):
-            bits = bytearray((int.from_bytes(bits, "little") | int.from_bytes(old.bits, "little"))
-                             .to_bytes(len(bits), "little"))
-        return ChangeBitmap(bs, size, self.base.full_backup_id or self.backup_id, self.backup_id, bits)
+            return ChangeBitmap.every(size, bs, *ids)
+        if old is not None and old.blocks == changed.blocks and old.block_size == bs:
+            changed = changed.union(old)
+        changed.full_backup_id, changed.backup_id = ids
+        return changed
 
 
-def _union_count(changed: ChangeBitmap, old: ChangeBitmap | None) -> int:
-    value = int.from_bytes(changed.bits, "little")
-    if old is not None and len(old.bits) == len(changed.bits):
-        value |= int.from_bytes(old.bits, "little")
-    return value.bit_count()
+def extent_runs(extents: list[tuple[int, int]], block_size: int, blocks: int) -> list[Run]:
+    """The source's data extents (sorted byte ranges) as runs covering blocks [0, blocks): READ for
+    every block an extent touches, ZERO for the holes between them."""
+    runs: list[Run] = []
+    at = 0
+    for offset, length in extents:
+        if length <= 0:
+            continue
+        first, end = max(offset // block_size, at), min(-(-(offset + length) // block_size), blocks)
+        if first >= end:
+            continue
+        if runs and runs[-1][2] == READ and runs[-1][1] == first:
+            runs[-1] = (runs[-1][0], end, READ)
+        else:
+            if at < first:
+                runs.append((at, first, ZERO))
+            runs.append((first, end, READ))
+        at = end
+    if at < blocks:
+        runs.append((at, blocks, ZERO))
+    return runs

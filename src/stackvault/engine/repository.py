@@ -29,7 +29,7 @@ from ..errors import (
 from ..storage import Backend
 from ..storage.base import ObjectTooLargeError
 from . import keys
-from .blockindex import BlockIndex, IndexFormatError
+from .blockindex import BlockIndex, IndexFormatError, max_stored_size
 from .chunks import chunk_key, decode_chunk, hash_block
 from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from .crypto import MAGIC as SEALED_MAGIC
@@ -47,9 +47,13 @@ from .manifest import (
 FORMAT = "stackvault-repository"
 # Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
 # knows plain repositories refuses one with "upgrade stackvault" instead of misreading sealed objects.
-FORMAT_VERSION = 2
+# Version 3: plain or encrypted (the `encryption` field says), with sparse block indexes; a repository
+# of version 1 or 2 is raised to 3 before its first sparse index is written, so that an older
+# stackvault refuses it in one line instead of reporting those indexes as damaged.
+FORMAT_VERSION = 3
 PLAIN_VERSION = 1
 ENCRYPTED_VERSION = 2
+SPARSE_VERSION = 3
 CONFIG_KEY = "config"
 #: A config is a few hundred bytes, a tombstone less: anything far larger was not written by stackvault.
 MAX_CONFIG_BYTES = 1 << 20
@@ -78,11 +82,11 @@ class RepoConfig:
     hash: str = "blake3"
     chunk_codec: str = "zstd"
     format: str = FORMAT
-    version: int = PLAIN_VERSION
+    version: int = FORMAT_VERSION
     encryption: dict | None = None
 
     def to_doc(self) -> dict:
-        """The `config` object's fields; a plain repository's config stays as version 1 wrote it."""
+        """The `config` object's fields; a plain repository's has no `encryption`."""
         doc = asdict(self)
         if doc["encryption"] is None:
             del doc["encryption"]
@@ -143,7 +147,7 @@ class Repository:
             return cls(backend, config)
         if callable(passphrase):
             passphrase = passphrase()
-        config.version, config.hash = ENCRYPTED_VERSION, "blake3-keyed"
+        config.hash = "blake3-keyed"
         config.encryption = {"cipher": CIPHER, "kdf": "scrypt", "key_slots": keys.PREFIX}
         master = os.urandom(MASTER_KEY_SIZE)
         cipher = RepositoryCipher(master)
@@ -167,7 +171,7 @@ class Repository:
             raise DamagedObjectError(f"repository config at {backend.location} is damaged ({exc.problem})",
                                      _FIX_CONFIG) from None
         config, doc = _parse_config(raw, backend.location)
-        if config.version < ENCRYPTED_VERSION and config.encryption is None:
+        if config.encryption is None and "mac" not in doc and config.version != ENCRYPTED_VERSION:
             return cls(backend, config)
         enc = config.encryption
         if not isinstance(enc, dict) or "mac" not in doc or "checksum" not in doc:
@@ -274,25 +278,46 @@ class Repository:
         return True
 
     # -- block indexes -------------------------------------------------------------------------
-    def put_index(self, key: str, index: BlockIndex) -> None:
-        self.backend.put(key, index.to_bytes())
+    def put_index(self, key: str, index: BlockIndex) -> bytes:
+        """Store a block index; returns its bytes (what the working state keeps)."""
+        if self.config.version < SPARSE_VERSION:
+            self._raise_format()
+        data = index.to_bytes()
+        self.backend.put(key, data)
+        return data
+
+    def _raise_format(self) -> None:
+        """Make the config say version 3 before the first sparse index is written: a stackvault that
+        knows only versions 1 and 2 then says "upgrade stackvault" instead of finding damaged
+        indexes. Everything else in the config stays; an encrypted one is authenticated anew."""
+        self.config.version = SPARSE_VERSION
+        doc = self.config.to_doc()
+        if self.cipher is not None:
+            doc["mac"] = self.cipher.mac(doc)
+        doc["checksum"] = canonical_checksum(doc)
+        self.backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
+        self.backend.sync()
 
     def get_index(self, disk: DiskRecord) -> BlockIndex:
+        return self.read_index(disk)[0]
+
+    def read_index(self, disk: DiskRecord) -> tuple[BlockIndex, bytes]:
+        """A disk's block index, checked against its record, and its bytes as stored (unsealed)."""
         try:
-            index = BlockIndex.from_bytes(self.backend.get(disk.index))
+            data = self.backend.get(disk.index, max_stored_size(disk.size, disk.block_size))
+            index = BlockIndex.from_bytes(data, disk.size, disk.block_size)
         except KeyError:
             raise RepositoryError(f"block index {disk.index} is missing",
                                   "run `stackvault verify`; this backup cannot be restored") from None
-        except (IndexFormatError, ObjectAuthError) as exc:
-            problem = exc.problem if isinstance(exc, ObjectAuthError) else str(exc)
+        except (IndexFormatError, ObjectAuthError, ObjectTooLargeError) as exc:
+            problem = str(exc) if isinstance(exc, IndexFormatError) else exc.problem
             raise RepositoryError(f"block index {disk.index} is damaged: {problem}",
                                   "run `stackvault verify`; this backup cannot be restored") from None
-        if index.checksum().hex() != disk.index_checksum or index.disk_size != disk.size \
-                or index.block_size != disk.block_size:
+        if index.checksum().hex() != disk.index_checksum:
             raise RepositoryError(f"block index {disk.index} does not match its backup record "
                                   f"(size, block size or checksum)",
                                   "run `stackvault verify`; this backup cannot be restored")
-        return index
+        return index, data
 
     # -- backup records ------------------------------------------------------------------------
     def backup_ids(self) -> list[str]:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import StackvaultError, UsageError
 from . import child
-from .blockindex import ZERO_DIGEST, BlockIndex
+from .blockindex import BlockIndex
 from .fileio import Writeback, punch_hole, pwrite_all
 from .repository import Repository
 from .staging import StagingLedger
@@ -273,38 +273,36 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
     bs = index.block_size
     target.open(index.disk_size)
 
-    def one(i: int) -> None:
+    def one(block: tuple[int, bytes]) -> None:
+        i, digest = block
         length = index.block_length(i)
-        target.write(i * bs, repo.load_block(index.digest(i), length))
+        target.write(i * bs, repo.load_block(digest, length))
         with lock:
             stats.bytes_written += length
             stats.blocks_written += 1
         if progress is not None:
             progress(length)
 
-    zeros = [0, 0]  # the run of zero blocks not yet zeroed: offset, length
+    def zero_range(offset: int, end: int) -> None:
+        """Bytes that read as zeros: a fresh target needs nothing (one progress report); a reused
+        device is zeroed in runs of up to ZERO_RUN_MAX (one call each, so progress moves)."""
+        step = max(1, end - offset if target.zero_filled else ZERO_RUN_MAX)
+        for at in range(offset, end, step):
+            length = min(end, at + step) - at
+            if not target.zero_filled:
+                target.zero(at, length)
+            if progress is not None:
+                progress(length)
 
-    def flush_zeros() -> None:
-        if zeros[1] and not target.zero_filled:
-            target.zero(zeros[0], zeros[1])
-        if zeros[1] and progress is not None:
-            progress(zeros[1])
-        zeros[1] = 0
-
-    def data_blocks() -> Iterator[int]:
-        """The blocks that need a worker. Zero blocks need none: a run of them is zeroed here with one
-        call (a fresh target needs nothing at all), so a mostly empty 1 TiB volume is not a million calls."""
-        for i in range(index.blocks):
-            if index.digest(i) != ZERO_DIGEST:
-                flush_zeros()
-                yield i
-                continue
-            if not zeros[1]:
-                zeros[0] = i * bs
-            zeros[1] += index.block_length(i)
-            if zeros[1] >= ZERO_RUN_MAX:
-                flush_zeros()
-        flush_zeros()
+    def data_blocks() -> Iterator[tuple[int, bytes]]:
+        """The blocks that need a worker, from the index's runs. The zeros between them need none,
+        so a nearly empty 4 TiB volume costs what its data costs, not eight million blocks."""
+        at = 0
+        for i, digest in index.data_blocks():
+            zero_range(at * bs, i * bs)
+            yield i, digest
+            at = i + 1
+        zero_range(at * bs, index.disk_size)
 
     try:
         # Restoring waits on reading many small chunk files more than on the CPU: more workers keep

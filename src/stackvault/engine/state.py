@@ -18,7 +18,7 @@ import blake3
 from ..errors import DamagedRecordError, NotFoundError, RepositoryError, StateError
 from .atomic import write_atomic
 from .bitmap import ChangeBitmap
-from .blockindex import DIGEST_SIZE, BlockIndex, IndexFormatError
+from .blockindex import BlockIndex, IndexFormatError, differing_blocks
 from .manifest import DiskRecord
 from .repository import Repository
 
@@ -62,9 +62,9 @@ class WorkingState:
         stem = state_name(disk_key)
         return self.dir / f"{stem}.sha", self.dir / f"{stem}.bmp"
 
-    def _read_sha(self, path: Path) -> BlockIndex | None:
+    def _read_sha(self, path: Path, disk: DiskRecord) -> BlockIndex | None:
         data = _read_state(path)
-        return None if data is None else BlockIndex.from_bytes(data)
+        return None if data is None else BlockIndex.from_bytes(data, disk.size, disk.block_size)
 
     def _read_bmp(self, path: Path) -> ChangeBitmap | None:
         data = _read_state(path)
@@ -80,7 +80,7 @@ class WorkingState:
         sha_path, bmp_path = self.paths(disk_key)
         problem = None
         try:
-            sha = self._read_sha(sha_path)
+            sha = self._read_sha(sha_path, disk)
             if sha is None:
                 problem = f"{sha_path.name} is missing"
             elif sha.backup_id != record.backup_id or sha.checksum().hex() != disk.index_checksum:
@@ -119,7 +119,6 @@ class WorkingState:
         changed: a Differential then stores them all, which is safe where guessing would not be
         (failing instead would leave the disk without its backup until someone forgets the Full).
         """
-        bitmap = ChangeBitmap.empty(disk.size, disk.block_size, disk.full_backup_id, backup_id)
         why: str | None
         full, why = None, f"its Full backup {disk.full_backup_id} was pruned"
         if disk.full_backup_id in self.repo.backup_ids():
@@ -135,21 +134,20 @@ class WorkingState:
             except RepositoryError as exc:  # get_index: the Full's block index is missing or damaged
                 why = f"its Full backup {disk.full_backup_id} cannot be read ({exc.message})"
         if full is None or full.disk_size != newest.disk_size or full.block_size != newest.block_size:
-            bitmap.bits[:] = b"\xff" * len(bitmap.bits)
+            bitmap = ChangeBitmap.every(disk.size, disk.block_size, disk.full_backup_id, backup_id)
             return bitmap, f"{why}: every block counts as changed" if why else None
-        a, b = memoryview(full.digests), memoryview(newest.digests)
-        for i in range(newest.blocks):
-            o = i * DIGEST_SIZE
-            if a[o : o + DIGEST_SIZE] != b[o : o + DIGEST_SIZE]:
-                bitmap.set(i)
+        bitmap = ChangeBitmap.empty(disk.size, disk.block_size, disk.full_backup_id, backup_id)
+        for i in differing_blocks(full, newest):
+            bitmap.set(i)
         return bitmap, None
 
-    def save(self, disk_key: str, index: BlockIndex, bitmap: ChangeBitmap) -> None:
-        """Advance the state; called only after the backup is committed in the repository."""
+    def save(self, disk_key: str, index_bytes: bytes, bitmap: ChangeBitmap) -> None:
+        """Advance the state to a committed backup: `index_bytes` are its block index as the repository
+        holds it (an index of an older format stays in it, so its checksum still matches the record)."""
         sha_path, bmp_path = self.paths(disk_key)
         try:
             os.makedirs(self.dir, exist_ok=True)
-            write_atomic(sha_path, index.to_bytes())
+            write_atomic(sha_path, index_bytes)
             write_atomic(bmp_path, bitmap.to_bytes())
         except OSError as exc:
             raise StateError(f"cannot write working state in {self.dir}: {exc.strerror}",
@@ -161,6 +159,6 @@ class WorkingState:
         if latest is None:
             return None
         record, disk = latest
-        index = self.repo.get_index(disk)
-        self.save(disk_key, index, self.rebuild_bitmap(disk, index, record.backup_id)[0])
+        index, stored = self.repo.read_index(disk)
+        self.save(disk_key, stored, self.rebuild_bitmap(disk, index, record.backup_id)[0])
         return record.backup_id

@@ -85,7 +85,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 run.stats.bytes_read += read_info.pop("sample_bytes", 0)  # a sample that disagreed
                 index, bitmap = run.run()
                 key = index_key(backup_id, position)
-                repo.put_index(key, index)
+                stored = repo.put_index(key, index)
                 st = run.stats
                 disks.append(DiskRecord(
                     position=position, name=source.name, disk_key=source.key, size=source.size,
@@ -98,7 +98,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                     blocks_new_chunks=st.blocks_new_chunks, bytes_new_plain=st.bytes_stored_plain,
                     meta=dict(source.meta), read=read_info,
                 ))
-                results.append((source.key, index, bitmap))
+                results.append((source.key, stored, bitmap))
             levels = {d.level for d in disks}
             record = BackupRecord(
                 backup_id=backup_id, created=created.isoformat(timespec="seconds"),
@@ -111,9 +111,9 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
             )
             repo.commit_backup(record)
         # The backup exists now; the state is only a cache of it, so a failure from here on is a warning.
-        for disk_key, index, bitmap in results:
+        for disk_key, stored, bitmap in results:
             try:
-                ctx.state.save(disk_key, index, bitmap)
+                ctx.state.save(disk_key, stored, bitmap)
             except StackvaultError as exc:
                 record.warnings.append(str(exc))
                 record.status = "warning"
