@@ -23,6 +23,7 @@ from typing import Any
 
 from devcloud import ceph, glance, keystone, processes, rest, services_venv
 from devcloud.context import REPO_ROOT, CloudContext, DevcloudError
+from devcloud.nova import rbd as nova_rbd
 
 log = logging.getLogger("devcloud")
 
@@ -153,9 +154,11 @@ def down(state_dir: Path) -> list[str]:
 
     The Ceph daemons go last, OSD before monitor: Cinder may be deleting an RBD image when `down`
     comes, and librados waits for a vanished cluster instead of failing (so Cinder would then
-    take its whole SIGKILL timeout to stop)."""
+    take its whole SIGKILL timeout to stop). The backup proxy's rbd-fuse mounts go before the
+    daemons too, for the same reason."""
     state_dir = Path(state_dir).resolve()
     stopped = processes.stop_all(state_dir, keep=(ceph.MON, ceph.OSD))
+    nova_rbd.unmount_all(state_dir)
     stopped += ceph.stop(state_dir)
     return sorted(set(stopped + processes.stop_all(state_dir)))
 

@@ -16,8 +16,9 @@ Ceph and Cinder's RBD backend (`devcloud up --ceph`).
 
 The session fixture `devcloud_ceph` is a cloud with Ceph for the tests that need one: the
 `devcloud` cloud itself when `DEVCLOUD_CEPH=1` (or a reused `DEVCLOUD_STATE` cloud has Ceph),
-else a second cloud of its own in another slot, with Keystone, Glance, Cinder and Ceph only (no
-guest images, no Nova), so sessions without Ceph tests pay nothing for it.
+else a second cloud of its own in another slot, whole (Nova attaches and boots RBD volumes, so
+servers on Ceph need it; `DEVCLOUD_SKIP` applies) and fast or not as `devcloud` is, so sessions
+without Ceph tests pay nothing for it.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def devcloud_ceph(request: pytest.FixtureRequest) -> Iterator[DevCloud]:
     if reuse.ceph if reuse is not None else _wants_ceph():
         yield request.getfixturevalue("devcloud")
         return
-    yield from _session_cloud(None, True, {"images", "nova"})
+    yield from _session_cloud(None, True, cloud.skipped_parts())
 
 
 def status_json(dc: DevCloud) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """`backup --volume` of Cinder volumes on Ceph RBD: read straight from Ceph, Incrementals of what changed.
 
 Real parts: Cinder's own RBD driver (volume type `ceph`) on the dev cloud's single-node Ceph, librbd.
-A guest's writes go into the volume's RBD image through librbd as client.admin (the emulated Nova
-does not attach RBD volumes); stackvault reads as the read-only `client.stackvault`.
+A guest's writes go into the volume's RBD image through librbd as client.admin (quicker than a
+guest, which tests/devcloud/test_nova_rbd.py boots); stackvault reads as the read-only `client.stackvault`.
 
 What a user checks: the Incremental reads about the changed blocks, not the volume, and says
 `changed_blocks`; one Cinder snapshot per volume stays as the next backup's base (the one before is

@@ -2,8 +2,8 @@
 
 Real parts only: Debian's ceph-mon and ceph-osd, Cinder's own RBD driver behind the real API and
 `openstack` CLI, librbd (Debian's bindings, in this process) and the `rbd` CLI. Data a guest would
-write goes straight into the RBD image with librbd as client.admin (emulated Nova does not attach
-RBD volumes yet); everything a backup proxy does uses the read-only `client.stackvault` keyring.
+write goes straight into the RBD image with librbd as client.admin (guests on `ceph` volumes are
+tests/devcloud/test_nova_rbd.py); everything a backup proxy does uses the read-only `client.stackvault` keyring.
 """
 
 from __future__ import annotations

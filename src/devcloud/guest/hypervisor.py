@@ -49,6 +49,10 @@ class DiskSpec:
     target: str  # 'vda', 'vdb', ...
     serial: str | None = None  # volume id for volumes (guest sees /dev/disk/by-id/virtio-<serial[:20]>)
     readonly: bool = False
+    #: An RBD image instead of a file, opened by QEMU's own rbd driver (librbd) as libvirt does for
+    #: Nova's `rbd` volumes: {"pool", "image", "user", "conf", "servers": [{"host", "port"}]}.
+    #: `path` is then only its name (`rbd:<pool>/<image>`), the form qemu-img also understands.
+    rbd: dict[str, Any] | None = None
 
 
 class GuestError(Exception):
@@ -238,7 +242,8 @@ class Hypervisor:
         with self._locked(uuid):
             disk = self._load(uuid).disk(target)
             if self.fast or not self._pid(uuid):
-                _run(["qemu-img", "convert", "-q", "-f", disk.format, "-O", fmt, str(disk.path), str(dest)],
+                source = rbd_filename(disk.rbd) if disk.rbd is not None else str(disk.path)
+                _run(["qemu-img", "convert", "-q", "-f", disk.format, "-O", fmt, source, str(dest)],
                      f"copying disk {target} of server {uuid}")
                 return
             try:
@@ -529,19 +534,42 @@ def _check_disk(disk: DiskSpec) -> None:
         raise GuestError(f"disk {disk.target}: format {disk.format!r} is not one of {', '.join(DISK_FORMATS)}")
     if not disk.target.startswith("vd") or len(disk.target) != 3 or not disk.target[2].isalpha():
         raise GuestError(f"disk target {disk.target!r} must look like vda, vdb, ...")
-    if not Path(disk.path).exists():
+    if disk.rbd is not None:
+        missing = [key for key in ("pool", "image", "user", "conf") if not disk.rbd.get(key)]
+        if missing:
+            raise GuestError(f"disk {disk.target}: RBD source without {', '.join(missing)}")
+    elif not Path(disk.path).exists():
         raise GuestError(f"disk {disk.target}: {disk.path} does not exist")
 
 
 def _normalised(disk: DiskSpec) -> DiskSpec:
-    return DiskSpec(path=Path(disk.path).resolve(), format=disk.format, target=disk.target,
-                    serial=disk.serial, readonly=disk.readonly)
+    path = Path(disk.path) if disk.rbd is not None else Path(disk.path).resolve()
+    return DiskSpec(path=path, format=disk.format, target=disk.target, serial=disk.serial,
+                    readonly=disk.readonly, rbd=dict(disk.rbd) if disk.rbd is not None else None)
+
+
+def rbd_filename(rbd: dict[str, Any]) -> str:
+    """The `rbd:pool/image:id=user:conf=path` pseudo-filename of qemu-img (stopped-guest copies)."""
+    return f"rbd:{rbd['pool']}/{rbd['image']}:id={rbd['user']}:conf={rbd['conf']}"
+
+
+def _protocol_node(disk: DiskSpec) -> dict[str, Any]:
+    """The bottom node: the file, or the RBD image through QEMU's rbd driver (monitors from
+    the connection info, cephx key from the keyring that `conf` names for `user`)."""
+    if disk.rbd is None:
+        return {"driver": "file", "filename": str(disk.path)}
+    node: dict[str, Any] = {"driver": "rbd", "pool": disk.rbd["pool"], "image": disk.rbd["image"],
+                            "conf": str(disk.rbd["conf"]), "user": disk.rbd["user"]}
+    servers = [{"host": str(s["host"]), "port": str(s["port"])} for s in disk.rbd.get("servers") or []]
+    if servers:
+        node["server"] = servers
+    return node
 
 
 def _blockdev_nodes(disk: DiskSpec) -> list[dict[str, Any]]:
     return [
-        {"driver": "file", "filename": str(disk.path), "node-name": f"file-{disk.target}",
-         "read-only": disk.readonly, "discard": "unmap"},
+        {**_protocol_node(disk), "node-name": f"file-{disk.target}", "read-only": disk.readonly,
+         "discard": "unmap"},
         {"driver": disk.format, "file": f"file-{disk.target}", "node-name": f"drive-{disk.target}",
          "read-only": disk.readonly, "discard": "unmap"},
     ]

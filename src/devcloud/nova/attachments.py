@@ -12,13 +12,12 @@ import json
 import logging
 import traceback
 import uuid
-from pathlib import Path
 from typing import Any
 
 import webob
 
 from devcloud.nova import clients
-from devcloud.nova.compute import Compute, DiskSpec, GuestError, NovaError
+from devcloud.nova.compute import Compute, GuestError, NovaError, volume_disk_spec
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, bad_request, conflict, json_body
 
 LOG = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ class Attachments:
                 if server.get("proxy"):
                     c.proxy_link(live_bdm)
                 elif c.hypervisor.is_running(server_id) or server["vm_state"] == "stopped":
-                    c.hypervisor.attach_disk(server_id, _spec(live_bdm))
+                    c.hypervisor.attach_disk(server_id, volume_disk_spec(live_bdm))
             bdm = c.attach_volume(server, bdm, token, before_complete=connect)
             c.store_bdm(server_id, bdm)
             c.event_finish(server_id, request_id, event)
@@ -166,11 +165,6 @@ class Attachments:
             c.event_finish(server_id, request_id, event)
         except Exception as exc:
             c.event_finish(server_id, request_id, event, exc)
-
-
-def _spec(bdm: dict[str, Any]) -> DiskSpec:
-    return DiskSpec(path=Path(bdm["device_path"]), format="raw",
-                    target=bdm["device_name"].rsplit("/", 1)[-1], serial=bdm["volume_id"])
 
 
 def _cinder_message(exc: clients.UpstreamError) -> str:

@@ -27,7 +27,7 @@ from devcloud.guest.hypervisor import (
     Hypervisor,
     QuiesceError,  # noqa: F401 - re-exported for snapshots
 )
-from devcloud.nova import clients
+from devcloud.nova import clients, rbd
 from devcloud.nova.config import NovaConfig
 from devcloud.nova.store import Store
 
@@ -220,10 +220,8 @@ class Compute:
             specs.append(DiskSpec(path=self.instance_dir(server["id"]) / "disk", format="qcow2",
                                   target="vda"))
         for bdm in sorted(server["bdms"], key=lambda b: b["device_name"] or ""):
-            if bdm.get("device_path"):
-                specs.append(DiskSpec(path=Path(bdm["device_path"]), format="raw",
-                                      target=bdm["device_name"].rsplit("/", 1)[-1],
-                                      serial=bdm["volume_id"]))
+            if bdm.get("device_path") or bdm.get("rbd"):
+                specs.append(volume_disk_spec(bdm))
         return specs
 
     def guest_settings(self, server: dict) -> dict[str, Any]:
@@ -244,12 +242,20 @@ class Compute:
         updated = cinder.attachment_update(attachment["id"], conn)
         info = updated.get("connection_info") or {}
         device_path = (info.get("data") or {}).get("device_path") or info.get("device_path")
-        if not device_path:
+        rbd_source = None
+        if rbd.is_rbd(info):
+            try:
+                rbd_source = rbd.source(info, self.cfg.ceph_conf)
+            except rbd.RbdConnectError as exc:
+                cinder.attachment_delete(attachment["id"])
+                raise NovaError(f"Volume {bdm['volume_id']}: {exc}") from exc
+            device_path = None
+        elif not device_path:
             cinder.attachment_delete(attachment["id"])
             raise NovaError(f"Volume {bdm['volume_id']} has no local device path in its "
                             f"connection info: {info}")
         bdm = dict(bdm, attachment_id=attachment["id"], device_path=device_path,
-                   connection_info=info)
+                   rbd=rbd_source, connection_info=info)
         if before_complete is not None:
             try:
                 before_complete(bdm)
@@ -415,16 +421,37 @@ class Compute:
 
     # ---- the backup proxy ----------------------------------------------------------------------
     def proxy_link(self, bdm: dict) -> None:
-        """/dev/disk/by-id/virtio-<volume id[:20]> as a symlink to the volume's file."""
+        """/dev/disk/by-id/virtio-<volume id[:20]> as a symlink to the volume's file; an RBD
+        volume's file is its image mounted alone with rbd-fuse (see devcloud.nova.rbd)."""
         root = Path(self.cfg.proxy_device_root)
         root.mkdir(parents=True, exist_ok=True)
+        if bdm.get("rbd"):
+            try:
+                device = rbd.fuse_attach(self.cfg.nova_dir, bdm["volume_id"], bdm["rbd"])
+            except rbd.RbdConnectError as exc:
+                raise NovaError(f"Volume {bdm['volume_id']}: {exc}") from exc
+        else:
+            device = Path(bdm["device_path"])
         link = root / f"virtio-{bdm['volume_id'][:20]}"
         link.unlink(missing_ok=True)
-        link.symlink_to(bdm["device_path"])
+        link.symlink_to(device)
 
     def proxy_unlink(self, bdm: dict) -> None:
         (Path(self.cfg.proxy_device_root) / f"virtio-{bdm['volume_id'][:20]}").unlink(
             missing_ok=True)
+        if bdm.get("rbd"):
+            rbd.fuse_detach(self.cfg.nova_dir, bdm["volume_id"])
+
+
+def volume_disk_spec(bdm: dict) -> DiskSpec:
+    """The guest disk of an attached volume: its file, or its RBD image through QEMU's rbd
+    driver; the serial is the volume id, which the guest's by-id name is made of."""
+    target = bdm["device_name"].rsplit("/", 1)[-1]
+    if bdm.get("rbd"):
+        return DiskSpec(path=Path(rbd.display_path(bdm["rbd"])), format="raw", target=target,
+                        serial=bdm["volume_id"], rbd=bdm["rbd"])
+    return DiskSpec(path=Path(bdm["device_path"]), format="raw", target=target,
+                    serial=bdm["volume_id"])
 
 
 def _truthy(value: Any) -> bool:

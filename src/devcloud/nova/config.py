@@ -28,6 +28,10 @@ class NovaConfig:
     proxy_user_id: str = ""
     proxy_device_root: str = ""
     guest_image_cache: str = ""    # where devcloud.guest.images.build_all built the guest images
+    #: This host's ceph.conf (the dev cloud's, with `up --ceph`): its `keyring` line gives librbd
+    #: the cephx key of the user Cinder names, as libvirt's secret does on a real compute host.
+    #: Empty: no Ceph, and attaching an `rbd` volume fails as on a host without the secret.
+    ceph_conf: str = ""
     #: What an image-backed createImage does when os_require_quiesce=yes and the guest agent does
     #: not answer. "fail": Nova's libvirt driver up to Wallaby (the snapshot fails, image deleted,
     #: reason in instance actions). "skip": since Xena (change I067382ec) the failed freeze is only

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from devcloud import rest
+from devcloud import ceph, rest
 from devcloud.context import REPO_ROOT, CloudContext
 from devcloud.nova.config import NovaConfig
 
@@ -28,7 +28,8 @@ def write_config(ctx: CloudContext) -> NovaConfig:
         proxy_project_id=token_body["project"]["id"], proxy_user_id=token_body["user"]["id"],
         proxy_device_root=str(ctx.proxy_device_root),
         guest_image_cache=os.environ.get("DEVCLOUD_GUEST_CACHE") or str(ctx.cache_dir / "guest"),
-        require_quiesce_image_backed=os.environ.get("DEVCLOUD_NOVA_REQUIRE_QUIESCE", "fail"))
+        require_quiesce_image_backed=os.environ.get("DEVCLOUD_NOVA_REQUIRE_QUIESCE", "fail"),
+        ceph_conf=str(ceph.conf_path(ctx.state_dir)) if ctx.ceph else "")
     cfg.save(config_path(ctx))
     return cfg
 

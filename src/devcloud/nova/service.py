@@ -162,6 +162,13 @@ def recover(store: Store, compute: Compute) -> None:
                     running = False
                 if not running:
                     server.update(vm_state="stopped", power_state=4)
+    # The proxy's RBD volumes were unmounted by `devcloud down` (their by-id links point into the
+    # mounts): mount them again, in the background, since rbd-fuse waits for a Ceph that is slow.
+    for server in store.values("servers"):
+        if server.get("proxy"):
+            for bdm in server["bdms"]:
+                if bdm.get("rbd"):
+                    compute.spawn(compute.proxy_link, bdm)
 
 
 def serve(app: Callable, host: str, port: int) -> ThreadingWSGIServer:

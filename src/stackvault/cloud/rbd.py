@@ -50,6 +50,24 @@ def rbd_snapshot(snapshot_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class VolumeRef:
+    """A server's volume that Cinder would not show: its id and size only, so its placement is unknown
+    and it is read through a temporary volume, as without `[ceph]`."""
+
+    id: str
+    size: int
+    volume_type: str | None = None
+
+
+def server_volume(conn, volume_id: str, size_gb: int):
+    """Cinder's record of a server's volume (its host or type says where it lives), else a VolumeRef."""
+    try:
+        return conn.block_storage.get_volume(volume_id)
+    except (os_exc.SDKException, ks_exc.ClientException):
+        return VolumeRef(volume_id, size_gb)
+
+
+@dataclass(frozen=True)
 class Placement:
     """The backend names Cinder gives for a volume, in the order they are tried, each with the field
     that said it; `said_by` when there is none says why."""
@@ -94,11 +112,14 @@ def volume_placement(conn, volume) -> Placement:
 
 
 def retain_base(conn, snapshot_id: str, repo_id: str) -> None:
-    """Turn a job's temporary snapshot into the retained base of `repo_id`: tagged first, untagged
-    as temporary second, so a job killed in between leaves a snapshot `cleanup` also keeps."""
+    """Turn a job's temporary snapshot (its own, or Nova's of a volume-backed server) into the retained
+    base of `repo_id`: tagged first, untagged as temporary second, so a job killed in between leaves a
+    snapshot `cleanup` also keeps."""
     try:
         conn.block_storage.set_snapshot_metadata(snapshot_id, **{BASE_KEY: repo_id})
-        conn.block_storage.delete_snapshot_metadata(snapshot_id, keys=[TEMP_KEY])
+        snapshot = conn.block_storage.get_snapshot(snapshot_id)
+        if TEMP_KEY in (snapshot.metadata or {}):  # Nova's snapshots of a server never had it
+            conn.block_storage.delete_snapshot_metadata(snapshot_id, keys=[TEMP_KEY])
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
         raise CloudError(f"cannot tag Cinder snapshot {snapshot_id} as the next backup's base: {_first_line(exc)}",
                          "check the volume service; the next backup of the volume reads it in full") from None

@@ -158,9 +158,13 @@ def delete_volume_snapshot(conn, snapshot_id: str, timeout_s: float = 300,
     return remove(f"Cinder snapshot {snapshot_id}", delete, leftovers)
 
 
-def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | None = None) -> None:
+def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | None = None,
+                           keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """The image and Nova's Cinder snapshots, but those in `keep` (retained as bases of the next
+    changed-block backups, cloud/rbd.py): without the image they are no leftover of a job."""
     for entry in snap.volume_snapshots:
-        delete_volume_snapshot(conn, entry["snapshot_id"], leftovers=leftovers)
+        if entry["snapshot_id"] not in keep:
+            delete_volume_snapshot(conn, entry["snapshot_id"], leftovers=leftovers)
     delete_image(conn, snap.image.id, leftovers)
 
 

@@ -26,6 +26,7 @@ from ..cloud.rbd import (
     rbd_snapshot,
     release_bases,
     retain_base,
+    server_volume,
     snapshot_id_of,
     volume_placement,
 )
@@ -41,9 +42,10 @@ from .doctor import policy_refusal
 from .quiesce_proof import prove_after_backup
 
 GiB = 1 << 30
-#: Why a server's volumes are not read from Ceph: the changed-block path needs the snapshot kept as the
-#: next base, and the snapshots Nova makes belong to the server's snapshot image, deleted with it.
-SERVER_VOLUMES = "a server's volumes are read through temporary volumes (the RBD path is for backup --volume)"
+#: Why an image-backed server's volumes are not read from Ceph: Nova snapshots only the root disk of such
+#: a server, quiesced; its volumes get crash-consistent snapshots of stackvault's own, read as before.
+IMAGE_BACKED_VOLUMES = ("an image-backed server's volumes are read through temporary volumes (the RBD path takes "
+                        "a volume-backed server's disks, snapshotted by Nova, and backup --volume)")
 
 
 @dataclass
@@ -192,8 +194,10 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
         window_end = time.time()
+        retained: list[str] = []  # Nova's snapshots kept as their volumes' next bases: not deleted with the rest
+        rbd_read: dict[str, str] = {}  # volume id -> Nova's snapshot of it that was read from RBD
         with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
-            stack.callback(snaps.delete_server_snapshot, conn, snap, leftovers)
+            stack.callback(lambda: snaps.delete_server_snapshot(conn, snap, leftovers, keep=set(retained)))
             sources: list[DiskSource] = []
             by_device = {e.get("device_name"): e for e in snap.volume_snapshots}
             if not snap.volume_backed:
@@ -220,16 +224,36 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                 # its own, is crash-consistent whatever the root disk is; each disk records its own.
                 meta = {"volume_id": vol["id"], "device": vol["device"],
                         "consistency": consistency if entry is not None else CRASH}
+                size_gb = int(vol["size_gb"] or (entry or {}).get("volume_size") or 1)
+                key = f"volume:{vol['id']}"
+                if entry is not None and ctx.settings.ceph.volume_backends:
+                    # Nova's quiesced snapshot, straight from RBD when the volume is there; kept as the base.
+                    source = readers.from_volume(server_volume(conn, vol['id'], size_gb), snapshot_id, name=dev,
+                                                 key=key, meta=meta)
+                    if isinstance(source, RbdSource):
+                        rbd_read[vol["id"]] = snapshot_id
+                    sources.append(source)
+                    continue
                 sources.append(readers.from_volume_snapshot(
-                    snapshot_id, int(vol["size_gb"] or (entry or {}).get("volume_size") or 1), name=dev,
-                    key=f"volume:{vol['id']}", meta=meta,
-                    why=SERVER_VOLUMES if ctx.settings.ceph.volume_backends else ""))
+                    snapshot_id, size_gb, name=dev, key=key, meta=meta,
+                    why=IMAGE_BACKED_VOLUMES if ctx.settings.ceph.volume_backends else ""))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
                 warnings=warnings), progress)
-        result.report = backup_report(record)
-        result.status = record.status
+            result.report = backup_report(record)
+            result.status = record.status
+            if ctx.settings.ceph.volume_backends:
+                for vol in volumes:
+                    if by_device.get(vol["device"]) is None:
+                        continue
+                    try:
+                        keep_base(ctx, conn, vol["id"], rbd_read.get(vol["id"]), result, retained)
+                    except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
+                        result.report.setdefault("warnings", []).append(
+                            f"the base snapshots of volume {vol['id']} were left as they are: "
+                            f"{exc.__class__.__name__}: {exc}")
+                        result.status = "warning" if result.status == "success" else result.status
         if cloud.verify_quiesce:
             prove_after_backup(ctx, record, result, (window_start, window_end))
     except StackvaultError as exc:
@@ -321,7 +345,10 @@ def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, re
         try:
             retain_base(conn, snapshot_id, ctx.repo.id)
             retained.append(snapshot_id)
-            result.report["base_snapshot"] = snapshot_id
+            if result.kind == "volume":
+                result.report["base_snapshot"] = snapshot_id
+            else:  # a server has a base per volume
+                result.report.setdefault("base_snapshots", {})[volume_id] = snapshot_id
         except StackvaultError as exc:
             warnings.append(str(exc))
     try:
@@ -331,10 +358,10 @@ def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, re
         warnings.append(f"superseded base snapshots of the volume kept: {exc}")
         done = None
     if done is not None:
-        if done.deleted:
-            result.report["released_bases"] = done.deleted
+        if done.deleted:  # a server's volumes add theirs to one list
+            result.report.setdefault("released_bases", []).extend(done.deleted)
         if done.still_refused:
-            result.report["refused_bases"] = done.still_refused
+            result.report.setdefault("refused_bases", []).extend(done.still_refused)
         if done.refused:
             warnings.append(
                 f"Cinder refused to delete the superseded base snapshot {', '.join(done.refused)} (a volume was "
