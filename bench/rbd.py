@@ -189,7 +189,9 @@ class Bench:
         self.out = Path(args.out).absolute()
         self.log_path = str(self.out / "rbd-commands.log")
         self.rng = random.Random(args.seed)
-        self.cluster = Cluster(int(args.written_bytes * (1 + 2 * args.change)) + 2 * GiB)
+        # Room for every image at once: a removed image's space comes back only once the OSD has
+        # trimmed its snapshots, which it does in the background, after the next image is written.
+        self.cluster = Cluster(int(len(args.factors) * args.written_bytes * (1 + 2 * args.change)) + 2 * GiB)
         self.results: list[dict] = []
 
     # -- steps ------------------------------------------------------------------------------------
