@@ -19,8 +19,8 @@ up as a difference between the rows. Every command runs under GNU time (peak RSS
 the OSD is restarted before each measured phase, so no phase reads from a cache another one warmed.
 
     make bench-rbd                                   # 2 GiB written, images of 4 and 16 GiB
-    make bench-rbd BENCH_ARGS="--written 8G"         # the target scenario (needs ~40 GiB of disk)
-    .venv/bin/python bench/rbd.py --written 256M     # a smoke run of a few minutes
+    make bench-rbd BENCH_ARGS="--written 8G"         # the target scenario (~11 min, ~35 GiB of disk)
+    .venv/bin/python bench/rbd.py --written 256M     # a smoke run (1-2 min)
 
 Targets: full read / changed-block >= 20x at 1% change; changed-block / floor <= 2x.
 """
