@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the two commands a new user runs; both install what they need.
-.PHONY: bootstrap demo demo-image lint test test-slow test-all bench bench-server bench-storage clean
+.PHONY: bootstrap demo demo-image lint test test-slow test-all bench bench-server bench-storage bench-rbd clean
 
 bootstrap:
 	@./scripts/bootstrap
@@ -38,6 +38,10 @@ bench-server: bootstrap
 # Full/Incremental/Restore into a local Swift over S3 and the Swift API, a directory, restic on S3.
 bench-storage: bootstrap
 	@.venv/bin/python bench/objectstore.py $(BENCH_ARGS)
+
+# Changed-block Incrementals of an RBD image against a full read and the floor, on a Ceph started alone.
+bench-rbd: bootstrap
+	@.venv/bin/python bench/rbd.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv demo-out bench/out .pytest_cache .mypy_cache .ruff_cache

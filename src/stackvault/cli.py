@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ceph-volume-backend", action="append", default=[], metavar="NAME[=POOL]",
                    help="volumes of this Cinder backend are RBD images in POOL (default volumes): read them "
                         "straight from Ceph ([ceph] volume_backends)")
+    p.add_argument("--no-changed-blocks", action="store_true",
+                   help="read RBD images in full, without Ceph's list of changed blocks ([ceph] changed_blocks)")
     p.add_argument("--require-consistency", choices=CONSISTENCY_LEVELS, default=None,
                    help="refuse servers whose backup would be less consistent (default: [cloud] require_consistency)")
     _share_options(p)
@@ -225,6 +227,8 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
     for key in ("conf", "client", "keyring"):
         if getattr(args, f"ceph_{key}"):
             setattr(settings.ceph, key, getattr(args, f"ceph_{key}"))
+    if getattr(args, "no_changed_blocks", False):
+        settings.ceph.changed_blocks = False
     if getattr(args, "ceph_volume_backend", None):
         settings.ceph.volume_backends = volume_backends(args.ceph_volume_backend, "--ceph-volume-backend")
     if hasattr(args, "shard"):  # backup, doctor, list

@@ -161,6 +161,9 @@ class CephSettings:
     #: Share of the blocks the changed-block list calls unchanged that are read anyway and compared
     #: with the previous backup (at least 8 of them); 0 trusts the list without checking.
     verify_sample: float = 0.005
+    #: False: every rbd backup reads the whole image (what is allocated), as if no list existed; for an
+    #: operator who wants the changed-block list ruled out, and to measure what the list saves.
+    changed_blocks: bool = True
     #: Cinder backends (`volume_backend_name`) whose volumes are RBD images, and each one's pool:
     #: `backup --volume` reads such volumes straight from Ceph. Empty: every volume is read as
     #: before (a temporary volume, attached or uploaded). A list of names means pool `volumes`.

@@ -28,6 +28,7 @@ import pytest
 
 from devcloud import ceph, processes
 from devcloud.context import CloudContext
+from stackvault.jobs.backup import CHANGED_BLOCKS_OFF
 
 from .helpers import BLOCK, KIB, MIB, Stackvault, one_error, sha256_file
 
@@ -261,6 +262,35 @@ def test_incrementals_of_rbd_snapshots_read_what_changed_and_restore_exactly(set
           f"{read['sample_blocks']} sampled) of a {SIZE / MIB:.0f} MiB image, "
           f"listing {read['listing_s'] * 1000:.1f} ms; "
           f"after a deleted base snapshot {gone['bytes_read'] / MIB:.2f} MiB")
+
+
+def test_the_changed_block_list_turned_off_reads_the_image_in_full(setup, tmp_path: Path) -> None:
+    sv, guest, cfg = setup
+    source = f"rbd:{ceph.POOL}/{IMAGE}@"
+    for offset in range(0, 16 * MIB, OBJECT):
+        guest.write(offset, OBJECT)
+    guest.snap("s1")
+    sv.run("backup", "--source", source + "s1", "--level", "full", globals_=cfg)
+    guest.scatter(4, 64 * KIB, below=16 * MIB)
+    guest.snap("s2")
+    off = sv.run("backup", "--source", source + "s2", "--no-changed-blocks", globals_=cfg).data["disks"][0]
+    assert off["level"] == "incremental", off
+    assert off["read"] == {"path": "full_read", "why": CHANGED_BLOCKS_OFF}, off
+    assert off["reason"] == f"{CHANGED_BLOCKS_OFF}: read in full", off
+    assert off["bytes_read"] >= 16 * MIB and off["blocks_changed"] >= 1, off
+    out = sv.restore("latest", tmp_path / "s2.raw")
+    assert sha256_file(out) == hashlib.sha256(guest.read("s2")).hexdigest()
+    config = Path(cfg[1])  # the same, from the config file
+    config.write_text(config.read_text() + "changed_blocks = false\n")
+    guest.scatter(4, 64 * KIB, below=16 * MIB)
+    guest.snap("s3")
+    again = sv.run("backup", "--source", source + "s3", globals_=cfg).data["disks"][0]
+    assert again["read"]["why"] == CHANGED_BLOCKS_OFF, again
+    config.write_text(config.read_text().replace("changed_blocks = false\n", ""))
+    guest.scatter(4, 64 * KIB, below=16 * MIB)
+    guest.snap("s4")
+    back = sv.run("backup", "--source", source + "s4", globals_=cfg).data["disks"][0]
+    assert back["read"]["path"] == "changed_blocks" and back["bytes_read"] < 8 * MIB, back
 
 
 def test_an_rbd_source_that_cannot_be_opened_is_one_error_line(setup) -> None:

@@ -49,6 +49,17 @@ def test_ceph_section_is_read_and_its_sample_share_checked(tmp_path):
         load_settings(str(cfg))
 
 
+def test_the_changed_block_list_is_on_unless_turned_off(tmp_path):
+    cfg = tmp_path / "sv.toml"
+    cfg.write_text('[ceph]\nconf = "/etc/ceph/c.conf"\n')
+    assert load_settings(str(cfg)).ceph.changed_blocks is True
+    cfg.write_text("[ceph]\nchanged_blocks = false\n")
+    assert load_settings(str(cfg)).ceph.changed_blocks is False
+    cfg.write_text('[ceph]\nchanged_blocks = "no"\n')
+    with pytest.raises(UsageError, match=r"ceph.changed_blocks .* must be true or false"):
+        load_settings(str(cfg))
+
+
 def test_ceph_volume_backends_map_cinder_backends_to_pools(tmp_path):
     """Off unless set; a table of backend = pool, or a list of backends in the usual pool `volumes`."""
     cfg = tmp_path / "sv.toml"

@@ -18,6 +18,9 @@ from ..engine.state import DiskBase
 from ..errors import StackvaultError, UsageError
 from .context import JobContext
 
+#: `read.why` of an rbd Incremental or Differential read in full because the list is turned off.
+CHANGED_BLOCKS_OFF = "changed-block list turned off ([ceph] changed_blocks = false or --no-changed-blocks)"
+
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
@@ -132,6 +135,8 @@ def read_plan(ctx: JobContext, source: DiskSource, level: str, reason: str,
     None and why the disk is read in full. Every fallback is a correct backup, never a failure."""
     if level == "full":
         return None, full_read(reason or "a Full reads every block")
+    if not ctx.settings.ceph.changed_blocks:
+        return None, full_read(CHANGED_BLOCKS_OFF)
     keep, meta = base.previous, base.meta
     if level == "differential" and base.full_backup_id != base.base_backup_id:
         found = ctx.repo.latest_disk(source.key, full_only=True)
