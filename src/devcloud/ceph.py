@@ -400,7 +400,7 @@ def status(ctx: CloudContext) -> dict[str, Any]:
         "proxy_user": PROXY_USER,
         "python_bindings": str(bindings_dir(ctx.state_dir)),
         "daemons": {n: {"pid": ctx.pid(n), "running": ctx.pid(n) is not None} for n in (MON, OSD)},
-        "health": None, "pools": [],
+        "health": None, "health_checks": {}, "pools": [],
     }
     if ctx.pid(MON) is None:
         return report
@@ -411,7 +411,10 @@ def status(ctx: CloudContext) -> dict[str, Any]:
         report["error"] = f"cannot connect: {exc}"
         return report
     try:
-        report["health"] = mon_command(cluster, "health")["status"]
+        health = mon_command(cluster, "health")
+        report["health"] = health["status"]
+        report["health_checks"] = {code: check.get("summary", {}).get("message", "")
+                                   for code, check in health.get("checks", {}).items()}
         report["pools"] = [{"name": p["pool_name"], "id": p["pool"], "size": p["size"],
                             "pg_num": p["pg_num"],
                             "application": sorted(p.get("application_metadata", {}))}
