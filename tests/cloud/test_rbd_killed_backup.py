@@ -11,6 +11,7 @@ path, said in the report); and that Incremental restores the volume's bytes exac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,10 @@ import pytest
 
 from devcloud import ceph
 
-from .test_rbd_volume_backup import Guest, file_sha256, setup  # noqa: F401 - `setup` is the fixture used here
+from . import test_rbd_volume_backup as volume_tests
+from .test_rbd_volume_backup import Guest, file_sha256
+
+setup = volume_tests.setup  # the fixture: a stackvault user of the dev cloud's Ceph, the test's volumes deleted after
 
 pytestmark = [pytest.mark.devcloud, pytest.mark.slow]
 
@@ -33,7 +37,7 @@ CHANGED = 384 * MiB
 
 def rbd_snapshots(state: Path, image: str) -> list[str]:
     """The image's RBD snapshots, as Ceph itself lists them (not Cinder's idea of them)."""
-    rados, rbd = ceph.import_bindings(state)
+    _, rbd = ceph.import_bindings(state)
     cluster = ceph.connect(state, "admin")
     try:
         with cluster.open_ioctx(ceph.POOL) as ioctx, rbd.Image(ioctx, image, read_only=True) as img:
@@ -43,7 +47,12 @@ def rbd_snapshots(state: Path, image: str) -> list[str]:
 
 
 def tree_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+    """Bytes under `path`, while a job writes there (a temporary file may be renamed as it is counted)."""
+    total = 0
+    for f in path.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += f.stat().st_size if f.is_file() else 0
+    return total
 
 
 def poll(what: str, check, timeout: float = 300, every: float = 0.05):
