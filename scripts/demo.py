@@ -1,9 +1,15 @@
 """`make demo`: stackvault's main job against the local dev cloud, with real QEMU guests.
 
-Brings the dev cloud up, boots three servers (image-backed with and without the guest agent, and a
-volume-backed one with a data volume), writes data inside the guests, runs a Full backup of all of
-them, changes the data, runs an Incremental, restores two servers to new servers, boots them and reads
-the data back from inside the restored guests. Exits non-zero if any byte differs.
+Brings the dev cloud up (with its single-node Ceph), boots three servers (image-backed with and
+without the guest agent, and one booted from a Cinder volume on Ceph RBD with a data volume), installs
+stackvault's fsfreeze hook in the guests with an agent, writes data inside the guests, runs a Full
+backup of all of them, changes the data, runs an Incremental, restores two servers to new servers,
+boots them and reads the data back from inside the restored guests. Exits non-zero if any byte differs.
+
+What a newcomer should see: the RBD-backed disk's Incremental reads only the blocks Ceph lists as
+changed (bytes read next to the disk's size), and the backups of the guests with the hook say
+`Quiesce proof: verified` (the hook's marker, written as the guest froze, read from the backed-up
+disk).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from devcloud import cloud as devcloud_cloud  # noqa: E402 - after src/ is on sys.path
 from devcloud.context import CloudContext  # noqa: E402 - after src/ is on sys.path
 from devcloud.guest.hypervisor import Hypervisor  # noqa: E402 - after src/ is on sys.path
+from stackvault.cloud.guest_hook import HOOK_PATH  # noqa: E402 - after src/ is on sys.path
+from stackvault.progress import human_bytes  # noqa: E402 - after src/ is on sys.path
+from stackvault.render import cloud_backup  # noqa: E402 - after src/ is on sys.path
 
 OUT = Path(os.environ.get("DEMO_DIR", ROOT / "demo-out"))
 STATE = Path(os.environ.get("DEMO_CLOUD", ROOT / ".state" / "demo"))
@@ -47,10 +56,12 @@ def stackvault_json(*args: str, env: dict) -> dict:
 
 
 def main() -> int:
-    say(f"the dev cloud (real Keystone, Glance, Cinder; emulated Nova over QEMU guests) in {STATE}")
+    say(f"the dev cloud (real Keystone, Glance, Cinder on files and on a single-node Ceph; emulated Nova over "
+        f"QEMU guests) in {STATE}")
     # A cloud made before keeps its ports (`up` is idempotent); a new one takes free ports.
     ports = [] if (STATE / "config.json").exists() else ["--ports", "auto"]
-    subprocess.run([str(ROOT / ".venv" / "bin" / "devcloud"), "--state-dir", str(STATE), "up", *ports], check=True)
+    subprocess.run([str(ROOT / ".venv" / "bin" / "devcloud"), "--state-dir", str(STATE), "up", "--ceph", *ports],
+                   check=True)
     ctx = CloudContext.load(STATE)
     status = devcloud_cloud.status(ctx)
     import openstack
@@ -63,20 +74,20 @@ def main() -> int:
     net = conn.network.find_network("private").id
     flavor = conn.compute.find_flavor("m1.tiny").id
 
-    say("three servers: image-backed with the guest agent, image-backed without, volume-backed with a data volume")
-    for old in conn.compute.servers():
-        if old.name.startswith("demo-"):
-            conn.compute.delete_server(old)
-            conn.compute.wait_for_delete(old, wait=300)
-    specs = {"demo-web": ("sv-agent", False), "demo-legacy": ("sv-noagent", False), "demo-db": ("sv-agent-quiesce", True)}
+    say("three servers: image-backed with the guest agent, image-backed without, and one booted from a Cinder "
+        "volume on Ceph RBD (volume type `ceph`) with a data volume")
+    remove_earlier_run(conn)
+    specs = {"demo-web": ("sv-agent", False), "demo-legacy": ("sv-noagent", False),
+             "demo-db": ("sv-agent-quiesce", True)}
     servers = {}
     for name, (image, volume_backed) in specs.items():
         img = conn.image.find_image(image).id
         args = {"name": name, "flavor_id": flavor, "networks": [{"uuid": net}]}
-        if volume_backed:
-            args["block_device_mapping_v2"] = [{"boot_index": 0, "uuid": img, "source_type": "image",
-                                                "destination_type": "volume", "volume_size": 1,
-                                                "delete_on_termination": True}]
+        if volume_backed:  # Cinder's RBD driver clones the image into an RBD image of pool `volumes`
+            root = conn.block_storage.create_volume(size=1, name=f"{name}-root", image_id=img, volume_type="ceph")
+            conn.block_storage.wait_for_status(root, "available", failures=["error"], wait=300)
+            args["block_device_mapping_v2"] = [{"boot_index": 0, "uuid": root.id, "source_type": "volume",
+                                                "destination_type": "volume", "delete_on_termination": True}]
         else:
             args["image_id"] = img
         servers[name] = conn.compute.create_server(**args)
@@ -92,6 +103,15 @@ def main() -> int:
     for name in agents:
         hv.wait_agent(servers[name].id, timeout=600)  # TCG boots slowly on a busy machine
 
+    say(f"stackvault's fsfreeze hook installed in {' and '.join(agents)} through their agent (`stackvault "
+        f"guest-hook` > {HOOK_PATH}): each backup then proves the guest froze")
+    hook = subprocess.run([SV, "guest-hook"], capture_output=True, check=True).stdout
+    for name in agents:
+        hv.guest_write_file(servers[name].id, HOOK_PATH, hook)
+        code, _, err = hv.guest_exec(servers[name].id, ["/bin/chmod", "755", HOOK_PATH])
+        if code != 0:
+            raise SystemExit(f"demo: cannot install the hook in {name}: {err.decode().strip()}")
+
     def write_version(version: int) -> None:
         for name in agents:
             sid = servers[name].id
@@ -106,9 +126,12 @@ def main() -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     config = OUT / "stackvault.toml"
+    ceph = status["ceph"]  # the cluster a proxy reads RBD volumes from, as its read-only user
     config.write_text(f'repo = "{OUT / "repo"}"\nworkdir = "{OUT / "work"}"\n[cloud]\nos_cloud = "devcloud"\n'
                       f'proxy_server = "{status["proxy_server_id"]}"\ndevice_root = "{status["proxy_device_root"]}"\n'
-                      "parallel = 3\n")
+                      f'parallel = 3\n[ceph]\nconf = "{ceph["conf"]}"\nclient = "client.{ceph["proxy_user"]}"\n'
+                      f'keyring = "{ceph["keyrings"][ceph["proxy_user"]]}"\n'
+                      f'volume_backends = {{ ceph = "{ceph["pool"]}" }}\n')
     env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(ctx.clouds_yaml), "STACKVAULT_CONFIG": str(config)}
     subprocess.run(["rm", "-rf", str(OUT / "repo"), str(OUT / "work")], check=True)
     stackvault("init", env=env)
@@ -117,8 +140,11 @@ def main() -> int:
     stackvault("backup", "--server", "demo-*", "--level", "full", env=env)
     say("the guests change their data")
     write_version(2)
-    say("Incremental backup: only the changed blocks are stored")
-    stackvault("backup", "--server", "demo-*", env=env)
+    say("Incremental backup: only the changed blocks are stored; the disk on Ceph is read only where it changed")
+    print("+ stackvault backup --server demo-*", flush=True)
+    report = stackvault_json("backup", "--server", "demo-*", env=env)
+    print(cloud_backup(report))
+    print_rbd_reads(report)
     stackvault("list", env=env)
 
     say("restore the newest backups of demo-web and demo-db to new servers")
@@ -139,9 +165,44 @@ def main() -> int:
             failures += not ok
             print(f"  {name}-restored reads its data volume: {out.decode().strip()!r} {'OK' if ok else 'WRONG'}")
     stackvault("cleanup", "--dry-run", env=env)
-    say("demo finished" + (": every byte read back from the restored guests is right" if not failures else " WITH ERRORS"))
+    print(f"(the base snapshot kept for {servers['demo-db'].name}'s next Incremental stays until `stackvault "
+          "cleanup --bases`; the next `make demo` releases it)")
+    say("demo finished" + (": every byte read back from the restored guests is right" if not failures
+                           else " WITH ERRORS"))
     print(f"the cloud is still up: `.venv/bin/devcloud --state-dir {STATE} down` stops it")
     return 1 if failures else 0
+
+
+def print_rbd_reads(report: dict) -> None:
+    """One line per disk read from Ceph: what the changed-block list made the Incremental read, against
+    what a full read of the disk would have read."""
+    for server in report["servers"]:
+        for disk in server.get("disks", []):
+            read = disk.get("read") or {}
+            if not read.get("rbd"):
+                continue
+            how = (f"the {read['blocks_listed']} changed blocks Ceph listed and {read['sample_blocks']} sampled"
+                   if read.get("path") == "changed_blocks" else f"in full: {read.get('why')}")
+            print(f"  {server['name']} {disk['name']} on Ceph ({read['path']}): read {human_bytes(disk['bytes_read'])} "
+                  f"of a {human_bytes(disk['size'])} disk, {how}")
+
+
+def remove_earlier_run(conn) -> None:
+    """The servers and volumes of an earlier run, the base snapshots its backups kept first (Cinder
+    deletes no volume that has snapshots)."""
+    earlier = {v.id for v in conn.block_storage.volumes(details=True) if (v.name or "").startswith("demo-")}
+    for snap in conn.block_storage.snapshots(details=True):
+        if snap.volume_id in earlier and "stackvault_base" in (snap.metadata or {}):
+            conn.block_storage.delete_snapshot(snap)
+            conn.block_storage.wait_for_delete(snap, wait=300)
+    for old in conn.compute.servers():
+        if old.name.startswith("demo-"):
+            conn.compute.delete_server(old)
+            conn.compute.wait_for_delete(old, wait=300)
+    for vol in conn.block_storage.volumes(details=True):
+        if vol.id in earlier and vol.status in ("available", "error"):
+            conn.block_storage.delete_volume(vol)
+            conn.block_storage.wait_for_delete(vol, wait=300)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A real single-node Ceph for the dev cloud (opt-in: `devcloud up --ceph` or DEVCLOUD_CEPH=1).
+"""A real single-node Ceph for the dev cloud (by default; `devcloud up --no-ceph` or DEVCLOUD_CEPH=0
+leaves it out).
 
 Why a real one: stackvault's changed-block backups read RBD snapshots and their diffs, and only
 librbd itself answers those the way a production cluster does (object-map, fast-diff, the shape of

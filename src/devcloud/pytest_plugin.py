@@ -11,11 +11,12 @@ must stay under 108 characters) and make leftovers findable.
 `DEVCLOUD_STATE=<dir>` uses that cloud instead: started if needed, left running at the end if it
 was already up (run `devcloud up` once, then iterate on tests quickly). `DEVCLOUD_KEEP=1` leaves a
 per-session cloud running too. `DEVCLOUD_FAST=1` starts it in fast mode (no VMs);
-`DEVCLOUD_SKIP` skips parts as `devcloud up --skip` does; `DEVCLOUD_CEPH=1` adds the single-node
-Ceph and Cinder's RBD backend (`devcloud up --ceph`).
+`DEVCLOUD_SKIP` skips parts as `devcloud up --skip` does. A cloud with real guests has the
+single-node Ceph and Cinder's RBD backend, as `devcloud up` does by default; a fast one has not (the
+default test tier's clouds stay cheap); `DEVCLOUD_CEPH=1` or `0` says so for both.
 
 The session fixture `devcloud_ceph` is a cloud with Ceph for the tests that need one: the
-`devcloud` cloud itself when `DEVCLOUD_CEPH=1` (or a reused `DEVCLOUD_STATE` cloud has Ceph),
+`devcloud` cloud itself when it has Ceph (or a reused `DEVCLOUD_STATE` cloud has Ceph),
 else a second cloud of its own in another slot, whole (Nova attaches and boots RBD volumes, so
 servers on Ceph need it; `DEVCLOUD_SKIP` applies) and fast or not as `devcloud` is, so sessions
 without Ceph tests pay nothing for it.
@@ -116,7 +117,16 @@ def _claim_slot() -> tuple[Path, IO[str]]:
 
 
 def _wants_ceph() -> bool:
-    return os.environ.get("DEVCLOUD_CEPH", "") in ("1", "yes", "true")
+    """$DEVCLOUD_CEPH when set; else Ceph with real guests (as `devcloud up`), none in fast mode: the
+    default test tier's clouds stay as cheap as they were, and its Ceph tests get a cloud of their own."""
+    said = os.environ.get("DEVCLOUD_CEPH", "").lower()
+    if said in ("1", "yes", "true", "0", "no", "false"):
+        return said in ("1", "yes", "true")
+    return not _wants_fast()
+
+
+def _wants_fast() -> bool:
+    return os.environ.get("DEVCLOUD_FAST", "") in ("1", "yes", "true")
 
 
 def _fresh_context(state_dir: Path, ceph: bool = False) -> CloudContext:
@@ -128,7 +138,7 @@ def _fresh_context(state_dir: Path, ceph: bool = False) -> CloudContext:
     both = free_ports(list(names) + [f"{n}-backend" for n in names])
     ctx = CloudContext(state_dir=state_dir, ports={n: both[n] for n in names},
                        backend_ports={n: both[f"{n}-backend"] for n in names})
-    ctx.fast = os.environ.get("DEVCLOUD_FAST", "") in ("1", "yes", "true")
+    ctx.fast = _wants_fast()
     ctx.ceph = ceph
     return ctx
 

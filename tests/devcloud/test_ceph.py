@@ -1,4 +1,4 @@
-"""The dev cloud's opt-in Ceph (`devcloud up --ceph`), as Cinder and a backup proxy meet it.
+"""The dev cloud's Ceph (`devcloud up`, the default), as Cinder and a backup proxy meet it.
 
 Real parts only: Debian's ceph-mon and ceph-osd, Cinder's own RBD driver behind the real API and
 `openstack` CLI, librbd (Debian's bindings, in this process) and the `rbd` CLI. Data a guest would

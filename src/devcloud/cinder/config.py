@@ -16,7 +16,8 @@ BACKEND = "sparse"
 """Name of the file backend (``enabled_backends``); its volume service's host is ``<host>@sparse``."""
 
 CEPH_BACKEND = "ceph"
-"""Name of the RBD backend and of its volume type, with ``devcloud up --ceph`` only."""
+"""Name of the RBD backend and of its volume type, on a cloud with Ceph only (the default; not
+with ``devcloud up --no-ceph``)."""
 
 CINDER_HOST = "devcloud"
 """``[DEFAULT] host``: fixed, so service records and volume hosts survive restarts and renames."""

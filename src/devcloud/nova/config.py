@@ -28,7 +28,7 @@ class NovaConfig:
     proxy_user_id: str = ""
     proxy_device_root: str = ""
     guest_image_cache: str = ""    # where devcloud.guest.images.build_all built the guest images
-    #: This host's ceph.conf (the dev cloud's, with `up --ceph`): its `keyring` line gives librbd
+    #: This host's ceph.conf (the dev cloud's, when it runs Ceph): its `keyring` line gives librbd
     #: the cephx key of the user Cinder names, as libvirt's secret does on a real compute host.
     #: Empty: no Ceph, and attaching an `rbd` volume fails as on a host without the secret.
     ceph_conf: str = ""

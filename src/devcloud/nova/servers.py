@@ -35,6 +35,8 @@ def image_sysmeta(image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, An
         sysmeta[f"image_{key}"] = str(value)[:255]
     for key in ("min_ram", "min_disk", "disk_format", "container_format"):
         value = image.get(key)
+        if key in ("min_ram", "min_disk") and value is not None:
+            value = int(value)  # a volume's image metadata holds strings (Nova's get_image_metadata_from_volume)
         if key == "min_disk":
             value = max(value or 0, flavor["disk"])
         if value is not None:
