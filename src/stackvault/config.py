@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .domain import Consistency
 from .durations import duration_seconds
 from .errors import UsageError
 
-CONSISTENCY_LEVELS = ("application", "unknown", "crash")  # strongest first, as cloud/consistency.py ranks them
+CONSISTENCY_LEVELS = tuple(c.value for c in Consistency)  # strongest first, as cloud/consistency.py ranks them
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
 

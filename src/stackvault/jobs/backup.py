@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
+from ..domain import BackupLevel
 from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
 from ..engine.manifest import BackupRecord, DiskRecord, index_key, new_backup_id
 from ..engine.pipeline import LEVELS, DiskBackup
@@ -148,7 +149,7 @@ def read_plan(ctx: JobContext, source: DiskSource, level: str, reason: str,
     return (plan, plan.info) if isinstance(plan, ReadPlan) else (None, plan)
 
 
-def back_up_files(ctx: JobContext, specs: list[str], level: str, name: str = "", tags: dict | None = None,
+def back_up_files(ctx: JobContext, specs: list[str], level: BackupLevel, name: str = "", tags: dict | None = None,
                   progress: ProgressFactory | None = None) -> BackupRecord:
     if not specs:
         raise UsageError("nothing to back up", "pass --source file:PATH")

@@ -33,6 +33,7 @@ from ..cloud.rbd import (
 from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
+from ..domain import BackupLevel, JobStatus
 from ..engine.rbdsource import RbdSource, open_rbd
 from ..engine.sources import DiskSource, RawSource
 from ..errors import DamagedRecordError, NotFoundError, SourceError, StackvaultError, UsageError
@@ -173,7 +174,7 @@ def _active_image(conn, image_id: str):
     return image if image.status == "active" else None
 
 
-def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
+def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("server", server.id, server.name)
     cloud = ctx.settings.cloud
@@ -264,7 +265,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
     return result
 
 
-def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
+def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
@@ -376,7 +377,7 @@ def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, re
         result.status = "warning" if result.status == "success" else result.status
 
 
-def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
+def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: BackupLevel,
                   progress: ProgressFactory | None = None) -> dict:
     if selection.empty():
         raise UsageError("nothing selected to back up", "pass --server, --volume, --all or --server-tag")
@@ -404,17 +405,18 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
     return report
 
 
-def overall_status(items: list[dict]) -> str:
+def overall_status(items: list[dict]) -> JobStatus:
     """One word for a job of several servers: any failure makes it partial, all of them failed."""
     statuses = {i["status"] for i in items}
-    if statuses == {"failed"}:
-        return "failed"
-    if "failed" in statuses:
-        return "partial"
-    return "warning" if "warning" in statuses else "success"
+    if statuses == {JobStatus.FAILED}:
+        return JobStatus.FAILED
+    if JobStatus.FAILED in statuses:
+        return JobStatus.PARTIAL
+    return JobStatus.WARNING if JobStatus.WARNING in statuses else JobStatus.SUCCESS
 
 
-def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:
+def back_up_jobs(ctx: JobContext, jobs: list, level: BackupLevel, connect,
+                 progress: ProgressFactory | None = None) -> dict:
     """Several `[[jobs]]` (clouds, projects) one after the other, as one report; each item names its job."""
     started = time.monotonic()
     reports = []
