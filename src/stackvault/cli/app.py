@@ -9,6 +9,7 @@ import os
 import sys
 from contextlib import ExitStack
 
+from .. import logs
 from ..engine.fileio import make_private
 from ..engine.staging import StagingLedger
 from ..errors import StackvaultError, warn
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         args = parser.parse_args(argv)
+        logs.configure(args.verbose, args.debug)
         outcome = run(args)
     except StackvaultError as exc:
         if as_json:

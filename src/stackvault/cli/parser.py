@@ -33,6 +33,10 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
     p.add_argument("--catalog", default=default, help="catalog SQLAlchemy URL (env STACKVAULT_CATALOG)")
     p.add_argument("--json", action="store_true", default=flag_default, help="machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", default=flag_default)
+    p.add_argument("-v", "--verbose", action="store_true", default=flag_default,
+                   help="log what the job does on stderr, one line per step and disk")
+    p.add_argument("--debug", action="store_true", default=flag_default,
+                   help="log more: also every cloud API call (secrets are never written)")
     p.add_argument("--wait", type=checked(seconds, "--wait"), default=default, metavar="DURATION",
                    help="wait this long for a conflicting lock to go away (seconds, or 30s, 10m, 1h)")
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")

@@ -9,6 +9,7 @@ finds it after a killed run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -41,6 +42,8 @@ from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
 from .doctor import policy_refusal
 from .quiesce_proof import prove_after_backup
+
+log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 #: Why an image-backed server's volumes are not read from Ceph: Nova snapshots only the root disk of such
@@ -191,6 +194,7 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
         volumes = definition["volumes"]
         if definition["boot"] == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
+        log.info("server %s (%s): %s consistency expected; snapshot", server.name, server.id, consistency)
         window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
@@ -238,6 +242,7 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
                 sources.append(readers.from_volume_snapshot(
                     snapshot_id, size_gb, name=dev, key=key, meta=meta,
                     why=IMAGE_BACKED_VOLUMES if ctx.settings.ceph.volume_backends else ""))
+            log.info("server %s: reading %d disks", server.name, len(sources))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
@@ -276,6 +281,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
         if note:
             notes.append(note)
         snaps.check_snapshot_quota(conn, 1, f"volume {volume.name or volume.id}")
+        log.info("volume %s (%s): snapshot", volume.name, volume.id)
         cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
                                                 name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
                                                 metadata={snaps.TEMP_KEY: job_id})
