@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
 
 #: The modules holding commands, in the order `stackvault --help` lists their commands.
-FAMILIES = ("repository", "backup", "listing", "restore", "consistency", "maintenance", "proxy")
+FAMILIES = ("repository", "backup", "listing", "history", "restore", "consistency", "maintenance", "proxy")
 
 Renderer = Callable[[dict], str]
 
