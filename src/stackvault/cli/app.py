@@ -13,6 +13,7 @@ from .. import logs
 from ..engine.fileio import make_private
 from ..engine.staging import StagingLedger
 from ..errors import StackvaultError, warn
+from ..progress import DEFAULT_INTERVAL_S, progress_display, progress_mode
 from .command import COMMANDS, EXIT_OK, Outcome
 from .invocation import Invocation
 from .parser import build_parser
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> Outcome:
         print(f"stackvault: removed {path}, left by a killed restore", file=sys.stderr)
     lock = cmd.lock_for(args)
     with ExitStack() as held:
+        interval = DEFAULT_INTERVAL_S if args.progress_interval is None else args.progress_interval
+        inv.progress = held.enter_context(progress_display(progress_mode(args.quiet, args.json), interval))
         if lock is not None:
             taken = held.enter_context(inv.ctx.lock(lock.kind, lock.job))
             if lock.warn_unlocked and taken.warning:

@@ -12,9 +12,7 @@ from functools import cached_property
 
 from ..config import Settings, load_settings, volume_backends
 from ..jobs.context import JobContext
-from ..progress import progress_factory
-
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
+from ..progress import ProgressFactory
 
 
 @dataclass
@@ -22,7 +20,7 @@ class Invocation:
     args: argparse.Namespace
     settings: Settings
     ctx: JobContext
-    progress: ProgressFactory | None
+    progress: ProgressFactory | None = None  # set by the CLI for the length of the command (progress.py)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Invocation:
@@ -40,8 +38,7 @@ class Invocation:
             settings.ceph.volume_backends = volume_backends(args.ceph_volume_backend, "--ceph-volume-backend")
         if hasattr(args, "shard"):  # backup, doctor, list
             settings.override_share(args.availability_zone, args.shard)
-        return cls(args, settings, JobContext(settings, args.passphrase_file),
-                   progress_factory(not args.quiet and not args.json))
+        return cls(args, settings, JobContext(settings, args.passphrase_file))
 
     @cached_property
     def share(self) -> dict:

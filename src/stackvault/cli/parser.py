@@ -39,6 +39,8 @@ def _global_options(p: argparse.ArgumentParser, default: object) -> None:
                    help="log more: also every cloud API call (secrets are never written)")
     p.add_argument("--wait", type=checked(seconds, "--wait"), default=default, metavar="DURATION",
                    help="wait this long for a conflicting lock to go away (seconds, or 30s, 10m, 1h)")
+    p.add_argument("--progress-interval", type=checked(seconds, "--progress-interval"), default=default,
+                   metavar="DURATION", help="off a terminal: a progress line per disk this often (default 30s)")
     p.add_argument("--os-cloud", default=default, metavar="NAME", help="clouds.yaml entry (default: OS_CLOUD / OS_*)")
     p.add_argument("--passphrase-file", default=default, metavar="PATH",
                    help="an encrypted repository's passphrase (else STACKVAULT_PASSPHRASE, else asked on a terminal)")
