@@ -73,6 +73,7 @@ def test_on_a_terminal_one_bar_per_disk_ending_on_a_clean_line(repo: Stackvault,
     assert _visible(term).endswith("\n"), f"the display leaves the cursor mid-line: {term[-80:]!r}"
     bid = re.search(r"Backup (\S+)", out)
     assert bid, out
-    rc, out, term = _on_a_terminal(repo, "restore", bid.group(1), "--disk", "b.img", "--to", f"file:{tmp_path / 'r.raw'}")
+    restored = tmp_path / "r.raw"
+    rc, out, term = _on_a_terminal(repo, "restore", bid.group(1), "--disk", "b.img", "--to", f"file:{restored}")
     assert rc == 0 and _visible(term).endswith("\n"), f"a restore leaves a stray character: {term[-80:]!r}"
-    assert (tmp_path / "r.raw").read_bytes() == b.read_bytes()
+    assert restored.read_bytes() == b.read_bytes()
