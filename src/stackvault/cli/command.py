@@ -4,6 +4,11 @@ A handler only turns parsed options into a job call. What every command shares i
 with `@command(...)` and applied by `cli.app` alone (borg's `@with_repository`, as a table): its
 options, its human renderer, the repository lock the CLI takes around it and the catalog job kind it
 is recorded under. Adding a command is one decorated function in a family module (see `FAMILIES`).
+
+`lock` is the lock of the command's whole run. The jobs that a scheduler or an API runs as well
+(backup, prune, gc, forget, verify, a file restore) take theirs inside the job function, beside
+their catalog job row, so that every face gets the same locking: those commands declare no `lock`
+here, only `recorded_as`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .invocation import Invocation
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_DAMAGED = 0, 1, 3  # the others are errors.py's, raised
 
 #: The modules holding commands, in the order `stackvault --help` lists their commands.
 FAMILIES = ("repository", "backup", "listing", "history", "restore", "consistency", "maintenance", "proxy")
