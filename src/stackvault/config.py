@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .domain import Consistency
+from .durations import duration_seconds
 from .errors import UsageError
 
-CONSISTENCY_LEVELS = ("application", "unknown", "crash")  # strongest first, as cloud/consistency.py ranks them
+CONSISTENCY_LEVELS = tuple(c.value for c in Consistency)  # strongest first, as cloud/consistency.py ranks them
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B?)\s*$", re.IGNORECASE)
 
 
@@ -67,7 +69,8 @@ def whole_number(value: object, origin: str, minimum: int = 0) -> int:
 
 
 def seconds(value: object, origin: str, positive: bool = False) -> float:
-    """A finite number of seconds, >= 0 (> 0 with `positive`); NaN and infinity are refused too."""
+    """A finite number of seconds, >= 0 (> 0 with `positive`), or a duration (`30m`, `1h`, `7d`);
+    NaN and infinity are refused too."""
     number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
@@ -75,11 +78,11 @@ def seconds(value: object, origin: str, positive: bool = False) -> float:
         try:
             number = float(value)
         except ValueError:
-            pass
+            number = duration_seconds(value)
     if number is None or not math.isfinite(number) or number < 0 or (positive and number == 0):
         bound = "> 0" if positive else ">= 0"
-        raise UsageError(f"bad value {value!r} for {origin}: not a number of seconds {bound}",
-                         f"give a number of seconds {bound}")
+        raise UsageError(f"bad value {value!r} for {origin}: not a duration {bound}",
+                         f"give seconds or a duration such as 30s, 10m, 1h, 7d ({bound})")
     return number
 
 

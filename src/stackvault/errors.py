@@ -74,7 +74,13 @@ class NotFoundError(UsageError):
 
 
 class LockedError(RepositoryError):
-    """Another job holds a lock that this one cannot share."""
+    """Another job holds a lock that this one cannot share: nothing was done, try again later.
+
+    Its own exit code, so that cron, systemd and a scheduler tell "busy, retry" from "the job failed":
+    75 is sysexits' EX_TEMPFAIL, the code mail systems and job runners already read as "try again".
+    """
+
+    exit_code = 75
 
 
 class StateError(StackvaultError):

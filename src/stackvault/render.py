@@ -121,12 +121,10 @@ def list_result(rows: list, missing: list[str], damaged: list[dict], rollback: s
 
 def listing(result: dict) -> str:
     rows = result["backups"]
-    lines = [f"{'ID':<24} {'CREATED':<25} {'NAME':<16} {'LEVEL':<12} {'SIZE':>10} {'STORED':>10} "
-             f"{'CONSISTENCY':<12} {'STATUS':<8} DISKS"]
-    for r in rows:
-        lines.append(f"{r['backup_id']:<24} {r['created']:<25} {(r['name'] or '-')[:16]:<16} {r['level']:<12} "
-                     f"{human_bytes(r['size']):>10} {human_bytes(r['bytes_stored']):>10} "
-                     f"{r['consistency'] or '-':<12} {r['status']:<8} {', '.join(r['disks'])}")
+    lines = table(["ID", "CREATED", "NAME", "LEVEL", "SIZE", "STORED", "CONSISTENCY", "STATUS", "DISKS"],
+                  [[r["backup_id"], r["created"], (r["name"] or "-")[:32], r["level"], human_bytes(r["size"]),
+                    human_bytes(r["bytes_stored"]), r["consistency"] or "-", r["status"], ", ".join(r["disks"])]
+                   for r in rows], right=frozenset({4, 5}))
     lines.append(f"{len(rows)} backups")
     lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines + interrupted_notes(result))
@@ -338,4 +336,74 @@ def cleanup(r: dict) -> str:
     if r.get("bases"):
         lines.append(f"kept {len(r['bases'])} base snapshots of the next backups (`cleanup --bases` releases them)")
     lines += [f"  could not delete {what}" for what in r.get("failed", [])]
+    return "\n".join(lines)
+
+
+def table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Lines of a table whose columns line up whatever their values' widths (`right`: the columns of
+    numbers, aligned right); the last column is not padded (no trailing blanks)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if i in right else c.ljust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(padded).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m{s:02d}s" if hours else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+def _server(job: dict) -> str:
+    return job["server"]["name"] or job["server"]["id"] if job.get("server") else "-"
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").splitlines()[0] if text else ""
+
+
+def jobs(result: dict) -> str:
+    rows = [[j["job_id"][:12], j["kind"], j["status"], j["started"], _duration(j["duration_s"]), _server(j),
+             j["policy"] or "-", j["backup_id"] or "-", _first_line(j["message"])[:80]] for j in result["jobs"]]
+    lines = table(["JOB", "KIND", "STATUS", "STARTED", "DURATION", "SERVER", "POLICY", "BACKUP", "MESSAGE"], rows,
+                  right=frozenset({4}))
+    return "\n".join([*lines, f"{len(rows)} jobs"])
+
+
+def job(j: dict) -> str:
+    lines = [f"Job {j['job_id']}",
+             f"  Kind:      {j['kind']}",
+             f"  Status:    {_STATUS.get(j['status'], j['status'])} ({j['status']})",
+             f"  Started:   {j['started']}   Finished: {j['finished'] or '-'}   Duration: {_duration(j['duration_s'])}",
+             f"  Host:      {j['host'] or '-'}"]
+    if j.get("server"):
+        lines.append(f"  Server:    {j['server']['name']} ({j['server']['id']})")
+    if j.get("policy"):
+        lines.append(f"  Policy:    {j['policy']}")
+    if j.get("backup_id"):
+        lines.append(f"  Backup:    {j['backup_id']}")
+    if j.get("error"):
+        lines.append(f"  Error:     {j['error']}")
+        lines.append(f"  Fix:       {j['fix'] or '-'}")
+    items = j.get("items") or []
+    if items:
+        lines.append(f"  Items ({len(items)}):")
+        for item in items:
+            if "disk" in item and "level" in item:
+                lines.append(f"    disk {item['disk']}: {item['level']}, {human_bytes(item['size'] or 0)}, "
+                             f"read {human_bytes(item['bytes_read'] or 0)}, "
+                             f"stored {human_bytes(item['bytes_stored'] or 0)}"
+                             + (f" ({item['reason']})" if item.get("reason") else ""))
+            elif "disk" in item:
+                lines.append(f"    disk {item['disk']}: {human_bytes(item['bytes_written'] or 0)} written to "
+                             f"{item['target'] or '-'}")
+            else:
+                lines.append(f"    backup {item['backup_id']}: {item['action']}")
+    lines += [f"  Warning:   {w}" for w in j.get("warnings", [])]
     return "\n".join(lines)

@@ -93,7 +93,7 @@ def test_a_young_unreadable_lock_is_waited_for_as_a_live_lock(repo: Stackvault, 
     planted = _plant(repo, body, 0)
     for args in (["backup", "--source", f"file:{src}"], ["verify"], ["prune", "--keep-last", "1"], ["gc"]):
         res = repo.run(*args, expect=None)
-        one_error(res, "locked", KEY, rc=1)
+        one_error(res, "locked", KEY, rc=75)
         _named(res)
     assert planted.exists(), "a young lock object is not removed"
     assert repo.list_ids() == []

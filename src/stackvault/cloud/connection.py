@@ -6,6 +6,7 @@ import openstack
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
+from .. import logs
 from ..errors import UsageError
 
 
@@ -20,7 +21,8 @@ def connect(cloud: str | None = None) -> openstack.connection.Connection:
     name = cloud or "(from OS_* environment)"
     try:
         conn = openstack.connect(cloud=cloud) if cloud else openstack.connect()
-        conn.authorize()
+        logs.keep_cloud_secrets(conn.config.config.get("auth") or {})  # --debug logs API calls: never these
+        logs.keep_secret(conn.authorize())
     except os_exc.ConfigException as exc:
         raise UsageError(f"cloud {name} is not configured: {exc}",
                          "pass --os-cloud NAME of a clouds.yaml entry, or set OS_CLOUD / OS_AUTH_URL") from None

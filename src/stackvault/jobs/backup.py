@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
+from ..domain import BackupLevel
 from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
 from ..engine.manifest import BackupRecord, DiskRecord, index_key, new_backup_id
 from ..engine.pipeline import LEVELS, DiskBackup
@@ -17,6 +19,8 @@ from ..engine.sources import DiskSource, open_source
 from ..engine.state import DiskBase
 from ..errors import StackvaultError, UsageError
 from .context import JobContext
+
+log = logging.getLogger(__name__)
 
 #: `read.why` of an rbd Incremental or Differential read in full because the list is turned off.
 CHANGED_BLOCKS_OFF = "changed-block list turned off ([ceph] changed_blocks = false or --no-changed-blocks)"
@@ -81,6 +85,8 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                         reason = f"{read_info['why']}: read in full"
                     if read_info.get("sample_mismatches"):  # the listing Ceph gave was wrong: loudly
                         warnings.append(f"disk {source.name}: {reason}")
+                log.info("backup %s: disk %s (%s, %d bytes): %s%s", backup_id, source.name, source.key,
+                         source.size, level, f" ({reason})" if reason else "")
                 cb = progress(source.name, source.size) if progress else None
                 # Object stores answer each call slowly but many at once: more workers keep uploads parallel.
                 workers = max(ctx.settings.workers, getattr(repo.backend, "parallel_calls", 1))
@@ -90,6 +96,8 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 key = index_key(backup_id, position)
                 stored = repo.put_index(key, index)
                 st = run.stats
+                log.info("backup %s: disk %s read %d bytes, stored %d, %d of %d blocks changed", backup_id,
+                         source.name, st.bytes_read, st.bytes_stored, st.blocks_changed, st.blocks_total)
                 disks.append(DiskRecord(
                     position=position, name=source.name, disk_key=source.key, size=source.size,
                     block_size=repo.config.block_size, level=level, index=key,
@@ -113,6 +121,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 duration_s=round(time.monotonic() - started, 3), stackvault_version=__version__,
             )
             repo.commit_backup(record)
+            log.info("backup %s committed: %s", backup_id, record.status)
         # The backup exists now; the state is only a cache of it, so a failure from here on is a warning.
         for disk_key, stored, bitmap in results:
             try:
@@ -148,7 +157,7 @@ def read_plan(ctx: JobContext, source: DiskSource, level: str, reason: str,
     return (plan, plan.info) if isinstance(plan, ReadPlan) else (None, plan)
 
 
-def back_up_files(ctx: JobContext, specs: list[str], level: str, name: str = "", tags: dict | None = None,
+def back_up_files(ctx: JobContext, specs: list[str], level: BackupLevel, name: str = "", tags: dict | None = None,
                   progress: ProgressFactory | None = None) -> BackupRecord:
     if not specs:
         raise UsageError("nothing to back up", "pass --source file:PATH")

@@ -9,6 +9,7 @@ finds it after a killed run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -33,6 +34,7 @@ from ..cloud.rbd import (
 from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
+from ..domain import BackupLevel, JobStatus
 from ..engine.rbdsource import RbdSource, open_rbd
 from ..engine.sources import DiskSource, RawSource
 from ..errors import DamagedRecordError, NotFoundError, SourceError, StackvaultError, UsageError
@@ -40,6 +42,8 @@ from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
 from .doctor import policy_refusal
 from .quiesce_proof import prove_after_backup
+
+log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 #: Why an image-backed server's volumes are not read from Ceph: Nova snapshots only the root disk of such
@@ -173,7 +177,7 @@ def _active_image(conn, image_id: str):
     return image if image.status == "active" else None
 
 
-def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
+def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("server", server.id, server.name)
     cloud = ctx.settings.cloud
@@ -190,6 +194,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
         volumes = definition["volumes"]
         if definition["boot"] == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
+        log.info("server %s (%s): %s consistency expected; snapshot", server.name, server.id, consistency)
         window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
@@ -237,6 +242,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
                 sources.append(readers.from_volume_snapshot(
                     snapshot_id, size_gb, name=dev, key=key, meta=meta,
                     why=IMAGE_BACKED_VOLUMES if ctx.settings.ceph.volume_backends else ""))
+            log.info("server %s: reading %d disks", server.name, len(sources))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={"server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
@@ -264,7 +270,7 @@ def back_up_server(ctx: JobContext, conn, server, level: str, job_id: str,
     return result
 
 
-def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
+def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: str,
                    progress: ProgressFactory | None) -> ItemResult:
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
@@ -275,6 +281,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: str, job_id: str,
         if note:
             notes.append(note)
         snaps.check_snapshot_quota(conn, 1, f"volume {volume.name or volume.id}")
+        log.info("volume %s (%s): snapshot", volume.name, volume.id)
         cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
                                                 name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
                                                 metadata={snaps.TEMP_KEY: job_id})
@@ -376,7 +383,7 @@ def keep_base(ctx: JobContext, conn, volume_id: str, snapshot_id: str | None, re
         result.status = "warning" if result.status == "success" else result.status
 
 
-def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
+def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: BackupLevel,
                   progress: ProgressFactory | None = None) -> dict:
     if selection.empty():
         raise UsageError("nothing selected to back up", "pass --server, --volume, --all or --server-tag")
@@ -404,17 +411,18 @@ def back_up_cloud(ctx: JobContext, conn, selection: Selection, level: str,
     return report
 
 
-def overall_status(items: list[dict]) -> str:
+def overall_status(items: list[dict]) -> JobStatus:
     """One word for a job of several servers: any failure makes it partial, all of them failed."""
     statuses = {i["status"] for i in items}
-    if statuses == {"failed"}:
-        return "failed"
-    if "failed" in statuses:
-        return "partial"
-    return "warning" if "warning" in statuses else "success"
+    if statuses == {JobStatus.FAILED}:
+        return JobStatus.FAILED
+    if JobStatus.FAILED in statuses:
+        return JobStatus.PARTIAL
+    return JobStatus.WARNING if JobStatus.WARNING in statuses else JobStatus.SUCCESS
 
 
-def back_up_jobs(ctx: JobContext, jobs: list, level: str, connect, progress: ProgressFactory | None = None) -> dict:
+def back_up_jobs(ctx: JobContext, jobs: list, level: BackupLevel, connect,
+                 progress: ProgressFactory | None = None) -> dict:
     """Several `[[jobs]]` (clouds, projects) one after the other, as one report; each item names its job."""
     started = time.monotonic()
     reports = []

@@ -8,12 +8,15 @@ need. Chunks set aside as damaged (`<id>.bad`) are unreferenced and go with the 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 from ..engine.chunks import chunk_key
 from ..errors import RepositoryError, StackvaultError
 from .context import JobContext
+
+log = logging.getLogger(__name__)
 
 
 def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
@@ -60,6 +63,8 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
+        log.info("gc: %d unreferenced chunks (%d bytes) %s, %d chunks referenced", deleted, freed,
+                 "to delete" if dry_run else "deleted", len(referenced))
         report.update(chunks_deleted=deleted, bytes_freed=freed, orphan_indexes_deleted=len(orphans),
                       temp_files_deleted=len(temps), chunks_kept=len(referenced), dry_run=dry_run)
     return report

@@ -7,6 +7,7 @@ A backup kept by any rule is kept. Chunks are freed afterwards by `gc`.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import datetime
 
@@ -16,6 +17,8 @@ from ..engine.repository import resolve_prefix
 from ..errors import UsageError
 from . import trust
 from .context import JobContext
+
+log = logging.getLogger(__name__)
 
 
 def _bucket(record: BackupRecord, rule: str) -> str:
@@ -65,6 +68,7 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
             for backup_id in removed:
                 repo.forget_backup(backup_id, "prune")
                 ctx.catalog.remove_backup(backup_id)
+        log.info("prune: %d backups kept, %d %s", len(kept), len(removed), "to forget" if dry_run else "forgotten")
         report.update(kept=sorted(kept), removed=sorted(removed), dry_run=dry_run, damaged=sorted(damaged))
     return report
 

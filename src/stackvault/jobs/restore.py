@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from ..engine.restore import DeviceTarget, FileTarget, RestoreTarget, restore_di
 from ..engine.staging import StagingLedger
 from ..errors import UsageError
 from .context import JobContext
+
+log = logging.getLogger(__name__)
 
 
 def parse_target(spec: str, fmt: str | None, force: bool, workdir: str | Path | None = None) -> RestoreTarget:
@@ -47,6 +50,7 @@ def restore(ctx: JobContext, ref: str, target: RestoreTarget, disk: str | None =
             record = repo.get_backup(backup_id)
             d = record.disk(disk)
             index = repo.get_index(d)
+            log.info("restore %s: disk %s (%d bytes) to %s", backup_id, d.name, d.size, getattr(target, "path", ""))
             cb = progress(d.name, d.size) if progress else None
             stats = restore_disk(repo, index, target, workers=ctx.settings.workers, progress=cb)
         report: dict[str, Any] = {"backup_id": backup_id, "disk": d.name, "size": d.size,
