@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("catalog", "the catalog database")
     p.add_argument("action", choices=("rebuild",))
+
+    p = cmd("run-policy", "run one [policy.NAME] of the config once, now (backup, prune, gc, verify)")
+    p.add_argument("policy", metavar="NAME")
+    cmd("server", "run the config's policies when they are due, until SIGTERM (SIGHUP reloads the config)")
     return parser
 
 
@@ -393,6 +397,10 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
 
         out = Path(args.config_out) if args.config_out else settings.workdir / "stackvault.toml"
         return recover(ctx, out, args.force, confirm=_confirmer(args.yes)), render.recovered, EXIT_OK
+    if c in ("run-policy", "server"):
+        from .service.commands import run_command
+
+        return run_command(c, args, settings, ctx)
     if c == "catalog":
         from .jobs.maintenance import rebuild_catalog
 
