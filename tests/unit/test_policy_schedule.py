@@ -125,7 +125,7 @@ def test_a_bad_policy_key_is_one_line_naming_it(tmp_path: Path, line: str, messa
 
 
 def test_a_policy_selecting_nothing_and_a_built_in_key_the_built_in_lacks_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="policy 'x' in .* selects nothing to back up"):
+    with pytest.raises(UsageError, match=r"policy 'x' in .* selects nothing to back up"):
         load_settings(str(_config(tmp_path, '[policy.x]\nschedule = "0 1 * * *"\n')))
     with pytest.raises(UsageError, match=r"unknown key 'servers' in policy 'proxy-state' .*valid keys: enabled, "):
         load_settings(str(_config(tmp_path, '[policy.proxy-state]\nservers = ["a"]\n')))
