@@ -51,6 +51,7 @@ def _wait_for(predicate, timeout: float, what: str):
         time.sleep(0.5)
 
 
+@pytest.mark.slow  # half a minute: two runs of a server, with prune, gc and verify
 def test_run_policy_backs_up_its_selection_prunes_collects_and_verifies(user, conn, cloud_objects):
     name = f"pol-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")
