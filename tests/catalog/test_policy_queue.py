@@ -1,8 +1,9 @@
 """The policy queue on SQLite and on a real PostgreSQL (`catalog_url` is parametrized).
 
 Two worker processes split one run's items exactly once; a SIGKILLed worker's item is claimed again
-once its lease has ended, and not before; a proxy takes only items of its availability zones; a slot
-makes one run however often it is queued, and one finisher finishes it.
+once its lease has ended, and not before, and so is a run a SIGKILLed proxy was finishing; a proxy
+takes only items of its availability zones; a slot makes one run however often it is queued, and one
+finisher finishes it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ WORKER = textwrap.dedent("""
     from stackvault.catalog.queue import PolicyQueue
     url, run_id, zones, hold = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "hold"
     queue = PolicyQueue(Catalog(url), "repo-1")
+    if sys.argv[4] == "finish":
+        print(json.dumps([queue.take_finished_run({"web"}).id]), flush=True)
+        time.sleep(3600)
     taken = []
     while True:
         claim = queue.claim({"web"}, zones, run_id)
@@ -47,9 +51,9 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _worker(url: str, run_id: str, zones: list[str] | None = None, hold: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WORKER, url, run_id, json.dumps(zones or []),
-                             "hold" if hold else "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def _worker(url: str, run_id: str, zones: list[str] | None = None, mode: str = "run") -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WORKER, url, run_id, json.dumps(zones or []), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=child_env())
 
 
@@ -79,7 +83,7 @@ def test_a_killed_workers_item_is_taken_over_after_its_lease(catalog_url: str, m
     queue = PolicyQueue(Catalog(catalog_url), "repo-1")
     run_id = queue.open_run("web", SLOT, "full", _items(1))
     assert run_id is not None
-    holder = _worker(catalog_url, run_id, hold=True)
+    holder = _worker(catalog_url, run_id, mode="hold")
     assert holder.stdout is not None
     assert json.loads(holder.stdout.readline()) == ["srv-x-00"]
     time.sleep(3)  # past one lease: the living holder renews it
@@ -96,7 +100,21 @@ def test_a_killed_workers_item_is_taken_over_after_its_lease(catalog_url: str, m
     row = queue.items(run_id)[0]
     assert (row.status, row.attempts, row.pid) == ("claimed", 2, os.getpid())
     queue.finish(claim, "success", {"server_id": "srv-x-00", "status": "success"})
-    assert queue.take_finished_run({"web"}) is not None
+
+    finisher = _worker(catalog_url, run_id, mode="finish")  # takes the run to finish it, and is killed
+    assert finisher.stdout is not None
+    assert json.loads(finisher.stdout.readline()) == [run_id]
+    time.sleep(3)
+    assert queue.take_finished_run({"web"}) is None  # its finisher is alive and renews its lease
+    finisher.send_signal(signal.SIGKILL)
+    finisher.wait()
+    deadline = time.monotonic() + 30
+    while (taken := queue.take_finished_run({"web"})) is None:
+        assert time.monotonic() < deadline, "the killed finisher's run was never finished by another"
+        time.sleep(0.2)
+    assert taken.id == run_id and taken.pid == os.getpid()
+    queue.complete_run(run_id, {"status": "success"})
+    assert queue.unfinished_run("web") is None
 
 
 def test_a_proxy_takes_only_items_of_its_availability_zones(catalog_url: str) -> None:

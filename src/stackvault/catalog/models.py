@@ -87,6 +87,15 @@ class PolicyRunRow(Base):
     finished: Mapped[str | None] = mapped_column(String(40), nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the catalog job recording it
     report: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The finisher's lease (catalog/leases.py): a run whose finisher was killed is finished by another.
+    host: Mapped[str | None] = mapped_column(String, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @property
+    def kind(self) -> str:  # what a lease names its holder's work by (leases.stopped)
+        return "policy"
 
 
 class PolicyItemRow(Base):

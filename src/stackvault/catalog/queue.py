@@ -4,11 +4,13 @@ Only the database's own primitives: a unique (repository, policy, slot) makes on
 many proxies find it due; on PostgreSQL a worker claims an item with `SELECT ... FOR UPDATE SKIP
 LOCKED`, so two workers never take the same one and none waits for another's; on SQLite (one proxy)
 the claiming transaction holds the write lock. A claim carries a lease renewed while the item runs,
-as a running job row's (`leases`): when a killed proxy's lease ends, its item is claimed again.
+as a running job row's (`leases`): when a killed proxy's lease ends, its item is claimed again, and a
+run it was finishing is finished by another.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..engine.repository import hostname
 from . import leases
 from .models import PolicyItemRow, PolicyRunRow
 from .store import Catalog
@@ -50,6 +53,7 @@ class PolicyQueue:
     def __init__(self, catalog: Catalog, repo_id: str) -> None:
         self.catalog, self.repo_id = catalog, repo_id
         self._heartbeat = leases.Heartbeat(self._renew)
+        self._finishing = leases.Heartbeat(self._renew_runs)
 
     # -- runs ------------------------------------------------------------------------------------
     def open_run(self, policy: str, slot: datetime, level: str, items: list[QueueItem],
@@ -113,27 +117,39 @@ class PolicyQueue:
                                   .order_by(PolicyItemRow.id)))
 
     def take_finished_run(self, policies: set[str], run_id: str | None = None) -> PolicyRunRow | None:
-        """A queued run of `policies` whose items are all done, now `finishing` and this caller's to
-        finish (prune, gc, verify, its job row): a conditional update, so exactly one proxy gets it."""
+        """A run of `policies` whose items are all done, now `finishing` under this process's lease and
+        its to finish (prune, gc, verify, its job row): a queued one, or one whose finisher was killed.
+        The change is conditional on what was read, so exactly one proxy gets each."""
+        now = time.time()
         open_items = select(PolicyItemRow.id).where(PolicyItemRow.run_id == PolicyRunRow.id,
                                                     PolicyItemRow.status != DONE).exists()
-        q = select(PolicyRunRow).where(PolicyRunRow.repo_id == self.repo_id, PolicyRunRow.status == QUEUED,
-                                       PolicyRunRow.policy.in_(policies), ~open_items)
+        q = select(PolicyRunRow).where(PolicyRunRow.repo_id == self.repo_id, PolicyRunRow.policy.in_(policies),
+                                       or_(PolicyRunRow.status == QUEUED,
+                                           (PolicyRunRow.status == FINISHING) & (PolicyRunRow.lease_expires < now)),
+                                       ~open_items)
         if run_id is not None:
             q = q.where(PolicyRunRow.id == run_id)
         with self.catalog.session() as s, s.begin():
             for row in s.scalars(q.order_by(PolicyRunRow.created)):
-                done = s.execute(update(PolicyRunRow).where(PolicyRunRow.id == row.id, PolicyRunRow.status == QUEUED)
-                                 .values(status=FINISHING))
+                if row.status == FINISHING and not leases.stopped(row, now):
+                    continue
+                held = PolicyRunRow.lease_expires.is_(None) if row.lease_expires is None \
+                    else PolicyRunRow.lease_expires == row.lease_expires
+                done = s.execute(update(PolicyRunRow).where(PolicyRunRow.id == row.id,
+                                                            PolicyRunRow.status == row.status, held)
+                                 .values(status=FINISHING, host=hostname(), pid=os.getpid(),
+                                         heartbeat=leases.iso(now), lease_expires=now + leases.lease_s()))
                 if done.rowcount == 1:  # type: ignore[attr-defined]  # a CursorResult
+                    self._finishing.add(row.id)
                     row.status = FINISHING
                     return row
         return None
 
     def complete_run(self, run_id: str, report: dict) -> None:
+        self._finishing.discard(run_id)
         with self.catalog.session() as s, s.begin():
             s.execute(update(PolicyRunRow).where(PolicyRunRow.id == run_id)
-                      .values(status=DONE, finished=_now(), report=report))
+                      .values(status=DONE, finished=_now(), report=report, lease_expires=None))
 
     # -- items -----------------------------------------------------------------------------------
     def claim(self, policies: set[str], availability_zones: list[str], run_id: str | None = None) -> Claim | None:
@@ -182,6 +198,11 @@ class PolicyQueue:
             return s.scalar(select(func.count()).select_from(PolicyItemRow)
                             .join(PolicyRunRow, PolicyRunRow.id == PolicyItemRow.run_id)
                             .where(PolicyRunRow.repo_id == self.repo_id, PolicyItemRow.status == QUEUED)) or 0
+
+    def _renew_runs(self, run_ids: set[str], now: float) -> None:
+        with self.catalog.session() as s, s.begin():
+            s.execute(update(PolicyRunRow).where(PolicyRunRow.id.in_(run_ids), PolicyRunRow.status == FINISHING)
+                      .values(heartbeat=leases.iso(now), lease_expires=now + leases.lease_s()))
 
     def _renew(self, item_ids: set[str], now: float) -> None:
         with self.catalog.session() as s, s.begin():

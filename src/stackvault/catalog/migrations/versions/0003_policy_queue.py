@@ -32,6 +32,10 @@ def upgrade() -> None:
         sa.Column("finished", sa.String(40), nullable=True),
         sa.Column("job_id", sa.String(40), nullable=True),
         sa.Column("report", sa.JSON(), nullable=False),
+        sa.Column("host", sa.String(), nullable=True),
+        sa.Column("pid", sa.Integer(), nullable=True),
+        sa.Column("heartbeat", sa.String(40), nullable=True),
+        sa.Column("lease_expires", sa.Float(), nullable=True),
         sa.UniqueConstraint("repo_id", "policy", "slot", name="uq_policy_runs_slot"),
     )
     op.create_table(
