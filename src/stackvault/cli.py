@@ -13,7 +13,6 @@ from typing import NoReturn
 from . import __version__, render
 from .config import (
     CONSISTENCY_LEVELS,
-    Retention,
     Settings,
     compression_level,
     load_settings,
@@ -371,11 +370,13 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
 
         return accept(ctx), render.trust_accepted, EXIT_OK
     if c == "prune":
+        from dataclasses import replace
+
         from .jobs.prune import prune
 
-        policy = Retention(**{f"keep_{r}": getattr(args, f"keep_{r}") if getattr(args, f"keep_{r}") is not None
-                              else getattr(settings.retention, f"keep_{r}")
-                              for r in ("last", "daily", "weekly", "monthly")})
+        policy = replace(settings.retention, **{f"keep_{r}": getattr(args, f"keep_{r}") for r in
+                                                ("last", "daily", "weekly", "monthly")
+                                                if getattr(args, f"keep_{r}") is not None})
         return prune(ctx, policy, args.dry_run), render.prune, EXIT_OK
     if c == "gc":
         from .jobs.gc import gc

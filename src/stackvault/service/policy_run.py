@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from ..catalog.queue import FINISHING, Claim, PolicyQueue, QueueItem
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
@@ -33,7 +34,7 @@ from .schedule import plan_level, verify_part
 #: raises is the hook's fault and never changes the run.
 run_finished_hooks: list[Callable[[dict], None]] = []
 
-Connect = Callable[[str | None], object]  # cloud.connection.connect
+Connect = Callable[[str | None], Any]  # cloud.connection.connect: an openstacksdk Connection
 
 
 def queue_name(policy: Policy) -> str:
@@ -91,12 +92,12 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
     job_ctx.settings = dataclasses.replace(ctx.settings, cloud=cloud)
     item = claim.item
     try:
-        conn: object = connect(policy.os_cloud or cloud.os_cloud)
+        conn = connect(policy.os_cloud or cloud.os_cloud)
         if item.kind == "server":
-            found = conn.compute.get_server(item.item_id)  # type: ignore[attr-defined]  # a Connection
+            found = conn.compute.get_server(item.item_id)
             result = back_up_server(job_ctx, conn, found, claim.level, claim.run_id, None)
         else:
-            found = conn.block_storage.get_volume(item.item_id)  # type: ignore[attr-defined]  # a Connection
+            found = conn.block_storage.get_volume(item.item_id)
             result = back_up_volume(job_ctx, conn, found, claim.level, claim.run_id, None)
         report = result.to_dict()
     except Exception as exc:  # noqa: BLE001 - gone since it was queued, cloud unreachable: this item fails, not the run

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from ..catalog.queue import Claim, PolicyQueue
-from ..config import Settings
+from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
 from . import systemd
@@ -117,7 +117,7 @@ class PolicyServer:
                 finishing.add(finisher.submit(_finish_safely, ctx, queue, policies[run.policy], run.id))
 
 
-def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy, run_id: str) -> dict:
+def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
     """`finish_run`, and a run closed as failed when it cannot be (else the policy would never run again)."""
     try:
         return finish_run(ctx, queue, policy, run_id)
