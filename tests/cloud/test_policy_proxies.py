@@ -93,9 +93,13 @@ servers = ["{tag}-*"]
         second, items = _wait_for(lambda: [r for r in _web_runs(url) if r[0].id == claimed.run_id
                                            and r[0].status == "done"], 180, "the second run to finish")[0]
         taken_over = next(i for i in items if i.id == claimed.id)
-        assert (taken_over.result, taken_over.attempts, taken_over.pid) == ("success", 2, servers[1].pid)
-        assert {i.result for i in items} == {"success"} and len(items) == 4
-        assert second.report["status"] == "success", second.report
+        assert (taken_over.attempts, taken_over.pid) == (2, servers[1].pid)
+        assert {i.result for i in items} <= {"success", "warning"} and len(items) == 4
+        assert second.report["status"] in ("success", "warning"), second.report
+        # Each proxy has its own working state: a server the other proxy backed up last time is read
+        # against a base rebuilt from the repository, which is said, and is no failure.
+        warnings = [w for i in items for w in i.report.get("warnings", [])]
+        assert all("rebuilt from" in w for w in warnings), warnings
     finally:
         for server in servers:
             if server.poll() is None:
