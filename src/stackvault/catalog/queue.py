@@ -101,8 +101,9 @@ class PolicyQueue:
         return datetime.fromisoformat(runs[-1].slot) if runs else None
 
     def last_full(self, policy: str) -> datetime | None:
-        """The slot of the policy's newest run at level full (queued ones count: it is planned)."""
-        fulls = [r for r in self.runs(policy) if r.level == "full"]
+        """The slot of the policy's newest run at level full that did not fail outright (an unfinished
+        one counts: it is planned), so that a failed Full is followed by another."""
+        fulls = [r for r in self.runs(policy) if r.level == "full" and r.report.get("status") != "failed"]
         return datetime.fromisoformat(fulls[-1].slot) if fulls else None
 
     def get_run(self, run_id: str) -> PolicyRunRow:
