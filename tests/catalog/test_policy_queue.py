@@ -144,5 +144,10 @@ def test_one_run_per_policy_at_a_time_and_one_finisher(catalog_url: str) -> None
     assert queue.take_finished_run({"web"}) is None
     queue.complete_run(run_id, {"status": "success"})
     assert queue.last_slot("web") == SLOT and queue.last_full("web") == SLOT
-    assert queue.open_run("web", SLOT.replace(hour=3), "incremental", []) is not None
+    later = queue.open_run("web", SLOT.replace(hour=3), "full", [])
+    assert later is not None
+    assert queue.last_full("web") == SLOT.replace(hour=3)  # planned: the next run must not be a Full too
+    queue.complete_run(later, {"status": "failed"})
+    assert queue.last_full("web") == SLOT  # a failed Full is followed by another
+    assert queue.last_slot("web") == SLOT.replace(hour=3)
 
