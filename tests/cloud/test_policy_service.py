@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -138,3 +139,44 @@ servers = ["{name}"]
     assert all(r.status == "done" for r in _runs(user))
     leftovers = user.run("cleanup", "--dry-run").data
     assert not (leftovers["images"] or leftovers["snapshots"] or leftovers["volumes"]), leftovers
+
+
+@pytest.mark.slow
+def test_a_restarted_server_catches_up_the_slots_it_missed_once(user, conn, cloud_objects):
+    name = f"cat-{uuid.uuid4().hex[:6]}"
+    _boot(conn, cloud_objects, name, "sv-noagent")
+    user.config.write_text(user.config.read_text() + f'''
+[policy.web]
+schedule = "* * * * * */20"
+servers = ["{name}"]
+''')
+
+    def serve() -> subprocess.Popen[str]:
+        return subprocess.Popen(user.argv(["server"], json_out=False), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=user.env(), start_new_session=True)
+
+    def web_runs() -> list[PolicyRunRow]:
+        return [r for r in _runs(user) if r.policy == "web"]
+
+    server = serve()
+    try:
+        _wait_for(lambda: [r for r in web_runs() if r.status == "done"], 120, "a first run")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=300)
+    assert server.returncode == 0
+    stopped = datetime.now().astimezone()
+    before = len(web_runs())
+    time.sleep(45)  # two slots or more pass with no server
+    while datetime.now().second % 20 != 1:  # restart just after a slot: the next one is 19 s away
+        time.sleep(0.2)
+    restarted = datetime.now().astimezone()
+    server = serve()
+    try:
+        caught_up = _wait_for(lambda: web_runs()[before:], 60, "the catch-up run")[0]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=300)
+    slot = datetime.fromisoformat(caught_up.slot)
+    # At once, for the newest missed slot (not the first one, nor the next slot to come): one run for all.
+    assert stopped + timedelta(seconds=20) < slot <= restarted, (stopped, slot, restarted)
