@@ -40,7 +40,7 @@ class QueueItem:
 
 @dataclass(frozen=True)
 class Claim:
-    """An item a worker of this process holds (its lease renewed until `finish` or `release`)."""
+    """An item a worker of this process holds (its lease renewed until `finish`)."""
 
     id: int
     run_id: str
@@ -185,13 +185,6 @@ class PolicyQueue:
         with self.catalog.session() as s, s.begin():
             s.execute(update(PolicyItemRow).where(PolicyItemRow.id == claim.id)
                       .values(status=DONE, result=result, report=report, lease_expires=None))
-
-    def release(self, claim: Claim) -> None:
-        """Give an item back untouched (a stopping server that had not begun it)."""
-        self._heartbeat.discard(str(claim.id))
-        with self.catalog.session() as s, s.begin():
-            s.execute(update(PolicyItemRow).where(PolicyItemRow.id == claim.id, PolicyItemRow.status == CLAIMED)
-                      .values(status=QUEUED, lease_expires=None, host=None, pid=None))
 
     def depth(self) -> int:
         """Items waiting in queued runs (for the server's log, and for metrics)."""
