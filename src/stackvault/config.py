@@ -128,12 +128,17 @@ def default_workdir() -> Path:
 @dataclass
 class Retention:
     keep_last: int = 0
+    keep_hourly: int = 0
     keep_daily: int = 0
     keep_weekly: int = 0
     keep_monthly: int = 0
+    keep_yearly: int = 0
+    #: Seconds: every backup made within this long of the newest one is kept (restic's --keep-within).
+    keep_within: float = 0.0
 
     def any(self) -> bool:
-        return any((self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly))
+        return any((self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly,
+                    self.keep_yearly, self.keep_within))
 
 
 @dataclass
@@ -205,6 +210,8 @@ class Settings:
     cloud: CloudSettings = field(default_factory=CloudSettings)
     ceph: CephSettings = field(default_factory=CephSettings)
     jobs: list[CloudJob] = field(default_factory=list)
+    #: `[policy.NAME]` tables, by name; the built-in proxy-state policy is always there (maybe disabled).
+    policies: dict[str, Policy] = field(default_factory=lambda: {PROXY_STATE_POLICY: proxy_state_policy()})
     config_path: Path | None = None
     #: Refuse plain repositories (and so a plain `config` planted by the store): docs/encryption.md.
     require_encryption: bool = False
@@ -291,13 +298,16 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 setattr(getattr(settings, key), sub, _section_value(key, sub, subvalue, path))
         elif key in _TOP_KEYS:
             _set(settings, key, value, f"{key} in {path}")
+        elif key == "policy" and isinstance(value, dict):
+            for name, entry in value.items():
+                settings.policies[name] = _policy(name, entry, path)
         elif key == "jobs" and isinstance(value, list):
             settings.jobs = [_cloud_job(entry, n, path) for n, entry in enumerate(value, 1)]
             names = [j.name for j in settings.jobs]
             if len(set(names)) != len(names):
                 raise UsageError(f"two [[jobs]] in {path} have the same name", "give each job its own name")
         else:
-            valid = sorted(_TOP_KEYS | {f"[{s}]" for s in _SECTIONS} | {"[[jobs]]"})
+            valid = sorted(_TOP_KEYS | {f"[{s}]" for s in _SECTIONS} | {"[[jobs]]", "[policy.NAME]"})
             raise UsageError(f"unknown key {key!r} in {path}", f"valid keys: {', '.join(valid)}")
 
 
@@ -329,6 +339,8 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
     origin = f"{section}.{key} in {path}"
     if (section, key) == ("ceph", "verify_sample"):
         return sample_share(value, origin)
+    if (section, key) == ("retention", "keep_within"):
+        return seconds(value, origin)
     if (section, key) == ("ceph", "volume_backends"):
         return volume_backends(value, origin)
     if kind in (int, "int"):
@@ -349,6 +361,127 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
     if kind in (bool, "bool") and not isinstance(value, bool):
         raise UsageError(f"{origin} must be true or false", "write true or false, unquoted")
     return value
+
+
+# -- policies of `stackvault server` and `stackvault run-policy` (docs/service.md) ---------------------------
+
+#: The built-in policy: the proxy's own working state and config, saved daily (`stackvault state backup`).
+PROXY_STATE_POLICY = "proxy-state"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+@dataclass
+class Policy:
+    """One `[policy.NAME]`: what to back up, when, at which level, how long to keep it, what to check."""
+
+    name: str
+    #: A cron expression (five fields; a sixth gives seconds), in the proxy's local time.
+    schedule: str = "0 2 * * *"
+    enabled: bool = True
+    # The selection, as [[jobs]] and `backup` take it.
+    os_cloud: str | None = None
+    project: str | None = None
+    servers: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    all: bool = False
+    server_tags: list[str] = field(default_factory=list)
+    server_metadata: dict[str, str] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+    availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
+    # The level plan: a Full on `full_on` days or when the last Full is `full_every_days` old, `level` otherwise.
+    level: str = "incremental"  # incremental | differential: what runs between Fulls
+    full_on: list[str] = field(default_factory=list)  # weekdays: mon .. sun
+    full_every_days: int = 0  # 0: no Full forced by age
+    retention: Retention = field(default_factory=Retention)  # nothing set: the policy forgets nothing
+    gc: bool = True  # after a run whose retention forgot backups
+    require_consistency: str | None = None  # None: [cloud] require_consistency
+    #: Per run, deep-verify this percentage of the repository's chunks, a different share each run, so
+    #: that every chunk is read within 100/percentage runs; 0: no verify.
+    verify_sample_percent: float = 0.0
+
+    @property
+    def builtin(self) -> bool:
+        return self.name == PROXY_STATE_POLICY
+
+    def selects_anything(self) -> bool:
+        return bool(self.servers or self.volumes or self.all or self.server_tags or self.server_metadata)
+
+
+def proxy_state_policy() -> Policy:
+    """The built-in policy, on by default: a daily Full of this proxy's working state and config."""
+    return Policy(PROXY_STATE_POLICY, schedule="30 3 * * *", level="full")
+
+
+_POLICY_LISTS = ("servers", "volumes", "server_tags", "exclude", "availability_zones", "full_on")
+_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency")
+_POLICY_KEYS = {f.name for f in fields(Policy)} - {"name"}
+#: What the built-in policy takes: it backs up this proxy's state, not servers.
+_BUILTIN_KEYS = {"schedule", "enabled"}
+
+
+def cron_schedule(value: object, origin: str) -> str:
+    """A cron expression croniter accepts: five fields, or six with seconds last."""
+    from croniter import croniter
+
+    if not isinstance(value, str) or len(value.split()) not in (5, 6) or not croniter.is_valid(value):
+        raise UsageError(f"bad value {value!r} for {origin}: not a cron expression",
+                         'write five fields (minute hour day month weekday), e.g. "0 2 * * *" for 02:00 daily')
+    return value
+
+
+def _policy(name: str, entry: object, path: Path) -> Policy:
+    where = f"policy {name!r} in {path}"
+    if not isinstance(entry, dict):
+        raise UsageError(f"{where} is not a table", f"write it as [policy.{name}] with its keys below")
+    valid = _BUILTIN_KEYS if name == PROXY_STATE_POLICY else _POLICY_KEYS
+    policy = proxy_state_policy() if name == PROXY_STATE_POLICY else Policy(name)
+    for key, value in entry.items():
+        origin = f"{key} of {where}"
+        if key not in valid:
+            raise UsageError(f"unknown key {key!r} in {where}", f"valid keys: {', '.join(sorted(valid))}")
+        if key == "schedule":
+            value = cron_schedule(value, origin)
+        elif key in _POLICY_STRINGS and not isinstance(value, str):
+            raise UsageError(f"{origin} must be a string", "quote the value")
+        elif key in _POLICY_LISTS and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise UsageError(f"{origin} must be a list of strings", 'write e.g. ["a", "b"]')
+        elif key in ("all", "gc", "enabled") and not isinstance(value, bool):
+            raise UsageError(f"{origin} must be true or false", "write true or false, unquoted")
+        elif key == "server_metadata" and (not isinstance(value, dict)
+                                           or not all(isinstance(v, str) for v in value.values())):
+            raise UsageError(f"{origin} must be a table of strings", 'write e.g. { backup = "yes" }')
+        elif key == "full_every_days":
+            value = whole_number(value, origin)
+        elif key == "verify_sample_percent":
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100):
+                raise UsageError(f"bad value {value!r} for {origin}: not a percentage from 0 to 100",
+                                 "write e.g. 10 to read a tenth of the chunks per run, all of them in ten runs")
+            value = float(value)
+        elif key == "retention":
+            value = _policy_retention(value, origin)
+        if key == "level" and value not in ("incremental", "differential"):
+            raise UsageError(f"{origin} must be incremental or differential",
+                             "Fulls come from full_on and full_every_days; level is what runs between them")
+        if key == "require_consistency" and value not in CONSISTENCY_LEVELS:
+            raise UsageError(f"{origin} must be one of {', '.join(CONSISTENCY_LEVELS)}", "fix the value")
+        if key == "full_on" and not set(value) <= set(WEEKDAYS):
+            raise UsageError(f"{origin} names a day that is not one of {', '.join(WEEKDAYS)}", 'write e.g. ["sun"]')
+        setattr(policy, key, value)
+    if not policy.builtin and policy.enabled and not policy.selects_anything():
+        raise UsageError(f"{where} selects nothing to back up",
+                         "add servers, volumes, all = true, server_tags or server_metadata")
+    return policy
+
+
+def _policy_retention(value: object, origin: str) -> Retention:
+    if not isinstance(value, dict):
+        raise UsageError(f"{origin} must be a table", "write e.g. retention = { keep_daily = 7, keep_weekly = 4 }")
+    retention = Retention()
+    for key, count in value.items():
+        if key not in {f.name for f in fields(Retention)}:
+            raise UsageError(f"unknown key {key!r} in {origin}",
+                             f"valid keys: {', '.join(f.name for f in fields(Retention))}")
+        setattr(retention, key, seconds(count, f"{key} of {origin}") if key == "keep_within"
+                else whole_number(count, f"{key} of {origin}"))
+    return retention
 
 
 #: Whole-number settings that 0 would break ([cloud] parallel = 0 would back up no server at all).

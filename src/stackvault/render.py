@@ -407,3 +407,37 @@ def job(j: dict) -> str:
                 lines.append(f"    backup {item['backup_id']}: {item['action']}")
     lines += [f"  Warning:   {w}" for w in j.get("warnings", [])]
     return "\n".join(lines)
+
+
+def policy_run(report: dict) -> str:
+    """`run-policy`: the run's status and level, then each item and the maintenance that followed."""
+    lines = [f"Policy {report['policy']}: {report['status']} ({report['level']}, run for {report['slot']})"]
+    for item in report.get("servers", []) + report.get("volumes", []):
+        kind = "server" if "server_id" in item else "volume"
+        line = f"  {kind} {item.get('name')}: {item['status']}"
+        if item.get("backup_id"):
+            line += f", backup {item['backup_id']} ({item.get('level')})"
+        if item.get("error"):
+            line += f": {item['error']}"
+        lines.append(line)
+    if report.get("error"):
+        lines.append(f"  error: {report['error']}")
+    if "prune" in report:
+        pruned = report["prune"]
+        lines.append(f"  prune: {pruned['error']}" if "error" in pruned
+                     else f"  prune: {len(pruned['removed'])} forgotten, {pruned['kept']} kept")
+    if "gc" in report:
+        collected = report["gc"]
+        lines.append(f"  gc: {collected.get('error') or str(collected.get('chunks_deleted')) + ' chunks deleted'}")
+    if "verify" in report:
+        verified = report["verify"]
+        lines.append(f"  verify: {verified.get('error') or verified['status']}"
+                     + (f" ({verified.get('chunks_read')} chunks read, share {verified['sample']})"
+                        if verified.get("sample") else ""))
+    if "state" in report:
+        lines.append(f"  proxy state: {report['state'].get('error') or 'saved as ' + report['state']['state_id']}")
+    return "\n".join(lines)
+
+
+def server_stopped(result: dict) -> str:
+    return f"stackvault server stopped after finishing {result['runs_finished']} runs"

@@ -18,7 +18,10 @@ from datetime import UTC, datetime
 from ..config import seconds
 from ..engine.locks import LEASE_S, LockInfo
 from ..engine.repository import hostname
-from .models import JobRow
+from .models import JobRow, PolicyItemRow, PolicyRunRow
+
+#: What holds a lease: a running job, a claimed policy item, a policy run being finished.
+Leased = JobRow | PolicyItemRow | PolicyRunRow
 
 #: Shortens the lease (seconds) for tests; refreshes come four times per lease.
 LEASE_ENV = "STACKVAULT_JOB_LEASE_S"
@@ -34,17 +37,17 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
-def stamp(row: JobRow, now: float) -> None:
+def stamp(row: Leased, now: float) -> None:
     """Mark `row` as held by this process until one lease from `now`."""
     row.host, row.pid = hostname(), os.getpid()
     row.heartbeat, row.lease_expires = iso(now), now + lease_s()
 
 
-def stopped(row: JobRow, now: float) -> bool:
+def stopped(row: Leased, now: float) -> bool:
     """A running row whose holder is gone; rows made before leases existed have no lease and never are."""
     if row.lease_expires is None or row.host is None or row.pid is None:
         return False
-    return not LockInfo("", row.kind, row.host, row.pid, row.id, row.lease_expires).alive(now)
+    return not LockInfo("", row.kind, row.host, row.pid, str(row.id), row.lease_expires).alive(now)
 
 
 def interruption(row: JobRow) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -68,3 +68,53 @@ class DiskRow(Base):
     blocks_total: Mapped[int] = mapped_column(BigInteger, default=0)
     blocks_changed: Mapped[int] = mapped_column(BigInteger, default=0)
     backup: Mapped[BackupRow] = relationship(back_populates="disks")
+
+
+class PolicyRunRow(Base):
+    """One due run of a scheduling policy: made once per (repository, policy, slot) whichever proxy
+    sees it due first; its items are the queue that every proxy's workers take from."""
+
+    __tablename__ = "policy_runs"
+    __table_args__ = (UniqueConstraint("repo_id", "policy", "slot", name="uq_policy_runs_slot"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    repo_id: Mapped[str] = mapped_column(String(40), index=True)
+    policy: Mapped[str] = mapped_column(String(200), index=True)
+    slot: Mapped[str] = mapped_column(String(40))  # the schedule's time this run is for, ISO with offset
+    level: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))  # queued -> finishing -> done
+    created: Mapped[str] = mapped_column(String(40))
+    finished: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the catalog job recording it
+    report: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The finisher's lease (catalog/leases.py): a run whose finisher was killed is finished by another.
+    host: Mapped[str | None] = mapped_column(String, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @property
+    def kind(self) -> str:  # what a lease names its holder's work by (leases.stopped)
+        return "policy"
+
+
+class PolicyItemRow(Base):
+    """One server or volume of a run: queued, claimed by one proxy's worker under a lease, then done."""
+
+    __tablename__ = "policy_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("policy_runs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # server | volume
+    item_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String, default="")
+    availability_zone: Mapped[str | None] = mapped_column(String, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # queued | claimed | done
+    result: Mapped[str | None] = mapped_column(String(20), nullable=True)  # the item's backup status
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The claim's lease, as a running job row's (catalog/leases.py).
+    host: Mapped[str | None] = mapped_column(String, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)

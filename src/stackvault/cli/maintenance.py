@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from .. import render
-from ..config import Retention, seconds, whole_number
+from ..config import seconds, whole_number
 from ..errors import UsageError
 from .command import EXIT_DAMAGED, EXIT_FAILED, EXIT_OK, Outcome, command
 from .invocation import Invocation
@@ -78,9 +79,9 @@ def _prune_arguments(p: argparse.ArgumentParser) -> None:
 def prune(inv: Invocation) -> Outcome:
     from ..jobs.prune import prune as prune_backups
 
-    args, retention = inv.args, inv.settings.retention
-    policy = Retention(**{f"keep_{r}": getattr(args, f"keep_{r}") if getattr(args, f"keep_{r}") is not None
-                          else getattr(retention, f"keep_{r}") for r in _RULES})
+    args = inv.args  # the options override the config's [retention] rule by rule (keep_within etc. stay)
+    policy = replace(inv.settings.retention, **{f"keep_{r}": getattr(args, f"keep_{r}") for r in _RULES
+                                                if getattr(args, f"keep_{r}") is not None})
     return Outcome(prune_backups(inv.ctx, policy, args.dry_run))
 
 

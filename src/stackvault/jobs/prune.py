@@ -1,15 +1,17 @@
 """The prune job: forget backups the retention policy does not keep, per backed-up disk set.
 
 Buckets work as restic's `forget`: keep-last N keeps the N newest; keep-daily N keeps the newest
-backup of each of the N most recent days that have backups; likewise weekly (ISO weeks) and monthly.
-A backup kept by any rule is kept. Chunks are freed afterwards by `gc`.
+backup of each of the N most recent days that have backups; likewise hourly, weekly (ISO weeks),
+monthly and yearly; keep-within keeps every backup made within that long of the newest one. A backup
+kept by any rule is kept. Chunks are freed afterwards by `gc`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from ..config import Retention
 from ..engine.manifest import BackupRecord
@@ -23,11 +25,15 @@ log = logging.getLogger(__name__)
 
 def _bucket(record: BackupRecord, rule: str) -> str:
     t = datetime.fromisoformat(record.created)
+    if rule == "hourly":
+        return t.strftime("%Y-%m-%dT%H")
     if rule == "daily":
         return t.strftime("%Y-%m-%d")
     if rule == "weekly":
         year, week, _ = t.isocalendar()
         return f"{year}-W{week:02d}"
+    if rule == "yearly":
+        return t.strftime("%Y")
     return t.strftime("%Y-%m")
 
 
@@ -35,8 +41,11 @@ def choose_kept(records: list[BackupRecord], policy: Retention) -> set[str]:
     """Ids kept from `records` (one disk set, any order)."""
     newest_first = sorted(records, key=lambda r: r.backup_id, reverse=True)
     kept = {r.backup_id for r in newest_first[: policy.keep_last]}
-    for rule, count in (("daily", policy.keep_daily), ("weekly", policy.keep_weekly),
-                        ("monthly", policy.keep_monthly)):
+    if policy.keep_within and newest_first:
+        since = datetime.fromisoformat(newest_first[0].created) - timedelta(seconds=policy.keep_within)
+        kept |= {r.backup_id for r in newest_first if datetime.fromisoformat(r.created) >= since}
+    for rule, count in (("hourly", policy.keep_hourly), ("daily", policy.keep_daily), ("weekly", policy.keep_weekly),
+                        ("monthly", policy.keep_monthly), ("yearly", policy.keep_yearly)):
         seen: list[str] = []
         for r in newest_first:
             if len(seen) >= count:
@@ -48,7 +57,10 @@ def choose_kept(records: list[BackupRecord], policy: Retention) -> set[str]:
     return kept
 
 
-def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
+def prune(ctx: JobContext, policy: Retention, dry_run: bool = False,
+          only: Callable[[BackupRecord], bool] | None = None) -> dict:
+    """Forget what `policy` does not keep; with `only`, among the backups it accepts alone (a
+    scheduling policy's retention governs its own servers' backups, not the whole repository's)."""
     if not policy.any():
         raise UsageError("no retention rule given: prune would delete every backup",
                          "pass --keep-last/--keep-daily/--keep-weekly/--keep-monthly or set [retention] in the config")
@@ -57,6 +69,8 @@ def prune(ctx: JobContext, policy: Retention, dry_run: bool = False) -> dict:
         groups: dict[tuple[str, ...], list[BackupRecord]] = defaultdict(list)
         records, damaged = repo.scan()  # a damaged record is kept: only `forget` removes it, by name
         for record in records:
+            if only is not None and not only(record):
+                continue
             groups[tuple(sorted(d.disk_key for d in record.disks))].append(record)
         kept: list[str] = []
         removed: list[str] = []

@@ -3,6 +3,11 @@ intact (chunks re-hashed with --deep)? Does the repository still hold every back
 
 Each damaged object is named and the rest is still checked; a damaged chunk is set aside
 (`Repository.load_block`) so that the next Full backup stores it again.
+
+A sampled deep verify (`sample=(part, parts)`) re-hashes only the chunks whose digest falls in share
+`part` of `parts`: a scheduling policy passes its run number, so that `parts` runs read every chunk
+once (as kopia's percentage and borg's --max-duration spread a full read over several runs); the
+others are still checked for presence.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class VerifyResult:
     missing_backups: list[str] = field(default_factory=list)
     unchecked_records: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sample: tuple[int, int] | None = None  # (part, parts) of the chunks re-hashed; None: all of them
+    chunks_read: int = 0
 
     @property
     def ok(self) -> bool:
@@ -48,6 +55,8 @@ class VerifyResult:
             "ok": self.ok,
             "backups_checked": self.backups_checked,
             "chunks_checked": self.chunks_checked,
+            "chunks_read": self.chunks_read,
+            **({"sample": f"{self.sample[0] + 1}/{self.sample[1]}"} if self.sample else {}),
             "bad_chunks": [{"chunk": c, "problem": p, "backups": sorted(self.affected[c])}
                            for c, p in sorted(self.bad_chunks.items())],
             "bad_indexes": self.bad_indexes,
@@ -61,10 +70,16 @@ class VerifyResult:
         }
 
 
+def sample_part(digest: bytes, parts: int) -> int:
+    """Which of `parts` shares a chunk is in: its digest is uniform, so each share holds 1/parts."""
+    return int.from_bytes(digest[:8], "big") % parts
+
+
 def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
-           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> VerifyResult:
+           progress: Callable[[str, int], Callable[[int], None]] | None = None,
+           sample: tuple[int, int] | None = None) -> VerifyResult:
     repo = ctx.repo
-    result = VerifyResult()
+    result = VerifyResult(sample=sample if deep else None)
     with ctx.lock("read", "verify") as lock:
         if lock.warning:
             result.warnings.append(lock.warning)
@@ -83,7 +98,15 @@ def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
             for i, digest in index.data_blocks():
                 needed.setdefault(digest, index.block_length(i))
         result.chunks_checked = len(needed)
+        if deep and sample is not None:
+            present = {o.key for o in repo.backend.list("chunks/")}
+            for digest in needed:
+                if chunk_key(digest) not in present:
+                    result.bad_chunks[digest.hex()] = MISSING
+            needed = {d: n for d, n in needed.items() if sample_part(d, sample[1]) == sample[0] and
+                      d.hex() not in result.bad_chunks}
         if deep:
+            result.chunks_read = len(needed)
             cb = progress("verify", sum(needed.values())) if progress else None
 
             def check(item: tuple[bytes, int]) -> tuple[bytes, str | None]:

@@ -1,0 +1,136 @@
+"""`stackvault server`: runs the config's policies when they are due, until SIGTERM.
+
+Every `poll_s` the loop queues each enabled policy's due run (`schedule.due_slot`: a run missed while
+no server ran is caught up once), claims items of queued runs for its workers (`[cloud] parallel` of
+them, only in this proxy's availability zones), and finishes runs whose items are all done. Several
+servers sharing a PostgreSQL catalog share the queue; with SQLite one server runs the same code.
+
+SIGTERM (and SIGINT) stops claiming; the items being backed up finish, and so their cloud snapshots
+and volumes are removed as after any backup; what was not begun stays queued for the next start or
+another proxy. SIGHUP reads the config again: policies added, changed or removed take effect at the
+next poll, and a config that does not load is refused with a log line while the old one stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+
+from ..catalog.queue import Claim, PolicyQueue
+from ..config import Policy, Settings
+from ..errors import StackvaultError
+from ..jobs.context import JobContext
+from . import systemd
+from .policy_run import Connect, enqueue, finish_run, queue_name, work_item
+from .schedule import due_slot
+
+log = logging.getLogger("stackvault.server")
+
+
+class PolicyServer:
+    def __init__(self, load: Callable[[], Settings], passphrase_file: str | None, connect: Connect,
+                 poll_s: float = 1.0) -> None:
+        self.load, self.passphrase_file, self.connect, self.poll_s = load, passphrase_file, connect, poll_s
+        self.stopping = threading.Event()
+        self.reload_asked = threading.Event()
+        self.first_seen: dict[str, datetime] = {}
+        self.runs_finished = 0
+        self._use(load())
+
+    def _use(self, settings: Settings) -> None:
+        """Open what the settings name (the repository, which asks for no passphrase twice, and the catalog)."""
+        ctx = JobContext(settings, self.passphrase_file)
+        self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+        self.ctx = ctx
+        self.policies = {queue_name(p): p for p in settings.policies.values() if p.enabled}
+
+    def reload(self) -> None:
+        try:
+            self._use(self.load())
+        except StackvaultError as exc:
+            log.error("config not reloaded, the previous one stays: %s", exc)
+            return
+        log.info("config reloaded: policies %s", ", ".join(sorted(self.policies)) or "none")
+
+    def serve(self) -> dict:
+        """Run until SIGTERM or SIGINT; returns what it did."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
+        parallel = max(1, self.ctx.settings.cloud.parallel)
+        running: dict[Future, Claim] = {}
+        finishing: set[Future] = set()
+        log.info("serving policies %s", ", ".join(sorted(self.policies)) or "none")
+        systemd.notify("READY=1")
+        with ThreadPoolExecutor(parallel, thread_name_prefix="sv-item") as workers, \
+                ThreadPoolExecutor(1, thread_name_prefix="sv-finish") as finisher:
+            while not self.stopping.is_set():
+                if self.reload_asked.is_set():
+                    self.reload_asked.clear()
+                    systemd.notify("RELOADING=1")
+                    self.reload()
+                    systemd.notify("READY=1")
+                try:
+                    self._tick(workers, finisher, running, finishing, parallel)
+                except StackvaultError as exc:  # the catalog or cloud away a while: the next poll tries again
+                    log.error("%s", exc)
+                self.stopping.wait(self.poll_s)
+            systemd.notify("STOPPING=1")
+            log.info("stopping: %d items finish first, nothing new is started", len(running))
+        return {"status": "stopped", "runs_finished": self.runs_finished}
+
+    def _tick(self, workers: ThreadPoolExecutor, finisher: ThreadPoolExecutor, running: dict[Future, Claim],
+              finishing: set[Future], parallel: int) -> None:
+        ctx, queue, policies = self.ctx, self.queue, dict(self.policies)
+        now = datetime.now().astimezone()
+        for name, policy in policies.items():
+            since = self.first_seen.setdefault(name, now)
+            slot = due_slot(policy.schedule, queue.last_slot(name), since, now)
+            if slot is not None and enqueue(ctx, queue, policy, slot, self.connect):
+                log.info("policy %s: run for %s queued", policy.name, slot.isoformat())
+        for future in [f for f in running if f.done()]:
+            done = running.pop(future)
+            try:
+                report = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. the catalog lost: its lease ends, and it is taken again
+                log.error("policy %s: %s %s not recorded: %s", done.policy, done.item.kind, done.item.name, exc)
+                continue
+            log.info("policy %s: %s %s %s", done.policy, done.item.kind, done.item.name, report["status"])
+        zones, _ = ctx.settings.share()
+        while len(running) < parallel and not self.stopping.is_set():
+            claim = queue.claim(set(policies), zones)
+            if claim is None:
+                break
+            running[workers.submit(work_item, ctx, queue, policies[claim.policy], claim, self.connect)] = claim
+        for future in [f for f in finishing if f.done()]:
+            finishing.discard(future)
+            self.runs_finished += 1
+            report = future.result()
+            log.info("policy %s: run for %s finished: %s", report["policy"], report["slot"], report["status"])
+        if not finishing:
+            run = queue.take_finished_run(set(policies))
+            if run is not None:
+                finishing.add(finisher.submit(_finish_safely, ctx, queue, policies[run.policy], run.id))
+
+
+def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
+    """`finish_run`, and a run closed as failed when it cannot be (else the policy would never run again)."""
+    try:
+        return finish_run(ctx, queue, policy, run_id)
+    except Exception as exc:  # noqa: BLE001 - any surprise: the run is closed and the error logged
+        report = {"policy": policy.name, "run_id": run_id, "slot": queue.get_run(run_id).slot, "status": "failed",
+                  "error": f"{exc.__class__.__name__}: {exc}"}
+        queue.complete_run(run_id, report)
+        return report
+
+
+def serve(settings_loader: Callable[[], Settings], passphrase_file: str | None, connect: Connect,
+          poll_s: float = 1.0) -> dict:
+    if not logging.getLogger().handlers:  # under systemd, one line per event into the journal
+        logging.basicConfig(level=logging.INFO, format="stackvault server: %(message)s")
+    return PolicyServer(settings_loader, passphrase_file, connect, poll_s).serve()
+
