@@ -27,6 +27,7 @@ from .engine.fileio import make_private
 from .engine.staging import StagingLedger
 from .errors import CatalogError, StackvaultError, UsageError, warn
 from .jobs.context import JobContext
+from .observe import commands as observe_commands
 from .progress import progress_factory
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGED = 0, 1, 2, 3
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("catalog", "the catalog database")
     p.add_argument("action", choices=("rebuild",))
+    observe_commands.add_parsers(cmd)
     return parser
 
 
@@ -239,6 +241,8 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
         print(f"stackvault: removed {path}, left by a killed restore", file=sys.stderr)
     progress = progress_factory(not args.quiet and not args.json)
     c = args.command
+    if c in ("metrics", "notify"):
+        return observe_commands.run(args, settings)
     if c == "init":
         from .engine.repository import Repository, check_block_size
 
