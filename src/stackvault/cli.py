@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         args = parser.parse_args(argv)
-        result, renderer, code = run(args)
+        result, renderer, code = observe_commands.notified(run, args)  # [notify] a job's failure or warnings
     except StackvaultError as exc:
         if as_json:
             print(json.dumps({"status": "failed", "error": str(exc)}))

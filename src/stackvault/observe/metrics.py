@@ -92,11 +92,16 @@ class CatalogCollector(Collector):
             from ..catalog import Catalog
 
             self._engine = Catalog(self.catalog_url).engine
-        with Session(self._engine) as s:
-            backups = list(s.scalars(select(BackupRow)))
-            for row in backups:
-                _ = row.disks  # loaded while the session is open
-            return backups, list(s.scalars(select(JobRow)))
+        return catalog_rows(self._engine)
+
+
+def catalog_rows(engine: Engine) -> tuple[list[BackupRow], list[JobRow]]:
+    """Every backup (with its disks) and job row: one catalog holds one row per run, not per block."""
+    with Session(engine) as s:
+        backups = list(s.scalars(select(BackupRow)))
+        for row in backups:
+            _ = row.disks  # loaded while the session is open
+        return backups, list(s.scalars(select(JobRow)))
 
 
 def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
