@@ -124,11 +124,15 @@ def _recorded_job(catalog_url: str, started: float) -> str | None:
     from sqlalchemy.orm import Session
 
     from ..catalog import Catalog
+    from ..catalog.connect import sqlite_path
     from ..catalog.models import JobRow
     from ..engine.repository import hostname
 
     since = datetime.fromtimestamp(int(started), UTC).isoformat(timespec="seconds")
     try:
+        path = sqlite_path(catalog_url)
+        if path is not None and not os.path.exists(path):
+            return None  # the job never got as far as the catalog: do not make one now
         with Session(Catalog(catalog_url).engine) as s:
             return s.scalars(select(JobRow.id).where(JobRow.host == hostname(), JobRow.pid == os.getpid(),
                                                      JobRow.started >= since).order_by(JobRow.started.desc())).first()
