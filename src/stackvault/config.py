@@ -178,6 +178,21 @@ class CephSettings:
     volume_backends: dict[str, str] = field(default_factory=dict)
 
 
+#: What `[notify] on` may list (observe.notify.Event): a failed job, a job with warnings, the daily summary.
+NOTIFY_EVENTS = ("failure", "warning", "summary")
+
+
+@dataclass
+class NotifySettings:
+    """Where and when to send notifications (the [notify] section, docs/monitoring.md)."""
+
+    #: apprise URLs (mailto://, json://, slack://, ...). They hold tokens: never printed or stored.
+    urls: list[str] = field(default_factory=list)
+    on: list[str] = field(default_factory=lambda: list(NOTIFY_EVENTS))
+    #: Seconds all targets together may take; a target still sending then is given up with a warning.
+    timeout: float = 15.0
+
+
 @dataclass
 class CloudJob:
     """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
@@ -209,6 +224,7 @@ class Settings:
     retention: Retention = field(default_factory=Retention)
     cloud: CloudSettings = field(default_factory=CloudSettings)
     ceph: CephSettings = field(default_factory=CephSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     jobs: list[CloudJob] = field(default_factory=list)
     #: `[policy.NAME]` tables, by name; the built-in proxy-state policy is always there (maybe disabled).
     policies: dict[str, Policy] = field(default_factory=lambda: {PROXY_STATE_POLICY: proxy_state_policy()})
@@ -249,7 +265,8 @@ _TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "w
 # Each key's type: a class, or the annotation's text (this module's annotations are strings).
 _SECTIONS: dict[str, dict[str, type | str]] = {"retention": {f.name: int for f in fields(Retention)},
              "cloud": {f.name: f.type for f in fields(CloudSettings)},
-             "ceph": {f.name: f.type for f in fields(CephSettings)}}
+             "ceph": {f.name: f.type for f in fields(CephSettings)},
+             "notify": {f.name: f.type for f in fields(NotifySettings)}}
 
 
 def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
@@ -358,6 +375,9 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
         raise UsageError(f"{origin} must be a list of strings", 'write e.g. ["az1", "az2"]')
     if (section, key) == ("cloud", "shard"):
         parse_shard(value, f"cloud.shard in {path}")  # type: ignore[arg-type]  # any TOML value: it refuses all but K/N
+    if (section, key) == ("notify", "on") and isinstance(value, list) and not set(value) <= set(NOTIFY_EVENTS):
+        raise UsageError(f"{origin} lists {', '.join(sorted(set(value) - set(NOTIFY_EVENTS)))}",
+                         f"list some of: {', '.join(NOTIFY_EVENTS)}")
     if kind in (bool, "bool") and not isinstance(value, bool):
         raise UsageError(f"{origin} must be true or false", "write true or false, unquoted")
     return value

@@ -13,6 +13,7 @@ from .. import logs
 from ..engine.fileio import make_private
 from ..engine.staging import StagingLedger
 from ..errors import StackvaultError, warn
+from ..observe.job_end import notified
 from ..progress import DEFAULT_INTERVAL_S, progress_display, progress_mode
 from .command import COMMANDS, EXIT_OK, Outcome
 from .invocation import Invocation
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         logs.configure(args.verbose, args.debug)
-        outcome = run(args)
+        outcome = notified(run, lambda o: o.result, args)  # [notify] hears of a job's failure or warnings
     except StackvaultError as exc:
         if as_json:
             print(json.dumps({"status": "failed", "error": str(exc)}))

@@ -48,7 +48,7 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deep", action="store_true", help="read and re-hash every chunk")
 
 
-@command("verify", "check the repository", arguments=_verify_arguments, renderer=render.verify)
+@command("verify", "check the repository", arguments=_verify_arguments, renderer=render.verify, recorded_as="verify")
 def verify(inv: Invocation) -> Outcome:
     from ..jobs.verify import verify as check
 

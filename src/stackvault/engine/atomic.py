@@ -25,17 +25,21 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def write_atomic(path: str | Path, data: bytes | memoryview, *, durable: bool = True,
-                 dir_fd: int | None = None) -> None:
+                 dir_fd: int | None = None, mode: int = 0o600) -> None:
     """Replace `path` with `data` atomically; with `durable`, also survive a power loss.
 
     With `dir_fd`, `path` is a name in that open directory: the caller walked to it without following
     symbolic links, and nothing here follows one either (the temporary file is O_EXCL|O_NOFOLLOW, and
-    rename replaces a link rather than writing through it). The file is private to the proxy user."""
+    rename replaces a link rather than writing through it). The file is private to the proxy user unless
+    `mode` says otherwise (set before the rename: a reader never meets the file with other rights)."""
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{os.path.basename(path)}")
+    # Not ending in the target's suffix: a reader of `*.prom` or `*.json` in the directory skips it.
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(6)}-{os.path.basename(path)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
     try:
+        if mode != 0o600:
+            os.fchmod(fd, mode)  # not left to the umask, which the proxy sets to 077
         view = memoryview(data)
         while view:
             written = os.write(fd, view)

@@ -160,7 +160,7 @@ class RepositoryLock:
                          else f"pid {other.pid} on {other.host}, {other.kind}")
                 raise LockedError(
                     f"repository is locked by {other.job} ({owner})",
-                    "wait for it to finish or pass --wait SECONDS; a dead proxy's lock expires "
+                    "wait for it to finish or pass --wait, e.g. --wait 10m; a dead proxy's lock expires "
                     f"within {int(LEASE_S)} s")
             time.sleep(min(1.0 + random.random(), max(0.0, deadline - time.monotonic())))
         if not written:

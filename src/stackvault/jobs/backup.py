@@ -18,6 +18,7 @@ from ..engine.repository import hostname
 from ..engine.sources import DiskSource, open_source
 from ..engine.state import DiskBase
 from ..errors import StackvaultError, UsageError
+from ..observe.targets import target
 from .context import JobContext
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,9 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
         ctx.catalog.finish_job(job_id, record.status, "; ".join(record.warnings), backup_id, backup_report(record))
         return record
     except BaseException as exc:
-        ctx.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__)
+        # Which server, volume or disk failed, for the metrics of failures per target (observe.metrics).
+        what = target(request.source_meta, request.name, [s.key for s in request.sources])
+        ctx.catalog.finish_job(job_id, "failed", str(exc) or exc.__class__.__name__, report={"target": what.to_dict()})
         raise
 
 

@@ -78,6 +78,25 @@ def sample_part(digest: bytes, parts: int) -> int:
 def verify(ctx: JobContext, ref: str | None = None, deep: bool = False,
            progress: Callable[[str, int], Callable[[int], None]] | None = None,
            sample: tuple[int, int] | None = None) -> VerifyResult:
+    """The check, recorded as a `verify` job (when the catalog can be written) so that monitoring knows
+    when the repository was last checked and how much damage was found (observe.metrics)."""
+    job_id = ctx.start_reading_job("verify")
+    try:
+        result = _check(ctx, ref, deep, progress, sample)
+    except BaseException as exc:
+        ctx.finish_reading_job(job_id, "failed", str(exc) or exc.__class__.__name__)
+        raise
+    damaged = sum(map(len, (result.bad_chunks, result.bad_indexes, result.bad_records, result.bad_key_slots,
+                            result.missing_backups)))
+    ctx.finish_reading_job(job_id, result.to_dict()["status"], report={
+        "whole_repository": ref is None, "deep": deep, "sample": sample, "damaged": damaged,
+        "backups_checked": result.backups_checked, "chunks_checked": result.chunks_checked})
+    return result
+
+
+def _check(ctx: JobContext, ref: str | None, deep: bool,
+           progress: Callable[[str, int], Callable[[int], None]] | None,
+           sample: tuple[int, int] | None) -> VerifyResult:
     repo = ctx.repo
     result = VerifyResult(sample=sample if deep else None)
     with ctx.lock("read", "verify") as lock:
