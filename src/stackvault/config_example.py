@@ -46,7 +46,7 @@ def _field_docs() -> dict[tuple[str, str], str]:
         name = stripped.split(":")[0]
         if not name.isidentifier():
             continue
-        above = []
+        above: list[str] = []
         n = number - 1
         while n in comments and lines[n - 1].strip().startswith("#:"):
             above.insert(0, comments[n][2:].strip())
