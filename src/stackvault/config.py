@@ -199,7 +199,7 @@ class CloudJob:
     """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
     proxy serves several clouds and projects (`stackvault backup --job NAME`)."""
 
-    name: str
+    name: str  # what `backup --job` names
     os_cloud: str | None = None  # a clouds.yaml entry; [cloud] os_cloud when unset
     project: str | None = None  # another project's servers (needs an admin user)
     servers: list[str] = field(default_factory=list)  # ids, names or globs

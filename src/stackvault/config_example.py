@@ -82,7 +82,7 @@ def _default(f: Field[Any]) -> object:
 def _key_lines(cls: type, f: Field[Any], docs: dict[tuple[str, str], str], commented: bool) -> list[str]:
     """The meaning as a comment, then `key = default`; a key without a value in TOML (None) or one
     whose default depends on the machine is shown commented out."""
-    out = [f"# {docs[(cls.__name__, f.name)]}"] if docs.get((cls.__name__, f.name)) else []
+    out = [f"# {_meaning(cls, f, docs)}"]
     value = _default(f)
     if f.name in _MACHINE_DEFAULTS:
         out.append(f"# {f.name} = ...  (default: {_MACHINE_DEFAULTS[f.name]})")
@@ -91,6 +91,14 @@ def _key_lines(cls: type, f: Field[Any], docs: dict[tuple[str, str], str], comme
     else:
         out.append(("# " if commented else "") + f"{f.name} = {_toml(value)}")
     return out
+
+
+def _meaning(cls: type, f: Field[Any], docs: dict[tuple[str, str], str]) -> str:
+    """A key without a comment in config.py stops the generator: every key in the example has a meaning."""
+    meaning = docs.get((cls.__name__, f.name))
+    if not meaning:
+        raise ValueError(f"{cls.__name__}.{f.name} in config.py has no `#:` or `#` comment saying what it means")
+    return meaning
 
 
 def example_config() -> str:
@@ -126,10 +134,9 @@ def _commented_table(cls: type, docs: dict[tuple[str, str], str], examples: dict
         if f.name == "name" and cls is Policy:
             continue
         if f.name in examples:
-            doc = docs.get((cls.__name__, f.name))
-            out += ([f"# # {doc}"] if doc else []) + [f"# {f.name} = {_toml(examples[f.name])}"]
+            out += [f"# # {_meaning(cls, f, docs)}", f"# {f.name} = {_toml(examples[f.name])}"]
         elif f.name == "retention":
-            out += [f"# # {docs[(cls.__name__, f.name)]}", "# retention = { keep_daily = 7, keep_weekly = 4 }"]
+            out += [f"# # {_meaning(cls, f, docs)}", "# retention = { keep_daily = 7, keep_weekly = 4 }"]
         else:
             out += ["# " + line for line in _key_lines(cls, f, docs, commented=False)]
     return out
