@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the two commands a new user runs; both install what they need.
-.PHONY: bootstrap demo demo-image lint test test-slow test-all bench bench-server bench-storage bench-rbd clean
+.PHONY: bootstrap demo demo-image lint test test-slow test-all bench bench-server bench-storage bench-rbd clean config-example man completion
 
 bootstrap:
 	@./scripts/bootstrap
@@ -45,3 +45,11 @@ bench-rbd: bootstrap
 
 clean:
 	rm -rf .venv demo-out bench/out .pytest_cache .mypy_cache .ruff_cache
+
+# Files generated from the code and checked in; tests/unit/test_generated_files.py fails when one is stale.
+config-example: bootstrap
+	@.venv/bin/python -m stackvault.config_example > docs/stackvault.example.toml
+
+# The man page and the bash and zsh completions, from the argument parser, into packaging/.
+man completion: bootstrap
+	@.venv/bin/python scripts/cli-files

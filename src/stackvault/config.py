@@ -127,12 +127,12 @@ def default_workdir() -> Path:
 
 @dataclass
 class Retention:
-    keep_last: int = 0
-    keep_hourly: int = 0
-    keep_daily: int = 0
-    keep_weekly: int = 0
-    keep_monthly: int = 0
-    keep_yearly: int = 0
+    keep_last: int = 0  # the newest N backups of each disk
+    keep_hourly: int = 0  # the newest backup of each of the last N hours that have one
+    keep_daily: int = 0  # the newest backup of each of the last N days that have one
+    keep_weekly: int = 0  # the newest backup of each of the last N weeks that have one
+    keep_monthly: int = 0  # the newest backup of each of the last N months that have one
+    keep_yearly: int = 0  # the newest backup of each of the last N years that have one
     #: Seconds: every backup made within this long of the newest one is kept (restic's --keep-within).
     keep_within: float = 0.0
 
@@ -188,6 +188,7 @@ class NotifySettings:
 
     #: apprise URLs (mailto://, json://, slack://, ...). They hold tokens: never printed or stored.
     urls: list[str] = field(default_factory=list)
+    #: Which events are sent: failure, warning, summary.
     on: list[str] = field(default_factory=lambda: list(NOTIFY_EVENTS))
     #: Seconds all targets together may take; a target still sending then is given up with a warning.
     timeout: float = 15.0
@@ -198,29 +199,29 @@ class CloudJob:
     """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
     proxy serves several clouds and projects (`stackvault backup --job NAME`)."""
 
-    name: str
+    name: str  # what `backup --job` names
     os_cloud: str | None = None  # a clouds.yaml entry; [cloud] os_cloud when unset
     project: str | None = None  # another project's servers (needs an admin user)
     servers: list[str] = field(default_factory=list)  # ids, names or globs
-    volumes: list[str] = field(default_factory=list)
-    all: bool = False
-    server_tags: list[str] = field(default_factory=list)
-    server_metadata: dict[str, str] = field(default_factory=dict)
-    exclude: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # volume ids, names or globs
+    all: bool = False  # every server of the project
+    server_tags: list[str] = field(default_factory=list)  # servers carrying all these tags
+    server_metadata: dict[str, str] = field(default_factory=dict)  # servers with these metadata values
+    exclude: list[str] = field(default_factory=list)  # ids, names or globs left out
     availability_zones: list[str] | None = None  # None: [cloud] availability_zones
     shard: str | None = None  # None: [cloud] shard
 
 
 @dataclass
 class Settings:
-    repo: str | None = None
-    workdir: Path = field(default_factory=default_workdir)
-    catalog: str | None = None
-    block_size: int = 512 << 10
-    compression_level: int = 1
-    workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))
-    sync: str = "job"
-    lock_wait: float = 0.0
+    repo: str | None = None  # the repository: a directory, s3://, swift:// or restic: URL (docs/cli.md)
+    workdir: Path = field(default_factory=default_workdir)  # working state; $XDG_STATE_HOME/stackvault
+    catalog: str | None = None  # SQLAlchemy URL, never with a password; None: sqlite in workdir
+    block_size: int = 512 << 10  # a new repository's block size (`init` fixes it for the repository)
+    compression_level: int = 1  # zstd level of a new repository: 0 (none) to 22
+    workers: int = field(default_factory=lambda: max(2, os.cpu_count() or 2))  # threads moving blocks
+    sync: str = "job"  # directory repositories: job (one syncfs per backup) | file (fsync every object)
+    lock_wait: float = 0.0  # seconds backup, prune and gc wait for a conflicting lock (--wait)
     retention: Retention = field(default_factory=Retention)
     cloud: CloudSettings = field(default_factory=CloudSettings)
     ceph: CephSettings = field(default_factory=CephSettings)
@@ -395,16 +396,16 @@ class Policy:
     name: str
     #: A cron expression (five fields; a sixth gives seconds), in the proxy's local time.
     schedule: str = "0 2 * * *"
-    enabled: bool = True
+    enabled: bool = True  # false: the server never runs it
     # The selection, as [[jobs]] and `backup` take it.
-    os_cloud: str | None = None
-    project: str | None = None
-    servers: list[str] = field(default_factory=list)
-    volumes: list[str] = field(default_factory=list)
-    all: bool = False
-    server_tags: list[str] = field(default_factory=list)
-    server_metadata: dict[str, str] = field(default_factory=dict)
-    exclude: list[str] = field(default_factory=list)
+    os_cloud: str | None = None  # a clouds.yaml entry; [cloud] os_cloud when unset
+    project: str | None = None  # another project's servers (needs an admin user)
+    servers: list[str] = field(default_factory=list)  # ids, names or globs
+    volumes: list[str] = field(default_factory=list)  # volume ids, names or globs
+    all: bool = False  # every server of the project
+    server_tags: list[str] = field(default_factory=list)  # servers carrying all these tags
+    server_metadata: dict[str, str] = field(default_factory=dict)  # servers with these metadata values
+    exclude: list[str] = field(default_factory=list)  # ids, names or globs left out
     availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
     # The level plan: a Full on `full_on` days or when the last Full is `full_every_days` old, `level` otherwise.
     level: str = "incremental"  # incremental | differential: what runs between Fulls
