@@ -4,7 +4,10 @@ Brings the dev cloud up (with its single-node Ceph), boots three servers (image-
 without the guest agent, and one booted from a Cinder volume on Ceph RBD with a data volume), installs
 stackvault's fsfreeze hook in the guests with an agent, writes data inside the guests, runs a Full
 backup of all of them, changes the data, runs an Incremental, restores two servers to new servers,
-boots them and reads the data back from inside the restored guests. Exits non-zero if any byte differs.
+boots them and reads the data back from inside the restored guests. Last, runs stackvault as a service:
+a policy in the config, `stackvault server` taking its first scheduled run, `stackvault jobs` and the
+Prometheus endpoint, then SIGTERM. Exits non-zero if any byte differs, the policy's run failed or the
+server did not stop cleanly.
 
 What a newcomer should see: the RBD-backed disk's Incremental reads only the blocks Ceph lists as
 changed (bytes read next to the disk's size), and the backups of the guests with the hook say
@@ -16,9 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,10 +174,66 @@ def main() -> int:
     stackvault("cleanup", "--dry-run", env=env)
     print(f"(the base snapshot kept for {servers['demo-db'].name}'s next Incremental stays until `stackvault "
           "cleanup --bases`; the next `make demo` releases it)")
+    failures += not run_as_service(config, env)
     say("demo finished" + (": every byte read back from the restored guests is right" if not failures
                            else " WITH ERRORS"))
     print(f"the cloud is still up: `.venv/bin/devcloud --state-dir {STATE} down` stops it")
     return 1 if failures else 0
+
+
+def run_as_service(config: Path, env: dict) -> bool:
+    """The last act: a policy in the config, `stackvault server` taking its first scheduled run, then
+    what an operator watches (`stackvault jobs`, the run's items, the Prometheus endpoint) and SIGTERM.
+    True when the run succeeded (or warned) and the server stopped cleanly."""
+    second = (datetime.now().second + 15) % 60  # the first slot comes a few seconds after the server starts
+    policy = (f'[policy.demo]\nschedule = "* * * * * {second}"   # every minute at second {second} (a sixth field, '
+              'last, gives seconds)\nservers = ["demo-web", "demo-legacy"]\nretention = { keep_last = 3 }\n'
+              'verify_sample_percent = 10\n')
+    config.write_text(config.read_text() + "\n" + policy)
+    say("stackvault as a service: a policy in the config, run by `stackvault server` when it is due")
+    print(policy, end="")
+    with socket.socket() as probe:  # a free port for the metrics endpoint
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    log = config.with_name("server.log")
+    print(f"+ stackvault server --metrics {address} &      (its log: {log})", flush=True)
+    begun = datetime.now().astimezone()
+    with log.open("w") as out:
+        server = subprocess.Popen([SV, "server", "--metrics", address], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        run = wait_for_policy_run("demo", begun, server, env, deadline=time.monotonic() + 240)
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=300)  # an item under way would finish first
+    print(f"the first scheduled run ended: {run['status']} ({run['duration_s']:.0f} s)")
+    since_run = [j for j in stackvault_json("jobs", env=env)["jobs"] if j["started"] >= run["started"]]
+    stackvault("jobs", "--last", str(len(since_run)), env=env)  # the run's job, its backups and maintenance
+    stackvault("jobs", "show", run["job_id"][:12], env=env)
+    print(f"+ curl -s http://{address}/metrics | grep -E 'last_success_(timestamp|read|stored|consistency)'"
+          " | grep demo-web")
+    wanted = ("stackvault_backup_last_success_timestamp_seconds", "stackvault_backup_last_success_read_bytes",
+              "stackvault_backup_last_success_stored_bytes", "stackvault_backup_last_success_consistency")
+    for line in metrics.splitlines():
+        if line.startswith(wanted) and 'name="demo-web"' in line:
+            print("  " + line)
+    lines = log.read_text().splitlines()
+    print(f"SIGTERM: the server exited {code}; its last line: {lines[-1] if lines else ''}")
+    return run["status"] in ("success", "warning") and code == 0
+
+
+def wait_for_policy_run(policy: str, begun: datetime, server: subprocess.Popen, env: dict, deadline: float) -> dict:
+    """The policy's first run since `begun` as `stackvault jobs --json` lists it, once it has ended."""
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"demo: stackvault server exited {server.returncode} (see its log)")
+        ended = [j for j in stackvault_json("jobs", "--kind", "policy", "--policy", policy, env=env)["jobs"]
+                 if j["status"] != "running" and datetime.fromisoformat(j["started"]) >= begun]
+        if ended:
+            return ended[0]
+        time.sleep(1)
+    raise SystemExit(f"demo: the policy {policy!r} had not run after 4 minutes (see the server's log)")
 
 
 def print_rbd_reads(report: dict) -> None:

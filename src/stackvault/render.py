@@ -405,6 +405,8 @@ def job(j: dict) -> str:
                              f"{item['target'] or '-'}")
             else:
                 lines.append(f"    backup {item['backup_id']}: {item['action']}")
+    if j["kind"] == "policy" and j.get("report"):  # a policy run: its servers, volumes and maintenance
+        lines += policy_run(j["report"]).splitlines()[1:]
     lines += [f"  Warning:   {w}" for w in j.get("warnings", [])]
     return "\n".join(lines)
 
@@ -440,4 +442,5 @@ def policy_run(report: dict) -> str:
 
 
 def server_stopped(result: dict) -> str:
-    return f"stackvault server stopped after finishing {result['runs_finished']} runs"
+    runs = result["runs_finished"]
+    return f"stackvault server stopped after finishing {runs} run{'' if runs == 1 else 's'}"

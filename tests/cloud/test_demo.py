@@ -1,7 +1,8 @@
 """`make demo` against the session's dev cloud with real QEMU guests and Ceph: data written inside the
 guests is read back, byte for byte, from inside the servers restored from the Incremental; the server
 booted from an RBD volume has its Incremental read only what changed; the guests with stackvault's
-fsfreeze hook have their freeze proven."""
+fsfreeze hook have their freeze proven; `stackvault server` takes a policy's first scheduled run, which
+`stackvault jobs` and the metrics endpoint show, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -43,3 +44,11 @@ def test_demo_reads_guest_data_back_from_restored_servers(devcloud_ceph, tmp_pat
     read, disk = (size(s) for s in rbd[0])
     assert disk == 1 << 30 and read < disk / 20, rbd
     assert "no leftovers of stackvault jobs in the cloud" in text  # the demo's own `cleanup --dry-run`
+    # The last act: the policy's first scheduled run, as the server ran it and an operator sees it.
+    lines = text.splitlines()
+    assert re.search(r"^the first scheduled run ended: (success|warning) ", text, re.M), text[-6000:]
+    assert re.search(r"^\S+ +policy +(success|warning) .* demo ", text, re.M), text[-6000:]  # the jobs table
+    for metric in ("timestamp_seconds", "read_bytes", "stored_bytes", "consistency"):
+        line = rf"^  stackvault_backup_last_success_{metric}{{.*name=\"demo-web\".*}} \S+$"
+        assert re.search(line, text, re.M), metric
+    assert "SIGTERM: the server exited 0; its last line: stackvault server stopped after finishing 1 run" in lines

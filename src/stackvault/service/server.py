@@ -81,6 +81,8 @@ class PolicyServer:
                 self.stopping.wait(self.poll_s)
             systemd.notify("STOPPING=1")
             log.info("stopping: %d items finish first, nothing new is started", len(running))
+        for future in finishing:  # a run finished after the last poll: counted and logged all the same
+            self._run_finished(future)
         return {"status": "stopped", "runs_finished": self.runs_finished}
 
     def _tick(self, workers: ThreadPoolExecutor, finisher: ThreadPoolExecutor, running: dict[Future, Claim],
@@ -108,13 +110,16 @@ class PolicyServer:
             running[workers.submit(work_item, ctx, queue, policies[claim.policy], claim, self.connect)] = claim
         for future in [f for f in finishing if f.done()]:
             finishing.discard(future)
-            self.runs_finished += 1
-            report = future.result()
-            log.info("policy %s: run for %s finished: %s", report["policy"], report["slot"], report["status"])
+            self._run_finished(future)
         if not finishing:
             run = queue.take_finished_run(set(policies))
             if run is not None:
                 finishing.add(finisher.submit(_finish_safely, ctx, queue, policies[run.policy], run.id))
+
+    def _run_finished(self, future: Future) -> None:
+        self.runs_finished += 1
+        report = future.result()
+        log.info("policy %s: run for %s finished: %s", report["policy"], report["slot"], report["status"])
 
 
 def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:

@@ -1,0 +1,35 @@
+"""`stackvault jobs show` of a policy run names what the run did: each server with its backup and
+level, then the retention, gc and verify that followed (what an operator reads after a night's run)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from .test_server_backup import _boot
+
+pytestmark = pytest.mark.devcloud
+
+
+@pytest.mark.slow  # a Full of one server, then its policy job read back
+def test_jobs_show_of_a_policy_run_lists_its_servers_and_maintenance(user, conn, cloud_objects):
+    name = f"show-{uuid.uuid4().hex[:6]}"
+    _boot(conn, cloud_objects, name, "sv-noagent")
+    user.config.write_text(user.config.read_text() + f'''
+[policy.web]
+schedule = "0 3 * * *"
+servers = ["{name}"]
+retention = {{ keep_last = 1 }}
+verify_sample_percent = 50
+''')
+    run = user.run("run-policy", "web").data
+    assert run["status"] == "success", run
+    job = [j for j in user.run("jobs", "--kind", "policy").data["jobs"] if j["policy"] == "web"][-1]
+
+    shown = user.run("jobs", "show", job["job_id"][:12], json_out=False).stdout.splitlines()
+    assert "  Policy:    web" in shown
+    backup = run["servers"][0]["backup_id"]
+    assert f"  server {name}: success, backup {backup} (full)" in shown, shown
+    assert "  prune: 0 forgotten, 1 kept" in shown, shown
+    assert "  verify: success (" in "\n".join(shown) and "share 1/2)" in "\n".join(shown), shown
