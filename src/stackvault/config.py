@@ -394,7 +394,7 @@ class Policy:
     """One `[policy.NAME]`: what to back up, when, at which level, how long to keep it, what to check."""
 
     name: str
-    #: A cron expression (five fields; a sixth gives seconds), in the proxy's local time.
+    #: A cron expression (five fields; a sixth, last, gives seconds), in the proxy's local time.
     schedule: str = "0 2 * * *"
     enabled: bool = True  # false: the server never runs it
     # The selection, as [[jobs]] and `backup` take it.
