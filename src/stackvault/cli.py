@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", default=None, help="server restore: network (default: the original)")
     p.add_argument("--key-name", default=None, help="server restore: key pair (default: the original)")
 
+    p = cmd("serve-nbd", "serve a backup's disk read-only over NBD (for qemu-img, QEMU, guestfish)")
+    p.add_argument("backup")
+    p.add_argument("--disk", default=None, help="which disk of a backup with several")
+    p.add_argument("--socket", required=True, metavar="PATH|127.0.0.1:PORT",
+                   help="a Unix socket path, or a loopback address (nothing else: NBD has no authentication)")
+
     p = cmd("doctor", "the consistency each server's next backup will have, why, and the fix")
     p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
     p.add_argument("--all", action="store_true", help="every server of the project (the default)")
@@ -333,6 +339,10 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
 
         target = parse_target(args.to, args.format, args.force, settings.workdir)
         return restore(ctx, args.backup, target, args.disk, progress), render.restore, EXIT_OK
+    if c == "serve-nbd":
+        from .jobs.disk_access import render_served, serve_nbd
+
+        return serve_nbd(ctx, args.backup, args.disk, args.socket), render_served, EXIT_OK
     if c == "doctor":
         return _doctor(args, settings)
     if c == "guest-hook":
