@@ -137,12 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flavor", default=None, help="server restore: flavor (default: the original)")
     p.add_argument("--network", default=None, help="server restore: network (default: the original)")
     p.add_argument("--key-name", default=None, help="server restore: key pair (default: the original)")
+    p.add_argument("--file", action="append", default=[], metavar="PATH",
+                   help="restore only this file or directory of the disk into --to file:DIR (repeat for several)")
 
     p = cmd("serve-nbd", "serve a backup's disk read-only over NBD (for qemu-img, QEMU, guestfish)")
     p.add_argument("backup")
     p.add_argument("--disk", default=None, help="which disk of a backup with several")
     p.add_argument("--socket", required=True, metavar="PATH|127.0.0.1:PORT",
                    help="a Unix socket path, or a loopback address (nothing else: NBD has no authentication)")
+
+    p = cmd("files", "list, search and extract files inside a backed-up disk (read in a libguestfs appliance)")
+    p.add_argument("backup")
+    p.add_argument("action", choices=("ls", "find", "cat", "get"))
+    p.add_argument("path", help="an absolute path inside the disk's file systems (`ls /` shows them)")
+    p.add_argument("--disk", default=None, help="which disk of a backup with several")
+    p.add_argument("--to", default=None, metavar="DIR", help="get: the directory to extract into")
+    p.add_argument("--name", default=None, metavar="GLOB", help="find: only names matching this glob")
+    p.add_argument("--timeout", type=_checked(seconds, "--timeout"), default=None, metavar="SECONDS",
+                   help="stop the appliance after this long (default 600)")
 
     p = cmd("doctor", "the consistency each server's next backup will have, why, and the fix")
     p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
@@ -331,6 +343,10 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
         except StackvaultError:
             pass  # `show` reads the repository alone: an unreachable catalog only loses the notes
         return shown, render.show, EXIT_OK
+    if c == "files" or (c == "restore" and args.file):
+        from .jobs.file_restore import run_files
+
+        return run_files(ctx, args)
     if c == "restore":
         kind, _, name = args.to.partition(":")
         if kind in ("image", "volume", "server"):
