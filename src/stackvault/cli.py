@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_checked(seconds, "--timeout"), default=None, metavar="SECONDS",
                    help="stop the appliance after this long (default 600)")
 
+    p = cmd("mount", "show backups as read-only raw disk images in a FUSE file system (until Ctrl-C)")
+    p.add_argument("mountpoint")
+    p.add_argument("backup", nargs="?", default=None, help="only this backup")
+    p.add_argument("--server", default=None, metavar="NAME", help="only this server's backups")
+
     p = cmd("doctor", "the consistency each server's next backup will have, why, and the fix")
     p.add_argument("--server", action="append", default=[], metavar="NAME|ID", help="a server (name globs work)")
     p.add_argument("--all", action="store_true", help="every server of the project (the default)")
@@ -359,6 +364,10 @@ def run(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str], int]:
         from .jobs.disk_access import render_served, serve_nbd
 
         return serve_nbd(ctx, args.backup, args.disk, args.socket), render_served, EXIT_OK
+    if c == "mount":
+        from .jobs.backup_mount import mount, render_mount
+
+        return mount(ctx, args.mountpoint, args.server, args.backup), render_mount, EXIT_OK
     if c == "doctor":
         return _doctor(args, settings)
     if c == "guest-hook":
