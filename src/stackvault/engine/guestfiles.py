@@ -130,12 +130,14 @@ class DiskFiles:
             places = {devices[0]: "/"}
         else:
             places = {d: "/" + d.removeprefix("/dev/") for d in devices}
-            for where in sorted(places.values()):
+            made: set[str] = set()
+            for where in sorted(places.values()):  # /vg0 before /vg0/data
                 parts = where.strip("/").split("/")
                 for n in range(1, len(parts) + 1):
                     point = "/" + "/".join(parts[:n])
-                    if not self._g.is_dir(point):
+                    if point not in made:
                         self._call(self._g.mkmountpoint, point)
+                        made.add(point)
         mounted: dict[str, str] = {}
         for device, where in places.items():
             try:
@@ -194,7 +196,7 @@ class DiskFiles:
         top = self.entry(path)
         for rel in sorted(self._call(self._g.find, top.path)):
             if pattern is None or fnmatch.fnmatchcase(posixpath.basename(rel), pattern):
-                yield posixpath.join(top.path, rel)
+                yield posixpath.join(top.path, rel.lstrip("/"))
 
     def download(self, path: str, dest: str) -> None:
         """A regular file's bytes to `dest` (a path of this host, or /dev/fd/N)."""

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from ..engine import pids
 from ..engine.guestfiles import TIMEOUT_S, DiskFiles, Entry
 from ..errors import StackvaultError, UsageError
 from .context import JobContext
@@ -34,7 +35,8 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
              timeout: float = TIMEOUT_S) -> Iterator[tuple[OpenDisk, DiskFiles]]:
     """One disk of one backup, and its file systems mounted read-only in an appliance."""
     with open_disk(ctx, ref, disk, job="files") as opened:
-        sockdir = tempfile.mkdtemp(prefix="sv-files-")
+        _remove_leftovers()
+        sockdir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
         try:
             sock = os.path.join(sockdir, "nbd")
             label = f"disk {opened.disk} of backup {opened.backup_id}"
@@ -43,6 +45,27 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
                 yield opened, files
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
+
+
+#: The private directory of a files command's export socket and overlay; names the command's pid.
+_DIR_PREFIX = "sv-files-"
+
+
+def _remove_leftovers() -> None:
+    """The directories of files commands that were killed (their pid is gone): a killed command's
+    appliance dies with it (libguestfs watches its parent), its directory is removed here."""
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        owner = name[len(_DIR_PREFIX):].split("-", 1)[0]
+        if not (name.startswith(_DIR_PREFIX) and owner.isdigit()) or pids.alive(int(owner)):
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue  # another user's
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _report(opened: OpenDisk, **fields: object) -> dict:
