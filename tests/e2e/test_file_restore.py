@@ -206,3 +206,19 @@ def _leftovers() -> tuple[set[str], int]:
     qemus = subprocess.run(["pgrep", "-c", "-f", "qemu-system.*guestfs"], capture_output=True, text=True)
     return dirs, int(qemus.stdout.strip() or 0)
 
+
+
+def test_the_timeout_stops_the_appliance(tmp_path: Path) -> None:
+    """A bound far below the appliance's start: the watchdog kills it, the command says so in one
+    line, and no QEMU is left running."""
+    if os.geteuid() != 0:
+        pytest.skip("the tree's owners are set by root")
+    sv = _Guest(tmp_path / "sv")
+    sv.init("64KiB")
+    bid = sv.backup(_ext4(_tree(tmp_path / "tree", EXT4_FILES), tmp_path / "small.raw"))["backup_id"]
+    before = _leftovers()
+    started = time.monotonic()
+    res = sv.run("files", bid, "ls", "/", "--timeout", "2", expect=None, timeout=RUN_TIMEOUT)
+    one_error(res, "longer than 2 s", rc=1)
+    assert time.monotonic() - started < 120
+    assert _leftovers() == before
