@@ -82,7 +82,8 @@ class NbdServer:
         self.address = address
         self._sock = _listen(address)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
 
     def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Accept and serve connections until `stop`."""
@@ -99,16 +100,23 @@ class NbdServer:
                     break
                 raise
             conn.settimeout(None)
-            t = threading.Thread(target=self._serve_one, args=(conn,), daemon=True, name="sv-nbd-conn")
-            t.start()
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+            with self._conns_lock:
+                self._conns.add(conn)
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True, name="sv-nbd-conn").start()
 
     def stop(self) -> None:
         self._stop.set()
 
     def close(self) -> None:
+        """Stop listening and end every connection, before the reader they use is closed."""
         self._stop.set()
         self._sock.close()
+        with self._conns_lock:
+            for conn in self._conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if not _is_tcp(self.address):
             try:
                 os.unlink(self.address)
@@ -120,8 +128,11 @@ class NbdServer:
             try:
                 if self._handshake(conn):
                     self._transmit(conn)
-            except (_Closed, OSError):
-                pass  # the client hung up or broke the protocol: its connection alone ends
+            except (_Closed, OSError, RuntimeError):
+                pass  # the client hung up or broke the protocol, or the server is closing: this connection ends
+            finally:
+                with self._conns_lock:
+                    self._conns.discard(conn)
 
     def _handshake(self, conn: socket.socket) -> bool:
         """The option haggling; True when the client entered transmission."""
