@@ -7,11 +7,13 @@ or loopback, and says one line for a backup that does not exist.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -97,6 +99,45 @@ def test_export_of_an_encrypted_repository(tmp_path: Path, rng: random.Random) -
 class _WithPassphrase(Stackvault):
     def env(self) -> dict[str, str]:
         return {**super().env(), "STACKVAULT_PASSPHRASE": PASSPHRASE}
+
+
+def test_a_hostile_client_ends_only_its_own_connection(repo: Stackvault, tmp_path: Path, rng: random.Random) -> None:
+    """Garbage, a huge option length, a read past the end: each connection that sends one ends
+    (or gets an error), and the export goes on serving the next client the right bytes."""
+    img = _disk(tmp_path / "disk.raw", rng)
+    bid = repo.backup(img)["backup_id"]
+    sock = tmp_path / "nbd.sock"
+    with exported(repo, bid, sock):
+        for payload in (os.urandom(4096), b"\0\0\0\3" + b"IHAVEOPT" + struct.pack(">II", 7, 0xFFFFFFFF)):
+            assert _reply_to(sock, payload) == b"", "the server hangs up on a broken handshake"
+        past_the_end = (b"\0\0\0\3" + b"IHAVEOPT" + struct.pack(">II", 1, 0)
+                        + struct.pack(">IHHQQI", 0x25609513, 0, 0, 7, 1 << 40, 1 << 30))
+        reply = _reply_to(sock, past_the_end, want=10 + 16)[10:]
+        assert struct.unpack(">IIQ", reply) == (0x67446698, errno.EINVAL, 7), reply
+        out = _export_to_file(sock, tmp_path / "exported.raw")
+    assert sha256_file(out) == sha256_file(img)
+
+
+def _reply_to(sock: Path, payload: bytes, want: int | None = None) -> bytes:
+    """What the server sends after its greeting in answer to `payload`: everything until it hangs
+    up, or the first `want` bytes."""
+    got = b""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(sock))
+        s.recv(18)
+        s.sendall(payload)
+        try:
+            while want is None or len(got) < want:
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                got += piece
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            raise AssertionError(f"the server neither answered nor hung up: {got!r}") from None
+    return got
 
 
 def test_bad_input_is_one_line(repo: Stackvault, tmp_path: Path, rng: random.Random) -> None:
