@@ -179,8 +179,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(world: dict, tmp_path: Path) -
 
 def test_hostile_file_system_is_bounded(world: dict, tmp_path: Path) -> None:
     """An ext4 whose metadata is garbage past the superblock: the appliance may fail or list
-    nonsense, but the command ends within its timeout, with one line or a listing, and the proxy's
-    memory stays small (the file system is parsed in the appliance, not here)."""
+    nonsense, but the command ends within its timeout, with one line or a listing, and memory stays
+    within the appliance's bound (the file system is parsed in the appliance, not here)."""
     img = _ext4(_tree(tmp_path / "tree", EXT4_FILES), tmp_path / "hostile.raw")
     with open(img, "r+b") as f:
         for at in range(4096, 3 * MIB, 8192):  # group descriptors, bitmaps, inode tables
@@ -196,7 +196,9 @@ def test_hostile_file_system_is_bounded(world: dict, tmp_path: Path) -> None:
     if res.rc != 0:
         one_error(res)
     assert took < 400, f"the timeout bounds the run: {took:.0f} s"
-    assert peak < 512 * MIB, f"the proxy's own memory stays small: {peak >> 20} MiB"
+    # GNU time's peak covers the appliance's QEMU too (reaped by the command): its 512 MiB of guest
+    # memory plus QEMU's own, and the proxy process; a file system parsed here could take far more
+    assert peak < 1024 * MIB, f"memory stays within the appliance's bound: {peak >> 20} MiB"
     assert _leftovers() == before
 
 
