@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import shlex
 import signal
 import stat
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 
 from ..errors import NotFoundError, SourceError, StackvaultError, UsageError
 from . import child, pids
+from .atomic import write_atomic
 
 #: Appliance memory, MiB: enough for the kernel, the daemon and metadata of large file systems.
 MEMSIZE_MIB = 512
@@ -72,10 +74,11 @@ class Entry:
 class DiskFiles:
     """The file systems of one disk, mounted read-only inside a libguestfs appliance."""
 
-    def __init__(self, nbd_socket: str, overlay: str, *, label: str, memsize: int = MEMSIZE_MIB,
+    def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, memsize: int = MEMSIZE_MIB,
                  timeout: float = TIMEOUT_S) -> None:
         """`nbd_socket`: the Unix socket of the disk's NBD export; `overlay` a new file's path in a
-        private directory; `label` names the disk in errors."""
+        private directory; `hv_dir` a private directory of this proxy's for the QEMU wrapper;
+        `label` names the disk in errors."""
         guestfs = guestfs_module()
         self.label = label
         self._timed_out = threading.Event()
@@ -86,6 +89,7 @@ class DiskFiles:
         self._watchdog.start()
         try:
             self._g.set_memsize(memsize)
+            self._g.set_hv(_scrubbing_hv(self._g.get_hv(), hv_dir))
             # The appliance's writes (a journal replay, say) land in a throw-away qcow2 overlay whose
             # backing file is the export, which refuses writes anyway. The overlay is made here rather
             # than by `add_drive(readonly=True)`, which probes the export while holding Python's GIL
@@ -205,6 +209,28 @@ class DiskFiles:
     def tar_out(self, path: str, dest: str) -> None:
         """A directory tree as a tar stream (numeric owners, modes, times) to `dest`."""
         self._call(self._g.tar_out, path, dest, numericowner=True)
+
+
+def _scrubbing_hv(qemu: str, directory: str) -> str:
+    """A wrapper that starts the appliance's QEMU with child.PASSED_ENV only.
+
+    libguestfs starts QEMU with this process's environment, which may hold the repository's
+    passphrase or cloud credentials; QEMU runs the hostile disk's guest side, so it gets none of
+    them. The wrapper keeps one path and content (rewritten only when they change), so libguestfs'
+    cache of QEMU's features stays valid.
+    """
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(child.child_env().items()))
+    script = f"#!/bin/sh\nexec /usr/bin/env -i {env} {shlex.quote(qemu)} \"$@\"\n".encode()
+    path = os.path.join(directory, "guestfs-qemu")
+    try:
+        with open(path, "rb") as f:
+            if f.read() == script:
+                return path
+    except OSError:
+        pass
+    write_atomic(path, script)
+    os.chmod(path, 0o700)
+    return path
 
 
 def _absolute(path: str) -> str:

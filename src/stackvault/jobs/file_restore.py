@@ -40,7 +40,8 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
         try:
             sock = os.path.join(sockdir, "nbd")
             label = f"disk {opened.disk} of backup {opened.backup_id}"
-            with serving(opened, sock), DiskFiles(sock, os.path.join(sockdir, "overlay.qcow2"), label=label,
+            overlay = os.path.join(sockdir, "overlay.qcow2")
+            with serving(opened, sock), DiskFiles(sock, overlay, label=label, hv_dir=str(ctx.settings.workdir),
                                                   timeout=timeout) as files:
                 yield opened, files
         finally:
