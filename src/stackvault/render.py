@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .engine.manifest import BackupRecord
 from .progress import human_bytes
 
@@ -368,8 +370,13 @@ def _first_line(text: str | None) -> str:
     return (text or "").splitlines()[0] if text else ""
 
 
+def _to_second(iso: str | None) -> str:
+    """A catalog time (kept to the microsecond, for order) as people read it."""
+    return datetime.fromisoformat(iso).isoformat(timespec="seconds") if iso else "-"
+
+
 def jobs(result: dict) -> str:
-    rows = [[j["job_id"][:12], j["kind"], j["status"], j["started"], _duration(j["duration_s"]), _server(j),
+    rows = [[j["job_id"][:12], j["kind"], j["status"], _to_second(j["started"]), _duration(j["duration_s"]), _server(j),
              j["policy"] or "-", j["backup_id"] or "-", _first_line(j["message"])[:80]] for j in result["jobs"]]
     lines = table(["JOB", "KIND", "STATUS", "STARTED", "DURATION", "SERVER", "POLICY", "BACKUP", "MESSAGE"], rows,
                   right=frozenset({4}))
@@ -380,7 +387,8 @@ def job(j: dict) -> str:
     lines = [f"Job {j['job_id']}",
              f"  Kind:      {j['kind']}",
              f"  Status:    {_STATUS.get(j['status'], j['status'])} ({j['status']})",
-             f"  Started:   {j['started']}   Finished: {j['finished'] or '-'}   Duration: {_duration(j['duration_s'])}",
+             f"  Started:   {_to_second(j['started'])}   Finished: {_to_second(j['finished'])}   "
+             f"Duration: {_duration(j['duration_s'])}",
              f"  Host:      {j['host'] or '-'}"]
     if j.get("server"):
         lines.append(f"  Server:    {j['server']['name']} ({j['server']['id']})")
@@ -444,3 +452,28 @@ def policy_run(report: dict) -> str:
 def server_stopped(result: dict) -> str:
     runs = result["runs_finished"]
     return f"stackvault server stopped after finishing {runs} run{'' if runs == 1 else 's'}"
+
+
+def files_ls(result: dict) -> str:
+    lines = []
+    for e in result["entries"]:
+        link = f" -> {e['target']}" if e.get("target") else ""
+        lines.append(f"{e['mode']} {e['uid']:>5} {e['gid']:>5} {e['size']:>12} {e['mtime']:>11} {e['path']}{link}")
+    return "\n".join(lines) or "(empty)"
+
+
+def files_found(result: dict) -> str:
+    return "\n".join(result["paths"]) or "(nothing found)"
+
+
+def files_extracted(result: dict) -> str:
+    return "\n".join(f"{x['path']} -> {x['to']}" for x in result["extracted"])
+
+
+def nbd_served(result: dict) -> str:
+    return (f"served backup {result['backup_id']} disk {result['disk']} on {result['uri']}: "
+            f"{result['blocks_fetched']} blocks read from the repository")
+
+
+def unmounted(result: dict) -> str:
+    return f"unmounted {result['mountpoint']} ({result['backups']} backups of {len(result['servers'])} servers)"

@@ -184,4 +184,6 @@ def _backup_row(repo_id: str, r: BackupRecord) -> BackupRow:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """A job's start or end, to the microsecond: jobs of one proxy often start within one second, and
+    `stackvault jobs` lists them in the order they ran (ISO strings of one zone sort as times)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")

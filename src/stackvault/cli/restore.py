@@ -21,6 +21,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flavor", default=None, help="server restore: flavor (default: the original)")
     p.add_argument("--network", default=None, help="server restore: network (default: the original)")
     p.add_argument("--key-name", default=None, help="server restore: key pair (default: the original)")
+    p.add_argument("--file", action="append", default=[], metavar="PATH",
+                   help="restore only this file or directory of the disk into --to file:DIR (repeat for several)")
 
 
 def _lock(args: argparse.Namespace) -> Lock | None:
@@ -34,6 +36,10 @@ def _lock(args: argparse.Namespace) -> Lock | None:
 @command("restore", "restore a disk of a backup", arguments=_arguments, lock=_lock, recorded_as="restore")
 def restore(inv: Invocation) -> Outcome:
     args, ctx = inv.args, inv.ctx
+    if args.file:
+        from .files import restore_files
+
+        return restore_files(inv)
     kind, _, name = args.to.partition(":")
     if kind not in _CLOUD_TARGETS:
         from ..jobs.restore import parse_target

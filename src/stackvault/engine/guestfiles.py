@@ -1,0 +1,266 @@
+"""The files inside a backed-up disk, read by libguestfs from an NBD export of it.
+
+A backed-up disk is whatever its tenant wrote: its partition table, LVM metadata and file systems may
+be crafted to crash or take over the kernel that parses them. So this proxy never mounts them itself:
+libguestfs starts a small QEMU appliance with a kernel of its own, attaches the export read-only and
+mounts the file systems in there; only file names, attributes and contents come back over its RPC
+channel. A hostile file system can at worst crash or hang that appliance, which is bounded:
+
+- memory: the appliance gets `memsize` MiB and nothing more of the proxy;
+- time: a watchdog kills the appliance's QEMU after `timeout` seconds, whatever it was doing, and the
+  call that waited on it fails with one line;
+- nothing outlives the command: the appliance is shut down (or killed) on every exit path, and the
+  only thing mounted is inside it.
+
+File systems appear under one tree: a disk holding a single file system shows it at `/`; a disk with
+several (partitions, LVM logical volumes) shows each under its device name, e.g. `/sda1`,
+`/vg0/data` (`ls /` lists them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import shlex
+import signal
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NotFoundError, SourceError, StackvaultError, UsageError
+from . import child, pids
+from .atomic import write_atomic
+
+#: Appliance memory, MiB: enough for the kernel, the daemon and metadata of large file systems.
+MEMSIZE_MIB = 512
+#: Default bound of one command's whole work in the appliance (launch included; QEMU TCG is slow).
+TIMEOUT_S = 600.0
+
+
+def guestfs_module() -> Any:
+    """libguestfs' Python bindings, or one line saying how to get them."""
+    try:
+        import guestfs  # optional: only file restore needs it
+    except ImportError:
+        raise SourceError("file restore needs libguestfs' Python bindings (module guestfs), which this Python "
+                          "cannot import", "install Debian's python3-guestfs, then run scripts/bootstrap") from None
+    return guestfs
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry, as `ls` shows it and `get` restores it."""
+
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    target: str = ""  # a symbolic link's target
+
+    @property
+    def kind(self) -> str:
+        return stat.filemode(self.mode)[0].replace("-", "f")
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "mode": stat.filemode(self.mode), "uid": self.uid, "gid": self.gid,
+                "size": self.size, "mtime": self.mtime, **({"target": self.target} if self.target else {})}
+
+
+class DiskFiles:
+    """The file systems of one disk, mounted read-only inside a libguestfs appliance."""
+
+    def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, memsize: int = MEMSIZE_MIB,
+                 timeout: float = TIMEOUT_S) -> None:
+        """`nbd_socket`: the Unix socket of the disk's NBD export; `overlay` a new file's path in a
+        private directory; `hv_dir` a private directory of this proxy's for the QEMU wrapper;
+        `label` names the disk in errors."""
+        guestfs = guestfs_module()
+        self.label = label
+        self._timed_out = threading.Event()
+        self._g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+        self._watchdog = threading.Timer(timeout, self._kill)
+        self._watchdog.daemon = True
+        self._timeout = timeout
+        self._watchdog.start()
+        try:
+            self._g.set_memsize(memsize)
+            self._g.set_hv(_scrubbing_hv(self._g.get_hv(), hv_dir))
+            # The appliance's writes (a journal replay, say) land in a throw-away qcow2 overlay whose
+            # backing file is the export, which refuses writes anyway. The overlay is made here rather
+            # than by `add_drive(readonly=True)`, which probes the export while holding Python's GIL
+            # and so would wait for ever on an export served by a thread of this very process.
+            made = child.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                              "-b", f"nbd+unix:///?socket={nbd_socket}", overlay], child.MAP)
+            if made.problem:
+                raise StackvaultError(f"cannot attach {label} to the appliance: {made.problem}",
+                                      "check that qemu-utils is installed")
+            self._g.add_drive_opts(overlay, format="qcow2", readonly=False)
+            self._call(self._g.launch)
+            self.filesystems = self._mount_all()
+        except BaseException:
+            self.close()
+            raise
+
+    def _kill(self) -> None:
+        """The watchdog: kill the appliance's QEMU (a child of this process) wherever it hangs."""
+        self._timed_out.set()
+        for pid in _qemu_children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One libguestfs call; its error as one line (the watchdog's kill as a timeout)."""
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as exc:
+            if self._timed_out.is_set():
+                raise StackvaultError(f"reading the file systems of {self.label} took longer than "
+                                      f"{self._timeout:.0f} s: the appliance was stopped",
+                                      "raise --timeout, or the disk may hold a hostile file system") from None
+            raise _guestfs_error(exc, self.label) from None
+
+    def _mount_all(self) -> dict[str, str]:
+        """Mount every file system the appliance can read; {mount point: device}."""
+        found = self._call(self._g.list_filesystems)
+        devices = sorted(d for d, kind in found.items() if kind not in ("swap", "unknown", ""))
+        if len(devices) == 1:
+            places = {devices[0]: "/"}
+        else:
+            places = {d: "/" + d.removeprefix("/dev/") for d in devices}
+            made: set[str] = set()
+            for where in sorted(places.values()):  # /vg0 before /vg0/data
+                parts = where.strip("/").split("/")
+                for n in range(1, len(parts) + 1):
+                    point = "/" + "/".join(parts[:n])
+                    if point not in made:
+                        self._call(self._g.mkmountpoint, point)
+                        made.add(point)
+        mounted: dict[str, str] = {}
+        for device, where in places.items():
+            try:
+                self._g.mount_ro(device, where)
+            except RuntimeError:
+                if self._timed_out.is_set():
+                    raise StackvaultError(f"reading the file systems of {self.label} took longer than "
+                                          f"{self._timeout:.0f} s", "raise --timeout") from None
+                continue  # a damaged or unsupported file system: the others are still readable
+            mounted[where] = device
+        if not mounted:
+            seen = ", ".join(f"{d} {k or 'unknown'}" for d, k in sorted(found.items())) or "nothing"
+            raise UsageError(f"{self.label} holds no file system that can be read (found: {seen})",
+                             "restore the whole disk with `stackvault restore --to file:PATH` instead")
+        return mounted
+
+    def close(self) -> None:
+        self._watchdog.cancel()
+        try:
+            self._g.shutdown()
+        except RuntimeError:
+            pass  # killed by the watchdog, or never launched
+        self._g.close()
+        for pid in _qemu_children():  # a shutdown that failed leaves nothing running either
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def __enter__(self) -> DiskFiles:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def entry(self, path: str) -> Entry:
+        path = _absolute(path)
+        st = self._call(self._g.lstatns, path)
+        return self._entry(path, st)
+
+    def _entry(self, path: str, st: dict) -> Entry:
+        target = self._call(self._g.readlink, path) if stat.S_ISLNK(st["st_mode"]) else ""
+        return Entry(path, st["st_mode"], st["st_uid"], st["st_gid"], st["st_size"], st["st_mtime_sec"], target)
+
+    def ls(self, path: str) -> list[Entry]:
+        """A directory's entries (or the one entry of a file)."""
+        top = self.entry(path)
+        if not stat.S_ISDIR(top.mode):
+            return [top]
+        names = sorted(self._call(self._g.ls, top.path))
+        stats = self._call(self._g.lstatnslist, top.path, names) if names else []
+        return [self._entry(posixpath.join(top.path, n), st) for n, st in zip(names, stats, strict=True)]
+
+    def find(self, path: str, pattern: str | None = None) -> Iterator[str]:
+        """Every path under `path` (whose name matches the glob `pattern`, when given)."""
+        top = self.entry(path)
+        for rel in sorted(self._call(self._g.find, top.path)):
+            if pattern is None or fnmatch.fnmatchcase(posixpath.basename(rel), pattern):
+                yield posixpath.join(top.path, rel.lstrip("/"))
+
+    def download(self, path: str, dest: str) -> None:
+        """A regular file's bytes to `dest` (a path of this host, or /dev/fd/N)."""
+        self._call(self._g.download, path, dest)
+
+    def tar_out(self, path: str, dest: str) -> None:
+        """A directory tree as a tar stream (numeric owners, modes, times) to `dest`."""
+        self._call(self._g.tar_out, path, dest, numericowner=True)
+
+
+def _scrubbing_hv(qemu: str, directory: str) -> str:
+    """A wrapper that starts the appliance's QEMU with child.PASSED_ENV only.
+
+    libguestfs starts QEMU with this process's environment, which may hold the repository's
+    passphrase or cloud credentials; QEMU runs the hostile disk's guest side, so it gets none of
+    them. The wrapper keeps one path and content (rewritten only when they change), so libguestfs'
+    cache of QEMU's features stays valid.
+    """
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(child.child_env().items()))
+    script = f"#!/bin/sh\nexec /usr/bin/env -i {env} {shlex.quote(qemu)} \"$@\"\n".encode()
+    path = os.path.join(directory, "guestfs-qemu")
+    try:
+        with open(path, "rb") as f:
+            if f.read() == script:
+                return path
+    except OSError:
+        pass
+    write_atomic(path, script)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/"):
+        raise UsageError(f"path {path!r} is not absolute", f"write /{path}")
+    return posixpath.normpath(path) if path != "/" else "/"
+
+
+def _guestfs_error(exc: RuntimeError, label: str) -> StackvaultError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "libguestfs failed"
+    if "No such file or directory" in text:
+        path = text.split(":")[1].strip() if text.count(":") >= 2 else "the path"
+        return NotFoundError(f"{path} does not exist in {label}", "see `stackvault files BACKUP ls /`")
+    if "Not a directory" in text:
+        return UsageError(f"{text.split(': ', 1)[-1]} in {label}", "name a directory")
+    return StackvaultError(f"reading the file systems of {label} failed: {text}",
+                           "the disk may hold a damaged file system; restore the whole disk instead")
+
+
+def _qemu_children() -> list[int]:
+    """This process's children that run QEMU (the libguestfs appliance)."""
+    me = os.getpid()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as f:
+                if not f.read().startswith(b"qemu"):
+                    continue
+        except OSError:
+            continue
+        if pids.parent(int(entry)) == me:
+            found.append(int(entry))
+    return found

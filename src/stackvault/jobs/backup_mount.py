@@ -1,0 +1,219 @@
+"""`stackvault mount`: the repository's backups as a read-only FUSE file system of raw disk images.
+
+    MOUNTPOINT/<server>/<backup-id>/<disk>.raw
+    MOUNTPOINT/<server>/latest -> <newest backup-id>
+
+Backup ids begin with their UTC time, so names sort by time. A server is the backed-up server's name
+(a volume's name for volume backups, the first disk's name for `--source` backups). Reads of an image
+go through a `DiskReader` (bounded block cache, read-ahead for sequential reads, holes answered
+without a repository read), so a mounted disk works the same on every repository kind and never
+serves a byte that fails its check (the read gets EIO instead).
+
+The binding is mfusepy: the maintained fork of fusepy, ctypes over the installed libfuse 3 (no
+compiler, no build of its own, so it installs from PyPI like the other dependencies), with the
+threaded high-level API the thread-safe reader suits. pyfuse3 needs trio and a C build against
+libfuse3-dev, or Debian's package with trio's whole dependency tree linked into the venv.
+
+The command holds the repository's read lock while mounted, so gc waits. It runs in the foreground;
+libfuse turns Ctrl-C and SIGTERM into a clean unmount, after which the command returns.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..engine.diskreader import DiskReader
+from ..engine.manifest import BackupRecord, DiskRecord
+from ..engine.repository import Repository
+from ..errors import StackvaultError, UsageError, warn
+from .context import JobContext
+
+#: Disk readers kept open at once (each with its own block cache): bounds the mount's memory.
+OPEN_READERS = 4
+#: Each reader's block cache.
+CACHE_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class Image:
+    backup_id: str
+    disk: DiskRecord
+    mtime_ns: int
+
+
+def server_name(record: BackupRecord) -> str:
+    src = record.source or {}
+    name = (src.get("server") or {}).get("name") or (src.get("volume") or {}).get("name")
+    if not name:
+        name = record.disks[0].name if record.disks else record.backup_id
+    return str(name).replace("/", "_") or "_"
+
+
+def _mtime_ns(record: BackupRecord) -> int:
+    try:
+        return int(datetime.fromisoformat(record.created).timestamp() * 1e9)
+    except ValueError:
+        return 0
+
+
+def layout(records: list[BackupRecord]) -> dict[str, dict[str, dict[str, Image]]]:
+    """{server: {backup id: {file name: image}}}, from the repository's backup records."""
+    tree: dict[str, dict[str, dict[str, Image]]] = {}
+    for r in sorted(records, key=lambda r: r.backup_id):
+        files = {_image_name(d.name): Image(r.backup_id, d, _mtime_ns(r)) for d in r.disks}
+        tree.setdefault(server_name(r), {})[r.backup_id] = files
+    return tree
+
+
+def _image_name(disk: str) -> str:
+    name = disk.replace("/", "_")
+    return name if name.endswith(".raw") else f"{name}.raw"
+
+
+def _fuse() -> Any:
+    try:
+        import mfusepy
+    except (ImportError, OSError) as exc:  # OSError: libfuse itself is missing
+        raise UsageError(f"mount needs libfuse 3 and the mfusepy package: {exc}",
+                         "install Debian's fuse3 and run scripts/bootstrap") from None
+    return mfusepy
+
+
+def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]]]) -> Any:
+    mfusepy = _fuse()
+
+    class BackupFS(mfusepy.Operations):  # type: ignore[name-defined]  # mfusepy has no types
+        """Read-only: every call that would change something gets EROFS from libfuse's `ro` mount."""
+
+        use_ns = True
+
+        def __init__(self) -> None:
+            self._readers: OrderedDict[tuple[str, str], DiskReader] = OrderedDict()
+            self._lock = threading.Lock()
+            self._uid, self._gid = os.getuid(), os.getgid()
+
+        def _find(self, path: str) -> tuple[str, ...]:
+            parts = tuple(p for p in path.split("/") if p)
+            if len(parts) >= 1 and parts[0] not in tree:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            if len(parts) >= 2 and parts[1] != "latest" and parts[1] not in tree[parts[0]]:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            if len(parts) >= 2 and parts[1] == "latest" and len(parts) > 2:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            if len(parts) == 3 and parts[2] not in tree[parts[0]][parts[1]]:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            if len(parts) > 3:
+                raise mfusepy.FuseOSError(errno.ENOENT)
+            return parts
+
+        def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+            parts = self._find(path)
+            base = {"st_uid": self._uid, "st_gid": self._gid, "st_nlink": 1}
+            if len(parts) == 3:
+                image = tree[parts[0]][parts[1]][parts[2]]
+                return {**base, "st_mode": stat.S_IFREG | 0o400, "st_size": image.disk.size,
+                        "st_mtime": image.mtime_ns, "st_ctime": image.mtime_ns, "st_atime": image.mtime_ns,
+                        "st_blocks": (image.disk.size + 511) // 512}
+            if len(parts) == 2 and parts[1] == "latest":
+                target = max(tree[parts[0]])
+                return {**base, "st_mode": stat.S_IFLNK | 0o777, "st_size": len(target)}
+            return {**base, "st_mode": stat.S_IFDIR | 0o500, "st_nlink": 2}
+
+        def readdir(self, path: str, fh: int) -> list[str]:
+            parts = self._find(path)
+            if len(parts) == 0:
+                names = sorted(tree)
+            elif len(parts) == 1:
+                names = [*sorted(tree[parts[0]]), "latest"]
+            elif len(parts) == 2 and parts[1] != "latest":
+                names = sorted(tree[parts[0]][parts[1]])
+            else:
+                raise mfusepy.FuseOSError(errno.ENOTDIR)
+            return [".", "..", *names]
+
+        def readlink(self, path: str) -> str:
+            parts = self._find(path)
+            if len(parts) != 2 or parts[1] != "latest":
+                raise mfusepy.FuseOSError(errno.EINVAL)
+            return max(tree[parts[0]])
+
+        def open(self, path: str, flags: int) -> int:
+            parts = self._find(path)
+            if len(parts) != 3:
+                raise mfusepy.FuseOSError(errno.EISDIR)
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                raise mfusepy.FuseOSError(errno.EROFS)
+            return 0
+
+        def _reader(self, parts: tuple[str, ...]) -> DiskReader:
+            image = tree[parts[0]][parts[1]][parts[2]]
+            key = (image.backup_id, image.disk.name)
+            with self._lock:
+                reader = self._readers.get(key)
+                if reader is not None:
+                    self._readers.move_to_end(key)
+                    return reader
+            reader = DiskReader(repo, repo.get_index(image.disk), cache_bytes=CACHE_BYTES)
+            with self._lock:
+                self._readers[key] = reader
+                while len(self._readers) > OPEN_READERS:
+                    _, old = self._readers.popitem(last=False)
+                    old.close()
+            return reader
+
+        def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+            try:
+                return self._reader(self._find(path)).read(offset, size)
+            except StackvaultError as exc:  # a damaged chunk or an unreadable store: an I/O error
+                warn(f"reading {path} at {offset}: {exc}")
+                raise mfusepy.FuseOSError(errno.EIO) from None
+
+        def statfs(self, path: str) -> dict[str, int]:
+            return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+        def close_all(self) -> None:
+            with self._lock:
+                for reader in self._readers.values():
+                    reader.close()
+                self._readers.clear()
+
+    return BackupFS()
+
+
+def mount(ctx: JobContext, mountpoint: str, server: str | None, backup: str | None) -> dict:
+    """Mount until unmounted (Ctrl-C, SIGTERM, `fusermount3 -u`); returns what was shown."""
+    if server and backup:
+        raise UsageError("mount shows one server or one backup, not both", "drop --server or the backup id")
+    where = os.path.abspath(mountpoint)
+    if not os.path.isdir(where):
+        raise UsageError(f"mount point {where} is not a directory", "create an empty directory first")
+    mfusepy = _fuse()
+    repo = ctx.repo
+    with ctx.lock("read", f"mount {where}") as lock:
+        if lock.warning:
+            warn(lock.warning)
+        records = [repo.get_backup(repo.resolve(backup))] if backup else repo.backups()
+        tree = layout(records)
+        if server:
+            if server not in tree:
+                raise UsageError(f"no backups of server {server!r}", f"servers: {', '.join(sorted(tree)) or 'none'}")
+            tree = {server: tree[server]}
+        ops = make_operations(repo, tree)
+        try:
+            mfusepy.FUSE(ops, where, foreground=True, ro=True, nothreads=False, fsname="stackvault",
+                         subtype="stackvault", default_permissions=True)
+        except RuntimeError as exc:
+            raise StackvaultError(f"cannot mount at {where}: {exc}",
+                                  "check that the directory is empty and that /dev/fuse is usable") from None
+        finally:
+            ops.close_all()
+    return {"mountpoint": where, "servers": sorted(tree), "backups": sum(len(b) for b in tree.values()),
+            "status": "unmounted"}
+
