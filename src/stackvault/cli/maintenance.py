@@ -12,7 +12,7 @@ from .command import EXIT_DAMAGED, EXIT_FAILED, EXIT_OK, Outcome, command
 from .invocation import Invocation
 from .parser import checked
 
-_RULES = ("last", "daily", "weekly", "monthly")
+_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +71,8 @@ def forget(inv: Invocation) -> Outcome:
 def _prune_arguments(p: argparse.ArgumentParser) -> None:
     for rule in _RULES:
         p.add_argument(f"--keep-{rule}", type=checked(whole_number, f"--keep-{rule}"), default=None, metavar="N")
+    p.add_argument("--keep-within", type=checked(seconds, "--keep-within"), default=None, metavar="DURATION",
+                   help="keep every backup made within this long of a disk's newest one (e.g. 7d)")
     p.add_argument("--dry-run", action="store_true")
 
 
@@ -80,7 +82,7 @@ def prune(inv: Invocation) -> Outcome:
     from ..jobs.prune import prune as prune_backups
 
     args = inv.args  # the options override the config's [retention] rule by rule (keep_within etc. stay)
-    policy = replace(inv.settings.retention, **{f"keep_{r}": getattr(args, f"keep_{r}") for r in _RULES
+    policy = replace(inv.settings.retention, **{f"keep_{r}": getattr(args, f"keep_{r}") for r in (*_RULES, "within")
                                                 if getattr(args, f"keep_{r}") is not None})
     return Outcome(prune_backups(inv.ctx, policy, args.dry_run))
 
