@@ -400,7 +400,7 @@ def job(j: dict) -> str:
         lines.append(f"  Error:     {j['error']}")
         lines.append(f"  Fix:       {j['fix'] or '-'}")
     items = j.get("items") or []
-    if items:
+    if items and j["kind"] != "policy":  # a policy run's items are shown with its maintenance below
         lines.append(f"  Items ({len(items)}):")
         for item in items:
             if "disk" in item and "level" in item:

@@ -33,3 +33,6 @@ verify_sample_percent = 50
     assert f"  server {name}: success, backup {backup} (full)" in shown, shown
     assert "  prune: 0 forgotten, 1 kept" in shown, shown
     assert "  verify: success (" in "\n".join(shown) and "share 1/2)" in "\n".join(shown), shown
+    items = user.run("jobs", "show", job["job_id"]).data["items"]
+    assert [(i["kind"], i["name"], i["status"], i["backup_id"], i["level"]) for i in items] == [
+        ("server", name, "success", backup, "full")], items

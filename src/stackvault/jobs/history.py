@@ -64,8 +64,13 @@ class JobEntry:
         return (parsed["what"], parsed["fix"]) if parsed else (self.message, "")
 
     def items(self) -> list[dict]:
-        """What the job worked on: a backup's or restore's disks, prune's and forget's backups."""
+        """What the job worked on: a backup's or restore's disks, prune's and forget's backups, a policy
+        run's servers and volumes."""
         r = self.report
+        if self.kind == "policy":
+            return [{"kind": kind, "id": i.get(f"{kind}_id"), "name": i.get("name"), "status": i.get("status"),
+                     "backup_id": i.get("backup_id"), "level": i.get("level"), "error": i.get("error") or None}
+                    for kind in ("server", "volume") for i in r.get(f"{kind}s", [])]
         if "disks" in r:
             return [{"disk": d.get("name"), "level": d.get("level"), "size": d.get("size"),
                      "bytes_read": d.get("bytes_read"), "bytes_stored": d.get("bytes_stored"),
