@@ -25,7 +25,8 @@ def summary(backups: list[BackupRow], jobs: list[JobRow], period_s: float, now: 
         if b.status in SUCCEEDED:
             what = target_of(b)
             latest[what] = max(latest.get(what, 0.0), timestamp(b.finished) or 0.0)
-    stale = sorted((t, when) for t, when in latest.items() if when < since)
+    stale = sorted(((t, when) for t, when in latest.items() if when < since),  # longest without a backup first
+                   key=lambda tw: (tw[1], tw[0].kind, tw[0].name, tw[0].id))
     hours = f"{period_s / 3600:g} h"
     title = (f"stackvault on {hostname()}: {len(failed)} failed, {len(warned)} with warnings, "
              f"{len(ended) - len(failed) - len(warned)} succeeded in {hours}")
