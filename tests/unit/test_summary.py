@@ -12,8 +12,8 @@ DAY = 86400.0
 def _backup(server: str, finished: str) -> BackupRow:
     return BackupRow(backup_id=f"b-{server}", repo_id="r", created=finished, finished=finished, level="full",
                      requested_level="full", status="success", name=server, host="p",
-                     source={"kind": "server", "server": {"id": f"id-{server}", "name": server}}, tags={}, size=1, bytes_read=1,
-                     bytes_stored=1, duration_s=1.0, disks=[])
+                     source={"kind": "server", "server": {"id": f"id-{server}", "name": server}}, tags={},
+                     size=1, bytes_read=1, bytes_stored=1, duration_s=1.0, disks=[])
 
 
 def test_two_servers_without_a_recent_backup_are_both_listed_oldest_first() -> None:
