@@ -178,7 +178,9 @@ def _active_image(conn, image_id: str):
 
 
 def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: str,
-                   progress: ProgressFactory | None) -> ItemResult:
+                   progress: ProgressFactory | None, tags: dict[str, str] | None = None) -> ItemResult:
+    """One server's backup; `tags` go into its record beside `server_id` (a policy names itself there,
+    so that its retention forgets only its own backups)."""
     result = ItemResult("server", server.id, server.name)
     cloud = ctx.settings.cloud
     leftovers: list[str] = []
@@ -244,7 +246,7 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
                     why=IMAGE_BACKED_VOLUMES if ctx.settings.ceph.volume_backends else ""))
             log.info("server %s: reading %d disks", server.name, len(sources))
             record = back_up(ctx, BackupRequest(
-                sources=sources, level=level, name=server.name, tags={"server_id": server.id},
+                sources=sources, level=level, name=server.name, tags={**(tags or {}), "server_id": server.id},
                 source_meta={"kind": "server", "server": definition}, consistency=consistency,
                 warnings=warnings), progress)
             result.report = backup_report(record)
@@ -271,7 +273,8 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
 
 
 def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: str,
-                   progress: ProgressFactory | None) -> ItemResult:
+                   progress: ProgressFactory | None, tags: dict[str, str] | None = None) -> ItemResult:
+    """One volume's backup; `tags` as for `back_up_server`."""
     result = ItemResult("volume", volume.id, volume.name or volume.id, consistency=CRASH)
     cloud = ctx.settings.cloud
     leftovers: list[str] = []
@@ -292,7 +295,8 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
             source = readers.from_volume(volume, cs.id, name=volume.name or volume.id,
                                          key=f"volume:{volume.id}", meta={"volume_id": volume.id})
             record = back_up(ctx, BackupRequest(
-                sources=[source], level=level, name=volume.name or volume.id, tags={"volume_id": volume.id},
+                sources=[source], level=level, name=volume.name or volume.id,
+                tags={**(tags or {}), "volume_id": volume.id},
                 source_meta={"kind": "volume", "volume": {
                     "id": volume.id, "name": volume.name, "size_gb": volume.size, "volume_type": volume.volume_type,
                     "availability_zone": volume.availability_zone,

@@ -34,6 +34,10 @@ from .schedule import plan_level, verify_part
 #: raises is the hook's fault and never changes the run.
 run_finished_hooks: list[Callable[[dict], None]] = []
 
+#: The tag naming the policy a backup was made by: a policy's retention forgets only its own backups,
+#: never another policy's (a monthly archive of the same server) nor one made by hand.
+POLICY_TAG = "policy"
+
 Connect = Callable[[str | None], Any]  # cloud.connection.connect: an openstacksdk Connection
 
 
@@ -95,10 +99,10 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
         conn = connect(policy.os_cloud or cloud.os_cloud)
         if item.kind == "server":
             found = conn.compute.get_server(item.item_id)
-            result = back_up_server(job_ctx, conn, found, claim.level, claim.run_id, None)
+            result = back_up_server(job_ctx, conn, found, claim.level, claim.run_id, None, {POLICY_TAG: policy.name})
         else:
             found = conn.block_storage.get_volume(item.item_id)
-            result = back_up_volume(job_ctx, conn, found, claim.level, claim.run_id, None)
+            result = back_up_volume(job_ctx, conn, found, claim.level, claim.run_id, None, {POLICY_TAG: policy.name})
         report = result.to_dict()
     except Exception as exc:  # noqa: BLE001 - gone since it was queued, cloud unreachable: this item fails, not the run
         report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed",
@@ -154,7 +158,8 @@ def _maintenance(ctx: JobContext, queue: PolicyQueue, policy: Policy,
     def prune_step() -> dict | None:
         if not policy.retention.any() or not ids:
             return None
-        pruned.update(prune(ctx, policy.retention, only=lambda record: _item_of(record) in ids))
+        pruned.update(prune(ctx, policy.retention, only=lambda record: _item_of(record) in ids
+                            and (record.tags or {}).get(POLICY_TAG) == policy.name))
         return {"removed": pruned["removed"], "kept": len(pruned["kept"])}
 
     def gc_step() -> dict | None:
