@@ -43,6 +43,10 @@ PREFIX = "proxy-state/"
 SECRET_KEY = re.compile(r"(pass(word|phrase)?|secret|token|credential|private|api_?key)", re.IGNORECASE)
 
 
+#: Settings whose values hold secrets under a name that does not say so: notification URLs carry their
+#: tokens in the path (`json://host/hooks/TOKEN`, `tgram://BOT_TOKEN/CHAT`).
+SECRET_SETTINGS = {("notify", "urls")}
+
 #: `scheme://user:PASSWORD@`: the password of a URL setting, as in the documented catalog URL
 #: postgresql+psycopg://user:PASSWORD@host/db (libpq then finds it in ~/.pgpass or PGPASSFILE).
 URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@\"']*):[^\s/@\"']*@", re.IGNORECASE)
@@ -69,11 +73,21 @@ def _strip_secrets(text: str) -> tuple[str | None, list[str]]:
     parameter, an odd quoting) is not saved at all (None): a plain repository's store must never see one.
     """
     kept, dropped = [], []
+    section, open_array = "", False
     for line in text.splitlines():
+        if open_array:  # the rest of a left-out multi-line value: dropped, not commented (it is the secret)
+            open_array = "]" not in line
+            continue
+        bare = line.strip()
+        if bare.startswith("[") and "=" not in bare:
+            section = bare.strip("[] ")
         key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else ""
-        if key and SECRET_KEY.search(key):
-            dropped.append(key)
+        if key and (SECRET_KEY.search(key) or (section, key) in SECRET_SETTINGS):
+            name = f"{section}.{key}" if (section, key) in SECRET_SETTINGS else key
+            dropped.append(name)
             kept.append(f"# {key} = <left out: the repository is not encrypted; set it again>")
+            value = line.split("=", 1)[1]
+            open_array = value.count("[") > value.count("]")
         else:
             kept.append(line)
     stripped = without_password("\n".join(kept) + "\n")
