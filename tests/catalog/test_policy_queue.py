@@ -17,9 +17,13 @@ import textwrap
 import time
 from datetime import UTC, datetime
 
+from sqlalchemy import update
+
 from stackvault.catalog import Catalog
 from stackvault.catalog.leases import LEASE_ENV
+from stackvault.catalog.models import PolicyItemRow
 from stackvault.catalog.queue import PolicyQueue, QueueItem
+from stackvault.engine.repository import hostname
 
 from .test_catalog import child_env
 
@@ -29,7 +33,9 @@ SLOT = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 #: the ids it took; with HOLD it claims one and keeps it (renewing its lease) until killed.
 WORKER = textwrap.dedent("""
     import json, sys, time
-    from stackvault.catalog import Catalog
+    from sqlalchemy import update
+
+from stackvault.catalog import Catalog
     from stackvault.catalog.queue import PolicyQueue
     url, run_id, zones, hold = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "hold"
     queue = PolicyQueue(Catalog(url), "repo-1")
@@ -151,3 +157,19 @@ def test_one_run_per_policy_at_a_time_and_one_finisher(catalog_url: str) -> None
     assert queue.last_full("web") == SLOT  # a failed Full is followed by another
     assert queue.last_slot("web") == SLOT.replace(hour=3)
 
+
+
+def test_an_item_whose_holders_keep_dying_fails_instead_of_being_claimed_for_ever(catalog_url: str) -> None:
+    catalog = Catalog(catalog_url)
+    queue = PolicyQueue(catalog, "repo-1")
+    run_id = queue.open_run("web", SLOT, "full", _items(1))
+    assert run_id is not None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with catalog.session() as s, s.begin():  # killed three times already: its last holder is gone
+        s.execute(update(PolicyItemRow).where(PolicyItemRow.run_id == run_id).values(
+            status="claimed", attempts=3, host=hostname(), pid=int(dead.stdout), lease_expires=time.time() - 1))
+    assert queue.claim({"web"}, [], run_id) is None
+    [row] = queue.items(run_id)
+    assert (row.status, row.result) == ("done", "failed")
+    assert "stopped without finishing, 3 times" in row.report["error"]
+    assert queue.take_finished_run({"web"}) is not None, "the run can be finished: the policy runs again"

@@ -27,6 +27,10 @@ from .store import Catalog
 
 QUEUED, CLAIMED, DONE = "queued", "claimed", "done"
 FINISHING = "finishing"
+#: Claims of one item whose holders all stopped without finishing it: after that many, the item is a
+#: failure of its run rather than claimed again (a disk whose backup kills the proxy must not take
+#: every proxy down in turn, nor keep its run, and so its policy, open forever).
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,12 @@ class PolicyQueue:
             for item, run in s.execute(q).all():
                 if item.status == CLAIMED and not leases.stopped(item, now):
                     continue  # a lease ended, but its holder on this host is alive: it renews soon
+                if item.status == CLAIMED and item.attempts >= MAX_ATTEMPTS:
+                    item.status, item.result, item.lease_expires = DONE, "failed", None
+                    item.report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed",
+                                   "error": f"the proxy backing it up stopped without finishing, {item.attempts} "
+                                            "times (see the proxies' logs; the next run tries again)"}
+                    continue
                 leases.stamp(item, now)
                 item.status, item.attempts = CLAIMED, item.attempts + 1
                 self._heartbeat.add(str(item.id))
