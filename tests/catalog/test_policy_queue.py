@@ -33,9 +33,7 @@ SLOT = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 #: the ids it took; with HOLD it claims one and keeps it (renewing its lease) until killed.
 WORKER = textwrap.dedent("""
     import json, sys, time
-    from sqlalchemy import update
-
-from stackvault.catalog import Catalog
+    from stackvault.catalog import Catalog
     from stackvault.catalog.queue import PolicyQueue
     url, run_id, zones, hold = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4] == "hold"
     queue = PolicyQueue(Catalog(url), "repo-1")

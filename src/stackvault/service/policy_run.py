@@ -140,12 +140,17 @@ def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str)
     if run.job_id:
         ctx.catalog.finish_job(run.job_id, report["status"], message, report=report)
     queue.complete_run(run_id, report)
+    call_hooks(report)
+    return report
+
+
+def call_hooks(report: dict) -> None:
+    """Tell `run_finished_hooks` of a finished run."""
     for hook in run_finished_hooks:
         try:
             hook(report)
         except Exception:  # noqa: BLE001 - see run_finished_hooks
             pass
-    return report
 
 
 def _maintenance(ctx: JobContext, queue: PolicyQueue, policy: Policy,

@@ -25,7 +25,7 @@ from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
 from . import systemd
-from .policy_run import Connect, enqueue, finish_run, queue_name, work_item
+from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name, work_item
 from .schedule import due_slot
 
 log = logging.getLogger("stackvault.server")
@@ -78,6 +78,8 @@ class PolicyServer:
                     self._tick(workers, finisher, running, finishing, parallel)
                 except StackvaultError as exc:  # the catalog or cloud away a while: the next poll tries again
                     log.error("%s", exc)
+                except Exception as exc:  # noqa: BLE001 - a database restart, a cloud API's 503: the same
+                    log.error("%s: %s (the next poll tries again)", exc.__class__.__name__, exc)
                 self.stopping.wait(self.poll_s)
             systemd.notify("STOPPING=1")
             log.info("stopping: %d items finish first, nothing new is started", len(running))
@@ -126,10 +128,14 @@ def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: 
     """`finish_run`, and a run closed as failed when it cannot be (else the policy would never run again)."""
     try:
         return finish_run(ctx, queue, policy, run_id)
-    except Exception as exc:  # noqa: BLE001 - any surprise: the run is closed and the error logged
-        report = {"policy": policy.name, "run_id": run_id, "slot": queue.get_run(run_id).slot, "status": "failed",
+    except Exception as exc:  # noqa: BLE001 - any surprise: the run is closed, its job row too, and it is said
+        run = queue.get_run(run_id)
+        report = {"policy": policy.name, "run_id": run_id, "slot": run.slot, "status": "failed",
                   "error": f"{exc.__class__.__name__}: {exc}"}
+        if run.job_id:
+            ctx.catalog.finish_job(run.job_id, "failed", report["error"], report=report)
         queue.complete_run(run_id, report)
+        call_hooks(report)
         return report
 
 
