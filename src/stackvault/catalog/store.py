@@ -126,6 +126,11 @@ class Catalog:
                     marked.append(row.message)
         return marked
 
+    def job_status(self, job_id: str) -> str | None:
+        """A job's status (None: no such job)."""
+        with self._reader() as s:
+            return s.scalar(select(JobRow.status).where(JobRow.id == job_id))
+
     def interrupted_jobs(self, repo_id: str, since: str) -> list[JobRow]:
         """This repository's jobs marked interrupted that were last seen at or after `since` (ISO time)."""
         with self._reader() as s:

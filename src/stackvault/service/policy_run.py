@@ -144,6 +144,15 @@ def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str)
     return report
 
 
+def _abandoned(ctx: JobContext, job_id: str | None) -> bool:
+    """Whether the job recording a run was left by a proxy that stopped: its lease ended (a run-policy
+    killed by a reboot or Ctrl-C). Its items' own leases then end too, so claiming them is safe."""
+    if job_id is None:
+        return False
+    ctx.catalog.reap_jobs(ctx.repo.id)
+    return ctx.catalog.job_status(job_id) == "interrupted"
+
+
 def call_hooks(report: dict) -> None:
     """Tell `run_finished_hooks` of a finished run."""
     for hook in run_finished_hooks:
@@ -194,9 +203,11 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
     run_id = enqueue(ctx, queue, policy, slot, connect)
     if run_id is None:
         running = queue.unfinished_run(queue_name(policy))
-        raise LockedError(f"policy {name} is already running"
-                          + (f" (run {running.id} for {running.slot})" if running else ""),
-                          "wait for it to finish, or see `stackvault server`'s log")
+        if running is None or not _abandoned(ctx, running.job_id):
+            raise LockedError(f"policy {name} is already running"
+                              + (f" (run {running.id} for {running.slot})" if running else ""),
+                              "wait for it to finish, or see `stackvault server`'s log")
+        run_id = running.id  # the proxy that queued it stopped (a killed run-policy): this one finishes it
     zones, _ = ctx.settings.share()
     names = {queue_name(policy)}
     while True:
