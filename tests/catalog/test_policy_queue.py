@@ -171,3 +171,14 @@ def test_an_item_whose_holders_keep_dying_fails_instead_of_being_claimed_for_eve
     assert (row.status, row.result) == ("done", "failed")
     assert "stopped without finishing, 3 times" in row.report["error"]
     assert queue.take_finished_run({"web"}) is not None, "the run can be finished: the policy runs again"
+
+
+def test_an_item_without_a_zone_is_taken_by_a_proxy_of_any_zone(catalog_url: str) -> None:
+    queue = PolicyQueue(Catalog(catalog_url), "repo-1")
+    run_id = queue.open_run("web", SLOT, "full", _items(2))  # the cloud showed no zone for these
+    assert run_id is not None
+    worker = _worker(catalog_url, run_id, zones=["az2"])
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert sorted(json.loads(out)) == ["srv-x-00", "srv-x-01"]
+    assert queue.take_finished_run({"web"}) is not None

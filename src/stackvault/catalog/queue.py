@@ -170,8 +170,9 @@ class PolicyQueue:
                         (PolicyItemRow.status == CLAIMED) & (PolicyItemRow.lease_expires < now)))
              .order_by(PolicyItemRow.id).limit(8)
              .with_for_update(skip_locked=True, of=PolicyItemRow))
-        if availability_zones:
-            q = q.where(PolicyItemRow.availability_zone.in_(availability_zones))
+        if availability_zones:  # an item whose zone the cloud did not show is any proxy's (else its run hangs)
+            q = q.where(or_(PolicyItemRow.availability_zone.in_(availability_zones),
+                            PolicyItemRow.availability_zone.is_(None)))
         if run_id is not None:
             q = q.where(PolicyItemRow.run_id == run_id)
         with self.catalog.session() as s, s.begin():
