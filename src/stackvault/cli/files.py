@@ -79,8 +79,8 @@ def mount(inv: Invocation) -> Outcome:
 def _serve_nbd_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("backup")
     p.add_argument("--disk", default=None, help="which disk of a backup with several")
-    p.add_argument("--socket", required=True, metavar="PATH|127.0.0.1:PORT",
-                   help="a Unix socket path, or a loopback address (nothing else: NBD has no authentication)")
+    p.add_argument("--socket", required=True, metavar="PATH",
+                   help="a Unix socket path, created 0600 (no TCP: NBD has no authentication)")
 
 
 @command("serve-nbd", "serve a backup's disk read-only over NBD (for qemu-img, QEMU, guestfish)",
