@@ -39,7 +39,8 @@ def files(inv: Invocation) -> Outcome:
         return Outcome(file_restore.find(ctx, args.backup, args.disk, args.path, args.name, timeout),
                        renderer=render.files_found)
     if args.action == "cat":
-        args.quiet = True  # stdout holds the file's bytes and nothing else
+        args.quiet = True  # stdout holds the file's bytes and nothing else, no report, not even under --json
+        args.json = False
         return Outcome(file_restore.cat(ctx, args.backup, args.disk, args.path, sys.stdout.buffer, timeout),
                        renderer=lambda _result: "")
     if not args.to:

@@ -10,6 +10,7 @@ are refused or dropped, since a hostile appliance could send anything.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -23,7 +24,7 @@ from typing import BinaryIO
 
 from ..engine import pids
 from ..engine.guestfiles import TIMEOUT_S, DiskFiles, Entry
-from ..errors import StackvaultError, UsageError, warn
+from ..errors import ExtractionError, StackvaultError, UsageError, warn
 from .context import JobContext
 from .disk_access import OpenDisk, open_disk, serving
 
@@ -83,13 +84,16 @@ def find(ctx: JobContext, ref: str, disk: str | None, path: str, pattern: str | 
 
 
 def cat(ctx: JobContext, ref: str, disk: str | None, path: str, out: BinaryIO, timeout: float = TIMEOUT_S) -> dict:
-    """A regular file's bytes to `out` (stdout)."""
+    """A regular file's bytes to stdout (`out` is flushed first).
+
+    libguestfs opens a path it downloads to with O_TRUNC, so /dev/fd/1 would truncate the file a
+    `cat >> log` appends to; "/dev/stdout" it recognises and writes to its own stdout as it is."""
     with browsing(ctx, ref, disk, timeout) as (opened, files):
         entry = files.entry(path)
         if not stat.S_ISREG(entry.mode):
             raise UsageError(f"{entry.path} is not a regular file", "use `files BACKUP ls` for directories")
         out.flush()
-        files.download(entry.path, f"/dev/fd/{out.fileno()}")
+        files.download(entry.path, "/dev/stdout")
         return _report(opened, path=entry.path, size=entry.size)
 
 
@@ -132,12 +136,31 @@ def _extract(files: DiskFiles, entry: Entry, dest: str) -> None:
         else:
             raise UsageError(f"{entry.path} is neither a file nor a directory", "name a file or a directory")
         os.rename(partial, dest)
+    except OSError as exc:
+        _remove(partial)
+        raise ExtractionError(f"writing {dest} failed: {exc.strerror or exc}", _WRITE_FIXES.get(
+            exc.errno or 0, "check the --to directory")) from None
     except BaseException:
-        if os.path.isdir(partial) and not os.path.islink(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-        elif os.path.lexists(partial):
-            os.unlink(partial)
+        _remove(partial)
         raise
+
+
+#: How to get past a failed write of an extracted file, by errno.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space in the --to directory's file system, or choose another --to",
+    errno.EDQUOT: "free space in the --to directory's file system, or choose another --to",
+    errno.EACCES: "choose a --to directory this user may write",
+    errno.EPERM: "run as root to restore owners, or extract into a file system that allows them",
+    errno.ENAMETOOLONG: "a name is too long for this host: extract a deeper directory, or restore the whole disk",
+}
+
+
+def _remove(partial: str) -> None:
+    """The staged copy of an extraction that failed."""
+    if os.path.isdir(partial) and not os.path.islink(partial):
+        shutil.rmtree(partial, ignore_errors=True)
+    elif os.path.lexists(partial):
+        os.unlink(partial)
 
 
 def _set_attributes(path: str, entry: Entry) -> None:
