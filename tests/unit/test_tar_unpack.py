@@ -127,3 +127,12 @@ def test_a_member_outside_the_target_is_refused(tmp_path: Path) -> None:
     with pytest.raises(tarfile.TarError):
         _unpack(tmp_path, _stream((_member("../evil", mode=0o644), b"x")))
     assert not (tmp_path / "evil").exists()
+
+
+def test_directories_keep_their_mode_and_time_once_filled(tmp_path: Path) -> None:
+    top = _member("ro", tarfile.DIRTYPE, mode=0o555)
+    top.mtime = 1_600_000_000
+    dest, _ = _unpack(tmp_path, _stream((top, None), (_member("ro/f", mode=0o644), b"x")))
+    st = (dest / "ro").stat()
+    assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o555, 1_600_000_000)
+    assert (dest / "ro/f").read_bytes() == b"x"

@@ -227,6 +227,7 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
     files: set[str] = set()
     links: set[str] = set()
     skipped: list[str] = []
+    directories: list[tarfile.TarInfo] = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for count, member in enumerate(tar, 1):
             tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member it read; a stream needs none again
@@ -250,11 +251,20 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
                     raise HostileTarError(f"hard link {name} to {member.linkname}, not a file of this tree")
                 os.link(_resolved(root, target), os.path.join(root, name), follow_symlinks=False)
                 continue
-            mode = member.mode & ~(stat.S_ISUID | stat.S_ISGID)
-            tar.extract(member.replace(name=name, mode=mode, deep=False), root, numeric_owner=True,
-                        filter="fully_trusted")  # checked above; only what was checked is written
-            if member.isreg():
+            checked = member.replace(name=name, mode=member.mode & ~(stat.S_ISUID | stat.S_ISGID), deep=False)
+            # checked above; only what was checked is written. A directory's owner, mode and time
+            # are set once its members are in (as extractall does): a 0555 directory still fills
+            tar.extract(checked, root, set_attrs=not checked.isdir(), numeric_owner=True, filter="fully_trusted")
+            if checked.isdir():
+                directories.append(checked)
+            elif checked.isreg():
                 files.add(name)
+        for d in sorted(directories, key=lambda d: d.name, reverse=True):
+            path = os.path.join(root, d.name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                tar.chown(d, path, numeric_owner=True)
+                tar.utime(d, path)
+                tar.chmod(d, path)
     return skipped
 
 
