@@ -136,3 +136,12 @@ def test_directories_keep_their_mode_and_time_once_filled(tmp_path: Path) -> Non
     st = (dest / "ro").stat()
     assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o555, 1_600_000_000)
     assert (dest / "ro/f").read_bytes() == b"x"
+
+
+def test_the_extracted_directory_itself_gets_its_mode_and_time(tmp_path: Path) -> None:
+    top = _member(".", tarfile.DIRTYPE, mode=0o2750)
+    top.mtime = 1_500_000_000
+    dest, _ = _unpack(tmp_path, _stream((top, None), (_member("./f", mode=0o644), b"x")))
+    st = dest.stat()
+    assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o750, 1_500_000_000), "set-gid dropped"
+    assert (dest / "f").read_bytes() == b"x"

@@ -234,7 +234,12 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
             if count > MAX_MEMBERS:
                 raise HostileTarError(f"more than {MAX_MEMBERS} members")
             name = _member_name(member)
-            if name is None or member.isdev():
+            if name is None:  # the directory extracted: its attributes go to the target itself
+                if member.isdir():
+                    directories.append(member.replace(name=".", mode=member.mode & ~(stat.S_ISUID | stat.S_ISGID),
+                                                      deep=False))
+                continue
+            if member.isdev():
                 continue
             _check_parent(root, name, links)
             _replace(root, name)
