@@ -83,6 +83,15 @@ class LockedError(RepositoryError):
     exit_code = 75
 
 
+class ExtractionError(StackvaultError):
+    """Writing a file extracted from a backup on this host failed: no space, no permission, a name
+    this host's file system cannot hold. The partial extraction is removed."""
+
+
+class GuestNameError(StackvaultError):
+    """A file name inside a backed-up disk is not UTF-8, which libguestfs' Python binding cannot hand over."""
+
+
 class StateError(StackvaultError):
     """A working-state file is missing, stale or corrupt (always recoverable from the repository)."""
 

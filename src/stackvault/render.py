@@ -454,20 +454,40 @@ def server_stopped(result: dict) -> str:
     return f"stackvault server stopped after finishing {runs} run{'' if runs == 1 else 's'}"
 
 
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f",
+              "\r": "\\r", "\\": "\\\\"}
+
+
+def guest_name(name: str) -> str:
+    """A tenant's file name as `ls -b` shows it: C escapes, octal bytes for anything not printable
+    (terminal escape sequences, newlines, bytes that are not UTF-8), so no name can rewrite the
+    operator's terminal or pose as another line. JSON output keeps names exact."""
+    out = []
+    for ch in name:
+        if ch in _C_ESCAPES:
+            out.append(_C_ESCAPES[ch])
+        elif ch.isprintable():  # a surrogate (a byte that is not UTF-8) is not
+            out.append(ch)
+        else:
+            out.append("".join(f"\\{b:03o}" for b in ch.encode("utf-8", "surrogateescape")))
+    return "".join(out)
+
+
 def files_ls(result: dict) -> str:
     lines = []
     for e in result["entries"]:
-        link = f" -> {e['target']}" if e.get("target") else ""
-        lines.append(f"{e['mode']} {e['uid']:>5} {e['gid']:>5} {e['size']:>12} {e['mtime']:>11} {e['path']}{link}")
+        link = f" -> {guest_name(e['target'])}" if e.get("target") else ""
+        lines.append(f"{e['mode']} {e['uid']:>5} {e['gid']:>5} {e['size']:>12} {e['mtime']:>11} "
+                     f"{guest_name(e['path'])}{link}")
     return "\n".join(lines) or "(empty)"
 
 
 def files_found(result: dict) -> str:
-    return "\n".join(result["paths"]) or "(nothing found)"
+    return "\n".join(map(guest_name, result["paths"])) or "(nothing found)"
 
 
 def files_extracted(result: dict) -> str:
-    return "\n".join(f"{x['path']} -> {x['to']}" for x in result["extracted"])
+    return "\n".join(f"{guest_name(x['path'])} -> {guest_name(x['to'])}" for x in result["extracted"])
 
 
 def nbd_served(result: dict) -> str:

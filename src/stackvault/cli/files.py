@@ -39,7 +39,8 @@ def files(inv: Invocation) -> Outcome:
         return Outcome(file_restore.find(ctx, args.backup, args.disk, args.path, args.name, timeout),
                        renderer=render.files_found)
     if args.action == "cat":
-        args.quiet = True  # stdout holds the file's bytes and nothing else
+        args.quiet = True  # stdout holds the file's bytes and nothing else, no report, not even under --json
+        args.json = False
         return Outcome(file_restore.cat(ctx, args.backup, args.disk, args.path, sys.stdout.buffer, timeout),
                        renderer=lambda _result: "")
     if not args.to:
@@ -79,8 +80,8 @@ def mount(inv: Invocation) -> Outcome:
 def _serve_nbd_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("backup")
     p.add_argument("--disk", default=None, help="which disk of a backup with several")
-    p.add_argument("--socket", required=True, metavar="PATH|127.0.0.1:PORT",
-                   help="a Unix socket path, or a loopback address (nothing else: NBD has no authentication)")
+    p.add_argument("--socket", required=True, metavar="PATH",
+                   help="a Unix socket path, created 0600 (no TCP: NBD has no authentication)")
 
 
 @command("serve-nbd", "serve a backup's disk read-only over NBD (for qemu-img, QEMU, guestfish)",

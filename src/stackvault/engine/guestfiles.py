@@ -30,12 +30,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NotFoundError, SourceError, StackvaultError, UsageError
+from ..errors import GuestNameError, NotFoundError, SourceError, StackvaultError, UsageError
 from . import child, pids
 from .atomic import write_atomic
 
 #: Appliance memory, MiB: enough for the kernel, the daemon and metadata of large file systems.
 MEMSIZE_MIB = 512
+#: The most entries `ls` and `find` return: bounds the command's memory and output.
+MAX_ENTRIES = 100_000
 #: Default bound of one command's whole work in the appliance (launch included; QEMU TCG is slow).
 TIMEOUT_S = 600.0
 
@@ -83,6 +85,9 @@ class DiskFiles:
         self.label = label
         self._timed_out = threading.Event()
         self._g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+        # Nothing is written (read-only mounts, a throw-away overlay): no sync at shutdown, which a
+        # wedged file system would turn into an unmount that never returns.
+        self._g.set_autosync(False)
         self._watchdog = threading.Timer(timeout, self._kill)
         self._watchdog.daemon = True
         self._timeout = timeout
@@ -125,6 +130,11 @@ class DiskFiles:
                                       f"{self._timeout:.0f} s: the appliance was stopped",
                                       "raise --timeout, or the disk may hold a hostile file system") from None
             raise _guestfs_error(exc, self.label) from None
+        except UnicodeDecodeError:
+            where = " ".join(map(str, args))
+            raise GuestNameError(f"a file name under {where or '/'} in {self.label} is not UTF-8",
+                                 "extract its directory with `files BACKUP get DIR`, which keeps any name, "
+                                 "or restore the whole disk") from None
 
     def _mount_all(self) -> dict[str, str]:
         """Mount every file system the appliance can read; {mount point: device}."""
@@ -159,11 +169,12 @@ class DiskFiles:
         return mounted
 
     def close(self) -> None:
-        self._watchdog.cancel()
+        """Shut the appliance down; the watchdog keeps watching until it is, since a shutdown can hang too."""
         try:
             self._g.shutdown()
         except RuntimeError:
             pass  # killed by the watchdog, or never launched
+        self._watchdog.cancel()
         self._g.close()
         for pid in _qemu_children():  # a shutdown that failed leaves nothing running either
             try:
@@ -192,13 +203,16 @@ class DiskFiles:
         if not stat.S_ISDIR(top.mode):
             return [top]
         names = sorted(self._call(self._g.ls, top.path))
+        _within_bound(len(names), top.path)
         stats = self._call(self._g.lstatnslist, top.path, names) if names else []
         return [self._entry(posixpath.join(top.path, n), st) for n, st in zip(names, stats, strict=True)]
 
     def find(self, path: str, pattern: str | None = None) -> Iterator[str]:
         """Every path under `path` (whose name matches the glob `pattern`, when given)."""
         top = self.entry(path)
-        for rel in sorted(self._call(self._g.find, top.path)):
+        found = self._call(self._g.find, top.path)
+        _within_bound(len(found), top.path)
+        for rel in sorted(found):
             if pattern is None or fnmatch.fnmatchcase(posixpath.basename(rel), pattern):
                 yield posixpath.join(top.path, rel.lstrip("/"))
 
@@ -209,6 +223,12 @@ class DiskFiles:
     def tar_out(self, path: str, dest: str) -> None:
         """A directory tree as a tar stream (numeric owners, modes, times) to `dest`."""
         self._call(self._g.tar_out, path, dest, numericowner=True)
+
+
+def _within_bound(count: int, path: str) -> None:
+    if count > MAX_ENTRIES:
+        raise UsageError(f"{path} holds {count} entries, more than the {MAX_ENTRIES} shown at once",
+                         "list a deeper directory, or extract it with `files BACKUP get`")
 
 
 def _scrubbing_hv(qemu: str, directory: str) -> str:

@@ -7,15 +7,16 @@ replies included, is refused so the client falls back to simple replies) and ans
 `DiskReader`; writes, trims and zeroing get EPERM: the export is read-only on the wire, whatever a
 client tries.
 
-It listens on a Unix socket (created 0600: only the proxy user may connect) or on a loopback TCP
-address; any other address is refused, since the data is a tenant's disk and NBD has no
-authentication. Each connection is served on a thread of its own; all share one reader and its cache.
+It listens on a Unix socket only, created 0600 so that only the proxy user may connect: NBD has no
+authentication, and a TCP port, even on loopback, lets every local user read the tenant's disk.
+Each connection is served on a thread of its own; all share one reader and its cache. At most
+`MAX_CONNECTIONS` are served at once (each may hold a `MAX_REQUEST` buffer); a further client is
+hung up on at once, so no client can make the server's memory grow without bound.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import stat
@@ -66,6 +67,8 @@ _CMD_FLUSH = 3
 
 #: The largest request served (what NBD_INFO_BLOCK_SIZE announces): bounds a connection's memory.
 MAX_REQUEST = 32 << 20
+#: Connections served at once; more are hung up on (each may hold a MAX_REQUEST buffer).
+MAX_CONNECTIONS = 8
 #: The longest option a client may send (export names are short): bounds the handshake's memory.
 _MAX_OPTION = 64 << 10
 
@@ -75,7 +78,7 @@ class _Closed(Exception):
 
 
 class NbdServer:
-    """Serves `reader` on `address`: a Unix socket path, or `HOST:PORT` on a loopback address."""
+    """Serves `reader` on the Unix socket `address`."""
 
     def __init__(self, reader: DiskReader, address: str) -> None:
         self.reader = reader
@@ -101,6 +104,9 @@ class NbdServer:
                 raise
             conn.settimeout(None)
             with self._conns_lock:
+                if len(self._conns) >= MAX_CONNECTIONS:
+                    conn.close()
+                    continue
                 self._conns.add(conn)
             threading.Thread(target=self._serve_one, args=(conn,), daemon=True, name="sv-nbd-conn").start()
 
@@ -117,11 +123,10 @@ class NbdServer:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        if not _is_tcp(self.address):
-            try:
-                os.unlink(self.address)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(self.address)
+        except FileNotFoundError:
+            pass
 
     def _serve_one(self, conn: socket.socket) -> None:
         with conn:
@@ -226,6 +231,7 @@ def _drain(conn: socket.socket, n: int) -> None:
 
 
 def _is_tcp(address: str) -> bool:
+    """`HOST:PORT` rather than a socket path (a path has no colon or begins with / or .)."""
     return not address.startswith(("/", ".")) and ":" in address
 
 
@@ -239,44 +245,28 @@ def _answers(path: str) -> bool:
 
 
 def _listen(address: str) -> socket.socket:
-    """A listening socket: a Unix socket (0600) or a loopback TCP address; nothing else."""
+    """A listening Unix socket (0600), never a TCP port: NBD has no authentication."""
     if _is_tcp(address):
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]")
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if not loopback or not port.isdigit():
-            raise UsageError(f"NBD address {address} is not a loopback address",
-                             "serve on a Unix socket (--socket PATH) or on 127.0.0.1:PORT")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, int(port)))
-        except OSError as exc:
-            sock.close()
-            raise UsageError(f"cannot listen on {address}: {exc.strerror}", "choose another port") from None
-    else:
-        path = os.path.abspath(address)
-        try:
-            if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                raise UsageError(f"{path} exists and is not a socket", "choose another --socket path")
-            if _answers(path):
-                raise UsageError(f"another server listens on {path}", "stop it or choose another --socket path")
-            os.unlink(path)  # a stale socket of a killed server
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        except OSError as exc:
-            sock.close()
-            raise UsageError(f"cannot listen on {path}: {exc.strerror}",
-                             "choose a --socket path in a directory this user can write") from None
-        finally:
-            os.umask(old)
-    sock.listen(8)
+        raise UsageError(f"NBD address {address} is a TCP address: any local user could read the disk over it",
+                         "serve on a Unix socket, e.g. --socket /run/stackvault/nbd.sock (created 0600)")
+    path = os.path.abspath(address)
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise UsageError(f"{path} exists and is not a socket", "choose another --socket path")
+        if _answers(path):
+            raise UsageError(f"another server listens on {path}", "stop it or choose another --socket path")
+        os.unlink(path)  # a stale socket of a killed server
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {path}: {exc.strerror}",
+                         "choose a --socket path in a directory this user can write") from None
+    finally:
+        os.umask(old)
+    sock.listen(MAX_CONNECTIONS)
     return sock

@@ -1,10 +1,11 @@
 """`stackvault mount`: the repository's backups as a read-only FUSE file system of raw disk images.
 
-    MOUNTPOINT/<server>/<backup-id>/<disk>.raw
-    MOUNTPOINT/<server>/latest -> <newest backup-id>
+    MOUNTPOINT/<server>--<first 8 of its id>/<backup-id>/<disk>.raw
+    MOUNTPOINT/<server>--<first 8 of its id>/latest -> <newest backup-id>
 
 Backup ids begin with their UTC time, so names sort by time. A server is the backed-up server's name
-(a volume's name for volume backups, the first disk's name for `--source` backups). Reads of an image
+and id (a volume's for volume backups; the first disk's name alone for `--source` backups): names
+are the tenants' to choose, ids are not. Reads of an image
 go through a `DiskReader` (bounded block cache, read-ahead for sequential reads, holes answered
 without a repository read), so a mounted disk works the same on every repository kind and never
 serves a byte that fails its check (the read gets EIO instead).
@@ -49,11 +50,23 @@ class Image:
 
 
 def server_name(record: BackupRecord) -> str:
+    """The directory of a backup's server: `<name>--<first 8 of its id>` for a cloud server or volume.
+
+    Display names are the tenants' to choose: by name alone, a tenant naming a server like another
+    project's would merge into its directory, and `latest` could point at the tenant's backup. A
+    `--source` backup (the operator's own file or device) has no id and keeps its disk's name.
+    """
     src = record.source or {}
-    name = (src.get("server") or {}).get("name") or (src.get("volume") or {}).get("name")
-    if not name:
-        name = record.disks[0].name if record.disks else record.backup_id
-    return str(name).replace("/", "_") or "_"
+    thing = src.get("server") or src.get("volume") or {}
+    name = str(thing.get("name") or (record.disks[0].name if record.disks else record.backup_id))
+    uid = str(thing.get("id") or "")
+    return _file_name(f"{name}--{uid[:8]}" if uid else name)
+
+
+def _file_name(name: str) -> str:
+    """`name` as one path component: no `/` or NUL, never empty, `.` or `..`."""
+    name = name.replace("/", "_").replace("\0", "_")
+    return f"_{name}" if name in ("", ".", "..") else name
 
 
 def _mtime_ns(record: BackupRecord) -> int:
@@ -67,13 +80,22 @@ def layout(records: list[BackupRecord]) -> dict[str, dict[str, dict[str, Image]]
     """{server: {backup id: {file name: image}}}, from the repository's backup records."""
     tree: dict[str, dict[str, dict[str, Image]]] = {}
     for r in sorted(records, key=lambda r: r.backup_id):
-        files = {_image_name(d.name): Image(r.backup_id, d, _mtime_ns(r)) for d in r.disks}
+        files: dict[str, Image] = {}
+        clashing: set[str] = set()
+        for d in r.disks:
+            name = _image_name(d.name)
+            if name in files:
+                clashing.add(name)
+            files[name] = Image(r.backup_id, d, _mtime_ns(r))
+        for name in sorted(clashing):  # which disk is which cannot be told: neither is shown
+            warn(f"backup {r.backup_id} has several disks named {name}: they are left out of the mount")
+            del files[name]
         tree.setdefault(server_name(r), {})[r.backup_id] = files
     return tree
 
 
 def _image_name(disk: str) -> str:
-    name = disk.replace("/", "_")
+    name = _file_name(disk)
     return name if name.endswith(".raw") else f"{name}.raw"
 
 
@@ -202,9 +224,10 @@ def mount(ctx: JobContext, mountpoint: str, server: str | None, backup: str | No
         records = [repo.get_backup(repo.resolve(backup))] if backup else repo.backups()
         tree = layout(records)
         if server:
-            if server not in tree:
+            shown = {d: b for d, b in tree.items() if d == server or d.rpartition("--")[0] == server}
+            if not shown:
                 raise UsageError(f"no backups of server {server!r}", f"servers: {', '.join(sorted(tree)) or 'none'}")
-            tree = {server: tree[server]}
+            tree = shown
         ops = make_operations(repo, tree)
         try:
             mfusepy.FUSE(ops, where, foreground=True, ro=True, nothreads=False, fsname="stackvault",

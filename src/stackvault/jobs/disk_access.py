@@ -46,10 +46,8 @@ def open_disk(ctx: JobContext, ref: str, disk: str | None, cache_bytes: int | No
 
 
 def nbd_uri(address: str) -> str:
-    """What qemu-img, QEMU and guestfish take for the export at `address`."""
-    if address.startswith(("/", ".")) or ":" not in address:
-        return f"nbd+unix:///?socket={address}"
-    return f"nbd://{address}"
+    """What qemu-img, QEMU and guestfish take for the export on the Unix socket `address`."""
+    return f"nbd+unix:///?socket={address}"
 
 
 @contextmanager

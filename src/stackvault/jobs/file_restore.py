@@ -10,6 +10,7 @@ are refused or dropped, since a hostile appliance could send anything.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -23,7 +24,7 @@ from typing import BinaryIO
 
 from ..engine import pids
 from ..engine.guestfiles import TIMEOUT_S, DiskFiles, Entry
-from ..errors import StackvaultError, UsageError
+from ..errors import ExtractionError, StackvaultError, UsageError, warn
 from .context import JobContext
 from .disk_access import OpenDisk, open_disk, serving
 
@@ -83,13 +84,16 @@ def find(ctx: JobContext, ref: str, disk: str | None, path: str, pattern: str | 
 
 
 def cat(ctx: JobContext, ref: str, disk: str | None, path: str, out: BinaryIO, timeout: float = TIMEOUT_S) -> dict:
-    """A regular file's bytes to `out` (stdout)."""
+    """A regular file's bytes to stdout (`out` is flushed first).
+
+    libguestfs opens a path it downloads to with O_TRUNC, so /dev/fd/1 would truncate the file a
+    `cat >> log` appends to; "/dev/stdout" it recognises and writes to its own stdout as it is."""
     with browsing(ctx, ref, disk, timeout) as (opened, files):
         entry = files.entry(path)
         if not stat.S_ISREG(entry.mode):
             raise UsageError(f"{entry.path} is not a regular file", "use `files BACKUP ls` for directories")
         out.flush()
-        files.download(entry.path, f"/dev/fd/{out.fileno()}")
+        files.download(entry.path, "/dev/stdout")
         return _report(opened, path=entry.path, size=entry.size)
 
 
@@ -132,12 +136,31 @@ def _extract(files: DiskFiles, entry: Entry, dest: str) -> None:
         else:
             raise UsageError(f"{entry.path} is neither a file nor a directory", "name a file or a directory")
         os.rename(partial, dest)
+    except OSError as exc:
+        _remove(partial)
+        raise ExtractionError(f"writing {dest} failed: {exc.strerror or exc}", _WRITE_FIXES.get(
+            exc.errno or 0, "check the --to directory")) from None
     except BaseException:
-        if os.path.isdir(partial) and not os.path.islink(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-        elif os.path.lexists(partial):
-            os.unlink(partial)
+        _remove(partial)
         raise
+
+
+#: How to get past a failed write of an extracted file, by errno.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space in the --to directory's file system, or choose another --to",
+    errno.EDQUOT: "free space in the --to directory's file system, or choose another --to",
+    errno.EACCES: "choose a --to directory this user may write",
+    errno.EPERM: "run as root to restore owners, or extract into a file system that allows them",
+    errno.ENAMETOOLONG: "a name is too long for this host: extract a deeper directory, or restore the whole disk",
+}
+
+
+def _remove(partial: str) -> None:
+    """The staged copy of an extraction that failed."""
+    if os.path.isdir(partial) and not os.path.islink(partial):
+        shutil.rmtree(partial, ignore_errors=True)
+    elif os.path.lexists(partial):
+        os.unlink(partial)
 
 
 def _set_attributes(path: str, entry: Entry) -> None:
@@ -163,37 +186,137 @@ def _untar(files: DiskFiles, path: str, dest: str) -> None:
     producer = threading.Thread(target=produce, name="sv-tar-out", daemon=True)
     producer.start()
     try:
-        with os.fdopen(r, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            tar.extractall(dest, numeric_owner=True, filter=_safe_member)  # noqa: S202 - every member checked by _safe_member
+        with os.fdopen(r, "rb") as stream:
+            skipped = unpack(stream, dest)
     except tarfile.TarError as exc:
         producer.join()
         if failure:
             raise failure[0] from None
         raise StackvaultError(f"extracting {path} failed: {exc}",
                               "the disk may hold a damaged or hostile file system") from None
-    producer.join()
+    finally:
+        producer.join()
     if failure:
         raise failure[0]
+    if skipped:
+        warn(f"{len(skipped)} symbolic link(s) under {path} point outside it and were not extracted "
+             f"(first: {skipped[0]})")
 
 
-def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """A tar member as it may be written here: inside `dest` (links included), no device node or
-    FIFO, no set-uid/set-gid bit; owners, other mode bits and times as the guest had them."""
-    if member.isdev():
-        return None
-    checked = tarfile.tar_filter(member, dest)  # refuses absolute paths and paths leading outside
-    if member.islnk():
-        target = os.path.realpath(os.path.join(dest, member.linkname))
-        if os.path.commonpath([target, os.path.realpath(dest)]) != os.path.realpath(dest):
-            raise tarfile.LinkOutsideDestinationError(member, target)
-    mode = member.mode & ~(stat.S_ISUID | stat.S_ISGID) if member.mode is not None else None
-    return checked.replace(mode=mode, deep=False)
+#: The most members one tar stream may hold: bounds the memory of the names remembered for links.
+MAX_MEMBERS = 1_000_000
 
 
+class HostileTarError(tarfile.TarError):
+    """A tar member that could write outside the target or through a link: the stream is refused."""
 
 
+def unpack(stream: BinaryIO, dest: str) -> list[str]:
+    """The appliance's tar stream unpacked into the directory `dest`; the symbolic links left out.
+
+    The stream is hostile. tarfile's own filters resolve names with a non-strict realpath (which
+    stops resolving past a PATH_MAX-long chain of links) and, for a hard link whose target it did
+    not write, extract that target again (a skipped device node included). So each member is
+    checked here against what this stream wrote: a hard link only to a regular file extracted
+    before it, written with os.link; no member below a symbolic link, none written through one (a
+    link of the member's own name is removed first); a symbolic link only to a relative target
+    inside the tree (others are skipped); names resolved with a strict realpath.
+    Owners (numeric), modes without set-id bits and times are kept; devices and FIFOs skipped.
+    """
+    root = os.path.realpath(dest, strict=True)
+    files: set[str] = set()
+    links: set[str] = set()
+    skipped: list[str] = []
+    directories: list[tarfile.TarInfo] = []
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for count, member in enumerate(tar, 1):
+            tar.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member it read; a stream needs none again
+            if count > MAX_MEMBERS:
+                raise HostileTarError(f"more than {MAX_MEMBERS} members")
+            name = _member_name(member)
+            if name is None:  # the directory extracted: its attributes go to the target itself
+                if member.isdir():
+                    directories.append(member.replace(name=".", mode=member.mode & ~(stat.S_ISUID | stat.S_ISGID),
+                                                      deep=False))
+                continue
+            if member.isdev():
+                continue
+            _check_parent(root, name, links)
+            _replace(root, name)
+            links.discard(name)
+            files.discard(name)
+            if member.issym():
+                if not _link_inside(name, member.linkname):
+                    skipped.append(f"{name} -> {member.linkname}")
+                    continue
+                links.add(name)
+            if member.islnk():
+                target = _member_name(member.replace(name=member.linkname, deep=False))
+                if target is None or target not in files:
+                    raise HostileTarError(f"hard link {name} to {member.linkname}, not a file of this tree")
+                os.link(_resolved(root, target), os.path.join(root, name), follow_symlinks=False)
+                continue
+            checked = member.replace(name=name, mode=member.mode & ~(stat.S_ISUID | stat.S_ISGID), deep=False)
+            # checked above; only what was checked is written. A directory's owner, mode and time
+            # are set once its members are in (as extractall does): a 0555 directory still fills
+            tar.extract(checked, root, set_attrs=not checked.isdir(), numeric_owner=True, filter="fully_trusted")
+            if checked.isdir():
+                directories.append(checked)
+            elif checked.isreg():
+                files.add(name)
+        for d in sorted(directories, key=lambda d: d.name, reverse=True):
+            path = os.path.join(root, d.name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                tar.chown(d, path, numeric_owner=True)
+                tar.utime(d, path)
+                tar.chmod(d, path)
+    return skipped
 
 
+def _member_name(member: tarfile.TarInfo) -> str | None:
+    """The member's path relative to the target; None for the target itself; refused if it leaves it."""
+    name = posixpath.normpath(member.name)
+    if name.startswith("/") or name == ".." or name.startswith("../"):
+        raise HostileTarError(f"member {member.name!r} lies outside the target")
+    return None if name == "." else name
 
 
+def _check_parent(root: str, name: str, links: set[str]) -> None:
+    """Refuse a member whose parent path goes through a symbolic link (of this stream or on disk)."""
+    parts = name.split("/")[:-1]
+    for n in range(1, len(parts) + 1):
+        if "/".join(parts[:n]) in links:
+            raise HostileTarError(f"member {name} lies below the symbolic link {'/'.join(parts[:n])}")
+    existing = os.path.join(root, *parts)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if _resolved(root, os.path.relpath(existing, root)) != existing:
+        raise HostileTarError(f"member {name} lies below a symbolic link")
 
+
+def _replace(root: str, name: str) -> None:
+    """A later member replaces an earlier one of its name, as tar does: remove a link or file there
+    first, so nothing is written, chmod-ed or chown-ed through a symbolic link."""
+    path = os.path.join(root, name)
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+
+
+def _resolved(root: str, name: str) -> str:
+    """`root/name` with every link resolved (strictly: a loop or an over-long chain is refused),
+    which must stay inside `root`."""
+    try:
+        real = os.path.realpath(os.path.join(root, name), strict=True)
+    except OSError as exc:
+        raise HostileTarError(f"{name} cannot be resolved: {exc.strerror}") from None
+    if real != root and not real.startswith(root + os.sep):
+        raise HostileTarError(f"{name} resolves outside the target")
+    return real
+
+
+def _link_inside(name: str, target: str) -> bool:
+    """A symbolic link's target is relative and stays inside the tree."""
+    if target.startswith("/"):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return not (resolved == ".." or resolved.startswith("../"))
