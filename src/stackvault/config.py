@@ -194,12 +194,11 @@ class NotifySettings:
     timeout: float = 15.0
 
 
-@dataclass
-class CloudJob:
-    """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
-    proxy serves several clouds and projects (`stackvault backup --job NAME`)."""
+@dataclass(kw_only=True)
+class CloudSelection:
+    """Which servers and volumes of which cloud and project: the part a `[[jobs]]` entry and a
+    `[policy.NAME]` share (keyword-only, so each keeps its own positional `name`)."""
 
-    name: str  # what `backup --job` names
     os_cloud: str | None = None  # a clouds.yaml entry; [cloud] os_cloud when unset
     project: str | None = None  # another project's servers (needs an admin user)
     servers: list[str] = field(default_factory=list)  # ids, names or globs
@@ -208,6 +207,14 @@ class CloudJob:
     server_tags: list[str] = field(default_factory=list)  # servers carrying all these tags
     server_metadata: dict[str, str] = field(default_factory=dict)  # servers with these metadata values
     exclude: list[str] = field(default_factory=list)  # ids, names or globs left out
+
+
+@dataclass
+class CloudJob(CloudSelection):
+    """One `[[jobs]]` entry: what to back up, in which cloud and project. A config may hold many, so one
+    proxy serves several clouds and projects (`stackvault backup --job NAME`)."""
+
+    name: str  # what `backup --job` names
     availability_zones: list[str] | None = None  # None: [cloud] availability_zones
     shard: str | None = None  # None: [cloud] shard
 
@@ -390,22 +397,13 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
 PROXY_STATE_POLICY = "proxy-state"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 @dataclass
-class Policy:
+class Policy(CloudSelection):
     """One `[policy.NAME]`: what to back up, when, at which level, how long to keep it, what to check."""
 
     name: str
     #: A cron expression (five fields; a sixth, last, gives seconds), in the proxy's local time.
     schedule: str = "0 2 * * *"
     enabled: bool = True  # false: the server never runs it
-    # The selection, as [[jobs]] and `backup` take it.
-    os_cloud: str | None = None  # a clouds.yaml entry; [cloud] os_cloud when unset
-    project: str | None = None  # another project's servers (needs an admin user)
-    servers: list[str] = field(default_factory=list)  # ids, names or globs
-    volumes: list[str] = field(default_factory=list)  # volume ids, names or globs
-    all: bool = False  # every server of the project
-    server_tags: list[str] = field(default_factory=list)  # servers carrying all these tags
-    server_metadata: dict[str, str] = field(default_factory=dict)  # servers with these metadata values
-    exclude: list[str] = field(default_factory=list)  # ids, names or globs left out
     availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
     # The level plan: a Full on `full_on` days or when the last Full is `full_every_days` old, `level` otherwise.
     level: str = "incremental"  # incremental | differential: what runs between Fulls

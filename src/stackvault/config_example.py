@@ -95,7 +95,7 @@ def _key_lines(cls: type, f: Field[Any], docs: dict[tuple[str, str], str], comme
 
 def _meaning(cls: type, f: Field[Any], docs: dict[tuple[str, str], str]) -> str:
     """A key without a comment in config.py stops the generator: every key in the example has a meaning."""
-    meaning = docs.get((cls.__name__, f.name))
+    meaning = next((docs[(c.__name__, f.name)] for c in cls.__mro__ if (c.__name__, f.name) in docs), None)
     if not meaning:
         raise ValueError(f"{cls.__name__}.{f.name} in config.py has no `#:` or `#` comment saying what it means")
     return meaning
@@ -130,7 +130,8 @@ def example_config() -> str:
 
 def _commented_table(cls: type, docs: dict[tuple[str, str], str], examples: dict[str, object]) -> list[str]:
     out = []
-    for f in fields(cls):
+    # A table's own required keys (a job's name) first, then in declaration order, the shared selection first.
+    for f in sorted(fields(cls), key=lambda f: f.default is not MISSING or f.default_factory is not MISSING):
         if f.name == "name" and cls is Policy:
             continue
         if f.name in examples:
