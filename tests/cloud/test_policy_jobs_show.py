@@ -3,26 +3,16 @@ level, then the retention, gc and verify that followed (what an operator reads a
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from .test_server_backup import _boot
+from .test_policy_service import WEB_POLICY, booted_with_policy
 
 pytestmark = pytest.mark.devcloud
 
 
 @pytest.mark.slow  # a Full of one server, then its policy job read back
 def test_jobs_show_of_a_policy_run_lists_its_servers_and_maintenance(user, conn, cloud_objects):
-    name = f"show-{uuid.uuid4().hex[:6]}"
-    _boot(conn, cloud_objects, name, "sv-noagent")
-    user.config.write_text(user.config.read_text() + f'''
-[policy.web]
-schedule = "0 3 * * *"
-servers = ["{name}"]
-retention = {{ keep_last = 1 }}
-verify_sample_percent = 50
-''')
+    name = booted_with_policy(user, conn, cloud_objects, "show", WEB_POLICY)
     run = user.run("run-policy", "web").data
     assert run["status"] == "success", run
     job = [j for j in user.run("jobs", "--kind", "policy").data["jobs"] if j["policy"] == "web"][-1]

@@ -3,29 +3,25 @@ the same server (a monthly archive under a daily policy) nor a backup an operato
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from .test_server_backup import _boot
+from .test_policy_service import booted_with_policy
 
 pytestmark = pytest.mark.devcloud
 
 
 @pytest.mark.slow  # five backups of one server
 def test_a_policys_retention_keeps_other_policies_and_manual_backups(user, conn, cloud_objects):
-    name = f"ret-{uuid.uuid4().hex[:6]}"
-    _boot(conn, cloud_objects, name, "sv-noagent")
-    user.config.write_text(user.config.read_text() + f'''
+    name = booted_with_policy(user, conn, cloud_objects, "ret", '''
 [policy.daily]
 schedule = "0 3 * * *"
 servers = ["{name}"]
-retention = {{ keep_last = 1 }}
+retention = { keep_last = 1 }
 
 [policy.monthly]
 schedule = "0 4 1 * *"
 servers = ["{name}"]
-retention = {{ keep_last = 1 }}
+retention = { keep_last = 1 }
 ''')
 
     def policy_backup(policy: str) -> str:

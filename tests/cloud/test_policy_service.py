@@ -42,6 +42,25 @@ def _runs(user) -> list[PolicyRunRow]:
         catalog.close()
 
 
+#: A daily policy of one server keeping its newest backup, deep-verifying half the chunks per run.
+WEB_POLICY = '''
+[policy.web]
+schedule = "0 3 * * *"
+servers = ["{name}"]
+retention = { keep_last = 1 }
+verify_sample_percent = 50
+'''
+
+
+def booted_with_policy(user, conn, cloud_objects, prefix: str, policies: str) -> str:
+    """A new server (no agent) named `prefix-<random>`, and `policies` (TOML; `{name}` is the server's
+    name) added to the user's config; returns the name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    _boot(conn, cloud_objects, name, "sv-noagent")
+    user.config.write_text(user.config.read_text() + policies.replace("{name}", name))
+    return name
+
+
 def _wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while True:
@@ -54,15 +73,7 @@ def _wait_for(predicate, timeout: float, what: str):
 
 @pytest.mark.slow  # half a minute: two runs of a server, with prune, gc and verify
 def test_run_policy_backs_up_its_selection_prunes_collects_and_verifies(user, conn, cloud_objects):
-    name = f"pol-{uuid.uuid4().hex[:6]}"
-    _boot(conn, cloud_objects, name, "sv-noagent")
-    user.config.write_text(user.config.read_text() + f'''
-[policy.web]
-schedule = "0 3 * * *"
-servers = ["{name}"]
-retention = {{ keep_last = 1 }}
-verify_sample_percent = 50
-''')
+    name = booted_with_policy(user, conn, cloud_objects, "pol", WEB_POLICY)
     first = user.run("run-policy", "web").data
     assert first["status"] == "success", first
     assert first["level"] == "full" and [s["name"] for s in first["servers"]] == [name]
