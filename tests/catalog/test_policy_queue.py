@@ -17,6 +17,7 @@ import textwrap
 import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import update
 
 from stackvault.catalog import Catalog
@@ -82,6 +83,7 @@ def test_two_workers_split_one_run_exactly_once(catalog_url: str) -> None:
     assert {(r.status, r.attempts) for r in rows} == {("done", 1)}
 
 
+@pytest.mark.slow  # waits out leases: half a minute on each catalog
 def test_a_killed_workers_item_is_taken_over_after_its_lease(catalog_url: str, monkeypatch) -> None:
     monkeypatch.setenv(LEASE_ENV, "2")
     queue = PolicyQueue(Catalog(catalog_url), "repo-1")

@@ -41,6 +41,7 @@ def _proxy(user: CloudUser, root: Path) -> CloudUser:
     return proxy
 
 
+@pytest.mark.slow  # three proxies back up every server of the project
 def test_three_shards_back_up_disjoint_sets_covering_every_server(user, conn, cloud_objects, tmp_path):
     prefix = f"sh-{uuid.uuid4().hex[:6]}"
     zones = _boot_in_zones(conn, cloud_objects, prefix, ["az1", "az2"] * 3)

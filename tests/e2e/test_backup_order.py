@@ -10,9 +10,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from .helpers import KIB, Stackvault, make_random_image, sha256_file, write_at
 
 
+@pytest.mark.slow  # many backups within a few seconds
 def test_backups_in_the_same_second_keep_their_order(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "tiny.img", 256 * KIB, rng)
     made: list[tuple[str, str]] = []  # (backup id, sha256 of the disk then), in the order made
