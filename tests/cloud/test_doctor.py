@@ -110,6 +110,7 @@ def test_fix_images_sets_the_properties_after_confirmation_and_says_to_recreate(
         conn.image.delete_image(image.id, ignore_missing=True)
 
 
+@pytest.mark.slow  # a refused server beside backed-up ones
 def test_policy_refuses_a_crash_server_before_any_snapshot_and_backs_up_the_others(user, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     crash = _boot(conn, cloud_objects, f"pol-noagent-{tag}", "sv-noagent")

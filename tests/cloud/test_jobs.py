@@ -12,6 +12,7 @@ from .test_server_backup import _boot
 pytestmark = pytest.mark.devcloud
 
 
+@pytest.mark.slow  # servers of two projects backed up in one run
 def test_jobs_back_up_servers_of_two_projects_in_one_run(user, devcloud, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     demo = devcloud.connect("devcloud-demo")  # another user, another project

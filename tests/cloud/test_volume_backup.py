@@ -19,6 +19,7 @@ pytestmark = pytest.mark.devcloud
 MiB = 1 << 20
 
 
+@pytest.mark.slow  # a volume's Full, Incremental and three restores
 def test_volume_full_incremental_and_restores(user, fast_cloud, devcloud, conn, tmp_path):
     name = f"vol-{uuid.uuid4().hex[:6]}"
     vol = conn.block_storage.create_volume(size=1, name=name)

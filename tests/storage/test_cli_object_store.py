@@ -20,6 +20,10 @@ from stackvault.storage import open_backend
 
 from .conftest import unique_name
 
+#: Whole backups and restores through local S3 and Swift servers: minutes in all, the slow tier
+#: (tests/storage/test_conformance.py checks the backends themselves in the default one).
+pytestmark = pytest.mark.slow
+
 FAULTY_CLI = Path(__file__).with_name("faulty_cli.py")
 
 

@@ -72,6 +72,7 @@ def _full(blocks: int, distinct: int, names: bool = False, parallel_calls: int =
     return run, store, peak
 
 
+@pytest.mark.slow  # Fulls of growing disks, memory traced
 def test_a_fulls_memory_grows_with_the_disk_only_by_its_block_index(monkeypatch) -> None:
     monkeypatch.setattr(pipeline, "CLAIMED_MAX", 1024)
     peaks = {}

@@ -11,6 +11,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from test_hostile_qcow2stream import COPIED, KiB, MiB, bounded, image, l2, read_all
 
 from stackvault.engine.qcow2stream import HEAD_SIZE, ImageRefused, Qcow2StreamSource, max_awaited
@@ -49,6 +50,7 @@ def test_an_image_of_2m_clusters_mapping_many_clusters_ahead_streams(tmp_path: P
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow  # a large mapped image, memory traced
 def test_2m_clusters_mapped_past_the_cap_are_refused_in_bounded_memory() -> None:
     """Two L2 tables of 2 MiB clusters mapping data far ahead: 524,288 clusters awaited, unless refused."""
     cs, per_l2 = CLUSTER, CLUSTER // 8
