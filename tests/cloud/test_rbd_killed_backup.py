@@ -20,11 +20,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from e2e.helpers import sha256_file
 
 from devcloud import ceph
 
 from . import test_rbd_volume_backup as volume_tests
-from .test_rbd_volume_backup import Guest, file_sha256
+from .test_rbd_volume_backup import Guest
 
 setup = volume_tests.setup  # the fixture: a stackvault user of the dev cloud's Ceph, the test's volumes deleted after
 
@@ -128,6 +129,6 @@ def test_backup_killed_while_reading_leaves_one_base_and_the_next_incremental_di
         assert volumes.snapshots(vol.id) == [inc["base_snapshot"]]
 
         out = sv.restore(inc["backup_id"], tmp_path / "restored.raw")
-        assert file_sha256(out) == at_inc, f"backup {inc['backup_id']} restored other bytes: {inc}"
+        assert sha256_file(out) == at_inc, f"backup {inc['backup_id']} restored other bytes: {inc}"
     finally:
         guest.close()

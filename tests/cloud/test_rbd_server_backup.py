@@ -14,17 +14,17 @@ snapshot; nothing is left for `cleanup` but the one base, which `cleanup --bases
 
 from __future__ import annotations
 
-import hashlib
-import random
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from e2e.helpers import Stackvault
+from e2e.helpers import Stackvault, sha256_file
 
 from devcloud import ceph
 from devcloud.nova.testing import cli_json, wait_for
+
+from .test_rbd_volume_backup import Guest
 
 pytestmark = [pytest.mark.devcloud, pytest.mark.slow]
 
@@ -32,43 +32,6 @@ KiB, MiB = 1 << 10, 1 << 20
 BLOCK = 64 * KiB
 
 
-class Guest:
-    """What the guest writes into its boot volume, through librbd as client.admin."""
-
-    def __init__(self, state: Path, image: str):
-        _, self.rbd = ceph.import_bindings(state)
-        self.cluster = ceph.connect(state, "admin")
-        self.ioctx = self.cluster.open_ioctx(ceph.POOL)
-        self.image = image
-        self.rng = random.Random(20261207)
-
-    def close(self) -> None:
-        self.ioctx.close()
-        self.cluster.shutdown()
-
-    def write(self, offset: int, length: int) -> None:
-        with self.rbd.Image(self.ioctx, self.image) as img:
-            img.write(self.rng.randbytes(length), offset)
-            img.flush()
-
-    def sha256(self, snapshot: str) -> str:
-        digest = hashlib.sha256()
-        with self.rbd.Image(self.ioctx, self.image, snapshot=snapshot, read_only=True) as img:
-            for offset in range(0, img.size(), 16 * MiB):
-                digest.update(img.read(offset, min(16 * MiB, img.size() - offset)))
-        return digest.hexdigest()
-
-    def snapshots(self) -> list[str]:
-        with self.rbd.Image(self.ioctx, self.image, read_only=True) as img:
-            return [s["name"] for s in img.list_snaps()]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -134,7 +97,7 @@ def test_volume_backed_server_on_rbd_backs_up_changed_blocks_from_novas_snapshot
 
     def restores_as(item: dict, expected: str) -> None:
         out = sv.restore(item["backup_id"], tmp_path / f"{item['backup_id']}.raw")
-        assert file_sha256(out) == expected, f"backup {item['backup_id']} restored other bytes: {item}"
+        assert sha256_file(out) == expected, f"backup {item['backup_id']} restored other bytes: {item}"
         out.unlink()
 
     try:

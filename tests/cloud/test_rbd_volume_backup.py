@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e.helpers import Stackvault, one_error
+from e2e.helpers import Stackvault, one_error, sha256_file
 
 from devcloud import ceph
 
@@ -91,13 +91,11 @@ class Guest:
                 digest.update(img.read(offset, min(16 * MiB, img.size() - offset)))
         return digest.hexdigest()
 
+    def snapshots(self) -> list[str]:
+        with self.rbd.Image(self.ioctx, self.image, read_only=True) as img:
+            return [snap["name"] for snap in img.list_snaps()]
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
+
 
 
 @pytest.fixture
@@ -146,7 +144,7 @@ def test_volumes_on_rbd_back_up_changed_blocks_keep_one_base_and_restore_exactly
 
         def restores_as(item: dict, expected: str) -> None:
             out = sv.restore(item["backup_id"], tmp_path / f"{item['backup_id']}.raw")
-            assert file_sha256(out) == expected, f"backup {item['backup_id']} restored other bytes: {item}"
+            assert sha256_file(out) == expected, f"backup {item['backup_id']} restored other bytes: {item}"
             out.unlink()
 
         # A volume in use: 16 MiB written, scattered writes below 64 MiB.
