@@ -166,8 +166,9 @@ class CephSettings:
     conf: str | None = None  # ceph.conf path; librados looks in its usual places when unset
     client: str = "client.admin"  # a read-only user is enough: `profile rbd-read-only pool=...`
     keyring: str | None = None  # when ceph.conf does not name the user's keyring
-    #: Share of the blocks the changed-block list calls unchanged that are read anyway and compared
-    #: with the previous backup (at least 8 of them); 0 trusts the list without checking.
+    #: Share of the blocks holding data that the changed-block list calls unchanged which are read
+    #: anyway and compared with the previous backup (at least 8, and 8 never-written ones); 0 trusts
+    #: the list without checking.
     verify_sample: float = 0.005
     #: False: every rbd backup reads the whole image (what is allocated), as if no list existed; for an
     #: operator who wants the changed-block list ruled out, and to measure what the list saves.

@@ -21,8 +21,11 @@ from stackvault.engine.changed import (
     ReadPlan,
     mark_extent,
     pick_sample,
+    pick_unchanged_sample,
     plan_changed_blocks,
     plan_runs,
+    ranges_of,
+    split_by,
 )
 
 BS = 4096
@@ -69,14 +72,36 @@ def test_a_plan_of_a_huge_disk_is_a_few_runs():
 
 def test_the_sample_picks_distinct_unchanged_blocks_at_least_eight():
     runs = [(0, 100, READ), (100, 5000, KEEP), (5000, 5100, ZERO), (5100, 10_100, KEEP)]
-    sample = pick_sample(runs, 0.005, random.Random(1))
+    sample = pick_sample(ranges_of(runs, KEEP), 0.005, random.Random(1))
     assert len(sample) == 50 and len(set(sample)) == 50 and sample == sorted(sample)
     assert all(100 <= i < 5000 or 5100 <= i < 10_100 for i in sample)
-    assert len(pick_sample(runs, 0.0001, random.Random(1))) == 8
-    assert pick_sample(runs_of(bytes([KEEP, READ, KEEP])), 0.005, random.Random(1)) == [0, 2]
-    assert pick_sample(runs, 0, random.Random(1)) == []
-    zeros = pick_sample(runs, 0.005, random.Random(1), ZERO)  # discarded blocks are sampled the same way
+    assert len(pick_sample(ranges_of(runs, KEEP), 0.0001, random.Random(1))) == 8
+    assert pick_sample(ranges_of(runs_of(bytes([KEEP, READ, KEEP])), KEEP), 0.005, random.Random(1)) == [0, 2]
+    zeros = pick_sample(ranges_of(runs, ZERO), 0.005, random.Random(1))  # discarded blocks are sampled the same way
     assert len(zeros) == 8 and all(5000 <= i < 5100 for i in zeros)
+
+
+def test_ranges_split_into_the_parts_inside_and_outside_the_data_runs():
+    inside, outside = split_by([(0, 10), (20, 30), (40, 50)], [(5, 25), (28, 29), (60, 70)])
+    assert inside == [(5, 10), (20, 25), (28, 29)]
+    assert outside == [(0, 5), (25, 28), (29, 30), (40, 50)]
+    assert split_by([(0, 4)], []) == ([], [(0, 4)])
+
+
+def test_the_unchanged_sample_follows_the_data_written_not_the_provisioned_size():
+    """16 GiB of 512 KiB blocks, 1 GiB of it written: the sample is a share of the 2,048 written
+    blocks and a few never-written ones, as it would be on a 64 GiB image holding the same data."""
+    bs, written = 512 << 10, 2048
+    for blocks in (32_768, 131_072):
+        builder = IndexBuilder(blocks * bs, bs, "b")
+        for i in range(written):
+            builder.add(i * 16, blake3.blake3(i.to_bytes(8, "little")).digest())  # scattered data
+        keep = builder.finish()
+        runs = [(0, 1, READ), (1, blocks, KEEP)]
+        sample = pick_unchanged_sample(runs, keep, 0.005, random.Random(5))
+        on_data = [i for i in sample if keep.digest(i) != ZERO_DIGEST]
+        assert len(on_data) == 11 and len(sample) == 11 + 8  # ceil(0.005 * 2047), and 8 empty blocks
+        assert pick_unchanged_sample(runs, keep, 0, random.Random(5)) == []
 
 
 class Listing:

@@ -156,6 +156,11 @@ class BlockIndex:
                 k = (self._firsts[r] + i - first) * DIGEST_SIZE
                 yield i, bytes(view[k : k + DIGEST_SIZE])
 
+    def data_runs(self) -> Iterator[tuple[int, int]]:
+        """[start, end) of each run of blocks holding data, in disk order; every other block is zeros."""
+        for first, count in zip(self._starts, self._counts, strict=True):
+            yield first, first + count
+
     def chunk_ids(self) -> set[bytes]:
         """The distinct non-zero digests: the chunks this disk needs."""
         view = memoryview(self._digests)

@@ -6,10 +6,10 @@ the digest the earlier backup's index holds, so the new index is still complete 
 while the disk is read only where it changed. Blocks wholly inside a discarded extent are zeros and
 are not read either.
 
-The list is trusted, but checked: a random sample of the blocks it calls unchanged is read anyway
-and compared with the earlier index, and a few of those it calls discarded are read and must be
-zeros. One mismatch and the plan is dropped: the disk is read in full,
-with a warning, because a list that missed one block may have missed others.
+The list is trusted, but checked: a random sample of the blocks it calls unchanged (drawn from those
+holding data, plus a few never-written ones) is read anyway and compared with the earlier index, and
+a few of those it calls discarded are read and must be zeros. One mismatch and the plan is dropped:
+the disk is read in full, with a warning, because a list that missed one block may have missed others.
 
 The plan is a list of runs of blocks, each ZERO, READ or KEEP: memory follows the number of extents
 listed (the changes), never the size of the disk.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .blockindex import ZERO_DIGEST, BlockIndex, block_count
@@ -111,22 +111,65 @@ def plan_runs(marks: list[Run], blocks: int) -> list[Run]:
     return out
 
 
-def pick_sample(runs: list[Run], share: float, rng: random.Random, kind: int = KEEP) -> list[int]:
-    """Distinct blocks of one kind (KEEP, or ZERO), in disk order: `share` of them, at least MIN_SAMPLE
-    (or all there are)."""
-    if share <= 0:
-        return []
-    keep = [(start, end) for start, end, action in runs if action == kind]
-    total = sum(end - start for start, end in keep)
-    want = min(total, max(MIN_SAMPLE, math.ceil(total * share)))
+def ranges_of(runs: list[Run], kind: int) -> list[tuple[int, int]]:
+    """[start, end) of the runs of one kind (KEEP, ZERO or READ), in order."""
+    return [(start, end) for start, end, action in runs if action == kind]
+
+
+def split_by(ranges: list[tuple[int, int]], data: Iterable[tuple[int, int]]) -> tuple[list[tuple[int, int]],
+                                                                                    list[tuple[int, int]]]:
+    """`ranges` cut into the parts inside the sorted, disjoint `data` ranges and the parts outside
+    them, both in order: one walk over both lists."""
+    inside: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []
+    data_iter = iter(data)
+    current = next(data_iter, None)
+    for start, end in ranges:
+        at = start
+        while at < end:
+            while current is not None and current[1] <= at:
+                current = next(data_iter, None)
+            if current is None or current[0] >= end:
+                outside.append((at, end))
+                break
+            if at < current[0]:
+                outside.append((at, current[0]))
+                at = current[0]
+            stop = min(end, current[1])
+            inside.append((at, stop))
+            at = stop
+    return inside, outside
+
+
+def pick_sample(ranges: list[tuple[int, int]], share: float, rng: random.Random,
+                minimum: int = MIN_SAMPLE) -> list[int]:
+    """Distinct blocks of the given ranges, in disk order: `share` of them, at least `minimum` (or all
+    there are)."""
+    total = sum(end - start for start, end in ranges)
+    want = min(total, max(minimum, math.ceil(total * share)))
     chosen = range(total) if want == total else sorted(rng.sample(range(total), want))
     sample, r, skipped = [], 0, 0
-    for k in chosen:  # the k-th KEEP block, walking the runs once
-        while k - skipped >= keep[r][1] - keep[r][0]:
-            skipped += keep[r][1] - keep[r][0]
+    for k in chosen:  # the k-th block of the ranges, walking them once
+        while k - skipped >= ranges[r][1] - ranges[r][0]:
+            skipped += ranges[r][1] - ranges[r][0]
             r += 1
-        sample.append(keep[r][0] + k - skipped)
+        sample.append(ranges[r][0] + k - skipped)
     return sample
+
+
+def pick_unchanged_sample(runs: list[Run], keep: BlockIndex, share: float, rng: random.Random) -> list[int]:
+    """The KEEP blocks to check: `share` of those the earlier backup found holding data (at least
+    MIN_SAMPLE), and MIN_SAMPLE of those it found empty.
+
+    Drawn from the data and not from the whole disk, so that the sample's cost follows what the disk
+    holds, not its provisioned size: on a 64 GiB image with 8 GiB written, a share of every unchanged
+    block read mostly never-written space, and read 4 times more than a share of the data does. The
+    few empty blocks still check that the listing saw writes into space that was never written.
+    """
+    if share <= 0:
+        return []
+    written, empty = split_by(ranges_of(runs, KEEP), keep.data_runs())
+    return sorted(pick_sample(written, share, rng) + pick_sample(empty, 0, rng))
 
 
 def sample_mismatches(sample: list[int], keep: BlockIndex, read: Reader, hash_block: Hasher,
@@ -162,8 +205,8 @@ def plan_changed_blocks(source, base_meta: dict, keep: BlockIndex, share: float,
     listed = sum(end - start for start, end, action in runs if action != KEEP)
     rng = rng or random.Random()
     # blocks said to be discarded are checked too: a listing that wrongly says so would lose data
-    zeros = pick_sample(runs, share, rng, ZERO)
-    sample = sorted(pick_sample(runs, share, rng) + zeros)
+    zeros = pick_sample(ranges_of(runs, ZERO), share, rng) if share > 0 else []
+    sample = sorted(pick_unchanged_sample(runs, keep, share, rng) + zeros)
     missed = sample_mismatches(sample, keep, source.read, hash_block, frozenset(zeros))
     info = {"base_snapshot": base_snapshot, "blocks_listed": listed, "listing_s": listing_s,
             "sample_blocks": len(sample), "sample_zero_blocks": len(zeros), "sample_mismatches": missed}
