@@ -28,6 +28,7 @@ import pytest
 
 from devcloud import ceph, processes
 from devcloud.context import CloudContext
+from stackvault.engine.rbdsource import open_rbd
 from stackvault.jobs.backup import CHANGED_BLOCKS_OFF
 
 from .helpers import BLOCK, KIB, MIB, Stackvault, one_error, sha256_file
@@ -300,3 +301,53 @@ def test_an_rbd_source_that_cannot_be_opened_is_one_error_line(setup) -> None:
     one_error(res, "cannot open rbd source", f"{ceph.POOL}/{IMAGE}@nope", "client.stackvault", rc=2)
     res = sv.run("backup", "--source", f"rbd:{ceph.POOL}/{IMAGE}", globals_=cfg, expect=None)
     one_error(res, "POOL/IMAGE@SNAPSHOT", rc=2)
+
+
+def test_the_listing_is_the_same_with_and_without_fast_diff(cluster: Path) -> None:
+    """With fast-diff the source lists exactly only inside the objects the object maps call changed;
+    that must give the extents an exact listing of the whole image gives, writes into never-written
+    objects, overwrites across an object boundary and discards included."""
+    guest = Guest(cluster)
+    names = {"fast-diff": f"{IMAGE}-fd", "layering only": f"{IMAGE}-plain"}
+    listed: dict[str, list[tuple[int, int, bool]]] = {}
+    try:
+        for what, name in names.items():
+            features = None if what == "fast-diff" else guest.rbd.RBD_FEATURE_LAYERING
+            guest.rbd.RBD().create(guest.ioctx, name, SIZE, features=features)
+            rng = random.Random(7)
+            with guest.rbd.Image(guest.ioctx, name) as img:
+                assert bool(img.features() & guest.rbd.RBD_FEATURE_FAST_DIFF) == (what == "fast-diff")
+                for k in range(0, SIZE, 2 * OBJECT):
+                    img.write(rng.randbytes(OBJECT), k)
+                img.create_snap("s1")
+                img.write(rng.randbytes(64 * KIB), 3 * OBJECT + 100 * KIB)  # into a never-written object
+                img.write(rng.randbytes(128 * KIB), 3 * OBJECT - 64 * KIB)  # across an object boundary
+                img.write(rng.randbytes(4 * KIB), 8 * OBJECT + 12 * KIB)  # an overwrite
+                img.discard(4 * OBJECT, OBJECT + 512 * KIB)
+                img.create_snap("s2")
+            source = open_rbd(f"{ceph.POOL}/{name}@s2", str(ceph.conf_path(cluster)), f"client.{ceph.PROXY_USER}",
+                              str(ceph.keyring_path(cluster, ceph.PROXY_USER)))
+            extents: list[tuple[int, int, bool]] = []
+            try:
+                assert source.changed_extents(source.meta | {"rbd": {**source.meta["rbd"], "snapshot": "s1",
+                                                                     "snap_id": source._snap_ids()["s1"]}},
+                                              lambda *e, out=extents: out.append(e)) is None
+            finally:
+                source.close()
+            exact: list[tuple[int, int, bool]] = []
+            with guest.rbd.Image(guest.proxy_ioctx, name, snapshot="s2", read_only=True) as img:
+                img.diff_iterate(0, SIZE, "s1", lambda *e, out=exact: out.append(e), whole_object=False)
+            assert extents == exact, what
+            listed[what] = extents
+        assert listed["fast-diff"] == listed["layering only"]
+        # a new object is listed from its start to the highest byte written; the discard ends where
+        # the image held data
+        assert listed["fast-diff"] == [(3 * OBJECT - 64 * KIB, 64 * KIB, True), (3 * OBJECT, 164 * KIB, True),
+                                       (4 * OBJECT, OBJECT, False), (8 * OBJECT + 12 * KIB, 4 * KIB, True)]
+    finally:
+        for name in names.values():
+            with guest.rbd.Image(guest.ioctx, name) as img:
+                for snap in list(img.list_snaps()):
+                    img.remove_snap(snap["name"])
+            guest.rbd.RBD().remove(guest.ioctx, name)
+        guest.close()

@@ -113,10 +113,36 @@ class RbdSource(DiskSource):
             if snap_id != base.get("snap_id"):
                 return (f"base snapshot {base['snapshot']} was deleted and made again "
                         f"(id {snap_id}, was {base.get('snap_id')})")
-            self._image.diff_iterate(0, self.size, base["snapshot"], emit, include_parent=True, whole_object=False)
+            for offset, length in self._changed_objects(base["snapshot"]):
+                self._image.diff_iterate(offset, length, base["snapshot"], emit, include_parent=True,
+                                         whole_object=False)
         except rbd.Error as exc:
             return f"librbd error while listing changes since {base['snapshot']}: {_problem(exc)}"
         return None
+
+    def _changed_objects(self, from_snapshot: str) -> list[tuple[int, int]]:
+        """The ranges of the image to list exactly: those of the objects changed since `from_snapshot`
+        (adjacent ones merged) when the image has fast-diff, else the whole image.
+
+        An exact listing (`whole_object=False`) asks the OSD about every object of the image, written or
+        not: 0.2 s for 16 GiB and 0.8 s for 64 GiB here, whatever changed. With fast-diff, librbd
+        compares the two snapshots' object maps in memory first (milliseconds at 64 GiB), so only the
+        changed objects are asked about and the listing follows the change. librbd itself falls back to
+        asking every object when an object map is flagged invalid, so the result is exact either way.
+        """
+        _, rbd = bindings()
+        if not self._image.features() & rbd.RBD_FEATURE_FAST_DIFF:
+            return [(0, self.size)]
+        ranges: list[tuple[int, int]] = []
+
+        def add(offset: int, length: int, exists: bool) -> None:
+            if ranges and sum(ranges[-1]) == offset:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
+            else:
+                ranges.append((offset, length))
+
+        self._image.diff_iterate(0, self.size, from_snapshot, add, include_parent=True, whole_object=True)
+        return ranges
 
     def read(self, offset: int, length: int) -> bytes:
         _, rbd = bindings()
