@@ -135,7 +135,10 @@ def floor(conf: str, client: str, keyring: str, pool: str, image: str, base: str
     try:
         with cluster.open_ioctx(pool) as ioctx, rbd.Image(ioctx, image, snapshot=snap, read_only=True) as img:
             listed = time.monotonic()
-            img.diff_iterate(0, img.size(), base, add, whole_object=False)
+            objects: list[tuple[int, int]] = []  # fast-diff's object maps first, as stackvault lists
+            img.diff_iterate(0, img.size(), base, lambda o, n, _: objects.append((o, n)), whole_object=True)
+            for offset, length in objects:
+                img.diff_iterate(offset, length, base, add, whole_object=False)
             listing_s = time.monotonic() - listed
             read = time.monotonic()
             with ThreadPoolExecutor(FLOOR_THREADS) as pool_:
