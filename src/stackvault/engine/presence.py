@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .chunks import chunk_key
+from .layout import chunk_folder
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -51,9 +51,8 @@ class ListedChunks:
                 known.add(digest)
 
     def _list(self, prefix: int) -> set[bytes] | None:
-        directory = chunk_key(bytes([prefix])).rsplit("/", 1)[0] + "/"
         found: set[bytes] = set()
-        for info in self.repo.backend.list(directory):
+        for info in self.repo.backend.list(chunk_folder(prefix)):
             try:
                 found.add(bytes.fromhex(info.key.rsplit("/", 1)[-1]))
             except ValueError:
