@@ -78,3 +78,11 @@ def test_ids_are_read_back_from_listed_keys_and_foreign_objects_are_none():
     for foreign in ("backups/README", "backups/x.json.tmp", "proofs/notes.txt", "chunks/ab/cd.json"):
         assert layout.backup_id_of(foreign) is None and layout.proof_id_of(foreign) is None
     assert layout.proxy_state_id_of("proxy-state/old.tar") is None
+
+
+def test_only_a_chunk_key_names_a_chunk():
+    key = layout.chunk_key(DIGEST)
+    assert layout.chunk_id_of(key) == DIGEST
+    for other in (key + layout.DAMAGED_SUFFIX, f"chunks/{HEX[:2]}/{HEX.upper()}", f"chunks/ff/{HEX}",
+                  f"chunks/{HEX[:2]}/.tmp-0123456789ab-x.tmp", f"chunks/{HEX}"):
+        assert layout.chunk_id_of(other) is None, other

@@ -40,6 +40,16 @@ def chunk_key(digest: bytes) -> str:
     return f"{CHUNKS}{hexid[:2]}/{hexid}"
 
 
+def chunk_id_of(key: str) -> bytes | None:
+    """The id a key listed under `chunks/` names; None for anything else there (a set-aside `.bad`
+    object, a name no chunk has): such an object is no chunk, whatever its name resembles."""
+    try:
+        digest = bytes.fromhex(key.rsplit("/", 1)[-1])
+    except ValueError:
+        return None
+    return digest if chunk_key(digest) == key else None
+
+
 def chunk_folder(first_byte: int) -> str:
     """The prefix under which every chunk whose id starts with `first_byte` lies."""
     return f"{CHUNKS}{first_byte:02x}/"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .layout import chunk_folder
+from .layout import chunk_folder, chunk_id_of
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -53,10 +53,10 @@ class ListedChunks:
     def _list(self, prefix: int) -> set[bytes] | None:
         found: set[bytes] = set()
         for info in self.repo.backend.list(chunk_folder(prefix)):
-            try:
-                found.add(bytes.fromhex(info.key.rsplit("/", 1)[-1]))
-            except ValueError:
+            digest = chunk_id_of(info.key)
+            if digest is None:
                 continue  # not a chunk (a stray temporary object): never counts as present
+            found.add(digest)
             if len(found) > MAX_PER_PREFIX:
                 return None
         return found

@@ -43,6 +43,7 @@ from .layout import (
     KEY_SLOTS,
     backup_id_of,
     backup_key,
+    chunk_id_of,
     chunk_key,
     index_folder,
     tombstone_key,
@@ -315,8 +316,8 @@ class Repository:
     def missing_chunks(self, digests: Iterable[bytes]) -> list[bytes]:
         """Those of `digests` whose chunk the repository does not hold, from one listing of `chunks/`
         (one call per thousand chunks on an object store, instead of one per chunk)."""
-        present = {o.key for o in self.backend.list(CHUNKS)}
-        return [d for d in digests if chunk_key(d) not in present]
+        present = {chunk_id_of(o.key) for o in self.backend.list(CHUNKS)}
+        return [d for d in digests if d not in present]
 
     # -- garbage (gc) ---------------------------------------------------------------------------
     def find_garbage(self, referenced: set[bytes], live_indexes: set[str], cutoff: float) -> Garbage:
@@ -326,8 +327,7 @@ class Repository:
 
         Only for `gc`, under the exclusive lock, with `referenced` complete: whatever is listed here
         is deleted by `delete_garbage`."""
-        keep = {chunk_key(d) for d in referenced}
-        chunks = [o for o in self.backend.list(CHUNKS) if o.key not in keep and o.mtime <= cutoff]
+        chunks = [o for o in self.backend.list(CHUNKS) if chunk_id_of(o.key) not in referenced and o.mtime <= cutoff]
         indexes = [o.key for o in self.backend.list(INDEXES) if o.key not in live_indexes]
         return Garbage(chunks, indexes, list(self.backend.temp_files()))
 
