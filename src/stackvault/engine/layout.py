@@ -3,7 +3,7 @@
 A key is part of the format: a stackvault of another version, or a stranger with the format document
 alone, finds objects by these names. So no other module spells a prefix or builds a key; each family
 of objects has its prefix here, and a function from its id to its key (and back, where objects are
-found by listing). Only the engine uses them: jobs ask the repository (`Repository`), which owns them.
+found by listing). Jobs do not build keys: they ask the repository (`Repository`), which owns them.
 """
 
 from __future__ import annotations
