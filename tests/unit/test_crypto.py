@@ -190,10 +190,10 @@ def test_saved_config_keeps_secrets_only_when_encrypted(tmp_path, encrypted):
     config = tmp_path / "stackvault.toml"
     config.write_text('repo = "memory://r"\nswift_password = "s3cret"\n')  # as a future secret setting would
     ctx = JobContext(Settings(repo="memory://r", workdir=tmp_path / "work", config_path=config))
-    ctx.__dict__["repo"] = Repository.init(ctx.backend, 64 << 10, passphrase="pw" if encrypted else None)
+    ctx.__dict__["repo"] = ctx.init_repository(64 << 10, 1, passphrase="pw" if encrypted else None)
     saved = proxy_state.backup_state(ctx)
-    (obj,) = ctx.backend.list("proxy-state/")
-    assert (ctx.backend.get(obj.key)[:4] == b"SVE1") is encrypted
+    (obj,) = ctx.repo.store.list("proxy-state/")
+    assert (ctx.repo.store.get(obj.key)[:4] == b"SVE1") is encrypted
     out = tmp_path / "out.toml"
     proxy_state.restore_state(ctx, config_out=out, confirm=lambda _question: True)  # plain: the operator's yes
     if encrypted:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from stackvault.engine.chunks import chunk_key, encode_chunk
+from stackvault.engine.chunks import encode_chunk
+from stackvault.engine.layout import chunk_key
 from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
 from stackvault.errors import CorruptChunkError
 from stackvault.storage.local import LocalBackend

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stackvault.engine.chunks import chunk_key
-from stackvault.engine.manifest import backup_key, index_key, new_backup_id
+from stackvault.engine.layout import backup_key, chunk_key, index_key
+from stackvault.engine.manifest import new_backup_id
 from stackvault.storage.keys import InvalidKeyError, check_key
 
 

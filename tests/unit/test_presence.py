@@ -12,7 +12,7 @@ import os
 import pytest
 
 from stackvault.engine import presence
-from stackvault.engine.chunks import chunk_key
+from stackvault.engine.layout import chunk_key
 from stackvault.engine.pipeline import DiskBackup
 from stackvault.engine.repository import Repository
 from stackvault.engine.sources import RawSource

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from stackvault.engine import keys
-from stackvault.engine.chunks import chunk_key, encode_chunk
+from stackvault.engine.chunks import encode_chunk
 from stackvault.engine.crypto import EncryptedBackend, RepositoryCipher
+from stackvault.engine.layout import chunk_key
 from stackvault.engine.locks import read_locks
 from stackvault.engine.manifest import BackupRecord, DiskRecord, RecordFormatError
 from stackvault.engine.repository import DAMAGED_SUFFIX, Repository
 from stackvault.errors import CorruptChunkError, DamagedObjectError, DamagedRecordError, RepositoryError
-from stackvault.jobs.quiesce_proof import load_proof
 from stackvault.storage.base import ObjectTooLargeError, read_capped
 from stackvault.storage.faulty import FaultyBackend
 from stackvault.storage.local import LocalBackend
@@ -192,8 +192,8 @@ def test_huge_locks_proofs_and_key_slots_are_not_read(repo: Repository, tmp_path
     assert _peak(lambda: read_locks(repo)) < BOUND
     [planted] = read_locks(repo)  # read no further than its cap: a lock of unknown owner, for one lease
     assert planted.unreadable is not None and "larger than" in planted.unreadable
-    assert _peak(lambda: load_proof(repo, BACKUP_ID)) < BOUND
-    assert load_proof(repo, BACKUP_ID) is None  # no proof
+    assert _peak(lambda: repo.proofs.load(BACKUP_ID)) < BOUND
+    assert repo.proofs.load(BACKUP_ID) is None  # no proof
     bad = keys.read_slots(repo.store, repo.id)[1]
     assert "larger than" in bad["keys/0123456789abcdef.json"].problem
     assert _peak(lambda: keys.read_slots(repo.store, repo.id)) < BOUND

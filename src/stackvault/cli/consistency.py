@@ -52,12 +52,11 @@ def _configured_repo_id(settings: Settings, args: argparse.Namespace) -> str | N
     if not settings.repo:
         return None
     from ..engine.keys import ENV, PassphraseError
-    from ..engine.repository import Repository
 
     ctx = JobContext(settings, args.passphrase_file)
     try:
         try:
-            return Repository.open(ctx.backend).id  # a plain repository: no passphrase, no prompt
+            return ctx.open_repository().id  # a plain repository: no passphrase, no prompt
         except PassphraseError:
             if not (args.passphrase_file or os.environ.get(ENV)):
                 raise  # the doctor asks for no passphrase on a terminal

@@ -22,7 +22,7 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("init", "create a repository", arguments=_init_arguments, renderer=render.init)
 def init(inv: Invocation) -> Outcome:
-    from ..engine.repository import Repository, check_block_size
+    from ..engine.repository import check_block_size
     from ..jobs.trust import remember
 
     args, settings = inv.args, inv.settings
@@ -35,8 +35,8 @@ def init(inv: Invocation) -> Outcome:
 
         from ..engine.keys import ENV, new_passphrase
 
-        secret = partial(new_passphrase, inv.ctx.backend.location, args.passphrase_file, ENV, "--passphrase-file")
-    repo = Repository.init(inv.ctx.backend, bs, level, passphrase=secret)
+        secret = partial(new_passphrase, inv.ctx.location, args.passphrase_file, ENV, "--passphrase-file")
+    repo = inv.ctx.init_repository(bs, level, passphrase=secret)
     remember(settings.workdir, repo, None)  # a repository this proxy made is the one it trusts there
     return Outcome({"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
                     "encrypted": repo.encrypted})

@@ -24,11 +24,6 @@ CODEC_ZSTD = 1
 _local = threading.local()
 
 
-def chunk_key(digest: bytes) -> str:
-    hexid = digest.hex()
-    return f"chunks/{hexid[:2]}/{hexid}"
-
-
 def hash_block(data: bytes | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 

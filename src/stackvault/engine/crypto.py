@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ..errors import RepositoryError
 from ..storage import Backend
 from ..storage.base import BackendWrapper, ObjectTooLargeError
+from .layout import CONFIG, KEY_SLOTS
 
 MAGIC = b"SVE1"
 NONCE_SIZE = 12
@@ -32,8 +33,8 @@ CIPHER = "aes-256-gcm"
 MASTER_KEY_SIZE = 32
 # Readable before the master key is known: `config` says the repository is encrypted, the slots
 # hold the master key wrapped by passphrases. Both carry their own checks (keys.py, repository.py).
-PLAIN_KEYS = ("config",)
-PLAIN_PREFIXES = ("keys/",)
+PLAIN_KEYS = (CONFIG,)
+PLAIN_PREFIXES = (KEY_SLOTS,)
 # BLAKE3 derive_key contexts: globally unique, fixed forever (changing one makes every repository unreadable).
 _CONTEXT = "stackvault 2026-12 repository {}"
 
@@ -112,8 +113,8 @@ class RepositoryCipher:
 class EncryptedBackend(BackendWrapper):
     """A backend whose objects are sealed on `put` and opened (authenticated) on `get`.
 
-    Keys, sizes and times stay visible to the store; contents never do. Every other call, and
-    anything else a driver offers (e.g. the local backend's `temp_files`), is passed through.
+    Keys, sizes and times stay visible to the store; contents never do. Every other call of the
+    interface (`list`, `delete`, `temp_files`...) is passed through.
     """
 
     def __init__(self, inner: Backend, cipher: RepositoryCipher) -> None:
@@ -132,6 +133,3 @@ class EncryptedBackend(BackendWrapper):
         except ObjectTooLargeError:
             raise ObjectTooLargeError(key, max_size) from None
         return self.cipher.open(key, blob)
-
-    def __getattr__(self, name: str):  # whatever the driver offers beyond the interface
-        return getattr(self.inner, name)

@@ -33,8 +33,8 @@ from ..errors import RepositoryError, UsageError, warn
 from ..storage import Backend
 from ..storage.base import SMALL_OBJECT_BYTES, ObjectTooLargeError
 from .crypto import CIPHER, MASTER_KEY_SIZE, NONCE_SIZE, canonical, canonical_checksum, derive
+from .layout import KEY_SLOTS, slot_id_of, slot_key
 
-PREFIX = "keys/"
 SLOT_FORMAT = "stackvault-key"
 SLOT_VERSION = 1
 # scrypt N=2^16, r=8, p=1: 64 MiB and ~0.5 s per try on this class of machine (docs/encryption.md).
@@ -76,10 +76,6 @@ class Unlocked:
 
     master: bytes
     slot_id: str
-
-
-def slot_key(slot_id: str) -> str:
-    return f"{PREFIX}{slot_id}.json"
 
 
 def _b64(data: bytes) -> str:
@@ -183,7 +179,7 @@ def read_slots(backend: Backend, repo_id: str) -> tuple[dict[str, dict], dict[st
     """Every slot of the repository by object key, and the damaged ones apart (each named)."""
     good: dict[str, dict] = {}
     bad: dict[str, KeySlotError] = {}
-    for obj in sorted(backend.list(PREFIX), key=lambda o: o.key):
+    for obj in sorted(backend.list(KEY_SLOTS), key=lambda o: o.key):
         if not obj.key.endswith(".json"):
             continue
         try:
@@ -242,7 +238,7 @@ def list_slots(backend: Backend, repo_id: str, current: str | None) -> list[dict
     good, bad = read_slots(backend, repo_id)
     rows = [{"id": d["id"], "created": d.get("created"), "host": d.get("host"), "current": d["id"] == current,
              "kdf": {k: d["kdf"][k] for k in ("name", "n", "r", "p")}, "status": "ok"} for d in good.values()]
-    rows += [{"id": key[len(PREFIX) : -len(".json")], "created": None, "host": None, "current": False,
+    rows += [{"id": slot_id_of(key), "created": None, "host": None, "current": False,
               "kdf": None, "status": f"damaged: {exc.problem}"} for key, exc in bad.items()]
     return sorted(rows, key=lambda r: (r["created"] or "", r["id"]))
 
@@ -254,7 +250,7 @@ def remove_slot(backend: Backend, repo_id: str, slot_id: str, current: str | Non
     if key not in good and key not in bad:
         from ..errors import NotFoundError
 
-        known = ", ".join(k[len(PREFIX) : -len(".json")] for k in [*good, *bad])
+        known = ", ".join(str(slot_id_of(k)) for k in [*good, *bad])
         raise NotFoundError(f"no key slot {slot_id!r} in {backend.location}", f"choose one of: {known}")
     if key in good and len(good) == 1:
         raise UsageError(f"key slot {slot_id} is the repository's last key slot: removing it would make "

@@ -31,6 +31,7 @@ from ..errors import LockedError, StackvaultError, warn
 from ..storage.base import SMALL_OBJECT_BYTES
 from . import pids
 from .crypto import ObjectAuthError
+from .layout import LOCKS, lock_key
 from .repository import Repository, hostname
 
 LEASE_S = 120.0
@@ -70,7 +71,7 @@ def _decode(key: str, doc: object) -> LockInfo:
 
 def read_locks(repo: Repository) -> list[LockInfo]:
     locks = []
-    for obj in repo.backend.list("locks/"):
+    for obj in repo.backend.list(LOCKS):
         try:
             doc = json.loads(repo.backend.get(obj.key, SMALL_OBJECT_BYTES))
             locks.append(_decode(obj.key, doc))
@@ -93,7 +94,7 @@ class RepositoryLock:
         self.warning: str | None = None
         self.job = job
         self.wait_s = wait_s
-        self.key = f"locks/{int(time.time())}-{secrets.token_hex(4)}.json"
+        self.key = lock_key(f"{int(time.time())}-{secrets.token_hex(4)}")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned: set[str] = set()  # unreadable lock objects already named (once each, not per retry)

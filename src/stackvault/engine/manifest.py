@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from .crypto import canonical_checksum
+from .layout import index_key
 
 RECORD_FORMAT = "stackvault-backup"
 RECORD_VERSION = 2
@@ -68,19 +69,6 @@ def _suffix_after(suffix: str) -> str:
     if value >= 0xFFFFFF:
         return suffix + secrets.token_hex(1)
     return f"{value + 1 + secrets.randbelow(0xFFFFFF - value):06x}"
-
-
-def backup_key(backup_id: str) -> str:
-    return f"backups/{backup_id}.json"
-
-
-def tombstone_key(backup_id: str) -> str:
-    """Where `forget` and `prune` note that they removed a backup (docs/repository-format.md)."""
-    return f"forgotten/{backup_id}"
-
-
-def index_key(backup_id: str, position: int) -> str:
-    return f"indexes/{backup_id}/{position}.fidx"
 
 
 @dataclass

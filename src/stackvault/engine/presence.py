@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from .chunks import chunk_key
+from .layout import chunk_folder, chunk_id_of
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -51,13 +51,12 @@ class ListedChunks:
                 known.add(digest)
 
     def _list(self, prefix: int) -> set[bytes] | None:
-        directory = chunk_key(bytes([prefix])).rsplit("/", 1)[0] + "/"
         found: set[bytes] = set()
-        for info in self.repo.backend.list(directory):
-            try:
-                found.add(bytes.fromhex(info.key.rsplit("/", 1)[-1]))
-            except ValueError:
+        for info in self.repo.backend.list(chunk_folder(prefix)):
+            digest = chunk_id_of(info.key)
+            if digest is None:
                 continue  # not a chunk (a stray temporary object): never counts as present
+            found.add(digest)
             if len(found) > MAX_PER_PREFIX:
                 return None
         return found

@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -26,23 +26,31 @@ from ..errors import (
     UsageError,
     warn,
 )
-from ..storage import Backend
+from ..storage import Backend, ObjectInfo
 from ..storage.base import ObjectTooLargeError
 from . import keys
 from .blockindex import BlockIndex, IndexFormatError, max_stored_size
-from .chunks import chunk_key, decode_chunk, hash_block
+from .chunks import decode_chunk, hash_block
 from .crypto import CIPHER, MASTER_KEY_SIZE, EncryptedBackend, ObjectAuthError, RepositoryCipher, canonical_checksum
 from .crypto import MAGIC as SEALED_MAGIC
 from .keys import Unlocked
-from .manifest import (
-    MAX_RECORD_BYTES,
-    BackupRecord,
-    DiskRecord,
-    RecordFormatError,
+from .layout import (
+    BACKUPS,
+    CHUNKS,
+    CONFIG,
+    DAMAGED_SUFFIX,
+    INDEXES,
+    KEY_SLOTS,
+    backup_id_of,
     backup_key,
+    chunk_id_of,
+    chunk_key,
+    index_folder,
     tombstone_key,
-    valid_backup_id,
 )
+from .manifest import MAX_RECORD_BYTES, BackupRecord, DiskRecord, RecordFormatError, valid_backup_id
+from .proofs import Proofs
+from .proxy_states import SavedProxyStates
 
 FORMAT = "stackvault-repository"
 # Version 1: plain. Version 2: encrypted (docs/repository-format.md), so that a stackvault that only
@@ -54,14 +62,10 @@ FORMAT_VERSION = 3
 PLAIN_VERSION = 1
 ENCRYPTED_VERSION = 2
 SPARSE_VERSION = 3
-CONFIG_KEY = "config"
 #: A config is a few hundred bytes, a tombstone less: anything far larger was not written by stackvault.
 MAX_CONFIG_BYTES = 1 << 20
 TOMBSTONE_FORMAT = "stackvault-forgotten"
 MAX_TOMBSTONE_BYTES = 64 << 10
-#: Where `verify --deep` and restores set a damaged chunk aside: a name no chunk id has, so the chunk
-#: counts as absent and the next Full stores it again; `gc` deletes it as unreferenced.
-DAMAGED_SUFFIX = ".bad"
 _FIX_CONFIG = "restore the `config` object from another copy of the repository"
 MIN_BLOCK = 64 << 10
 MAX_BLOCK = 16 << 20
@@ -91,6 +95,20 @@ class RepoConfig:
         if doc["encryption"] is None:
             del doc["encryption"]
         return doc
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """What `gc` deletes (`Repository.find_garbage`), listed before anything is deleted so that a dry
+    run reports exactly what a real run would remove."""
+
+    chunks: list[ObjectInfo]
+    indexes: list[str]
+    temp_files: list[str]
+
+    @property
+    def chunk_bytes(self) -> int:
+        return sum(o.size for o in self.chunks)
 
 
 def resolve_prefix(ref: str, ids: list[str], where: str) -> str:
@@ -125,6 +143,9 @@ class Repository:
         self.on_commit: Callable[[str], None] | None = None
         self.hash_block: Callable[[bytes | memoryview], bytes] = cipher.chunk_id if cipher is not None else hash_block
         self._records: dict[str, BackupRecord] = {}
+        #: Objects kept beside the backups: proofs of quiesce, and the proxy's saved state.
+        self.proofs = Proofs(self.backend)
+        self.proxy_states = SavedProxyStates(self.backend)
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
@@ -134,7 +155,7 @@ class Repository:
         """A new repository; encrypted under a new random master key when a passphrase is given
         (a callable is asked only once the location is known to be free)."""
         backend.create()  # the bucket or container of an object store; a directory
-        if backend.exists(CONFIG_KEY):
+        if backend.exists(CONFIG):
             raise UsageError(f"a repository already exists at {backend.location}",
                              "use it as it is, or choose another location")
         config = RepoConfig(id=uuid.uuid4().hex, created=_now(), block_size=check_block_size(block_size),
@@ -142,20 +163,20 @@ class Repository:
         if passphrase is None:
             doc = config.to_doc()
             doc["checksum"] = canonical_checksum(doc)  # older versions read it too, and check it
-            backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
+            backend.put(CONFIG, json.dumps(doc, indent=1).encode())
             backend.sync()
             return cls(backend, config)
         if callable(passphrase):
             passphrase = passphrase()
         config.hash = "blake3-keyed"
-        config.encryption = {"cipher": CIPHER, "kdf": "scrypt", "key_slots": keys.PREFIX}
+        config.encryption = {"cipher": CIPHER, "kdf": "scrypt", "key_slots": KEY_SLOTS}
         master = os.urandom(MASTER_KEY_SIZE)
         cipher = RepositoryCipher(master)
         slot_id = keys.add_slot(backend, config.id, master, passphrase, host=hostname())
         doc = config.to_doc()
         doc["mac"] = cipher.mac(doc)
         doc["checksum"] = canonical_checksum(doc)
-        backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())  # last: the repository exists from here
+        backend.put(CONFIG, json.dumps(doc, indent=1).encode())  # last: the repository exists from here
         backend.sync()
         return cls(backend, config, cipher=cipher, unlocked=keys.Unlocked(master, slot_id))
 
@@ -163,7 +184,7 @@ class Repository:
     def open(cls, backend: Backend, passphrase: Callable[[], str] | None = None) -> Repository:
         """Open a repository; `passphrase` is asked for only when the repository is encrypted."""
         try:
-            raw = backend.get(CONFIG_KEY, MAX_CONFIG_BYTES)
+            raw = backend.get(CONFIG, MAX_CONFIG_BYTES)
         except KeyError:
             raise RepositoryError(f"no stackvault repository at {backend.location}",
                                   "create one with `stackvault init`, or pass the right --repo") from None
@@ -217,6 +238,11 @@ class Repository:
     def remove_key(self, slot_id: str) -> None:
         keys.remove_slot(self.backend, self.id, slot_id, self._require_keys().slot_id)
 
+    def damaged_key_slots(self) -> dict[str, keys.KeySlotError]:
+        """The key slots that cannot be used (by object key, each saying why): `verify` names them.
+        Read as stored: slots are never sealed, and are checked whatever passphrase opened this one."""
+        return keys.read_slots(self.store, self.id)[1]
+
     @property
     def id(self) -> str:
         return self.config.id
@@ -224,6 +250,16 @@ class Repository:
     @property
     def location(self) -> str:
         return self.backend.location
+
+    @property
+    def identity(self) -> str:
+        """Where the repository really is (`Backend.identity`): what this proxy remembers it by."""
+        return self.store.identity
+
+    @property
+    def parallel_calls(self) -> int:
+        """Calls in flight that keep the store busy (`Backend.parallel_calls`): upload workers to run."""
+        return self.store.parallel_calls
 
     # -- chunks --------------------------------------------------------------------------------
     def has_chunk(self, digest: bytes) -> bool:
@@ -277,6 +313,34 @@ class Repository:
             return False
         return True
 
+    def missing_chunks(self, digests: Iterable[bytes]) -> list[bytes]:
+        """Those of `digests` whose chunk the repository does not hold, from one listing of `chunks/`
+        (one call per thousand chunks on an object store, instead of one per chunk)."""
+        present = {chunk_id_of(o.key) for o in self.backend.list(CHUNKS)}
+        return [d for d in digests if d not in present]
+
+    # -- garbage (gc) ---------------------------------------------------------------------------
+    def find_garbage(self, referenced: set[bytes], live_indexes: set[str], cutoff: float) -> Garbage:
+        """What no backup needs: objects under `chunks/` that no id in `referenced` names (set-aside
+        `.bad` ones included) written before `cutoff`, block indexes no record names (`live_indexes`:
+        the `index` of every readable record's disks), and temporary files of killed writes.
+
+        Only for `gc`, under the exclusive lock, with `referenced` complete: whatever is listed here
+        is deleted by `delete_garbage`."""
+        chunks = [o for o in self.backend.list(CHUNKS) if chunk_id_of(o.key) not in referenced and o.mtime <= cutoff]
+        indexes = [o.key for o in self.backend.list(INDEXES) if o.key not in live_indexes]
+        return Garbage(chunks, indexes, list(self.backend.temp_files()))
+
+    def delete_garbage(self, garbage: Garbage) -> None:
+        for obj in garbage.chunks:
+            self.backend.delete(obj.key)
+        for key in garbage.indexes:
+            self.backend.delete(key)
+        # A file system keeps the folder of a pruned or killed backup's indexes: one per backup.
+        self.backend.remove_empty_dirs(INDEXES)
+        for key in garbage.temp_files:
+            self.backend.delete(key)
+
     # -- block indexes -------------------------------------------------------------------------
     def put_index(self, key: str, index: BlockIndex) -> bytes:
         """Store a block index; returns its bytes (what the working state keeps)."""
@@ -295,7 +359,7 @@ class Repository:
         if self.cipher is not None:
             doc["mac"] = self.cipher.mac(doc)
         doc["checksum"] = canonical_checksum(doc)
-        self.backend.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
+        self.backend.put(CONFIG, json.dumps(doc, indent=1).encode())
         self.backend.sync()
 
     def get_index(self, disk: DiskRecord) -> BlockIndex:
@@ -323,8 +387,8 @@ class Repository:
     def backup_ids(self) -> list[str]:
         """Committed backups, oldest first (ids sort by time). Objects whose names are no backup id
         (nothing stackvault writes) are not backups."""
-        ids = [o.key[len("backups/") : -len(".json")] for o in self.backend.list("backups/") if o.key.endswith(".json")]
-        return sorted(i for i in ids if valid_backup_id(i))
+        ids = (backup_id_of(o.key) for o in self.backend.list(BACKUPS))
+        return sorted(i for i in ids if i is not None and valid_backup_id(i))
 
     def get_backup(self, backup_id: str) -> BackupRecord:
         """A backup's record, checked (checksum or authentication, every field, its own id);
@@ -389,9 +453,9 @@ class Repository:
         self.backend.put(tombstone_key(backup_id), json.dumps(tombstone, indent=1).encode())
         self.backend.sync()
         self.backend.delete(backup_key(backup_id))  # next: the backup stops existing atomically
-        for obj in list(self.backend.list(f"indexes/{backup_id}/")):
+        for obj in list(self.backend.list(index_folder(backup_id))):
             self.backend.delete(obj.key)
-        self.backend.delete(f"proofs/{backup_id}.json")
+        self.proofs.delete(backup_id)
         self._records.pop(backup_id, None)
 
     def was_forgotten(self, backup_id: str) -> bool:

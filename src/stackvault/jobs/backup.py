@@ -90,7 +90,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                          source.size, level, f" ({reason})" if reason else "")
                 cb = progress(source.name, source.size) if progress else None
                 # Object stores answer each call slowly but many at once: more workers keep uploads parallel.
-                workers = max(ctx.settings.workers, getattr(repo.backend, "parallel_calls", 1))
+                workers = max(ctx.settings.workers, repo.parallel_calls)
                 run = DiskBackup(repo, source, level, base, backup_id, workers=workers, progress=cb, plan=plan)
                 run.stats.bytes_read += read_info.pop("sample_bytes", 0)  # a sample that disagreed
                 index, bitmap = run.run()

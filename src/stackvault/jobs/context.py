@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -15,7 +15,7 @@ from ..engine.locks import RepositoryLock
 from ..engine.repository import Repository
 from ..engine.state import WorkingState
 from ..errors import CatalogError, warn
-from ..storage import open_backend
+from ..storage import Backend, open_backend
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -27,21 +27,38 @@ class JobContext:
         self.passphrase_file = passphrase_file
 
     @cached_property
-    def backend(self):  # a storage.Backend
+    def _store(self) -> Backend:
+        """The storage of the configured repository, opened once: only the repository reads and writes it."""
         return open_backend(self.settings.require_repo(), sync=self.settings.sync, cloud=self.settings.cloud.os_cloud)
+
+    @property
+    def location(self) -> str:
+        """The configured repository's location as its storage names it (a local path made absolute)."""
+        return self._store.location
 
     @cached_property
     def repo(self) -> Repository:
         # The passphrase is looked for only when the repository turns out to be encrypted.
-        repo = Repository.open(self.backend, passphrase=self.passphrase)
+        repo = self.open_repository(self.passphrase)
         from .trust import check  # the store is not trusted: compare with what this proxy remembers
 
         check(self, repo)
         return repo
 
+    def open_repository(self, passphrase: Callable[[], str] | None = None) -> Repository:
+        """The repository as the store holds it, unchecked against what this proxy remembers of it
+        (`repo` is the checked one): for `trust accept`, and for reading a plain one's id without a
+        passphrase. `passphrase` is asked for only when the repository is encrypted."""
+        return Repository.open(self._store, passphrase=passphrase)
+
+    def init_repository(self, block_size: int, compression_level: int, *,
+                        passphrase: str | Callable[[], str] | None = None) -> Repository:
+        """A new repository at the configured location (`Repository.init`)."""
+        return Repository.init(self._store, block_size, compression_level, passphrase=passphrase)
+
     def passphrase(self) -> str:
         """An encrypted repository's passphrase: --passphrase-file, STACKVAULT_PASSPHRASE, or a prompt."""
-        return keys.passphrase(self.backend.location, self.passphrase_file)
+        return keys.passphrase(self.location, self.passphrase_file)
 
     @cached_property
     def catalog(self) -> Catalog:

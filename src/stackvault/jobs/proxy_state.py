@@ -39,7 +39,6 @@ from .context import JobContext
 from .maintenance import rebuild_catalog, rebuild_state
 
 MAGIC = b"SVSTATE1"
-PREFIX = "proxy-state/"
 SECRET_KEY = re.compile(r"(pass(word|phrase)?|secret|token|credential|private|api_?key)", re.IGNORECASE)
 
 
@@ -161,8 +160,7 @@ def backup_state(ctx: JobContext) -> dict:
     blob = MAGIC + blake3.blake3(body).digest() + body
     state_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     with ctx.lock("shared", "state backup"):
-        repo.backend.put(f"{PREFIX}{state_id}.tar.zst", blob)
-        repo.backend.sync()
+        repo.proxy_states.save(state_id, blob)
     return {"state_id": state_id, "files": files, "config_saved": config_saved,
             "bytes": len(blob), "warnings": warnings, "level": "full"}
 
@@ -177,15 +175,14 @@ _COPY = 1 << 20
 
 def _load(ctx: JobContext, state_id: str | None) -> tuple[str, bytes]:
     """The chosen saved state's id and its checked, still compressed tar."""
-    ids = sorted(o.key[len(PREFIX):-len(".tar.zst")] for o in ctx.repo.backend.list(PREFIX)
-                 if o.key.endswith(".tar.zst"))
+    ids = ctx.repo.proxy_states.ids()
     if not ids:
         raise NotFoundError(f"no saved proxy state in {ctx.repo.location}", "save one with `stackvault state backup`")
     chosen = ids[-1] if state_id in (None, "latest") else state_id
     if chosen not in ids:
         raise NotFoundError(f"no saved proxy state {chosen!r}", f"choose one of: {', '.join(ids)}")
     try:  # at most what zstd makes of MAX_STATE_BYTES: all `state backup` writes that restore reads
-        blob = ctx.repo.backend.get(f"{PREFIX}{chosen}.tar.zst", MAX_SAVED_BYTES)
+        blob = ctx.repo.proxy_states.read(chosen, MAX_SAVED_BYTES)
     except ObjectTooLargeError as exc:
         raise RepositoryError(f"saved proxy state {chosen} is damaged ({exc.problem})",
                               "restore an older one, or run `stackvault recover`, which needs none") from None

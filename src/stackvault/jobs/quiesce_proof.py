@@ -15,14 +15,13 @@ capped output, a timeout, no network when the proxy may take it away): a crafted
 result `unreadable` with why, never a failed or slowed backup.
 
 The backup record is already committed and immutable, so the proof is stored beside it, as the
-repository object `proofs/<backup id>.json`, and the catalog row's consistency is upgraded to
-`application (verified)`; see docs/consistency.md for why.
+repository object `proofs/<backup id>.json` (`Repository.proofs`, engine/proofs.py), and the catalog
+row's consistency is upgraded to `application (verified)`; see docs/consistency.md for why.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import struct
@@ -35,16 +34,13 @@ from ..cloud.consistency import CRASH
 from ..cloud.guest_hook import MARKER_PATH, QuiesceMarker, parse_marker
 from ..engine import child
 from ..engine.blockindex import ZERO_DIGEST, BlockIndex
-from ..engine.crypto import ObjectAuthError
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.repository import Repository
 from ..engine.restore import FileTarget, restore_disk
 from ..errors import StackvaultError
-from ..storage.base import SMALL_OBJECT_BYTES
 from .context import JobContext
 
 VERIFIED = "application (verified)"
-PROOF_PREFIX = "proofs/"
 CLOCK_SKEW_S = 120  # guest clock vs proxy clock; a stale marker is hours (one backup interval) old
 EXT_MAGIC_OFFSET = 1024 + 0x38
 GPT_LINUX_TYPES = {"0fc63daf-8483-4772-8e79-3d69d8477de4",  # Linux filesystem data
@@ -61,10 +57,6 @@ Reader = Callable[[int, int], bytes]  # (offset, length) -> bytes of the disk
 
 class UnreadableDisk(Exception):
     """The tenant's disk holds a partition table the proof does not believe."""
-
-
-def proof_key(backup_id: str) -> str:
-    return f"{PROOF_PREFIX}{backup_id}.json"
 
 
 @dataclass
@@ -207,7 +199,7 @@ def _earlier_nonces(ctx: JobContext, record: BackupRecord, limit: int = 5) -> se
             if r.backup_id < record.backup_id and (r.source or {}).get("server", {}).get("id") == server_id]
     nonces = set()
     for row in rows[-limit:]:
-        proof = load_proof(ctx.repo, row.backup_id)
+        proof = ctx.repo.proofs.load(row.backup_id)
         if proof and proof.get("marker"):
             nonces.add(proof["marker"]["nonce"])
     return nonces
@@ -260,8 +252,7 @@ def prove_quiesce(ctx: JobContext, record: BackupRecord, window: tuple[float, fl
 
 def save_proof(ctx: JobContext, proof: dict) -> None:
     """The proof as a repository object (survives a catalog rebuild) and in the catalog row."""
-    ctx.repo.backend.put(proof_key(proof["backup_id"]), json.dumps(proof, indent=1, sort_keys=True).encode())
-    ctx.repo.backend.sync()
+    ctx.repo.proofs.save(proof)
     if proof["status"] == "verified":
         set_catalog_consistency(ctx, proof["backup_id"], VERIFIED)
 
@@ -275,28 +266,11 @@ def set_catalog_consistency(ctx: JobContext, backup_id: str, consistency: str) -
             row.consistency = consistency
 
 
-def load_proof(repo: Repository, backup_id: str) -> dict | None:
-    """The backup's proof of quiesce, or None when it has none or its proof is damaged.
-
-    The store holds proofs like every other object and may damage or plant them: a proof only ever
-    raises a backup's consistency to "verified", so one that does not decode, is not an object, or
-    names another backup (copied over this one's) is worth exactly no proof, and must never stop
-    `show` or `catalog rebuild`.
-    """
-    try:
-        proof = json.loads(repo.backend.get(proof_key(backup_id), SMALL_OBJECT_BYTES))
-    except (KeyError, ValueError, RecursionError, ObjectAuthError):
-        return None
-    if not isinstance(proof, dict) or proof.get("backup_id") != backup_id:
-        return None
-    return proof
-
-
 def apply_proofs(ctx: JobContext) -> int:
     """After `catalog rebuild`: put verified consistencies back from the proofs in the repository."""
     count = 0
-    for obj in ctx.repo.backend.list(PROOF_PREFIX):
-        proof = load_proof(ctx.repo, obj.key[len(PROOF_PREFIX) : -len(".json")])
+    for backup_id in ctx.repo.proofs.backup_ids():
+        proof = ctx.repo.proofs.load(backup_id)
         if proof and proof.get("status") == "verified":
             set_catalog_consistency(ctx, proof["backup_id"], VERIFIED)
             count += 1
@@ -328,7 +302,7 @@ def prove_after_backup(ctx: JobContext, record: BackupRecord, result, window: tu
 
 def with_proof(repo: Repository, shown: dict) -> dict:
     """A backup as `show` prints it, with its proof of quiesce (and the consistency it proves)."""
-    proof = load_proof(repo, shown["backup_id"])
+    proof = repo.proofs.load(shown["backup_id"])
     if proof is not None:
         shown["quiesce_proof"] = {k: proof.get(k) for k in ("status", "message", "marker", "checked")}
         if proof.get("status") == "verified":

@@ -8,9 +8,9 @@ file per place a repository really is, `<workdir>/known-repositories/<hash of id
 
     {"location", "identity", "id", "encrypted", "key_fingerprint", "newest_backup", "updated"}
 
-The identity (storage/base.py `Backend.identity`) is the location plus what the location leaves out:
-the S3 endpoint and region, the Swift storage URL (endpoint and project), a local directory's real
-path. `swift://backups` in two clouds are two repositories with two memories, not one repository
+The identity (`Repository.identity`: storage/base.py `Backend.identity`) is the location plus what
+the location leaves out: the S3 endpoint and region, the Swift storage URL (endpoint and project), a
+local directory's real path. `swift://backups` in two clouds are two repositories with two memories, not one repository
 whose id keeps changing.
 
 The first use of a location is trusted as it is (as SSH trusts a new host key); afterwards a
@@ -51,7 +51,7 @@ def _path(workdir: Path, identity: str) -> Path:
 
 def known(workdir: Path, repo: Repository) -> dict | None:
     """What the proxy remembers of the repository where `repo` is, or None when it never used one there."""
-    location, identity = repo.location, repo.backend.identity
+    location, identity = repo.location, repo.identity
     path = _path(workdir, identity)
     try:
         doc = json.loads(path.read_bytes())
@@ -84,10 +84,10 @@ def _kept_by_location(workdir: Path, repo: Repository) -> dict | None:
 def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None:
     """Record the repository as it is now (atomically, private to the proxy user). A working directory
     that cannot be written only loses the memory, with a warning: a restore must still work."""
-    doc = {"location": repo.location, "identity": repo.backend.identity, "id": repo.id, "encrypted": repo.encrypted,
+    doc = {"location": repo.location, "identity": repo.identity, "id": repo.id, "encrypted": repo.encrypted,
            "key_fingerprint": repo.key_fingerprint, "newest_backup": newest_backup,
            "updated": datetime.now(UTC).isoformat(timespec="seconds")}
-    path = _path(workdir, repo.backend.identity)
+    path = _path(workdir, repo.identity)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(path, json.dumps(doc, indent=1).encode())
@@ -170,7 +170,7 @@ def rollback(ctx: JobContext, repo: Repository, ids: list[str]) -> str | None:
 
 def accept(ctx: JobContext) -> dict:
     """`trust accept`: remember the repository as it is now, whatever this proxy knew before."""
-    repo = Repository.open(ctx.backend, passphrase=ctx.passphrase)
+    repo = ctx.open_repository(ctx.passphrase)
     before = known(ctx.settings.workdir, repo)
     ids = repo.backup_ids()
     remember(ctx.settings.workdir, repo, ids[-1] if ids else None)

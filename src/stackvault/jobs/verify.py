@@ -17,9 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..engine import keys
 from ..engine.blockindex import BlockIndex
-from ..engine.chunks import chunk_key
 from ..engine.repository import DAMAGED_SUFFIX, Repository
 from ..engine.window import map_bounded
 from ..errors import CorruptChunkError, DamagedRecordError, StackvaultError
@@ -110,18 +108,15 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
             if warning:
                 result.warnings.append(warning)
             if repo.encrypted:
-                result.bad_key_slots = [{"key": k, "problem": e.problem}
-                                        for k, e in keys.read_slots(repo.store, repo.id)[1].items()]
+                result.bad_key_slots = [{"key": k, "problem": e.problem} for k, e in repo.damaged_key_slots().items()]
         needed: dict[bytes, int] = {}
         for _, index in _indexes(repo, ids, result):
             for i, digest in index.data_blocks():
                 needed.setdefault(digest, index.block_length(i))
         result.chunks_checked = len(needed)
         if deep and sample is not None:
-            present = {o.key for o in repo.backend.list("chunks/")}
-            for digest in needed:
-                if chunk_key(digest) not in present:
-                    result.bad_chunks[digest.hex()] = MISSING
+            for digest in repo.missing_chunks(needed):
+                result.bad_chunks[digest.hex()] = MISSING
             needed = {d: n for d, n in needed.items() if sample_part(d, sample[1]) == sample[0] and
                       d.hex() not in result.bad_chunks}
         if deep:
@@ -145,10 +140,8 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
                     if problem:
                         result.bad_chunks[digest.hex()] = problem
         else:
-            present = {o.key for o in repo.backend.list("chunks/")}
-            for digest in needed:
-                if chunk_key(digest) not in present:
-                    result.bad_chunks[digest.hex()] = MISSING
+            for digest in repo.missing_chunks(needed):
+                result.bad_chunks[digest.hex()] = MISSING
         if result.bad_chunks:
             _name_affected(repo, ids, result)
     return result

@@ -108,6 +108,16 @@ class Backend(abc.ABC):
     def sync(self) -> None:
         """Make every `put` so far durable. Called before a manifest commits (per-job sync level)."""
 
+    def temp_files(self) -> Iterator[str]:
+        """Keys of the leftovers of writes a killed process never finished: `list` never shows them,
+        `delete` removes them (`gc`). None by default: an object store's `put` is atomic without a
+        temporary object; a directory writes each file under a temporary name first."""
+        return iter(())
+
+    def remove_empty_dirs(self, prefix: str) -> None:
+        """Remove the folders under `prefix` that deleting objects left empty (`gc`), never an object.
+        Nothing by default: an object store has keys, not folders."""
+
     def create(self) -> None:
         """Make the place the repository lives in (a bucket, a container) if it is missing.
 
@@ -148,6 +158,12 @@ class BackendWrapper(Backend):
 
     def sync(self) -> None:
         self.inner.sync()
+
+    def temp_files(self) -> Iterator[str]:
+        return self.inner.temp_files()
+
+    def remove_empty_dirs(self, prefix: str) -> None:
+        self.inner.remove_empty_dirs(prefix)
 
     def create(self) -> None:
         self.inner.create()

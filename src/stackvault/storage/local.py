@@ -22,7 +22,7 @@ from ..engine.atomic import TEMP_PREFIX, write_atomic
 from ..engine.fileio import libc, make_private
 from ..errors import RepositoryError
 from .base import Backend, ObjectInfo, read_capped
-from .keys import check_key
+from .keys import InvalidKeyError, check_key
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 DIR_MODE = 0o700
@@ -237,11 +237,13 @@ class LocalBackend(Backend):
                     yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def temp_files(self) -> Iterator[str]:
-        """Leftovers of writes a killed process never renamed: `gc` removes them."""
+        """Leftovers of writes a killed process never renamed (`write_atomic`'s temporary files), as
+        keys `delete` removes through the same link-refusing walk as any object. A file of that prefix
+        whose name is no valid key was not written by stackvault, and stays."""
         for rel_dir, filenames, _dir_fd in self._walk(""):
             for name in filenames:
-                if name.startswith(TEMP_PREFIX):
-                    yield os.path.join(self.root, rel_dir, name)
+                if name.startswith(TEMP_PREFIX) and _valid_key(rel_dir + name):
+                    yield rel_dir + name
 
     def create(self) -> None:
         try:
@@ -279,3 +281,11 @@ class LocalBackend(Backend):
                 raise OSError(err, os.strerror(err), self.root)
         finally:
             os.close(fd)
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        check_key(key)
+    except InvalidKeyError:
+        return False
+    return True
