@@ -172,7 +172,7 @@ def test_a_repository_of_an_older_format_is_raised_to_3_by_its_first_sparse_inde
     backend.put("config", json.dumps(doc).encode())
     old = Repository.open(backend, lambda: "pw one")
     assert old.config.version == doc["version"] and old.encrypted == encrypted
-    old.put_index("indexes/x/0.fidx", IndexBuilder(1 << 20, 64 << 10, "x").finish())
+    old.put_index("x", 0, IndexBuilder(1 << 20, 64 << 10, "x").finish())
     raised = json.loads(backend.get("config"))
     assert raised["version"] == 3
     assert {k: v for k, v in raised.items() if k not in ("version", "mac", "checksum")} == \

@@ -40,9 +40,9 @@ def _backed_up(tmp_path: Path, image: Path) -> tuple[SimpleNamespace, DiskRecord
         index, _bitmap = DiskBackup(repo, source, "full", DiskBase(), "20261201T000000000Z-aaaaaa", workers=2).run()
     finally:
         source.close()
-    repo.put_index("indexes/vda", index)
+    key, _ = repo.put_index("20261201T000000000Z-aaaaaa", 0, index)
     disk = DiskRecord(position=0, name="vda", disk_key="vda", size=index.disk_size, block_size=BLOCK, level="full",
-                      index="indexes/vda", index_checksum=index.checksum().hex(),
+                      index=key, index_checksum=index.checksum().hex(),
                       full_backup_id="20261201T000000000Z-aaaaaa")
     ctx = SimpleNamespace(repo=repo, settings=SimpleNamespace(workdir=tmp_path / "work", workers=2))
     return ctx, disk

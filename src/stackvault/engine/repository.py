@@ -46,6 +46,7 @@ from .layout import (
     chunk_id_of,
     chunk_key,
     index_folder,
+    index_key,
     tombstone_key,
 )
 from .manifest import MAX_RECORD_BYTES, BackupRecord, DiskRecord, RecordFormatError, valid_backup_id
@@ -342,13 +343,14 @@ class Repository:
             self.backend.delete(key)
 
     # -- block indexes -------------------------------------------------------------------------
-    def put_index(self, key: str, index: BlockIndex) -> bytes:
-        """Store a block index; returns its bytes (what the working state keeps)."""
+    def put_index(self, backup_id: str, position: int, index: BlockIndex) -> tuple[str, bytes]:
+        """Store the block index of a backup's disk at `position`; returns its key (what the record
+        names) and its bytes (what the working state keeps)."""
         if self.config.version < SPARSE_VERSION:
             self._raise_format()
-        data = index.to_bytes()
+        key, data = index_key(backup_id, position), index.to_bytes()
         self.backend.put(key, data)
-        return data
+        return key, data
 
     def _raise_format(self) -> None:
         """Make the config say version 3 before the first sparse index is written: a stackvault that

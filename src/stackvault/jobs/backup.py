@@ -12,7 +12,7 @@ from typing import Any
 from .. import __version__
 from ..domain import BackupLevel
 from ..engine.changed import ReadPlan, full_read, plan_changed_blocks
-from ..engine.manifest import BackupRecord, DiskRecord, index_key, new_backup_id
+from ..engine.manifest import BackupRecord, DiskRecord, new_backup_id
 from ..engine.pipeline import LEVELS, DiskBackup
 from ..engine.repository import hostname
 from ..engine.sources import DiskSource, open_source
@@ -94,8 +94,7 @@ def back_up(ctx: JobContext, request: BackupRequest, progress: ProgressFactory |
                 run = DiskBackup(repo, source, level, base, backup_id, workers=workers, progress=cb, plan=plan)
                 run.stats.bytes_read += read_info.pop("sample_bytes", 0)  # a sample that disagreed
                 index, bitmap = run.run()
-                key = index_key(backup_id, position)
-                stored = repo.put_index(key, index)
+                key, stored = repo.put_index(backup_id, position, index)
                 st = run.stats
                 log.info("backup %s: disk %s read %d bytes, stored %d, %d of %d blocks changed", backup_id,
                          source.name, st.bytes_read, st.bytes_stored, st.blocks_changed, st.blocks_total)
