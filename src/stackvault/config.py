@@ -415,6 +415,10 @@ class Policy(CloudSelection):
     #: Per run, deep-verify this percentage of the repository's chunks, a different share each run, so
     #: that every chunk is read within 100/percentage runs; 0: no verify.
     verify_sample_percent: float = 0.0
+    #: A cron expression (as `schedule`) for a deep verify of every chunk of the repository, run apart
+    #: from the backups (it reads the whole repository: hours, where the sampled share takes minutes);
+    #: empty: none.
+    verify_full_schedule: str = ""
 
     @property
     def builtin(self) -> bool:
@@ -430,7 +434,7 @@ def proxy_state_policy() -> Policy:
 
 
 _POLICY_LISTS = ("servers", "volumes", "server_tags", "exclude", "availability_zones", "full_on")
-_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency")
+_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency", "verify_full_schedule")
 _POLICY_KEYS = {f.name for f in fields(Policy)} - {"name"}
 #: What the built-in policy takes: it backs up this proxy's state, not servers.
 _BUILTIN_KEYS = {"schedule", "enabled"}
@@ -456,7 +460,7 @@ def _policy(name: str, entry: object, path: Path) -> Policy:
         origin = f"{key} of {where}"
         if key not in valid:
             raise UsageError(f"unknown key {key!r} in {where}", f"valid keys: {', '.join(sorted(valid))}")
-        if key == "schedule":
+        if key == "schedule" or (key == "verify_full_schedule" and value != ""):
             value = cron_schedule(value, origin)
         elif key in _POLICY_STRINGS and not isinstance(value, str):
             raise UsageError(f"{origin} must be a string", "quote the value")

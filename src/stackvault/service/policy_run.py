@@ -40,10 +40,18 @@ POLICY_TAG = "policy"
 
 Connect = Callable[[str | None], Any]  # cloud.connection.connect: an openstacksdk Connection
 
+#: Appended to a policy's name for the queue runs of its `verify_full_schedule`.
+FULL_VERIFY_SUFFIX = "/full-verify"
+
 
 def queue_name(policy: Policy) -> str:
     """The policy's name in the queue: the built-in one is each proxy's own (its state is its own)."""
     return f"{PROXY_STATE_POLICY}@{hostname()}" if policy.builtin else policy.name
+
+
+def full_verify_name(policy: Policy) -> str:
+    """The queue name of the policy's full deep verify: its slots are counted apart from its backups'."""
+    return f"{policy.name}{FULL_VERIFY_SUFFIX}"
 
 
 def find_policy(ctx: JobContext, name: str) -> Policy:
@@ -138,6 +146,36 @@ def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str)
     message = report.get("error") or "; ".join(f"{s}: {report[s]['error']}" for s in ("state", "prune", "gc", "verify")
                                                if isinstance(report.get(s), dict) and report[s].get("error"))
     if run.job_id:
+        ctx.catalog.finish_job(run.job_id, report["status"], message, report=report)
+    queue.complete_run(run_id, report)
+    call_hooks(report)
+    return report
+
+
+def enqueue_full_verify(ctx: JobContext, queue: PolicyQueue, policy: Policy, slot: datetime) -> str | None:
+    """Queue the policy's full deep verify for `slot`: a run without items, so that the slot rules of
+    every run hold (one per slot, a missed slot caught up once, never two at once on any proxy), with
+    its `policy` job row as a run of backups has."""
+    run_id = queue.open_run(full_verify_name(policy), slot, "full", [])
+    if run_id is not None:
+        queue.set_job(run_id, ctx.catalog.start_job("policy", ctx.repo.id), {})
+    return run_id
+
+
+def full_verify(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
+    """Deep-verify every chunk of the repository. `verify` records it as a `verify` job (which the
+    verify metrics read); the run's `policy` job row holds the same result under the policy's name."""
+    run = queue.get_run(run_id)
+    report: dict = {"policy": policy.name, "run_id": run.id, "slot": run.slot, "level": run.level,
+                    "full_verify": True, "servers": [], "volumes": []}
+    try:
+        report["verify"] = verify(ctx, deep=True).to_dict()
+        report["status"] = report["verify"]["status"]
+    except StackvaultError as exc:  # a held lock, an unreadable repository: said, and the next slot tries again
+        report["verify"] = {"status": "failed", "error": str(exc)}
+        report["status"], report["error"] = "failed", f"verify: {exc}"
+    if run.job_id:
+        message = report.get("error") or ("" if report["verify"]["ok"] else "full verify found damage")
         ctx.catalog.finish_job(run.job_id, report["status"], message, report=report)
     queue.complete_run(run_id, report)
     call_hooks(report)

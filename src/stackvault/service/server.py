@@ -24,7 +24,7 @@ from ..catalog.queue import Claim, PolicyQueue
 from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
-from . import systemd
+from . import policy_run, systemd
 from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name, work_item
 from .schedule import due_slot
 
@@ -47,6 +47,7 @@ class PolicyServer:
         self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
         self.ctx = ctx
         self.policies = {queue_name(p): p for p in settings.policies.values() if p.enabled}
+        self.verifies = {policy_run.full_verify_name(p): p for p in self.policies.values() if p.verify_full_schedule}
 
     def reload(self) -> None:
         try:
@@ -64,10 +65,12 @@ class PolicyServer:
         parallel = max(1, self.ctx.settings.cloud.parallel)
         running: dict[Future, Claim] = {}
         finishing: set[Future] = set()
+        verifying: set[Future] = set()
         log.info("serving policies %s", ", ".join(sorted(self.policies)) or "none")
         systemd.notify("READY=1")
         with ThreadPoolExecutor(parallel, thread_name_prefix="sv-item") as workers, \
-                ThreadPoolExecutor(1, thread_name_prefix="sv-finish") as finisher:
+                ThreadPoolExecutor(1, thread_name_prefix="sv-finish") as finisher, \
+                ThreadPoolExecutor(1, thread_name_prefix="sv-verify") as verifier:
             while not self.stopping.is_set():
                 if self.reload_asked.is_set():
                     self.reload_asked.clear()
@@ -76,6 +79,7 @@ class PolicyServer:
                     systemd.notify("READY=1")
                 try:
                     self._tick(workers, finisher, running, finishing, parallel)
+                    self._verify_tick(verifier, verifying)
                 except StackvaultError as exc:  # the catalog or cloud away a while: the next poll tries again
                     log.error("%s", exc)
                 except Exception as exc:  # noqa: BLE001 - a database restart, a cloud API's 503: the same
@@ -83,7 +87,7 @@ class PolicyServer:
                 self.stopping.wait(self.poll_s)
             systemd.notify("STOPPING=1")
             log.info("stopping: %d items finish first, nothing new is started", len(running))
-        for future in finishing:  # a run finished after the last poll: counted and logged all the same
+        for future in finishing | verifying:  # a run finished after the last poll: counted and logged all the same
             self._run_finished(future)
         return {"status": "stopped", "runs_finished": self.runs_finished}
 
@@ -118,16 +122,38 @@ class PolicyServer:
             if run is not None:
                 finishing.add(finisher.submit(_finish_safely, ctx, queue, policies[run.policy], run.id))
 
+    def _verify_tick(self, verifier: ThreadPoolExecutor, verifying: set[Future]) -> None:
+        """Queues each policy's due full deep verify, and runs one at a time beside the backups: it
+        reads the whole repository for hours, and must hold up neither the backups nor their runs' ends."""
+        queue, verifies = self.queue, dict(self.verifies)
+        now = datetime.now().astimezone()
+        for name, policy in verifies.items():
+            since = self.first_seen.setdefault(name, now)
+            slot = due_slot(policy.verify_full_schedule, queue.last_slot(name), since, now)
+            if slot is not None and policy_run.enqueue_full_verify(self.ctx, queue, policy, slot):
+                log.info("policy %s: full verify for %s queued", policy.name, slot.isoformat())
+        for future in [f for f in verifying if f.done()]:
+            verifying.discard(future)
+            self._run_finished(future)
+        if not verifying and not self.stopping.is_set():
+            run = queue.take_finished_run(set(verifies))
+            if run is not None:
+                verifying.add(verifier.submit(_finish_safely, self.ctx, queue, verifies[run.policy], run.id,
+                                              policy_run.full_verify))
+
     def _run_finished(self, future: Future) -> None:
         self.runs_finished += 1
         report = future.result()
-        log.info("policy %s: run for %s finished: %s", report["policy"], report["slot"], report["status"])
+        log.info("policy %s: %s for %s finished: %s", report["policy"],
+                 "full verify" if report.get("full_verify") else "run", report["slot"], report["status"])
 
 
-def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
-    """`finish_run`, and a run closed as failed when it cannot be (else the policy would never run again)."""
+def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str,
+                   finish: Callable[[JobContext, PolicyQueue, Policy, str], dict] = finish_run) -> dict:
+    """`finish` (a run's end, or a full verify), and a run closed as failed when it cannot be (else the
+    policy would never run again)."""
     try:
-        return finish_run(ctx, queue, policy, run_id)
+        return finish(ctx, queue, policy, run_id)
     except Exception as exc:  # noqa: BLE001 - any surprise: the run is closed, its job row too, and it is said
         run = queue.get_run(run_id)
         report = {"policy": policy.name, "run_id": run_id, "slot": run.slot, "status": "failed",
