@@ -21,11 +21,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..catalog.models import BackupRow, JobRow
+from ..catalog.models import BackupRow, JobRow, PolicyItemRow, PolicyRunRow
 from ..cloud.consistency import RANK
 from ..engine.atomic import write_atomic
 from ..errors import StackvaultError, UsageError, warn
@@ -75,7 +75,7 @@ class CatalogCollector(Collector):
         required.add_metric([], CONSISTENCY_RANK[self.required_consistency])
         yield required
         try:
-            backups, jobs = self._read()
+            backups, jobs, queue = self._read()
         except (StackvaultError, SQLAlchemyError) as exc:
             warn(f"metrics: the catalog cannot be read: {(str(exc).splitlines() or [''])[0]}")
             up.add_metric([], 0)
@@ -86,13 +86,14 @@ class CatalogCollector(Collector):
         yield from _backup_metrics(backups)
         yield from _failure_metrics(jobs)
         yield from _job_metrics(jobs)
+        yield from _queue_metrics(queue)
 
-    def _read(self) -> tuple[list[BackupRow], list[JobRow]]:
+    def _read(self) -> tuple[list[BackupRow], list[JobRow], QueueDepth]:
         if self._engine is None:
             from ..catalog import Catalog
 
             self._engine = Catalog(self.catalog_url).engine
-        return catalog_rows(self._engine)
+        return (*catalog_rows(self._engine), queue_depth(self._engine))
 
 
 def catalog_rows(engine: Engine) -> tuple[list[BackupRow], list[JobRow]]:
@@ -102,6 +103,36 @@ def catalog_rows(engine: Engine) -> tuple[list[BackupRow], list[JobRow]]:
         for row in backups:
             _ = row.disks  # loaded while the session is open
         return backups, list(s.scalars(select(JobRow)))
+
+
+#: (repo, policy, zone, status) -> items: the unfinished part of the policy queue.
+QueueDepth = dict[tuple[str, str, str, str], int]
+#: The item states a queue metric counts (a done item has left the queue).
+QUEUE_STATES = ("queued", "claimed")
+
+
+def queue_depth(engine: Engine) -> QueueDepth:
+    """Items of unfinished policy runs by state, counted by the database (one row per policy and zone)."""
+    q = (select(PolicyRunRow.repo_id, PolicyRunRow.policy, PolicyItemRow.availability_zone, PolicyItemRow.status,
+                func.count())
+         .join(PolicyRunRow, PolicyRunRow.id == PolicyItemRow.run_id)
+         .where(PolicyItemRow.status.in_(QUEUE_STATES))
+         .group_by(PolicyRunRow.repo_id, PolicyRunRow.policy, PolicyItemRow.availability_zone, PolicyItemRow.status))
+    with Session(engine) as s:
+        return {(repo, policy, zone or "", status): n for repo, policy, zone, status, n in s.execute(q)}
+
+
+def _queue_metrics(depth: QueueDepth) -> Iterator[Metric]:
+    """Both states of every (repo, policy, zone) with work, 0 included, so that an alert can tell
+    "queued, and nobody takes it" from "queued behind claimed work"."""
+    items = GaugeMetricFamily("stackvault_policy_queue_items",
+                              "Servers and volumes of unfinished policy runs, waiting (queued) or being backed up "
+                              "(claimed), per policy and availability zone",
+                              labels=["repo", "policy", "zone", "status"])
+    for repo, policy, zone in sorted({key[:3] for key in depth}):
+        for status in QUEUE_STATES:
+            items.add_metric([repo, policy, zone, status], depth.get((repo, policy, zone, status), 0))
+    yield items
 
 
 def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
