@@ -52,6 +52,7 @@ class Claim:
     policy: str
     level: BackupLevel
     item: QueueItem
+    claimed: float = 0.0  # Unix time: what this claim's backup recorded is newer
 
 
 class PolicyQueue:
@@ -189,7 +190,7 @@ class PolicyQueue:
                 item.status, item.attempts = CLAIMED, item.attempts + 1
                 self._heartbeat.add(str(item.id))
                 return Claim(item.id, run.id, run.policy, BackupLevel(run.level),
-                             QueueItem(item.kind, item.item_id, item.name, item.availability_zone))
+                             QueueItem(item.kind, item.item_id, item.name, item.availability_zone), now)
         return None
 
     def finish(self, claim: Claim, result: str, report: dict) -> None:

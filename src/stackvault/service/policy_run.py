@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
+from ..catalog.models import JobRow
 from ..catalog.queue import FINISHING, Claim, PolicyQueue, QueueItem
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
 from ..config import PROXY_STATE_POLICY, Policy
@@ -28,6 +32,7 @@ from ..jobs.gc import gc
 from ..jobs.proxy_state import backup_state
 from ..jobs.prune import prune
 from ..jobs.verify import verify
+from ..observe.targets import Target
 from .schedule import plan_level, verify_part
 
 #: Called with each finished run's report (metrics and notifications subscribe here); a hook that
@@ -117,6 +122,29 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
                   "error": exc.message if isinstance(exc, StackvaultError) else f"{exc.__class__.__name__}: {exc}"}
     queue.finish(claim, report["status"], report)
     return report
+
+
+def back_up_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim, connect: Connect) -> dict:
+    """`work_item`, and a failed `backup` job row for an item that failed before its backup began (Cinder
+    refusing the snapshot, the server gone): the failure metrics and `stackvault jobs` read job rows."""
+    report = work_item(ctx, queue, policy, claim, connect)
+    if report["status"] == "failed" and not _backup_failure_recorded(ctx, claim):
+        job_id = ctx.catalog.start_job("backup", ctx.repo.id)
+        what = Target(claim.item.kind, claim.item.item_id, claim.item.name)
+        ctx.catalog.finish_job(job_id, "failed", str(report.get("error") or "failed before its backup began"),
+                               report={"target": what.to_dict(), "policy": policy.name, "run_id": claim.run_id})
+    return report
+
+
+def _backup_failure_recorded(ctx: JobContext, claim: Claim) -> bool:
+    """Whether the backup of the claimed item began, and so recorded its failure (`jobs.backup.back_up`),
+    since it was claimed: a failed backup job row of this process naming the item."""
+    since = datetime.fromtimestamp(int(claim.claimed), UTC).isoformat(timespec="seconds")
+    with ctx.catalog.session() as s:
+        rows = s.scalars(select(JobRow).where(JobRow.kind == "backup", JobRow.status == "failed",
+                                              JobRow.host == hostname(), JobRow.pid == os.getpid(),
+                                              JobRow.started >= since))
+        return any(((row.report or {}).get("target") or {}).get("id") == claim.item.item_id for row in rows)
 
 
 def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
@@ -251,7 +279,7 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
     while True:
         claim = queue.claim(names, zones, run_id)
         if claim is not None:
-            work_item(ctx, queue, policy, claim, connect)
+            back_up_item(ctx, queue, policy, claim, connect)
             continue
         if queue.take_finished_run(names, run_id) is not None:
             return finish_run(ctx, queue, policy, run_id)

@@ -25,7 +25,7 @@ from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
 from . import policy_run, systemd
-from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name, work_item
+from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name
 from .schedule import due_slot
 
 log = logging.getLogger("stackvault.server")
@@ -113,7 +113,8 @@ class PolicyServer:
             claim = queue.claim(set(policies), zones)
             if claim is None:
                 break
-            running[workers.submit(work_item, ctx, queue, policies[claim.policy], claim, self.connect)] = claim
+            policy = policies[claim.policy]
+            running[workers.submit(policy_run.back_up_item, ctx, queue, policy, claim, self.connect)] = claim
         for future in [f for f in finishing if f.done()]:
             finishing.discard(future)
             self._run_finished(future)
