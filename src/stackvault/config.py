@@ -401,8 +401,11 @@ class Policy(CloudSelection):
     """One `[policy.NAME]`: what to back up, when, at which level, how long to keep it, what to check."""
 
     name: str
-    #: A cron expression (five fields; a sixth, last, gives seconds), in the proxy's local time.
+    #: A cron expression (five fields; a sixth, last, gives seconds), read in `timezone`.
     schedule: str = "0 2 * * *"
+    #: The IANA time zone (e.g. "Europe/Berlin") that `schedule` and `verify_full_schedule` are read in,
+    #: with its summer-time rules; empty: the machine's ($TZ, else /etc/localtime), as cron reads its table.
+    timezone: str = ""
     enabled: bool = True  # false: the server never runs it
     availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
     # The level plan: a Full on `full_on` days or when the last Full is `full_every_days` old, `level` otherwise.
@@ -434,10 +437,11 @@ def proxy_state_policy() -> Policy:
 
 
 _POLICY_LISTS = ("servers", "volumes", "server_tags", "exclude", "availability_zones", "full_on")
-_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency", "verify_full_schedule")
+_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency", "verify_full_schedule",
+                   "timezone")
 _POLICY_KEYS = {f.name for f in fields(Policy)} - {"name"}
 #: What the built-in policy takes: it backs up this proxy's state, not servers.
-_BUILTIN_KEYS = {"schedule", "enabled"}
+_BUILTIN_KEYS = {"schedule", "enabled", "timezone"}
 
 
 def cron_schedule(value: object, origin: str) -> str:
@@ -448,6 +452,17 @@ def cron_schedule(value: object, origin: str) -> str:
         raise UsageError(f"bad value {value!r} for {origin}: not a cron expression",
                          'write five fields (minute hour day month weekday), e.g. "0 2 * * *" for 02:00 daily')
     return value
+
+
+def time_zone(name: str, origin: str) -> None:
+    """Refuses a name that is not a time zone of the system's (or tzdata's) zone database."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"bad value {name!r} for {origin}: not a time zone",
+                         'write an IANA name, e.g. "Europe/Berlin" or "UTC" (see timedatectl list-timezones)') from None
 
 
 def _policy(name: str, entry: object, path: Path) -> Policy:
@@ -485,6 +500,8 @@ def _policy(name: str, entry: object, path: Path) -> Policy:
                              "Fulls come from full_on and full_every_days; level is what runs between them")
         if key == "require_consistency" and value not in CONSISTENCY_LEVELS:
             raise UsageError(f"{origin} must be one of {', '.join(CONSISTENCY_LEVELS)}", "fix the value")
+        if key == "timezone" and value:
+            time_zone(value, origin)
         if key == "full_on" and not set(value) <= set(WEEKDAYS):
             raise UsageError(f"{origin} names a day that is not one of {', '.join(WEEKDAYS)}", 'write e.g. ["sun"]')
         setattr(policy, key, value)

@@ -33,7 +33,7 @@ from ..jobs.proxy_state import backup_state
 from ..jobs.prune import prune
 from ..jobs.verify import verify
 from ..observe.targets import Target
-from .schedule import plan_level, verify_part
+from .schedule import plan_level, policy_zone, verify_part
 
 #: Called with each finished run's report (metrics and notifications subscribe here); a hook that
 #: raises is the hook's fault and never changes the run.
@@ -265,7 +265,7 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
     """`stackvault run-policy NAME`: queue a run now, take its items (other proxies may help), finish it."""
     policy = find_policy(ctx, name)
     queue = PolicyQueue(ctx.catalog, ctx.repo.id)
-    slot = (now or datetime.now().astimezone()).replace(microsecond=0)
+    slot = (now or datetime.now(policy_zone(policy))).replace(microsecond=0)
     run_id = enqueue(ctx, queue, policy, slot, connect)
     if run_id is None:
         running = queue.unfinished_run(queue_name(policy))

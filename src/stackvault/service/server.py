@@ -26,7 +26,7 @@ from ..errors import StackvaultError
 from ..jobs.context import JobContext
 from . import policy_run, systemd
 from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name
-from .schedule import due_slot
+from .schedule import due_slot, policy_zone
 
 log = logging.getLogger("stackvault.server")
 
@@ -97,7 +97,7 @@ class PolicyServer:
         now = datetime.now().astimezone()
         for name, policy in policies.items():
             since = self.first_seen.setdefault(name, now)
-            slot = due_slot(policy.schedule, queue.last_slot(name), since, now)
+            slot = due_slot(policy.schedule, queue.last_slot(name), since, now, policy_zone(policy))
             if slot is not None and enqueue(ctx, queue, policy, slot, self.connect):
                 log.info("policy %s: run for %s queued", policy.name, slot.isoformat())
         for future in [f for f in running if f.done()]:
@@ -130,7 +130,8 @@ class PolicyServer:
         now = datetime.now().astimezone()
         for name, policy in verifies.items():
             since = self.first_seen.setdefault(name, now)
-            slot = due_slot(policy.verify_full_schedule, queue.last_slot(name), since, now)
+            slot = due_slot(policy.verify_full_schedule, queue.last_slot(name), since, now,
+                            policy_zone(policy))
             if slot is not None and policy_run.enqueue_full_verify(self.ctx, queue, policy, slot):
                 log.info("policy %s: full verify for %s queued", policy.name, slot.isoformat())
         for future in [f for f in verifying if f.done()]:
