@@ -83,8 +83,9 @@ class CatalogCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield from _backup_metrics(backups)
-        yield from _failure_metrics(jobs)
+        names = current_names(backups, jobs)
+        yield from _backup_metrics(backups, names)
+        yield from _failure_metrics(jobs, names)
         yield from _job_metrics(jobs)
         yield from _queue_metrics(queue)
 
@@ -135,14 +136,42 @@ def _queue_metrics(depth: QueueDepth) -> Iterator[Metric]:
     yield items
 
 
-def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
-    latest: dict[tuple[str, Target], BackupRow] = {}
+#: What a series is of: (repo, kind, id). A server renamed keeps its series; `name` is a label of it.
+SeriesKey = tuple[str, str, str]
+
+
+def _failed_target(job: JobRow) -> Target | None:
+    """The server, volume or disk a failed backup job names (`jobs.backup` records it), if any."""
+    named = (job.report or {}).get("target")
+    if job.kind != "backup" or job.status not in FAILED or not isinstance(named, dict):
+        return None
+    return Target(str(named.get("kind", "")), str(named.get("id", "")), str(named.get("name", "")))
+
+
+def current_names(backups: list[BackupRow], jobs: list[JobRow]) -> dict[SeriesKey, str]:
+    """Each server's, volume's and disk's newest name among its backups and failed backups: its series
+    carry that one, so that a renamed server's series go on under the new name instead of a stale one
+    staying beside it."""
+    newest: dict[SeriesKey, tuple[float, str]] = {}
+    seen = [(row.repo_id, target_of(row), timestamp(row.finished) or 0.0) for row in backups]
+    seen += [(job.repo_id, what, timestamp(job.finished or job.started) or 0.0)
+             for job in jobs if (what := _failed_target(job)) is not None]
+    for repo, what, when in seen:
+        key = (repo, what.kind, what.id)
+        if key not in newest or when >= newest[key][0]:
+            newest[key] = (when, what.name)
+    return {key: name for key, (_, name) in newest.items()}
+
+
+def _backup_metrics(rows: list[BackupRow], names: dict[SeriesKey, str]) -> Iterator[Metric]:
+    latest: dict[SeriesKey, BackupRow] = {}
     count: dict[str, int] = {}
     for row in rows:
         count[row.repo_id] = count.get(row.repo_id, 0) + 1
         if row.status not in SUCCEEDED:
             continue
-        key = (row.repo_id, target_of(row))
+        what = target_of(row)
+        key = (row.repo_id, what.kind, what.id)
         if key not in latest or (row.finished, row.backup_id) > (latest[key].finished, latest[key].backup_id):
             latest[key] = row
     backups = GaugeMetricFamily("stackvault_backups", "Backups the catalog holds per repository", labels=["repo"])
@@ -166,8 +195,8 @@ def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
     info = GaugeMetricFamily("stackvault_backup_last_success_info",
                              "Always 1: the level and consistency of the newest successful backup as labels",
                              labels=[*TARGET_LABELS, "level", "consistency"])
-    for (repo, what), row in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1].kind, kv[0][1].id)):
-        labels = [repo, what.kind, what.id, what.name]
+    for key, row in sorted(latest.items()):
+        labels = [*key, names[key]]
         finished = timestamp(row.finished)
         if finished is not None:
             when.add_metric(labels, finished)
@@ -180,22 +209,21 @@ def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
     yield from (when, duration, read, stored, consistency, info)
 
 
-def _failure_metrics(jobs: list[JobRow]) -> Iterator[Metric]:
+def _failure_metrics(jobs: list[JobRow], names: dict[SeriesKey, str]) -> Iterator[Metric]:
     """Failed backups of each server/volume/disk, where the failed job's row names what it backed up."""
-    failures: dict[tuple[str, Target], list[float]] = {}
+    failures: dict[SeriesKey, list[float]] = {}
     for job in jobs:
-        named = (job.report or {}).get("target")
-        if job.kind != "backup" or job.status not in FAILED or not isinstance(named, dict):
-            continue
-        key = (job.repo_id, Target(str(named.get("kind", "")), str(named.get("id", "")), str(named.get("name", ""))))
-        failures.setdefault(key, []).append(timestamp(job.finished or job.started) or 0.0)
+        what = _failed_target(job)
+        if what is not None:
+            failures.setdefault((job.repo_id, what.kind, what.id), []).append(
+                timestamp(job.finished or job.started) or 0.0)
     total = CounterMetricFamily("stackvault_backup_failures",
                                 "Failed backups of a server, volume or disk, as the catalog records them",
                                 labels=TARGET_LABELS)
     last = GaugeMetricFamily("stackvault_backup_last_failure_timestamp_seconds",
                              "When the newest failed backup of a server, volume or disk ended", labels=TARGET_LABELS)
-    for (repo, what), times in sorted(failures.items(), key=lambda kv: (kv[0][0], kv[0][1].kind, kv[0][1].id)):
-        labels = [repo, what.kind, what.id, what.name]
+    for key, times in sorted(failures.items()):
+        labels = [*key, names[key]]
         total.add_metric(labels, len(times))
         last.add_metric(labels, max(times))
     yield from (total, last)
