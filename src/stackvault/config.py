@@ -422,6 +422,9 @@ class Policy(CloudSelection):
     #: from the backups (it reads the whole repository: hours, where the sampled share takes minutes);
     #: empty: none.
     verify_full_schedule: str = ""
+    #: Seconds (or 30m, 6h, 1d) after which a run's servers and volumes in an availability zone of
+    #: which no proxy took any item fail, naming the zone: no proxy serves it, and the run would stay open.
+    unserved_zone_wait: float = 21600.0
 
     @property
     def builtin(self) -> bool:
@@ -495,6 +498,8 @@ def _policy(name: str, entry: object, path: Path) -> Policy:
             value = float(value)
         elif key == "retention":
             value = _policy_retention(value, origin)
+        elif key == "unserved_zone_wait":
+            value = seconds(value, origin, positive=True)
         if key == "level" and value not in ("incremental", "differential"):
             raise UsageError(f"{origin} must be incremental or differential",
                              "Fulls come from full_on and full_every_days; level is what runs between them")

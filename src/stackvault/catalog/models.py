@@ -80,6 +80,7 @@ class PolicyRunRow(Base):
         # A policy never runs twice at once, even when two proxies open a run within the same instant.
         Index("uq_policy_runs_unfinished", "repo_id", "policy", unique=True,
               postgresql_where=text("status != 'done'"), sqlite_where=text("status != 'done'")),
+        Index("ix_policy_runs_newest", "repo_id", "policy", "created"),  # last_slot, at every poll
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

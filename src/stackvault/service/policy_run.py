@@ -286,4 +286,6 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
         run = queue.get_run(run_id)
         if run.status not in ("queued", FINISHING):
             return run.report  # another proxy finished it
+        if queue.fail_unserved(queue_name(policy), policy.unserved_zone_wait):
+            continue  # items of a zone no proxy serves are failed: the run may finish now
         time.sleep(poll_s)  # other proxies' items, or items of zones that are not this proxy's

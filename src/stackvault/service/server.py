@@ -32,6 +32,9 @@ log = logging.getLogger("stackvault.server")
 
 
 class PolicyServer:
+    ctx: JobContext
+    queue: PolicyQueue
+
     def __init__(self, load: Callable[[], Settings], passphrase_file: str | None, connect: Connect,
                  poll_s: float = 1.0) -> None:
         self.load, self.passphrase_file, self.connect, self.poll_s = load, passphrase_file, connect, poll_s
@@ -42,9 +45,22 @@ class PolicyServer:
         self._use(load())
 
     def _use(self, settings: Settings) -> None:
-        """Open what the settings name (the repository, which asks for no passphrase twice, and the catalog)."""
+        """Open what the settings name (the repository, which asks for no passphrase twice, and the catalog).
+
+        On a reload naming the same catalog, its engine and queue are kept: the items being backed up hold
+        claims that the queue renews. A reload naming another catalog closes the old one's pooled
+        connections (items still running reopen one as they need it); each reload used to leave them open.
+        """
         ctx = JobContext(settings, self.passphrase_file)
-        self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+        old: JobContext | None = getattr(self, "ctx", None)
+        if old is not None and old.settings.catalog_url == settings.catalog_url:
+            ctx.catalog = old.catalog
+            if self.queue.repo_id != ctx.repo.id:
+                self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+        else:
+            self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+            if old is not None:
+                old.catalog.close()
         self.ctx = ctx
         self.policies = {queue_name(p): p for p in settings.policies.values() if p.enabled}
         self.verifies = {policy_run.full_verify_name(p): p for p in self.policies.values() if p.verify_full_schedule}
@@ -108,6 +124,9 @@ class PolicyServer:
                 log.error("policy %s: %s %s not recorded: %s", done.policy, done.item.kind, done.item.name, exc)
                 continue
             log.info("policy %s: %s %s %s", done.policy, done.item.kind, done.item.name, report["status"])
+        for name, policy in policies.items():
+            for zone in queue.fail_unserved(name, policy.unserved_zone_wait):
+                log.error("policy %s: items in availability zone %s failed: no proxy serves the zone", name, zone)
         zones, _ = ctx.settings.share()
         while len(running) < parallel and not self.stopping.is_set():
             claim = queue.claim(set(policies), zones)
@@ -157,12 +176,16 @@ def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: 
     try:
         return finish(ctx, queue, policy, run_id)
     except Exception as exc:  # noqa: BLE001 - any surprise: the run is closed, its job row too, and it is said
-        run = queue.get_run(run_id)
-        report = {"policy": policy.name, "run_id": run_id, "slot": run.slot, "status": "failed",
-                  "error": f"{exc.__class__.__name__}: {exc}"}
-        if run.job_id:
-            ctx.catalog.finish_job(run.job_id, "failed", report["error"], report=report)
-        queue.complete_run(run_id, report)
+        try:
+            run = queue.get_run(run_id)
+            report = {"policy": policy.name, "run_id": run_id, "slot": run.slot, "status": "failed",
+                      "error": f"{exc.__class__.__name__}: {exc}"}
+            if run.job_id:
+                ctx.catalog.finish_job(run.job_id, "failed", report["error"], report=report)
+            queue.complete_run(run_id, report)
+        except Exception:
+            queue.release_run(run_id)  # the catalog away: the run is finished again after its lease
+            raise
         call_hooks(report)
         return report
 
