@@ -402,8 +402,11 @@ class Policy(CloudSelection):
     """One `[policy.NAME]`: what to back up, when, at which level, how long to keep it, what to check."""
 
     name: str
-    #: A cron expression (five fields; a sixth, last, gives seconds), in the proxy's local time.
+    #: A cron expression (five fields; a sixth, last, gives seconds), read in `timezone`.
     schedule: str = "0 2 * * *"
+    #: The IANA time zone (e.g. "Europe/Berlin") that `schedule` and `verify_full_schedule` are read in,
+    #: with its summer-time rules; empty: the machine's ($TZ, else /etc/localtime), as cron reads its table.
+    timezone: str = ""
     enabled: bool = True  # false: the server never runs it
     availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
     # The level plan: a Full on `full_on` days or when the last Full is `full_every_days` old, `level` otherwise.
@@ -416,6 +419,13 @@ class Policy(CloudSelection):
     #: Per run, deep-verify this percentage of the repository's chunks, a different share each run, so
     #: that every chunk is read within 100/percentage runs; 0: no verify.
     verify_sample_percent: float = 0.0
+    #: A cron expression (as `schedule`) for a deep verify of every chunk of the repository, run apart
+    #: from the backups (it reads the whole repository: hours, where the sampled share takes minutes);
+    #: empty: none.
+    verify_full_schedule: str = ""
+    #: Seconds (or 30m, 6h, 1d) after which a run's servers and volumes in an availability zone of
+    #: which no proxy took any item fail, naming the zone: no proxy serves it, and the run would stay open.
+    unserved_zone_wait: float = 21600.0
 
     @property
     def builtin(self) -> bool:
@@ -431,10 +441,11 @@ def proxy_state_policy() -> Policy:
 
 
 _POLICY_LISTS = ("servers", "volumes", "server_tags", "exclude", "availability_zones", "full_on")
-_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency")
+_POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency", "verify_full_schedule",
+                   "timezone")
 _POLICY_KEYS = {f.name for f in fields(Policy)} - {"name"}
 #: What the built-in policy takes: it backs up this proxy's state, not servers.
-_BUILTIN_KEYS = {"schedule", "enabled"}
+_BUILTIN_KEYS = {"schedule", "enabled", "timezone"}
 
 
 def cron_schedule(value: object, origin: str) -> str:
@@ -447,6 +458,17 @@ def cron_schedule(value: object, origin: str) -> str:
     return value
 
 
+def time_zone(name: str, origin: str) -> None:
+    """Refuses a name that is not a time zone of the system's (or tzdata's) zone database."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"bad value {name!r} for {origin}: not a time zone",
+                         'write an IANA name, e.g. "Europe/Berlin" or "UTC" (see timedatectl list-timezones)') from None
+
+
 def _policy(name: str, entry: object, path: Path) -> Policy:
     where = f"policy {name!r} in {path}"
     if not isinstance(entry, dict):
@@ -457,7 +479,7 @@ def _policy(name: str, entry: object, path: Path) -> Policy:
         origin = f"{key} of {where}"
         if key not in valid:
             raise UsageError(f"unknown key {key!r} in {where}", f"valid keys: {', '.join(sorted(valid))}")
-        if key == "schedule":
+        if key == "schedule" or (key == "verify_full_schedule" and value != ""):
             value = cron_schedule(value, origin)
         elif key in _POLICY_STRINGS and not isinstance(value, str):
             raise UsageError(f"{origin} must be a string", "quote the value")
@@ -477,11 +499,15 @@ def _policy(name: str, entry: object, path: Path) -> Policy:
             value = float(value)
         elif key == "retention":
             value = _policy_retention(value, origin)
+        elif key == "unserved_zone_wait":
+            value = seconds(value, origin, positive=True)
         if key == "level" and value not in ("incremental", "differential"):
             raise UsageError(f"{origin} must be incremental or differential",
                              "Fulls come from full_on and full_every_days; level is what runs between them")
         if key == "require_consistency" and value not in CONSISTENCY_LEVELS:
             raise UsageError(f"{origin} must be one of {', '.join(CONSISTENCY_LEVELS)}", "fix the value")
+        if key == "timezone" and value:
+            time_zone(value, origin)
         if key == "full_on" and not set(value) <= set(WEEKDAYS):
             raise UsageError(f"{origin} names a day that is not one of {', '.join(WEEKDAYS)}", 'write e.g. ["sun"]')
         setattr(policy, key, value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -75,7 +75,13 @@ class PolicyRunRow(Base):
     sees it due first; its items are the queue that every proxy's workers take from."""
 
     __tablename__ = "policy_runs"
-    __table_args__ = (UniqueConstraint("repo_id", "policy", "slot", name="uq_policy_runs_slot"),)
+    __table_args__ = (
+        UniqueConstraint("repo_id", "policy", "slot", name="uq_policy_runs_slot"),
+        # A policy never runs twice at once, even when two proxies open a run within the same instant.
+        Index("uq_policy_runs_unfinished", "repo_id", "policy", unique=True,
+              postgresql_where=text("status != 'done'"), sqlite_where=text("status != 'done'")),
+        Index("ix_policy_runs_newest", "repo_id", "policy", "created"),  # last_slot, at every poll
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     repo_id: Mapped[str] = mapped_column(String(40), index=True)

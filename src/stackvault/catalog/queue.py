@@ -52,6 +52,7 @@ class Claim:
     policy: str
     level: BackupLevel
     item: QueueItem
+    claimed: float = 0.0  # Unix time: what this claim's backup recorded is newer
 
 
 class PolicyQueue:
@@ -102,8 +103,14 @@ class PolicyQueue:
                                   .order_by(PolicyRunRow.slot)))
 
     def last_slot(self, policy: str) -> datetime | None:
-        runs = self.runs(policy)
-        return datetime.fromisoformat(runs[-1].slot) if runs else None
+        """The slot of the policy's newest run: one row read through an index, as the server asks it of
+        every policy at every poll. Newest by creation, not by the slot's text, whose UTC offset
+        changes with summer time."""
+        mine = (PolicyRunRow.repo_id == self.repo_id) & (PolicyRunRow.policy == policy)
+        newest = select(func.max(PolicyRunRow.created)).where(mine).scalar_subquery()
+        with self.catalog.session() as s:  # the runs of the newest second: one, but for a run done at once
+            slots = s.scalars(select(PolicyRunRow.slot).where(mine, PolicyRunRow.created == newest)).all()
+        return max(map(datetime.fromisoformat, slots)) if slots else None
 
     def last_full(self, policy: str) -> datetime | None:
         """The slot of the policy's newest run at level full that did not fail outright (an unfinished
@@ -151,6 +158,11 @@ class PolicyQueue:
                     return row
         return None
 
+    def release_run(self, run_id: str) -> None:
+        """Stop renewing the lease of a run this process could not finish (its catalog away a moment):
+        when the lease ends, the run is taken again, by another proxy or this one."""
+        self._finishing.discard(run_id)
+
     def complete_run(self, run_id: str, report: dict) -> None:
         self._finishing.discard(run_id)
         with self.catalog.session() as s, s.begin():
@@ -189,14 +201,45 @@ class PolicyQueue:
                 item.status, item.attempts = CLAIMED, item.attempts + 1
                 self._heartbeat.add(str(item.id))
                 return Claim(item.id, run.id, run.policy, BackupLevel(run.level),
-                             QueueItem(item.kind, item.item_id, item.name, item.availability_zone))
+                             QueueItem(item.kind, item.item_id, item.name, item.availability_zone), now)
         return None
 
     def finish(self, claim: Claim, result: str, report: dict) -> None:
+        """The item done. Its lease is no longer renewed first: when the end cannot be written (the
+        database away a moment), the lease ends and the item goes back to the queue for any proxy's
+        worker, this process's included (a lease that ended is not alive, whatever its pid)."""
         self._heartbeat.discard(str(claim.id))
         with self.catalog.session() as s, s.begin():
             s.execute(update(PolicyItemRow).where(PolicyItemRow.id == claim.id)
                       .values(status=DONE, result=result, report=report, lease_expires=None))
+
+    def fail_unserved(self, policy: str, wait_s: float) -> list[str]:
+        """Ends, as failed, the items of the policy's runs queued more than `wait_s` ago in an availability
+        zone of which no item of their run was ever claimed: no proxy serves that zone, and without this
+        the run, and so the policy, would stay open for ever. Returns the zones so ended."""
+        cutoff = datetime.fromtimestamp(time.time() - wait_s, UTC).isoformat(timespec="seconds")
+        ended: set[str] = set()
+        with self.catalog.session() as s, s.begin():
+            runs = s.scalars(select(PolicyRunRow.id).where(PolicyRunRow.repo_id == self.repo_id,
+                                                           PolicyRunRow.policy == policy, PolicyRunRow.status == QUEUED,
+                                                           PolicyRunRow.created < cutoff)).all()
+            for run_id in runs:
+                items = s.scalars(select(PolicyItemRow).where(PolicyItemRow.run_id == run_id)).all()
+                taken = {i.availability_zone for i in items if i.attempts or i.status != QUEUED}
+                for item in items:
+                    zone = item.availability_zone
+                    if zone is None or zone in taken:
+                        continue
+                    error = (f"no proxy took it in {wait_s:g} s: none serves availability zone {zone} (add {zone} "
+                             "to a proxy's [cloud] availability_zones, or drop it from the policy's "
+                             "availability_zones)")
+                    report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed", "error": error}
+                    done = s.execute(update(PolicyItemRow).where(  # unless a proxy claimed it meanwhile
+                        PolicyItemRow.id == item.id, PolicyItemRow.status == QUEUED, PolicyItemRow.attempts == 0)
+                        .values(status=DONE, result="failed", report=report))
+                    if done.rowcount:  # type: ignore[attr-defined]  # a CursorResult
+                        ended.add(zone)
+        return sorted(ended)
 
     def depth(self) -> int:
         """Items waiting in queued runs (for the server's log, and for metrics)."""

@@ -21,11 +21,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..catalog.models import BackupRow, JobRow
+from ..catalog.models import BackupRow, JobRow, PolicyItemRow, PolicyRunRow
 from ..cloud.consistency import RANK
 from ..engine.atomic import write_atomic
 from ..errors import StackvaultError, UsageError, warn
@@ -75,7 +75,7 @@ class CatalogCollector(Collector):
         required.add_metric([], CONSISTENCY_RANK[self.required_consistency])
         yield required
         try:
-            backups, jobs = self._read()
+            backups, jobs, queue = self._read()
         except (StackvaultError, SQLAlchemyError) as exc:
             warn(f"metrics: the catalog cannot be read: {(str(exc).splitlines() or [''])[0]}")
             up.add_metric([], 0)
@@ -83,16 +83,18 @@ class CatalogCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield from _backup_metrics(backups)
-        yield from _failure_metrics(jobs)
+        names = current_names(backups, jobs)
+        yield from _backup_metrics(backups, names)
+        yield from _failure_metrics(jobs, names)
         yield from _job_metrics(jobs)
+        yield from _queue_metrics(queue)
 
-    def _read(self) -> tuple[list[BackupRow], list[JobRow]]:
+    def _read(self) -> tuple[list[BackupRow], list[JobRow], QueueDepth]:
         if self._engine is None:
             from ..catalog import Catalog
 
             self._engine = Catalog(self.catalog_url).engine
-        return catalog_rows(self._engine)
+        return (*catalog_rows(self._engine), queue_depth(self._engine))
 
 
 def catalog_rows(engine: Engine) -> tuple[list[BackupRow], list[JobRow]]:
@@ -104,14 +106,72 @@ def catalog_rows(engine: Engine) -> tuple[list[BackupRow], list[JobRow]]:
         return backups, list(s.scalars(select(JobRow)))
 
 
-def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
-    latest: dict[tuple[str, Target], BackupRow] = {}
+#: (repo, policy, zone, status) -> items: the unfinished part of the policy queue.
+QueueDepth = dict[tuple[str, str, str, str], int]
+#: The item states a queue metric counts (a done item has left the queue).
+QUEUE_STATES = ("queued", "claimed")
+
+
+def queue_depth(engine: Engine) -> QueueDepth:
+    """Items of unfinished policy runs by state, counted by the database (one row per policy and zone)."""
+    q = (select(PolicyRunRow.repo_id, PolicyRunRow.policy, PolicyItemRow.availability_zone, PolicyItemRow.status,
+                func.count())
+         .join(PolicyRunRow, PolicyRunRow.id == PolicyItemRow.run_id)
+         .where(PolicyItemRow.status.in_(QUEUE_STATES))
+         .group_by(PolicyRunRow.repo_id, PolicyRunRow.policy, PolicyItemRow.availability_zone, PolicyItemRow.status))
+    with Session(engine) as s:
+        return {(repo, policy, zone or "", status): n for repo, policy, zone, status, n in s.execute(q)}
+
+
+def _queue_metrics(depth: QueueDepth) -> Iterator[Metric]:
+    """Both states of every (repo, policy, zone) with work, 0 included, so that an alert can tell
+    "queued, and nobody takes it" from "queued behind claimed work"."""
+    items = GaugeMetricFamily("stackvault_policy_queue_items",
+                              "Servers and volumes of unfinished policy runs, waiting (queued) or being backed up "
+                              "(claimed), per policy and availability zone",
+                              labels=["repo", "policy", "zone", "status"])
+    for repo, policy, zone in sorted({key[:3] for key in depth}):
+        for status in QUEUE_STATES:
+            items.add_metric([repo, policy, zone, status], depth.get((repo, policy, zone, status), 0))
+    yield items
+
+
+#: What a series is of: (repo, kind, id). A server renamed keeps its series; `name` is a label of it.
+SeriesKey = tuple[str, str, str]
+
+
+def _failed_target(job: JobRow) -> Target | None:
+    """The server, volume or disk a failed backup job names (`jobs.backup` records it), if any."""
+    named = (job.report or {}).get("target")
+    if job.kind != "backup" or job.status not in FAILED or not isinstance(named, dict):
+        return None
+    return Target(str(named.get("kind", "")), str(named.get("id", "")), str(named.get("name", "")))
+
+
+def current_names(backups: list[BackupRow], jobs: list[JobRow]) -> dict[SeriesKey, str]:
+    """Each server's, volume's and disk's newest name among its backups and failed backups: its series
+    carry that one, so that a renamed server's series go on under the new name instead of a stale one
+    staying beside it."""
+    newest: dict[SeriesKey, tuple[float, str]] = {}
+    seen = [(row.repo_id, target_of(row), timestamp(row.finished) or 0.0) for row in backups]
+    seen += [(job.repo_id, what, timestamp(job.finished or job.started) or 0.0)
+             for job in jobs if (what := _failed_target(job)) is not None]
+    for repo, what, when in seen:
+        key = (repo, what.kind, what.id)
+        if key not in newest or when >= newest[key][0]:
+            newest[key] = (when, what.name)
+    return {key: name for key, (_, name) in newest.items()}
+
+
+def _backup_metrics(rows: list[BackupRow], names: dict[SeriesKey, str]) -> Iterator[Metric]:
+    latest: dict[SeriesKey, BackupRow] = {}
     count: dict[str, int] = {}
     for row in rows:
         count[row.repo_id] = count.get(row.repo_id, 0) + 1
         if row.status not in SUCCEEDED:
             continue
-        key = (row.repo_id, target_of(row))
+        what = target_of(row)
+        key = (row.repo_id, what.kind, what.id)
         if key not in latest or (row.finished, row.backup_id) > (latest[key].finished, latest[key].backup_id):
             latest[key] = row
     backups = GaugeMetricFamily("stackvault_backups", "Backups the catalog holds per repository", labels=["repo"])
@@ -135,8 +195,8 @@ def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
     info = GaugeMetricFamily("stackvault_backup_last_success_info",
                              "Always 1: the level and consistency of the newest successful backup as labels",
                              labels=[*TARGET_LABELS, "level", "consistency"])
-    for (repo, what), row in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1].kind, kv[0][1].id)):
-        labels = [repo, what.kind, what.id, what.name]
+    for key, row in sorted(latest.items()):
+        labels = [*key, names[key]]
         finished = timestamp(row.finished)
         if finished is not None:
             when.add_metric(labels, finished)
@@ -149,22 +209,21 @@ def _backup_metrics(rows: list[BackupRow]) -> Iterator[Metric]:
     yield from (when, duration, read, stored, consistency, info)
 
 
-def _failure_metrics(jobs: list[JobRow]) -> Iterator[Metric]:
+def _failure_metrics(jobs: list[JobRow], names: dict[SeriesKey, str]) -> Iterator[Metric]:
     """Failed backups of each server/volume/disk, where the failed job's row names what it backed up."""
-    failures: dict[tuple[str, Target], list[float]] = {}
+    failures: dict[SeriesKey, list[float]] = {}
     for job in jobs:
-        named = (job.report or {}).get("target")
-        if job.kind != "backup" or job.status not in FAILED or not isinstance(named, dict):
-            continue
-        key = (job.repo_id, Target(str(named.get("kind", "")), str(named.get("id", "")), str(named.get("name", ""))))
-        failures.setdefault(key, []).append(timestamp(job.finished or job.started) or 0.0)
+        what = _failed_target(job)
+        if what is not None:
+            failures.setdefault((job.repo_id, what.kind, what.id), []).append(
+                timestamp(job.finished or job.started) or 0.0)
     total = CounterMetricFamily("stackvault_backup_failures",
                                 "Failed backups of a server, volume or disk, as the catalog records them",
                                 labels=TARGET_LABELS)
     last = GaugeMetricFamily("stackvault_backup_last_failure_timestamp_seconds",
                              "When the newest failed backup of a server, volume or disk ended", labels=TARGET_LABELS)
-    for (repo, what), times in sorted(failures.items(), key=lambda kv: (kv[0][0], kv[0][1].kind, kv[0][1].id)):
-        labels = [repo, what.kind, what.id, what.name]
+    for key, times in sorted(failures.items()):
+        labels = [*key, names[key]]
         total.add_metric(labels, len(times))
         last.add_metric(labels, max(times))
     yield from (total, last)

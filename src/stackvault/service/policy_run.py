@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
+from ..catalog.models import JobRow
 from ..catalog.queue import FINISHING, Claim, PolicyQueue, QueueItem
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
 from ..config import PROXY_STATE_POLICY, Policy
@@ -28,7 +32,8 @@ from ..jobs.gc import gc
 from ..jobs.proxy_state import backup_state
 from ..jobs.prune import prune
 from ..jobs.verify import verify
-from .schedule import plan_level, verify_part
+from ..observe.targets import Target
+from .schedule import plan_level, policy_zone, verify_part
 
 #: Called with each finished run's report (metrics and notifications subscribe here); a hook that
 #: raises is the hook's fault and never changes the run.
@@ -40,10 +45,18 @@ POLICY_TAG = "policy"
 
 Connect = Callable[[str | None], Any]  # cloud.connection.connect: an openstacksdk Connection
 
+#: Appended to a policy's name for the queue runs of its `verify_full_schedule`.
+FULL_VERIFY_SUFFIX = "/full-verify"
+
 
 def queue_name(policy: Policy) -> str:
     """The policy's name in the queue: the built-in one is each proxy's own (its state is its own)."""
     return f"{PROXY_STATE_POLICY}@{hostname()}" if policy.builtin else policy.name
+
+
+def full_verify_name(policy: Policy) -> str:
+    """The queue name of the policy's full deep verify: its slots are counted apart from its backups'."""
+    return f"{policy.name}{FULL_VERIFY_SUFFIX}"
 
 
 def find_policy(ctx: JobContext, name: str) -> Policy:
@@ -111,6 +124,29 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
     return report
 
 
+def back_up_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim, connect: Connect) -> dict:
+    """`work_item`, and a failed `backup` job row for an item that failed before its backup began (Cinder
+    refusing the snapshot, the server gone): the failure metrics and `stackvault jobs` read job rows."""
+    report = work_item(ctx, queue, policy, claim, connect)
+    if report["status"] == "failed" and not _backup_failure_recorded(ctx, claim):
+        job_id = ctx.catalog.start_job("backup", ctx.repo.id)
+        what = Target(claim.item.kind, claim.item.item_id, claim.item.name)
+        ctx.catalog.finish_job(job_id, "failed", str(report.get("error") or "failed before its backup began"),
+                               report={"target": what.to_dict(), "policy": policy.name, "run_id": claim.run_id})
+    return report
+
+
+def _backup_failure_recorded(ctx: JobContext, claim: Claim) -> bool:
+    """Whether the backup of the claimed item began, and so recorded its failure (`jobs.backup.back_up`),
+    since it was claimed: a failed backup job row of this process naming the item."""
+    since = datetime.fromtimestamp(int(claim.claimed), UTC).isoformat(timespec="seconds")
+    with ctx.catalog.session() as s:
+        rows = s.scalars(select(JobRow).where(JobRow.kind == "backup", JobRow.status == "failed",
+                                              JobRow.host == hostname(), JobRow.pid == os.getpid(),
+                                              JobRow.started >= since))
+        return any(((row.report or {}).get("target") or {}).get("id") == claim.item.item_id for row in rows)
+
+
 def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
     """After the run's last item: retention, gc, the sampled verify, then the job row with every item."""
     run = queue.get_run(run_id)
@@ -138,6 +174,36 @@ def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str)
     message = report.get("error") or "; ".join(f"{s}: {report[s]['error']}" for s in ("state", "prune", "gc", "verify")
                                                if isinstance(report.get(s), dict) and report[s].get("error"))
     if run.job_id:
+        ctx.catalog.finish_job(run.job_id, report["status"], message, report=report)
+    queue.complete_run(run_id, report)
+    call_hooks(report)
+    return report
+
+
+def enqueue_full_verify(ctx: JobContext, queue: PolicyQueue, policy: Policy, slot: datetime) -> str | None:
+    """Queue the policy's full deep verify for `slot`: a run without items, so that the slot rules of
+    every run hold (one per slot, a missed slot caught up once, never two at once on any proxy), with
+    its `policy` job row as a run of backups has."""
+    run_id = queue.open_run(full_verify_name(policy), slot, "full", [])
+    if run_id is not None:
+        queue.set_job(run_id, ctx.catalog.start_job("policy", ctx.repo.id), {})
+    return run_id
+
+
+def full_verify(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
+    """Deep-verify every chunk of the repository. `verify` records it as a `verify` job (which the
+    verify metrics read); the run's `policy` job row holds the same result under the policy's name."""
+    run = queue.get_run(run_id)
+    report: dict = {"policy": policy.name, "run_id": run.id, "slot": run.slot, "level": run.level,
+                    "full_verify": True, "servers": [], "volumes": []}
+    try:
+        report["verify"] = verify(ctx, deep=True).to_dict()
+        report["status"] = report["verify"]["status"]
+    except StackvaultError as exc:  # a held lock, an unreadable repository: said, and the next slot tries again
+        report["verify"] = {"status": "failed", "error": str(exc)}
+        report["status"], report["error"] = "failed", f"verify: {exc}"
+    if run.job_id:
+        message = report.get("error") or ("" if report["verify"]["ok"] else "full verify found damage")
         ctx.catalog.finish_job(run.job_id, report["status"], message, report=report)
     queue.complete_run(run_id, report)
     call_hooks(report)
@@ -199,7 +265,7 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
     """`stackvault run-policy NAME`: queue a run now, take its items (other proxies may help), finish it."""
     policy = find_policy(ctx, name)
     queue = PolicyQueue(ctx.catalog, ctx.repo.id)
-    slot = (now or datetime.now().astimezone()).replace(microsecond=0)
+    slot = (now or datetime.now(policy_zone(policy))).replace(microsecond=0)
     run_id = enqueue(ctx, queue, policy, slot, connect)
     if run_id is None:
         running = queue.unfinished_run(queue_name(policy))
@@ -213,11 +279,13 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
     while True:
         claim = queue.claim(names, zones, run_id)
         if claim is not None:
-            work_item(ctx, queue, policy, claim, connect)
+            back_up_item(ctx, queue, policy, claim, connect)
             continue
         if queue.take_finished_run(names, run_id) is not None:
             return finish_run(ctx, queue, policy, run_id)
         run = queue.get_run(run_id)
         if run.status not in ("queued", FINISHING):
             return run.report  # another proxy finished it
+        if queue.fail_unserved(queue_name(policy), policy.unserved_zone_wait):
+            continue  # items of a zone no proxy serves are failed: the run may finish now
         time.sleep(poll_s)  # other proxies' items, or items of zones that are not this proxy's

@@ -2,36 +2,77 @@
 
 A policy is due at the newest slot of its cron schedule that has passed since its last run: slots
 missed while no server ran collapse into that one run (a catch-up once, never a burst of one run per
-missed slot). Cron expressions are read in the time zone of the datetimes given (the server passes
-local time, as cron does).
+missed slot). Cron expressions are read in a named time zone with its summer-time rules (the policy's
+`timezone`, else the machine's, as cron reads its table): a slot computed in a fixed UTC offset, as a
+stored slot's is, would move by an hour at each change and queue an extra run or skip one.
+
+Across a change a time of day is a slot once a day: one skipped by the spring change (02:30 in
+Europe/Berlin) comes at the first minute after the gap, and one repeated by the autumn change comes
+only the first time (croniter alone gives it twice).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import os
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 from ..config import WEEKDAYS, Policy
 from ..domain import BackupLevel
 
-
-def next_slot(schedule: str, after: datetime) -> datetime:
-    """The first slot of `schedule` strictly after `after`."""
-    return croniter(schedule, after).get_next(datetime)
+#: Where the machine's zone is read from when $TZ names none (systemd's timedatectl writes it).
+LOCALTIME = "/etc/localtime"
 
 
-def due_slot(schedule: str, last_slot: datetime | None, since: datetime, now: datetime) -> datetime | None:
-    """The slot to run now, or None when nothing is due.
+def policy_zone(policy: Policy) -> tzinfo:
+    """The zone the policy's schedules are read in: its `timezone`, else the machine's."""
+    return ZoneInfo(policy.timezone) if policy.timezone else machine_zone()
+
+
+def machine_zone() -> tzinfo:
+    """This machine's zone with its summer-time rules, as cron uses it: $TZ when it is a zone's name,
+    else /etc/localtime; UTC when neither names one (a container without zone data)."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    try:
+        if name:
+            return ZoneInfo(name)
+        with open(LOCALTIME, "rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        return UTC
+
+
+def _repeated(slot: datetime) -> bool:
+    """A wall-clock time the autumn change brings a second time (its first pass was a slot too)."""
+    return slot.fold == 1 and slot.replace(fold=0).utcoffset() != slot.utcoffset()
+
+
+def next_slot(schedule: str, after: datetime, tz: tzinfo | None = None) -> datetime:
+    """The first slot of `schedule` strictly after `after`, read in `tz` (default: `after`'s zone)."""
+    found = croniter(schedule, after.astimezone(tz or after.tzinfo))
+    while _repeated(slot := found.get_next(datetime)):
+        pass
+    return slot
+
+
+def due_slot(schedule: str, last_slot: datetime | None, since: datetime, now: datetime,
+             tz: tzinfo | None = None) -> datetime | None:
+    """The slot to run now, or None when nothing is due; the schedule is read in `tz` (default: `now`'s
+    zone), whatever offsets `last_slot` and `since` carry.
 
     `last_slot` is the slot of the policy's last run; without one (a new policy), slots count from
     `since` (when the server first saw the policy), so installing a server does not start every policy
     at once. When several slots have passed, the newest is returned: one catch-up run.
     """
+    now = now.astimezone(tz or now.tzinfo)
     base = last_slot if last_slot is not None else since
-    if next_slot(schedule, base) > now:
+    if next_slot(schedule, base, now.tzinfo) > now:
         return None
-    newest = croniter(schedule, now).get_prev(datetime)
+    before = croniter(schedule, now)
+    while _repeated(newest := before.get_prev(datetime)):
+        pass
     following = next_slot(schedule, newest)  # get_prev is strictly before `now`: `now` itself may be a slot
     return following if following <= now else newest
 
@@ -41,7 +82,7 @@ def plan_level(policy: Policy, slot: datetime, last_full: datetime | None) -> Ba
     `full_on` day, or when its last Full is `full_every_days` old; its `level` otherwise."""
     if policy.builtin or last_full is None:
         return BackupLevel.FULL
-    if WEEKDAYS[slot.weekday()] in policy.full_on and last_full.date() < slot.date():
+    if WEEKDAYS[slot.weekday()] in policy.full_on and last_full.astimezone(slot.tzinfo).date() < slot.date():
         return BackupLevel.FULL
     if policy.full_every_days and slot - last_full >= timedelta(days=policy.full_every_days):
         return BackupLevel.FULL

@@ -24,14 +24,17 @@ from ..catalog.queue import Claim, PolicyQueue
 from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
-from . import systemd
-from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name, work_item
-from .schedule import due_slot
+from . import policy_run, systemd
+from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name
+from .schedule import due_slot, policy_zone
 
 log = logging.getLogger("stackvault.server")
 
 
 class PolicyServer:
+    ctx: JobContext
+    queue: PolicyQueue
+
     def __init__(self, load: Callable[[], Settings], passphrase_file: str | None, connect: Connect,
                  poll_s: float = 1.0) -> None:
         self.load, self.passphrase_file, self.connect, self.poll_s = load, passphrase_file, connect, poll_s
@@ -42,11 +45,25 @@ class PolicyServer:
         self._use(load())
 
     def _use(self, settings: Settings) -> None:
-        """Open what the settings name (the repository, which asks for no passphrase twice, and the catalog)."""
+        """Open what the settings name (the repository, which asks for no passphrase twice, and the catalog).
+
+        On a reload naming the same catalog, its engine and queue are kept: the items being backed up hold
+        claims that the queue renews. A reload naming another catalog closes the old one's pooled
+        connections (items still running reopen one as they need it); each reload used to leave them open.
+        """
         ctx = JobContext(settings, self.passphrase_file)
-        self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+        old: JobContext | None = getattr(self, "ctx", None)
+        if old is not None and old.settings.catalog_url == settings.catalog_url:
+            ctx.catalog = old.catalog
+            if self.queue.repo_id != ctx.repo.id:
+                self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+        else:
+            self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
+            if old is not None:
+                old.catalog.close()
         self.ctx = ctx
         self.policies = {queue_name(p): p for p in settings.policies.values() if p.enabled}
+        self.verifies = {policy_run.full_verify_name(p): p for p in self.policies.values() if p.verify_full_schedule}
 
     def reload(self) -> None:
         try:
@@ -64,10 +81,12 @@ class PolicyServer:
         parallel = max(1, self.ctx.settings.cloud.parallel)
         running: dict[Future, Claim] = {}
         finishing: set[Future] = set()
+        verifying: set[Future] = set()
         log.info("serving policies %s", ", ".join(sorted(self.policies)) or "none")
         systemd.notify("READY=1")
         with ThreadPoolExecutor(parallel, thread_name_prefix="sv-item") as workers, \
-                ThreadPoolExecutor(1, thread_name_prefix="sv-finish") as finisher:
+                ThreadPoolExecutor(1, thread_name_prefix="sv-finish") as finisher, \
+                ThreadPoolExecutor(1, thread_name_prefix="sv-verify") as verifier:
             while not self.stopping.is_set():
                 if self.reload_asked.is_set():
                     self.reload_asked.clear()
@@ -76,6 +95,7 @@ class PolicyServer:
                     systemd.notify("READY=1")
                 try:
                     self._tick(workers, finisher, running, finishing, parallel)
+                    self._verify_tick(verifier, verifying)
                 except StackvaultError as exc:  # the catalog or cloud away a while: the next poll tries again
                     log.error("%s", exc)
                 except Exception as exc:  # noqa: BLE001 - a database restart, a cloud API's 503: the same
@@ -83,7 +103,7 @@ class PolicyServer:
                 self.stopping.wait(self.poll_s)
             systemd.notify("STOPPING=1")
             log.info("stopping: %d items finish first, nothing new is started", len(running))
-        for future in finishing:  # a run finished after the last poll: counted and logged all the same
+        for future in finishing | verifying:  # a run finished after the last poll: counted and logged all the same
             self._run_finished(future)
         return {"status": "stopped", "runs_finished": self.runs_finished}
 
@@ -93,7 +113,7 @@ class PolicyServer:
         now = datetime.now().astimezone()
         for name, policy in policies.items():
             since = self.first_seen.setdefault(name, now)
-            slot = due_slot(policy.schedule, queue.last_slot(name), since, now)
+            slot = due_slot(policy.schedule, queue.last_slot(name), since, now, policy_zone(policy))
             if slot is not None and enqueue(ctx, queue, policy, slot, self.connect):
                 log.info("policy %s: run for %s queued", policy.name, slot.isoformat())
         for future in [f for f in running if f.done()]:
@@ -104,12 +124,16 @@ class PolicyServer:
                 log.error("policy %s: %s %s not recorded: %s", done.policy, done.item.kind, done.item.name, exc)
                 continue
             log.info("policy %s: %s %s %s", done.policy, done.item.kind, done.item.name, report["status"])
+        for name, policy in policies.items():
+            for zone in queue.fail_unserved(name, policy.unserved_zone_wait):
+                log.error("policy %s: items in availability zone %s failed: no proxy serves the zone", name, zone)
         zones, _ = ctx.settings.share()
         while len(running) < parallel and not self.stopping.is_set():
             claim = queue.claim(set(policies), zones)
             if claim is None:
                 break
-            running[workers.submit(work_item, ctx, queue, policies[claim.policy], claim, self.connect)] = claim
+            policy = policies[claim.policy]
+            running[workers.submit(policy_run.back_up_item, ctx, queue, policy, claim, self.connect)] = claim
         for future in [f for f in finishing if f.done()]:
             finishing.discard(future)
             self._run_finished(future)
@@ -118,23 +142,50 @@ class PolicyServer:
             if run is not None:
                 finishing.add(finisher.submit(_finish_safely, ctx, queue, policies[run.policy], run.id))
 
+    def _verify_tick(self, verifier: ThreadPoolExecutor, verifying: set[Future]) -> None:
+        """Queues each policy's due full deep verify, and runs one at a time beside the backups: it
+        reads the whole repository for hours, and must hold up neither the backups nor their runs' ends."""
+        queue, verifies = self.queue, dict(self.verifies)
+        now = datetime.now().astimezone()
+        for name, policy in verifies.items():
+            since = self.first_seen.setdefault(name, now)
+            slot = due_slot(policy.verify_full_schedule, queue.last_slot(name), since, now,
+                            policy_zone(policy))
+            if slot is not None and policy_run.enqueue_full_verify(self.ctx, queue, policy, slot):
+                log.info("policy %s: full verify for %s queued", policy.name, slot.isoformat())
+        for future in [f for f in verifying if f.done()]:
+            verifying.discard(future)
+            self._run_finished(future)
+        if not verifying and not self.stopping.is_set():
+            run = queue.take_finished_run(set(verifies))
+            if run is not None:
+                verifying.add(verifier.submit(_finish_safely, self.ctx, queue, verifies[run.policy], run.id,
+                                              policy_run.full_verify))
+
     def _run_finished(self, future: Future) -> None:
         self.runs_finished += 1
         report = future.result()
-        log.info("policy %s: run for %s finished: %s", report["policy"], report["slot"], report["status"])
+        log.info("policy %s: %s for %s finished: %s", report["policy"],
+                 "full verify" if report.get("full_verify") else "run", report["slot"], report["status"])
 
 
-def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
-    """`finish_run`, and a run closed as failed when it cannot be (else the policy would never run again)."""
+def _finish_safely(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str,
+                   finish: Callable[[JobContext, PolicyQueue, Policy, str], dict] = finish_run) -> dict:
+    """`finish` (a run's end, or a full verify), and a run closed as failed when it cannot be (else the
+    policy would never run again)."""
     try:
-        return finish_run(ctx, queue, policy, run_id)
+        return finish(ctx, queue, policy, run_id)
     except Exception as exc:  # noqa: BLE001 - any surprise: the run is closed, its job row too, and it is said
-        run = queue.get_run(run_id)
-        report = {"policy": policy.name, "run_id": run_id, "slot": run.slot, "status": "failed",
-                  "error": f"{exc.__class__.__name__}: {exc}"}
-        if run.job_id:
-            ctx.catalog.finish_job(run.job_id, "failed", report["error"], report=report)
-        queue.complete_run(run_id, report)
+        try:
+            run = queue.get_run(run_id)
+            report = {"policy": policy.name, "run_id": run_id, "slot": run.slot, "status": "failed",
+                      "error": f"{exc.__class__.__name__}: {exc}"}
+            if run.job_id:
+                ctx.catalog.finish_job(run.job_id, "failed", report["error"], report=report)
+            queue.complete_run(run_id, report)
+        except Exception:
+            queue.release_run(run_id)  # the catalog away: the run is finished again after its lease
+            raise
         call_hooks(report)
         return report
 

@@ -1,0 +1,49 @@
+"""A policy's volume whose snapshot Cinder refuses fails before its backup begins: it still counts, once,
+in `stackvault_backup_failures_total`, and is a failed `backup` job in `stackvault jobs` with the error."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from e2e.test_metrics import _samples, _value
+
+pytestmark = pytest.mark.devcloud
+
+SNAPSHOT_CREATE = r"/snapshots$"
+
+
+@pytest.fixture
+def faults(devcloud):
+    devcloud.clear_faults()
+    yield devcloud
+    devcloud.clear_faults()
+
+
+def test_a_snapshot_cinder_refuses_counts_as_a_failure_of_its_volume(user, faults, conn, tmp_path: Path) -> None:
+    name = f"ref-{uuid.uuid4().hex[:6]}"
+    vol = conn.block_storage.create_volume(size=1, name=name)
+    try:
+        conn.block_storage.wait_for_status(vol, "available", wait=120)
+        user.config.write_text(user.config.read_text() + f'[policy.vols]\nvolumes = ["{name}"]\n')
+        faults.add_fault("cinder", "status", 403, method="POST", path_regex=SNAPSHOT_CREATE)
+        report = user.run("run-policy", "vols", expect=1).data
+        [item] = report["volumes"]
+        assert item["status"] == "failed" and item["volume_id"] == vol.id, item
+        faults.clear_faults()
+
+        textfile = tmp_path / "stackvault.prom"
+        user.run("metrics", "--textfile", textfile)
+        samples = _samples(textfile.read_text())
+        assert _value(samples, "stackvault_backup_failures_total", kind="volume", id=vol.id) == 1
+        assert _value(samples, "stackvault_backup_last_failure_timestamp_seconds", kind="volume", id=vol.id) > 0
+
+        [job] = user.run("jobs", "--kind", "backup").data["jobs"]
+        assert job["status"] == "failed", job
+        shown = user.run("jobs", "show", job["job_id"]).data
+        assert shown["report"]["target"]["id"] == vol.id, shown
+        assert item["error"] in (shown["message"] or ""), shown
+
+    finally:
+        conn.block_storage.delete_volume(vol, ignore_missing=True)
