@@ -8,6 +8,7 @@ from openstack import exceptions as os_exc
 
 from .. import logs
 from ..errors import UsageError
+from ..retrying import first_line
 
 
 class CloudError(UsageError):
@@ -30,12 +31,9 @@ def connect(cloud: str | None = None) -> openstack.connection.Connection:
         # `authorize` wraps keystoneauth's errors in a bare SDKException: the original says which it was
         cause = exc.__context__ if isinstance(exc.__context__, ks_exc.ClientException) else exc
         if isinstance(cause, ks_exc.ConnectFailure):
-            raise UsageError(f"cannot reach the identity service of cloud {name}: {_first_line(cause)}",
+            raise UsageError(f"cannot reach the identity service of cloud {name}: {first_line(cause)}",
                              "check auth_url and the network") from None
-        raise UsageError(f"cloud {name} refused the credentials: {_first_line(cause)}",
+        raise UsageError(f"cloud {name} refused the credentials: {first_line(cause)}",
                          "check the user, password or application credential in clouds.yaml") from None
     return conn
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]

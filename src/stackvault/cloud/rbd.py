@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from .connection import CloudError, _first_line
+from ..retrying import first_line
+from .connection import CloudError
 from .snapshots import TEMP_KEY, snapshot_quota_short
 
 BASE_KEY = "stackvault_base"
@@ -121,7 +122,7 @@ def retain_base(conn, snapshot_id: str, repo_id: str) -> None:
         if TEMP_KEY in (snapshot.metadata or {}):  # Nova's snapshots of a server never had it
             conn.block_storage.delete_snapshot_metadata(snapshot_id, keys=[TEMP_KEY])
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        raise CloudError(f"cannot tag Cinder snapshot {snapshot_id} as the next backup's base: {_first_line(exc)}",
+        raise CloudError(f"cannot tag Cinder snapshot {snapshot_id} as the next backup's base: {first_line(exc)}",
                          "check the volume service; the next backup of the volume reads it in full") from None
 
 
@@ -166,7 +167,7 @@ def release_bases(conn, volume_id: str, repo_id: str, *, keep: Callable[[], set[
     try:
         found = bases(conn, repo_id=repo_id, volume_ids={volume_id})
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        done.failed.append(f"superseded base snapshots of volume {volume_id}: cannot list them: {_first_line(exc)}")
+        done.failed.append(f"superseded base snapshots of volume {volume_id}: cannot list them: {first_line(exc)}")
         return done
     kept = keep() if found else set()
     for snap in found:
@@ -195,7 +196,7 @@ def delete_base(conn, snapshot_id: str, wait_s: float = BASE_DELETE_WAIT_S) -> s
     except os_exc.NotFoundException:
         return "deleted"
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        return _first_line(exc)
+        return first_line(exc)
     started = time.monotonic()
     while True:
         try:
@@ -203,7 +204,7 @@ def delete_base(conn, snapshot_id: str, wait_s: float = BASE_DELETE_WAIT_S) -> s
         except os_exc.NotFoundException:
             return "deleted"
         except (os_exc.SDKException, ks_exc.ClientException) as exc:
-            return _first_line(exc)
+            return first_line(exc)
         if snap.status == "available":  # Cinder's API sets `deleting` before it answers: this is a refusal
             return "refused"
         if snap.status == "error_deleting":

@@ -21,7 +21,8 @@ from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
-from .connection import CloudError, _first_line
+from ..retrying import first_line
+from .connection import CloudError
 from .consistency import REQUIRE_PROPERTY, quiesce_fix
 from .removal import remove
 
@@ -91,7 +92,7 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
     try:
         image_id = server.create_image(conn.compute, name, {TEMP_KEY: job_id})
     except os_exc.ConflictException as exc:
-        msg = _first_line(exc)
+        msg = first_line(exc)
         if "quiesce" in msg.lower():
             raise QuiesceFailed(f"server {server.name} ({server.id}): Nova refused the snapshot: {msg} "
                                 f"(the image requires {REQUIRE_PROPERTY}=yes)",
@@ -99,7 +100,7 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
         raise CloudError(f"server {server.name}: Nova refused the snapshot: {msg}",
                          "wait for the server's current task to finish, then retry") from None
     except os_exc.HttpException as exc:
-        raise CloudError(f"server {server.name}: createImage failed: {_first_line(exc)}",
+        raise CloudError(f"server {server.name}: createImage failed: {first_line(exc)}",
                          "check the server's state and the compute service") from None
 
     def ready():

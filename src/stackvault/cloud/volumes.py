@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from openstack import exceptions as os_exc
 from openstack.block_storage.v3.volume import Volume
 
-from .connection import CloudError, _first_line
+from ..retrying import first_line
+from .connection import CloudError
 from .removal import remove
 from .snapshots import TEMP_KEY, _poll
 
@@ -36,7 +37,7 @@ def create_temp_volume(conn, job_id: str, *, size_gb: int, name: str, snapshot_i
         vol = conn.block_storage.create_volume(size=size_gb, name=name, snapshot_id=snapshot_id,
                                                metadata={TEMP_KEY: job_id}, **extra)
     except os_exc.HttpException as exc:
-        raise CloudError(f"cannot create volume {name}: {_first_line(exc)}",
+        raise CloudError(f"cannot create volume {name}: {first_line(exc)}",
                          "check the volume quota and the volume service") from None
     try:
         return wait_volume(conn, vol.id, "available", timeout_s)
@@ -69,7 +70,7 @@ def attached_to_proxy(conn, volume_id: str, proxy_server: str, device_root: str,
     try:
         conn.compute.create_volume_attachment(proxy_server, volume=volume_id)
     except os_exc.HttpException as exc:
-        raise CloudError(f"cannot attach volume {volume_id} to the proxy server {proxy_server}: {_first_line(exc)}",
+        raise CloudError(f"cannot attach volume {volume_id} to the proxy server {proxy_server}: {first_line(exc)}",
                          "check `proxy_server` in the config names this proxy's server") from None
     try:
         wait_volume(conn, volume_id, "in-use", timeout_s)

@@ -15,11 +15,12 @@ import uuid
 
 from openstack import exceptions as os_exc
 
-from ..cloud.connection import CloudError, _first_line
+from ..cloud.connection import CloudError
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import DeviceTarget, FileTarget, restore_disk
 from ..errors import UsageError
+from ..retrying import first_line
 from .context import JobContext
 
 GiB = 1 << 30
@@ -74,7 +75,7 @@ def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskReco
             image = conn.image.create_image(name=name, filename=path, disk_format="qcow2", container_format="bare",
                                             wait=True, timeout=ctx.settings.cloud.timeout, **props)
         except os_exc.SDKException as exc:
-            raise CloudError(f"upload of restored disk {disk.name} to Glance failed: {_first_line(exc)}",
+            raise CloudError(f"upload of restored disk {disk.name} to Glance failed: {first_line(exc)}",
                              "check the image service and quota, then retry") from None
     finally:
         if os.path.exists(path):
@@ -169,7 +170,7 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
             made.append(("server", server.id))
             server = conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=cloud.timeout)
         except os_exc.SDKException as exc:
-            raise CloudError(f"booting restored server {name} failed: {_first_line(exc)}",
+            raise CloudError(f"booting restored server {name} failed: {first_line(exc)}",
                              "check flavor, network and quota; the restored disks were removed") from None
     except BaseException:
         _undo(conn, made, cloud.timeout)
