@@ -1,6 +1,10 @@
-"""Connecting the OpenStack way: clouds.yaml or OS_* variables, through openstacksdk."""
+"""Connecting the OpenStack way (clouds.yaml or OS_* variables, through openstacksdk), and the retry every
+repeatable cloud call goes through."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import openstack
 from keystoneauth1 import exceptions as ks_exc
@@ -8,7 +12,9 @@ from openstack import exceptions as os_exc
 
 from .. import logs
 from ..errors import UsageError
-from ..retrying import first_line
+from ..retrying import SERVICE, cloud_reason, first_line, transient_cloud
+
+T = TypeVar("T")
 
 
 class CloudError(UsageError):
@@ -37,3 +43,9 @@ def connect(cloud: str | None = None) -> openstack.connection.Connection:
                          "check the user, password or application credential in clouds.yaml") from None
     return conn
 
+
+
+def cloud_call(what: str, fn: Callable[[], T]) -> T:
+    """`fn()`, a call that is safe to repeat (a read, a listing, a metadata update), under the one
+    retry policy: a 5xx, 429 or dropped connection is tried again; anything else is raised at once."""
+    return SERVICE.call(what, fn, transient_cloud, describe=cloud_reason)

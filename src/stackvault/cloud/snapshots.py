@@ -134,6 +134,18 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
     return snap
 
 
+def create_volume_snapshot(conn, volume_id: str, name: str, job_id: str) -> str:
+    """Ask Cinder for a snapshot of the volume (attached or not), tagged with the job; its id. The caller
+    registers its deletion, then waits for it (`wait_snapshot`). Not retried: a second try could make two."""
+    try:
+        snap = conn.block_storage.create_snapshot(volume_id=volume_id, force=True, name=name,
+                                                  metadata={TEMP_KEY: job_id})
+    except os_exc.HttpException as exc:
+        raise CloudError(f"cannot snapshot volume {volume_id}: {first_line(exc)}",
+                         "check the snapshot quota and the volume service") from None
+    return snap.id
+
+
 def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:
     def ready():
         snap = conn.block_storage.get_snapshot(snapshot_id)

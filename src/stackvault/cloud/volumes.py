@@ -10,15 +10,58 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from openstack import exceptions as os_exc
 from openstack.block_storage.v3.volume import Volume
+from openstack.image.v2.image import Image
 
 from ..retrying import first_line
-from .connection import CloudError
+from .connection import CloudError, cloud_call
+from .images import wait_image_active
 from .removal import remove
 from .snapshots import TEMP_KEY, _poll
+
+
+def get_volume(conn, volume_id: str) -> Volume:
+    return cloud_call(f"get volume {volume_id}", lambda: conn.block_storage.get_volume(volume_id))
+
+
+def volume_exists(conn, name: str) -> bool:
+    """Whether a volume of that name (or id) exists; several of one name count as existing."""
+    try:
+        found = cloud_call(f"find volume {name}", lambda: conn.block_storage.find_volume(name, ignore_missing=True))
+    except os_exc.DuplicateResource:
+        return True
+    return found is not None
+
+
+def keep_volume(conn, volume_id: str) -> None:
+    """Remove the job tag from a volume made with `create_temp_volume`: it is the user's now (a restore)."""
+    cloud_call(f"untag volume {volume_id}",
+               lambda: conn.block_storage.delete_volume_metadata(volume_id, keys=[TEMP_KEY]))
+
+
+def make_bootable(conn, volume_id: str, image_properties: dict[str, str]) -> None:
+    """Mark a volume bootable, with the image metadata Nova reads when it boots from it."""
+    cloud_call(f"make volume {volume_id} bootable",
+               lambda: conn.block_storage.set_volume_bootable_status(volume_id, True))
+    cloud_call(f"set image metadata of volume {volume_id}",
+               lambda: conn.block_storage.set_volume_image_metadata(volume_id, **image_properties))
+
+
+def upload_to_image(conn, volume_id: str, name: str, timeout_s: float, created: Callable[[str], None]) -> Image:
+    """Upload a volume's data to a new raw image and wait until Glance has it all; `created(id)` is called
+    as soon as the image exists, so that the caller deletes it whatever happens next."""
+    try:
+        resp = conn.block_storage.upload_volume_to_image(volume_id, name, force=True, disk_format="raw",
+                                                         container_format="bare")
+    except os_exc.SDKException as exc:
+        raise CloudError(f"cannot upload volume {volume_id} to Glance: {first_line(exc)}",
+                         "check the volume and image services and their quotas") from None
+    image_id = resp.get("image_id") or resp.get("os-volume_upload_image", {}).get("image_id")
+    created(image_id)
+    return wait_image_active(conn, image_id, timeout_s)
 
 
 def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> Volume:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
+from ..cloud.connection import CloudError
 from ..cloud.consistency import (
     AGENT_PROPERTY,
     APPLICATION,
@@ -24,6 +25,7 @@ from ..cloud.consistency import (
     image_changed_after,
 )
 from ..cloud.definition import server_definition
+from ..cloud.images import set_image_properties
 from ..cloud.inventory import Selection, select_servers
 from ..cloud.rbd import bases
 from ..cloud.snapshots import snapshot_quota
@@ -178,11 +180,11 @@ def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:
     done["confirmed"] = True
     for item in todo:
         try:
-            conn.image.update_image(item["image_id"], **{AGENT_PROPERTY: "yes", REQUIRE_PROPERTY: "yes"})
+            set_image_properties(conn, item["image_id"], {AGENT_PROPERTY: "yes", REQUIRE_PROPERTY: "yes"})
             done["images"].append({**item, "status": "updated"})
-        except os_exc.SDKException as exc:
+        except CloudError as exc:
             done["images"].append({**item, "status": "failed",
-                                   "error": f"{first_line(exc)} (ask the image's owner or an admin to run "
+                                   "error": f"{exc.message} (ask the image's owner or an admin to run "
                                             f"openstack image set --property {AGENT_PROPERTY}=yes --property "
                                             f"{REQUIRE_PROPERTY}=yes {item['image_id']})"})
     return done
