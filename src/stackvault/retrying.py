@@ -22,11 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg
 import tenacity
-from keystoneauth1 import exceptions as ks_exc
-from openstack import exceptions as os_exc
-from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger("stackvault.retry")
 
@@ -38,12 +34,14 @@ Transient = Callable[[BaseException], bool]
 class RetryPolicy:
     """`attempts` tries per call (the first one included), pausing up to first_delay_s * 2**n seconds,
     at most max_delay_s, between two; `deadline_s`, when set, also ends the tries once that much time
-    has passed (for waits on a lock whose holder is expected to finish soon)."""
+    has passed (for waits on a lock whose holder is expected to finish soon: then `attempts` may be
+    None). `log_level` is the retries' lines' (INFO where a retry is expected, not a sign of trouble)."""
 
-    attempts: int = 6
+    attempts: int | None = 6
     first_delay_s: float = 0.25
     max_delay_s: float = 8.0
     deadline_s: float | None = None
+    log_level: int = logging.WARNING
 
     def retrying(self, what: str, transient: Transient, *, describe: Callable[[BaseException], str] | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
@@ -52,18 +50,22 @@ class RetryPolicy:
 
         `describe` says an error in the retry's log line (default: its first line); `sleep` and `rng`
         are there for tests; `on_retry` counts retries (the store wrapper's `retries`)."""
-        attempts = max(1, self.attempts)
+        if self.attempts is None and self.deadline_s is None:
+            raise ValueError("a retry policy needs attempts or a deadline")
         exponential = tenacity.wait_exponential(multiplier=self.first_delay_s, max=self.max_delay_s)
-        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(attempts)
+        stop: tenacity.stop.stop_base = tenacity.stop_never
+        if self.attempts is not None:
+            stop = tenacity.stop_after_attempt(max(1, self.attempts))
         if self.deadline_s is not None:
             stop = stop | tenacity.stop_after_delay(self.deadline_s)
+        of = f" of {max(1, self.attempts) - 1}" if self.attempts is not None else ""
         say = describe or first_line
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             delay = state.upcoming_sleep
-            log.warning("%s: %s; retry %d of %d in %.2f s", what, say(exc) if exc else "failed",
-                        state.attempt_number, attempts - 1, delay)
+            log.log(self.log_level, "%s: %s; retry %d%s in %.2f s", what, say(exc) if exc else "failed",
+                    state.attempt_number, of, delay)
             if on_retry is not None:
                 on_retry()
 
@@ -89,8 +91,15 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
 
 
+# The predicates import their service's client library when first called: a command that never reaches
+# the cloud or PostgreSQL (a local backup, `list`) does not pay for loading openstacksdk or psycopg.
+
+
 def transient_cloud(exc: BaseException) -> bool:
     """A 5xx or 429 answer, or none at all (a refused or reset connection, a timed-out request)."""
+    from keystoneauth1 import exceptions as ks_exc
+    from openstack import exceptions as os_exc
+
     if isinstance(exc, os_exc.HttpException):
         return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429
     return isinstance(exc, ks_exc.ConnectionError)
@@ -98,6 +107,8 @@ def transient_cloud(exc: BaseException) -> bool:
 
 def cloud_reason(exc: BaseException) -> str:
     """`HTTP 503 (first line of the service's message)`, or the error's first line."""
+    from openstack import exceptions as os_exc
+
     if isinstance(exc, os_exc.HttpException) and exc.status_code:
         details = (str(exc.details or "").strip().splitlines() or [""])[0][:200]
         return f"HTTP {exc.status_code}" + (f" ({details})" if details else "")
@@ -108,8 +119,12 @@ def transient_catalog(exc: BaseException) -> bool:
     """SQLite busy ("database is locked"), or PostgreSQL's serialization failures, deadlocks and lost
     connections (psycopg's OperationalError holds all three): each goes away when the statement runs
     again a moment later. SQLAlchemy's wrapper of a driver's error is judged by that error."""
+    from sqlalchemy import exc as sa_exc
+
     if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
         exc = exc.orig
     if isinstance(exc, sqlite3.OperationalError):
         return (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY") or "locked" in str(exc)
+    import psycopg
+
     return isinstance(exc, psycopg.OperationalError)
