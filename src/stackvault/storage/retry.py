@@ -11,9 +11,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
-from ..retrying import SERVICE, RetryPolicy
+from ..retrying import SERVICE
 from .base import Backend, BackendWrapper, ObjectInfo, TransientError
 
 T = TypeVar("T")
@@ -30,12 +31,15 @@ def _message(exc: BaseException) -> str:
 class RetryingBackend(BackendWrapper):
     """`attempts` tries per call, sleeping up to base * 2**n seconds (capped at `max_delay`) between."""
 
-    def __init__(self, inner: Backend, *, attempts: int = SERVICE.attempts, base_delay: float = SERVICE.first_delay_s,
-                 max_delay: float = SERVICE.max_delay_s, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, inner: Backend, *, attempts: int | None = None, base_delay: float | None = None,
+                 max_delay: float | None = None, sleep: Callable[[float], None] = time.sleep,
                  rng: Callable[[], float] = random.random) -> None:
+        """Each of `attempts`, `base_delay` and `max_delay` left out is the policy's for every service."""
         super().__init__(inner)
-        self.policy = RetryPolicy(attempts=max(1, attempts), first_delay_s=base_delay, max_delay_s=max_delay)
-        self.attempts = self.policy.attempts
+        self.attempts = max(1, attempts if attempts is not None else SERVICE.attempts or 1)
+        self.policy = replace(SERVICE, attempts=self.attempts,
+                              first_delay_s=SERVICE.first_delay_s if base_delay is None else base_delay,
+                              max_delay_s=SERVICE.max_delay_s if max_delay is None else max_delay)
         self._sleep = sleep
         self._rng = rng
         self.retries = 0  # calls repeated so far, for tests and metrics
