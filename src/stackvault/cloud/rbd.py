@@ -26,7 +26,7 @@ from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
 from ..retrying import first_line
-from .connection import CloudError
+from .connection import CloudError, cloud_call
 from .snapshots import TEMP_KEY, snapshot_quota_short
 
 BASE_KEY = "stackvault_base"
@@ -63,7 +63,7 @@ class VolumeRef:
 def server_volume(conn, volume_id: str, size_gb: int):
     """Cinder's record of a server's volume (its host or type says where it lives), else a VolumeRef."""
     try:
-        return conn.block_storage.get_volume(volume_id)
+        return cloud_call(f"get volume {volume_id}", lambda: conn.block_storage.get_volume(volume_id))
     except (os_exc.SDKException, ks_exc.ClientException):
         return VolumeRef(volume_id, size_gb)
 
@@ -95,7 +95,8 @@ def volume_placement(conn, volume) -> Placement:
         found.append((section, f"os-vol-host-attr:host {host}"))
     if volume.volume_type:
         try:
-            vtype = conn.block_storage.find_type(volume.volume_type, ignore_missing=True)
+            vtype = cloud_call(f"find volume type {volume.volume_type}",
+                               lambda: conn.block_storage.find_type(volume.volume_type, ignore_missing=True))
         except (os_exc.SDKException, ks_exc.ClientException):
             vtype = None
         name = ((vtype.extra_specs or {}) if vtype is not None else {}).get("volume_backend_name")
@@ -131,7 +132,7 @@ def bases(conn, *, repo_id: str | None = None, volume_ids: set[str] | None = Non
     filtered by volume when there is one."""
     found = []
     query = {"volume_id": next(iter(volume_ids))} if volume_ids is not None and len(volume_ids) == 1 else {}
-    for snap in conn.block_storage.snapshots(details=True, **query):
+    for snap in cloud_call("list volume snapshots", lambda: list(conn.block_storage.snapshots(details=True, **query))):
         meta = snap.metadata or {}
         tag = meta.get(BASE_KEY)
         if tag is None or (repo_id is not None and tag != repo_id):

@@ -22,7 +22,7 @@ from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
 from ..retrying import first_line
-from .connection import CloudError
+from .connection import CloudError, cloud_call
 from .consistency import REQUIRE_PROPERTY, quiesce_fix
 from .removal import remove
 
@@ -105,7 +105,7 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
 
     def ready():
         try:
-            image = conn.image.get_image(image_id)
+            image = cloud_call(f"get image {image_id}", lambda: conn.image.get_image(image_id))
         except os_exc.NotFoundException:
             image = None
         if image is None or image.status in ("killed", "deleted", "pending_delete"):
@@ -148,7 +148,7 @@ def create_volume_snapshot(conn, volume_id: str, name: str, job_id: str) -> str:
 
 def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:
     def ready():
-        snap = conn.block_storage.get_snapshot(snapshot_id)
+        snap = cloud_call(f"get Cinder snapshot {snapshot_id}", lambda: conn.block_storage.get_snapshot(snapshot_id))
         if snap.status == "error":
             raise CloudError(f"Cinder snapshot {snapshot_id} went to error", "check the volume service")
         return snap if snap.status == "available" else None
@@ -184,7 +184,7 @@ def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | No
 def snapshot_quota(conn) -> tuple[int, int] | None:
     """Cinder's snapshot quota of the project: (used, maximum; -1 is unlimited), or None without a limits API."""
     try:
-        limits = conn.block_storage.get_limits().absolute
+        limits = cloud_call("get volume limits", lambda: conn.block_storage.get_limits()).absolute
         return int(limits.total_snapshots_used), int(limits.max_total_snapshots)
     except (os_exc.SDKException, ks_exc.ClientException, AttributeError, TypeError, ValueError):
         return None

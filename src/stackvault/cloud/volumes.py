@@ -20,6 +20,7 @@ from ..retrying import first_line
 from .connection import CloudError, cloud_call
 from .images import wait_image_active
 from .removal import remove
+from .servers import find_server_id
 from .snapshots import TEMP_KEY, _poll
 
 
@@ -66,7 +67,7 @@ def upload_to_image(conn, volume_id: str, name: str, timeout_s: float, created: 
 
 def wait_volume(conn, volume_id: str, status: str, timeout_s: float) -> Volume:
     def ready():
-        vol = conn.block_storage.get_volume(volume_id)
+        vol = get_volume(conn, volume_id)
         if vol.status in ("error", "error_restoring", "error_extending") and status != vol.status:
             raise CloudError(f"volume {volume_id} went to {vol.status}", "check the volume service")
         return vol if vol.status == status else None
@@ -105,11 +106,11 @@ def device_path(device_root: str, volume_id: str) -> str:
 @contextlib.contextmanager
 def attached_to_proxy(conn, volume_id: str, proxy_server: str, device_root: str, timeout_s: float) -> Iterator[str]:
     """Attach a volume to the proxy server; yields the path of its block device."""
-    proxy = conn.compute.find_server(proxy_server, ignore_missing=True)
+    proxy = find_server_id(conn, proxy_server)
     if proxy is None:
         raise CloudError(f"the proxy server {proxy_server!r} does not exist in this project",
                          "set proxy_server in [cloud] to the name or id of the server stackvault runs on")
-    proxy_server = proxy.id
+    proxy_server = proxy
     try:
         conn.compute.create_volume_attachment(proxy_server, volume=volume_id)
     except os_exc.HttpException as exc:
