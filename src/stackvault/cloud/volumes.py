@@ -2,8 +2,9 @@
 
 A temporary volume is made from a snapshot and attached to the proxy server; its data then appears as
 a block device (`/dev/disk/by-id/virtio-<first 20 characters of the volume id>` on a KVM proxy) that
-the engine reads directly, holes and all, at disk speed. Everything is detached and deleted after,
-also on errors.
+the engine reads directly, holes and all, at disk speed; or, without a proxy server, uploaded to a
+Glance image that is downloaded. Everything is detached and deleted after, also on errors. A restored
+volume is made the same way, then untagged (it is the user's) and, for a boot disk, made bootable.
 """
 
 from __future__ import annotations
