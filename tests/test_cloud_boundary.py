@@ -41,10 +41,11 @@ def proxy_accesses(root: Path) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         if path.is_relative_to(root / "cloud"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if (isinstance(node, ast.Attribute) and node.attr in PROXIES
-                    and (node.attr, _receiver_name(node.value)) not in NOT_A_CONNECTION):
-                found.append(f"{path.relative_to(root.parents[1])}:{node.lineno}: {ast.unparse(node)}")
+        reached = [node for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+                   if isinstance(node, ast.Attribute) and node.attr in PROXIES
+                   and (node.attr, _receiver_name(node.value)) not in NOT_A_CONNECTION]
+        for node in sorted(reached, key=lambda n: (n.lineno, n.col_offset)):
+            found.append(f"{path.relative_to(root.parents[1])}:{node.lineno}: {ast.unparse(node)}")
     return found
 
 
