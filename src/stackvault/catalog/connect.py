@@ -13,6 +13,7 @@ A SQLite file that is not a database, or whose pages are damaged, raises Catalog
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -22,12 +23,14 @@ from sqlalchemy.engine import ExceptionContext, make_url
 
 from ..engine.fileio import make_private
 from ..errors import CatalogError
+from ..retrying import RetryPolicy, transient_catalog
 
 #: How long a SQLite writer waits for another proxy's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60.0
 
-#: How often a connection tries again to switch a locked new catalog to WAL.
-_WAL_RETRY_S = 0.05
+#: How a connection tries again to switch a locked new catalog to WAL: often at first, for the busy timeout.
+_WAL_RETRIES = RetryPolicy(attempts=None, first_delay_s=0.05, max_delay_s=1.0, deadline_s=SQLITE_BUSY_TIMEOUT_S,
+                           log_level=logging.INFO)
 
 #: Execution option read by the SQLite "begin" hook: DEFERRED for reads, IMMEDIATE for writes.
 BEGIN_MODE = "stackvault_sqlite_begin"
@@ -165,15 +168,8 @@ def _switch_to_wal(cur: sqlite3.Cursor) -> None:
     still-empty file to WAL. The wait is the one a writer would get; on a file already in WAL mode
     the statement changes nothing and returns at once.
     """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if not exc.sqlite_errorname.startswith("SQLITE_BUSY") or time.monotonic() >= deadline:
-                raise
-            time.sleep(_WAL_RETRY_S)
+    _WAL_RETRIES.call("switch the catalog to WAL", lambda: cur.execute("PRAGMA journal_mode = WAL"),
+                      transient_catalog)
 
 
 def _tune_sqlite(engine: Engine, wal: bool) -> None:

@@ -1,6 +1,10 @@
-"""Connecting the OpenStack way: clouds.yaml or OS_* variables, through openstacksdk."""
+"""Connecting the OpenStack way (clouds.yaml or OS_* variables, through openstacksdk), and the retry every
+repeatable cloud call goes through."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import openstack
 from keystoneauth1 import exceptions as ks_exc
@@ -8,6 +12,9 @@ from openstack import exceptions as os_exc
 
 from .. import logs
 from ..errors import UsageError
+from ..retrying import SERVICE, cloud_reason, first_line, transient_cloud
+
+T = TypeVar("T")
 
 
 class CloudError(UsageError):
@@ -30,12 +37,15 @@ def connect(cloud: str | None = None) -> openstack.connection.Connection:
         # `authorize` wraps keystoneauth's errors in a bare SDKException: the original says which it was
         cause = exc.__context__ if isinstance(exc.__context__, ks_exc.ClientException) else exc
         if isinstance(cause, ks_exc.ConnectFailure):
-            raise UsageError(f"cannot reach the identity service of cloud {name}: {_first_line(cause)}",
+            raise UsageError(f"cannot reach the identity service of cloud {name}: {first_line(cause)}",
                              "check auth_url and the network") from None
-        raise UsageError(f"cloud {name} refused the credentials: {_first_line(cause)}",
+        raise UsageError(f"cloud {name} refused the credentials: {first_line(cause)}",
                          "check the user, password or application credential in clouds.yaml") from None
     return conn
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+
+def cloud_call(what: str, fn: Callable[[], T]) -> T:
+    """`fn()`, a call that is safe to repeat (a read, a listing, a metadata update), under the one
+    retry policy: a 5xx, 429 or dropped connection is tried again; anything else is raised at once."""
+    return SERVICE.call(what, fn, transient_cloud, describe=cloud_reason)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from openstack import exceptions as os_exc
 
+from .connection import cloud_call
+
 
 def _safe(fn, default=None):
     try:
@@ -25,7 +27,7 @@ def image_properties(conn, server, volumes: list[dict]) -> tuple[dict, str]:
     image_id = (server.image or {}).get("id") if isinstance(server.image, dict) else None
     if not image_id:
         return {}, "none"
-    image = _safe(lambda: conn.image.get_image(image_id))
+    image = _safe(lambda: cloud_call(f"get image {image_id}", lambda: conn.image.get_image(image_id)))
     if image is None:
         return {}, f"image {image_id} (deleted)"
     props = dict(image.properties or {})
@@ -39,11 +41,13 @@ def image_properties(conn, server, volumes: list[dict]) -> tuple[dict, str]:
 
 def server_definition(conn, server) -> dict:
     """Everything needed to boot an equivalent server; JSON-serialisable."""
-    attachments = _safe(lambda: list(conn.compute.volume_attachments(server)), []) or []
+    attachments = _safe(lambda: cloud_call(f"list volume attachments of server {server.id}",
+                                           lambda: list(conn.compute.volume_attachments(server))), []) or []
     root_device = getattr(server, "root_device_name", None) or "/dev/vda"
     volumes = []
     for att in attachments:
-        vol = _safe(lambda att=att: conn.block_storage.get_volume(att.volume_id))
+        vol = _safe(lambda att=att: cloud_call(f"get volume {att.volume_id}",
+                                               lambda: conn.block_storage.get_volume(att.volume_id)))
         device = att.device or ""
         volumes.append({
             "id": att.volume_id,
@@ -58,7 +62,8 @@ def server_definition(conn, server) -> dict:
         })
     volumes.sort(key=lambda v: v["device"])
     ports = []
-    for port in _safe(lambda: list(conn.network.ports(device_id=server.id)), []) or []:
+    for port in _safe(lambda: cloud_call(f"list ports of server {server.id}",
+                                         lambda: list(conn.network.ports(device_id=server.id))), []) or []:
         ports.append({"id": port.id, "network_id": port.network_id, "mac_address": port.mac_address,
                       "fixed_ips": [dict(ip) for ip in port.fixed_ips or []],
                       "security_group_ids": list(port.security_group_ids or [])})

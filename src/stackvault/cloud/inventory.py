@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from ..errors import NotFoundError
+from .connection import cloud_call
 
 
 @dataclass
@@ -112,7 +113,7 @@ def pick_servers(conn, sel: Selection) -> Picked:
         query.update(all_projects=True, project_id=sel.project)
     if not (sel.servers or sel.all_servers or sel.tags or sel.metadata):
         return Picked([])
-    everything = list(conn.compute.servers(**query))
+    everything = cloud_call("list servers", lambda: list(conn.compute.servers(**query)))
     chosen = _pick(everything, sel.servers, "server") if sel.servers else everything
     return _split(_filtered(chosen, sel), sel)
 
@@ -123,7 +124,7 @@ def pick_volumes(conn, sel: Selection) -> Picked:
     query: dict[str, object] = {"details": True}
     if sel.project:
         query.update(all_projects=True, project_id=sel.project)
-    everything = list(conn.block_storage.volumes(**query))
+    everything = cloud_call("list volumes", lambda: list(conn.block_storage.volumes(**query)))
     return _split(_filtered(_pick(everything, sel.volumes, "volume"), sel), sel)
 
 
@@ -135,5 +136,5 @@ def select_servers(conn, sel: Selection) -> list:
 def volume_matches(conn, patterns: list[str]) -> dict[str, set[str]]:
     """Per pattern (ids, names, globs), the ids of the volumes it names; a pattern that names no volume
     is taken as an id: the snapshots of a volume being deleted may outlive its listing."""
-    everything = list(conn.block_storage.volumes(details=True))
+    everything = cloud_call("list volumes", lambda: list(conn.block_storage.volumes(details=True)))
     return {p: {v.id for v in everything if _matches(v, [p])} or {p} for p in patterns}

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from .connection import CloudError, _first_line
+from ..retrying import first_line
+from .connection import CloudError, cloud_call
 from .snapshots import TEMP_KEY, snapshot_quota_short
 
 BASE_KEY = "stackvault_base"
@@ -62,7 +63,7 @@ class VolumeRef:
 def server_volume(conn, volume_id: str, size_gb: int):
     """Cinder's record of a server's volume (its host or type says where it lives), else a VolumeRef."""
     try:
-        return conn.block_storage.get_volume(volume_id)
+        return cloud_call(f"get volume {volume_id}", lambda: conn.block_storage.get_volume(volume_id))
     except (os_exc.SDKException, ks_exc.ClientException):
         return VolumeRef(volume_id, size_gb)
 
@@ -94,7 +95,8 @@ def volume_placement(conn, volume) -> Placement:
         found.append((section, f"os-vol-host-attr:host {host}"))
     if volume.volume_type:
         try:
-            vtype = conn.block_storage.find_type(volume.volume_type, ignore_missing=True)
+            vtype = cloud_call(f"find volume type {volume.volume_type}",
+                               lambda: conn.block_storage.find_type(volume.volume_type, ignore_missing=True))
         except (os_exc.SDKException, ks_exc.ClientException):
             vtype = None
         name = ((vtype.extra_specs or {}) if vtype is not None else {}).get("volume_backend_name")
@@ -121,7 +123,7 @@ def retain_base(conn, snapshot_id: str, repo_id: str) -> None:
         if TEMP_KEY in (snapshot.metadata or {}):  # Nova's snapshots of a server never had it
             conn.block_storage.delete_snapshot_metadata(snapshot_id, keys=[TEMP_KEY])
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        raise CloudError(f"cannot tag Cinder snapshot {snapshot_id} as the next backup's base: {_first_line(exc)}",
+        raise CloudError(f"cannot tag Cinder snapshot {snapshot_id} as the next backup's base: {first_line(exc)}",
                          "check the volume service; the next backup of the volume reads it in full") from None
 
 
@@ -130,7 +132,7 @@ def bases(conn, *, repo_id: str | None = None, volume_ids: set[str] | None = Non
     filtered by volume when there is one."""
     found = []
     query = {"volume_id": next(iter(volume_ids))} if volume_ids is not None and len(volume_ids) == 1 else {}
-    for snap in conn.block_storage.snapshots(details=True, **query):
+    for snap in cloud_call("list volume snapshots", lambda: list(conn.block_storage.snapshots(details=True, **query))):
         meta = snap.metadata or {}
         tag = meta.get(BASE_KEY)
         if tag is None or (repo_id is not None and tag != repo_id):
@@ -166,7 +168,7 @@ def release_bases(conn, volume_id: str, repo_id: str, *, keep: Callable[[], set[
     try:
         found = bases(conn, repo_id=repo_id, volume_ids={volume_id})
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        done.failed.append(f"superseded base snapshots of volume {volume_id}: cannot list them: {_first_line(exc)}")
+        done.failed.append(f"superseded base snapshots of volume {volume_id}: cannot list them: {first_line(exc)}")
         return done
     kept = keep() if found else set()
     for snap in found:
@@ -195,7 +197,7 @@ def delete_base(conn, snapshot_id: str, wait_s: float = BASE_DELETE_WAIT_S) -> s
     except os_exc.NotFoundException:
         return "deleted"
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        return _first_line(exc)
+        return first_line(exc)
     started = time.monotonic()
     while True:
         try:
@@ -203,7 +205,7 @@ def delete_base(conn, snapshot_id: str, wait_s: float = BASE_DELETE_WAIT_S) -> s
         except os_exc.NotFoundException:
             return "deleted"
         except (os_exc.SDKException, ks_exc.ClientException) as exc:
-            return _first_line(exc)
+            return first_line(exc)
         if snap.status == "available":  # Cinder's API sets `deleting` before it answers: this is a refusal
             return "refused"
         if snap.status == "error_deleting":

@@ -8,30 +8,21 @@ its tag); it never fails a backup that is already committed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from .connection import CloudError, _first_line
-
-ATTEMPTS = 4
-FIRST_DELAY_S = 0.5
+from ..retrying import REMOVAL, cloud_reason, transient_cloud
+from .connection import CloudError
 
 
 def _retryable(exc: BaseException) -> bool:
-    """5xx, 409 (the object is still busy: attaching, uploading) and 429, or no answer at all."""
-    if isinstance(exc, os_exc.HttpException):
-        return exc.status_code is None or exc.status_code >= 500 or exc.status_code in (409, 429)
-    return isinstance(exc, (ks_exc.ConnectionError, os_exc.ResourceTimeout))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, os_exc.HttpException) and exc.status_code:
-        details = (str(exc.details or "").strip().splitlines() or [""])[0][:200]
-        return f"HTTP {exc.status_code}" + (f" ({details})" if details else "")
-    return _first_line(exc)
+    """What any cloud call retries, and also 409 (the object is still busy: attaching, uploading) and a
+    wait for the deletion that ran out (the next try asks again)."""
+    if isinstance(exc, os_exc.HttpException) and exc.status_code == 409:
+        return True
+    return transient_cloud(exc) or isinstance(exc, os_exc.ResourceTimeout)
 
 
 def remove(what: str, delete: Callable[[], None], leftovers: list[str] | None = None) -> bool:
@@ -39,26 +30,20 @@ def remove(what: str, delete: Callable[[], None], leftovers: list[str] | None = 
 
     `delete` must treat an object that is already gone as success (ignore_missing=True).
     """
-    delay = FIRST_DELAY_S
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            delete()
-            return True
-        except os_exc.NotFoundException:
-            return True
-        except (os_exc.SDKException, ks_exc.ClientException, CloudError) as exc:  # CloudError: a wait timed out
-            if attempt == ATTEMPTS or not _retryable(exc):
-                if leftovers is not None:
-                    leftovers.append(f"{what}: {_reason(exc)}")
-                return False
-        time.sleep(delay)
-        delay *= 2
-    return False
+    try:
+        REMOVAL.call(f"delete {what}", delete, _retryable, describe=cloud_reason)
+    except os_exc.NotFoundException:
+        return True
+    except (os_exc.SDKException, ks_exc.ClientException, CloudError) as exc:  # CloudError: a wait timed out
+        if leftovers is not None:
+            leftovers.append(f"{what}: {cloud_reason(exc)}")
+        return False
+    return True
 
 
 def leftovers_warning(leftovers: list[str]) -> str | None:
     """The report's line for what stayed in the cloud, with the fix."""
     if not leftovers:
         return None
-    return (f"left in the cloud after {ATTEMPTS} tries: {'; '.join(leftovers)} "
+    return (f"left in the cloud after {REMOVAL.attempts} tries: {'; '.join(leftovers)} "
             "(tagged stackvault_temp: `stackvault cleanup` removes it)")

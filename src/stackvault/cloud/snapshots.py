@@ -21,7 +21,8 @@ from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
-from .connection import CloudError, _first_line
+from ..retrying import first_line
+from .connection import CloudError, cloud_call
 from .consistency import REQUIRE_PROPERTY, quiesce_fix
 from .removal import remove
 
@@ -91,7 +92,7 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
     try:
         image_id = server.create_image(conn.compute, name, {TEMP_KEY: job_id})
     except os_exc.ConflictException as exc:
-        msg = _first_line(exc)
+        msg = first_line(exc)
         if "quiesce" in msg.lower():
             raise QuiesceFailed(f"server {server.name} ({server.id}): Nova refused the snapshot: {msg} "
                                 f"(the image requires {REQUIRE_PROPERTY}=yes)",
@@ -99,12 +100,12 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
         raise CloudError(f"server {server.name}: Nova refused the snapshot: {msg}",
                          "wait for the server's current task to finish, then retry") from None
     except os_exc.HttpException as exc:
-        raise CloudError(f"server {server.name}: createImage failed: {_first_line(exc)}",
+        raise CloudError(f"server {server.name}: createImage failed: {first_line(exc)}",
                          "check the server's state and the compute service") from None
 
     def ready():
         try:
-            image = conn.image.get_image(image_id)
+            image = cloud_call(f"get image {image_id}", lambda: conn.image.get_image(image_id))
         except os_exc.NotFoundException:
             image = None
         if image is None or image.status in ("killed", "deleted", "pending_delete"):
@@ -133,9 +134,21 @@ def snapshot_server(conn, server, job_id: str, *, timeout_s: float, image_ref: s
     return snap
 
 
+def create_volume_snapshot(conn, volume_id: str, name: str, job_id: str) -> str:
+    """Ask Cinder for a snapshot of the volume (attached or not), tagged with the job; its id. The caller
+    registers its deletion, then waits for it (`wait_snapshot`). Not retried: a second try could make two."""
+    try:
+        snap = conn.block_storage.create_snapshot(volume_id=volume_id, force=True, name=name,
+                                                  metadata={TEMP_KEY: job_id})
+    except os_exc.HttpException as exc:
+        raise CloudError(f"cannot snapshot volume {volume_id}: {first_line(exc)}",
+                         "check the snapshot quota and the volume service") from None
+    return snap.id
+
+
 def wait_snapshot(conn, snapshot_id: str, timeout_s: float) -> object:
     def ready():
-        snap = conn.block_storage.get_snapshot(snapshot_id)
+        snap = cloud_call(f"get Cinder snapshot {snapshot_id}", lambda: conn.block_storage.get_snapshot(snapshot_id))
         if snap.status == "error":
             raise CloudError(f"Cinder snapshot {snapshot_id} went to error", "check the volume service")
         return snap if snap.status == "available" else None
@@ -171,7 +184,7 @@ def delete_server_snapshot(conn, snap: ServerSnapshot, leftovers: list[str] | No
 def snapshot_quota(conn) -> tuple[int, int] | None:
     """Cinder's snapshot quota of the project: (used, maximum; -1 is unlimited), or None without a limits API."""
     try:
-        limits = conn.block_storage.get_limits().absolute
+        limits = cloud_call("get volume limits", lambda: conn.block_storage.get_limits()).absolute
         return int(limits.total_snapshots_used), int(limits.max_total_snapshots)
     except (os_exc.SDKException, ks_exc.ClientException, AttributeError, TypeError, ValueError):
         return None

@@ -18,7 +18,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,7 @@ import requests
 from ..engine.qcow2stream import HEAD_SIZE, Qcow2StreamSource, Qcow2Unsupported, parse_header
 from ..engine.sources import QEMU_FORMATS, DiskSource, QemuSource
 from ..errors import SourceError
+from ..retrying import RetryPolicy, first_line
 
 READ_SIZE = 1 << 20
 GLANCE_TO_QEMU = {"vhd": "vpc"}  # Glance's disk_format names where qemu's differ
@@ -77,31 +77,36 @@ class GlanceDownload:
         self._iter = resp.iter_content(READ_SIZE)
 
     def _fill(self, want: int) -> None:
-        failures = 0
+        """Buffer at least `want` bytes. A broken connection is resumed from the byte it reached, under the
+        retry policy with `retries` tries after each stall (the count starts again once data flows)."""
+        policy = RetryPolicy(attempts=self.retries + 1, first_delay_s=self.backoff_s)
         while self._buffered < want:
             try:
-                if self._iter is None:
-                    self._open()
-                piece = next(self._iter)  # type: ignore[arg-type]  # set by _open()
-            except StopIteration:
-                self._close_resp()
-                why = f"the connection closed at byte {self.received} of {self.size}"
+                piece = policy.call(f"download of image {self.image.id}", self._next_piece, _resumable,
+                                    on_retry=self._resumed)
             except (requests.RequestException, ConnectionError, _Retryable) as exc:
-                self._close_resp()
-                why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            else:
-                self._pieces.append(piece)
-                self._buffered += len(piece)
-                self.received += len(piece)
-                failures = 0
-                continue
-            failures += 1
-            if failures > self.retries:
                 raise SourceError(f"download of image {self.image.id} failed at byte {self.received} of "
-                                  f"{self.size} after {self.retries} retries: {why}",
-                                  "check Glance and retry the backup")
-            self.resumes += 1
-            time.sleep(self.backoff_s * failures)
+                                  f"{self.size} after {self.retries} retries: {first_line(exc)}",
+                                  "check Glance and retry the backup") from None
+            self._pieces.append(piece)
+            self._buffered += len(piece)
+            self.received += len(piece)
+
+    def _next_piece(self) -> bytes:
+        """The next piece of the response, opening it (from the byte reached) when there is none."""
+        try:
+            if self._iter is None:
+                self._open()
+            return next(self._iter)  # type: ignore[arg-type]  # set by _open()
+        except StopIteration:
+            self._close_resp()
+            raise _Retryable(f"the connection closed at byte {self.received} of {self.size}") from None
+        except BaseException:
+            self._close_resp()
+            raise
+
+    def _resumed(self) -> None:
+        self.resumes += 1
 
     def _close_resp(self) -> None:
         if self._resp is not None:
@@ -177,7 +182,11 @@ class _HashThread:
 
 
 class _Retryable(Exception):
-    """A server-side failure (5xx, 429) worth another try from the same byte."""
+    """A server-side failure (5xx, 429) or a cut connection: worth another try from the byte reached."""
+
+
+def _resumable(exc: BaseException) -> bool:
+    return isinstance(exc, (requests.RequestException, ConnectionError, _Retryable))
 
 
 class _GlanceStreamed(DiskSource):

@@ -8,14 +8,14 @@ volume that has snapshots).
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 from typing import Any
 
-from openstack import exceptions as os_exc
-
+from ..cloud import leftovers
 from ..cloud.inventory import volume_matches
-from ..cloud.rbd import BASE_KEY, bases, delete_base
-from ..cloud.snapshots import TEMP_KEY, delete_image, delete_volume_snapshot
+from ..cloud.rbd import bases, delete_base
+from ..cloud.servers import detach_volume, find_server_id
+from ..cloud.snapshots import delete_image, delete_volume_snapshot
 from ..cloud.volumes import delete_volume
 from ..errors import UsageError
 
@@ -24,23 +24,10 @@ CLEANUP_BASE_WAIT_S = 120.0
 
 
 def find_leftovers(conn) -> dict[str, list[dict]]:
-    """Images, volumes and Cinder snapshots carrying the stackvault temporary tag."""
-    images = []
-    for image in conn.image.images():
-        props = image.properties or {}
-        if TEMP_KEY in props:
-            mapping = props.get("block_device_mapping") or []
-            if isinstance(mapping, str):
-                mapping = json.loads(mapping)
-            images.append({"id": image.id, "name": image.name, "job": props[TEMP_KEY],
-                           "snapshots": [m["snapshot_id"] for m in mapping if m.get("snapshot_id")]})
-    volumes = [{"id": v.id, "name": v.name, "job": (v.metadata or {})[TEMP_KEY], "status": v.status}
-               for v in conn.block_storage.volumes(details=True) if TEMP_KEY in (v.metadata or {})]
-    nova_made = {s for img in images for s in img["snapshots"]}
-    snapshots = [{"id": s.id, "name": s.name, "job": (s.metadata or {}).get(TEMP_KEY, "")}
-                 for s in conn.block_storage.snapshots(details=True)
-                 if (TEMP_KEY in (s.metadata or {}) or s.id in nova_made) and BASE_KEY not in (s.metadata or {})]
-    return {"images": images, "volumes": volumes, "snapshots": snapshots}
+    """Images, volumes and Cinder snapshots carrying the stackvault temporary tag, as the report lists them."""
+    found = leftovers.find_leftovers(conn)
+    return {"images": [asdict(i) for i in found.images], "volumes": [asdict(v) for v in found.volumes],
+            "snapshots": [asdict(s) for s in found.snapshots]}
 
 
 def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None, release: bool = False,
@@ -58,14 +45,11 @@ def cleanup(conn, *, dry_run: bool = False, proxy_server: str | None = None, rel
     chosen = chosen_bases(conn, kept, volumes, repository) if release else []
     failed: list[str] = []
     if not dry_run:
-        proxy = conn.compute.find_server(proxy_server, ignore_missing=True) if proxy_server and any(
+        proxy = find_server_id(conn, proxy_server) if proxy_server and any(
             v["status"] == "in-use" for v in found["volumes"]) else None
         for vol in found["volumes"]:
             if vol["status"] == "in-use" and proxy is not None:
-                try:
-                    conn.compute.delete_volume_attachment(proxy.id, vol["id"])
-                except os_exc.SDKException:
-                    pass  # not attached to this proxy: deleting the volume says why it cannot go
+                detach_volume(conn, proxy, vol["id"])  # not attached to this proxy: deleting it says why it stays
             delete_volume(conn, vol["id"], leftovers=failed)
         for snap in found["snapshots"]:
             delete_volume_snapshot(conn, snap["id"], leftovers=failed)

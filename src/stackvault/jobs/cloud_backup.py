@@ -33,7 +33,7 @@ from ..cloud.rbd import (
 )
 from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
-from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
+from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume, upload_to_image
 from ..domain import BackupLevel, JobStatus
 from ..engine.rbdsource import RbdSource, open_rbd
 from ..engine.sources import DiskSource, RawSource
@@ -153,13 +153,11 @@ class DiskReaders:
         return source
 
     def _via_image(self, volume_id: str, *, name: str, key: str, meta: dict) -> DiskSource:
-        image_name = f"stackvault-read-{name}-{self.job_id[:8]}"
-        resp = self.conn.block_storage.upload_volume_to_image(volume_id, image_name, force=True, disk_format="raw",
-                                                              container_format="bare")
-        image_id = resp.get("image_id") or resp.get("os-volume_upload_image", {}).get("image_id")
-        self.stack.callback(snaps.delete_image, self.conn, image_id, self.leftovers)
-        image = snaps._poll(f"upload of volume {volume_id} to Glance", self.cloud.timeout,
-                            lambda: _active_image(self.conn, image_id))
+        def created(image_id: str) -> None:
+            self.stack.callback(snaps.delete_image, self.conn, image_id, self.leftovers)
+
+        image = upload_to_image(self.conn, volume_id, f"stackvault-read-{name}-{self.job_id[:8]}", self.cloud.timeout,
+                                created)
         source = open_image_source(self.conn, image, name=name, key=key, tmpdir=self.tmpdir,
                                    retries=self.cloud.retries)
         self.stack.callback(source.close)
@@ -168,13 +166,6 @@ class DiskReaders:
     @property
     def tmpdir(self) -> str:
         return os.path.join(str(self.ctx.settings.workdir), "tmp")
-
-
-def _active_image(conn, image_id: str):
-    image = conn.image.get_image(image_id)
-    if image.status in ("killed", "deleted"):
-        raise StackvaultError(f"Glance image {image_id} went to {image.status}", "check the image service")
-    return image if image.status == "active" else None
 
 
 def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: str,
@@ -218,12 +209,10 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
             for vol in volumes:
                 entry = by_device.get(vol["device"])
                 if entry is None:  # image-backed server: snapshot the attached volume ourselves
-                    cs = conn.block_storage.create_snapshot(volume_id=vol["id"], force=True,
-                                                            name=f"stackvault-{server.name}-{job_id[:8]}",
-                                                            metadata={snaps.TEMP_KEY: job_id})
-                    stack.callback(snaps.delete_volume_snapshot, conn, cs.id, leftovers=leftovers)
-                    snaps.wait_snapshot(conn, cs.id, cloud.timeout)
-                    snapshot_id = cs.id
+                    snapshot_id = snaps.create_volume_snapshot(
+                        conn, vol["id"], f"stackvault-{server.name}-{job_id[:8]}", job_id)
+                    stack.callback(snaps.delete_volume_snapshot, conn, snapshot_id, leftovers=leftovers)
+                    snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
                 else:
                     snapshot_id = entry["snapshot_id"]
                 dev = vol["device"].rsplit("/", 1)[-1]
@@ -285,14 +274,13 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
             notes.append(note)
         snaps.check_snapshot_quota(conn, 1, f"volume {volume.name or volume.id}")
         log.info("volume %s (%s): snapshot", volume.name, volume.id)
-        cs = conn.block_storage.create_snapshot(volume_id=volume.id, force=True,
-                                                name=f"stackvault-{volume.name or volume.id}-{job_id[:8]}",
-                                                metadata={snaps.TEMP_KEY: job_id})
+        snapshot_id = snaps.create_volume_snapshot(
+            conn, volume.id, f"stackvault-{volume.name or volume.id}-{job_id[:8]}", job_id)
         retained: list[str] = []  # the snapshot, once it is the volume's base: then it stays
         with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
-            stack.callback(lambda: retained or snaps.delete_volume_snapshot(conn, cs.id, leftovers=leftovers))
-            snaps.wait_snapshot(conn, cs.id, cloud.timeout)
-            source = readers.from_volume(volume, cs.id, name=volume.name or volume.id,
+            stack.callback(lambda: retained or snaps.delete_volume_snapshot(conn, snapshot_id, leftovers=leftovers))
+            snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
+            source = readers.from_volume(volume, snapshot_id, name=volume.name or volume.id,
                                          key=f"volume:{volume.id}", meta={"volume_id": volume.id})
             record = back_up(ctx, BackupRequest(
                 sources=[source], level=level, name=volume.name or volume.id,
@@ -306,7 +294,8 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
             result.report = backup_report(record)
             result.status = record.status
             try:
-                keep_base(ctx, conn, volume.id, cs.id if isinstance(source, RbdSource) else None, result, retained)
+                read_from_rbd = snapshot_id if isinstance(source, RbdSource) else None
+                keep_base(ctx, conn, volume.id, read_from_rbd, result, retained)
             except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
                 notes.append(f"the volume's base snapshots were left as they are: {exc.__class__.__name__}: {exc}")
     except StackvaultError as exc:

@@ -8,15 +8,24 @@ is deleted.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from openstack import exceptions as os_exc
-
-from ..cloud.connection import CloudError, _first_line
-from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume
+from ..cloud.connection import CloudError
+from ..cloud.images import image_exists, upload_image
+from ..cloud.servers import ServerSpec, boot_server, delete_server, find_flavor_id, find_network_id, server_exists
+from ..cloud.snapshots import delete_image
+from ..cloud.volumes import (
+    attached_to_proxy,
+    create_temp_volume,
+    delete_volume,
+    keep_volume,
+    make_bootable,
+    volume_exists,
+)
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import DeviceTarget, FileTarget, restore_disk
 from ..errors import UsageError
@@ -49,18 +58,14 @@ def _disk_properties(record: BackupRecord, disk: DiskRecord) -> dict:
     return definition.get("image_properties", {}) if disk.name == boot_dev else {}
 
 
-def _refuse_existing(finder, kind: str, name: str, force: bool) -> None:
-    try:
-        existing = finder(name, ignore_missing=True)
-    except os_exc.DuplicateResource:
-        existing = True
-    if existing and not force:
+def _refuse_existing(exists: Callable[[Any, str], bool], conn, kind: str, name: str, force: bool) -> None:
+    if not force and exists(conn, name):
         raise UsageError(f"a {kind} named {name!r} exists", "choose another name or pass --force")
 
 
 def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,
                      force: bool = False, progress=None) -> dict:
-    _refuse_existing(conn.image.find_image, "Glance image", name, force)
+    _refuse_existing(image_exists, conn, "Glance image", name, force)
     tmpdir = os.path.join(str(ctx.settings.workdir), "tmp")
     os.makedirs(tmpdir, exist_ok=True)
     path = os.path.join(tmpdir, f"restore-{uuid.uuid4().hex[:8]}.qcow2")
@@ -70,16 +75,12 @@ def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskReco
                              progress=progress(disk.name, disk.size) if progress else None)
         props = carried_properties(_disk_properties(record, disk))
         props["stackvault_backup"] = record.backup_id
-        try:
-            image = conn.image.create_image(name=name, filename=path, disk_format="qcow2", container_format="bare",
-                                            wait=True, timeout=ctx.settings.cloud.timeout, **props)
-        except os_exc.SDKException as exc:
-            raise CloudError(f"upload of restored disk {disk.name} to Glance failed: {_first_line(exc)}",
-                             "check the image service and quota, then retry") from None
+        image_id = upload_image(conn, name, path, disk_format="qcow2", properties=props,
+                                what=f"restored disk {disk.name}", timeout_s=ctx.settings.cloud.timeout)
     finally:
         if os.path.exists(path):
             os.unlink(path)
-    return {"kind": "image", "id": image.id, "name": name, "disk": disk.name, "bytes_written": stats.bytes_written,
+    return {"kind": "image", "id": image_id, "name": name, "disk": disk.name, "bytes_written": stats.bytes_written,
             "properties": props}
 
 
@@ -89,19 +90,18 @@ def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRec
     if not cloud.proxy_server:
         raise UsageError("restoring to a volume attaches it to this proxy's server",
                          "set proxy_server in [cloud]")
-    _refuse_existing(conn.block_storage.find_volume, "volume", name, force)
+    _refuse_existing(volume_exists, conn, "volume", name, force)
     size_gb = max(1, math.ceil(disk.size / GiB))
     extra = {"volume_type": volume_type} if volume_type else {}
     vol = create_temp_volume(conn, "restore", size_gb=size_gb, name=name, timeout_s=cloud.timeout, **extra)
     try:
-        conn.block_storage.delete_volume_metadata(vol, keys=["stackvault_temp"])
+        keep_volume(conn, vol.id)
         with attached_to_proxy(conn, vol.id, cloud.proxy_server, cloud.device_root, cloud.timeout) as path:
             stats = restore_disk(ctx.repo, ctx.repo.get_index(disk), DeviceTarget(path), workers=ctx.settings.workers,
                                  progress=progress(disk.name, disk.size) if progress else None)
         props = carried_properties(_disk_properties(record, disk))
         if props:
-            conn.block_storage.set_volume_bootable_status(vol, True)
-            conn.block_storage.set_volume_image_metadata(vol, **props)
+            make_bootable(conn, vol.id, props)
     except BaseException:
         delete_volume(conn, vol.id, cloud.timeout)
         raise
@@ -116,17 +116,18 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
     if not definition:
         raise UsageError(f"backup {record.backup_id} is not of a server",
                          "restore its disk with --to volume:/image:/file:")
-    _refuse_existing(conn.compute.find_server, "server", name, force)
+    _refuse_existing(server_exists, conn, "server", name, force)
     cloud = ctx.settings.cloud
-    flavor_obj = conn.compute.find_flavor(flavor or definition["flavor"].get("original_name")
-                                          or definition["flavor"].get("name") or "", ignore_missing=True)
-    if flavor_obj is None:
+    flavor_id = find_flavor_id(conn, flavor or definition["flavor"].get("original_name")
+                               or definition["flavor"].get("name") or "")
+    if flavor_id is None:
         raise UsageError(f"flavor {flavor or definition['flavor'].get('original_name')!r} does not exist",
                          "pass --flavor NAME of an existing flavor")
     networks = [{"uuid": network}] if network else [{"uuid": n} for n in
                                                    dict.fromkeys(p["network_id"] for p in definition.get("ports", []))]
-    if network and conn.network.find_network(network, ignore_missing=True) is not None:
-        networks = [{"uuid": conn.network.find_network(network).id}]
+    network_id = find_network_id(conn, network) if network else None
+    if network_id is not None:
+        networks = [{"uuid": network_id}]
     boot_dev = definition.get("root_device_name", "/dev/vda").rsplit("/", 1)[-1]
     made: list[tuple[str, str]] = []  # (kind, id) to delete if the restore fails
     restored = []
@@ -149,28 +150,19 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
                             "device_name": vol.get("device")})
             restored.append(out)
         bdm.sort(key=lambda b: (b["boot_index"] != 0, b.get("device_name") or ""))
-        args = {"name": name, "flavor_id": flavor_obj.id, "networks": networks or "auto",
-                "metadata": {**definition.get("metadata", {}), "stackvault_backup": record.backup_id}}
-        if key_name or definition.get("key_name"):
-            args["key_name"] = key_name or definition["key_name"]
-        if definition.get("security_groups"):
-            args["security_groups"] = [{"name": g} for g in definition["security_groups"]]
-        if definition.get("availability_zone"):
-            args["availability_zone"] = definition["availability_zone"]
-        if boot_image:
-            args["image_id"] = boot_image
-        if bdm:
-            if boot_image:
-                bdm.insert(0, {"uuid": boot_image, "source_type": "image", "destination_type": "local",
-                               "boot_index": 0, "delete_on_termination": True})
-            args["block_device_mapping_v2"] = bdm
+        if bdm and boot_image:
+            bdm.insert(0, {"uuid": boot_image, "source_type": "image", "destination_type": "local",
+                           "boot_index": 0, "delete_on_termination": True})
+        spec = ServerSpec(name=name, flavor_id=flavor_id, networks=networks or "auto",
+                          metadata={**definition.get("metadata", {}), "stackvault_backup": record.backup_id},
+                          image_id=boot_image, block_device_mapping=bdm,
+                          key_name=key_name or definition.get("key_name"),
+                          security_groups=list(definition.get("security_groups") or []),
+                          availability_zone=definition.get("availability_zone"))
         try:
-            server = conn.compute.create_server(**args)
-            made.append(("server", server.id))
-            server = conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=cloud.timeout)
-        except os_exc.SDKException as exc:
-            raise CloudError(f"booting restored server {name} failed: {_first_line(exc)}",
-                             "check flavor, network and quota; the restored disks were removed") from None
+            server = boot_server(conn, spec, cloud.timeout, created=lambda sid: made.append(("server", sid)))
+        except CloudError as exc:
+            raise CloudError(exc.message, "check flavor, network and quota; the restored disks were removed") from None
     except BaseException:
         _undo(conn, made, cloud.timeout)
         raise
@@ -178,12 +170,11 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
 
 
 def _undo(conn, made: list[tuple[str, str]], timeout_s: float) -> None:
+    """Remove what a failed restore made, newest first (the server before the disks it boots from)."""
     for kind, obj_id in reversed(made):
-        with contextlib.suppress(os_exc.SDKException, CloudError):
-            if kind == "server":
-                conn.compute.delete_server(obj_id)
-                conn.compute.wait_for_delete(conn.compute.get_server(obj_id), wait=timeout_s)
-            elif kind == "volume":
-                delete_volume(conn, obj_id, timeout_s)
-            elif kind == "image":
-                conn.image.delete_image(obj_id, ignore_missing=True)
+        if kind == "server":
+            delete_server(conn, obj_id, timeout_s)
+        elif kind == "volume":
+            delete_volume(conn, obj_id, timeout_s)
+        elif kind == "image":
+            delete_image(conn, obj_id)

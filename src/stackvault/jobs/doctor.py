@@ -15,7 +15,7 @@ from collections.abc import Callable
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from ..cloud.connection import _first_line
+from ..cloud.connection import CloudError
 from ..cloud.consistency import (
     AGENT_PROPERTY,
     APPLICATION,
@@ -25,10 +25,12 @@ from ..cloud.consistency import (
     image_changed_after,
 )
 from ..cloud.definition import server_definition
+from ..cloud.images import set_image_properties
 from ..cloud.inventory import Selection, select_servers
 from ..cloud.rbd import bases
 from ..cloud.snapshots import snapshot_quota
 from ..errors import UsageError
+from ..retrying import first_line
 
 ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
                "since Xena logs the failure and snapshots anyway), so application is a claim until proven: install "
@@ -132,7 +134,7 @@ def retained_bases(conn, repo_id: str | None = None, parallel: int = 1) -> dict:
     try:
         found = bases(conn)
     except (os_exc.SDKException, ks_exc.ClientException) as exc:
-        return {"count": None, "error": _first_line(exc), "flags": []}
+        return {"count": None, "error": first_line(exc), "flags": []}
     flags = []
     if repo_id is not None:
         others: dict[str, int] = {}
@@ -178,11 +180,11 @@ def fix_images(conn, report: dict, confirm: Callable[[str], bool]) -> dict:
     done["confirmed"] = True
     for item in todo:
         try:
-            conn.image.update_image(item["image_id"], **{AGENT_PROPERTY: "yes", REQUIRE_PROPERTY: "yes"})
+            set_image_properties(conn, item["image_id"], {AGENT_PROPERTY: "yes", REQUIRE_PROPERTY: "yes"})
             done["images"].append({**item, "status": "updated"})
-        except os_exc.SDKException as exc:
+        except CloudError as exc:
             done["images"].append({**item, "status": "failed",
-                                   "error": f"{_first_line(exc)} (ask the image's owner or an admin to run "
+                                   "error": f"{exc.message} (ask the image's owner or an admin to run "
                                             f"openstack image set --property {AGENT_PROPERTY}=yes --property "
                                             f"{REQUIRE_PROPERTY}=yes {item['image_id']})"})
     return done

@@ -22,6 +22,8 @@ from sqlalchemy import select
 from ..catalog.models import JobRow
 from ..catalog.queue import FINISHING, Claim, PolicyQueue, QueueItem
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
+from ..cloud.servers import get_server
+from ..cloud.volumes import get_volume
 from ..config import PROXY_STATE_POLICY, Policy
 from ..engine.manifest import BackupRecord
 from ..engine.repository import hostname
@@ -111,11 +113,11 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
     try:
         conn = connect(policy.os_cloud or cloud.os_cloud)
         if item.kind == "server":
-            found = conn.compute.get_server(item.item_id)
-            result = back_up_server(job_ctx, conn, found, claim.level, claim.run_id, None, {POLICY_TAG: policy.name})
+            server = get_server(conn, item.item_id)
+            result = back_up_server(job_ctx, conn, server, claim.level, claim.run_id, None, {POLICY_TAG: policy.name})
         else:
-            found = conn.block_storage.get_volume(item.item_id)
-            result = back_up_volume(job_ctx, conn, found, claim.level, claim.run_id, None, {POLICY_TAG: policy.name})
+            volume = get_volume(conn, item.item_id)
+            result = back_up_volume(job_ctx, conn, volume, claim.level, claim.run_id, None, {POLICY_TAG: policy.name})
         report = result.to_dict()
     except Exception as exc:  # noqa: BLE001 - gone since it was queued, cloud unreachable: this item fails, not the run
         report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed",

@@ -1,56 +1,58 @@
-"""Retries with exponential backoff and full jitter, around any backend (as restic's backend/retry).
+"""Retries around any backend (as restic's backend/retry), under the project's one retry policy.
 
 Only `TransientError` is retried: drivers decide what is transient (5xx answers, timeouts, refused
-or reset connections), this wrapper decides how often and how long to wait. Every call the engine
-makes is safe to repeat: a PUT replaces the whole object, a DELETE of a missing object succeeds.
-Jitter keeps the upload workers of one or several proxies from retrying in lockstep against a store
-that is already overloaded.
+or reset connections), `stackvault.retrying` decides how often and how long to wait (exponential
+backoff with full jitter). Every call the engine makes is safe to repeat: a PUT replaces the whole
+object, a DELETE of a missing object succeeds.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
+from ..retrying import SERVICE
 from .base import Backend, BackendWrapper, ObjectInfo, TransientError
 
-log = logging.getLogger("stackvault.storage")
-
 T = TypeVar("T")
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError)
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, TransientError) else str(exc)
 
 
 class RetryingBackend(BackendWrapper):
     """`attempts` tries per call, sleeping up to base * 2**n seconds (capped at `max_delay`) between."""
 
-    def __init__(self, inner: Backend, *, attempts: int = 6, base_delay: float = 0.25,
-                 max_delay: float = 8.0, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, inner: Backend, *, attempts: int | None = None, base_delay: float | None = None,
+                 max_delay: float | None = None, sleep: Callable[[float], None] = time.sleep,
                  rng: Callable[[], float] = random.random) -> None:
+        """Each of `attempts`, `base_delay` and `max_delay` left out is the policy's for every service."""
         super().__init__(inner)
-        self.attempts = max(1, attempts)
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.attempts = max(1, attempts if attempts is not None else SERVICE.attempts or 1)
+        self.policy = replace(SERVICE, attempts=self.attempts,
+                              first_delay_s=SERVICE.first_delay_s if base_delay is None else base_delay,
+                              max_delay_s=SERVICE.max_delay_s if max_delay is None else max_delay)
         self._sleep = sleep
         self._rng = rng
         self.retries = 0  # calls repeated so far, for tests and metrics
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except TransientError as exc:
-                if attempt == self.attempts:
-                    raise TransientError(f"{exc.message} (gave up after {attempt} attempts)",
-                                         exc.fix) from exc
-                delay = self._rng() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                log.warning("%s: %s; retry %d of %d in %.2f s", what, exc.message, attempt,
-                            self.attempts - 1, delay)
-                self.retries += 1
-                self._sleep(delay)
-        raise AssertionError("unreachable")
+    def _counted(self) -> None:
+        self.retries += 1
 
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return self.policy.call(what, fn, _transient, describe=_message, sleep=self._sleep, rng=self._rng,
+                                    on_retry=self._counted)
+        except TransientError as exc:
+            raise TransientError(f"{exc.message} (gave up after {self.attempts} attempts)", exc.fix) from exc
     def put(self, key: str, data: bytes | memoryview) -> None:
         self._call(f"put {key}", lambda: self.inner.put(key, data))
 

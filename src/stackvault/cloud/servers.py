@@ -1,0 +1,109 @@
+"""Nova servers as jobs need them: the one a policy item names, a restored server booted from restored
+disks (and removed again when the restore fails), and the proxy's own server that volumes attach to.
+
+Booting and deleting wait with openstacksdk's waiters (`wait_for_server`, `wait_for_delete`); reads
+go through the one retry policy (`connection.cloud_call`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from openstack import exceptions as os_exc
+from openstack.compute.v2.server import Server
+
+from ..retrying import first_line
+from .connection import CloudError, cloud_call
+from .removal import remove
+
+
+@dataclass
+class ServerSpec:
+    """What a new server is booted with (Nova's create-server request, typed)."""
+
+    name: str
+    flavor_id: str
+    networks: list[dict[str, str]] | str  # [{"uuid": ...}] or "auto"
+    metadata: dict[str, str] = field(default_factory=dict)
+    image_id: str | None = None
+    block_device_mapping: list[dict] = field(default_factory=list)
+    key_name: str | None = None
+    security_groups: list[str] = field(default_factory=list)
+    availability_zone: str | None = None
+
+    def request(self) -> dict:
+        """The keyword arguments of openstacksdk's create_server."""
+        args: dict = {"name": self.name, "flavor_id": self.flavor_id, "networks": self.networks,
+                      "metadata": self.metadata}
+        if self.key_name:
+            args["key_name"] = self.key_name
+        if self.security_groups:
+            args["security_groups"] = [{"name": g} for g in self.security_groups]
+        if self.availability_zone:
+            args["availability_zone"] = self.availability_zone
+        if self.image_id:
+            args["image_id"] = self.image_id
+        if self.block_device_mapping:
+            args["block_device_mapping_v2"] = self.block_device_mapping
+        return args
+
+
+def get_server(conn, server_id: str) -> Server:
+    return cloud_call(f"get server {server_id}", lambda: conn.compute.get_server(server_id))
+
+
+def server_exists(conn, name: str) -> bool:
+    """Whether a server of that name (or id) exists; several of one name count as existing."""
+    try:
+        found = cloud_call(f"find server {name}", lambda: conn.compute.find_server(name, ignore_missing=True))
+    except os_exc.DuplicateResource:
+        return True
+    return found is not None
+
+
+def find_server_id(conn, name_or_id: str) -> str | None:
+    server = cloud_call(f"find server {name_or_id}", lambda: conn.compute.find_server(name_or_id, ignore_missing=True))
+    return server.id if server is not None else None
+
+
+def find_flavor_id(conn, name_or_id: str) -> str | None:
+    flavor = cloud_call(f"find flavor {name_or_id}", lambda: conn.compute.find_flavor(name_or_id, ignore_missing=True))
+    return flavor.id if flavor is not None else None
+
+
+def find_network_id(conn, name_or_id: str) -> str | None:
+    network = cloud_call(f"find network {name_or_id}",
+                         lambda: conn.network.find_network(name_or_id, ignore_missing=True))
+    return network.id if network is not None else None
+
+
+def boot_server(conn, spec: ServerSpec, timeout_s: float, created: Callable[[str], None]) -> Server:
+    """Create the server and wait until it is ACTIVE; `created(id)` is called as soon as it exists, so that
+    the caller can remove it should the boot fail. Not retried: a second create could make two servers."""
+    try:
+        server = conn.compute.create_server(**spec.request())
+        created(server.id)
+        return conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=timeout_s)
+    except os_exc.SDKException as exc:
+        raise CloudError(f"booting server {spec.name} failed: {first_line(exc)}",
+                         "check flavor, network and quota") from None
+
+
+def delete_server(conn, server_id: str, timeout_s: float, leftovers: list[str] | None = None) -> bool:
+    """Delete the server and wait until Nova has; False (and it noted in `leftovers`) when it stays."""
+
+    def delete() -> None:
+        conn.compute.delete_server(server_id, ignore_missing=True)
+        conn.compute.wait_for_delete(conn.compute.get_server(server_id), wait=timeout_s)
+
+    return remove(f"server {server_id}", delete, leftovers)
+
+
+def detach_volume(conn, server_id: str, volume_id: str) -> bool:
+    """Detach a volume from a server; False when Nova refuses (e.g. it is not attached to that server)."""
+    try:
+        conn.compute.delete_volume_attachment(server_id, volume_id)
+    except os_exc.SDKException:
+        return False
+    return True
