@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[1] / "src" / "stackvault"
+import stackvault
+
+SOURCE = Path(stackvault.__file__).parent
 CLOUD = SOURCE / "cloud"
 PROXIES = {"compute", "block_storage", "image", "network", "identity"}
 
@@ -23,6 +25,7 @@ NOT_A_CONNECTION = {
     ("identity", "backend"): "a storage backend's identity (the store it names)",
     ("identity", "inner"): "a wrapped storage backend's identity",
     ("identity", "repo"): "the repository's store identity",
+    ("identity", "store"): "the repository's storage identity (engine.repository)",
 }
 
 
