@@ -216,26 +216,34 @@ def delete_base(conn, snapshot_id: str, wait_s: float = BASE_DELETE_WAIT_S) -> s
         time.sleep(min(2.0, max(0.1, waited / 10)))
 
 
-def make_room_for_snapshot(conn, volume_id: str, repo_id: str) -> str | None:
-    """When Cinder's snapshot quota has no room for the job's snapshot and `repo_id` keeps a base
-    of the volume, release that base first: the backup then reads the volume in full, where it would
-    otherwise fail. The warning returned says why; None when nothing was released."""
-    short = snapshot_quota_short(conn, 1)
+def make_room_for_snapshot(conn, volume_ids: list[str], repo_id: str) -> str | None:
+    """When Cinder's snapshot quota has no room for the job's snapshots (one per volume) and `repo_id`
+    keeps bases of these volumes, release as many bases as it takes: those volumes are then read in
+    full, where the backup would otherwise fail. The warning returned says why; None when nothing
+    was released."""
+    needed = len(volume_ids)
+    short = snapshot_quota_short(conn, needed)
     if short is None:
         return None
+    used, maximum = short
     try:
-        found = bases(conn, repo_id=repo_id, volume_ids={volume_id})
+        found = bases(conn, repo_id=repo_id, volume_ids=set(volume_ids))
     except (os_exc.SDKException, ks_exc.ClientException):
         return None  # the quota check that follows says what is wrong
-    released = [b["id"] for b in found if delete_base(conn, b["id"]) == "deleted"]
+    released: list[str] = []
+    for base in found:  # only as many as needed: each one released costs its volume a full read
+        if maximum - used + len(released) >= needed:
+            break
+        if delete_base(conn, base["id"]) == "deleted":
+            released.append(base["id"])
     if not released:
         return None
     deadline = time.monotonic() + QUOTA_SETTLE_S  # Cinder counts a deletion a moment after the snapshot is gone
-    while snapshot_quota_short(conn, 1) is not None and time.monotonic() < deadline:
+    while snapshot_quota_short(conn, needed) is not None and time.monotonic() < deadline:
         time.sleep(0.5)
-    used, maximum = short
+    whose = "the volume" if needed == 1 else "the volumes"
     return (f"Cinder's snapshot quota was full ({used} of {maximum} snapshots): released the base snapshot "
-            f"{', '.join(released)} of the volume to make room, so this backup reads the volume in full (raise "
+            f"{', '.join(released)} of {whose} to make room, so this backup reads {whose} in full (raise "
             "the project's snapshot quota: each volume read from Ceph keeps one base snapshot, two while "
             "Differentials are made, beside the one each running backup takes)")
 

@@ -46,10 +46,6 @@ from .quiesce_proof import prove_after_backup
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
-#: Why an image-backed server's volumes are not read from Ceph: Nova snapshots only the root disk of such
-#: a server, quiesced; its volumes get crash-consistent snapshots of stackvault's own, read as before.
-IMAGE_BACKED_VOLUMES = ("an image-backed server's volumes are read through temporary volumes (the RBD path takes "
-                        "a volume-backed server's disks, snapshotted by Nova, and backup --volume)")
 
 
 @dataclass
@@ -185,6 +181,9 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
             raise StackvaultError(refusal)
         warnings = [w for w in [image_changed_after(definition)] if w]
         volumes = definition["volumes"]
+        if volumes and ctx.settings.ceph.volume_backends:
+            note = make_room_for_snapshot(conn, [v["id"] for v in volumes], ctx.repo.id)
+            warnings += [note] if note else []
         if definition["boot"] == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
         log.info("server %s (%s): %s consistency expected; snapshot", server.name, server.id, consistency)
@@ -192,8 +191,8 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
                                      image_ref=definition["image_id"] or "boot volume")
         window_end = time.time()
-        retained: list[str] = []  # Nova's snapshots kept as their volumes' next bases: not deleted with the rest
-        rbd_read: dict[str, str] = {}  # volume id -> Nova's snapshot of it that was read from RBD
+        retained: list[str] = []  # snapshots kept as their volumes' next bases: not deleted with the rest
+        rbd_read: dict[str, str] = {}  # volume id -> the snapshot of it that was read from RBD
         with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
             stack.callback(lambda: snaps.delete_server_snapshot(conn, snap, leftovers, keep=set(retained)))
             sources: list[DiskSource] = []
@@ -206,12 +205,17 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
                 stack.callback(sources[-1].close)
                 if volumes:
                     snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
+
+            def delete_unless_kept(snapshot_id: str) -> None:
+                if snapshot_id not in retained:
+                    snaps.delete_volume_snapshot(conn, snapshot_id, leftovers=leftovers)
+
             for vol in volumes:
                 entry = by_device.get(vol["device"])
                 if entry is None:  # image-backed server: snapshot the attached volume ourselves
                     snapshot_id = snaps.create_volume_snapshot(
                         conn, vol["id"], f"stackvault-{server.name}-{job_id[:8]}", job_id)
-                    stack.callback(snaps.delete_volume_snapshot, conn, snapshot_id, leftovers=leftovers)
+                    stack.callback(delete_unless_kept, snapshot_id)
                     snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
                 else:
                     snapshot_id = entry["snapshot_id"]
@@ -222,17 +226,16 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
                         "consistency": consistency if entry is not None else CRASH}
                 size_gb = int(vol["size_gb"] or (entry or {}).get("volume_size") or 1)
                 key = f"volume:{vol['id']}"
-                if entry is not None and ctx.settings.ceph.volume_backends:
-                    # Nova's quiesced snapshot, straight from RBD when the volume is there; kept as the base.
+                if ctx.settings.ceph.volume_backends:
+                    # The snapshot (Nova's, quiesced; or stackvault's own) straight from RBD when the volume
+                    # is there; then kept as the volume's next base.
                     source = readers.from_volume(server_volume(conn, vol['id'], size_gb), snapshot_id, name=dev,
                                                  key=key, meta=meta)
                     if isinstance(source, RbdSource):
                         rbd_read[vol["id"]] = snapshot_id
                     sources.append(source)
                     continue
-                sources.append(readers.from_volume_snapshot(
-                    snapshot_id, size_gb, name=dev, key=key, meta=meta,
-                    why=IMAGE_BACKED_VOLUMES if ctx.settings.ceph.volume_backends else ""))
+                sources.append(readers.from_volume_snapshot(snapshot_id, size_gb, name=dev, key=key, meta=meta))
             log.info("server %s: reading %d disks", server.name, len(sources))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={**(tags or {}), "server_id": server.id},
@@ -242,8 +245,6 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
             result.status = record.status
             if ctx.settings.ceph.volume_backends:
                 for vol in volumes:
-                    if by_device.get(vol["device"]) is None:
-                        continue
                     try:
                         keep_base(ctx, conn, vol["id"], rbd_read.get(vol["id"]), result, retained)
                     except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
@@ -269,7 +270,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
     leftovers: list[str] = []
     notes: list[str] = []  # warnings from before the backup's report exists
     try:
-        note = make_room_for_snapshot(conn, volume.id, ctx.repo.id)
+        note = make_room_for_snapshot(conn, [volume.id], ctx.repo.id)
         if note:
             notes.append(note)
         snaps.check_snapshot_quota(conn, 1, f"volume {volume.name or volume.id}")
