@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from ..server_definition import ServerDefinition
+
 APPLICATION = "application"
 UNKNOWN = "unknown"
 CRASH = "crash"
@@ -39,15 +41,14 @@ def quiesce_fix(server_name: str, image_ref: str) -> str:
             f"from an image without {REQUIRE_PROPERTY}=yes (image {image_ref})")
 
 
-def image_changed_after(definition: dict) -> str | None:
+def image_changed_after(definition: ServerDefinition) -> str | None:
     """Why the properties read now may not be those Nova applied, or None (they only count at creation)."""
-    props = definition["image_properties"]
-    updated, created = props.get("_image_updated_at"), definition.get("created_at")
-    if definition["boot"] == "image" and updated and created:
+    updated, created = definition.image_properties.get("_image_updated_at"), definition.created_at
+    if definition.boot == "image" and updated and created:
         try:
             if (datetime.fromisoformat(updated.replace("Z", "+00:00"))
                     > datetime.fromisoformat(created.replace("Z", "+00:00"))):
-                return (f"image {definition['image_id']} was changed after server {definition['name']} was created: "
+                return (f"image {definition.image_id} was changed after server {definition.name} was created: "
                         "Nova applied the properties it had then, which may differ from those read now")
         except ValueError:
             return None

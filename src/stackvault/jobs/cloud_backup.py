@@ -173,23 +173,23 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
     leftovers: list[str] = []
     try:
         definition = server_definition(conn, server)
-        consistency = expected_consistency(definition["image_properties"])
+        consistency = expected_consistency(definition.image_properties)
         result.consistency = consistency
 
         refusal = policy_refusal(definition, consistency, cloud.require_consistency)
         if refusal:
             raise StackvaultError(refusal)
         warnings = [w for w in [image_changed_after(definition)] if w]
-        volumes = definition["volumes"]
+        volumes = definition.volumes
         if volumes and ctx.settings.ceph.volume_backends:
-            note = make_room_for_snapshot(conn, [v["id"] for v in volumes], ctx.repo.id)
+            note = make_room_for_snapshot(conn, [v.id for v in volumes], ctx.repo.id)
             warnings += [note] if note else []
-        if definition["boot"] == "volume":
+        if definition.boot == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
         log.info("server %s (%s): %s consistency expected; snapshot", server.name, server.id, consistency)
         window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
         snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
-                                     image_ref=definition["image_id"] or "boot volume")
+                                     image_ref=definition.image_id or "boot volume")
         window_end = time.time()
         retained: list[str] = []  # snapshots kept as their volumes' next bases: not deleted with the rest
         rbd_read: dict[str, str] = {}  # volume id -> the snapshot of it that was read from RBD
@@ -198,7 +198,7 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
             sources: list[DiskSource] = []
             by_device = {e.get("device_name"): e for e in snap.volume_snapshots}
             if not snap.volume_backed:
-                root = definition["root_device_name"].rsplit("/", 1)[-1]
+                root = definition.root_device
                 sources.append(open_image_source(conn, snap.image, name=root, key=f"server:{server.id}:{root}",
                                                  tmpdir=readers.tmpdir, retries=cloud.retries))
                 sources[-1].meta["consistency"] = consistency
@@ -211,45 +211,45 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
                     snaps.delete_volume_snapshot(conn, snapshot_id, leftovers=leftovers)
 
             for vol in volumes:
-                entry = by_device.get(vol["device"])
+                entry = by_device.get(vol.device)
                 if entry is None:  # image-backed server: snapshot the attached volume ourselves
                     snapshot_id = snaps.create_volume_snapshot(
-                        conn, vol["id"], f"stackvault-{server.name}-{job_id[:8]}", job_id)
+                        conn, vol.id, f"stackvault-{server.name}-{job_id[:8]}", job_id)
                     stack.callback(delete_unless_kept, snapshot_id)
                     snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
                 else:
                     snapshot_id = entry["snapshot_id"]
-                dev = vol["device"].rsplit("/", 1)[-1]
+                dev = vol.device_name
                 # Nova quiesces only for its own snapshots: a volume that Cinder snapshots afterwards, on
                 # its own, is crash-consistent whatever the root disk is; each disk records its own.
-                meta = {"volume_id": vol["id"], "device": vol["device"],
+                meta = {"volume_id": vol.id, "device": vol.device,
                         "consistency": consistency if entry is not None else CRASH}
-                size_gb = int(vol["size_gb"] or (entry or {}).get("volume_size") or 1)
-                key = f"volume:{vol['id']}"
+                size_gb = int(vol.size_gb or (entry or {}).get("volume_size") or 1)
+                key = f"volume:{vol.id}"
                 if ctx.settings.ceph.volume_backends:
                     # The snapshot (Nova's, quiesced; or stackvault's own) straight from RBD when the volume
                     # is there; then kept as the volume's next base.
-                    source = readers.from_volume(server_volume(conn, vol['id'], size_gb), snapshot_id, name=dev,
+                    source = readers.from_volume(server_volume(conn, vol.id, size_gb), snapshot_id, name=dev,
                                                  key=key, meta=meta)
                     if isinstance(source, RbdSource):
-                        rbd_read[vol["id"]] = snapshot_id
+                        rbd_read[vol.id] = snapshot_id
                     sources.append(source)
                     continue
                 sources.append(readers.from_volume_snapshot(snapshot_id, size_gb, name=dev, key=key, meta=meta))
             log.info("server %s: reading %d disks", server.name, len(sources))
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={**(tags or {}), "server_id": server.id},
-                source_meta={"kind": "server", "server": definition}, consistency=consistency,
+                source_meta={"kind": "server", "server": definition.to_dict()}, consistency=consistency,
                 warnings=warnings), progress)
             result.report = backup_report(record)
             result.status = record.status
             if ctx.settings.ceph.volume_backends:
                 for vol in volumes:
                     try:
-                        keep_base(ctx, conn, vol["id"], rbd_read.get(vol["id"]), result, retained)
+                        keep_base(ctx, conn, vol.id, rbd_read.get(vol.id), result, retained)
                     except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
                         result.report.setdefault("warnings", []).append(
-                            f"the base snapshots of volume {vol['id']} were left as they are: "
+                            f"the base snapshots of volume {vol.id} were left as they are: "
                             f"{exc.__class__.__name__}: {exc}")
                         result.status = "warning" if result.status == "success" else result.status
         if cloud.verify_quiesce:

@@ -29,6 +29,7 @@ from ..cloud.volumes import (
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.restore import DeviceTarget, FileTarget, restore_disk
 from ..errors import UsageError
+from ..server_definition import ServerDefinition
 from .context import JobContext
 
 GiB = 1 << 30
@@ -45,17 +46,18 @@ def carried_properties(props: dict) -> dict:
     return {k: str(v) for k, v in props.items() if not k.startswith("_") and k not in NOT_CARRIED and v is not None}
 
 
-def _definition(record: BackupRecord) -> dict:
-    return (record.source or {}).get("server") or {}
+def _definition(record: BackupRecord) -> ServerDefinition | None:
+    """The server the backup is of, or None for a backup of a volume or a file."""
+    data = (record.source or {}).get("server")
+    return None if data is None else ServerDefinition.from_dict(data, record.backup_id)
 
 
 def _disk_properties(record: BackupRecord, disk: DiskRecord) -> dict:
     """Image properties that belong with this disk: the server's for its boot disk."""
     definition = _definition(record)
-    if not definition:
+    if definition is None:
         return dict(((record.source or {}).get("volume") or {}).get("volume_image_metadata") or {})
-    boot_dev = definition.get("root_device_name", "/dev/vda").rsplit("/", 1)[-1]
-    return definition.get("image_properties", {}) if disk.name == boot_dev else {}
+    return definition.image_properties if disk.name == definition.root_device else {}
 
 
 def _refuse_existing(exists: Callable[[Any, str], bool], conn, kind: str, name: str, force: bool) -> None:
@@ -113,52 +115,51 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
                    network: str | None = None, key_name: str | None = None, force: bool = False,
                    progress=None) -> dict:
     definition = _definition(record)
-    if not definition:
+    if definition is None:
         raise UsageError(f"backup {record.backup_id} is not of a server",
                          "restore its disk with --to volume:/image:/file:")
     _refuse_existing(server_exists, conn, "server", name, force)
     cloud = ctx.settings.cloud
-    flavor_id = find_flavor_id(conn, flavor or definition["flavor"].get("original_name")
-                               or definition["flavor"].get("name") or "")
+    flavor_id = find_flavor_id(conn, flavor or definition.flavor_name)
     if flavor_id is None:
-        raise UsageError(f"flavor {flavor or definition['flavor'].get('original_name')!r} does not exist",
+        raise UsageError(f"flavor {flavor or definition.flavor_name!r} does not exist",
                          "pass --flavor NAME of an existing flavor")
     networks = [{"uuid": network}] if network else [{"uuid": n} for n in
-                                                   dict.fromkeys(p["network_id"] for p in definition.get("ports", []))]
+                                                   dict.fromkeys(p["network_id"] for p in definition.ports)]
     network_id = find_network_id(conn, network) if network else None
     if network_id is not None:
         networks = [{"uuid": network_id}]
-    boot_dev = definition.get("root_device_name", "/dev/vda").rsplit("/", 1)[-1]
+    boot_dev = definition.root_device
     made: list[tuple[str, str]] = []  # (kind, id) to delete if the restore fails
     restored = []
     try:
         boot_image = None
         bdm = []
-        volumes_by_dev = {v["device"].rsplit("/", 1)[-1]: v for v in definition.get("volumes", [])}
+        volumes_by_dev = {v.device_name: v for v in definition.volumes}
         for disk in record.disks:
-            if disk.name == boot_dev and definition["boot"] == "image":
+            if disk.name == boot_dev and definition.boot == "image":
                 out = restore_to_image(ctx, conn, record, disk, f"{name}-{disk.name}", force=force, progress=progress)
                 made.append(("image", out["id"]))
                 boot_image = out["id"]
             else:
-                vol = volumes_by_dev.get(disk.name, {})
+                vol = volumes_by_dev.get(disk.name)
                 out = restore_to_volume(ctx, conn, record, disk, f"{name}-{disk.name}", force=force,
-                                        volume_type=vol.get("volume_type"), progress=progress)
+                                        volume_type=vol.volume_type if vol else None, progress=progress)
                 made.append(("volume", out["id"]))
                 bdm.append({"uuid": out["id"], "source_type": "volume", "destination_type": "volume",
                             "boot_index": 0 if disk.name == boot_dev else -1, "delete_on_termination": False,
-                            "device_name": vol.get("device")})
+                            "device_name": vol.device if vol else None})
             restored.append(out)
         bdm.sort(key=lambda b: (b["boot_index"] != 0, b.get("device_name") or ""))
         if bdm and boot_image:
             bdm.insert(0, {"uuid": boot_image, "source_type": "image", "destination_type": "local",
                            "boot_index": 0, "delete_on_termination": True})
         spec = ServerSpec(name=name, flavor_id=flavor_id, networks=networks or "auto",
-                          metadata={**definition.get("metadata", {}), "stackvault_backup": record.backup_id},
+                          metadata={**definition.metadata, "stackvault_backup": record.backup_id},
                           image_id=boot_image, block_device_mapping=bdm,
-                          key_name=key_name or definition.get("key_name"),
-                          security_groups=list(definition.get("security_groups") or []),
-                          availability_zone=definition.get("availability_zone"))
+                          key_name=key_name or definition.key_name,
+                          security_groups=list(definition.security_groups),
+                          availability_zone=definition.availability_zone)
         try:
             server = boot_server(conn, spec, cloud.timeout, created=lambda sid: made.append(("server", sid)))
         except CloudError as exc:

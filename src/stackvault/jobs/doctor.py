@@ -31,6 +31,7 @@ from ..cloud.rbd import bases
 from ..cloud.snapshots import snapshot_quota
 from ..errors import UsageError
 from ..retrying import first_line
+from ..server_definition import ServerDefinition
 
 ENFORCEMENT = ("image-backed: whether Nova aborts a live snapshot whose freeze fails depends on its release (libvirt "
                "since Xena logs the failure and snapshots anyway), so application is a claim until proven: install "
@@ -41,37 +42,37 @@ RECREATE = ("image properties apply only when a server is created: recreate the 
             "(or rebuild them, which replaces their root disk) for the fix to take effect")
 
 
-def fix_commands(definition: dict) -> list[str]:
+def fix_commands(definition: ServerDefinition) -> list[str]:
     """The `openstack` commands that give the server's source application consistency."""
-    props = definition["image_properties"]
+    props = definition.image_properties
     sets = f"--property {AGENT_PROPERTY}=yes --property {REQUIRE_PROPERTY}=yes"
-    if definition["boot"] == "image":
-        return [f"openstack image set {sets} {definition['image_id']}"] if definition["image_id"] else []
+    if definition.boot == "image":
+        return [f"openstack image set {sets} {definition.image_id}"] if definition.image_id else []
     commands = []
     if props.get("image_id"):
         commands.append(f"openstack image set {sets} {props['image_id']}")
-    boot = next((v for v in definition["volumes"] if v.get("boot_index") == 0), None)
+    boot = next((v for v in definition.volumes if v.boot_index == 0), None)
     if boot is not None:
         commands.append(f"openstack volume set --image-property {AGENT_PROPERTY}=yes "
-                        f"--image-property {REQUIRE_PROPERTY}=yes {boot['id']}")
+                        f"--image-property {REQUIRE_PROPERTY}=yes {boot.id}")
     return commands
 
 
-def _image_of(definition: dict) -> str | None:
-    if definition["boot"] == "image":
-        return definition["image_id"]
-    return definition["image_properties"].get("image_id")
+def _image_of(definition: ServerDefinition) -> str | None:
+    if definition.boot == "image":
+        return definition.image_id
+    return definition.image_properties.get("image_id")
 
 
-def _flags(definition: dict, consistency: str) -> list[str]:
+def _flags(definition: ServerDefinition, consistency: str) -> list[str]:
     """Why what the cloud says now may not be what the server got at creation, or what Nova will do."""
     flags = []
-    if consistency == APPLICATION and definition["boot"] == "image":
+    if consistency == APPLICATION and definition.boot == "image":
         flags.append(ENFORCEMENT)
     changed = image_changed_after(definition)
     if changed:
         flags.append(changed)
-    source = definition["image_properties_source"]
+    source = definition.image_properties_source
     if source.endswith("(deleted)"):
         flags.append(f"{source.replace(' (deleted)', '')} was deleted: the properties the server was created "
                      "with cannot be read, stackvault assumes none (crash)")
@@ -80,30 +81,30 @@ def _flags(definition: dict, consistency: str) -> list[str]:
     return flags
 
 
-def policy_refusal(definition: dict, consistency: str, require: str) -> str | None:
+def policy_refusal(definition: ServerDefinition, consistency: str, require: str) -> str | None:
     """Why a server must not be backed up under `require`, naming the server, its consistency and the fix."""
     if RANK[consistency] >= RANK[require]:
         return None
     fixes = fix_commands(definition)
     fix = (" && ".join(fixes) if fixes
            else f"boot the server from an image with {AGENT_PROPERTY}=yes {REQUIRE_PROPERTY}=yes")
-    return (f"server {definition['name']} ({definition['id']}) would get a {consistency}-consistent backup, below the "
+    return (f"server {definition.name} ({definition.id}) would get a {consistency}-consistent backup, below the "
             f"required {require} (require_consistency): refused before any snapshot; fix: {fix}, then recreate the "
             f"server ({RECREATE.split(': ')[0]}), or lower require_consistency / --require-consistency")
 
 
 def diagnose_server(conn, server, require: str) -> dict:
     definition = server_definition(conn, server)
-    props = definition["image_properties"]
+    props = definition.image_properties
     consistency = expected_consistency(props)
     return {
         "server_id": server.id,
         "name": server.name,
-        "boot": definition["boot"],
-        "created_at": definition["created_at"],
+        "boot": definition.boot,
+        "created_at": definition.created_at,
         "image_id": _image_of(definition),
         "image_name": props.get("_image_name") or props.get("image_name"),
-        "properties_source": definition["image_properties_source"],
+        "properties_source": definition.image_properties_source,
         AGENT_PROPERTY: props.get(AGENT_PROPERTY),
         REQUIRE_PROPERTY: props.get(REQUIRE_PROPERTY),
         "consistency": consistency,
