@@ -84,3 +84,11 @@ def raw_copy(path: Path, fmt: str, dest: Path) -> Path:
 
 def same_disk(a: Path, b: Path) -> bool:
     return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)]).returncode == 0
+
+
+@pytest.fixture
+def faults(devcloud):
+    """The dev cloud with no injected API faults before and after the test."""
+    devcloud.clear_faults()
+    yield devcloud
+    devcloud.clear_faults()

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.devcloud
 SERVER_ACTION = r"/servers/[^/]+/action$"
 
 
-@pytest.fixture
-def faults(devcloud):
-    devcloud.clear_faults()
-    yield devcloud
-    devcloud.clear_faults()
-
-
 def test_a_renamed_servers_series_carry_its_new_name_only(user, faults, conn, cloud_objects, tmp_path: Path) -> None:
     old = f"ren-{uuid.uuid4().hex[:6]}"
     server = _boot(conn, cloud_objects, old, "sv-noagent")

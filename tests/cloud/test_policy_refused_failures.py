@@ -14,13 +14,6 @@ pytestmark = pytest.mark.devcloud
 SNAPSHOT_CREATE = r"/snapshots$"
 
 
-@pytest.fixture
-def faults(devcloud):
-    devcloud.clear_faults()
-    yield devcloud
-    devcloud.clear_faults()
-
-
 def test_a_snapshot_cinder_refuses_counts_as_a_failure_of_its_volume(user, faults, conn, tmp_path: Path) -> None:
     name = f"ref-{uuid.uuid4().hex[:6]}"
     vol = conn.block_storage.create_volume(size=1, name=name)

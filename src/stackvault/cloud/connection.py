@@ -49,3 +49,12 @@ def cloud_call(what: str, fn: Callable[[], T]) -> T:
     """`fn()`, a call that is safe to repeat (a read, a listing, a metadata update), under the one
     retry policy: a 5xx, 429 or dropped connection is tried again; anything else is raised at once."""
     return SERVICE.call(what, fn, transient_cloud, describe=cloud_reason)
+
+
+def found(what: str, find: Callable[[], object]) -> bool:
+    """Whether `find` (an SDK `find_*` call with `ignore_missing=True`) finds `what`, a name or an id:
+    several of one name count as found, as a restore must not add one more of that name."""
+    try:
+        return cloud_call(f"find {what}", find) is not None
+    except os_exc.DuplicateResource:
+        return True

@@ -12,18 +12,14 @@ from openstack import exceptions as os_exc
 from openstack.image.v2.image import Image
 
 from ..retrying import first_line
-from .connection import CloudError, cloud_call
+from .connection import CloudError, cloud_call, found
 
 #: Seconds between two looks at an image being uploaded: an upload takes a while, asking often only loads Glance.
 WAIT_INTERVAL_S = 1.0
 
 
 def image_exists(conn, name: str) -> bool:
-    """Whether an image of that name (or id) exists; several of one name count as existing."""
-    try:
-        return cloud_call(f"find image {name}", lambda: conn.image.find_image(name, ignore_missing=True)) is not None
-    except os_exc.DuplicateResource:
-        return True
+    return found(f"image {name}", lambda: conn.image.find_image(name, ignore_missing=True))
 
 
 def wait_image_active(conn, image_id: str, timeout_s: float) -> Image:

@@ -14,7 +14,7 @@ from openstack import exceptions as os_exc
 from openstack.compute.v2.server import Server
 
 from ..retrying import first_line
-from .connection import CloudError, cloud_call
+from .connection import CloudError, cloud_call, found
 from .removal import remove
 
 
@@ -54,12 +54,7 @@ def get_server(conn, server_id: str) -> Server:
 
 
 def server_exists(conn, name: str) -> bool:
-    """Whether a server of that name (or id) exists; several of one name count as existing."""
-    try:
-        found = cloud_call(f"find server {name}", lambda: conn.compute.find_server(name, ignore_missing=True))
-    except os_exc.DuplicateResource:
-        return True
-    return found is not None
+    return found(f"server {name}", lambda: conn.compute.find_server(name, ignore_missing=True))
 
 
 def find_server_id(conn, name_or_id: str) -> str | None:

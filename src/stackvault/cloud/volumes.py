@@ -18,7 +18,7 @@ from openstack.block_storage.v3.volume import Volume
 from openstack.image.v2.image import Image
 
 from ..retrying import first_line
-from .connection import CloudError, cloud_call
+from .connection import CloudError, cloud_call, found
 from .images import wait_image_active
 from .removal import remove
 from .servers import find_server_id
@@ -30,12 +30,7 @@ def get_volume(conn, volume_id: str) -> Volume:
 
 
 def volume_exists(conn, name: str) -> bool:
-    """Whether a volume of that name (or id) exists; several of one name count as existing."""
-    try:
-        found = cloud_call(f"find volume {name}", lambda: conn.block_storage.find_volume(name, ignore_missing=True))
-    except os_exc.DuplicateResource:
-        return True
-    return found is not None
+    return found(f"volume {name}", lambda: conn.block_storage.find_volume(name, ignore_missing=True))
 
 
 def keep_volume(conn, volume_id: str) -> None:
