@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+#: The tag a policy's backups carry, naming the policy: its retention forgets only those.
+POLICY_TAG = "policy"
+
 
 class BackupLevel(StrEnum):
     """How much of a disk a backup reads and stores (docs/repository-format.md)."""

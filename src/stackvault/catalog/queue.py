@@ -52,7 +52,6 @@ class Claim:
     policy: str
     level: BackupLevel
     item: QueueItem
-    claimed: float = 0.0  # Unix time: what this claim's backup recorded is newer
 
 
 class PolicyQueue:
@@ -201,7 +200,7 @@ class PolicyQueue:
                 item.status, item.attempts = CLAIMED, item.attempts + 1
                 self._heartbeat.add(str(item.id))
                 return Claim(item.id, run.id, run.policy, BackupLevel(run.level),
-                             QueueItem(item.kind, item.item_id, item.name, item.availability_zone), now)
+                             QueueItem(item.kind, item.item_id, item.name, item.availability_zone))
         return None
 
     def finish(self, claim: Claim, result: str, report: dict) -> None:

@@ -34,10 +34,11 @@ from ..cloud.rbd import (
 from ..cloud.removal import leftovers_warning
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume, upload_to_image
-from ..domain import BackupLevel, JobStatus
+from ..domain import POLICY_TAG, BackupLevel, JobStatus
 from ..engine.rbdsource import RbdSource, open_rbd
 from ..engine.sources import DiskSource, RawSource
 from ..errors import DamagedRecordError, NotFoundError, SourceError, StackvaultError, UsageError
+from ..observe.targets import Target
 from .backup import BackupRequest, ProgressFactory, back_up, backup_report
 from .context import JobContext
 from .doctor import policy_refusal
@@ -57,6 +58,7 @@ class ItemResult:
     consistency: str | None = None
     error: str | None = None
     report: dict = field(default_factory=dict)
+    backup_began: bool = False  # from then on the backup's own job row records how it ended
 
     def note_leftovers(self, leftovers: list[str]) -> None:
         """What could not be deleted from the cloud makes a committed backup a warning, never a failure."""
@@ -237,6 +239,7 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
                     continue
                 sources.append(readers.from_volume_snapshot(snapshot_id, size_gb, name=dev, key=key, meta=meta))
             log.info("server %s: reading %d disks", server.name, len(sources))
+            result.backup_began = True
             record = back_up(ctx, BackupRequest(
                 sources=sources, level=level, name=server.name, tags={**(tags or {}), "server_id": server.id},
                 source_meta={"kind": "server", "server": definition.to_dict()}, consistency=consistency,
@@ -258,6 +261,8 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one server's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
+    if result.error and not result.backup_began:
+        record_failure_before_backup(ctx, result.kind, result.id, result.name, result.error, job_id, tags)
     result.note_leftovers(leftovers)
     return result
 
@@ -283,6 +288,7 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
             snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
             source = readers.from_volume(volume, snapshot_id, name=volume.name or volume.id,
                                          key=f"volume:{volume.id}", meta={"volume_id": volume.id})
+            result.backup_began = True
             record = back_up(ctx, BackupRequest(
                 sources=[source], level=level, name=volume.name or volume.id,
                 tags={**(tags or {}), "volume_id": volume.id},
@@ -303,11 +309,27 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one volume's surprise must not stop the others
         result.error = f"{exc.__class__.__name__}: {exc}"
+    if result.error and not result.backup_began:
+        record_failure_before_backup(ctx, result.kind, result.id, result.name, result.error, job_id, tags)
     if notes:
         result.report.setdefault("warnings", []).extend(notes)
         result.status = "warning" if result.status == "success" else result.status
     result.note_leftovers(leftovers)
     return result
+
+
+def record_failure_before_backup(ctx: JobContext, kind: str, item_id: str, name: str, error: str, job_id: str,
+                                 tags: dict[str, str] | None) -> None:
+    """A failed `backup` job row naming a server or volume whose backup never began (refused under
+    require_consistency, Cinder refusing the snapshot, the server gone): the failure metrics and
+    `stackvault jobs` read job rows, and a backup that began writes its own."""
+    report: dict = {"target": Target(kind, item_id, name).to_dict()}
+    if tags and POLICY_TAG in tags:
+        report.update({"policy": tags[POLICY_TAG], "run_id": job_id})
+    try:
+        ctx.catalog.finish_job(ctx.catalog.start_job("backup", ctx.repo.id), "failed", error, report=report)
+    except StackvaultError as exc:  # the item's failure is in the report already; the row is its echo
+        log.warning("the failure of %s %s was not recorded in the catalog: %s", kind, item_id, exc)
 
 
 def bases_in_use(repo, disk_key: str) -> set[str]:

@@ -11,30 +11,26 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
-from ..catalog.models import JobRow
 from ..catalog.queue import FINISHING, Claim, PolicyQueue, QueueItem
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
 from ..cloud.servers import get_server
 from ..cloud.volumes import get_volume
 from ..config import PROXY_STATE_POLICY, Policy
+from ..domain import POLICY_TAG
 from ..engine.manifest import BackupRecord
 from ..engine.repository import hostname
 from ..errors import LockedError, StackvaultError, UsageError
-from ..jobs.cloud_backup import back_up_server, back_up_volume, overall_status
+from ..jobs.cloud_backup import back_up_server, back_up_volume, overall_status, record_failure_before_backup
 from ..jobs.context import JobContext
 from ..jobs.gc import gc
 from ..jobs.proxy_state import backup_state
 from ..jobs.prune import prune
 from ..jobs.verify import verify
-from ..observe.targets import Target
 from .schedule import plan_level, policy_zone, verify_part
 
 #: Called with each finished run's report (metrics and notifications subscribe here); a hook that
@@ -43,7 +39,6 @@ run_finished_hooks: list[Callable[[dict], None]] = []
 
 #: The tag naming the policy a backup was made by: a policy's retention forgets only its own backups,
 #: never another policy's (a monthly archive of the same server) nor one made by hand.
-POLICY_TAG = "policy"
 
 Connect = Callable[[str | None], Any]  # cloud.connection.connect: an openstacksdk Connection
 
@@ -122,31 +117,10 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
     except Exception as exc:  # noqa: BLE001 - gone since it was queued, cloud unreachable: this item fails, not the run
         report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed",
                   "error": exc.message if isinstance(exc, StackvaultError) else f"{exc.__class__.__name__}: {exc}"}
+        record_failure_before_backup(ctx, item.kind, item.item_id, item.name, report["error"], claim.run_id,
+                                     {POLICY_TAG: policy.name})
     queue.finish(claim, report["status"], report)
     return report
-
-
-def back_up_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim, connect: Connect) -> dict:
-    """`work_item`, and a failed `backup` job row for an item that failed before its backup began (Cinder
-    refusing the snapshot, the server gone): the failure metrics and `stackvault jobs` read job rows."""
-    report = work_item(ctx, queue, policy, claim, connect)
-    if report["status"] == "failed" and not _backup_failure_recorded(ctx, claim):
-        job_id = ctx.catalog.start_job("backup", ctx.repo.id)
-        what = Target(claim.item.kind, claim.item.item_id, claim.item.name)
-        ctx.catalog.finish_job(job_id, "failed", str(report.get("error") or "failed before its backup began"),
-                               report={"target": what.to_dict(), "policy": policy.name, "run_id": claim.run_id})
-    return report
-
-
-def _backup_failure_recorded(ctx: JobContext, claim: Claim) -> bool:
-    """Whether the backup of the claimed item began, and so recorded its failure (`jobs.backup.back_up`),
-    since it was claimed: a failed backup job row of this process naming the item."""
-    since = datetime.fromtimestamp(int(claim.claimed), UTC).isoformat(timespec="seconds")
-    with ctx.catalog.session() as s:
-        rows = s.scalars(select(JobRow).where(JobRow.kind == "backup", JobRow.status == "failed",
-                                              JobRow.host == hostname(), JobRow.pid == os.getpid(),
-                                              JobRow.started >= since))
-        return any(((row.report or {}).get("target") or {}).get("id") == claim.item.item_id for row in rows)
 
 
 def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str) -> dict:
@@ -281,7 +255,7 @@ def run_policy(ctx: JobContext, name: str, connect: Connect, now: datetime | Non
     while True:
         claim = queue.claim(names, zones, run_id)
         if claim is not None:
-            back_up_item(ctx, queue, policy, claim, connect)
+            work_item(ctx, queue, policy, claim, connect)
             continue
         if queue.take_finished_run(names, run_id) is not None:
             return finish_run(ctx, queue, policy, run_id)

@@ -133,7 +133,7 @@ class PolicyServer:
             if claim is None:
                 break
             policy = policies[claim.policy]
-            running[workers.submit(policy_run.back_up_item, ctx, queue, policy, claim, self.connect)] = claim
+            running[workers.submit(policy_run.work_item, ctx, queue, policy, claim, self.connect)] = claim
         for future in [f for f in finishing if f.done()]:
             finishing.discard(future)
             self._run_finished(future)
