@@ -63,6 +63,7 @@ class Entry:
     size: int
     mtime: int
     target: str = ""  # a symbolic link's target
+    blocks: int = 0  # 512-byte blocks it occupies in the guest's file system (less than its size: sparse)
 
     @property
     def kind(self) -> str:
@@ -195,7 +196,8 @@ class DiskFiles:
 
     def _entry(self, path: str, st: dict) -> Entry:
         target = self._call(self._g.readlink, path) if stat.S_ISLNK(st["st_mode"]) else ""
-        return Entry(path, st["st_mode"], st["st_uid"], st["st_gid"], st["st_size"], st["st_mtime_sec"], target)
+        return Entry(path, st["st_mode"], st["st_uid"], st["st_gid"], st["st_size"], st["st_mtime_sec"], target,
+                     st["st_blocks"])
 
     def ls(self, path: str) -> list[Entry]:
         """A directory's entries (or the one entry of a file)."""
@@ -215,6 +217,13 @@ class DiskFiles:
         for rel in sorted(found):
             if pattern is None or fnmatch.fnmatchcase(posixpath.basename(rel), pattern):
                 yield posixpath.join(top.path, rel.lstrip("/"))
+
+    def occupied(self, entry: Entry) -> int:
+        """The bytes `entry` (a file, or a directory with everything below it) occupies in the guest's
+        file system: what extracting it writes here at most, since holes stay holes."""
+        if stat.S_ISDIR(entry.mode):
+            return int(self._call(self._g.du, entry.path)) * 1024
+        return min(entry.size, entry.blocks * 512)
 
     def download(self, path: str, dest: str) -> None:
         """A regular file's bytes to `dest` (a path of this host, or /dev/fd/N)."""

@@ -5,7 +5,9 @@ read-only to a libguestfs appliance (engine.guestfiles), which alone parses the 
 systems. Extracted files reach this host as a file's bytes or a tar stream; writing them here is
 guarded as a restore is: a new name (never over an existing path), staged under `NAME.partial` and
 renamed when complete; tar members that would land outside the target, device nodes and set-id bits
-are refused or dropped, since a hostile appliance could send anything.
+are refused or dropped, since a hostile appliance could send anything. Zeros are written as holes
+and the bytes written are bounded by the target's free space (engine.sparse_copy): a tenant's
+sparse file of terabytes cannot fill the proxy's disk.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from ..engine import pids
 from ..engine.guestfiles import TIMEOUT_S, DiskFiles, Entry
+from ..engine.sparse_copy import ByteBudget, copy_sparse
 from ..errors import ExtractionError, StackvaultError, UsageError, warn
+from ..progress import human_bytes
 from .context import JobContext
 from .disk_access import OpenDisk, open_disk, serving
 
@@ -98,38 +102,65 @@ def cat(ctx: JobContext, ref: str, disk: str | None, path: str, out: BinaryIO, t
 
 
 def get(ctx: JobContext, ref: str, disk: str | None, paths: list[str], to_dir: str,
-        timeout: float = TIMEOUT_S) -> dict:
-    """Each path (file or directory tree) to `to_dir/<its name>`, with owners, modes and times."""
+        timeout: float = TIMEOUT_S, max_bytes: int | None = None) -> dict:
+    """Each path (file or directory tree) to `to_dir/<its name>`, with owners, modes and times.
+
+    Refused before the first byte when what the paths occupy in the guest's file system exceeds the
+    target's free space less `FREE_MARGIN`, or `max_bytes`; the bytes written are held to that
+    bound as they come."""
     target_dir = os.path.abspath(to_dir)
     if not os.path.isdir(target_dir):
         raise UsageError(f"{target_dir} is not a directory", "create it first, or name another with --to")
     if not paths:
         raise UsageError("no path to extract", "name one, e.g. /etc/hostname")
     with browsing(ctx, ref, disk, timeout) as (opened, files):
-        done = []
+        todo = []
         for path in paths:
             entry = files.entry(path)
-            name = posixpath.basename(entry.path) or opened.disk
-            dest = os.path.join(target_dir, name)
+            dest = os.path.join(target_dir, posixpath.basename(entry.path) or opened.disk)
             if os.path.lexists(dest):
                 raise UsageError(f"{dest} exists", "choose another --to directory or move it away")
-            _extract(files, entry, dest)
+            todo.append((entry, dest))
+        budget = _budget(target_dir, sum(files.occupied(entry) for entry, _ in todo), max_bytes)
+        done = []
+        for entry, dest in todo:
+            _extract(files, entry, dest, budget)
             done.append({"path": entry.path, "to": dest, "kind": "directory" if stat.S_ISDIR(entry.mode) else "file"})
-        return _report(opened, extracted=done)
+        return _report(opened, extracted=done, bytes_written=budget.spent)
 
 
-def _extract(files: DiskFiles, entry: Entry, dest: str) -> None:
+#: Free space an extraction leaves on the target's file system, for everything else this host writes.
+FREE_MARGIN = 64 << 20
+
+
+def _budget(target_dir: str, needed: int, max_bytes: int | None) -> ByteBudget:
+    """What the extraction may write into `target_dir`; refused at once when `needed` does not fit."""
+    st = os.statvfs(target_dir)
+    limits = [(max(0, st.f_bavail * st.f_frsize - FREE_MARGIN),
+               f"the free space of {target_dir} less a {human_bytes(FREE_MARGIN)} margin",
+               "free space there, or choose another --to directory")]
+    if max_bytes is not None:
+        limits.append((max_bytes, "--max-bytes", "raise --max-bytes, or extract a smaller path"))
+    limit, why, fix = min(limits)
+    if needed > limit:
+        raise UsageError(f"the extraction needs {human_bytes(needed)} ({needed} bytes), more than {why} "
+                         f"({human_bytes(limit)}); nothing was written", fix)
+    return ByteBudget(limit, why, fix)
+
+
+def _extract(files: DiskFiles, entry: Entry, dest: str, budget: ByteBudget) -> None:
     partial = dest + ".partial"
     if os.path.lexists(partial):
         raise UsageError(f"{partial} exists (an interrupted extraction?)", "remove it and retry")
     try:
         if stat.S_ISDIR(entry.mode):
             os.mkdir(partial, 0o700)
-            _untar(files, entry.path, partial)
+            _untar(files, entry.path, partial, budget)
         elif stat.S_ISREG(entry.mode):
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
-                files.download(entry.path, f"/dev/fd/{fd}")
+                _streamed(lambda to: files.download(entry.path, to),
+                          lambda stream: copy_sparse(stream, fd, budget, entry.path))
             finally:
                 os.close(fd)
             _set_attributes(partial, entry)
@@ -170,34 +201,48 @@ def _set_attributes(path: str, entry: Entry) -> None:
     os.utime(path, (entry.mtime, entry.mtime), follow_symlinks=False)
 
 
-def _untar(files: DiskFiles, path: str, dest: str) -> None:
-    """The appliance's tar of `path`, streamed through a pipe and unpacked into `dest`."""
+_T = TypeVar("_T")
+
+
+def _streamed(produce: Callable[[str], None], consume: Callable[[BinaryIO], _T]) -> _T:
+    """What `produce` (a libguestfs call writing to the path it is given) sends through a pipe, read
+    by `consume` in this thread: libguestfs writes into a pipe on a thread of its own, and this
+    thread decides what reaches the disk."""
     r, w = os.pipe()
     failure: list[BaseException] = []
 
-    def produce() -> None:
+    def producing() -> None:
         try:
-            files.tar_out(path, f"/dev/fd/{w}")
+            produce(f"/dev/fd/{w}")
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             failure.append(exc)
         finally:
             os.close(w)
 
-    producer = threading.Thread(target=produce, name="sv-tar-out", daemon=True)
+    producer = threading.Thread(target=producing, name="sv-guest-out", daemon=True)
     producer.start()
     try:
         with os.fdopen(r, "rb") as stream:
-            skipped = unpack(stream, dest)
-    except tarfile.TarError as exc:
+            result = consume(stream)
+    except tarfile.TarError:
         producer.join()
-        if failure:
+        if failure:  # the appliance failed: the stream ended early, which is what the tar reader saw
             raise failure[0] from None
-        raise StackvaultError(f"extracting {path} failed: {exc}",
-                              "the disk may hold a damaged or hostile file system") from None
+        raise
     finally:
         producer.join()
     if failure:
         raise failure[0]
+    return result
+
+
+def _untar(files: DiskFiles, path: str, dest: str, budget: ByteBudget) -> None:
+    """The appliance's tar of `path`, streamed through a pipe and unpacked into `dest`."""
+    try:
+        skipped = _streamed(lambda to: files.tar_out(path, to), lambda stream: unpack(stream, dest, budget))
+    except tarfile.TarError as exc:
+        raise StackvaultError(f"extracting {path} failed: {exc}",
+                              "the disk may hold a damaged or hostile file system") from None
     if skipped:
         warn(f"{len(skipped)} symbolic link(s) under {path} point outside it and were not extracted "
              f"(first: {skipped[0]})")
@@ -211,7 +256,7 @@ class HostileTarError(tarfile.TarError):
     """A tar member that could write outside the target or through a link: the stream is refused."""
 
 
-def unpack(stream: BinaryIO, dest: str) -> list[str]:
+def unpack(stream: BinaryIO, dest: str, budget: ByteBudget) -> list[str]:
     """The appliance's tar stream unpacked into the directory `dest`; the symbolic links left out.
 
     The stream is hostile. tarfile's own filters resolve names with a non-strict realpath (which
@@ -222,6 +267,7 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
     link of the member's own name is removed first); a symbolic link only to a relative target
     inside the tree (others are skipped); names resolved with a strict realpath.
     Owners (numeric), modes without set-id bits and times are kept; devices and FIFOs skipped.
+    Regular files are written with their zeros as holes, within `budget`.
     """
     root = os.path.realpath(dest, strict=True)
     files: set[str] = set()
@@ -257,13 +303,15 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
                 os.link(_resolved(root, target), os.path.join(root, name), follow_symlinks=False)
                 continue
             checked = member.replace(name=name, mode=member.mode & ~(stat.S_ISUID | stat.S_ISGID), deep=False)
+            if checked.isreg():
+                _write_member(tar, checked, root, budget)
+                files.add(name)
+                continue
             # checked above; only what was checked is written. A directory's owner, mode and time
             # are set once its members are in (as extractall does): a 0555 directory still fills
             tar.extract(checked, root, set_attrs=not checked.isdir(), numeric_owner=True, filter="fully_trusted")
             if checked.isdir():
                 directories.append(checked)
-            elif checked.isreg():
-                files.add(name)
         for d in sorted(directories, key=lambda d: d.name, reverse=True):
             path = os.path.join(root, d.name)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -271,6 +319,22 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
                 tar.utime(d, path)
                 tar.chmod(d, path)
     return skipped
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, budget: ByteBudget) -> None:
+    """A checked regular file member, its zeros as holes, then its owner, mode and time."""
+    path = os.path.join(root, member.name)
+    source = tar.extractfile(member)
+    assert source is not None  # a regular member always has a reader
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # a member before its directory's (as tarfile does)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        copy_sparse(source, fd, budget, member.name)
+    finally:
+        os.close(fd)
+    tar.chown(member, path, numeric_owner=True)
+    tar.chmod(member, path)
+    tar.utime(member, path)
 
 
 def _member_name(member: tarfile.TarInfo) -> str | None:
