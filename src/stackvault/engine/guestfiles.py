@@ -115,6 +115,11 @@ class DiskFiles:
     def _kill(self) -> None:
         """The watchdog: kill the appliance's QEMU (a child of this process) wherever it hangs."""
         self._timed_out.set()
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the appliance's QEMU now: a call under way on another thread fails at once, so an
+        interrupted command need not wait for a download to end before it shuts down."""
         for pid in _qemu_children():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -177,11 +182,7 @@ class DiskFiles:
             pass  # killed by the watchdog, or never launched
         self._watchdog.cancel()
         self._g.close()
-        for pid in _qemu_children():  # a shutdown that failed leaves nothing running either
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        self.stop()  # a shutdown that failed leaves nothing running either
 
     def __enter__(self) -> DiskFiles:
         return self

@@ -16,12 +16,14 @@ import errno
 import os
 import posixpath
 import shutil
+import signal
 import stat
 import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import BinaryIO, TypeVar
 
 from ..engine import pids
@@ -36,8 +38,12 @@ from .disk_access import OpenDisk, open_disk, serving
 @contextmanager
 def browsing(ctx: JobContext, ref: str, disk: str | None,
              timeout: float = TIMEOUT_S) -> Iterator[tuple[OpenDisk, DiskFiles]]:
-    """One disk of one backup, and its file systems mounted read-only in an appliance."""
-    with open_disk(ctx, ref, disk, job="files") as opened:
+    """One disk of one backup, and its file systems mounted read-only in an appliance.
+
+    SIGTERM ends the command as Ctrl-C does (KeyboardInterrupt, exit 130): everything below is
+    undone on the way out (the partial extraction removed, the appliance and the export stopped,
+    the socket directory removed), where the default action would kill the process mid-write."""
+    with _terminated_as_interrupt(), open_disk(ctx, ref, disk, job="files") as opened:
         _remove_leftovers()
         sockdir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
         try:
@@ -49,6 +55,27 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
                 yield opened, files
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread, once: a second signal while the command
+    cleans up does not cut the clean-up short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 #: The private directory of a files command's export socket and overlay; names the command's pid.
@@ -159,7 +186,7 @@ def _extract(files: DiskFiles, entry: Entry, dest: str, budget: ByteBudget) -> N
         elif stat.S_ISREG(entry.mode):
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
-                _streamed(lambda to: files.download(entry.path, to),
+                _streamed(files, lambda to: files.download(entry.path, to),
                           lambda stream: copy_sparse(stream, fd, budget, entry.path))
             finally:
                 os.close(fd)
@@ -204,10 +231,12 @@ def _set_attributes(path: str, entry: Entry) -> None:
 _T = TypeVar("_T")
 
 
-def _streamed(produce: Callable[[str], None], consume: Callable[[BinaryIO], _T]) -> _T:
+def _streamed(files: DiskFiles, produce: Callable[[str], None], consume: Callable[[BinaryIO], _T]) -> _T:
     """What `produce` (a libguestfs call writing to the path it is given) sends through a pipe, read
     by `consume` in this thread: libguestfs writes into a pipe on a thread of its own, and this
-    thread decides what reaches the disk."""
+    thread decides what reaches the disk and stays where a signal can interrupt it (a thread inside
+    libguestfs runs no signal handler until the call returns). When `consume` fails or is
+    interrupted, the appliance is stopped, so the producer's call ends at once."""
     r, w = os.pipe()
     failure: list[BaseException] = []
 
@@ -229,6 +258,9 @@ def _streamed(produce: Callable[[str], None], consume: Callable[[BinaryIO], _T])
         if failure:  # the appliance failed: the stream ended early, which is what the tar reader saw
             raise failure[0] from None
         raise
+    except BaseException:
+        files.stop()
+        raise
     finally:
         producer.join()
     if failure:
@@ -239,7 +271,7 @@ def _streamed(produce: Callable[[str], None], consume: Callable[[BinaryIO], _T])
 def _untar(files: DiskFiles, path: str, dest: str, budget: ByteBudget) -> None:
     """The appliance's tar of `path`, streamed through a pipe and unpacked into `dest`."""
     try:
-        skipped = _streamed(lambda to: files.tar_out(path, to), lambda stream: unpack(stream, dest, budget))
+        skipped = _streamed(files, lambda to: files.tar_out(path, to), lambda stream: unpack(stream, dest, budget))
     except tarfile.TarError as exc:
         raise StackvaultError(f"extracting {path} failed: {exc}",
                               "the disk may hold a damaged or hostile file system") from None
