@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import resource
 import shlex
 import signal
 import stat
@@ -77,13 +78,15 @@ class Entry:
 class DiskFiles:
     """The file systems of one disk, mounted read-only inside a libguestfs appliance."""
 
-    def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, memsize: int = MEMSIZE_MIB,
-                 timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, overlay_limit: int,
+                 memsize: int = MEMSIZE_MIB, timeout: float = TIMEOUT_S) -> None:
         """`nbd_socket`: the Unix socket of the disk's NBD export; `overlay` a new file's path in a
-        private directory; `hv_dir` a private directory of this proxy's for the QEMU wrapper;
-        `label` names the disk in errors."""
+        private directory, which may grow to `overlay_limit` bytes; `hv_dir` a private directory of
+        this proxy's for the QEMU wrapper; `label` names the disk in errors."""
         guestfs = guestfs_module()
         self.label = label
+        self._overlay = overlay
+        self._overlay_limit = overlay_limit
         self._timed_out = threading.Event()
         self._g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
         # Nothing is written (read-only mounts, a throw-away overlay): no sync at shutdown, which a
@@ -107,10 +110,34 @@ class DiskFiles:
                                       "check that qemu-utils is installed")
             self._g.add_drive_opts(overlay, format="qcow2", readonly=False)
             self._call(self._g.launch)
+            self._bound_overlay()
             self.filesystems = self._mount_all()
         except BaseException:
             self.close()
             raise
+
+    def _bound_overlay(self) -> None:
+        """No file the appliance's QEMU writes may grow past the overlay's limit (RLIMIT_FSIZE, set
+        before anything is mounted, so before any journal is replayed): the kernel stops it there."""
+        for pid in _qemu_children():
+            try:
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (self._overlay_limit, self._overlay_limit))
+            except OSError:
+                pass  # it is already gone: the mount fails, with its own error
+
+    def _overlay_full(self) -> StackvaultError | None:
+        """The error to give when the appliance stopped because its overlay reached its limit."""
+        try:
+            size = os.path.getsize(self._overlay)
+        except OSError:
+            return None
+        if size < self._overlay_limit - (4 << 20):  # within a few qcow2 clusters of it
+            return None
+        return StackvaultError(f"the file systems of {self.label} need more than {self._overlay_limit >> 20} MiB "
+                               f"of scratch space in {os.path.dirname(os.path.dirname(self._overlay))} to be read "
+                               "(a journal to replay): the appliance was stopped",
+                               "free space in the working directory's file system (the limit is its free space "
+                               "less 64 MiB, at most 1 GiB), or restore the whole disk")
 
     def _kill(self) -> None:
         """The watchdog: kill the appliance's QEMU (a child of this process) wherever it hangs."""
@@ -135,7 +162,7 @@ class DiskFiles:
                 raise StackvaultError(f"reading the file systems of {self.label} took longer than "
                                       f"{self._timeout:.0f} s: the appliance was stopped",
                                       "raise --timeout, or the disk may hold a hostile file system") from None
-            raise _guestfs_error(exc, self.label) from None
+            raise self._overlay_full() or _guestfs_error(exc, self.label) from None
         except UnicodeDecodeError:
             where = " ".join(map(str, args))
             raise GuestNameError(f"a file name under {where or '/'} in {self.label} is not UTF-8",
@@ -166,6 +193,9 @@ class DiskFiles:
                 if self._timed_out.is_set():
                     raise StackvaultError(f"reading the file systems of {self.label} took longer than "
                                           f"{self._timeout:.0f} s", "raise --timeout") from None
+                full = self._overlay_full()
+                if full is not None:
+                    raise full from None
                 continue  # a damaged or unsupported file system: the others are still readable
             mounted[where] = device
         if not mounted:

@@ -2,8 +2,11 @@
 
 The disk is read in place: an NBD export of it (jobs.disk_access) on a private Unix socket, attached
 read-only to a libguestfs appliance (engine.guestfiles), which alone parses the tenant's file
-systems. Extracted files reach this host as a file's bytes or a tar stream; writing them here is
-guarded as a restore is: a new name (never over an existing path), staged under `NAME.partial` and
+systems. What the appliance writes (a journal replay) goes to a qcow2 overlay in the proxy's
+working directory, bounded by its free space, never to /tmp.
+
+Extracted files reach this host as a file's bytes or a tar stream; writing them here is guarded as
+a restore is: a new name (never over an existing path), staged under `NAME.partial` and
 renamed when complete; tar members that would land outside the target, device nodes and set-id bits
 are refused or dropped, since a hostile appliance could send anything. Zeros are written as holes
 and the bytes written are bounded by the target's free space (engine.sparse_copy): a tenant's
@@ -44,17 +47,34 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
     undone on the way out (the partial extraction removed, the appliance and the export stopped,
     the socket directory removed), where the default action would kill the process mid-write."""
     with _terminated_as_interrupt(), open_disk(ctx, ref, disk, job="files") as opened:
-        _remove_leftovers()
-        sockdir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
+        scratch_root = os.path.join(str(ctx.settings.workdir), "tmp")
+        os.makedirs(scratch_root, 0o700, exist_ok=True)
+        for parent in (tempfile.gettempdir(), scratch_root):
+            _remove_leftovers(parent)
+        prefix = f"{_DIR_PREFIX}{os.getpid()}-"
+        sockdir = tempfile.mkdtemp(prefix=prefix)  # short: a socket's path has at most 107 bytes
+        scratch = tempfile.mkdtemp(prefix=prefix, dir=scratch_root)
         try:
             sock = os.path.join(sockdir, "nbd")
             label = f"disk {opened.disk} of backup {opened.backup_id}"
-            overlay = os.path.join(sockdir, "overlay.qcow2")
+            overlay = os.path.join(scratch, "overlay.qcow2")
             with serving(opened, sock), DiskFiles(sock, overlay, label=label, hv_dir=str(ctx.settings.workdir),
-                                                  timeout=timeout) as files:
+                                                  overlay_limit=_overlay_limit(scratch), timeout=timeout) as files:
                 yield opened, files
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: The most the appliance's overlay may grow (a journal replay's writes): a tenant's file system
+#: cannot make the working directory's file system fill up.
+OVERLAY_MAX = 1 << 30
+
+
+def _overlay_limit(scratch: str) -> int:
+    """What the overlay may take: OVERLAY_MAX, or the working directory's free space less the margin."""
+    st = os.statvfs(scratch)
+    return max(0, min(OVERLAY_MAX, st.f_bavail * st.f_frsize - FREE_MARGIN))
 
 
 @contextmanager
@@ -78,14 +98,14 @@ def _terminated_as_interrupt() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-#: The private directory of a files command's export socket and overlay; names the command's pid.
+#: The private directories of a files command's export socket (in /tmp) and overlay (in the working
+#: directory's tmp/); they name the command's pid.
 _DIR_PREFIX = "sv-files-"
 
 
-def _remove_leftovers() -> None:
-    """The directories of files commands that were killed (their pid is gone): a killed command's
-    appliance dies with it (libguestfs watches its parent), its directory is removed here."""
-    tmp = tempfile.gettempdir()
+def _remove_leftovers(tmp: str) -> None:
+    """The directories in `tmp` of files commands that were killed (their pid is gone): a killed
+    command's appliance dies with it (libguestfs watches its parent), its directories are removed here."""
     for name in os.listdir(tmp):
         owner = name[len(_DIR_PREFIX):].split("-", 1)[0]
         if not (name.startswith(_DIR_PREFIX) and owner.isdigit()) or pids.alive(int(owner)):
