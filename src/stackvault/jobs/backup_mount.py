@@ -25,7 +25,9 @@ import errno
 import os
 import stat
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +38,7 @@ from ..engine.repository import Repository
 from ..errors import StackvaultError, UsageError, warn
 from .context import JobContext
 
-#: Disk readers kept open at once (each with its own block cache): bounds the mount's memory.
+#: Disk readers kept open at once when idle (each with its own block cache): bounds the mount's memory.
 OPEN_READERS = 4
 #: Each reader's block cache.
 CACHE_BYTES = 32 << 20
@@ -118,6 +120,7 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
 
         def __init__(self) -> None:
             self._readers: OrderedDict[tuple[str, str], DiskReader] = OrderedDict()
+            self._users: Counter[tuple[str, str]] = Counter()  # reads under way, per open reader
             self._lock = threading.Lock()
             self._uid, self._gid = os.getuid(), os.getgid()
 
@@ -174,25 +177,42 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
                 raise mfusepy.FuseOSError(errno.EROFS)
             return 0
 
-        def _reader(self, parts: tuple[str, ...]) -> DiskReader:
+        @contextmanager
+        def _reader(self, parts: tuple[str, ...]) -> Iterator[DiskReader]:
+            """The image's reader, open while the block runs: a reader in use is never evicted
+            (closing it would cancel the fetches its reads wait on), so the open readers may exceed
+            OPEN_READERS by the reads under way, and fall back to it as they end."""
             image = tree[parts[0]][parts[1]][parts[2]]
             key = (image.backup_id, image.disk.name)
             with self._lock:
                 reader = self._readers.get(key)
                 if reader is not None:
                     self._readers.move_to_end(key)
-                    return reader
-            reader = DiskReader(repo, repo.get_index(image.disk), cache_bytes=CACHE_BYTES)
-            with self._lock:
-                self._readers[key] = reader
-                while len(self._readers) > OPEN_READERS:
-                    _, old = self._readers.popitem(last=False)
+                    self._users[key] += 1
+            if reader is None:
+                opened = DiskReader(repo, repo.get_index(image.disk), cache_bytes=CACHE_BYTES)
+                with self._lock:
+                    reader = self._readers.setdefault(key, opened)  # another read may have opened it meanwhile
+                    self._readers.move_to_end(key)
+                    self._users[key] += 1
+                if reader is not opened:
+                    opened.close()
+            try:
+                yield reader
+            finally:
+                with self._lock:
+                    self._users[key] -= 1
+                    if not self._users[key]:
+                        del self._users[key]
+                    idle = [k for k in self._readers if k not in self._users]
+                    evicted = [self._readers.pop(k) for k in idle[: max(0, len(self._readers) - OPEN_READERS)]]
+                for old in evicted:  # outside the lock: a close waits for the reader's fetches under way
                     old.close()
-            return reader
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
             try:
-                return self._reader(self._find(path)).read(offset, size)
+                with self._reader(self._find(path)) as reader:
+                    return reader.read(offset, size)
             except StackvaultError as exc:  # a damaged chunk or an unreadable store: an I/O error
                 warn(f"reading {path} at {offset}: {exc}")
                 raise mfusepy.FuseOSError(errno.EIO) from None
