@@ -21,6 +21,7 @@ libfuse turns Ctrl-C and SIGTERM into a clean unmount, after which the command r
 
 from __future__ import annotations
 
+import ctypes.util
 import errno
 import os
 import stat
@@ -40,6 +41,8 @@ from .context import JobContext
 
 #: Disk readers kept open at once when idle (each with its own block cache): bounds the mount's memory.
 OPEN_READERS = 4
+#: What libfuse 3's fuse_main returns when a signal (Ctrl-C, SIGTERM) ended its loop: a clean unmount.
+_LOOP_ENDED_BY_SIGNAL = 8
 #: Each reader's block cache.
 CACHE_BYTES = 32 << 20
 
@@ -102,6 +105,11 @@ def _image_name(disk: str) -> str:
 
 
 def _fuse() -> Any:
+    """mfusepy over libfuse 3 where it is installed: mfusepy takes libfuse 2 when both are (the first
+    `find_library` match), whose operations have no `lseek`, so SEEK_DATA/SEEK_HOLE would not reach
+    the mount. FUSE_LIBRARY_NAME, set before the first import, is mfusepy's own way to choose."""
+    if "FUSE_LIBRARY_NAME" not in os.environ and ctypes.util.find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
     try:
         import mfusepy
     except (ImportError, OSError) as exc:  # OSError: libfuse itself is missing
@@ -123,6 +131,10 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
             self._users: Counter[tuple[str, str]] = Counter()  # reads under way, per open reader
             self._lock = threading.Lock()
             self._uid, self._gid = os.getuid(), os.getgid()
+            self.was_mounted = False
+
+        def init(self, path: str) -> None:
+            self.was_mounted = True
 
         def _find(self, path: str) -> tuple[str, ...]:
             parts = tuple(p for p in path.split("/") if p)
@@ -217,6 +229,19 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
                 warn(f"reading {path} at {offset}: {exc}")
                 raise mfusepy.FuseOSError(errno.EIO) from None
 
+        def lseek(self, path: str, offset: int, whence: int, fh: int) -> int:
+            """SEEK_DATA and SEEK_HOLE from the block index (the kernel answers the other kinds itself),
+            so `cp --sparse`, `qemu-img` and backup tools skip an image's holes without reading them."""
+            if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+                raise mfusepy.FuseOSError(errno.EINVAL)
+            with self._reader(self._find(path)) as reader:
+                if offset < 0 or offset >= reader.size:
+                    raise mfusepy.FuseOSError(errno.ENXIO)
+                found = reader.data_from(offset) if whence == os.SEEK_DATA else reader.hole_from(offset)
+            if found is None:
+                raise mfusepy.FuseOSError(errno.ENXIO)
+            return found
+
         def statfs(self, path: str) -> dict[str, int]:
             return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
 
@@ -227,6 +252,19 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
                 self._readers.clear()
 
     return BackupFS()
+
+
+def _fuse_with_lseek(mfusepy: Any) -> Any:
+    """mfusepy's FUSE, with the wrapper of libfuse 3's `lseek` callback it lacks (its operations
+    table has the slot; libfuse 3.8 and later, Linux 4.19 and later pass SEEK_DATA/SEEK_HOLE on)."""
+
+    class FUSE(mfusepy.FUSE):
+        def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
+            fh = fip.contents if self.raw_fi else fip.contents.fh
+            name = None if path is None else path.decode(self.encoding, self.errors)
+            return int(self.operations.lseek(name, offset, whence, fh))
+
+    return FUSE
 
 
 def mount(ctx: JobContext, mountpoint: str, server: str | None, backup: str | None) -> dict:
@@ -250,11 +288,12 @@ def mount(ctx: JobContext, mountpoint: str, server: str | None, backup: str | No
             tree = shown
         ops = make_operations(repo, tree)
         try:
-            mfusepy.FUSE(ops, where, foreground=True, ro=True, nothreads=False, fsname="stackvault",
-                         subtype="stackvault", default_permissions=True)
+            _fuse_with_lseek(mfusepy)(ops, where, foreground=True, ro=True, nothreads=False, fsname="stackvault",
+                                           subtype="stackvault", default_permissions=True)
         except RuntimeError as exc:
-            raise StackvaultError(f"cannot mount at {where}: {exc}",
-                                  "check that the directory is empty and that /dev/fuse is usable") from None
+            if not (ops.was_mounted and exc.args == (_LOOP_ENDED_BY_SIGNAL,)):
+                raise StackvaultError(f"cannot mount at {where}: {exc}",
+                                      "check that the directory is empty and that /dev/fuse is usable") from None
         finally:
             ops.close_all()
     return {"mountpoint": where, "servers": sorted(tree), "backups": sum(len(b) for b in tree.values()),
