@@ -53,8 +53,9 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
             _remove_leftovers(parent)
         prefix = f"{_DIR_PREFIX}{os.getpid()}-"
         sockdir = tempfile.mkdtemp(prefix=prefix)  # short: a socket's path has at most 107 bytes
-        scratch = tempfile.mkdtemp(prefix=prefix, dir=scratch_root)
+        scratch = ""
         try:
+            scratch = tempfile.mkdtemp(prefix=prefix, dir=scratch_root)
             sock = os.path.join(sockdir, "nbd")
             label = f"disk {opened.disk} of backup {opened.backup_id}"
             overlay = os.path.join(scratch, "overlay.qcow2")
@@ -63,7 +64,8 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
                 yield opened, files
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 #: The most the appliance's overlay may grow (a journal replay's writes): a tenant's file system
