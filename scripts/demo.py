@@ -6,8 +6,9 @@ stackvault's fsfreeze hook in the guests with an agent, writes data inside the g
 backup of all of them, changes the data, runs an Incremental, restores two servers to new servers,
 boots them and reads the data back from inside the restored guests. Last, runs stackvault as a service:
 a policy in the config, `stackvault server` taking its first scheduled run, `stackvault jobs` and the
-Prometheus endpoint, then SIGTERM. Exits non-zero if any byte differs, the policy's run failed or the
-server did not stop cleanly.
+Prometheus endpoint, then SIGTERM. Last, a file-level restore: a directory of a backup listed and one
+file extracted (scripts/demo_files.py), its checksum against the guest's own. Exits non-zero if any
+byte differs, the policy's run failed or the server did not stop cleanly.
 
 What a newcomer should see: the RBD-backed disk's Incremental reads only the blocks Ceph lists as
 changed (bytes read next to the disk's size), and the backups of the guests with the hook say
@@ -30,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from demo_files import show_file_restore  # noqa: E402 - beside this script
 
 from devcloud import cloud as devcloud_cloud  # noqa: E402 - after src/ is on sys.path
 from devcloud.context import CloudContext  # noqa: E402 - after src/ is on sys.path
@@ -175,6 +178,8 @@ def main() -> int:
     print(f"(the base snapshot kept for {servers['demo-db'].name}'s next Incremental stays until `stackvault "
           "cleanup --bases`; the next `make demo` releases it)")
     failures += not run_as_service(config, env)
+    say("file-level restore: a directory of demo-web's newest backup listed and one file extracted, read in place")
+    failures += not show_file_restore(SV, hv, servers["demo-web"], env, OUT)
     say("demo finished" + (": every byte read back from the restored guests is right" if not failures
                            else " WITH ERRORS"))
     print(f"the cloud is still up: `.venv/bin/devcloud --state-dir {STATE} down` stops it")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from stackvault.engine.sparse_copy import ByteBudget
 from stackvault.jobs.file_restore import unpack
 
 
@@ -38,7 +39,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", mode: 
 def _unpack(tmp_path: Path, stream: io.BytesIO) -> tuple[Path, list[str]]:
     dest = tmp_path / "dest"
     dest.mkdir()
-    return dest, unpack(stream, str(dest))
+    return dest, unpack(stream, str(dest), ByteBudget(1 << 30, "the test's bound", "none"))
 
 
 def _outside_untouched(outside: Path, content: bytes) -> None:

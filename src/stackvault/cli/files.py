@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from .. import render
-from ..config import seconds
+from ..config import parse_size, seconds
 from ..errors import UsageError
 from .command import Outcome, command
 from .invocation import Invocation
@@ -23,6 +23,9 @@ def _files_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, metavar="GLOB", help="find: only names matching this glob")
     p.add_argument("--timeout", type=checked(seconds, "--timeout"), default=None, metavar="DURATION",
                    help="stop the appliance after this long (default 10m)")
+    p.add_argument("--max-bytes", type=parse_size, default=None, metavar="SIZE",
+                   help="get: refuse an extraction that would write more than this (e.g. 10G; the target's "
+                        "free space less 64 MiB bounds it anyway)")
 
 
 @command("files", "list, search and extract files inside a backed-up disk (read in a libguestfs appliance)",
@@ -45,7 +48,7 @@ def files(inv: Invocation) -> Outcome:
                        renderer=lambda _result: "")
     if not args.to:
         raise UsageError("files get needs a directory to extract into", "add --to DIR")
-    return Outcome(file_restore.get(ctx, args.backup, args.disk, [args.path], args.to, timeout),
+    return Outcome(file_restore.get(ctx, args.backup, args.disk, [args.path], args.to, timeout, args.max_bytes),
                    renderer=render.files_extracted)
 
 

@@ -60,6 +60,24 @@ class DiskReader:
         first, last = offset // bs, (offset + length - 1) // bs
         return next(iter(self.index.data_blocks(first, last + 1)), None) is None
 
+    def data_from(self, offset: int) -> int | None:
+        """SEEK_DATA: the first offset at or after `offset` outside the holes the index knows; None
+        when only holes follow. Block-granular, as the index is."""
+        bs = self.index.block_size
+        for i, _digest in self.index.data_blocks(offset // bs):
+            return max(offset, i * bs)
+        return None
+
+    def hole_from(self, offset: int) -> int:
+        """SEEK_HOLE: the first offset at or after `offset` in a hole (the disk's end counts as one)."""
+        bs = self.index.block_size
+        i = offset // bs
+        for j, _digest in self.index.data_blocks(i):
+            if j != i:
+                break
+            i += 1
+        return max(offset, min(i * bs, self.size))
+
     def read(self, offset: int, length: int) -> bytes:
         """`length` bytes from `offset` (clipped at the disk's end)."""
         length = max(0, min(length, self.size - offset))

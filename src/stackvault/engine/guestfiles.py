@@ -14,7 +14,10 @@ channel. A hostile file system can at worst crash or hang that appliance, which 
 
 File systems appear under one tree: a disk holding a single file system shows it at `/`; a disk with
 several (partitions, LVM logical volumes) shows each under its device name, e.g. `/sda1`,
-`/vg0/data` (`ls /` lists them).
+`/vg0/data` (`ls /` lists them). When libguestfs' inspection finds one operating system on a disk
+with several, its root file system is shown at `/` instead (`/etc/hostname` is the guest's), beside
+the other file systems under their device names: the paths a guest's owner knows. Inside the
+appliance every file system stays mounted at its device name; paths are translated on the way in.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import resource
 import shlex
 import signal
 import stat
@@ -63,6 +67,7 @@ class Entry:
     size: int
     mtime: int
     target: str = ""  # a symbolic link's target
+    blocks: int = 0  # 512-byte blocks it occupies in the guest's file system (less than its size: sparse)
 
     @property
     def kind(self) -> str:
@@ -76,13 +81,16 @@ class Entry:
 class DiskFiles:
     """The file systems of one disk, mounted read-only inside a libguestfs appliance."""
 
-    def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, memsize: int = MEMSIZE_MIB,
-                 timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, overlay_limit: int,
+                 memsize: int = MEMSIZE_MIB, timeout: float = TIMEOUT_S) -> None:
         """`nbd_socket`: the Unix socket of the disk's NBD export; `overlay` a new file's path in a
-        private directory; `hv_dir` a private directory of this proxy's for the QEMU wrapper;
-        `label` names the disk in errors."""
+        private directory, which may grow to `overlay_limit` bytes; `hv_dir` a private directory of
+        this proxy's for the QEMU wrapper; `label` names the disk in errors."""
         guestfs = guestfs_module()
         self.label = label
+        self._overlay = overlay
+        self._overlay_limit = overlay_limit
+        self._os_root: str | None = None  # where the inspected OS's root file system is mounted
         self._timed_out = threading.Event()
         self._g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
         # Nothing is written (read-only mounts, a throw-away overlay): no sync at shutdown, which a
@@ -106,14 +114,43 @@ class DiskFiles:
                                       "check that qemu-utils is installed")
             self._g.add_drive_opts(overlay, format="qcow2", readonly=False)
             self._call(self._g.launch)
+            self._bound_overlay()
             self.filesystems = self._mount_all()
         except BaseException:
             self.close()
             raise
 
+    def _bound_overlay(self) -> None:
+        """No file the appliance's QEMU writes may grow past the overlay's limit (RLIMIT_FSIZE, set
+        before anything is mounted, so before any journal is replayed): the kernel stops it there."""
+        for pid in _qemu_children():
+            try:
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (self._overlay_limit, self._overlay_limit))
+            except OSError:
+                pass  # it is already gone: the mount fails, with its own error
+
+    def _overlay_full(self) -> StackvaultError | None:
+        """The error to give when the appliance stopped because its overlay reached its limit."""
+        try:
+            size = os.path.getsize(self._overlay)
+        except OSError:
+            return None
+        if size < self._overlay_limit - (4 << 20):  # within a few qcow2 clusters of it
+            return None
+        return StackvaultError(f"the file systems of {self.label} need more than {self._overlay_limit >> 20} MiB "
+                               f"of scratch space in {os.path.dirname(os.path.dirname(self._overlay))} to be read "
+                               "(a journal to replay): the appliance was stopped",
+                               "free space in the working directory's file system (the limit is its free space "
+                               "less 64 MiB, at most 1 GiB), or restore the whole disk")
+
     def _kill(self) -> None:
         """The watchdog: kill the appliance's QEMU (a child of this process) wherever it hangs."""
         self._timed_out.set()
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the appliance's QEMU now: a call under way on another thread fails at once, so an
+        interrupted command need not wait for a download to end before it shuts down."""
         for pid in _qemu_children():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -129,7 +166,7 @@ class DiskFiles:
                 raise StackvaultError(f"reading the file systems of {self.label} took longer than "
                                       f"{self._timeout:.0f} s: the appliance was stopped",
                                       "raise --timeout, or the disk may hold a hostile file system") from None
-            raise _guestfs_error(exc, self.label) from None
+            raise self._overlay_full() or _guestfs_error(exc, self.label) from None
         except UnicodeDecodeError:
             where = " ".join(map(str, args))
             raise GuestNameError(f"a file name under {where or '/'} in {self.label} is not UTF-8",
@@ -140,6 +177,7 @@ class DiskFiles:
         """Mount every file system the appliance can read; {mount point: device}."""
         found = self._call(self._g.list_filesystems)
         devices = sorted(d for d, kind in found.items() if kind not in ("swap", "unknown", ""))
+        os_root = self._inspected_root() if len(devices) > 1 else None
         if len(devices) == 1:
             places = {devices[0]: "/"}
         else:
@@ -160,13 +198,45 @@ class DiskFiles:
                 if self._timed_out.is_set():
                     raise StackvaultError(f"reading the file systems of {self.label} took longer than "
                                           f"{self._timeout:.0f} s", "raise --timeout") from None
+                full = self._overlay_full()
+                if full is not None:
+                    raise full from None
                 continue  # a damaged or unsupported file system: the others are still readable
             mounted[where] = device
+            if device == os_root:
+                self._os_root = where
         if not mounted:
             seen = ", ".join(f"{d} {k or 'unknown'}" for d, k in sorted(found.items())) or "nothing"
             raise UsageError(f"{self.label} holds no file system that can be read (found: {seen})",
                              "restore the whole disk with `stackvault restore --to file:PATH` instead")
         return mounted
+
+    def _inspected_root(self) -> str | None:
+        """The root file system's device of the one operating system inspection finds, if it finds
+        exactly one (a disk with two is shown by device names only)."""
+        try:
+            roots = self._g.inspect_os()
+        except RuntimeError:
+            if self._timed_out.is_set():
+                raise StackvaultError(f"reading the file systems of {self.label} took longer than "
+                                      f"{self._timeout:.0f} s", "raise --timeout") from None
+            return None  # nothing inspection recognises: device names, as for a data disk
+        return roots[0] if len(roots) == 1 else None
+
+    def _beside_root(self, path: str) -> bool:
+        """`path` names another file system than the OS root's (or a directory holding one)."""
+        return path != "/" and any(path == p or path.startswith(p + "/") or p.startswith(path + "/")
+                                   for p in self.filesystems if p != self._os_root)
+
+    def _inner(self, path: str) -> str:
+        """A path as shown (the OS root at `/`) -> where it is mounted in the appliance."""
+        if self._os_root is None or self._beside_root(path):
+            return path
+        return self._os_root if path == "/" else self._os_root + path
+
+    def _others(self) -> list[str]:
+        """Beside an OS root shown at `/`: the top directories of the other file systems."""
+        return sorted({"/" + p.strip("/").split("/")[0] for p in self.filesystems if p != self._os_root})
 
     def close(self) -> None:
         """Shut the appliance down; the watchdog keeps watching until it is, since a shutdown can hang too."""
@@ -176,11 +246,7 @@ class DiskFiles:
             pass  # killed by the watchdog, or never launched
         self._watchdog.cancel()
         self._g.close()
-        for pid in _qemu_children():  # a shutdown that failed leaves nothing running either
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        self.stop()  # a shutdown that failed leaves nothing running either
 
     def __enter__(self) -> DiskFiles:
         return self
@@ -190,39 +256,56 @@ class DiskFiles:
 
     def entry(self, path: str) -> Entry:
         path = _absolute(path)
-        st = self._call(self._g.lstatns, path)
+        st = self._call(self._g.lstatns, self._inner(path))
         return self._entry(path, st)
 
     def _entry(self, path: str, st: dict) -> Entry:
-        target = self._call(self._g.readlink, path) if stat.S_ISLNK(st["st_mode"]) else ""
-        return Entry(path, st["st_mode"], st["st_uid"], st["st_gid"], st["st_size"], st["st_mtime_sec"], target)
+        target = self._call(self._g.readlink, self._inner(path)) if stat.S_ISLNK(st["st_mode"]) else ""
+        return Entry(path, st["st_mode"], st["st_uid"], st["st_gid"], st["st_size"], st["st_mtime_sec"], target,
+                     st["st_blocks"])
 
     def ls(self, path: str) -> list[Entry]:
         """A directory's entries (or the one entry of a file)."""
         top = self.entry(path)
         if not stat.S_ISDIR(top.mode):
             return [top]
-        names = sorted(self._call(self._g.ls, top.path))
+        inner = self._inner(top.path)
+        names = sorted(self._call(self._g.ls, inner))
         _within_bound(len(names), top.path)
-        stats = self._call(self._g.lstatnslist, top.path, names) if names else []
-        return [self._entry(posixpath.join(top.path, n), st) for n, st in zip(names, stats, strict=True)]
+        stats = self._call(self._g.lstatnslist, inner, names) if names else []
+        entries = [self._entry(posixpath.join(top.path, n), st) for n, st in zip(names, stats, strict=True)]
+        if top.path == "/" and self._os_root is not None:
+            entries += [self.entry(other) for other in self._others()]
+        return entries
 
     def find(self, path: str, pattern: str | None = None) -> Iterator[str]:
         """Every path under `path` (whose name matches the glob `pattern`, when given)."""
         top = self.entry(path)
-        found = self._call(self._g.find, top.path)
+        found = self._call(self._g.find, self._inner(top.path))
         _within_bound(len(found), top.path)
         for rel in sorted(found):
             if pattern is None or fnmatch.fnmatchcase(posixpath.basename(rel), pattern):
                 yield posixpath.join(top.path, rel.lstrip("/"))
+        if top.path == "/" and self._os_root is not None:
+            for other in self._others():
+                if pattern is None or fnmatch.fnmatchcase(posixpath.basename(other), pattern):
+                    yield other
+                yield from self.find(other, pattern)
+
+    def occupied(self, entry: Entry) -> int:
+        """The bytes `entry` (a file, or a directory with everything below it) occupies in the guest's
+        file system: what extracting it writes here at most, since holes stay holes."""
+        if stat.S_ISDIR(entry.mode):
+            return int(self._call(self._g.du, self._inner(entry.path))) * 1024
+        return min(entry.size, entry.blocks * 512)
 
     def download(self, path: str, dest: str) -> None:
         """A regular file's bytes to `dest` (a path of this host, or /dev/fd/N)."""
-        self._call(self._g.download, path, dest)
+        self._call(self._g.download, self._inner(path), dest)
 
     def tar_out(self, path: str, dest: str) -> None:
         """A directory tree as a tar stream (numeric owners, modes, times) to `dest`."""
-        self._call(self._g.tar_out, path, dest, numericowner=True)
+        self._call(self._g.tar_out, self._inner(path), dest, numericowner=True)
 
 
 def _within_bound(count: int, path: str) -> None:

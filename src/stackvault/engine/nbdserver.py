@@ -2,10 +2,11 @@
 
 qemu-img, QEMU and libguestfs all speak NBD, so one small server lets any of them read a backup in
 place: no restore to a scratch file first. It speaks the fixed-newstyle handshake with the options
-those clients use (NBD_OPT_GO / INFO / EXPORT_NAME / LIST / ABORT; everything else, structured
-replies included, is refused so the client falls back to simple replies) and answers READ from a
-`DiskReader`; writes, trims and zeroing get EPERM: the export is read-only on the wire, whatever a
-client tries.
+those clients use (NBD_OPT_GO / INFO / EXPORT_NAME / LIST / ABORT, and STRUCTURED_REPLY with
+LIST/SET_META_CONTEXT for the `base:allocation` context; everything else is refused) and answers
+READ from a `DiskReader`; writes, trims and zeroing get EPERM: the export is read-only on the wire,
+whatever a client tries. BLOCK_STATUS answers from the block index, so `qemu-img convert` / `map`
+and QEMU skip the disk's holes instead of reading their zeros.
 
 It listens on a Unix socket only, created 0600 so that only the proxy user may connect: NBD has no
 authentication, and a TCP port, even on loopback, lets every local user read the tenant's disk.
@@ -34,6 +35,12 @@ _REQUEST = struct.Struct(">IHHQQI")
 _REQUEST_MAGIC = 0x25609513
 _SIMPLE_REPLY = struct.Struct(">IIQ")
 _SIMPLE_REPLY_MAGIC = 0x67446698
+_STRUCTURED_REPLY = struct.Struct(">IHHQI")
+_STRUCTURED_REPLY_MAGIC = 0x668E33EF
+_REPLY_FLAG_DONE = 1
+_REPLY_TYPE_OFFSET_DATA = 1
+_REPLY_TYPE_BLOCK_STATUS = 5
+_REPLY_TYPE_ERROR = (1 << 15) + 1
 
 _FLAG_FIXED_NEWSTYLE = 1
 _FLAG_NO_ZEROES = 2
@@ -44,10 +51,14 @@ _OPT_ABORT = 2
 _OPT_LIST = 3
 _OPT_INFO = 6
 _OPT_GO = 7
+_OPT_STRUCTURED_REPLY = 8
+_OPT_LIST_META_CONTEXT = 9
+_OPT_SET_META_CONTEXT = 10
 
 _REP_ACK = 1
 _REP_SERVER = 2
 _REP_INFO = 3
+_REP_META_CONTEXT = 4
 _REP_ERR_UNSUP = (1 << 31) + 1
 _REP_ERR_INVALID = (1 << 31) + 3
 
@@ -64,6 +75,15 @@ _CMD_READ = 0
 _CMD_WRITE = 1
 _CMD_DISC = 2
 _CMD_FLUSH = 3
+_CMD_BLOCK_STATUS = 7
+_CMD_FLAG_REQ_ONE = 1 << 3
+
+#: The one metadata context served: which ranges are holes (read as zeros) and which hold data.
+ALLOCATION_CONTEXT = b"base:allocation"
+_ALLOCATION_ID = 1
+_STATE_HOLE_ZERO = 3  # NBD_STATE_HOLE | NBD_STATE_ZERO
+#: The most extents one BLOCK_STATUS reply describes (the client asks again past them).
+MAX_EXTENTS = 4096
 
 #: The largest request served (what NBD_INFO_BLOCK_SIZE announces): bounds a connection's memory.
 MAX_REQUEST = 32 << 20
@@ -129,17 +149,18 @@ class NbdServer:
             pass
 
     def _serve_one(self, conn: socket.socket) -> None:
+        session = _Session()
         with conn:
             try:
-                if self._handshake(conn):
-                    self._transmit(conn)
+                if self._handshake(conn, session):
+                    self._transmit(conn, session)
             except (_Closed, OSError, RuntimeError):
                 pass  # the client hung up or broke the protocol, or the server is closing: this connection ends
             finally:
                 with self._conns_lock:
                     self._conns.discard(conn)
 
-    def _handshake(self, conn: socket.socket) -> bool:
+    def _handshake(self, conn: socket.socket, session: _Session) -> bool:
         """The option haggling; True when the client entered transmission."""
         conn.sendall(_NBD_MAGIC + _IHAVEOPT + struct.pack(">H", _FLAG_FIXED_NEWSTYLE | _FLAG_NO_ZEROES))
         (client_flags,) = struct.unpack(">I", _recv(conn, 4))
@@ -158,6 +179,24 @@ class NbdServer:
             if option == _OPT_LIST:
                 _reply(conn, option, _REP_SERVER, struct.pack(">I", 0))
                 _reply(conn, option, _REP_ACK)
+            elif option == _OPT_STRUCTURED_REPLY:
+                if data:
+                    _reply(conn, option, _REP_ERR_INVALID)
+                    continue
+                session.structured = True
+                _reply(conn, option, _REP_ACK)
+            elif option in (_OPT_LIST_META_CONTEXT, _OPT_SET_META_CONTEXT):
+                queries = _meta_queries(data)
+                if queries is None or (option == _OPT_SET_META_CONTEXT and not session.structured):
+                    _reply(conn, option, _REP_ERR_INVALID)
+                    continue
+                wanted = any(q == ALLOCATION_CONTEXT or (option == _OPT_LIST_META_CONTEXT and q == b"base:")
+                             for q in queries) or (option == _OPT_LIST_META_CONTEXT and not queries)
+                if option == _OPT_SET_META_CONTEXT:
+                    session.allocation = wanted
+                if wanted:
+                    _reply(conn, option, _REP_META_CONTEXT, struct.pack(">I", _ALLOCATION_ID) + ALLOCATION_CONTEXT)
+                _reply(conn, option, _REP_ACK)
             elif option in (_OPT_INFO, _OPT_GO):
                 if not _valid_info_request(data):
                     _reply(conn, option, _REP_ERR_INVALID)
@@ -171,24 +210,38 @@ class NbdServer:
             else:
                 _reply(conn, option, _REP_ERR_UNSUP)
 
-    def _transmit(self, conn: socket.socket) -> None:
+    def _transmit(self, conn: socket.socket, session: _Session) -> None:
         size = self.reader.size
         while True:
-            magic, _flags, cmd, handle, offset, length = _REQUEST.unpack(_recv(conn, _REQUEST.size))
+            magic, flags, cmd, handle, offset, length = _REQUEST.unpack(_recv(conn, _REQUEST.size))
             if magic != _REQUEST_MAGIC:
                 return
             if cmd == _CMD_DISC:
                 return
             if cmd == _CMD_READ:
                 if length > MAX_REQUEST or offset + length > size:
-                    conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, errno.EINVAL, handle))
+                    _error(conn, session, handle, errno.EINVAL)
                     continue
                 try:
                     data = self.reader.read(offset, length)
                 except StackvaultError:  # a damaged chunk: the client sees an I/O error, never its bytes
-                    conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, errno.EIO, handle))
+                    _error(conn, session, handle, errno.EIO)
                     continue
-                conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, 0, handle) + data)
+                if session.structured:  # a read must be answered in structured form once it is agreed
+                    conn.sendall(_STRUCTURED_REPLY.pack(_STRUCTURED_REPLY_MAGIC, _REPLY_FLAG_DONE,
+                                                        _REPLY_TYPE_OFFSET_DATA, handle, 8 + len(data))
+                                 + struct.pack(">Q", offset) + data)
+                else:
+                    conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, 0, handle) + data)
+            elif cmd == _CMD_BLOCK_STATUS:
+                if not session.allocation or length == 0 or offset + length > size:
+                    _error(conn, session, handle, errno.EINVAL)
+                    continue
+                extents = _extents(self.reader, offset, length, one=bool(flags & _CMD_FLAG_REQ_ONE))
+                payload = struct.pack(">I", _ALLOCATION_ID) + b"".join(struct.pack(">II", n, state)
+                                                                       for n, state in extents)
+                conn.sendall(_STRUCTURED_REPLY.pack(_STRUCTURED_REPLY_MAGIC, _REPLY_FLAG_DONE,
+                                                    _REPLY_TYPE_BLOCK_STATUS, handle, len(payload)) + payload)
             elif cmd == _CMD_WRITE:
                 _drain(conn, length)  # the payload follows the request: read past it, then refuse
                 conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, errno.EPERM, handle))
@@ -196,6 +249,60 @@ class NbdServer:
                 conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, 0, handle))
             else:  # trim, write zeroes, cache, block status...: not on a read-only export
                 conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, errno.EPERM, handle))
+
+
+class _Session:
+    """What one client agreed to in its handshake."""
+
+    def __init__(self) -> None:
+        self.structured = False  # NBD_OPT_STRUCTURED_REPLY
+        self.allocation = False  # base:allocation selected by NBD_OPT_SET_META_CONTEXT
+
+
+def _error(conn: socket.socket, session: _Session, handle: int, code: int) -> None:
+    """A failed request's reply: a structured error chunk once structured replies are agreed."""
+    if session.structured:
+        conn.sendall(_STRUCTURED_REPLY.pack(_STRUCTURED_REPLY_MAGIC, _REPLY_FLAG_DONE, _REPLY_TYPE_ERROR,
+                                            handle, 6) + struct.pack(">IH", code, 0))
+    else:
+        conn.sendall(_SIMPLE_REPLY.pack(_SIMPLE_REPLY_MAGIC, code, handle))
+
+
+def _extents(reader: DiskReader, offset: int, length: int, *, one: bool) -> list[tuple[int, int]]:
+    """(length, NBD state) of the data runs and holes of [offset, offset+length), from the index; at
+    most MAX_EXTENTS of them (one with REQ_ONE), each at most 4 GiB - 1 (NBD's 32-bit length)."""
+    end = offset + length
+    found: list[tuple[int, int]] = []
+    at = offset
+    while at < end and len(found) < (1 if one else MAX_EXTENTS):
+        data_end = reader.hole_from(at)
+        if data_end > at:
+            stop, state = min(data_end, end), 0
+        else:
+            data = reader.data_from(at)
+            stop, state = min(end if data is None else data, end), _STATE_HOLE_ZERO
+        stop = min(stop, at + 0xFFFFF000)  # the largest 4 KiB multiple a descriptor's 32 bits hold
+        found.append((stop - at, state))
+        at = stop
+    return found
+
+
+def _meta_queries(data: bytes) -> list[bytes] | None:
+    """NBD_OPT_LIST/SET_META_CONTEXT data: name length, name, query count, (length, query)s; None if
+    malformed."""
+    try:
+        (name_len,) = struct.unpack_from(">I", data, 0)
+        at = 4 + name_len
+        (count,) = struct.unpack_from(">I", data, at)
+        at += 4
+        queries = []
+        for _ in range(count):
+            (n,) = struct.unpack_from(">I", data, at)
+            queries.append(data[at + 4 : at + 4 + n])
+            at += 4 + n
+    except struct.error:
+        return None
+    return queries if at == len(data) else None
 
 
 def _valid_info_request(data: bytes) -> bool:

@@ -21,11 +21,14 @@ libfuse turns Ctrl-C and SIGTERM into a clean unmount, after which the command r
 
 from __future__ import annotations
 
+import ctypes.util
 import errno
 import os
 import stat
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,8 +39,10 @@ from ..engine.repository import Repository
 from ..errors import StackvaultError, UsageError, warn
 from .context import JobContext
 
-#: Disk readers kept open at once (each with its own block cache): bounds the mount's memory.
+#: Disk readers kept open at once when idle (each with its own block cache): bounds the mount's memory.
 OPEN_READERS = 4
+#: What libfuse 3's fuse_main returns when a signal (Ctrl-C, SIGTERM) ended its loop: a clean unmount.
+_LOOP_ENDED_BY_SIGNAL = 8
 #: Each reader's block cache.
 CACHE_BYTES = 32 << 20
 
@@ -100,6 +105,11 @@ def _image_name(disk: str) -> str:
 
 
 def _fuse() -> Any:
+    """mfusepy over libfuse 3 where it is installed: mfusepy takes libfuse 2 when both are (the first
+    `find_library` match), whose operations have no `lseek`, so SEEK_DATA/SEEK_HOLE would not reach
+    the mount. FUSE_LIBRARY_NAME, set before the first import, is mfusepy's own way to choose."""
+    if "FUSE_LIBRARY_NAME" not in os.environ and ctypes.util.find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
     try:
         import mfusepy
     except (ImportError, OSError) as exc:  # OSError: libfuse itself is missing
@@ -118,8 +128,13 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
 
         def __init__(self) -> None:
             self._readers: OrderedDict[tuple[str, str], DiskReader] = OrderedDict()
+            self._users: Counter[tuple[str, str]] = Counter()  # reads under way, per open reader
             self._lock = threading.Lock()
             self._uid, self._gid = os.getuid(), os.getgid()
+            self.was_mounted = False
+
+        def init(self, path: str) -> None:
+            self.was_mounted = True
 
         def _find(self, path: str) -> tuple[str, ...]:
             parts = tuple(p for p in path.split("/") if p)
@@ -174,28 +189,58 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
                 raise mfusepy.FuseOSError(errno.EROFS)
             return 0
 
-        def _reader(self, parts: tuple[str, ...]) -> DiskReader:
+        @contextmanager
+        def _reader(self, parts: tuple[str, ...]) -> Iterator[DiskReader]:
+            """The image's reader, open while the block runs: a reader in use is never evicted
+            (closing it would cancel the fetches its reads wait on), so the open readers may exceed
+            OPEN_READERS by the reads under way, and fall back to it as they end."""
             image = tree[parts[0]][parts[1]][parts[2]]
             key = (image.backup_id, image.disk.name)
             with self._lock:
                 reader = self._readers.get(key)
                 if reader is not None:
                     self._readers.move_to_end(key)
-                    return reader
-            reader = DiskReader(repo, repo.get_index(image.disk), cache_bytes=CACHE_BYTES)
-            with self._lock:
-                self._readers[key] = reader
-                while len(self._readers) > OPEN_READERS:
-                    _, old = self._readers.popitem(last=False)
+                    self._users[key] += 1
+            if reader is None:
+                opened = DiskReader(repo, repo.get_index(image.disk), cache_bytes=CACHE_BYTES)
+                with self._lock:
+                    reader = self._readers.setdefault(key, opened)  # another read may have opened it meanwhile
+                    self._readers.move_to_end(key)
+                    self._users[key] += 1
+                if reader is not opened:
+                    opened.close()
+            try:
+                yield reader
+            finally:
+                with self._lock:
+                    self._users[key] -= 1
+                    if not self._users[key]:
+                        del self._users[key]
+                    idle = [k for k in self._readers if k not in self._users]
+                    evicted = [self._readers.pop(k) for k in idle[: max(0, len(self._readers) - OPEN_READERS)]]
+                for old in evicted:  # outside the lock: a close waits for the reader's fetches under way
                     old.close()
-            return reader
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
             try:
-                return self._reader(self._find(path)).read(offset, size)
+                with self._reader(self._find(path)) as reader:
+                    return reader.read(offset, size)
             except StackvaultError as exc:  # a damaged chunk or an unreadable store: an I/O error
                 warn(f"reading {path} at {offset}: {exc}")
                 raise mfusepy.FuseOSError(errno.EIO) from None
+
+        def lseek(self, path: str, offset: int, whence: int, fh: int) -> int:
+            """SEEK_DATA and SEEK_HOLE from the block index (the kernel answers the other kinds itself),
+            so `cp --sparse`, `qemu-img` and backup tools skip an image's holes without reading them."""
+            if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+                raise mfusepy.FuseOSError(errno.EINVAL)
+            with self._reader(self._find(path)) as reader:
+                if offset < 0 or offset >= reader.size:
+                    raise mfusepy.FuseOSError(errno.ENXIO)
+                found = reader.data_from(offset) if whence == os.SEEK_DATA else reader.hole_from(offset)
+            if found is None:
+                raise mfusepy.FuseOSError(errno.ENXIO)
+            return found
 
         def statfs(self, path: str) -> dict[str, int]:
             return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
@@ -207,6 +252,19 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
                 self._readers.clear()
 
     return BackupFS()
+
+
+def _fuse_with_lseek(mfusepy: Any) -> Any:
+    """mfusepy's FUSE, with the wrapper of libfuse 3's `lseek` callback it lacks (its operations
+    table has the slot; libfuse 3.8 and later, Linux 4.19 and later pass SEEK_DATA/SEEK_HOLE on)."""
+
+    class FUSE(mfusepy.FUSE):
+        def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
+            fh = fip.contents if self.raw_fi else fip.contents.fh
+            name = None if path is None else path.decode(self.encoding, self.errors)
+            return int(self.operations.lseek(name, offset, whence, fh))
+
+    return FUSE
 
 
 def mount(ctx: JobContext, mountpoint: str, server: str | None, backup: str | None) -> dict:
@@ -230,11 +288,12 @@ def mount(ctx: JobContext, mountpoint: str, server: str | None, backup: str | No
             tree = shown
         ops = make_operations(repo, tree)
         try:
-            mfusepy.FUSE(ops, where, foreground=True, ro=True, nothreads=False, fsname="stackvault",
-                         subtype="stackvault", default_permissions=True)
+            _fuse_with_lseek(mfusepy)(ops, where, foreground=True, ro=True, nothreads=False, fsname="stackvault",
+                                           subtype="stackvault", default_permissions=True)
         except RuntimeError as exc:
-            raise StackvaultError(f"cannot mount at {where}: {exc}",
-                                  "check that the directory is empty and that /dev/fuse is usable") from None
+            if not (ops.was_mounted and exc.args == (_LOOP_ENDED_BY_SIGNAL,)):
+                raise StackvaultError(f"cannot mount at {where}: {exc}",
+                                      "check that the directory is empty and that /dev/fuse is usable") from None
         finally:
             ops.close_all()
     return {"mountpoint": where, "servers": sorted(tree), "backups": sum(len(b) for b in tree.values()),

@@ -2,10 +2,15 @@
 
 The disk is read in place: an NBD export of it (jobs.disk_access) on a private Unix socket, attached
 read-only to a libguestfs appliance (engine.guestfiles), which alone parses the tenant's file
-systems. Extracted files reach this host as a file's bytes or a tar stream; writing them here is
-guarded as a restore is: a new name (never over an existing path), staged under `NAME.partial` and
+systems. What the appliance writes (a journal replay) goes to a qcow2 overlay in the proxy's
+working directory, bounded by its free space, never to /tmp.
+
+Extracted files reach this host as a file's bytes or a tar stream; writing them here is guarded as
+a restore is: a new name (never over an existing path), staged under `NAME.partial` and
 renamed when complete; tar members that would land outside the target, device nodes and set-id bits
-are refused or dropped, since a hostile appliance could send anything.
+are refused or dropped, since a hostile appliance could send anything. Zeros are written as holes
+and the bytes written are bounded by the target's free space (engine.sparse_copy): a tenant's
+sparse file of terabytes cannot fill the proxy's disk.
 """
 
 from __future__ import annotations
@@ -14,17 +19,21 @@ import errno
 import os
 import posixpath
 import shutil
+import signal
 import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from types import FrameType
+from typing import BinaryIO, TypeVar
 
 from ..engine import pids
 from ..engine.guestfiles import TIMEOUT_S, DiskFiles, Entry
+from ..engine.sparse_copy import ByteBudget, copy_sparse
 from ..errors import ExtractionError, StackvaultError, UsageError, warn
+from ..progress import human_bytes
 from .context import JobContext
 from .disk_access import OpenDisk, open_disk, serving
 
@@ -32,29 +41,73 @@ from .disk_access import OpenDisk, open_disk, serving
 @contextmanager
 def browsing(ctx: JobContext, ref: str, disk: str | None,
              timeout: float = TIMEOUT_S) -> Iterator[tuple[OpenDisk, DiskFiles]]:
-    """One disk of one backup, and its file systems mounted read-only in an appliance."""
-    with open_disk(ctx, ref, disk, job="files") as opened:
-        _remove_leftovers()
-        sockdir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
+    """One disk of one backup, and its file systems mounted read-only in an appliance.
+
+    SIGTERM ends the command as Ctrl-C does (KeyboardInterrupt, exit 130): everything below is
+    undone on the way out (the partial extraction removed, the appliance and the export stopped,
+    the socket directory removed), where the default action would kill the process mid-write."""
+    with _terminated_as_interrupt(), open_disk(ctx, ref, disk, job="files") as opened:
+        scratch_root = os.path.join(str(ctx.settings.workdir), "tmp")
+        os.makedirs(scratch_root, 0o700, exist_ok=True)
+        for parent in (tempfile.gettempdir(), scratch_root):
+            _remove_leftovers(parent)
+        prefix = f"{_DIR_PREFIX}{os.getpid()}-"
+        sockdir = tempfile.mkdtemp(prefix=prefix)  # short: a socket's path has at most 107 bytes
+        scratch = ""
         try:
+            scratch = tempfile.mkdtemp(prefix=prefix, dir=scratch_root)
             sock = os.path.join(sockdir, "nbd")
             label = f"disk {opened.disk} of backup {opened.backup_id}"
-            overlay = os.path.join(sockdir, "overlay.qcow2")
+            overlay = os.path.join(scratch, "overlay.qcow2")
             with serving(opened, sock), DiskFiles(sock, overlay, label=label, hv_dir=str(ctx.settings.workdir),
-                                                  timeout=timeout) as files:
+                                                  overlay_limit=_overlay_limit(scratch), timeout=timeout) as files:
                 yield opened, files
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
-#: The private directory of a files command's export socket and overlay; names the command's pid.
+#: The most the appliance's overlay may grow (a journal replay's writes): a tenant's file system
+#: cannot make the working directory's file system fill up.
+OVERLAY_MAX = 1 << 30
+
+
+def _overlay_limit(scratch: str) -> int:
+    """What the overlay may take: OVERLAY_MAX, or the working directory's free space less the margin."""
+    st = os.statvfs(scratch)
+    return max(0, min(OVERLAY_MAX, st.f_bavail * st.f_frsize - FREE_MARGIN))
+
+
+@contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread, once: a second signal while the command
+    cleans up does not cut the clean-up short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+#: The private directories of a files command's export socket (in /tmp) and overlay (in the working
+#: directory's tmp/); they name the command's pid.
 _DIR_PREFIX = "sv-files-"
 
 
-def _remove_leftovers() -> None:
-    """The directories of files commands that were killed (their pid is gone): a killed command's
-    appliance dies with it (libguestfs watches its parent), its directory is removed here."""
-    tmp = tempfile.gettempdir()
+def _remove_leftovers(tmp: str) -> None:
+    """The directories in `tmp` of files commands that were killed (their pid is gone): a killed
+    command's appliance dies with it (libguestfs watches its parent), its directories are removed here."""
     for name in os.listdir(tmp):
         owner = name[len(_DIR_PREFIX):].split("-", 1)[0]
         if not (name.startswith(_DIR_PREFIX) and owner.isdigit()) or pids.alive(int(owner)):
@@ -98,38 +151,65 @@ def cat(ctx: JobContext, ref: str, disk: str | None, path: str, out: BinaryIO, t
 
 
 def get(ctx: JobContext, ref: str, disk: str | None, paths: list[str], to_dir: str,
-        timeout: float = TIMEOUT_S) -> dict:
-    """Each path (file or directory tree) to `to_dir/<its name>`, with owners, modes and times."""
+        timeout: float = TIMEOUT_S, max_bytes: int | None = None) -> dict:
+    """Each path (file or directory tree) to `to_dir/<its name>`, with owners, modes and times.
+
+    Refused before the first byte when what the paths occupy in the guest's file system exceeds the
+    target's free space less `FREE_MARGIN`, or `max_bytes`; the bytes written are held to that
+    bound as they come."""
     target_dir = os.path.abspath(to_dir)
     if not os.path.isdir(target_dir):
         raise UsageError(f"{target_dir} is not a directory", "create it first, or name another with --to")
     if not paths:
         raise UsageError("no path to extract", "name one, e.g. /etc/hostname")
     with browsing(ctx, ref, disk, timeout) as (opened, files):
-        done = []
+        todo = []
         for path in paths:
             entry = files.entry(path)
-            name = posixpath.basename(entry.path) or opened.disk
-            dest = os.path.join(target_dir, name)
+            dest = os.path.join(target_dir, posixpath.basename(entry.path) or opened.disk)
             if os.path.lexists(dest):
                 raise UsageError(f"{dest} exists", "choose another --to directory or move it away")
-            _extract(files, entry, dest)
+            todo.append((entry, dest))
+        budget = _budget(target_dir, sum(files.occupied(entry) for entry, _ in todo), max_bytes)
+        done = []
+        for entry, dest in todo:
+            _extract(files, entry, dest, budget)
             done.append({"path": entry.path, "to": dest, "kind": "directory" if stat.S_ISDIR(entry.mode) else "file"})
-        return _report(opened, extracted=done)
+        return _report(opened, extracted=done, bytes_written=budget.spent)
 
 
-def _extract(files: DiskFiles, entry: Entry, dest: str) -> None:
+#: Free space an extraction leaves on the target's file system, for everything else this host writes.
+FREE_MARGIN = 64 << 20
+
+
+def _budget(target_dir: str, needed: int, max_bytes: int | None) -> ByteBudget:
+    """What the extraction may write into `target_dir`; refused at once when `needed` does not fit."""
+    st = os.statvfs(target_dir)
+    limits = [(max(0, st.f_bavail * st.f_frsize - FREE_MARGIN),
+               f"the free space of {target_dir} less a {human_bytes(FREE_MARGIN)} margin",
+               "free space there, or choose another --to directory")]
+    if max_bytes is not None:
+        limits.append((max_bytes, "--max-bytes", "raise --max-bytes, or extract a smaller path"))
+    limit, why, fix = min(limits)
+    if needed > limit:
+        raise UsageError(f"the extraction needs {human_bytes(needed)} ({needed} bytes), more than {why} "
+                         f"({human_bytes(limit)}); nothing was written", fix)
+    return ByteBudget(limit, why, fix)
+
+
+def _extract(files: DiskFiles, entry: Entry, dest: str, budget: ByteBudget) -> None:
     partial = dest + ".partial"
     if os.path.lexists(partial):
         raise UsageError(f"{partial} exists (an interrupted extraction?)", "remove it and retry")
     try:
         if stat.S_ISDIR(entry.mode):
             os.mkdir(partial, 0o700)
-            _untar(files, entry.path, partial)
+            _untar(files, entry.path, partial, budget)
         elif stat.S_ISREG(entry.mode):
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
-                files.download(entry.path, f"/dev/fd/{fd}")
+                _streamed(files, lambda to: files.download(entry.path, to),
+                          lambda stream: copy_sparse(stream, fd, budget, entry.path))
             finally:
                 os.close(fd)
             _set_attributes(partial, entry)
@@ -170,34 +250,53 @@ def _set_attributes(path: str, entry: Entry) -> None:
     os.utime(path, (entry.mtime, entry.mtime), follow_symlinks=False)
 
 
-def _untar(files: DiskFiles, path: str, dest: str) -> None:
-    """The appliance's tar of `path`, streamed through a pipe and unpacked into `dest`."""
+_T = TypeVar("_T")
+
+
+def _streamed(files: DiskFiles, produce: Callable[[str], None], consume: Callable[[BinaryIO], _T]) -> _T:
+    """What `produce` (a libguestfs call writing to the path it is given) sends through a pipe, read
+    by `consume` in this thread: libguestfs writes into a pipe on a thread of its own, and this
+    thread decides what reaches the disk and stays where a signal can interrupt it (a thread inside
+    libguestfs runs no signal handler until the call returns). When `consume` fails or is
+    interrupted, the appliance is stopped, so the producer's call ends at once."""
     r, w = os.pipe()
     failure: list[BaseException] = []
 
-    def produce() -> None:
+    def producing() -> None:
         try:
-            files.tar_out(path, f"/dev/fd/{w}")
+            produce(f"/dev/fd/{w}")
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             failure.append(exc)
         finally:
             os.close(w)
 
-    producer = threading.Thread(target=produce, name="sv-tar-out", daemon=True)
+    producer = threading.Thread(target=producing, name="sv-guest-out", daemon=True)
     producer.start()
     try:
         with os.fdopen(r, "rb") as stream:
-            skipped = unpack(stream, dest)
-    except tarfile.TarError as exc:
+            result = consume(stream)
+    except tarfile.TarError:
         producer.join()
-        if failure:
+        if failure:  # the appliance failed: the stream ended early, which is what the tar reader saw
             raise failure[0] from None
-        raise StackvaultError(f"extracting {path} failed: {exc}",
-                              "the disk may hold a damaged or hostile file system") from None
+        raise
+    except BaseException:
+        files.stop()
+        raise
     finally:
         producer.join()
     if failure:
         raise failure[0]
+    return result
+
+
+def _untar(files: DiskFiles, path: str, dest: str, budget: ByteBudget) -> None:
+    """The appliance's tar of `path`, streamed through a pipe and unpacked into `dest`."""
+    try:
+        skipped = _streamed(files, lambda to: files.tar_out(path, to), lambda stream: unpack(stream, dest, budget))
+    except tarfile.TarError as exc:
+        raise StackvaultError(f"extracting {path} failed: {exc}",
+                              "the disk may hold a damaged or hostile file system") from None
     if skipped:
         warn(f"{len(skipped)} symbolic link(s) under {path} point outside it and were not extracted "
              f"(first: {skipped[0]})")
@@ -211,7 +310,7 @@ class HostileTarError(tarfile.TarError):
     """A tar member that could write outside the target or through a link: the stream is refused."""
 
 
-def unpack(stream: BinaryIO, dest: str) -> list[str]:
+def unpack(stream: BinaryIO, dest: str, budget: ByteBudget) -> list[str]:
     """The appliance's tar stream unpacked into the directory `dest`; the symbolic links left out.
 
     The stream is hostile. tarfile's own filters resolve names with a non-strict realpath (which
@@ -222,6 +321,7 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
     link of the member's own name is removed first); a symbolic link only to a relative target
     inside the tree (others are skipped); names resolved with a strict realpath.
     Owners (numeric), modes without set-id bits and times are kept; devices and FIFOs skipped.
+    Regular files are written with their zeros as holes, within `budget`.
     """
     root = os.path.realpath(dest, strict=True)
     files: set[str] = set()
@@ -257,13 +357,15 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
                 os.link(_resolved(root, target), os.path.join(root, name), follow_symlinks=False)
                 continue
             checked = member.replace(name=name, mode=member.mode & ~(stat.S_ISUID | stat.S_ISGID), deep=False)
+            if checked.isreg():
+                _write_member(tar, checked, root, budget)
+                files.add(name)
+                continue
             # checked above; only what was checked is written. A directory's owner, mode and time
             # are set once its members are in (as extractall does): a 0555 directory still fills
             tar.extract(checked, root, set_attrs=not checked.isdir(), numeric_owner=True, filter="fully_trusted")
             if checked.isdir():
                 directories.append(checked)
-            elif checked.isreg():
-                files.add(name)
         for d in sorted(directories, key=lambda d: d.name, reverse=True):
             path = os.path.join(root, d.name)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -271,6 +373,22 @@ def unpack(stream: BinaryIO, dest: str) -> list[str]:
                 tar.utime(d, path)
                 tar.chmod(d, path)
     return skipped
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, budget: ByteBudget) -> None:
+    """A checked regular file member, its zeros as holes, then its owner, mode and time."""
+    path = os.path.join(root, member.name)
+    source = tar.extractfile(member)
+    assert source is not None  # a regular member always has a reader
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # a member before its directory's (as tarfile does)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        copy_sparse(source, fd, budget, member.name)
+    finally:
+        os.close(fd)
+    tar.chown(member, path, numeric_owner=True)
+    tar.chmod(member, path)
+    tar.utime(member, path)
 
 
 def _member_name(member: tarfile.TarInfo) -> str | None:
