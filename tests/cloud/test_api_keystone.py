@@ -7,7 +7,6 @@ file changes who may do what without a restart.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,6 +47,9 @@ class Api:
     def get(self, path: str, token: str | None, **params: str) -> requests.Response:
         headers = {"X-Auth-Token": token} if token else {}
         return requests.get(self.url + path, headers=headers, params=params, timeout=60)
+
+    def post(self, path: str, token: str, **body: str) -> requests.Response:
+        return requests.post(self.url + path, headers={"X-Auth-Token": token}, json=body, timeout=60)
 
 
 def _token(auth_url: str, user: str, password: str, project_id: str) -> str:
@@ -165,22 +167,24 @@ def test_a_backup_is_shown_to_its_project(api):
 
 
 def test_another_projects_backup_by_id_is_404_as_an_unknown_one(api):
-    unknown = "f" * len(api.b.backup_id)
-    for ref in (api.b.backup_id, api.b.backup_id[:12]):
+    """By its id, and by a prefix of it that is unique in the repository (ids begin with their time)."""
+    unknown = "29991231T235959999Z-ffffff"
+    for ref, missing in ((api.b.backup_id, unknown), (api.b.backup_id[:-2], unknown[:-2])):
         theirs = api.get(f"/v1/backups/{ref}", api.a.tokens["member"])
-        assert theirs.status_code == 404
-        missing = api.get(f"/v1/backups/{unknown[:len(ref)]}", api.a.tokens["member"])
-        assert missing.status_code == 404
-        assert theirs.json()["error"]["message"].replace(ref, "ID") == \
-            missing.json()["error"]["message"].replace(unknown[:len(ref)], "ID")
-        assert api.b.backup_id not in theirs.text.replace(ref, "")
+        assert theirs.status_code == 404, theirs.text
+        nothing = api.get(f"/v1/backups/{missing}", api.a.tokens["member"])
+        assert nothing.status_code == 404
+        assert theirs.json()["error"] == {**nothing.json()["error"],
+                                          "message": nothing.json()["error"]["message"].replace(missing, ref)}
+        assert api.get(f"/v1/backups/{ref}", api.b.tokens["reader"]).status_code == 200
 
 
 def test_jobs_of_another_project_are_neither_listed_nor_shown(api):
     reply = api.get("/v1/jobs", api.a.tokens["reader"])
     assert reply.status_code == 200, reply.text
     jobs = reply.json()["jobs"]
-    assert {j["backup_id"] for j in jobs} == {api.a.backup_id}
+    assert api.a.backup_id in {j["backup_id"] for j in jobs}
+    assert api.b.backup_id not in {j["backup_id"] for j in jobs}
     admin_jobs = api.get("/v1/jobs", api.admin_token, all_projects="1").json()["jobs"]
     b_job = next(j["job_id"] for j in admin_jobs if j["backup_id"] == api.b.backup_id)
     assert api.get(f"/v1/jobs/{b_job}", api.a.tokens["member"]).status_code == 404
@@ -255,3 +259,27 @@ def test_an_operators_policy_file_changes_the_rules_without_a_restart(api):
         assert api.get("/v1/backups", reader).status_code == 200
     finally:
         api.policy_file.write_text("# the defaults\n")
+
+
+def test_a_member_starts_a_backup_of_their_own_server_only(api):
+    assert api.post(f"/v1/servers/{api.a.server_id}/backups", api.a.tokens["reader"]).status_code == 403
+    theirs = api.post(f"/v1/servers/{api.b.server_id}/backups", api.a.tokens["member"])
+    assert theirs.status_code == 404
+    assert theirs.json()["error"]["message"] == \
+        api.post("/v1/servers/no-such-server/backups", api.a.tokens["member"]).json()["error"]["message"] \
+        .replace("no-such-server", api.b.server_id)
+
+    started = api.post(f"/v1/servers/{api.a.server_id}/backups", api.a.tokens["member"], level="full")
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 300
+    while True:
+        servers = {s["id"]: s for s in api.get("/v1/servers", api.a.tokens["reader"]).json()["servers"]}
+        last = servers[api.a.server_id]["last_backup"]
+        if last["backup_id"] != api.a.backup_id:
+            break
+        assert time.monotonic() < deadline, "the backup started through the API did not finish within 300 s"
+        time.sleep(2)
+    assert last["level"] == "full" and last["status"] in ("success", "warning")
+    assert last["backup_id"] in _ids(api.get("/v1/backups", api.a.tokens["member"]).json()["backups"], "backup_id")
+    assert last["backup_id"] not in _ids(api.get("/v1/backups", api.b.tokens["member"]).json()["backups"],
+                                         "backup_id")

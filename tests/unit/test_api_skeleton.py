@@ -48,6 +48,11 @@ def test_every_resource_refuses_a_request_without_a_token(client, path):
     assert "X-Auth-Token" in reply.json["error"]["fix"]
 
 
+def test_starting_a_backup_refuses_a_request_without_a_token(client):
+    reply = client.post("/v1/servers/any/backups", json={"level": "full"})
+    assert reply.status_code == 401
+
+
 def test_an_unknown_path_is_an_openstack_error_body(client):
     reply = client.get("/v1/nothing-here")
     assert reply.status_code == 404
@@ -62,8 +67,14 @@ def test_the_openapi_document_describes_every_route(client):
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if rule.endpoint != "static"}
     assert set(doc["paths"]) == routes
-    for path, operations in doc["paths"].items():
-        assert operations["get"]["responses"], f"{path} documents no response"
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        documented = {method.upper() for method in doc["paths"][path]}
+        assert documented == rule.methods - {"HEAD", "OPTIONS"}, path
+        for operation in doc["paths"][path].values():
+            assert operation["responses"], f"{path} documents no response"
 
 
 @pytest.mark.parametrize("listen", ["8779", "host:", ":80", "h:99999", "h:x"])

@@ -8,11 +8,14 @@ the request), with the project the request is about as the target.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from oslo_config import cfg
 from oslo_context import context
 from oslo_policy import policy
+
+from ..errors import UsageError
 
 ADMIN = "role:admin"
 PROJECT_READER = "(role:reader or role:member or role:admin) and project_id:%(project_id)s"
@@ -28,6 +31,9 @@ RULES = [
     policy.DocumentedRuleDefault("stackvault:server:list", "rule:project_reader or rule:admin",
                                  "List a project's servers with their protection and last backup.",
                                  [{"path": "/v1/servers", "method": "GET"}]),
+    policy.DocumentedRuleDefault("stackvault:server:backup", "rule:project_member or rule:admin",
+                                 "Start a backup of one of the project's servers.",
+                                 [{"path": "/v1/servers/{server_id}/backups", "method": "POST"}]),
     policy.DocumentedRuleDefault("stackvault:backup:list", "rule:project_reader or rule:admin",
                                  "List a project's backups.", [{"path": "/v1/backups", "method": "GET"}]),
     policy.DocumentedRuleDefault("stackvault:backup:show", "rule:project_reader or rule:admin",
@@ -65,9 +71,12 @@ class Rules:
     """The enforcer: the defaults above, overridden by the operator's policy file when one is set."""
 
     def __init__(self, policy_file: str | None) -> None:
+        if policy_file and not os.path.isfile(policy_file):
+            raise UsageError(f"[api] policy_file {policy_file} is not a file",
+                             "create it (an empty file keeps the default rules) or leave policy_file out")
         conf = cfg.ConfigOpts()
         conf([], project="stackvault", default_config_files=[], default_config_dirs=[])
-        self._enforcer = policy.Enforcer(conf, policy_file=policy_file, use_conf=False)
+        self._enforcer = policy.Enforcer(conf, policy_file=policy_file)
         self._enforcer.register_defaults(RULES)
 
     def allows(self, rule: str, caller: Caller, project_id: str) -> bool:

@@ -6,14 +6,21 @@ caller may see; the service adds which policies select each server and its newes
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import logging
+import threading
+from http import HTTPStatus
+
+from flask import Blueprint, jsonify, request
 
 from ..cloud.inventory import Selection, selects
 from ..config import PROXY_STATE_POLICY
+from ..domain import BackupLevel
+from ..errors import NotFoundError, StackvaultError, UsageError
 from .access import Caller
 from .scope import Scope, scope, server_of, service, visible_backups
 
 blueprint = Blueprint("servers", __name__)
+log = logging.getLogger("stackvault.api")
 
 
 def _caller_connection(who: Caller):
@@ -78,3 +85,50 @@ def list_servers():
         out.append({"id": server.id, "name": server.name, "status": server.status, "project_id": server.project_id,
                     "protected": bool(policies), "policies": policies, "last_backup": newest.get(server.id)})
     return jsonify({"servers": out})
+
+
+@blueprint.post("/v1/servers/<server_id>/backups")
+def back_up_server(server_id: str):
+    """Start a backup of one of the caller's servers; it runs as `stackvault backup --server` does.
+    ---
+    post:
+      summary: Start a backup of a server
+      parameters:
+      - {in: path, name: server_id, required: true, schema: {type: string}}
+      requestBody:
+        content:
+          application/json:
+            schema: {type: object, properties: {level: {type: string, enum: [full, incremental, differential]}}}
+      responses:
+        202: {description: "{backup: {server_id, level}}: started; /v1/servers shows its last_backup when done"}
+        403: {description: the rules refuse the caller (a reader)}
+        404: {description: no such server in the caller's project (another project's is not told apart)}
+    """
+    from ..cloud.connection import connect
+    from ..jobs.cloud_backup import back_up_cloud
+
+    within = scope("stackvault:server:backup")
+    body = request.get_json(silent=True) or {}
+    try:
+        level = BackupLevel(body.get("level", BackupLevel.INCREMENTAL))
+    except ValueError:
+        raise UsageError(f"level {body.get('level')!r} is not a backup level",
+                         f"give one of {', '.join(BackupLevel)}") from None
+    # Nova, on the caller's own token, says whether the server is the caller's: another project's is not found.
+    server = _caller_connection(within.caller).compute.find_server(
+        server_id, ignore_missing=True, all_projects=within.project_id != within.caller.project_id)
+    if server is None or not within.covers(server.project_id):
+        raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
+                            "list your servers with GET /v1/servers")
+    svc = service()
+    ctx = svc.context()
+    selection = Selection(servers=[server.id], project=server.project_id)
+
+    def run() -> None:  # the job records itself in the catalog, as from the CLI
+        try:
+            back_up_cloud(ctx, connect(svc.settings.cloud.os_cloud), selection, level)
+        except StackvaultError as exc:
+            log.warning("backup of server %s started through the API failed: %s", server.id, exc)
+
+    threading.Thread(target=run, name=f"sv-api-backup-{server.id[:8]}", daemon=True).start()
+    return jsonify({"backup": {"server_id": server.id, "level": level.value}}), HTTPStatus.ACCEPTED
