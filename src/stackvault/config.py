@@ -52,9 +52,9 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def listen_address(text: str, origin: str) -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) -> (host, port)."""
+    """HOST:PORT (an IPv6 host in brackets; port 0: any free one) -> (host, port)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UsageError(f"{origin} is {text!r}, not HOST:PORT", 'write e.g. "127.0.0.1:8779"')
     return host.strip("[]"), int(port)
 

@@ -90,3 +90,32 @@ def test_api_settings_are_read(tmp_path: Path):
     config.write_text('[api]\nlisten = "[::1]:9000"\nservice_cloud = "sv-service"\npolicy_file = "/etc/p.yaml"\n')
     api = load_settings(str(config)).api
     assert (api.listen, api.service_cloud, api.policy_file) == ("[::1]:9000", "sv-service", "/etc/p.yaml")
+
+
+def _stackvault(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stackvault", "--repo", str(tmp_path / "repo"), "--workdir",
+                           str(tmp_path / "work"), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_api_without_a_service_user_is_one_error_line(tmp_path: Path):
+    _stackvault(tmp_path, "init", "--block-size", "64KiB").check_returncode()
+    done = _stackvault(tmp_path, "api", "--listen", "127.0.0.1:0")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["stackvault: error: [api] service_cloud is not set (name the clouds.yaml "
+                                        "entry of stackvault's service user in [api] service_cloud)"]
+
+
+def test_a_missing_policy_file_is_one_error_line(tmp_path: Path):
+    config = tmp_path / "sv.toml"
+    config.write_text(f'[api]\nservice_cloud = "x"\npolicy_file = "{tmp_path / "nothing.yaml"}"\n')
+    done = _stackvault(tmp_path, "--config", str(config), "api")
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("stackvault: error: [api] policy_file ") and "is not a file" in line
+
+
+def test_a_bad_listen_option_is_one_error_line(tmp_path: Path):
+    done = _stackvault(tmp_path, "api", "--listen", "8779")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["stackvault: error: --listen is '8779', not HOST:PORT "
+                                        '(write e.g. "127.0.0.1:8779")']

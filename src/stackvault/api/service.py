@@ -21,9 +21,11 @@ class ApiService:
         self._projects: dict[str | None, str] = {}
 
     def context(self) -> JobContext:
-        """The job context, its repository opened (and checked against this proxy's trust) once."""
+        """The job context, its repository opened (and checked against this proxy's trust) and its catalog
+        connected once, whichever request comes first."""
         with self._opening:
-            self._ctx.repo  # noqa: B018 - the cached property is the point
+            self._ctx.repo  # noqa: B018 - the cached properties are the point
+            self._ctx.catalog  # noqa: B018
         return self._ctx
 
     @cached_property
