@@ -101,7 +101,10 @@ def api(devcloud, tmp_path_factory) -> Api:
     port = free_port()
     with user.config.open("a") as config:
         config.write(f'\n[api]\nlisten = "127.0.0.1:{port}"\nservice_cloud = "devcloud-stackvault"\n'
-                     f'policy_file = "{policy_file}"\n')
+                     f'policy_file = "{policy_file}"\n'
+                     # one policy takes project a's server by name; one takes every server of the admin's project
+                     f'\n[policy.nightly-a]\nproject = "{projects["a"].id}"\nservers = ["sv-api-a"]\n'
+                     '\n[policy.admin-project]\nall = true\n')
     server_proc = user.popen("api")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -199,7 +202,10 @@ def test_servers_carry_their_last_backup_and_stay_in_their_project(api):
     assert api.b.server_id not in servers
     mine = servers[api.a.server_id]
     assert mine["last_backup"]["backup_id"] == api.a.backup_id
-    assert mine["protected"] is False and mine["policies"] == []  # no policy of the config selects it
+    assert mine["protected"] is True and mine["policies"] == ["nightly-a"]
+    theirs = {s["id"]: s for s in api.get("/v1/servers", api.b.tokens["reader"]).json()["servers"]}
+    assert api.a.server_id not in theirs
+    assert theirs[api.b.server_id]["protected"] is False and theirs[api.b.server_id]["policies"] == []
 
 
 def test_usage_is_per_project(api):
