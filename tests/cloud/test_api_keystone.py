@@ -208,6 +208,16 @@ def test_servers_carry_their_last_backup_and_stay_in_their_project(api):
     assert theirs[api.b.server_id]["protected"] is False and theirs[api.b.server_id]["policies"] == []
 
 
+def test_a_project_reads_the_policies_that_back_it_up(api, devcloud):
+    mine = api.get("/v1/policies", api.a.tokens["reader"]).json()["policies"]
+    assert [(p["name"], p["project_id"], p["servers"]) for p in mine] == [("nightly-a", api.a.id, ["sv-api-a"])]
+    assert "os_cloud" not in mine[0]
+    assert api.get("/v1/policies", api.b.tokens["member"]).json()["policies"] == []
+    every = {p["name"]: p for p in api.get("/v1/policies", api.admin_token, all_projects="1").json()["policies"]}
+    assert every["admin-project"]["project_id"] == devcloud.connect().current_project_id
+    assert every["nightly-a"]["project_id"] == api.a.id
+
+
 def test_usage_is_per_project(api):
     a = api.get("/v1/usage", api.a.tokens["reader"]).json()["usage"]
     assert [u["project_id"] for u in a] == [api.a.id]

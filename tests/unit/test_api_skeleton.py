@@ -40,7 +40,7 @@ def test_health_names_a_missing_repository_and_its_fix(tmp_path: Path):
 
 
 @pytest.mark.parametrize("path", ["/v1/backups", "/v1/backups/abc", "/v1/jobs", "/v1/jobs/abc", "/v1/servers",
-                                  "/v1/usage"])
+                                  "/v1/usage", "/v1/policies"])
 def test_every_resource_refuses_a_request_without_a_token(client, path):
     reply = client.get(path)
     assert reply.status_code == 401

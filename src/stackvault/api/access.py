@@ -45,6 +45,9 @@ RULES = [
     policy.DocumentedRuleDefault("stackvault:job:show", "rule:project_reader or rule:admin",
                                  "Show one job with its items, error and fix.",
                                  [{"path": "/v1/jobs/{job_id}", "method": "GET"}]),
+    policy.DocumentedRuleDefault("stackvault:policy:list", "rule:project_reader or rule:admin",
+                                 "The config's policies that back up a project.",
+                                 [{"path": "/v1/policies", "method": "GET"}]),
     policy.DocumentedRuleDefault("stackvault:usage:show", "rule:project_reader or rule:admin",
                                  "The bytes a project's backups store.", [{"path": "/v1/usage", "method": "GET"}]),
 ]

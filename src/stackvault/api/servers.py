@@ -13,7 +13,6 @@ from http import HTTPStatus
 from flask import Blueprint, jsonify, request
 
 from ..cloud.inventory import Selection, selects
-from ..config import PROXY_STATE_POLICY
 from ..domain import BackupLevel
 from ..errors import NotFoundError, StackvaultError, UsageError
 from .access import Caller
@@ -38,15 +37,14 @@ def _protecting(server) -> list[str]:
     """The enabled policies whose selection takes `server`."""
     svc = service()
     names = []
-    for name, policy in svc.settings.policies.items():
-        if name == PROXY_STATE_POLICY or not policy.enabled:
+    for policy in svc.policies():
+        if not policy.enabled or server.project_id != svc.policy_project(policy):
             continue
-        project = policy.project or svc.policy_project(policy.os_cloud or svc.settings.cloud.os_cloud)
         selection = Selection(servers=policy.servers, all_servers=policy.all, tags=policy.server_tags,
                               metadata=policy.server_metadata, exclude=policy.exclude,
                               availability_zones=list(policy.availability_zones))
-        if server.project_id == project and selects(selection, server):
-            names.append(name)
+        if selects(selection, server):
+            names.append(policy.name)
     return names
 
 

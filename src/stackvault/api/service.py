@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from functools import cached_property
 
-from ..config import Settings
+from ..config import Policy, Settings
 from ..errors import UsageError
 from ..jobs.context import JobContext
 from .access import Rules
@@ -52,10 +52,17 @@ class ApiService:
     def auth_url(self) -> str:
         return self.settings.api.auth_url or self.service_auth["auth_url"]
 
-    def policy_project(self, os_cloud: str | None) -> str:
-        """The project a policy without `project` backs up: the one its cloud entry is scoped to."""
+    def policies(self) -> list[Policy]:
+        """The config's `[policy.NAME]` tables (the built-in proxy-state policy is the proxy's, no project's)."""
+        return [p for p in self.settings.policies.values() if not p.builtin]
+
+    def policy_project(self, policy: Policy) -> str:
+        """The project a policy backs up: its `project`, else the one its cloud entry is scoped to."""
         from ..cloud.connection import connect
 
+        if policy.project:
+            return policy.project
+        os_cloud = policy.os_cloud or self.settings.cloud.os_cloud
         with self._opening:
             if os_cloud not in self._projects:
                 self._projects[os_cloud] = connect(os_cloud).current_project_id or ""
