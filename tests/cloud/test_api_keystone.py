@@ -48,6 +48,9 @@ class Api:
         headers = {"X-Auth-Token": token} if token else {}
         return requests.get(self.url + path, headers=headers, params=params, timeout=60)
 
+    def put(self, path: str, token: str) -> requests.Response:
+        return requests.put(self.url + path, headers={"X-Auth-Token": token}, timeout=60)
+
     def post(self, path: str, token: str, **body: str) -> requests.Response:
         return requests.post(self.url + path, headers={"X-Auth-Token": token}, json=body, timeout=60)
 
@@ -102,8 +105,10 @@ def api(devcloud, tmp_path_factory) -> Api:
     with user.config.open("a") as config:
         config.write(f'\n[api]\nlisten = "127.0.0.1:{port}"\nservice_cloud = "devcloud-stackvault"\n'
                      f'policy_file = "{policy_file}"\n'
-                     # one policy takes project a's server by name; one takes every server of the admin's project
+                     # one policy takes project a's server by name, one its servers that opt in by metadata;
+                     # one takes every server of the admin's project
                      f'\n[policy.nightly-a]\nproject = "{projects["a"].id}"\nservers = ["sv-api-a"]\n'
+                     f'\n[policy.opt-in-a]\nproject = "{projects["a"].id}"\nserver_metadata = {{ backup = "yes" }}\n'
                      '\n[policy.admin-project]\nall = true\n')
     server_proc = user.popen("api")
     url = f"http://127.0.0.1:{port}"
@@ -210,7 +215,8 @@ def test_servers_carry_their_last_backup_and_stay_in_their_project(api):
 
 def test_a_project_reads_the_policies_that_back_it_up(api, devcloud):
     mine = api.get("/v1/policies", api.a.tokens["reader"]).json()["policies"]
-    assert [(p["name"], p["project_id"], p["servers"]) for p in mine] == [("nightly-a", api.a.id, ["sv-api-a"])]
+    assert [(p["name"], p["project_id"], p["servers"]) for p in mine] == [("nightly-a", api.a.id, ["sv-api-a"]),
+                                                                        ("opt-in-a", api.a.id, [])]
     assert "os_cloud" not in mine[0]
     assert api.get("/v1/policies", api.b.tokens["member"]).json()["policies"] == []
     every = {p["name"]: p for p in api.get("/v1/policies", api.admin_token, all_projects="1").json()["policies"]}
@@ -275,6 +281,22 @@ def test_an_operators_policy_file_changes_the_rules_without_a_restart(api):
         assert api.get("/v1/backups", reader).status_code == 200
     finally:
         api.policy_file.write_text("# the defaults\n")
+
+
+def test_a_member_opts_their_server_into_a_policy_by_metadata(api):
+    path = f"/v1/servers/{api.a.server_id}/policies/opt-in-a"
+    assert api.put(path, api.a.tokens["reader"]).status_code == 403
+    assert api.put(path, api.b.tokens["member"]).status_code == 404  # not b's server
+    theirs = api.put(f"/v1/servers/{api.b.server_id}/policies/opt-in-a", api.b.tokens["member"])
+    assert theirs.status_code == 404 and "no enabled policy 'opt-in-a'" in theirs.json()["error"]["message"]
+    by_name = api.put(f"/v1/servers/{api.a.server_id}/policies/nightly-a", api.a.tokens["member"])
+    assert by_name.status_code == 409 and by_name.json()["error"]["fix"]
+
+    done = api.put(path, api.a.tokens["member"])
+    assert done.status_code == 200, done.text
+    assert done.json()["server"]["metadata"]["backup"] == "yes"
+    servers = {s["id"]: s for s in api.get("/v1/servers", api.a.tokens["reader"]).json()["servers"]}
+    assert servers[api.a.server_id]["policies"] == ["nightly-a", "opt-in-a"]
 
 
 def test_a_member_starts_a_backup_of_their_own_server_only(api):

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 from http import HTTPStatus
+from types import SimpleNamespace
 
 from flask import Blueprint, jsonify, request
 
 from ..cloud.inventory import Selection, selects
+from ..config import Policy
 from ..domain import BackupLevel
 from ..errors import NotFoundError, StackvaultError, UsageError
 from .access import Caller
+from .faults import ApiError
 from .scope import Scope, scope, server_of, service, visible_backups
 
 blueprint = Blueprint("servers", __name__)
@@ -33,6 +36,13 @@ def _caller_connection(who: Caller):
                              load_envvars=False)
 
 
+def _selection(policy: Policy) -> Selection:
+    """The servers a policy selects within its project."""
+    return Selection(servers=policy.servers, all_servers=policy.all, tags=policy.server_tags,
+                     metadata=policy.server_metadata, exclude=policy.exclude,
+                     availability_zones=list(policy.availability_zones))
+
+
 def _protecting(server) -> list[str]:
     """The enabled policies whose selection takes `server`."""
     svc = service()
@@ -40,10 +50,7 @@ def _protecting(server) -> list[str]:
     for policy in svc.policies():
         if not policy.enabled or server.project_id != svc.policy_project(policy):
             continue
-        selection = Selection(servers=policy.servers, all_servers=policy.all, tags=policy.server_tags,
-                              metadata=policy.server_metadata, exclude=policy.exclude,
-                              availability_zones=list(policy.availability_zones))
-        if selects(selection, server):
+        if selects(_selection(policy), server):
             names.append(policy.name)
     return names
 
@@ -85,6 +92,55 @@ def list_servers():
     return jsonify({"servers": out})
 
 
+def _own_server(within: Scope, server_id: str, conn=None):  # an openstacksdk server
+    """The caller's server: Nova, on the caller's own token, says whether it is theirs (another project's
+    is not found, exactly as one that does not exist)."""
+    conn = conn or _caller_connection(within.caller)
+    server = conn.compute.find_server(server_id, ignore_missing=True,
+                                      all_projects=within.project_id != within.caller.project_id)
+    if server is None or not within.covers(server.project_id):
+        raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
+                            "list your servers with GET /v1/servers")
+    return server
+
+
+@blueprint.put("/v1/servers/<server_id>/policies/<name>")
+def opt_in(server_id: str, name: str):
+    """Opt one of the caller's servers into a policy that selects servers by metadata: the policy's
+    `server_metadata` pairs are set on the server, with the caller's own token.
+    ---
+    put:
+      summary: Opt a server into a policy
+      parameters:
+      - {in: path, name: server_id, required: true, schema: {type: string}}
+      - {in: path, name: name, required: true, schema: {type: string}, description: the policy's name}
+      responses:
+        200: {description: "{server: {id, name, protected, policies, metadata}}"}
+        403: {description: the rules refuse the caller (a reader)}
+        404: {description: no such server, or no such policy backing up the caller's project}
+        409: {description: the policy does not select servers by metadata alone (an admin adds the server)}
+    """
+    within = scope("stackvault:server:protect")
+    svc = service()
+    policy = next((p for p in svc.policies() if p.name == name and p.enabled
+                   and within.covers(svc.policy_project(p))), None)
+    if policy is None:
+        raise NotFoundError(f"no enabled policy {name!r} backs up project {within.caller.project_id}",
+                            "list the policies that do with GET /v1/policies")
+    conn = _caller_connection(within.caller)
+    server = _own_server(within, server_id, conn)
+    opted = SimpleNamespace(id=server.id, name=server.name, tags=getattr(server, "tags", None) or [],
+                            availability_zone=server.availability_zone,
+                            metadata={**(server.metadata or {}), **policy.server_metadata})
+    if not policy.server_metadata or not selects(_selection(policy), opted):
+        raise ApiError(HTTPStatus.CONFLICT, f"policy {name} does not select servers by metadata alone",
+                       "ask an admin to add the server to the policy's servers, tags or exclude list")
+    conn.compute.set_server_metadata(server, **policy.server_metadata)
+    server = conn.compute.get_server(server.id)
+    return jsonify({"server": {"id": server.id, "name": server.name, "protected": bool(_protecting(server)),
+                               "policies": _protecting(server), "metadata": dict(server.metadata or {})}})
+
+
 @blueprint.post("/v1/servers/<server_id>/backups")
 def back_up_server(server_id: str):
     """Start a backup of one of the caller's servers; it runs as `stackvault backup --server` does.
@@ -112,12 +168,7 @@ def back_up_server(server_id: str):
     except ValueError:
         raise UsageError(f"level {body.get('level')!r} is not a backup level",
                          f"give one of {', '.join(BackupLevel)}") from None
-    # Nova, on the caller's own token, says whether the server is the caller's: another project's is not found.
-    server = _caller_connection(within.caller).compute.find_server(
-        server_id, ignore_missing=True, all_projects=within.project_id != within.caller.project_id)
-    if server is None or not within.covers(server.project_id):
-        raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
-                            "list your servers with GET /v1/servers")
+    server = _own_server(within, server_id)
     svc = service()
     ctx = svc.context()
     selection = Selection(servers=[server.id], project=server.project_id)
