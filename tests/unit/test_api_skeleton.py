@@ -67,6 +67,9 @@ def test_the_openapi_document_describes_every_route(client):
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if rule.endpoint != "static"}
     assert set(doc["paths"]) == routes
+    assert doc["security"] == [{"keystone": []}]  # a Keystone token, but for the public routes:
+    public = {p for p, ops in doc["paths"].items() if any(op.get("security") == [] for op in ops.values())}
+    assert public == {"/v1/health", "/v1/openapi.json"}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue

@@ -13,6 +13,7 @@ from .. import __version__
 
 def describe(app: Flask) -> dict:
     spec = APISpec(title="stackvault", version=__version__, openapi_version="3.0.3", plugins=[FlaskPlugin()],
+                   security=[{"keystone": []}],
                    info={"description": "Self-service backups behind Keystone (docs/api.md). Every request but "
                                         "/v1/health and /v1/openapi.json carries a Keystone token in X-Auth-Token."})
     spec.components.security_scheme("keystone", {"type": "apiKey", "in": "header", "name": "X-Auth-Token"})
