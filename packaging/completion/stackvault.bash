@@ -5,7 +5,7 @@
 #    source ~/.local/share/bash_completion/stackvault
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_stackvault_subparsers=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server metrics notify)
+_shtab_stackvault_subparsers=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
 
 _shtab_stackvault_init_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --block-size --compression-level --encrypt)
 _shtab_stackvault_key_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --new-passphrase-file)
@@ -30,6 +30,7 @@ _shtab_stackvault_mount_option_strings=(-h --help --config --repo --workdir --ca
 _shtab_stackvault_serve_nbd_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --disk --socket)
 _shtab_stackvault_run_policy_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring)
 _shtab_stackvault_server_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --metrics)
+_shtab_stackvault_api_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --listen)
 _shtab_stackvault_metrics_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --textfile --listen)
 _shtab_stackvault_notify_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --summary --period)
 _shtab_stackvault_option_strings=(-h --help --version --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring)
@@ -48,7 +49,7 @@ _shtab_stackvault_trust_pos_0_choices=(accept)
 _shtab_stackvault_state_pos_0_choices=(rebuild backup restore)
 _shtab_stackvault_catalog_pos_0_choices=(rebuild)
 _shtab_stackvault_files_pos_1_choices=(ls find cat get)
-_shtab_stackvault_pos_0_choices=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server metrics notify)
+_shtab_stackvault_pos_0_choices=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
 
 _shtab_stackvault_init__h_nargs=0
 _shtab_stackvault_init___help_nargs=0
@@ -251,6 +252,14 @@ _shtab_stackvault_server___quiet_nargs=0
 _shtab_stackvault_server__v_nargs=0
 _shtab_stackvault_server___verbose_nargs=0
 _shtab_stackvault_server___debug_nargs=0
+_shtab_stackvault_api__h_nargs=0
+_shtab_stackvault_api___help_nargs=0
+_shtab_stackvault_api___json_nargs=0
+_shtab_stackvault_api__q_nargs=0
+_shtab_stackvault_api___quiet_nargs=0
+_shtab_stackvault_api__v_nargs=0
+_shtab_stackvault_api___verbose_nargs=0
+_shtab_stackvault_api___debug_nargs=0
 _shtab_stackvault_metrics__h_nargs=0
 _shtab_stackvault_metrics___help_nargs=0
 _shtab_stackvault_metrics___json_nargs=0

@@ -51,6 +51,14 @@ COMPRESSION_LEVELS = range(0, 23)
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def listen_address(text: str, origin: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets; port 0: any free one) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"{origin} is {text!r}, not HOST:PORT", 'write e.g. "127.0.0.1:8779"')
+    return host.strip("[]"), int(port)
+
+
 def whole_number(value: object, origin: str, minimum: int = 0) -> int:
     """A whole number >= `minimum` from TOML, the environment or the command line; `origin` names it.
 
@@ -195,6 +203,18 @@ class NotifySettings:
     timeout: float = 15.0
 
 
+@dataclass
+class ApiSettings:
+    """How `stackvault api` serves the self-service API behind Keystone (the [api] section, docs/api.md)."""
+
+    listen: str = "127.0.0.1:8779"  # HOST:PORT the API binds; put a TLS-terminating proxy in front
+    #: The clouds.yaml entry of the service user that validates callers' tokens (keystonemiddleware);
+    #: its password stays in clouds.yaml, never in this file or a log.
+    service_cloud: str | None = None
+    auth_url: str | None = None  # Keystone's v3 URL told to callers without a token; None: the service_cloud's
+    policy_file: str | None = None  # an oslo.policy YAML file overriding the default rules; None: the defaults
+
+
 @dataclass(kw_only=True)
 class CloudSelection:
     """Which servers and volumes of which cloud and project: the part a `[[jobs]]` entry and a
@@ -234,6 +254,7 @@ class Settings:
     cloud: CloudSettings = field(default_factory=CloudSettings)
     ceph: CephSettings = field(default_factory=CephSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     jobs: list[CloudJob] = field(default_factory=list)
     #: `[policy.NAME]` tables, by name; the built-in proxy-state policy is always there (maybe disabled).
     policies: dict[str, Policy] = field(default_factory=lambda: {PROXY_STATE_POLICY: proxy_state_policy()})
@@ -275,7 +296,8 @@ _TOP_KEYS = {"repo", "workdir", "catalog", "block_size", "compression_level", "w
 _SECTIONS: dict[str, dict[str, type | str]] = {"retention": {f.name: int for f in fields(Retention)},
              "cloud": {f.name: f.type for f in fields(CloudSettings)},
              "ceph": {f.name: f.type for f in fields(CephSettings)},
-             "notify": {f.name: f.type for f in fields(NotifySettings)}}
+             "notify": {f.name: f.type for f in fields(NotifySettings)},
+             "api": {f.name: f.type for f in fields(ApiSettings)}}
 
 
 def load_settings(config_file: str | None = None, **overrides: object) -> Settings:
@@ -382,6 +404,8 @@ def _section_value(section: str, key: str, value: object, path: Path) -> object:
                          "fix the value")
     if kind == "list[str]" and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
         raise UsageError(f"{origin} must be a list of strings", 'write e.g. ["az1", "az2"]')
+    if (section, key) == ("api", "listen"):
+        listen_address(value, origin)  # type: ignore[arg-type]  # a string: checked just above
     if (section, key) == ("cloud", "shard"):
         parse_shard(value, f"cloud.shard in {path}")  # type: ignore[arg-type]  # any TOML value: it refuses all but K/N
     if (section, key) == ("notify", "on") and isinstance(value, list) and not set(value) <= set(NOTIFY_EVENTS):

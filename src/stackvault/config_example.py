@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from . import config
-from .config import CephSettings, CloudJob, CloudSettings, NotifySettings, Policy, Retention, Settings
+from .config import ApiSettings, CephSettings, CloudJob, CloudSettings, NotifySettings, Policy, Retention, Settings
 
 #: Defaults that depend on the machine or the user; shown as what they resolve to, not as a value.
 _MACHINE_DEFAULTS = {"workdir": '"$XDG_STATE_HOME/stackvault" (~/.local/state/stackvault without it)',
                      "workers": "the number of CPUs, at least 2"}
 #: Settings fields that are not keys of the file.
-_NOT_KEYS = {"retention", "cloud", "ceph", "notify", "jobs", "policies", "config_path"}
+_NOT_KEYS = {"retention", "cloud", "ceph", "notify", "api", "jobs", "policies", "config_path"}
 _SECTIONS = (("retention", Retention), ("cloud", CloudSettings), ("ceph", CephSettings),
-             ("notify", NotifySettings))
+             ("notify", NotifySettings), ("api", ApiSettings))
 
 
 def _field_docs() -> dict[tuple[str, str], str]:

@@ -26,7 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_DAMAGED = 0, 1, 3  # the others are errors.py's, rais
 
 #: The modules holding commands, in the order `stackvault --help` lists their commands.
 FAMILIES = ("repository", "backup", "listing", "history", "restore", "consistency", "maintenance", "proxy",
-            "files", "service", "observe")
+            "files", "service", "api", "observe")
 
 Renderer = Callable[[dict], str]
 

@@ -69,6 +69,15 @@ class Picked:
     elsewhere: int = 0
 
 
+def selects(sel: Selection, server) -> bool:
+    """Whether `sel` chooses `server` (openstacksdk's) among its project's servers, as `pick_servers` does."""
+    if not (sel.servers or sel.all_servers or sel.tags or sel.metadata):
+        return False
+    if sel.servers and not _matches(server, sel.servers):
+        return False
+    return bool(_filtered([server], sel)) and sel.covers(server)
+
+
 def _matches(obj, patterns: list[str]) -> bool:  # an openstacksdk resource
     return any(p == obj.id or fnmatch.fnmatchcase(obj.name or "", p) for p in patterns)
 

@@ -1,0 +1,67 @@
+"""Which project a request is about, and the catalog's backups that project may see.
+
+A request is about the caller's own project; `?project_id=` another one, or `?all_projects=1` every
+one, needs the `stackvault:all_projects` rule. A backup belongs to the project of the server it is
+of (its record's source); a backup of a volume or of a disk names no project and is seen with
+`all_projects` only. Another project's backup is reported exactly as one that does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from flask import current_app, request
+
+from ..catalog.models import BackupRow
+from .access import Caller
+from .faults import ApiError
+from .service import ApiService
+
+
+@dataclass(frozen=True)
+class Scope:
+    caller: Caller
+    project_id: str | None  # None: every project
+
+    def covers(self, project_id: str | None) -> bool:
+        return self.project_id is None or project_id == self.project_id
+
+
+def service() -> ApiService:
+    return current_app.extensions["stackvault"]
+
+
+def caller() -> Caller:
+    return Caller.from_environ(request.environ)
+
+
+def scope(rule: str) -> Scope:
+    """The project this request is about, once `rule` allows the caller on it (else 403)."""
+    who, rules = caller(), service().rules
+    every = request.args.get("all_projects", "").lower() in ("1", "true", "yes")
+    project = request.args.get("project_id") or who.project_id
+    if (every or project != who.project_id) and not rules.allows("stackvault:all_projects", who, project):
+        raise ApiError(HTTPStatus.FORBIDDEN, f"only an admin may see {'every project' if every else 'another project'}",
+                       "ask about your own project: leave out all_projects and project_id")
+    if not rules.allows(rule, who, project):
+        raise ApiError(HTTPStatus.FORBIDDEN, f"{rule} is not allowed for your roles in project {project}",
+                       "ask an admin of the cloud for a role in the project")
+    return Scope(who, None if every else project)
+
+
+def project_of(source: dict | None) -> str | None:
+    """The project a backup belongs to: its server's, from the definition stored with the backup."""
+    return ((source or {}).get("server") or {}).get("project_id")
+
+
+def server_of(source: dict | None) -> dict | None:
+    """{"id", "name"} of the server a backup is of, None for a volume's or a disk's."""
+    server = (source or {}).get("server") or {}
+    return {"id": server["id"], "name": server.get("name") or ""} if server.get("id") else None
+
+
+def visible_backups(within: Scope) -> list[BackupRow]:
+    """The catalog's backups of the repository that `within` covers, oldest first."""
+    ctx = service().context()
+    return [row for row in ctx.catalog.backups(ctx.repo.id) if within.covers(project_of(row.source))]

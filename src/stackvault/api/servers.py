@@ -1,0 +1,183 @@
+"""/v1/servers: a project's servers with their protection status and last backup.
+
+The servers are listed from Nova with the caller's own token, so the cloud itself decides what the
+caller may see; the service adds which policies select each server and its newest backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http import HTTPStatus
+from types import SimpleNamespace
+
+from flask import Blueprint, jsonify, request
+
+from ..cloud.inventory import Selection, selects
+from ..config import Policy
+from ..domain import BackupLevel
+from ..errors import NotFoundError, StackvaultError, UsageError
+from .access import Caller
+from .faults import ApiError
+from .scope import Scope, scope, server_of, service, visible_backups
+
+blueprint = Blueprint("servers", __name__)
+log = logging.getLogger("stackvault.api")
+
+
+def _caller_connection(who: Caller):
+    """openstacksdk on the caller's token, scoped to the caller's project, in the service's region."""
+    import openstack
+
+    auth = service().service_auth
+    return openstack.connect(auth_type="v3token", auth_url=auth["auth_url"], token=who.token,
+                             project_id=who.project_id, region_name=auth.get("region_name"),
+                             interface=auth.get("interface") or "public", load_yaml_config=False,
+                             load_envvars=False)
+
+
+def _selection(policy: Policy) -> Selection:
+    """The servers a policy selects within its project."""
+    return Selection(servers=policy.servers, all_servers=policy.all, tags=policy.server_tags,
+                     metadata=policy.server_metadata, exclude=policy.exclude,
+                     availability_zones=list(policy.availability_zones))
+
+
+def _protecting(server) -> list[str]:
+    """The enabled policies whose selection takes `server`."""
+    svc = service()
+    names = []
+    for policy in svc.policies():
+        if not policy.enabled or server.project_id != svc.policy_project(policy):
+            continue
+        if selects(_selection(policy), server):
+            names.append(policy.name)
+    return names
+
+
+def _servers(within: Scope) -> list:
+    conn = _caller_connection(within.caller)
+    query: dict[str, object] = {"details": True}
+    if within.project_id != within.caller.project_id:  # an admin asking about other projects
+        query["all_projects"] = True
+        if within.project_id is not None:
+            query["project_id"] = within.project_id
+    return list(conn.compute.servers(**query))
+
+
+@blueprint.get("/v1/servers")
+def list_servers():
+    """The caller's servers, each with the policies protecting it and its newest backup.
+    ---
+    get:
+      summary: List servers with their protection status
+      parameters:
+      - {in: query, name: project_id, schema: {type: string}, description: another project (admin)}
+      - {in: query, name: all_projects, schema: {type: boolean}, description: every project (admin)}
+      responses:
+        200: {description: "{servers: [{id, name, status, project_id, protected, policies, last_backup}]}"}
+    """
+    within = scope("stackvault:server:list")
+    newest: dict[str, dict] = {}
+    for row in visible_backups(within):  # oldest first: the last one seen is the newest
+        server = server_of(row.source)
+        if server:
+            newest[server["id"]] = {"backup_id": row.backup_id, "created": row.created, "level": row.level,
+                                    "status": row.status, "consistency": row.consistency}
+    out = []
+    for server in _servers(within):
+        policies = _protecting(server)
+        out.append({"id": server.id, "name": server.name, "status": server.status, "project_id": server.project_id,
+                    "protected": bool(policies), "policies": policies, "last_backup": newest.get(server.id)})
+    return jsonify({"servers": out})
+
+
+def _own_server(within: Scope, server_id: str, conn=None):  # an openstacksdk server
+    """The caller's server: Nova, on the caller's own token, says whether it is theirs (another project's
+    is not found, exactly as one that does not exist)."""
+    conn = conn or _caller_connection(within.caller)
+    server = conn.compute.find_server(server_id, ignore_missing=True,
+                                      all_projects=within.project_id != within.caller.project_id)
+    if server is None or not within.covers(server.project_id):
+        raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
+                            "list your servers with GET /v1/servers")
+    return server
+
+
+@blueprint.put("/v1/servers/<server_id>/policies/<name>")
+def opt_in(server_id: str, name: str):
+    """Opt one of the caller's servers into a policy that selects servers by metadata: the policy's
+    `server_metadata` pairs are set on the server, with the caller's own token.
+    ---
+    put:
+      summary: Opt a server into a policy
+      parameters:
+      - {in: path, name: server_id, required: true, schema: {type: string}}
+      - {in: path, name: name, required: true, schema: {type: string}, description: the policy's name}
+      responses:
+        200: {description: "{server: {id, name, protected, policies, metadata}}"}
+        403: {description: the rules refuse the caller (a reader)}
+        404: {description: no such server, or no such policy backing up the caller's project}
+        409: {description: the policy does not select servers by metadata alone (an admin adds the server)}
+    """
+    within = scope("stackvault:server:protect")
+    svc = service()
+    policy = next((p for p in svc.policies() if p.name == name and p.enabled
+                   and within.covers(svc.policy_project(p))), None)
+    if policy is None:
+        raise NotFoundError(f"no enabled policy {name!r} backs up project {within.caller.project_id}",
+                            "list the policies that do with GET /v1/policies")
+    conn = _caller_connection(within.caller)
+    server = _own_server(within, server_id, conn)
+    opted = SimpleNamespace(id=server.id, name=server.name, tags=getattr(server, "tags", None) or [],
+                            availability_zone=server.availability_zone,
+                            metadata={**(server.metadata or {}), **policy.server_metadata})
+    if not policy.server_metadata or not selects(_selection(policy), opted):
+        raise ApiError(HTTPStatus.CONFLICT, f"policy {name} does not select servers by metadata alone",
+                       "ask an admin to add the server to the policy's servers, tags or exclude list")
+    conn.compute.set_server_metadata(server, **policy.server_metadata)
+    server = conn.compute.get_server(server.id)
+    return jsonify({"server": {"id": server.id, "name": server.name, "protected": bool(_protecting(server)),
+                               "policies": _protecting(server), "metadata": dict(server.metadata or {})}})
+
+
+@blueprint.post("/v1/servers/<server_id>/backups")
+def back_up_server(server_id: str):
+    """Start a backup of one of the caller's servers; it runs as `stackvault backup --server` does.
+    ---
+    post:
+      summary: Start a backup of a server
+      parameters:
+      - {in: path, name: server_id, required: true, schema: {type: string}}
+      requestBody:
+        content:
+          application/json:
+            schema: {type: object, properties: {level: {type: string, enum: [full, incremental, differential]}}}
+      responses:
+        202: {description: "{backup: {server_id, level}}: started; /v1/servers shows its last_backup when done"}
+        403: {description: the rules refuse the caller (a reader)}
+        404: {description: no such server in the caller's project (another project's is not told apart)}
+    """
+    from ..cloud.connection import connect
+    from ..jobs.cloud_backup import back_up_cloud
+
+    within = scope("stackvault:server:backup")
+    body = request.get_json(silent=True) or {}
+    try:
+        level = BackupLevel(body.get("level", BackupLevel.INCREMENTAL))
+    except ValueError:
+        raise UsageError(f"level {body.get('level')!r} is not a backup level",
+                         f"give one of {', '.join(BackupLevel)}") from None
+    server = _own_server(within, server_id)
+    svc = service()
+    ctx = svc.context()
+    selection = Selection(servers=[server.id], project=server.project_id)
+
+    def run() -> None:  # the job records itself in the catalog, as from the CLI
+        try:
+            back_up_cloud(ctx, connect(svc.settings.cloud.os_cloud), selection, level)
+        except StackvaultError as exc:
+            log.warning("backup of server %s started through the API failed: %s", server.id, exc)
+
+    threading.Thread(target=run, name=f"sv-api-backup-{server.id[:8]}", daemon=True).start()
+    return jsonify({"backup": {"server_id": server.id, "level": level.value}}), HTTPStatus.ACCEPTED
