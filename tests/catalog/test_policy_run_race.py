@@ -56,3 +56,33 @@ def test_the_database_refuses_a_second_unfinished_run_of_a_policy(catalog_url: s
     with catalog.session() as s, s.begin():  # once the first is done, the next run opens
         s.add(PolicyRunRow(id="next", slot=(SLOT + timedelta(seconds=2)).isoformat(), **row))
     assert queue.unfinished_run("web").id == "next"  # type: ignore[union-attr]
+
+
+def test_the_upgrade_closes_a_raced_second_run_with_its_items(catalog_url: str) -> None:
+    """A catalog that already holds two unfinished runs of a policy (the race, before the unique index)
+    keeps the older one; the newer is closed as failed, and so are its items, which nobody would ever
+    claim and the queue metric must not count."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from stackvault.catalog import schema
+    from stackvault.observe.metrics import queue_depth
+
+    old = create_engine(catalog_url)
+    with old.begin() as conn:
+        command.upgrade(schema.alembic_config(conn), "0003_policy_queue")
+    with old.begin() as conn:
+        for run, created in (("older", "2026-12-07T02:00:00+00:00"), ("newer", "2026-12-07T02:00:00.5+00:00")):
+            conn.execute(text("INSERT INTO policy_runs (id, repo_id, policy, slot, level, status, created, report) "
+                              "VALUES (:id, 'repo-1', 'web', :slot, 'full', 'queued', :created, '{}')"),
+                         {"id": run, "slot": f"2026-12-07T02:00:00+00:00/{run}", "created": created})
+            conn.execute(text("INSERT INTO policy_items (run_id, kind, item_id, name, status, attempts, report) "
+                              "VALUES (:run, 'server', :item, 'n', 'queued', 0, '{}')"), {"run": run, "item": run})
+    old.dispose()
+
+    catalog = Catalog(catalog_url)
+    queue = PolicyQueue(catalog, "repo-1")
+    assert queue.unfinished_run("web").id == "older"  # type: ignore[union-attr]
+    statuses = {i.item_id: (i.status, i.result) for run in ("older", "newer") for i in queue.items(run)}
+    assert statuses == {"older": ("queued", None), "newer": ("done", "failed")}
+    assert queue_depth(catalog.engine) == {("repo-1", "web", "", "queued"): 1}

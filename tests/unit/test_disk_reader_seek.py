@@ -27,3 +27,21 @@ def test_only_holes_after_the_last_data() -> None:
     with DiskReader(repo, index) as reader:
         assert reader.data_from(BLOCK) is None
         assert reader.hole_from(0) == BLOCK
+
+
+
+def test_the_end_of_a_long_run_of_data_is_found_without_walking_its_blocks() -> None:
+    """SEEK_HOLE and NBD block status ask where data ends: on a fully written disk of 2**30 blocks (512
+    TiB of 512 KiB blocks, one run) that is answered by bisecting the runs at once, where a walk over
+    the run's blocks would take Python many minutes. Runs that touch end to end count as one."""
+    from array import array
+
+    from stackvault.engine.blockindex import DIGEST_SIZE, BlockIndex
+
+    blocks = 1 << 30
+    whole = BlockIndex(512 << 10, blocks * (512 << 10), "b", array("Q", [0]), array("Q", [blocks]),
+                       b"", checksum=bytes(32))  # only the runs matter here: no digests held
+    assert whole.data_end(0) == blocks and whole.data_end(blocks - 1) == blocks
+    touching = BlockIndex(4096, 40 * 4096, "b", array("Q", [2, 5, 9]), array("Q", [3, 4, 1]),
+                          bytes(8 * DIGEST_SIZE), checksum=bytes(32))
+    assert [touching.data_end(i) for i in (0, 2, 4, 5, 8, 9, 10)] == [0, 10, 10, 10, 10, 10, 10]

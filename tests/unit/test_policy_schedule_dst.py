@@ -78,3 +78,21 @@ def test_the_policy_names_its_zone_or_takes_the_machines(tmp_path: Path, monkeyp
         load_settings(str(config))
     assert err.value.message.startswith("bad value 'Berlin' for timezone of policy 'web'")
     assert "Europe/Berlin" in (err.value.fix or "")
+
+
+def test_the_machines_zone_is_read_from_tz_as_systemd_and_containers_set_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TZ=:/etc/localtime` (systemd units) and a zone file's path name the zone in that file; a TZ that
+    names none falls back to /etc/localtime, and only a machine without either reads UTC."""
+    from stackvault.service import schedule
+
+    berlin_file = tmp_path / "localtime"
+    berlin_file.write_bytes(Path("/usr/share/zoneinfo/Europe/Berlin").read_bytes())
+    monkeypatch.setattr(schedule, "LOCALTIME", str(berlin_file))
+    summer = datetime(2026, 7, 1, 12, tzinfo=UTC)
+    for tz in (f":{berlin_file}", str(berlin_file), "CET-1CEST,M3.5.0,M10.5.0/3", "Not/AZone", ""):
+        monkeypatch.setenv("TZ", tz)
+        assert machine_zone().utcoffset(summer) == BERLIN.utcoffset(summer), tz
+    monkeypatch.setattr(schedule, "LOCALTIME", str(tmp_path / "missing"))
+    monkeypatch.setenv("TZ", "")
+    assert machine_zone() == UTC

@@ -156,6 +156,15 @@ class BlockIndex:
                 k = (self._firsts[r] + i - first) * DIGEST_SIZE
                 yield i, bytes(view[k : k + DIGEST_SIZE])
 
+    def data_end(self, i: int) -> int:
+        """The first block at or after block `i` that is zeros (`blocks` when data runs to the end): found
+        by bisecting the runs, so a seek past a long run of data costs no walk over its blocks."""
+        r = bisect_right(self._starts, i) - 1
+        while 0 <= r < len(self._starts) and self._starts[r] <= i < self._starts[r] + self._counts[r]:
+            i = self._starts[r] + self._counts[r]  # a run that ends where the next begins: go on
+            r += 1
+        return min(i, self.blocks)
+
     def data_runs(self) -> Iterator[tuple[int, int]]:
         """[start, end) of each run of blocks holding data, in disk order; every other block is zeros."""
         for first, count in zip(self._starts, self._counts, strict=True):

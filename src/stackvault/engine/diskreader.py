@@ -71,12 +71,7 @@ class DiskReader:
     def hole_from(self, offset: int) -> int:
         """SEEK_HOLE: the first offset at or after `offset` in a hole (the disk's end counts as one)."""
         bs = self.index.block_size
-        i = offset // bs
-        for j, _digest in self.index.data_blocks(i):
-            if j != i:
-                break
-            i += 1
-        return max(offset, min(i * bs, self.size))
+        return max(offset, min(self.index.data_end(offset // bs) * bs, self.size))
 
     def read(self, offset: int, length: int) -> bytes:
         """`length` bytes from `offset` (clipped at the disk's end)."""

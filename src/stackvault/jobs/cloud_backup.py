@@ -328,7 +328,7 @@ def record_failure_before_backup(ctx: JobContext, kind: str, item_id: str, name:
         report.update({"policy": tags[POLICY_TAG], "run_id": job_id})
     try:
         ctx.catalog.finish_job(ctx.catalog.start_job("backup", ctx.repo.id), "failed", error, report=report)
-    except StackvaultError as exc:  # the item's failure is in the report already; the row is its echo
+    except Exception as exc:  # noqa: BLE001 - the failure is in the item's report already; the row is its echo
         log.warning("the failure of %s %s was not recorded in the catalog: %s", kind, item_id, exc)
 
 

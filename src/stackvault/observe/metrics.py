@@ -117,7 +117,7 @@ def queue_depth(engine: Engine) -> QueueDepth:
     q = (select(PolicyRunRow.repo_id, PolicyRunRow.policy, PolicyItemRow.availability_zone, PolicyItemRow.status,
                 func.count())
          .join(PolicyRunRow, PolicyRunRow.id == PolicyItemRow.run_id)
-         .where(PolicyItemRow.status.in_(QUEUE_STATES))
+         .where(PolicyItemRow.status.in_(QUEUE_STATES), PolicyRunRow.status != "done")
          .group_by(PolicyRunRow.repo_id, PolicyRunRow.policy, PolicyItemRow.availability_zone, PolicyItemRow.status))
     with Session(engine) as s:
         return {(repo, policy, zone or "", status): n for repo, policy, zone, status, n in s.execute(q)}

@@ -117,8 +117,10 @@ def work_item(ctx: JobContext, queue: PolicyQueue, policy: Policy, claim: Claim,
     except Exception as exc:  # noqa: BLE001 - gone since it was queued, cloud unreachable: this item fails, not the run
         report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed",
                   "error": exc.message if isinstance(exc, StackvaultError) else f"{exc.__class__.__name__}: {exc}"}
+        queue.finish(claim, report["status"], report)
         record_failure_before_backup(ctx, item.kind, item.item_id, item.name, report["error"], claim.run_id,
                                      {POLICY_TAG: policy.name})
+        return report
     queue.finish(claim, report["status"], report)
     return report
 

@@ -13,6 +13,7 @@ only the first time (croniter alone gives it twice).
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,8 @@ from croniter import croniter
 
 from ..config import WEEKDAYS, Policy
 from ..domain import BackupLevel
+
+log = logging.getLogger(__name__)
 
 #: Where the machine's zone is read from when $TZ names none (systemd's timedatectl writes it).
 LOCALTIME = "/etc/localtime"
@@ -32,16 +35,35 @@ def policy_zone(policy: Policy) -> tzinfo:
 
 
 def machine_zone() -> tzinfo:
-    """This machine's zone with its summer-time rules, as cron uses it: $TZ when it is a zone's name,
-    else /etc/localtime; UTC when neither names one (a container without zone data)."""
+    """This machine's zone with its summer-time rules, as cron uses it: $TZ when it names a zone (`Europe/Berlin`,
+    or a zone file's path, `:/etc/localtime` as systemd units write it), else /etc/localtime; UTC only when
+    neither can be read (a container without zone data), with a warning, since every slot then moves."""
     name = os.environ.get("TZ", "").lstrip(":")
+    for read in (_zone_named(name) if name else None, _zone_file(LOCALTIME)):
+        if read is not None:
+            return read
+    log.warning("no time zone in $TZ (%r) nor in %s: schedules are read in UTC (set the policy's timezone)",
+                os.environ.get("TZ", ""), LOCALTIME)
+    return UTC
+
+
+def _zone_named(name: str) -> tzinfo | None:
+    """The zone $TZ names: an IANA name or a zone file's path; None for anything else (a POSIX rule
+    string such as `CET-1CEST,M3.5.0,M10.5.0/3` is not read: /etc/localtime is, instead)."""
+    if name.startswith("/"):
+        return _zone_file(name)
     try:
-        if name:
-            return ZoneInfo(name)
-        with open(LOCALTIME, "rb") as f:
-            return ZoneInfo.from_file(f, key="localtime")
+        return ZoneInfo(name)
     except (OSError, ValueError, ZoneInfoNotFoundError):
-        return UTC
+        return None
+
+
+def _zone_file(path: str) -> tzinfo | None:
+    try:
+        with open(path, "rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError):
+        return None
 
 
 def _repeated(slot: datetime) -> bool:

@@ -36,6 +36,10 @@ def upgrade() -> None:
         "WHERE older.repo_id = policy_runs.repo_id AND older.policy = policy_runs.policy "
         "AND older.status != 'done' AND (older.created < policy_runs.created "
         "OR (older.created = policy_runs.created AND older.id < policy_runs.id)))").bindparams(report))
+    # their items too: no worker claims an item of a finished run, and the queue metric must not count it
+    op.execute(sa.text(
+        "UPDATE policy_items SET status = 'done', result = 'failed' WHERE status != 'done' "
+        "AND run_id IN (SELECT id FROM policy_runs WHERE status = 'done')"))
     op.create_index("uq_policy_runs_unfinished", "policy_runs", ["repo_id", "policy"], unique=True,
                     postgresql_where=UNFINISHED, sqlite_where=UNFINISHED)
 
