@@ -35,8 +35,14 @@ def volume_exists(conn, name: str) -> bool:
 
 def keep_volume(conn, volume_id: str) -> None:
     """Remove the job tag from a volume made with `create_temp_volume`: it is the user's now (a restore)."""
-    cloud_call(f"untag volume {volume_id}",
-               lambda: conn.block_storage.delete_volume_metadata(volume_id, keys=[TEMP_KEY]))
+    def untag() -> None:
+        try:
+            conn.block_storage.delete_volume_metadata(volume_id, keys=[TEMP_KEY])
+        except os_exc.NotFoundException:  # the key is gone: an earlier try removed it, its answer lost
+            if (get_volume(conn, volume_id).metadata or {}).get(TEMP_KEY) is not None:
+                raise
+
+    cloud_call(f"untag volume {volume_id}", untag)
 
 
 def make_bootable(conn, volume_id: str, image_properties: dict[str, str]) -> None:

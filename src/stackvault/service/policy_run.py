@@ -51,6 +51,11 @@ def queue_name(policy: Policy) -> str:
     return f"{PROXY_STATE_POLICY}@{hostname()}" if policy.builtin else policy.name
 
 
+#: A full verify that found the repository locked (a gc or prune of a run holds it): not done, and its
+#: run is taken again once its lease ends, so a weekly verify is not lost to a minute's gc.
+DEFERRED = "deferred"
+
+
 def full_verify_name(policy: Policy) -> str:
     """The queue name of the policy's full deep verify: its slots are counted apart from its backups'."""
     return f"{policy.name}{FULL_VERIFY_SUFFIX}"
@@ -177,7 +182,10 @@ def full_verify(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str
     try:
         report["verify"] = verify(ctx, deep=True).to_dict()
         report["status"] = report["verify"]["status"]
-    except StackvaultError as exc:  # a held lock, an unreadable repository: said, and the next slot tries again
+    except LockedError as exc:  # a gc or prune holds the repository: this slot's verify is tried again later
+        queue.release_run(run_id)
+        return {**report, "status": DEFERRED, "error": str(exc)}
+    except StackvaultError as exc:  # an unreadable repository: said, and the next slot tries again
         report["verify"] = {"status": "failed", "error": str(exc)}
         report["status"], report["error"] = "failed", f"verify: {exc}"
     if run.job_id:
