@@ -14,9 +14,9 @@ from types import SimpleNamespace
 from flask import Blueprint, jsonify, request
 
 from ..cloud.inventory import Selection, selects
-from ..config import Policy
 from ..domain import BackupLevel
 from ..errors import NotFoundError, StackvaultError, UsageError
+from ..service.policy_run import policy_selection
 from .access import Caller
 from .faults import ApiError
 from .scope import Scope, scope, server_of, service, visible_backups
@@ -36,13 +36,6 @@ def _caller_connection(who: Caller):
                              load_envvars=False)
 
 
-def _selection(policy: Policy) -> Selection:
-    """The servers a policy selects within its project."""
-    return Selection(servers=policy.servers, all_servers=policy.all, tags=policy.server_tags,
-                     metadata=policy.server_metadata, exclude=policy.exclude,
-                     availability_zones=list(policy.availability_zones))
-
-
 def _protecting(server) -> list[str]:
     """The enabled policies whose selection takes `server`."""
     svc = service()
@@ -50,7 +43,7 @@ def _protecting(server) -> list[str]:
     for policy in svc.policies():
         if not policy.enabled or server.project_id != svc.policy_project(policy):
             continue
-        if selects(_selection(policy), server):
+        if selects(policy_selection(policy), server):
             names.append(policy.name)
     return names
 
@@ -132,7 +125,7 @@ def opt_in(server_id: str, name: str):
     opted = SimpleNamespace(id=server.id, name=server.name, tags=getattr(server, "tags", None) or [],
                             availability_zone=server.availability_zone,
                             metadata={**(server.metadata or {}), **policy.server_metadata})
-    if not policy.server_metadata or not selects(_selection(policy), opted):
+    if not policy.server_metadata or not selects(policy_selection(policy), opted):
         raise ApiError(HTTPStatus.CONFLICT, f"policy {name} does not select servers by metadata alone",
                        "ask an admin to add the server to the policy's servers, tags or exclude list")
     conn.compute.set_server_metadata(server, **policy.server_metadata)

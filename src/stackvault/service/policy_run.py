@@ -90,12 +90,17 @@ def enqueue(ctx: JobContext, queue: PolicyQueue, policy: Policy, slot: datetime,
     return run_id
 
 
+def policy_selection(policy: Policy) -> Selection:
+    """What the policy selects, as `pick_servers`/`pick_volumes` (and the API's `selects`) read it."""
+    return Selection(servers=policy.servers, volumes=policy.volumes, all_servers=policy.all,
+                     tags=policy.server_tags, metadata=policy.server_metadata, exclude=policy.exclude,
+                     project=policy.project, availability_zones=list(policy.availability_zones))
+
+
 def select_items(ctx: JobContext, policy: Policy, connect: Connect) -> list[QueueItem]:
     """The servers and volumes the policy selects, in every zone it names: which proxy takes each is
     decided when it is claimed (by the claiming proxy's zones), not here."""
-    selection = Selection(servers=policy.servers, volumes=policy.volumes, all_servers=policy.all,
-                          tags=policy.server_tags, metadata=policy.server_metadata, exclude=policy.exclude,
-                          project=policy.project, availability_zones=list(policy.availability_zones))
+    selection = policy_selection(policy)
     conn = connect(policy.os_cloud or ctx.settings.cloud.os_cloud)
     servers, volumes = pick_servers(conn, selection).items, pick_volumes(conn, selection).items
     return ([QueueItem("server", s.id, s.name or s.id, getattr(s, "availability_zone", None)) for s in servers]
