@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from e2e.helpers import Stackvault
 
 from .pgserver import SUPERUSER, PostgresServer
@@ -31,6 +32,7 @@ def _settled(postgres: PostgresServer, database: str) -> int:
     return _connections(postgres, database)
 
 
+@pytest.mark.slow
 def test_sighup_keeps_the_catalogs_connections(postgres: PostgresServer, tmp_path: Path) -> None:
     database = f"reload{next(_names)}_{os.getpid()}"
     url = postgres.create_database(database)

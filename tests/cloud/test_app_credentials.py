@@ -40,6 +40,7 @@ def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_backup_and_restore_with_an_application_credential(user, fast_cloud, devcloud, conn, cloud_objects, tmp_path):
     tag = uuid.uuid4().hex[:6]
     server = _boot(conn, cloud_objects, f"appcred-{tag}", "sv-agent")

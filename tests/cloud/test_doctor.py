@@ -25,6 +25,7 @@ def _image_id(conn, name: str) -> str:
     return conn.image.find_image(name, ignore_missing=False).id
 
 
+@pytest.mark.slow
 def test_doctor_table_json_and_exit_codes(user, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     crash = _boot(conn, cloud_objects, f"doc-noagent-{tag}", "sv-noagent")

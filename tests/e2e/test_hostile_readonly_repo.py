@@ -53,6 +53,7 @@ def _reads_work_and_writes_fail(sv: Stackvault, bid: str, src: Path, tmp_path: P
     assert tree_listing(sv.repo) == before, "a failed job changed the repository"
 
 
+@pytest.mark.slow
 def test_restore_and_verify_from_a_full_repository(tmp_path: Path, rng: random.Random,
                                                    mount_point) -> None:  # noqa: F811 - the imported fixture
     disk = mount_point("full", "16m")

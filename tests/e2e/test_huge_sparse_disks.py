@@ -111,6 +111,7 @@ def check_round_trip(sv: Stackvault, tmp_path: Path, size: int, pieces: int) -> 
     assert rss < RSS_BOUND, f"verify held {rss >> 20} MiB"
 
 
+@pytest.mark.slow
 def test_a_15_tib_sparse_disk_backs_up_restores_and_verifies_in_bounded_memory(tmp_path: Path) -> None:
     """15 TiB (ext4 files go up to 16 TiB): 31 million blocks, of which 32 hold data."""
     check_round_trip(Stackvault(tmp_path / "sv"), tmp_path, 15 * TIB, pieces=16)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from .helpers import BLOCK, KIB, MIB, Stackvault, churn, make_random_image, sha256_file
 
 SIZE = 64 * MIB
@@ -57,6 +59,7 @@ def test_incremental_with_no_change_stores_nothing(repo: Stackvault, rng: random
     _assert_restores(repo, again["backup_id"], sha256_file(src), tmp_path / "same.raw")
 
 
+@pytest.mark.slow
 def test_differential_after_two_incrementals_covers_the_union(repo: Stackvault, rng: random.Random,
                                                               tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "disk.img", 32 * MIB, rng)

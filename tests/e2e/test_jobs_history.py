@@ -6,6 +6,8 @@ import random
 import re
 from pathlib import Path
 
+import pytest
+
 from .helpers import MIB, Stackvault, make_random_image, one_error
 
 
@@ -22,6 +24,7 @@ def _columns_line_up(text: str) -> None:
                 f"{cell.group()!r} is out of line with {name.group()}:\n{text}"
 
 
+@pytest.mark.slow
 def test_jobs_lists_filters_and_shows_a_failure_with_its_fix(repo: Stackvault, tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "d.img", MIB, random.Random(3))
     first = repo.backup(src)["backup_id"]

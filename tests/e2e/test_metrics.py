@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import MIB, Stackvault, one_error, write_at
@@ -48,6 +49,7 @@ def _foreign_gc_lock(repo: Path, seconds: float) -> Path:
     return lock
 
 
+@pytest.mark.slow
 def test_textfile_holds_each_disks_last_backup_its_failures_and_the_verify_results(
         repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     a, b = tmp_path / "a.img", tmp_path / "b.img"

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from stackvault.catalog import Catalog
@@ -40,6 +41,7 @@ def _rows(sv: Stackvault) -> tuple[list[PolicyRunRow], list[JobRow]]:
         catalog.close()
 
 
+@pytest.mark.slow
 def test_the_server_runs_a_full_deep_verify_at_its_slots(repo: Stackvault, rng: random.Random,
                                                          tmp_path: Path) -> None:
     disk = tmp_path / "a.img"

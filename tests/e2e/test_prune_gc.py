@@ -11,6 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from .helpers import (
     BLOCK,
     KIB,
@@ -85,6 +87,7 @@ def test_prune_keep_last_then_gc_keeps_what_is_kept_and_frees_the_rest(repo: Sta
     assert repo.run("verify", "--deep", expect=None).rc == 0
 
 
+@pytest.mark.slow
 def test_differential_survives_its_full_and_incrementals_being_pruned(repo: Stackvault, rng: random.Random,
                                                                       tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "disk.img", SIZE, rng)
@@ -97,6 +100,7 @@ def test_differential_survives_its_full_and_incrementals_being_pruned(repo: Stac
     assert repo.run("verify", "--deep", expect=None).rc == 0
 
 
+@pytest.mark.slow
 def test_prune_is_per_disk(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     a = make_random_image(tmp_path / "a.img", MIB, rng)
     b = make_random_image(tmp_path / "b.img", MIB, rng)
@@ -119,6 +123,7 @@ def test_prune_keep_daily_keeps_the_newest_of_the_day(repo: Stackvault, rng: ran
     assert repo.list_ids() == ids[-1:], "both are from today: keep-daily 1 keeps the newest"
 
 
+@pytest.mark.slow
 def test_gc_during_a_backup_does_not_delete_chunks_the_backup_uses(repo: Stackvault, rng: random.Random,
                                                                    tmp_path: Path) -> None:
     """Chunks orphaned by prune that a running backup dedups against must survive a concurrent gc."""

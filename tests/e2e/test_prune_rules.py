@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from .helpers import MIB, Stackvault, change_blocks, make_random_image, one_error
 
 
@@ -27,6 +29,7 @@ def _newest_per(repo: Stackvault, period: slice) -> list[str]:
     return list(newest.values())
 
 
+@pytest.mark.slow
 def test_keep_within_keeps_every_recent_backup_and_adds_to_the_other_rules(repo: Stackvault, tmp_path: Path) -> None:
     ids = _three_backups(repo, tmp_path)
     repo.run("prune", "--keep-last", "1", "--keep-within", "1h", "--dry-run")

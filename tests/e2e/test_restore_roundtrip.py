@@ -65,7 +65,7 @@ def test_every_backup_of_a_series_of_ten_restores_to_the_bytes_of_its_time(
     _restore_every_backup_of_a_series(repo, rng, tmp_path, source_format, SERIES_LEVELS)
 
 
-@pytest.mark.parametrize("source_format", ["raw", "qcow2"])
+@pytest.mark.parametrize("source_format", ["raw", pytest.param("qcow2", marks=pytest.mark.slow)])
 def test_every_level_restores_to_the_bytes_of_its_time(
     repo: Stackvault, rng: random.Random, tmp_path: Path, source_format: str
 ) -> None:
