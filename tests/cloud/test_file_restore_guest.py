@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 
-from .test_quiesce_proof import _hypervisor
-from .test_server_backup import _boot, _leftovers
+from .test_quiesce_proof import booted_guest
+from .test_server_backup import _leftovers
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]
 
@@ -23,12 +22,7 @@ pytestmark = [pytest.mark.guest, pytest.mark.slow]
 def test_files_of_a_real_guest_come_back_as_each_backup_held_them(user, devcloud, conn, cloud_objects,
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    if devcloud.ctx.fast:
-        pytest.skip("needs real guests: run without DEVCLOUD_FAST")
-    name = f"files-{uuid.uuid4().hex[:6]}"
-    server = _boot(conn, cloud_objects, name, "sv-agent-quiesce")
-    hv = _hypervisor(devcloud)
-    hv.wait_agent(server.id, timeout=240)
+    name, server, hv = booted_guest(devcloud, conn, cloud_objects, "files")
 
     def sh(script: str) -> str:
         code, out, err = hv.guest_exec(server.id, ["/bin/sh", "-c", script], timeout=60)

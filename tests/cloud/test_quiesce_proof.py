@@ -163,16 +163,22 @@ def _hypervisor(devcloud):
                       image_cache=Path(os.environ.get("DEVCLOUD_GUEST_CACHE") or devcloud.ctx.cache_dir / "guest"))
 
 
+def booted_guest(devcloud, conn, cloud_objects, prefix: str):
+    """A real TCG guest with its agent answering: (its name, the server, the hypervisor that runs it)."""
+    if devcloud.ctx.fast:
+        pytest.skip("needs real guests: run without DEVCLOUD_FAST")
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    server = _boot(conn, cloud_objects, name, "sv-agent-quiesce")
+    hv = _hypervisor(devcloud)
+    hv.wait_agent(server.id, timeout=240)
+    return name, server, hv
+
+
 @pytest.mark.devcloud
 @pytest.mark.guest
 @pytest.mark.slow
 def test_real_guest_with_the_hook_is_verified_and_without_it_warned(user, devcloud, conn, cloud_objects):
-    if devcloud.ctx.fast:
-        pytest.skip("needs real guests: run without DEVCLOUD_FAST")
-    name = f"proof-{uuid.uuid4().hex[:6]}"
-    server = _boot(conn, cloud_objects, name, "sv-agent-quiesce")
-    hv = _hypervisor(devcloud)
-    hv.wait_agent(server.id, timeout=240)
+    name, server, hv = booted_guest(devcloud, conn, cloud_objects, "proof")
     script = user.run("guest-hook", json_out=False).stdout
     hv.guest_write_file(server.id, HOOK_PATH, script.encode())
     code, _, err = hv.guest_exec(server.id, ["/bin/chmod", "755", HOOK_PATH])
