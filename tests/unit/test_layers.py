@@ -1,4 +1,4 @@
-"""The outer ring (jobs, CLI, service, observability) never reaches under the repository.
+"""The outer ring (jobs, CLI, service, observability, API) never reaches under the repository.
 
 The repository owns its layout: which keys its objects have, how they are listed, what a store can do.
 A job that calls the storage backend itself builds keys the format document does not know about and
@@ -13,7 +13,7 @@ from pathlib import Path
 import stackvault
 
 PACKAGE = Path(stackvault.__file__).parent
-OUTER = ("jobs", "cli", "service", "observe")
+OUTER = ("jobs", "cli", "service", "observe", "api")
 FORBIDDEN = ("backend", "store")
 
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from flask import Blueprint, jsonify, request
 
 from ..cloud.inventory import Selection, selects
+from ..cloud.servers import find_server, set_server_metadata, visible_servers
 from ..domain import BackupLevel
 from ..errors import NotFoundError, StackvaultError, UsageError
 from ..service.policy_run import policy_selection
@@ -50,12 +51,8 @@ def _protecting(server) -> list[str]:
 
 def _servers(within: Scope) -> list:
     conn = _caller_connection(within.caller)
-    query: dict[str, object] = {"details": True}
-    if within.project_id != within.caller.project_id:  # an admin asking about other projects
-        query["all_projects"] = True
-        if within.project_id is not None:
-            query["project_id"] = within.project_id
-    return list(conn.compute.servers(**query))
+    other = within.project_id != within.caller.project_id  # an admin asking about other projects
+    return visible_servers(conn, all_projects=other, project_id=within.project_id if other else None)
 
 
 @blueprint.get("/v1/servers")
@@ -89,8 +86,7 @@ def _own_server(within: Scope, server_id: str, conn=None):  # an openstacksdk se
     """The caller's server: Nova, on the caller's own token, says whether it is theirs (another project's
     is not found, exactly as one that does not exist)."""
     conn = conn or _caller_connection(within.caller)
-    server = conn.compute.find_server(server_id, ignore_missing=True,
-                                      all_projects=within.project_id != within.caller.project_id)
+    server = find_server(conn, server_id, all_projects=within.project_id != within.caller.project_id)
     if server is None or not within.covers(server.project_id):
         raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
                             "list your servers with GET /v1/servers")
@@ -128,8 +124,7 @@ def opt_in(server_id: str, name: str):
     if not policy.server_metadata or not selects(policy_selection(policy), opted):
         raise ApiError(HTTPStatus.CONFLICT, f"policy {name} does not select servers by metadata alone",
                        "ask an admin to add the server to the policy's servers, tags or exclude list")
-    conn.compute.set_server_metadata(server, **policy.server_metadata)
-    server = conn.compute.get_server(server.id)
+    server = set_server_metadata(conn, server.id, policy.server_metadata)
     return jsonify({"server": {"id": server.id, "name": server.name, "protected": bool(_protecting(server)),
                                "policies": _protecting(server), "metadata": dict(server.metadata or {})}})
 

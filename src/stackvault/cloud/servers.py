@@ -53,6 +53,30 @@ def get_server(conn, server_id: str) -> Server:
     return cloud_call(f"get server {server_id}", lambda: conn.compute.get_server(server_id))
 
 
+def visible_servers(conn, *, all_projects: bool = False, project_id: str | None = None) -> list[Server]:
+    """The servers the connection's token may see: its project's, or (an admin's) every project's or
+    one other project's."""
+    query: dict[str, object] = {"details": True}
+    if all_projects:
+        query["all_projects"] = True
+        if project_id is not None:
+            query["project_id"] = project_id
+    return cloud_call("list servers", lambda: list(conn.compute.servers(**query)))
+
+
+def find_server(conn, name_or_id: str, *, all_projects: bool = False) -> Server | None:
+    """The server of that id or name the token may see, or None."""
+    return cloud_call(f"find server {name_or_id}", lambda: conn.compute.find_server(
+        name_or_id, ignore_missing=True, all_projects=all_projects))
+
+
+def set_server_metadata(conn, server_id: str, metadata: dict[str, str]) -> Server:
+    """Set these metadata pairs on the server (others stay); the server as Nova has it then."""
+    cloud_call(f"set metadata of server {server_id}",
+               lambda: conn.compute.set_server_metadata(server_id, **metadata))
+    return get_server(conn, server_id)
+
+
 def server_exists(conn, name: str) -> bool:
     return found(f"server {name}", lambda: conn.compute.find_server(name, ignore_missing=True))
 
