@@ -14,6 +14,7 @@ MiB = 1 << 20
 DOWNLOAD = r"/v2/images/[^/]+/file$"
 
 
+@pytest.mark.slow
 def test_glance_5xx_and_dropped_download_are_retried(user, faults, conn, cloud_objects):
     name = f"flt-{uuid.uuid4().hex[:6]}"
     _boot(conn, cloud_objects, name, "sv-noagent")

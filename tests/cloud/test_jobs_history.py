@@ -11,6 +11,7 @@ from .test_server_backup import _boot
 pytestmark = pytest.mark.devcloud
 
 
+@pytest.mark.slow
 def test_jobs_of_one_server(user, fast_cloud, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     mine = _boot(conn, cloud_objects, f"hist-a-{tag}", "sv-agent")

@@ -102,6 +102,7 @@ def test_full_incremental_restore_server_bytes(user, fast_cloud, devcloud, conn,
     assert _leftovers(user) == {"images": [], "volumes": [], "snapshots": []}
 
 
+@pytest.mark.slow
 def test_consistency_recorded_and_required_quiesce_fails_that_server_only(user, devcloud, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     crash = _boot(conn, cloud_objects, f"noagent-{tag}", "sv-noagent")

@@ -66,6 +66,7 @@ def test_restore_and_verify_from_a_full_repository(tmp_path: Path, rng: random.R
     _reads_work_and_writes_fail(sv, bid, src, tmp_path, "full")
 
 
+@pytest.mark.slow
 def test_restore_and_verify_from_a_read_only_mount(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "disk.img", 4 * MIB, rng)
     bid = repo.backup(src, level="full")["backup_id"]

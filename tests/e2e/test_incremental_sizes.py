@@ -87,6 +87,7 @@ def test_differential_after_two_incrementals_covers_the_union(repo: Stackvault, 
     _assert_restores(repo, diff2["backup_id"], sha256_file(src), tmp_path / "diff2.raw")
 
 
+@pytest.mark.slow
 def test_full_resets_what_a_differential_counts(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "disk.img", 16 * MIB, rng)
     repo.backup(src, level="full")

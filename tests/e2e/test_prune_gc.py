@@ -113,6 +113,7 @@ def test_prune_is_per_disk(repo: Stackvault, rng: random.Random, tmp_path: Path)
     assert sorted(repo.list_ids()) == sorted(newest.values()), "keep-last 1 keeps the newest of each disk"
 
 
+@pytest.mark.slow
 def test_prune_keep_daily_keeps_the_newest_of_the_day(repo: Stackvault, rng: random.Random, tmp_path: Path) -> None:
     a = make_random_image(tmp_path / "a.img", MIB, rng)
     ids = []

@@ -26,6 +26,7 @@ def user(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStoreUser:
     return u
 
 
+@pytest.mark.slow
 def test_damaged_chunk_heals_on_an_object_store(user: ObjectStoreUser, tmp_path: Path) -> None:
     src = make_random_image(tmp_path / "disk.raw", MIB, random.Random(11))
     first = user.backup(src, level="full")["backup_id"]

@@ -60,6 +60,7 @@ def test_member_of_another_project_is_refused(keystone_env: str, monkeypatch) ->
         open_backend(f"swift://{container}/repo").put("config", b"x")
 
 
+@pytest.mark.slow
 def test_backup_and_restore_through_keystone(keystone_env: str, image: Path, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
     location = f"swift://{unique_name('ks')}/backups"
     open_backend(location).create()
