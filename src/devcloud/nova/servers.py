@@ -11,9 +11,9 @@ from typing import Any
 
 import webob
 
-from devcloud.nova import views
+from devcloud.nova import validation, views
 from devcloud.nova.attachments import Attachments
-from devcloud.nova.compute import Compute, NovaError, host_id, iso_z, new_uuid, now
+from devcloud.nova.compute import HOST, Compute, NovaError, host_id, iso_z, new_uuid, now
 from devcloud.nova.neutron import Networking
 from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, Router, bad_request, conflict, json_body, not_found
@@ -24,6 +24,22 @@ GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checks
                       "container_format", "os_hidden", "os_hash_algo", "os_hash_value", "stores"}
 MAX_METADATA_ITEMS = 128
 MAX_TAGS = 50
+#: oslo.utils' bool_from_string(strict=True) spellings, which Nova's is_all_tenants uses.
+TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
+FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
+
+
+def _all_tenants(query: webob.multidict.MultiDict) -> bool:
+    """nova.api.openstack.common.is_all_tenants: present and empty means yes; junk is a 400."""
+    if "all_tenants" not in query:
+        return False
+    value = query["all_tenants"].strip().lower()
+    if not value or value in TRUE_STRINGS:
+        return True
+    if value in FALSE_STRINGS:
+        return False
+    raise bad_request(f"Unrecognized value '{query['all_tenants']}', acceptable values are: "
+                      f"{', '.join(repr(v) for v in sorted(TRUE_STRINGS + FALSE_STRINGS))}")
 
 
 def image_sysmeta(image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, Any]:
@@ -92,14 +108,22 @@ class ServersApi:
 
     # ---- list / show -------------------------------------------------------------------------
     def _visible(self, ctx: RequestContext, req: webob.Request) -> list[dict[str, Any]]:
-        all_tenants = ctx.is_admin and req.GET.get("all_tenants", "0").lower() not in (
-            "0", "false", "no", "off")
-        servers = [s for s in self.store.values("servers")
-                   if all_tenants or s["project_id"] == ctx.project_id]
-        if ctx.is_admin and req.GET.get("project_id"):
-            servers = [s for s in self.store.values("servers")
-                       if s["project_id"] == req.GET["project_id"]]
         q = req.GET
+        servers = self.store.values("servers")
+        if ctx.is_admin and _all_tenants(q):
+            # compute API get_all: tenant_id is another name for project_id, both admin filters
+            project = q.get("project_id") or q.get("tenant_id")
+            if project:
+                servers = [s for s in servers if s["project_id"] == project]
+        else:  # without all_tenants Nova lists the caller's project, whatever the filters say
+            servers = [s for s in servers if s["project_id"] == ctx.project_id]
+        if ctx.is_admin and q.get("host"):
+            servers = [s for s in servers if q["host"] == HOST]
+        if q.get("ip"):
+            rx = re.compile(q["ip"])
+            servers = [s for s in servers if any(
+                rx.match(a["addr"]) for addrs in self.net.addresses(s["id"]).values()
+                for a in addrs)]
         if q.get("name"):
             rx = re.compile(q["name"])
             servers = [s for s in servers if rx.search(s["name"])]
@@ -122,14 +146,7 @@ class ServersApi:
         if q.get("changes-since"):
             servers = [s for s in servers if s["updated"] >= q["changes-since"][:19]]
         servers.sort(key=lambda s: (s["created"], s["id"]), reverse=True)
-        if q.get("marker"):
-            ids = [s["id"] for s in servers]
-            if q["marker"] not in ids:
-                raise bad_request(f"marker [{q['marker']}] not found")
-            servers = servers[ids.index(q["marker"]) + 1:]
-        if q.get("limit"):
-            servers = servers[:int(q["limit"])]
-        return servers
+        return validation.page(servers, q, key=lambda s: s["id"])
 
     def list(self, ctx: RequestContext, req: webob.Request) -> Reply:
         return Reply(200, {"servers": [views.server_brief(ctx, s)
@@ -159,6 +176,7 @@ class ServersApi:
                               if name is not None else
                               "Invalid input for field/attribute server. Value: "
                               f"{data}. 'name' is a required property")
+        validation.name("name", name)
         if "flavorRef" not in data:
             raise bad_request(f"Invalid input for field/attribute server. Value: {data}. "
                               "'flavorRef' is a required property")
@@ -236,7 +254,7 @@ class ServersApi:
             image_ref_for_instance = ""
         sysmeta.setdefault("image_base_image_ref", image_ref_for_instance)
         sysmeta.update({"owner_project_name": ctx.project_name, "owner_user_name": ctx.user_name})
-        metadata = data.get("metadata") or {}
+        metadata = validation.metadata("server/metadata", data.get("metadata") or {})
         if len(metadata) > MAX_METADATA_ITEMS:
             raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
                                 f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
@@ -358,6 +376,8 @@ class ServersApi:
         server = self.get_server(ctx, server_id)
         data = json_body(req).get("server") or {}
         changes = {k: data[k] for k in ("name", "description") if k in data}
+        if "name" in changes:
+            validation.name("name", changes["name"])
         if "accessIPv4" in data:
             changes["access_ipv4"] = data["accessIPv4"]
         if "accessIPv6" in data:
@@ -428,10 +448,8 @@ class ServersApi:
         if not isinstance(arg, dict) or not isinstance(arg.get("name"), str):
             raise bad_request(f"Invalid input for field/attribute createImage. Value: {arg}. "
                               "'name' is a required property")
-        name = arg["name"].strip()
-        if not name:
-            raise bad_request("Invalid input for field/attribute name. Value: . '' is too short")
-        extra = arg.get("metadata") or {}
+        name = validation.name("name", arg["name"]).strip()
+        extra = validation.metadata("createImage/metadata", arg.get("metadata") or {})
         rule = self.fault(req)
         if rule is not None and rule.kind == "quota-exceeded":
             raise ApiError(403, "Quota exceeded for resources: ['snapshots']" if
@@ -466,7 +484,7 @@ class ServersApi:
         meta = json_body(req).get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("Malformed request body")
-        meta = {str(k): str(v) for k, v in meta.items()}
+        meta = validation.metadata("metadata", meta)
         self._set_metadata(server_id, meta)
         return Reply(200, {"metadata": meta})
 
@@ -475,7 +493,7 @@ class ServersApi:
         meta = json_body(req).get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("Malformed request body")
-        merged = dict(server["metadata"], **{str(k): str(v) for k, v in meta.items()})
+        merged = dict(server["metadata"], **validation.metadata("metadata", meta))
         self._set_metadata(server_id, merged)
         return Reply(200, {"metadata": merged})
 
@@ -490,11 +508,14 @@ class ServersApi:
                      key: str) -> Reply:
         server = self.get_server(ctx, server_id)
         meta = json_body(req).get("meta")
-        if not isinstance(meta, dict) or len(meta) != 1 or key not in meta:
+        if not isinstance(meta, dict) or len(meta) != 1:
+            raise bad_request("Malformed request body")
+        meta = validation.metadata("meta", meta)
+        if key not in meta:
             raise bad_request("Request body and URI mismatch")
-        merged = dict(server["metadata"], **{key: str(meta[key])})
+        merged = dict(server["metadata"], **meta)
         self._set_metadata(server_id, merged)
-        return Reply(200, {"meta": {key: str(meta[key])}})
+        return Reply(200, {"meta": meta})
 
     def metadata_delete(self, ctx: RequestContext, req: webob.Request, server_id: str,
                         key: str) -> Reply:

@@ -1,0 +1,145 @@
+"""The emulated Nova lists and rejects as real Nova does (divergences Tempest found): an admin's
+`all_tenants` listing narrowed by `tenant_id`/`project_id`, and 400s for names and metadata its
+JSON schemas refuse and for bad `limit` values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devcloud import rest
+from devcloud.nova.testing import IMAGE_AGENT
+
+pytestmark = [pytest.mark.devcloud]
+
+
+class Nova:
+    """The compute API as one user: a Keystone token, plain JSON requests through the fault proxy."""
+
+    def __init__(self, dc: Any, user: str, password: str):
+        self.token, body = rest.password_token(dc.ctx.auth_url(), user, password, user)
+        self.project_id = body["project"]["id"]
+        self.base = dc.ctx.public_url("nova") + "/v2.1"
+
+    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+        return rest.request(method, self.base + path, token=self.token, body=body,
+                            headers={"OpenStack-API-Version": "compute 2.79"})[2]
+
+    def status(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+        """The HTTP status and error message of a request expected to fail."""
+        with pytest.raises(rest.ApiError) as err:
+            self(method, path, body)
+        return err.value.status, str(err.value)
+
+    def boot(self, name: str, image_id: str, **extra: Any) -> str:
+        """A server (fast mode or not, its record is what the listing tests need)."""
+        server = {"name": name, "flavorRef": "1", "imageRef": image_id, "networks": "auto",
+                  **extra}
+        return str(self("POST", "/servers", {"server": server})["server"]["id"])
+
+
+@pytest.fixture(scope="module")
+def admin(devcloud) -> Nova:
+    return Nova(devcloud, "admin", devcloud.ctx.admin_password)
+
+
+@pytest.fixture(scope="module")
+def demo(devcloud) -> Nova:
+    return Nova(devcloud, "demo", devcloud.ctx.demo_password)
+
+
+@pytest.fixture(scope="module")
+def image_id(devcloud) -> str:
+    return next(i["id"] for i in devcloud.status()["images"] if i["name"] == IMAGE_AGENT)
+
+
+@pytest.fixture(scope="module")
+def two_projects(admin, demo, image_id):
+    """One server in the admin project and one in the demo project, deleted at the end."""
+    mine = admin.boot("validation-admin", image_id)
+    theirs = demo.boot("validation-demo", image_id)
+    yield mine, theirs
+    for who, server_id in ((admin, mine), (demo, theirs)):
+        who("DELETE", f"/servers/{server_id}")
+
+
+def listed(nova: Nova, query: str) -> set[str]:
+    return {s["id"] for s in nova("GET", f"/servers?{query}")["servers"]}
+
+
+@pytest.mark.parametrize("param", ["tenant_id", "project_id"])
+def test_all_tenants_listing_is_narrowed_to_the_project_asked_for(admin, demo, two_projects, param):
+    mine, theirs = two_projects
+    assert {mine, theirs} <= listed(admin, "all_tenants=1")
+    only_demo = listed(admin, f"all_tenants=1&{param}={demo.project_id}")
+    assert theirs in only_demo and mine not in only_demo
+    only_admin = listed(admin, f"all_tenants=true&{param}={admin.project_id}")
+    assert mine in only_admin and theirs not in only_admin
+
+
+def test_without_all_tenants_an_admin_lists_its_own_project_whatever_the_filter(admin, demo,
+                                                                               two_projects):
+    mine, theirs = two_projects
+    own = listed(admin, f"tenant_id={demo.project_id}")
+    assert mine in own and theirs not in own
+    assert listed(admin, f"project_id={demo.project_id}") == own
+    assert listed(admin, "all_tenants=0") == own
+    assert listed(admin, "all_tenants") >= {mine, theirs}  # present and empty means yes
+
+
+def test_host_filter_matches_the_compute_host_only(admin, two_projects):
+    mine, theirs = two_projects
+    assert {mine, theirs} <= listed(admin, "all_tenants=1&host=devcloud")
+    assert not listed(admin, "all_tenants=1&host=elsewhere")
+
+
+def test_bad_all_tenants_and_limit_values_are_400(admin, two_projects):
+    for query in ("all_tenants=maybe", "limit=-1", "limit=abc", "limit=1.5"):
+        assert admin.status("GET", f"/servers?{query}")[0] == 400, query
+    assert "limit" in admin.status("GET", "/servers?limit=-1")[1]
+    assert len(admin("GET", "/servers?all_tenants=1&limit=1")["servers"]) == 1
+
+
+def test_flavor_listing_pages_with_limit_and_marker(admin):
+    every = [f["id"] for f in admin("GET", "/flavors")["flavors"]]
+    assert len(every) >= 3
+    assert [f["id"] for f in admin("GET", "/flavors?limit=2")["flavors"]] == every[:2]
+    after = admin("GET", f"/flavors/detail?marker={every[0]}")["flavors"]
+    assert [f["id"] for f in after] == every[1:]
+    assert admin.status("GET", "/flavors?marker=nonexistent")[0] == 400
+    assert admin.status("GET", "/flavors?limit=-3")[0] == 400
+
+
+LONG = "x" * 256
+
+
+@pytest.mark.parametrize("body", [
+    {"name": LONG},
+    {"name": "   "},
+    {"name": "ok", "metadata": {LONG: "v"}},
+    {"name": "ok", "metadata": {"": "v"}},
+    {"name": "ok", "metadata": {"k": LONG}},
+    {"name": "ok", "metadata": {"k": 1}},
+], ids=["long-name", "blank-name", "long-key", "blank-key", "long-value", "non-string-value"])
+def test_server_create_refuses_what_nova_schemas_refuse(admin, image_id, body):
+    server = {"flavorRef": "1", "imageRef": image_id, "networks": "auto", **body}
+    status, message = admin.status("POST", "/servers", {"server": server})
+    assert status == 400 and "Invalid input for field/attribute" in message
+
+
+def test_metadata_and_rename_refuse_what_nova_schemas_refuse(admin, two_projects):
+    mine, _ = two_projects
+    path = f"/servers/{mine}"
+    assert admin.status("PUT", f"{path}/metadata", {"metadata": {"": "v"}})[0] == 400
+    assert admin.status("POST", f"{path}/metadata", {"metadata": {LONG: "v"}})[0] == 400
+    assert admin.status("PUT", f"{path}/metadata/k", {"meta": {"k": LONG}})[0] == 400
+    assert admin.status("PUT", f"{path}", {"server": {"name": LONG}})[0] == 400
+    assert admin.status("POST", f"{path}/action",
+                        {"createImage": {"name": LONG}})[0] == 400
+    assert admin.status("POST", f"{path}/action",
+                        {"createImage": {"name": "snap", "metadata": {"": "v"}}})[0] == 400
+    # what Nova accepts still works, and nothing refused above was stored
+    assert admin("PUT", f"{path}/metadata/k", {"meta": {"k": "v" * 255}})["meta"] == {"k": "v" * 255}
+    assert admin("GET", f"{path}/metadata")["metadata"] == {"k": "v" * 255}
+    assert admin("GET", path)["server"]["name"] == "validation-admin"
