@@ -1,15 +1,17 @@
 """The emulated Nova lists and rejects as real Nova does (divergences Tempest found): an admin's
-`all_tenants` listing narrowed by `tenant_id`/`project_id`, and 400s for names and metadata its
-JSON schemas refuse and for bad `limit` values."""
+`all_tenants` listing narrowed by `tenant_id`/`project_id`, 400s for what Nova's JSON schemas
+refuse (names, metadata, access IPs, `limit`, `changes-since`), update's short view below 2.75,
+`ips/{network}`, a deleted server's instance actions from 2.21 on."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 
 from devcloud import rest
-from devcloud.nova.testing import IMAGE_AGENT
+from devcloud.nova.testing import IMAGE_AGENT, wait_for
 
 pytestmark = [pytest.mark.devcloud]
 
@@ -22,14 +24,15 @@ class Nova:
         self.project_id = body["project"]["id"]
         self.base = dc.ctx.public_url("nova") + "/v2.1"
 
-    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+    def __call__(self, method: str, path: str, body: Any = None, version: str = "2.79") -> Any:
         return rest.request(method, self.base + path, token=self.token, body=body,
-                            headers={"OpenStack-API-Version": "compute 2.79"})[2]
+                            headers={"OpenStack-API-Version": f"compute {version}"})[2]
 
-    def status(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+    def status(self, method: str, path: str, body: Any = None,
+               version: str = "2.79") -> tuple[int, str]:
         """The HTTP status and error message of a request expected to fail."""
         with pytest.raises(rest.ApiError) as err:
-            self(method, path, body)
+            self(method, path, body, version)
         return err.value.status, str(err.value)
 
     def boot(self, name: str, image_id: str, **extra: Any) -> str:
@@ -143,3 +146,70 @@ def test_metadata_and_rename_refuse_what_nova_schemas_refuse(admin, two_projects
     assert admin("PUT", f"{path}/metadata/k", {"meta": {"k": "v" * 255}})["meta"] == {"k": "v" * 255}
     assert admin("GET", f"{path}/metadata")["metadata"] == {"k": "v" * 255}
     assert admin("GET", path)["server"]["name"] == "validation-admin"
+
+
+def test_access_ips_are_checked_and_stored_as_nova_stores_them(admin, image_id, two_projects):
+    mine, _ = two_projects
+    for field, bad in (("accessIPv4", "1.1.1.1.1"), ("accessIPv6", "notvalid"),
+                       ("accessIPv4", "::1")):
+        server = {"name": "ok", "flavorRef": "1", "imageRef": image_id, "networks": "auto",
+                  field: bad}
+        assert admin.status("POST", "/servers", {"server": server})[0] == 400, (field, bad)
+        assert admin.status("PUT", f"/servers/{mine}", {"server": {field: bad}})[0] == 400
+    long_form = "0000:0000:0000:0000:0000:babe:220.12.22.2"
+    admin("PUT", f"/servers/{mine}", {"server": {"accessIPv6": long_form}})
+    assert admin("GET", f"/servers/{mine}")["server"]["accessIPv6"] == "::babe:dc0c:1602"
+
+
+def test_update_answers_the_short_view_below_2_75(admin, two_projects):
+    mine, _ = two_projects
+    body = {"server": {"name": "validation-admin"}}
+    short = admin("PUT", f"/servers/{mine}", body, version="2.74")["server"]
+    assert short["name"] == "validation-admin" and "tags" in short
+    assert not [k for k in short if k.startswith(("OS-EXT-STS:", "OS-EXT-SRV-ATTR:", "OS-EXT-AZ:"))]
+    assert "security_groups" not in short and "key_name" not in short
+    full = admin("PUT", f"/servers/{mine}", body, version="2.75")["server"]
+    assert "OS-EXT-STS:vm_state" in full and "security_groups" in full
+
+
+def test_changes_since_must_be_a_date_time(admin, two_projects):
+    assert admin.status("GET", "/servers?changes-since=2011/01/01")[0] == 400
+    assert two_projects[0] in listed(admin, "changes-since=2000-01-01T00:00:00Z")
+
+
+def test_an_image_needing_more_memory_than_the_flavor_is_400(devcloud, admin):
+    glance = devcloud.ctx.public_url("glance") + "/v2/images"
+    image = rest.request("POST", glance, token=admin.token, body={
+        "name": "validation-min-ram", "disk_format": "raw", "container_format": "bare",
+        "min_ram": 4096})[2]
+    try:
+        rest.request("PUT", f"{glance}/{image['id']}/file", token=admin.token,
+                     stream=io.BytesIO(b"\0" * 4096), length=4096,
+                     headers={"Content-Type": "application/octet-stream"})
+        server = {"name": "ok", "flavorRef": "1", "imageRef": image["id"], "networks": "auto"}
+        status, message = admin.status("POST", "/servers", {"server": server})
+        assert status == 400 and "memory is too small" in message
+    finally:
+        rest.request("DELETE", f"{glance}/{image['id']}", token=admin.token)
+
+
+def test_ips_of_one_network(admin, two_projects):
+    mine, _ = two_projects
+    private = admin("GET", f"/servers/{mine}/ips/private")["private"]
+    assert private == admin("GET", f"/servers/{mine}/ips")["addresses"]["private"]
+    assert admin.status("GET", f"/servers/{mine}/ips/elsewhere")[0] == 404
+
+
+def test_a_deleted_servers_instance_actions_from_2_21(admin, demo, image_id):
+    server_id = admin.boot("validation-deleted", image_id)
+    wait_for("server ACTIVE", lambda: admin("GET", f"/servers/{server_id}")["server"]["status"]
+             == "ACTIVE", timeout=120)
+    admin("DELETE", f"/servers/{server_id}")
+    wait_for("server gone", lambda: server_id not in listed(admin, ""), timeout=120)
+    path = f"/servers/{server_id}/os-instance-actions"
+    actions = admin("GET", path)["instanceActions"]  # 2.79
+    assert [a["action"] for a in actions] == ["delete", "create"]
+    shown = admin("GET", f"{path}/{actions[0]['request_id']}")["instanceAction"]
+    assert shown["action"] == "delete" and shown["events"]
+    assert admin.status("GET", path, version="2.20")[0] == 404
+    assert demo.status("GET", path)[0] == 404  # another project's, deleted or not

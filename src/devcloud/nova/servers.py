@@ -143,6 +143,8 @@ class ServersApi:
         if q.get("not-tags"):
             nt = set(q["not-tags"].split(","))
             servers = [s for s in servers if not nt <= set(s["tags"])]
+        for param in ("changes-since", "changes-before"):
+            validation.timestamp(param, q.get(param))
         if q.get("changes-since"):
             servers = [s for s in servers if s["updated"] >= q["changes-since"][:19]]
         servers.sort(key=lambda s: (s["created"], s["id"]), reverse=True)
@@ -245,6 +247,8 @@ class ServersApi:
                                   f"is {flavor['disk'] * 1024**3} bytes, image is {size} bytes.")
             if int(image.get("min_disk") or 0) > flavor["disk"] > 0:
                 raise bad_request("Flavor's disk is too small for requested image.")
+            if int(image.get("min_ram") or 0) > flavor["ram"]:
+                raise bad_request("Flavor's memory is too small for requested image.")
         elif proxy:
             image_ref_for_instance = ""
         else:
@@ -255,6 +259,8 @@ class ServersApi:
         sysmeta.setdefault("image_base_image_ref", image_ref_for_instance)
         sysmeta.update({"owner_project_name": ctx.project_name, "owner_user_name": ctx.user_name})
         metadata = validation.metadata("server/metadata", data.get("metadata") or {})
+        access_ipv4 = validation.access_ip("accessIPv4", data.get("accessIPv4"), 4)
+        access_ipv6 = validation.access_ip("accessIPv6", data.get("accessIPv6"), 6)
         if len(metadata) > MAX_METADATA_ITEMS:
             raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
                                 f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
@@ -277,8 +283,8 @@ class ServersApi:
             "hostname": re.sub(r"[^a-z0-9-]", "-", name.lower())[:63].strip("-") or "server",
             "availability_zone": data.get("availability_zone") or "nova",
             "config_drive": "True" if data.get("config_drive") else "",
-            "user_data": data.get("user_data"), "access_ipv4": data.get("accessIPv4", ""),
-            "access_ipv6": data.get("accessIPv6", ""), "security_groups": sg_names,
+            "user_data": data.get("user_data"), "access_ipv4": access_ipv4,
+            "access_ipv6": access_ipv6, "security_groups": sg_names,
             "bdms": bdms, "ports": ports["created"], "root_device_name": "/dev/vda",
             "fault": None, "proxy": proxy, "locked": False, "locked_reason": None,
             "instance_name": f"instance-{counter:08x}",
@@ -379,11 +385,12 @@ class ServersApi:
         if "name" in changes:
             validation.name("name", changes["name"])
         if "accessIPv4" in data:
-            changes["access_ipv4"] = data["accessIPv4"]
+            changes["access_ipv4"] = validation.access_ip("accessIPv4", data["accessIPv4"], 4)
         if "accessIPv6" in data:
-            changes["access_ipv6"] = data["accessIPv6"]
+            changes["access_ipv6"] = validation.access_ip("accessIPv6", data["accessIPv6"], 6)
         server = self.compute.set_state(server_id, **changes) or server
-        return Reply(200, {"server": self.detail(ctx, server, True)})
+        return Reply(200, {"server": views.server_update(ctx, server,
+                                                         self.net.addresses(server_id))})
 
     def delete(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
         server = self.get_server(ctx, server_id)
@@ -584,8 +591,19 @@ class ServersApi:
             out["updated_at"] = action["updated_at"]
         return out
 
+    def _action_server(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+        """The server whose instance actions are asked for: from 2.21 on also a deleted one."""
+        try:
+            return self.get_server(ctx, server_id)
+        except ApiError:
+            gone = self.store.get("deleted_servers", server_id)
+            if (not ctx.at_least("2.21") or gone is None
+                    or (gone["project_id"] != ctx.project_id and not ctx.is_admin)):
+                raise
+            return gone
+
     def actions_list(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
-        self.get_server(ctx, server_id)
+        self._action_server(ctx, server_id)
         with self.store.read() as db:
             actions = [dict(a) for a in db["actions"].get(server_id, [])]
         actions.reverse()
@@ -593,7 +611,7 @@ class ServersApi:
 
     def action_show(self, ctx: RequestContext, req: webob.Request, server_id: str,
                     request_id: str) -> Reply:
-        server = self.get_server(ctx, server_id)
+        server = self._action_server(ctx, server_id)
         with self.store.read() as db:
             action = next((dict(a) for a in db["actions"].get(server_id, [])
                            if a["request_id"] == request_id), None)
@@ -623,6 +641,14 @@ class ServersApi:
         addrs = self.net.addresses(server_id)
         return Reply(200, {"addresses": {n: [{"version": a["version"], "addr": a["addr"]}
                                              for a in items] for n, items in addrs.items()}})
+
+    def ips_of_network(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                       network: str) -> Reply:
+        """GET ips/{network_label}: one network's addresses, 404 when the server has none there."""
+        addresses = self.ips(ctx, req, server_id).body["addresses"]
+        if network not in addresses:
+            raise not_found("Instance is not a member of specified network")
+        return Reply(200, {network: addresses[network]})
 
     def interfaces(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
         self.get_server(ctx, server_id)
@@ -676,6 +702,7 @@ def add_routes(router: Router, api: ServersApi) -> None:
     r("GET", "/servers/{server_id}/os-instance-actions", api.actions_list)
     r("GET", "/servers/{server_id}/os-instance-actions/{request_id}", api.action_show)
     r("GET", "/servers/{server_id}/ips", api.ips)
+    r("GET", "/servers/{server_id}/ips/{network}", api.ips_of_network)
     r("GET", "/servers/{server_id}/os-interface", api.interfaces)
     r("POST", "/os-server-external-events", api.external_events)
     att = api.attachments

@@ -7,6 +7,8 @@ ill-formed metadata keys, non-string metadata values, and `limit`/`marker` query
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +52,31 @@ def metadata(field: str, value: Any) -> dict[str, str]:
         if len(item) > MAX_LENGTH:
             raise invalid(f"{field}/{key}", item, f"{item!r} is too long")
     return dict(value)
+
+
+def access_ip(field: str, value: Any, version: int) -> str:
+    """accessIPv4/accessIPv6: an address of that version, stored (and shown) in its canonical form
+    as Nova's IPAddress column does; empty clears it."""
+    if value in ("", None):
+        return ""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
+    return str(address)
+
+
+def timestamp(param: str, value: str | None) -> None:
+    """changes-since/changes-before: an ISO 8601 date-time (format 'date-time' in Nova's schema)."""
+    if value is None:
+        return
+    try:
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"Invalid input for query parameters {param}. Value: {value}. "
+                          f"'{value}' is not a 'date-time'") from None
 
 
 def page(items: list[dict[str, Any]], query: webob.multidict.MultiDict,
