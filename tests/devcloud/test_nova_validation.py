@@ -213,3 +213,25 @@ def test_a_deleted_servers_instance_actions_from_2_21(admin, demo, image_id):
     assert shown["action"] == "delete" and shown["events"]
     assert admin.status("GET", path, version="2.20")[0] == 404
     assert demo.status("GET", path)[0] == 404  # another project's, deleted or not
+
+
+def test_lock_and_unlock(admin, demo, two_projects):
+    _, theirs = two_projects
+    path = f"/servers/{theirs}/action"
+    wait_for("server ACTIVE", lambda: demo("GET", f"/servers/{theirs}")["server"]["status"]
+             == "ACTIVE", timeout=120)
+    demo("POST", path, {"lock": {"locked_reason": "backup running"}})
+    shown = demo("GET", f"/servers/{theirs}")["server"]
+    assert shown["locked"] is True and shown["locked_reason"] == "backup running"
+    status, message = demo.status("POST", path, {"os-stop": None})
+    assert status == 409 and "is locked" in message
+    assert demo.status("DELETE", f"/servers/{theirs}")[0] == 409
+    demo("POST", path, {"unlock": None})
+    assert demo("GET", f"/servers/{theirs}")["server"]["locked"] is False
+    admin("POST", path, {"lock": None})  # by an admin of another project: its owner cannot unlock
+    assert demo.status("POST", path, {"unlock": None})[0] == 403
+    admin("POST", path, {"unlock": None})
+    assert demo("GET", f"/servers/{theirs}")["server"]["locked"] is False
+    actions = [a["action"] for a in demo("GET", f"/servers/{theirs}/os-instance-actions")
+               ["instanceActions"]]
+    assert actions[:4] == ["unlock", "lock", "unlock", "lock"]

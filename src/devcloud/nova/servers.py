@@ -24,6 +24,9 @@ GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checks
                       "container_format", "os_hidden", "os_hash_algo", "os_hash_value", "stores"}
 MAX_METADATA_ITEMS = 128
 MAX_TAGS = 50
+#: Actions the compute API refuses on a locked server (its check_instance_lock) unless the caller
+#: is an admin. createImage is not one: a server locked during its backup can still be snapshot.
+LOCK_CHECKED_ACTIONS = {"os-start", "os-stop", "reboot"}
 #: oslo.utils' bool_from_string(strict=True) spellings, which Nova's is_all_tenants uses.
 TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
 FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
@@ -412,10 +415,34 @@ class ServersApi:
                               "Malformed request body")
         name, arg = next(iter(body.items()))
         handler = {"os-start": self._start, "os-stop": self._stop,
-                   "createImage": self._create_image, "reboot": self._reboot}.get(name)
+                   "createImage": self._create_image, "reboot": self._reboot,
+                   "lock": self._lock, "unlock": self._unlock}.get(name)
         if handler is None:
             raise ApiError(400, f"There is no such action: {name}")
+        if server.get("locked") and not ctx.is_admin and name in LOCK_CHECKED_ACTIONS:
+            raise conflict(f"Instance {server_id} is locked")
         return handler(ctx, req, server, arg)
+
+    def _lock(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        """lock (2.73: with a `locked_reason`); locked by `admin` when not by its own project,
+        which its owner then cannot unlock."""
+        reason = arg.get("locked_reason") if isinstance(arg, dict) else None
+        if reason is not None and (not ctx.at_least("2.73") or not isinstance(reason, str)
+                                   or len(reason) > validation.MAX_LENGTH):
+            raise validation.invalid("lock/locked_reason", reason, "not allowed here")
+        self.compute.action_start(server, "lock", ctx)
+        self.compute.set_state(
+            server["id"], locked=True, locked_reason=reason,
+            locked_by="owner" if server["project_id"] == ctx.project_id else "admin")
+        return Reply(202)
+
+    def _unlock(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        if server.get("locked_by") == "admin" and not ctx.is_admin:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-lock-server:unlock:"
+                                "unlock_override to be performed.")
+        self.compute.action_start(server, "unlock", ctx)
+        self.compute.set_state(server["id"], locked=False, locked_reason=None, locked_by=None)
+        return Reply(202)
 
     def _start(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
         if server["vm_state"] != "stopped" or server.get("task_state") is not None:
