@@ -235,3 +235,17 @@ def test_lock_and_unlock(admin, demo, two_projects):
     actions = [a["action"] for a in demo("GET", f"/servers/{theirs}/os-instance-actions")
                ["instanceActions"]]
     assert actions[:4] == ["unlock", "lock", "unlock", "lock"]
+
+
+def test_reset_state_is_for_admins_and_sets_error_or_active(admin, demo, two_projects):
+    _, theirs = two_projects
+    path = f"/servers/{theirs}/action"
+    assert demo.status("POST", path, {"os-resetState": {"state": "error"}})[0] == 403
+    assert admin.status("POST", path, {"os-resetState": {"state": "stopped"}})[0] == 400
+    admin("POST", path, {"os-resetState": {"state": "error"}})
+    assert demo("GET", f"/servers/{theirs}")["server"]["status"] == "ERROR"
+    assert theirs in listed(admin, "all_tenants=1&status=ERROR")
+    admin("POST", path, {"os-resetState": {"state": "active"}})
+    assert demo("GET", f"/servers/{theirs}")["server"]["status"] == "ACTIVE"
+    actions = demo("GET", f"/servers/{theirs}/os-instance-actions")["instanceActions"]
+    assert [a["action"] for a in actions[:2]] == ["resetState", "resetState"]

@@ -416,7 +416,8 @@ class ServersApi:
         name, arg = next(iter(body.items()))
         handler = {"os-start": self._start, "os-stop": self._stop,
                    "createImage": self._create_image, "reboot": self._reboot,
-                   "lock": self._lock, "unlock": self._unlock}.get(name)
+                   "lock": self._lock, "unlock": self._unlock,
+                   "os-resetState": self._reset_state}.get(name)
         if handler is None:
             raise ApiError(400, f"There is no such action: {name}")
         if server.get("locked") and not ctx.is_admin and name in LOCK_CHECKED_ACTIONS:
@@ -434,6 +435,21 @@ class ServersApi:
         self.compute.set_state(
             server["id"], locked=True, locked_reason=reason,
             locked_by="owner" if server["project_id"] == ctx.project_id else "admin")
+        return Reply(202)
+
+    def _reset_state(self, ctx: RequestContext, req: webob.Request, server: dict,
+                     arg: Any) -> Reply:
+        """os-resetState (admin): vm_state `error` or `active`, task_state cleared, recorded as
+        the instance action `resetState`; what an operator does to a server stuck mid-task."""
+        if not ctx.is_admin:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-admin-actions:reset_state "
+                                "to be performed.")
+        state = arg.get("state") if isinstance(arg, dict) else None
+        if state not in ("error", "active"):
+            raise validation.invalid("os-resetState/state", state,
+                                     f"{state!r} is not one of ['active', 'error']")
+        self.compute.action_start(server, "resetState", ctx)
+        self.compute.set_state(server["id"], vm_state=state, task_state=None)
         return Reply(202)
 
     def _unlock(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
