@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the two commands a new user runs; both install what they need.
-.PHONY: bootstrap demo demo-image lint test test-slow test-all bench bench-server bench-storage bench-rbd bench-files clean config-example man completion
+.PHONY: bootstrap demo demo-image lint test test-slow test-all test-tempest bench bench-server bench-storage bench-rbd bench-files clean config-example man completion
 
 bootstrap:
 	@./scripts/bootstrap
@@ -27,6 +27,10 @@ test-slow: bootstrap
 	@./scripts/pytest-tier -m guest $(PYTEST_ARGS)
 
 test-all: test test-slow
+
+# OpenStack's API tests (Tempest, in its own venv) against a fast dev cloud of its own: not part of `make test`.
+test-tempest: bootstrap
+	@./scripts/tempest $(TEMPEST_ARGS)
 
 bench: bootstrap
 	@.venv/bin/python bench/run.py $(BENCH_ARGS)

@@ -418,6 +418,7 @@ class Compute:
             LOG.error("delete of %s failed:\n%s", server_id, traceback.format_exc())
         with self.store.write() as db:
             db["servers"].pop(server_id, None)
+            db["deleted_servers"][server_id] = {"id": server_id, "project_id": server["project_id"]}
 
     # ---- the backup proxy ----------------------------------------------------------------------
     def proxy_link(self, bdm: dict) -> None:

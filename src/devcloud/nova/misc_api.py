@@ -8,7 +8,7 @@ from typing import Any
 
 import webob
 
-from devcloud.nova import views
+from devcloud.nova import validation, views
 from devcloud.nova.compute import iso_us, now
 from devcloud.nova.store import Store
 from devcloud.nova.wsgi import (
@@ -87,7 +87,7 @@ class MiscApi:
             flavors = [f for f in flavors if f["ram"] >= int(req.GET["minRam"])]
         if req.GET.get("minDisk"):
             flavors = [f for f in flavors if f["disk"] >= int(req.GET["minDisk"])]
-        return flavors
+        return validation.page(flavors, req.GET, key=lambda f: f["id"])
 
     def flavors(self, ctx: RequestContext, req: webob.Request) -> Reply:
         return Reply(200, {"flavors": [views.flavor(ctx, f, detail=False)

@@ -11,9 +11,9 @@ from typing import Any
 
 import webob
 
-from devcloud.nova import views
+from devcloud.nova import validation, views
 from devcloud.nova.attachments import Attachments
-from devcloud.nova.compute import Compute, NovaError, host_id, iso_z, new_uuid, now
+from devcloud.nova.compute import HOST, Compute, NovaError, host_id, iso_z, new_uuid, now
 from devcloud.nova.neutron import Networking
 from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, Router, bad_request, conflict, json_body, not_found
@@ -24,6 +24,25 @@ GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checks
                       "container_format", "os_hidden", "os_hash_algo", "os_hash_value", "stores"}
 MAX_METADATA_ITEMS = 128
 MAX_TAGS = 50
+#: Actions the compute API refuses on a locked server (its check_instance_lock) unless the caller
+#: is an admin. createImage is not one: a server locked during its backup can still be snapshot.
+LOCK_CHECKED_ACTIONS = {"os-start", "os-stop", "reboot"}
+#: oslo.utils' bool_from_string(strict=True) spellings, which Nova's is_all_tenants uses.
+TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
+FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
+
+
+def _all_tenants(query: webob.multidict.MultiDict) -> bool:
+    """nova.api.openstack.common.is_all_tenants: present and empty means yes; junk is a 400."""
+    if "all_tenants" not in query:
+        return False
+    value = query["all_tenants"].strip().lower()
+    if not value or value in TRUE_STRINGS:
+        return True
+    if value in FALSE_STRINGS:
+        return False
+    raise bad_request(f"Unrecognized value '{query['all_tenants']}', acceptable values are: "
+                      f"{', '.join(repr(v) for v in sorted(TRUE_STRINGS + FALSE_STRINGS))}")
 
 
 def image_sysmeta(image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, Any]:
@@ -92,14 +111,22 @@ class ServersApi:
 
     # ---- list / show -------------------------------------------------------------------------
     def _visible(self, ctx: RequestContext, req: webob.Request) -> list[dict[str, Any]]:
-        all_tenants = ctx.is_admin and req.GET.get("all_tenants", "0").lower() not in (
-            "0", "false", "no", "off")
-        servers = [s for s in self.store.values("servers")
-                   if all_tenants or s["project_id"] == ctx.project_id]
-        if ctx.is_admin and req.GET.get("project_id"):
-            servers = [s for s in self.store.values("servers")
-                       if s["project_id"] == req.GET["project_id"]]
         q = req.GET
+        servers = self.store.values("servers")
+        if ctx.is_admin and _all_tenants(q):
+            # compute API get_all: tenant_id is another name for project_id, both admin filters
+            project = q.get("project_id") or q.get("tenant_id")
+            if project:
+                servers = [s for s in servers if s["project_id"] == project]
+        else:  # without all_tenants Nova lists the caller's project, whatever the filters say
+            servers = [s for s in servers if s["project_id"] == ctx.project_id]
+        if ctx.is_admin and q.get("host"):
+            servers = [s for s in servers if q["host"] == HOST]
+        if q.get("ip"):
+            rx = re.compile(q["ip"])
+            servers = [s for s in servers if any(
+                rx.match(a["addr"]) for addrs in self.net.addresses(s["id"]).values()
+                for a in addrs)]
         if q.get("name"):
             rx = re.compile(q["name"])
             servers = [s for s in servers if rx.search(s["name"])]
@@ -119,17 +146,12 @@ class ServersApi:
         if q.get("not-tags"):
             nt = set(q["not-tags"].split(","))
             servers = [s for s in servers if not nt <= set(s["tags"])]
+        for param in ("changes-since", "changes-before"):
+            validation.timestamp(param, q.get(param))
         if q.get("changes-since"):
             servers = [s for s in servers if s["updated"] >= q["changes-since"][:19]]
         servers.sort(key=lambda s: (s["created"], s["id"]), reverse=True)
-        if q.get("marker"):
-            ids = [s["id"] for s in servers]
-            if q["marker"] not in ids:
-                raise bad_request(f"marker [{q['marker']}] not found")
-            servers = servers[ids.index(q["marker"]) + 1:]
-        if q.get("limit"):
-            servers = servers[:int(q["limit"])]
-        return servers
+        return validation.page(servers, q, key=lambda s: s["id"])
 
     def list(self, ctx: RequestContext, req: webob.Request) -> Reply:
         return Reply(200, {"servers": [views.server_brief(ctx, s)
@@ -159,6 +181,7 @@ class ServersApi:
                               if name is not None else
                               "Invalid input for field/attribute server. Value: "
                               f"{data}. 'name' is a required property")
+        validation.name("name", name)
         if "flavorRef" not in data:
             raise bad_request(f"Invalid input for field/attribute server. Value: {data}. "
                               "'flavorRef' is a required property")
@@ -227,6 +250,8 @@ class ServersApi:
                                   f"is {flavor['disk'] * 1024**3} bytes, image is {size} bytes.")
             if int(image.get("min_disk") or 0) > flavor["disk"] > 0:
                 raise bad_request("Flavor's disk is too small for requested image.")
+            if int(image.get("min_ram") or 0) > flavor["ram"]:
+                raise bad_request("Flavor's memory is too small for requested image.")
         elif proxy:
             image_ref_for_instance = ""
         else:
@@ -236,7 +261,9 @@ class ServersApi:
             image_ref_for_instance = ""
         sysmeta.setdefault("image_base_image_ref", image_ref_for_instance)
         sysmeta.update({"owner_project_name": ctx.project_name, "owner_user_name": ctx.user_name})
-        metadata = data.get("metadata") or {}
+        metadata = validation.metadata("server/metadata", data.get("metadata") or {})
+        access_ipv4 = validation.access_ip("accessIPv4", data.get("accessIPv4"), 4)
+        access_ipv6 = validation.access_ip("accessIPv6", data.get("accessIPv6"), 6)
         if len(metadata) > MAX_METADATA_ITEMS:
             raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
                                 f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
@@ -259,8 +286,8 @@ class ServersApi:
             "hostname": re.sub(r"[^a-z0-9-]", "-", name.lower())[:63].strip("-") or "server",
             "availability_zone": data.get("availability_zone") or "nova",
             "config_drive": "True" if data.get("config_drive") else "",
-            "user_data": data.get("user_data"), "access_ipv4": data.get("accessIPv4", ""),
-            "access_ipv6": data.get("accessIPv6", ""), "security_groups": sg_names,
+            "user_data": data.get("user_data"), "access_ipv4": access_ipv4,
+            "access_ipv6": access_ipv6, "security_groups": sg_names,
             "bdms": bdms, "ports": ports["created"], "root_device_name": "/dev/vda",
             "fault": None, "proxy": proxy, "locked": False, "locked_reason": None,
             "instance_name": f"instance-{counter:08x}",
@@ -358,12 +385,15 @@ class ServersApi:
         server = self.get_server(ctx, server_id)
         data = json_body(req).get("server") or {}
         changes = {k: data[k] for k in ("name", "description") if k in data}
+        if "name" in changes:
+            validation.name("name", changes["name"])
         if "accessIPv4" in data:
-            changes["access_ipv4"] = data["accessIPv4"]
+            changes["access_ipv4"] = validation.access_ip("accessIPv4", data["accessIPv4"], 4)
         if "accessIPv6" in data:
-            changes["access_ipv6"] = data["accessIPv6"]
+            changes["access_ipv6"] = validation.access_ip("accessIPv6", data["accessIPv6"], 6)
         server = self.compute.set_state(server_id, **changes) or server
-        return Reply(200, {"server": self.detail(ctx, server, True)})
+        return Reply(200, {"server": views.server_update(ctx, server,
+                                                         self.net.addresses(server_id))})
 
     def delete(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
         server = self.get_server(ctx, server_id)
@@ -385,10 +415,50 @@ class ServersApi:
                               "Malformed request body")
         name, arg = next(iter(body.items()))
         handler = {"os-start": self._start, "os-stop": self._stop,
-                   "createImage": self._create_image, "reboot": self._reboot}.get(name)
+                   "createImage": self._create_image, "reboot": self._reboot,
+                   "lock": self._lock, "unlock": self._unlock,
+                   "os-resetState": self._reset_state}.get(name)
         if handler is None:
             raise ApiError(400, f"There is no such action: {name}")
+        if server.get("locked") and not ctx.is_admin and name in LOCK_CHECKED_ACTIONS:
+            raise conflict(f"Instance {server_id} is locked")
         return handler(ctx, req, server, arg)
+
+    def _lock(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        """lock (2.73: with a `locked_reason`); locked by `admin` when not by its own project,
+        which its owner then cannot unlock."""
+        reason = arg.get("locked_reason") if isinstance(arg, dict) else None
+        if reason is not None and (not ctx.at_least("2.73") or not isinstance(reason, str)
+                                   or len(reason) > validation.MAX_LENGTH):
+            raise validation.invalid("lock/locked_reason", reason, "not allowed here")
+        self.compute.action_start(server, "lock", ctx)
+        self.compute.set_state(
+            server["id"], locked=True, locked_reason=reason,
+            locked_by="owner" if server["project_id"] == ctx.project_id else "admin")
+        return Reply(202)
+
+    def _reset_state(self, ctx: RequestContext, req: webob.Request, server: dict,
+                     arg: Any) -> Reply:
+        """os-resetState (admin): vm_state `error` or `active`, task_state cleared, recorded as
+        the instance action `resetState`; what an operator does to a server stuck mid-task."""
+        if not ctx.is_admin:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-admin-actions:reset_state "
+                                "to be performed.")
+        state = arg.get("state") if isinstance(arg, dict) else None
+        if state not in ("error", "active"):
+            raise validation.invalid("os-resetState/state", state,
+                                     f"{state!r} is not one of ['active', 'error']")
+        self.compute.action_start(server, "resetState", ctx)
+        self.compute.set_state(server["id"], vm_state=state, task_state=None)
+        return Reply(202)
+
+    def _unlock(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
+        if server.get("locked_by") == "admin" and not ctx.is_admin:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-lock-server:unlock:"
+                                "unlock_override to be performed.")
+        self.compute.action_start(server, "unlock", ctx)
+        self.compute.set_state(server["id"], locked=False, locked_reason=None, locked_by=None)
+        return Reply(202)
 
     def _start(self, ctx: RequestContext, req: webob.Request, server: dict, arg: Any) -> Reply:
         if server["vm_state"] != "stopped" or server.get("task_state") is not None:
@@ -428,10 +498,8 @@ class ServersApi:
         if not isinstance(arg, dict) or not isinstance(arg.get("name"), str):
             raise bad_request(f"Invalid input for field/attribute createImage. Value: {arg}. "
                               "'name' is a required property")
-        name = arg["name"].strip()
-        if not name:
-            raise bad_request("Invalid input for field/attribute name. Value: . '' is too short")
-        extra = arg.get("metadata") or {}
+        name = validation.name("name", arg["name"]).strip()
+        extra = validation.metadata("createImage/metadata", arg.get("metadata") or {})
         rule = self.fault(req)
         if rule is not None and rule.kind == "quota-exceeded":
             raise ApiError(403, "Quota exceeded for resources: ['snapshots']" if
@@ -466,7 +534,7 @@ class ServersApi:
         meta = json_body(req).get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("Malformed request body")
-        meta = {str(k): str(v) for k, v in meta.items()}
+        meta = validation.metadata("metadata", meta)
         self._set_metadata(server_id, meta)
         return Reply(200, {"metadata": meta})
 
@@ -475,7 +543,7 @@ class ServersApi:
         meta = json_body(req).get("metadata")
         if not isinstance(meta, dict):
             raise bad_request("Malformed request body")
-        merged = dict(server["metadata"], **{str(k): str(v) for k, v in meta.items()})
+        merged = dict(server["metadata"], **validation.metadata("metadata", meta))
         self._set_metadata(server_id, merged)
         return Reply(200, {"metadata": merged})
 
@@ -490,11 +558,14 @@ class ServersApi:
                      key: str) -> Reply:
         server = self.get_server(ctx, server_id)
         meta = json_body(req).get("meta")
-        if not isinstance(meta, dict) or len(meta) != 1 or key not in meta:
+        if not isinstance(meta, dict) or len(meta) != 1:
+            raise bad_request("Malformed request body")
+        meta = validation.metadata("meta", meta)
+        if key not in meta:
             raise bad_request("Request body and URI mismatch")
-        merged = dict(server["metadata"], **{key: str(meta[key])})
+        merged = dict(server["metadata"], **meta)
         self._set_metadata(server_id, merged)
-        return Reply(200, {"meta": {key: str(meta[key])}})
+        return Reply(200, {"meta": meta})
 
     def metadata_delete(self, ctx: RequestContext, req: webob.Request, server_id: str,
                         key: str) -> Reply:
@@ -563,8 +634,19 @@ class ServersApi:
             out["updated_at"] = action["updated_at"]
         return out
 
+    def _action_server(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+        """The server whose instance actions are asked for: from 2.21 on also a deleted one."""
+        try:
+            return self.get_server(ctx, server_id)
+        except ApiError:
+            gone = self.store.get("deleted_servers", server_id)
+            if (not ctx.at_least("2.21") or gone is None
+                    or (gone["project_id"] != ctx.project_id and not ctx.is_admin)):
+                raise
+            return gone
+
     def actions_list(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
-        self.get_server(ctx, server_id)
+        self._action_server(ctx, server_id)
         with self.store.read() as db:
             actions = [dict(a) for a in db["actions"].get(server_id, [])]
         actions.reverse()
@@ -572,7 +654,7 @@ class ServersApi:
 
     def action_show(self, ctx: RequestContext, req: webob.Request, server_id: str,
                     request_id: str) -> Reply:
-        server = self.get_server(ctx, server_id)
+        server = self._action_server(ctx, server_id)
         with self.store.read() as db:
             action = next((dict(a) for a in db["actions"].get(server_id, [])
                            if a["request_id"] == request_id), None)
@@ -602,6 +684,14 @@ class ServersApi:
         addrs = self.net.addresses(server_id)
         return Reply(200, {"addresses": {n: [{"version": a["version"], "addr": a["addr"]}
                                              for a in items] for n, items in addrs.items()}})
+
+    def ips_of_network(self, ctx: RequestContext, req: webob.Request, server_id: str,
+                       network: str) -> Reply:
+        """GET ips/{network_label}: one network's addresses, 404 when the server has none there."""
+        addresses = self.ips(ctx, req, server_id).body["addresses"]
+        if network not in addresses:
+            raise not_found("Instance is not a member of specified network")
+        return Reply(200, {network: addresses[network]})
 
     def interfaces(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
         self.get_server(ctx, server_id)
@@ -655,6 +745,7 @@ def add_routes(router: Router, api: ServersApi) -> None:
     r("GET", "/servers/{server_id}/os-instance-actions", api.actions_list)
     r("GET", "/servers/{server_id}/os-instance-actions/{request_id}", api.action_show)
     r("GET", "/servers/{server_id}/ips", api.ips)
+    r("GET", "/servers/{server_id}/ips/{network}", api.ips_of_network)
     r("GET", "/servers/{server_id}/os-interface", api.interfaces)
     r("POST", "/os-server-external-events", api.external_events)
     att = api.attachments

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: `deleted_servers`: id -> {id, project_id} of every deleted server, whose instance actions
+#: Nova still shows from 2.21 on (it soft-deletes instances).
 COLLECTIONS = ("servers", "actions", "keypairs", "flavors", "networks", "subnets", "ports",
-               "security_groups", "meta")
+               "security_groups", "meta", "deleted_servers")
 
 
 class Store:

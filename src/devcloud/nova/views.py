@@ -136,3 +136,21 @@ def flavor(ctx: RequestContext, flv: dict[str, Any], *, detail: bool = True) -> 
     if ctx.at_least("2.61"):
         out["extra_specs"] = dict(flv["extra_specs"])
     return out
+
+
+#: What Nova's update (PUT /servers/{id}) leaves out of its server below 2.75 (show_AZ=False,
+#: show_extended_attr=False, show_srv_usg=False, ...): from 2.75 on it answers the whole show view.
+UPDATE_HIDDEN_PREFIXES = ("OS-EXT-AZ:", "OS-EXT-STS:", "OS-EXT-SRV-ATTR:", "OS-SRV-USG:",
+                          "os-extended-volumes:")
+UPDATE_HIDDEN = {"config_drive", "key_name", "security_groups", "host_status", "server_groups"}
+
+
+def server_update(ctx: RequestContext, server: dict[str, Any],
+                  addresses: dict[str, Any]) -> dict[str, Any]:
+    out = server_detail(ctx, server, addresses, show=True)
+    if ctx.at_least("2.75"):
+        return out
+    out["addresses"] = {net: [{"version": a["version"], "addr": a["addr"]} for a in addrs]
+                        for net, addrs in addresses.items()}
+    return {k: v for k, v in out.items()
+            if k not in UPDATE_HIDDEN and not k.startswith(UPDATE_HIDDEN_PREFIXES)}
