@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -362,3 +363,15 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
     except ProcessLookupError:
         pass
     proc.communicate(timeout=60)
+
+
+def announced(process: subprocess.Popen, pattern: str) -> re.Match:
+    """The first line on a server's stderr that matches `pattern` (its address): log lines may come
+    before it (a retry while another process writes the catalog, on a loaded machine)."""
+    assert process.stderr is not None
+    seen: list[str] = []
+    while line := process.stderr.readline():
+        seen.append(line)
+        if found := re.search(pattern, line):
+            return found
+    raise AssertionError(f"no line matching {pattern!r} before the output ended: {seen}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import stat
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import MIB, Stackvault, one_error, write_at
+from .helpers import MIB, Stackvault, announced, one_error, write_at
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -112,10 +111,7 @@ def test_listen_serves_what_the_catalog_holds_at_each_scrape(repo: Stackvault, r
     server = subprocess.Popen(repo.argv(["metrics", "--listen", "127.0.0.1:0"], json_out=False),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=repo.env())
     try:
-        assert server.stderr is not None
-        line = server.stderr.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line)
-        assert match, f"no address announced: {line!r}"
+        match = announced(server, r"http://127\.0\.0\.1:(\d+)/metrics")
         url = f"http://127.0.0.1:{match.group(1)}/metrics"
 
         def scrape() -> Samples:

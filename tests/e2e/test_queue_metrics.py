@@ -3,7 +3,6 @@ the textfile and on `stackvault server --metrics`, and the alert for work no pro
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from stackvault.catalog import Catalog
 from stackvault.catalog.queue import PolicyQueue, QueueItem
 
-from .helpers import Stackvault
+from .helpers import Stackvault, announced
 from .test_alert_rules import PROMTOOL_MISSING, RULES
 from .test_metrics import Samples, _samples
 
@@ -64,10 +63,7 @@ def test_queue_depth_per_policy_and_zone_in_the_textfile_and_on_the_servers_metr
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sv.env(),
                               start_new_session=True)
     try:
-        assert server.stderr is not None
-        line = server.stderr.readline()
-        address = re.search(r"http://(\S+)/metrics", line)
-        assert address, line
+        address = announced(server, r"http://(\S+)/metrics")
         with urllib.request.urlopen(f"http://{address.group(1)}/metrics", timeout=30) as answer:
             assert _depth(_samples(answer.read().decode()), repo_id) == EXPECTED
     finally:
