@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes.util
 import errno
-import functools
 import os
 import stat
 import threading
@@ -229,10 +228,7 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
             try:
                 with self._reader(self._find(path)) as reader:
-                    length = max(0, min(size, reader.size - offset))
-                    if length and reader.is_hole(offset, length):
-                        return _zeros(length)
-                    return reader.read(offset, length)
+                    return reader.read(offset, size)
             except StackvaultError as exc:  # a damaged chunk or an unreadable store: an I/O error
                 warn(f"reading {path} at {offset}: {exc}")
                 raise mfusepy.FuseOSError(errno.EIO) from None
@@ -260,13 +256,6 @@ def make_operations(repo: Repository, tree: dict[str, dict[str, dict[str, Image]
                 self._readers.clear()
 
     return BackupFS()
-
-
-@functools.lru_cache(maxsize=8)
-def _zeros(length: int) -> bytes:
-    """A read inside a hole, shared between reads: a sequential read of a sparse disk is mostly holes,
-    asked for in a few request sizes, and building them block by block cost more than FUSE itself."""
-    return bytes(length)
 
 
 def _fuse_with_lseek(mfusepy: Any) -> Any:
