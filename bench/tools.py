@@ -71,8 +71,10 @@ class Stackvault(Tool):
         self.workdir = os.path.join(root, "state")
 
     def env(self) -> dict[str, str]:
-        # Only read when the repository is encrypted (`--encrypt`): restic's cost of encrypting.
-        return {**os.environ, "STACKVAULT_PASSPHRASE": "stackvault-bench"}
+        """With `--encrypt`, the passphrase (restic's cost of encrypting); a plain repository is refused
+        when one is given (a config replaced by a plain one looks the same), so it gets none."""
+        env = {k: v for k, v in os.environ.items() if k != "STACKVAULT_PASSPHRASE"}
+        return {**env, "STACKVAULT_PASSPHRASE": "stackvault-bench"} if self.encrypt else env
 
     def _base(self) -> list[str]:
         return [*self.command, "--repo", self.repo, "--workdir", self.workdir,
