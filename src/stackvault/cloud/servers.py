@@ -82,7 +82,7 @@ def server_exists(conn, name: str) -> bool:
 
 
 def find_server_id(conn, name_or_id: str) -> str | None:
-    server = cloud_call(f"find server {name_or_id}", lambda: conn.compute.find_server(name_or_id, ignore_missing=True))
+    server = find_server(conn, name_or_id)
     return server.id if server is not None else None
 
 
