@@ -162,6 +162,9 @@ class CloudSettings:
     retries: int = 5  # per broken download
     require_consistency: str = "crash"  # servers whose next backup would be below this are refused
     verify_quiesce: bool = True  # read the freeze hook's marker from each backed-up root disk
+    #: Lock each server (Nova's lock) while it is backed up, so that its users cannot delete, rebuild
+    #: or resize it under the snapshot; unlocked on every path. A server already locked stays locked.
+    lock_servers: bool = False
     # This proxy's share when several split the work (docs/several-proxies.md); [[jobs]] may override.
     availability_zones: list[str] = field(default_factory=list)  # only servers and volumes in these AZs
     shard: str | None = None  # "K/N": only the K-th of N shares of the servers and volumes, by id

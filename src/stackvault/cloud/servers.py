@@ -7,7 +7,9 @@ go through the one retry policy (`connection.cloud_call`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from openstack import exceptions as os_exc
@@ -16,6 +18,8 @@ from openstack.compute.v2.server import Server
 from ..retrying import first_line
 from .connection import CloudError, cloud_call, found
 from .removal import remove
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,3 +130,35 @@ def detach_volume(conn, server_id: str, volume_id: str) -> bool:
     except os_exc.SDKException:
         return False
     return True
+
+
+@contextmanager
+def locked_while(conn, server_id: str, reason: str, warnings: list[str]) -> Iterator[bool]:
+    """Nova's lock on the server for the time of the block: its users can neither delete, rebuild nor
+    resize it under a backup's snapshot (the admin taking the snapshot is not held back by it).
+
+    Yields whether this lock is stackvault's: a server its owner or an admin had already locked is left
+    locked as it was, never unlocked by a backup. A refused lock or unlock is a warning of the backup,
+    not its failure: the snapshot is as good without it. The unlock is repeated under the one retry
+    policy (a 5xx or a dropped connection); one that still fails names the command that undoes it."""
+    server = get_server(conn, server_id)
+    if server.is_locked:
+        yield False
+        return
+    try:
+        conn.compute.lock_server(server_id, locked_reason=reason)
+    except os_exc.SDKException as exc:
+        warnings.append(f"server {server_id} could not be locked for its backup: {first_line(exc)}")
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            cloud_call(f"unlock server {server_id}", lambda: conn.compute.unlock_server(server_id))
+        except os_exc.NotFoundException:
+            pass  # deleted meanwhile (by an admin: its owner could not): nothing is left locked
+        except os_exc.SDKException as exc:
+            log.warning("server %s stays locked: %s", server_id, first_line(exc))
+            warnings.append(f"server {server_id} stays locked: {first_line(exc)} "
+                            f"(unlock it with `openstack server unlock {server_id}`)")

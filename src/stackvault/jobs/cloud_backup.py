@@ -32,6 +32,7 @@ from ..cloud.rbd import (
     volume_placement,
 )
 from ..cloud.removal import leftovers_warning
+from ..cloud.servers import locked_while
 from ..cloud.transfer import open_image_source
 from ..cloud.volumes import attached_to_proxy, create_temp_volume, delete_volume, upload_to_image
 from ..domain import POLICY_TAG, BackupLevel, JobStatus
@@ -188,73 +189,80 @@ def back_up_server(ctx: JobContext, conn, server, level: BackupLevel, job_id: st
             warnings += [note] if note else []
         if definition.boot == "volume":
             snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
-        log.info("server %s (%s): %s consistency expected; snapshot", server.name, server.id, consistency)
-        window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
-        snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
-                                     image_ref=definition.image_id or "boot volume")
-        window_end = time.time()
-        retained: list[str] = []  # snapshots kept as their volumes' next bases: not deleted with the rest
-        rbd_read: dict[str, str] = {}  # volume id -> the snapshot of it that was read from RBD
-        with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
-            stack.callback(lambda: snaps.delete_server_snapshot(conn, snap, leftovers, keep=set(retained)))
-            sources: list[DiskSource] = []
-            by_device = {e.get("device_name"): e for e in snap.volume_snapshots}
-            if not snap.volume_backed:
-                root = definition.root_device
-                sources.append(open_image_source(conn, snap.image, name=root, key=f"server:{server.id}:{root}",
-                                                 tmpdir=readers.tmpdir, retries=cloud.retries))
-                sources[-1].meta["consistency"] = consistency
-                stack.callback(sources[-1].close)
-                if volumes:
-                    snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
+        lock_notes: list[str] = []  # a lock or unlock Nova refused: the backup's warnings
+        with contextlib.ExitStack() as held:
+            if cloud.lock_servers:
+                held.enter_context(locked_while(conn, server.id, f"stackvault backup {job_id}", lock_notes))
+            log.info("server %s (%s): %s consistency expected; snapshot", server.name, server.id, consistency)
+            window_start = time.time()  # the freeze hook's marker must be from this snapshot's window
+            snap = snaps.snapshot_server(conn, server, job_id, timeout_s=cloud.timeout,
+                                         image_ref=definition.image_id or "boot volume")
+            window_end = time.time()
+            retained: list[str] = []  # snapshots kept as their volumes' next bases: not deleted with the rest
+            rbd_read: dict[str, str] = {}  # volume id -> the snapshot of it that was read from RBD
+            with contextlib.ExitStack() as stack, DiskReaders(ctx, conn, job_id, leftovers) as readers:
+                stack.callback(lambda: snaps.delete_server_snapshot(conn, snap, leftovers, keep=set(retained)))
+                sources: list[DiskSource] = []
+                by_device = {e.get("device_name"): e for e in snap.volume_snapshots}
+                if not snap.volume_backed:
+                    root = definition.root_device
+                    sources.append(open_image_source(conn, snap.image, name=root, key=f"server:{server.id}:{root}",
+                                                     tmpdir=readers.tmpdir, retries=cloud.retries))
+                    sources[-1].meta["consistency"] = consistency
+                    stack.callback(sources[-1].close)
+                    if volumes:
+                        snaps.check_snapshot_quota(conn, len(volumes), f"server {server.name}")
 
-            def delete_unless_kept(snapshot_id: str) -> None:
-                if snapshot_id not in retained:
-                    snaps.delete_volume_snapshot(conn, snapshot_id, leftovers=leftovers)
+                def delete_unless_kept(snapshot_id: str) -> None:
+                    if snapshot_id not in retained:
+                        snaps.delete_volume_snapshot(conn, snapshot_id, leftovers=leftovers)
 
-            for vol in volumes:
-                entry = by_device.get(vol.device)
-                if entry is None:  # image-backed server: snapshot the attached volume ourselves
-                    snapshot_id = snaps.create_volume_snapshot(
-                        conn, vol.id, f"stackvault-{server.name}-{job_id[:8]}", job_id)
-                    stack.callback(delete_unless_kept, snapshot_id)
-                    snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
-                else:
-                    snapshot_id = entry["snapshot_id"]
-                dev = vol.device_name
-                # Nova quiesces only for its own snapshots: a volume that Cinder snapshots afterwards, on
-                # its own, is crash-consistent whatever the root disk is; each disk records its own.
-                meta = {"volume_id": vol.id, "device": vol.device,
-                        "consistency": consistency if entry is not None else CRASH}
-                size_gb = int(vol.size_gb or (entry or {}).get("volume_size") or 1)
-                key = f"volume:{vol.id}"
-                if ctx.settings.ceph.volume_backends:
-                    # The snapshot (Nova's, quiesced; or stackvault's own) straight from RBD when the volume
-                    # is there; then kept as the volume's next base.
-                    source = readers.from_volume(server_volume(conn, vol.id, size_gb), snapshot_id, name=dev,
-                                                 key=key, meta=meta)
-                    if isinstance(source, RbdSource):
-                        rbd_read[vol.id] = snapshot_id
-                    sources.append(source)
-                    continue
-                sources.append(readers.from_volume_snapshot(snapshot_id, size_gb, name=dev, key=key, meta=meta))
-            log.info("server %s: reading %d disks", server.name, len(sources))
-            result.backup_began = True
-            record = back_up(ctx, BackupRequest(
-                sources=sources, level=level, name=server.name, tags={**(tags or {}), "server_id": server.id},
-                source_meta={"kind": "server", "server": definition.to_dict()}, consistency=consistency,
-                warnings=warnings), progress)
-            result.report = backup_report(record)
-            result.status = record.status
-            if ctx.settings.ceph.volume_backends:
                 for vol in volumes:
-                    try:
-                        keep_base(ctx, conn, vol.id, rbd_read.get(vol.id), result, retained)
-                    except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
-                        result.report.setdefault("warnings", []).append(
-                            f"the base snapshots of volume {vol.id} were left as they are: "
-                            f"{exc.__class__.__name__}: {exc}")
-                        result.status = "warning" if result.status == "success" else result.status
+                    entry = by_device.get(vol.device)
+                    if entry is None:  # image-backed server: snapshot the attached volume ourselves
+                        snapshot_id = snaps.create_volume_snapshot(
+                            conn, vol.id, f"stackvault-{server.name}-{job_id[:8]}", job_id)
+                        stack.callback(delete_unless_kept, snapshot_id)
+                        snaps.wait_snapshot(conn, snapshot_id, cloud.timeout)
+                    else:
+                        snapshot_id = entry["snapshot_id"]
+                    dev = vol.device_name
+                    # Nova quiesces only for its own snapshots: a volume that Cinder snapshots afterwards, on
+                    # its own, is crash-consistent whatever the root disk is; each disk records its own.
+                    meta = {"volume_id": vol.id, "device": vol.device,
+                            "consistency": consistency if entry is not None else CRASH}
+                    size_gb = int(vol.size_gb or (entry or {}).get("volume_size") or 1)
+                    key = f"volume:{vol.id}"
+                    if ctx.settings.ceph.volume_backends:
+                        # The snapshot (Nova's, quiesced; or stackvault's own) straight from RBD when the volume
+                        # is there; then kept as the volume's next base.
+                        source = readers.from_volume(server_volume(conn, vol.id, size_gb), snapshot_id, name=dev,
+                                                     key=key, meta=meta)
+                        if isinstance(source, RbdSource):
+                            rbd_read[vol.id] = snapshot_id
+                        sources.append(source)
+                        continue
+                    sources.append(readers.from_volume_snapshot(snapshot_id, size_gb, name=dev, key=key, meta=meta))
+                log.info("server %s: reading %d disks", server.name, len(sources))
+                result.backup_began = True
+                record = back_up(ctx, BackupRequest(
+                    sources=sources, level=level, name=server.name, tags={**(tags or {}), "server_id": server.id},
+                    source_meta={"kind": "server", "server": definition.to_dict()}, consistency=consistency,
+                    warnings=warnings), progress)
+                result.report = backup_report(record)
+                result.status = record.status
+                if ctx.settings.ceph.volume_backends:
+                    for vol in volumes:
+                        try:
+                            keep_base(ctx, conn, vol.id, rbd_read.get(vol.id), result, retained)
+                        except Exception as exc:  # noqa: BLE001 - the backup is committed: whatever happens now is a warning
+                            result.report.setdefault("warnings", []).append(
+                                f"the base snapshots of volume {vol.id} were left as they are: "
+                                f"{exc.__class__.__name__}: {exc}")
+                            result.status = "warning" if result.status == "success" else result.status
+        if lock_notes:
+            result.report.setdefault("warnings", []).extend(lock_notes)
+            result.status = "warning" if result.status == "success" else result.status
         if cloud.verify_quiesce:
             prove_after_backup(ctx, record, result, (window_start, window_end))
     except StackvaultError as exc:
