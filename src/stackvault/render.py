@@ -285,6 +285,9 @@ def cloud_backup(r: dict) -> str:
 def cloud_restore(r: dict) -> str:
     if r["kind"] == "server":
         disks = ", ".join(f"{d['disk']} -> {d['kind']} {d['id']}" for d in r["disks"])
+        if r.get("in_place"):
+            kept = f"; volumes kept as they are: {', '.join(r['kept_volumes'])}" if r["kept_volumes"] else ""
+            return f"restored backup {r['backup_id']} into server {r['name']} ({r['id']}) by rebuild: {disks}{kept}"
         return f"restored backup {r['backup_id']} as server {r['name']} ({r['id']}): {disks}"
     return (f"restored disk {r['disk']} as {r['kind']} {r['name']} ({r['id']}), "
             f"{human_bytes(r['bytes_written'])} of data")

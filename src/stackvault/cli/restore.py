@@ -21,6 +21,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flavor", default=None, help="server restore: flavor (default: the original)")
     p.add_argument("--network", default=None, help="server restore: network (default: the original)")
     p.add_argument("--key-name", default=None, help="server restore: key pair (default: the original)")
+    p.add_argument("--in-place", action="store_true",
+                   help="server restore: put the root disk back into the existing server NAME (Nova's rebuild: "
+                        "same id, ports and volumes)")
     p.add_argument("--file", action="append", default=[], metavar="PATH",
                    help="restore only this file or directory of the disk into --to file:DIR (repeat for several)")
 
@@ -54,7 +57,14 @@ def restore(inv: Invocation) -> Outcome:
         raise UsageError(f"restore target {args.to!r} names nothing", f"write --to {kind}:NAME")
     record = ctx.repo.get_backup(ctx.repo.resolve(args.backup))
     conn = connect(ctx.settings.cloud.os_cloud)
-    if kind == "server":
+    if args.in_place and kind != "server":
+        raise UsageError("--in-place restores into an existing server", "write --to server:NAME")
+    if args.in_place:
+        if args.flavor or args.network or args.key_name:
+            raise UsageError("an in-place restore keeps the server's flavor, network and key pair",
+                             "drop --flavor, --network and --key-name, or restore to a new server")
+        result = cloud_restore.restore_in_place(ctx, conn, record, name, force=args.force, progress=inv.progress)
+    elif kind == "server":
         result = cloud_restore.restore_server(ctx, conn, record, name, flavor=args.flavor, network=args.network,
                                               key_name=args.key_name, force=args.force, progress=inv.progress)
     else:

@@ -113,6 +113,20 @@ def boot_server(conn, spec: ServerSpec, timeout_s: float, created: Callable[[str
                          "check flavor, network and quota") from None
 
 
+def rebuild_server(conn, server_id: str, image_id: str, metadata: dict[str, str], timeout_s: float) -> Server:
+    """Nova's rebuild: the server's root disk made anew from `image_id`, its id, ports, attached volumes
+    and power state kept; waits until it is back in the state it had (ACTIVE, or SHUTOFF for a
+    stopped one). Not retried: a second rebuild would start over a disk being written."""
+    before = get_server(conn, server_id).status
+    try:
+        conn.compute.rebuild_server(server_id, image_id, metadata=metadata)
+        return conn.compute.wait_for_server(get_server(conn, server_id), status=before,
+                                            failures=["ERROR"], wait=timeout_s)
+    except os_exc.SDKException as exc:
+        raise CloudError(f"rebuilding server {server_id} failed: {first_line(exc)}",
+                         "check the server's state in Nova (`openstack server show`)") from None
+
+
 def delete_server(conn, server_id: str, timeout_s: float, leftovers: list[str] | None = None) -> bool:
     """Delete the server and wait until Nova has; False (and it noted in `leftovers`) when it stays."""
 

@@ -16,7 +16,17 @@ from typing import Any
 
 from ..cloud.connection import CloudError
 from ..cloud.images import image_exists, upload_image
-from ..cloud.servers import ServerSpec, boot_server, delete_server, find_flavor_id, find_network_id, server_exists
+from ..cloud.servers import (
+    ServerSpec,
+    boot_server,
+    delete_server,
+    find_flavor_id,
+    find_network_id,
+    find_server,
+    get_server,
+    rebuild_server,
+    server_exists,
+)
 from ..cloud.snapshots import delete_image
 from ..cloud.volumes import (
     attached_to_proxy,
@@ -168,6 +178,63 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
         _undo(conn, made, cloud.timeout)
         raise
     return {"kind": "server", "id": server.id, "name": name, "backup_id": record.backup_id, "disks": restored}
+
+
+#: The states in which Nova rebuilds a server (it refuses the others with 409).
+REBUILDABLE = ("ACTIVE", "SHUTOFF", "ERROR")
+
+
+def restore_in_place(ctx: JobContext, conn, record: BackupRecord, name_or_id: str, *, force: bool = False,
+                     progress=None) -> dict:
+    """The backup's root disk put back into the existing server through Nova's rebuild: the server keeps
+    its id, ports, addresses and attached volumes (which are not rewritten: they are live disks of the
+    server; `--to volume:` restores them beside it). The restored root disk is uploaded as an image
+    first, so nothing of the server is touched before all of its data is in the cloud; the image stays
+    (Nova reads it again for a later evacuation or resize).
+
+    Refused, before anything is made, when the server is not there, boots from a volume (a rebuild
+    cannot put a volume back), is locked, is in a state Nova does not rebuild, or is not the server the
+    backup was made of (unless `force`)."""
+    definition = _definition(record)
+    if definition is None:
+        raise UsageError(f"backup {record.backup_id} is not of a server",
+                         "restore its disk with --to volume:/image:/file:")
+    server = find_server(conn, name_or_id)
+    if server is None:
+        raise UsageError(f"server {name_or_id!r} does not exist",
+                         f"restore to a new server with --to server:{name_or_id} without --in-place")
+    if definition.boot == "volume":
+        raise UsageError(f"backup {record.backup_id} is of a server that boots from a volume: a rebuild "
+                         "cannot put its volume back", "restore it as a new server with --to server:NEWNAME")
+    backed_up = record.tags.get("server_id")
+    if backed_up != server.id and not force:
+        raise UsageError(f"backup {record.backup_id} is of server {backed_up}, not of {server.name} ({server.id})",
+                         "pass --force to put it on this server anyway")
+    if server.is_locked:
+        raise UsageError(f"server {server.name} is locked" + (f" ({server.locked_reason})" if server.locked_reason
+                                                              else ""),
+                         f"unlock it first (`openstack server unlock {server.id}`)")
+    if server.status not in REBUILDABLE or server.task_state:
+        state = server.task_state or server.status
+        raise UsageError(f"server {server.name} is {state}: Nova rebuilds only an ACTIVE, SHUTOFF or ERROR "
+                         "server", "wait until its task ends, or stop it")
+    root = record.disk(definition.root_device)
+    image = restore_to_image(ctx, conn, record, root, f"{server.name}-{record.backup_id}", force=force,
+                             progress=progress)
+    metadata = {**(server.metadata or {}), "stackvault_backup": record.backup_id}
+    try:
+        rebuild_server(conn, server.id, image["id"], metadata, ctx.settings.cloud.timeout)
+    except CloudError as exc:
+        after = get_server(conn, server.id)
+        untouched = after.status == server.status and not after.task_state
+        if untouched and getattr(after.image, "id", None) != image["id"]:
+            delete_image(conn, image["id"])  # refused: the server is as it was, the image is of no use
+            raise
+        raise CloudError(exc.message, f"the server is {after.task_state or after.status}; image {image['id']} "
+                                      "holds the restored disk: rebuild it from that image again") from None
+    kept = [v.id for v in definition.volumes]
+    return {"kind": "server", "id": server.id, "name": server.name, "backup_id": record.backup_id,
+            "in_place": True, "disks": [image], "kept_volumes": kept}
 
 
 def _undo(conn, made: list[tuple[str, str]], timeout_s: float) -> None:
