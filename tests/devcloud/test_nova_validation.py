@@ -6,50 +6,23 @@ refuse (names, metadata, access IPs, `limit`, `changes-since`), update's short v
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import pytest
 
 from devcloud import rest
-from devcloud.nova.testing import IMAGE_AGENT, wait_for
+from devcloud.nova.testing import IMAGE_AGENT, NovaUser, wait_for
 
 pytestmark = [pytest.mark.devcloud]
 
 
-class Nova:
-    """The compute API as one user: a Keystone token, plain JSON requests through the fault proxy."""
-
-    def __init__(self, dc: Any, user: str, password: str):
-        self.token, body = rest.password_token(dc.ctx.auth_url(), user, password, user)
-        self.project_id = body["project"]["id"]
-        self.base = dc.ctx.public_url("nova") + "/v2.1"
-
-    def __call__(self, method: str, path: str, body: Any = None, version: str = "2.79") -> Any:
-        return rest.request(method, self.base + path, token=self.token, body=body,
-                            headers={"OpenStack-API-Version": f"compute {version}"})[2]
-
-    def status(self, method: str, path: str, body: Any = None,
-               version: str = "2.79") -> tuple[int, str]:
-        """The HTTP status and error message of a request expected to fail."""
-        with pytest.raises(rest.ApiError) as err:
-            self(method, path, body, version)
-        return err.value.status, str(err.value)
-
-    def boot(self, name: str, image_id: str, **extra: Any) -> str:
-        """A server (fast mode or not, its record is what the listing tests need)."""
-        server = {"name": name, "flavorRef": "1", "imageRef": image_id, "networks": "auto",
-                  **extra}
-        return str(self("POST", "/servers", {"server": server})["server"]["id"])
+@pytest.fixture(scope="module")
+def admin(devcloud) -> NovaUser:
+    return NovaUser(devcloud, "admin", devcloud.ctx.admin_password)
 
 
 @pytest.fixture(scope="module")
-def admin(devcloud) -> Nova:
-    return Nova(devcloud, "admin", devcloud.ctx.admin_password)
-
-
-@pytest.fixture(scope="module")
-def demo(devcloud) -> Nova:
-    return Nova(devcloud, "demo", devcloud.ctx.demo_password)
+def demo(devcloud) -> NovaUser:
+    return NovaUser(devcloud, "demo", devcloud.ctx.demo_password)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +40,7 @@ def two_projects(admin, demo, image_id):
         who("DELETE", f"/servers/{server_id}")
 
 
-def listed(nova: Nova, query: str) -> set[str]:
+def listed(nova: NovaUser, query: str) -> set[str]:
     return {s["id"] for s in nova("GET", f"/servers?{query}")["servers"]}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 import re
 import secrets
 import uuid
@@ -14,19 +13,17 @@ import webob
 from devcloud.nova import validation, views
 from devcloud.nova.attachments import Attachments
 from devcloud.nova.compute import HOST, Compute, NovaError, host_id, iso_z, new_uuid, now
+from devcloud.nova.image_meta import image_block_device_mapping, image_sysmeta
 from devcloud.nova.neutron import Networking
+from devcloud.nova.rebuild import ExternalEvents, Rebuild
 from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, Router, bad_request, conflict, json_body, not_found
 
-GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checksum", "owner",
-                      "size", "virtual_size", "min_ram", "min_disk", "created_at", "updated_at",
-                      "tags", "direct_url", "locations", "self", "file", "schema", "disk_format",
-                      "container_format", "os_hidden", "os_hash_algo", "os_hash_value", "stores"}
 MAX_METADATA_ITEMS = 128
 MAX_TAGS = 50
 #: Actions the compute API refuses on a locked server (its check_instance_lock) unless the caller
 #: is an admin. createImage is not one: a server locked during its backup can still be snapshot.
-LOCK_CHECKED_ACTIONS = {"os-start", "os-stop", "reboot"}
+LOCK_CHECKED_ACTIONS = {"os-start", "os-stop", "reboot", "rebuild"}
 #: oslo.utils' bool_from_string(strict=True) spellings, which Nova's is_all_tenants uses.
 TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
 FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
@@ -45,48 +42,6 @@ def _all_tenants(query: webob.multidict.MultiDict) -> bool:
                       f"{', '.join(repr(v) for v in sorted(TRUE_STRINGS + FALSE_STRINGS))}")
 
 
-def image_sysmeta(image: dict[str, Any], flavor: dict[str, Any]) -> dict[str, Any]:
-    """utils.get_system_metadata_from_image: image properties as image_* system metadata."""
-    sysmeta: dict[str, Any] = {}
-    for key, value in image.items():
-        if key in GLANCE_BASE_FIELDS or key in ("mappings", "block_device_mapping"):
-            continue
-        sysmeta[f"image_{key}"] = str(value)[:255]
-    for key in ("min_ram", "min_disk", "disk_format", "container_format"):
-        value = image.get(key)
-        if key in ("min_ram", "min_disk") and value is not None:
-            value = int(value)  # a volume's image metadata holds strings (Nova's get_image_metadata_from_volume)
-        if key == "min_disk":
-            value = max(value or 0, flavor["disk"])
-        if value is not None:
-            sysmeta[f"image_{key}"] = value
-    return sysmeta
-
-
-def image_block_device_mapping(image: dict[str, Any]) -> list[dict[str, Any]]:
-    """The block_device_mapping property of a volume-backed snapshot image, as bdm v2 items."""
-    raw = image.get("block_device_mapping")
-    if not raw:
-        return []
-    try:
-        items = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        return []
-    out = []
-    for item in items:
-        if item.get("no_device"):
-            continue
-        uuid_ = item.get("snapshot_id") or item.get("volume_id") or item.get("image_id")
-        out.append({"source_type": item.get("source_type") or "snapshot",
-                    "destination_type": item.get("destination_type") or "volume",
-                    "uuid": uuid_, "boot_index": item.get("boot_index"),
-                    "device_name": item.get("device_name"),
-                    "volume_size": item.get("volume_size"),
-                    "delete_on_termination": item.get("delete_on_termination", False),
-                    "volume_type": item.get("volume_type"), "tag": item.get("tag")})
-    return out
-
-
 class ServersApi:
     def __init__(self, compute: Compute, net: Networking, faults: Any):
         self.compute = compute
@@ -95,6 +50,8 @@ class ServersApi:
         self.faults = faults
         self.snapshots = Snapshots(compute)
         self.attachments = Attachments(compute)
+        self.events = ExternalEvents()
+        self.rebuild = Rebuild(compute, self._image, net.addresses, self.events)
 
     # ---- helpers -----------------------------------------------------------------------------
     def get_server(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
@@ -417,7 +374,7 @@ class ServersApi:
         handler = {"os-start": self._start, "os-stop": self._stop,
                    "createImage": self._create_image, "reboot": self._reboot,
                    "lock": self._lock, "unlock": self._unlock,
-                   "os-resetState": self._reset_state}.get(name)
+                   "os-resetState": self._reset_state, "rebuild": self.rebuild.action}.get(name)
         if handler is None:
             raise ApiError(400, f"There is no such action: {name}")
         if server.get("locked") and not ctx.is_admin and name in LOCK_CHECKED_ACTIONS:
@@ -714,6 +671,9 @@ class ServersApi:
         out = []
         for ev in events:
             found = self.store.get("servers", ev.get("server_uuid", "")) is not None
+            if found:
+                self.events.deliver(ev["server_uuid"], ev.get("name", ""), ev.get("tag", ""),
+                                    ev.get("status", "completed"))
             out.append(dict(ev, status="completed" if found else "failed",
                             code=200 if found else 404))
         if not any(e["code"] == 200 for e in out):

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devcloud import rest
+
 IMAGE_AGENT = "sv-agent"
 IMAGE_AGENT_DEAD = "sv-agent-dead"
 FLAVOR = "m1.tiny"
@@ -67,3 +69,31 @@ def action_events(dc: Any, server_id: str, action: str) -> dict[str, Any]:
     actions = cli_json(dc, "server", "event", "list", server_id)
     match = next(a for a in actions if a["Action"] == action)
     return cli_json(dc, "server", "event", "show", server_id, match["Request ID"])
+
+
+class NovaUser:
+    """The compute API as one user: a Keystone token, plain JSON requests through the fault proxy."""
+
+    def __init__(self, dc: Any, user: str, password: str):
+        self.token, body = rest.password_token(dc.ctx.auth_url(), user, password, user)
+        self.project_id = body["project"]["id"]
+        self.base = dc.ctx.public_url("nova") + "/v2.1"
+
+    def __call__(self, method: str, path: str, body: Any = None, version: str = "2.79") -> Any:
+        return rest.request(method, self.base + path, token=self.token, body=body,
+                            headers={"OpenStack-API-Version": f"compute {version}"})[2]
+
+    def status(self, method: str, path: str, body: Any = None,
+               version: str = "2.79") -> tuple[int, str]:
+        """The HTTP status and error message of a request expected to fail."""
+        try:
+            self(method, path, body, version)
+        except rest.ApiError as err:
+            return err.status, str(err)
+        raise AssertionError(f"{method} {path} succeeded where it was expected to fail")
+
+    def boot(self, name: str, image_id: str, **extra: Any) -> str:
+        """A server (fast mode or not, its record is what the listing tests need)."""
+        server = {"name": name, "flavorRef": "1", "imageRef": image_id, "networks": "auto",
+                  **extra}
+        return str(self("POST", "/servers", {"server": server})["server"]["id"])

@@ -11,7 +11,10 @@ STATUS_BY_VM_STATE = {"building": "BUILD", "active": "ACTIVE", "stopped": "SHUTO
                       "error": "ERROR", "deleted": "DELETED", "paused": "PAUSED",
                       "suspended": "SUSPENDED", "shelved_offloaded": "SHELVED_OFFLOADED"}
 TASK_STATUS = {"rebooting": "REBOOT", "reboot_pending": "REBOOT", "rebooting_hard": "HARD_REBOOT",
-               "rebuilding": "REBUILD", "resize_prep": "RESIZE", "migrating": "MIGRATING"}
+               "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
+               "rebuild_spawning": "REBUILD", "resize_prep": "RESIZE", "migrating": "MIGRATING"}
+#: common._STATE_MAP: a stopped or errored server being rebuilt shows REBUILD too.
+REBUILD_TASKS = ("rebuilding", "rebuild_block_device_mapping", "rebuild_spawning")
 
 
 def status(server: dict[str, Any]) -> str:
@@ -19,6 +22,8 @@ def status(server: dict[str, Any]) -> str:
     task = server.get("task_state")
     if server["vm_state"] == "active" and task in TASK_STATUS:
         return TASK_STATUS[task]
+    if server["vm_state"] in ("stopped", "error") and task in REBUILD_TASKS:
+        return "REBUILD"
     return STATUS_BY_VM_STATE.get(server["vm_state"], "UNKNOWN")
 
 
