@@ -63,6 +63,7 @@ def test_in_place_restore_keeps_the_server_and_puts_its_disk_back(user, fast_clo
     assert _images_named(conn, f"{name}-") == [f"{name}-{item['backup_id']}"]
 
 
+@pytest.mark.slow  # three servers and their backup
 def test_in_place_restore_refusals_make_nothing(user, fast_cloud, conn, cloud_objects):
     tag = uuid.uuid4().hex[:6]
     server = _boot(conn, cloud_objects, f"inplr-{tag}", "sv-agent")
