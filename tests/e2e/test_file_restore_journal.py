@@ -63,20 +63,20 @@ def test_the_journal_is_replayed_in_the_working_directory(world: dict) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT
     while proc.poll() is None and time.monotonic() < deadline:
         in_workdir = max(in_workdir, _overlays(sv.workdir / "tmp"))
-        in_tmp = max(in_tmp, _overlays(Path("/tmp")))
+        in_tmp = max(in_tmp, _overlays(sv.tmpdir))
         time.sleep(0.1)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "/hello.txt" in out
     assert in_workdir >= REPLAYED // 2, f"the replay wrote into the working directory: {in_workdir} bytes"
-    assert in_tmp == 0, "nothing of the replay in /tmp"
+    assert in_tmp == 0, "nothing of the replay in the temporary directory"
 
 
 def test_a_replay_larger_than_the_room_is_one_line(world: dict) -> None:
     sv = world["sv"]
-    before = leftovers()
+    before = leftovers(sv)
     with tmpfs(sv.workdir, MARGIN + 16 * MIB):
         res = sv.run("files", world["backup"], "ls", "/", expect=None, timeout=RUN_TIMEOUT)
         one_error(res, "scratch space", str(sv.workdir), rc=1)
         assert list((sv.workdir / "tmp").iterdir()) == [], "the overlay is removed"
-    assert leftovers() == before, "no appliance or socket directory is left"
+    assert leftovers(sv) == before, "no appliance or socket directory is left"
