@@ -102,7 +102,7 @@ class Layout:
         except (OSError, ValueError, TypeError, KeyError):
             return None
         if not (isinstance(found, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in found.items())
-                and (root is None or isinstance(root, str) and root in found)):
+                and (root is None or (isinstance(root, str) and root in found))):
             return None
         return cls(found, root)
 
