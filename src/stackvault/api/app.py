@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from .. import __version__
 from ..config import Settings
 from ..errors import StackvaultError
-from . import backups, jobs, policies, servers, usage
+from . import backups, jobs, policies, restores, servers, usage
 from .faults import error_response, from_error
 from .openapi import describe
 from .service import ApiService
@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, authenticate: bool = True, passphrase_file
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep the documented order
     svc = ApiService(settings, passphrase_file)
     app.extensions["stackvault"] = svc
-    for module in (backups, jobs, policies, servers, usage):
+    for module in (backups, jobs, policies, restores, servers, usage):
         app.register_blueprint(module.blueprint)
 
     @app.get("/v1/health", endpoint="health")
