@@ -32,6 +32,7 @@ class Project:
     server_id: str
     backup_id: str
     tokens: dict[str, str]  # role -> a token of a user holding it in this project
+    users: dict[str, str]  # role -> the name of that user
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Api:
     policy_file: Path
     auth_url: str
     new_token: object  # (user, password, project) -> a fresh token
+    password: str  # every project user's
 
     def get(self, path: str, token: str | None, **params: str) -> requests.Response:
         headers = {"X-Auth-Token": token} if token else {}
@@ -82,11 +84,12 @@ def api(devcloud, tmp_path_factory) -> Api:
     for letter in ("a", "b"):
         project = admin.identity.create_project(name=f"sv-api-{letter}-{suffix}", domain_id="default")
         made.append(project)
-        tokens = {}
+        tokens, users = {}, {}
         for role, role_obj in roles.items():
             person = admin.identity.create_user(name=f"sv-api-{letter}-{role}-{suffix}", password=password,
                                                 domain_id="default", default_project_id=project.id)
             made.append(person)
+            users[role] = person.name
             admin.identity.assign_project_role_to_user(project, person, role_obj)
             tokens[role] = _token(auth_url, person.name, password, project.id)
         member = openstack.connect(auth_url=auth_url, token=tokens["member"], auth_type="v3token",
@@ -97,7 +100,7 @@ def api(devcloud, tmp_path_factory) -> Api:
         made.insert(0, server)
         backup = user.run("backup", "--server", server.id, "--project", project.id, timeout=600).data
         backup_id = backup["servers"][0]["backup_id"]
-        projects[letter] = Project(project.id, project.name, server.id, backup_id, tokens)
+        projects[letter] = Project(project.id, project.name, server.id, backup_id, tokens, users)
 
     policy_file = root / "policy.yaml"
     policy_file.write_text("# the defaults\n")
@@ -127,7 +130,7 @@ def api(devcloud, tmp_path_factory) -> Api:
     def new_token(name: str, project_id: str) -> str:
         return _token(auth_url, name, password, project_id)
 
-    yield Api(url, projects["a"], projects["b"], admin.auth_token, policy_file, auth_url, new_token)
+    yield Api(url, projects["a"], projects["b"], admin.auth_token, policy_file, auth_url, new_token, password)
 
     server_proc.terminate()
     try:
