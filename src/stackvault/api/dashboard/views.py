@@ -158,7 +158,7 @@ def overview():
     protected = [s for s in servers if s["protected"]]
     return _page("overview.html", title="Overview", servers=servers, protected=protected,
                  unprotected=[s for s in servers if not s["protected"]], run=run,
-                 consistency=fleet_consistency(servers))
+                 fleet=fleet_consistency(servers))
 
 
 @blueprint.get("/servers/<server_id>")
