@@ -194,7 +194,7 @@ def policies():
 @blueprint.get("/usage")
 def usage():
     rows = usage_of(scope("stackvault:usage:show", every=g.every))
-    top = max([r["size"] for r in rows] + [1])
+    top = max([r["bytes_stored"] for r in rows] + [1])
     return _page("usage.html", title="Storage use", rows=rows, top=top)
 
 
