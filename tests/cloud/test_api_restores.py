@@ -85,3 +85,59 @@ def test_a_members_restore_becomes_an_active_server_in_their_project_only(api: A
             if image.name.startswith(name):
                 admin.image.delete_image(image, ignore_missing=True)
 
+
+
+def test_a_volume_backed_servers_disks_are_handed_over_to_the_members_project(api: Api, devcloud):
+    """The boot volume is written through the proxy's server in the proxy's project, then moved to the
+    member's project by a Cinder volume transfer that the member's trust accepts."""
+    import openstack
+
+    admin = devcloud.connect()
+    member = openstack.connect(auth_url=api.auth_url, token=api.a.tokens["member"], auth_type="v3token",
+                               project_id=api.a.id, load_yaml_config=False, load_envvars=False)
+    image = member.image.find_image("sv-agent", ignore_missing=False)
+    flavor = member.compute.find_flavor("m1.tiny", ignore_missing=False)
+    network = member.network.find_network("private", ignore_missing=False)
+    made: list = []
+    name = f"sv-vol-restored-{api.a.id[:6]}"
+    try:
+        boot = member.block_storage.create_volume(size=1, image_id=image.id, name="sv-api-a-boot")
+        made.append(boot)
+        member.block_storage.wait_for_status(boot, "available", failures=["error"], wait=300)
+        server = member.compute.create_server(
+            name="sv-api-a-vol", flavor_id=flavor.id, networks=[{"uuid": network.id}],
+            block_device_mapping_v2=[{"boot_index": 0, "uuid": boot.id, "source_type": "volume",
+                                      "destination_type": "volume", "delete_on_termination": False}])
+        made.insert(0, server)
+        member.compute.wait_for_server(server, wait=300)
+
+        assert api.post(f"/v1/servers/{server.id}/backups", api.a.tokens["member"], level="full").status_code == 202
+        deadline = time.monotonic() + 300
+        while True:
+            listed = {s["id"]: s for s in api.get("/v1/servers", api.a.tokens["member"]).json()["servers"]}
+            last = listed[server.id]["last_backup"]
+            if last is not None:
+                break
+            assert time.monotonic() < deadline, "the volume-backed server's backup did not finish within 300 s"
+            time.sleep(2)
+
+        started = api.post("/v1/restores", api.a.tokens["member"], backup_id=last["backup_id"], name=name)
+        assert started.status_code == 202, started.text
+        done = _follow(api, started.json()["restore"]["id"], api.a.tokens["member"])
+        assert done["status"] == "active", done
+        restored = admin.compute.get_server(done["server_id"])
+        made.insert(0, restored)
+        assert restored.project_id == api.a.id
+        volumes = [admin.block_storage.get_volume(a.volume_id) for a in admin.compute.volume_attachments(restored)]
+        made.extend(volumes)
+        assert volumes and {v.project_id for v in volumes} == {api.a.id}  # handed over, not left in the proxy's
+        assert all(v.id != boot.id for v in volumes)
+    finally:
+        for thing in made:
+            if isinstance(thing, openstack.compute.v2.server.Server):
+                admin.compute.delete_server(thing, ignore_missing=True)
+                admin.compute.wait_for_delete(thing, wait=120)
+            else:
+                admin.block_storage.wait_for_status(admin.block_storage.get_volume(thing.id), "available",
+                                                    failures=["error"], wait=120)
+                admin.block_storage.delete_volume(thing, ignore_missing=True)

@@ -71,3 +71,23 @@ def test_the_stylesheet_is_served_from_the_package(client):
     assert assets and all(url.startswith("/dashboard/") for url in assets), assets
     css = client.get("/dashboard/static/dashboard.css")
     assert css.status_code == 200 and "@media (max-width: 640px)" in css.text
+
+
+def test_a_session_whose_token_keystone_no_longer_takes_gets_the_expired_page(client):
+    """Here no keystonemiddleware confirms the session's token, as when Keystone refuses it (expired or
+    revoked): the page says so, and the session is gone (the next page asks for a login)."""
+    sessions = client.application.extensions["stackvault.dashboard"]
+    session = sessions.log_in(sessions.new(), "gAAAAA-a-token-keystone-refuses", "alice", "project-a", "")
+    client.set_cookie("stackvault_session", session.id, path="/dashboard")
+    reply = client.get("/dashboard/jobs")
+    assert reply.status_code == 401
+    assert "Your session has expired" in reply.text and "gAAAAA" not in reply.text
+    assert client.get("/dashboard/jobs").status_code == 302
+
+
+def test_a_logged_in_session_gets_a_new_id(client):
+    sessions = client.application.extensions["stackvault.dashboard"]
+    before = sessions.new()
+    after = sessions.log_in(before, "gAAAAA-token", "alice", "project-a", "")
+    assert after.id != before.id and after.csrf != before.csrf
+    assert sessions.get(before.id) is None and sessions.get(after.id) is after
