@@ -87,57 +87,37 @@ def test_a_members_restore_becomes_an_active_server_in_their_project_only(api: A
 
 
 
-def test_a_volume_backed_servers_disks_are_handed_over_to_the_members_project(api: Api, devcloud):
-    """The boot volume is written through the proxy's server in the proxy's project, then moved to the
-    member's project by a Cinder volume transfer that the member's trust accepts."""
+
+def test_a_volume_written_through_the_proxy_is_handed_over_with_the_members_trust(api: Api, devcloud, tmp_path,
+                                                                                  monkeypatch):
+    """The last step of restoring a volume for a project: made in the proxy's project (where the proxy's
+    server can attach it), then moved by a Cinder volume transfer that the member's trust accepts."""
     import openstack
 
-    admin = devcloud.connect()
+    from stackvault.api.delegation import trust_connection
+    from stackvault.api.service import ApiService
+    from stackvault.cloud.handover import hand_over_volume
+    from stackvault.config import load_settings
+
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(devcloud.clouds_yaml))
+    config = tmp_path / "stackvault.toml"
+    config.write_text('[cloud]\nos_cloud = "devcloud"\n[api]\nservice_cloud = "devcloud-stackvault"\n')
+    svc = ApiService(load_settings(str(config), repo=str(tmp_path / "repo"), workdir=str(tmp_path / "work")))
     member = openstack.connect(auth_url=api.auth_url, token=api.a.tokens["member"], auth_type="v3token",
                                project_id=api.a.id, load_yaml_config=False, load_envvars=False)
-    image = member.image.find_image("sv-agent", ignore_missing=False)
-    flavor = member.compute.find_flavor("m1.tiny", ignore_missing=False)
-    network = member.network.find_network("private", ignore_missing=False)
-    made: list = []
-    name = f"sv-vol-restored-{api.a.id[:6]}"
+    trust = member.identity.create_trust(trustor_user_id=member.current_user_id,
+                                         trustee_user_id=svc.service_user_id, project_id=api.a.id,
+                                         impersonation=True, roles=[{"name": "member"}])
+    admin = devcloud.connect()
+    volume = admin.block_storage.create_volume(size=1, name="sv-handed-over")
     try:
-        boot = member.block_storage.create_volume(size=1, image_id=image.id, name="sv-api-a-boot")
-        made.append(boot)
-        member.block_storage.wait_for_status(boot, "available", failures=["error"], wait=300)
-        server = member.compute.create_server(
-            name="sv-api-a-vol", flavor_id=flavor.id, networks=[{"uuid": network.id}],
-            block_device_mapping_v2=[{"boot_index": 0, "uuid": boot.id, "source_type": "volume",
-                                      "destination_type": "volume", "delete_on_termination": False}])
-        made.insert(0, server)
-        member.compute.wait_for_server(server, wait=300)
-
-        assert api.post(f"/v1/servers/{server.id}/backups", api.a.tokens["member"], level="full").status_code == 202
-        deadline = time.monotonic() + 300
-        while True:
-            listed = {s["id"]: s for s in api.get("/v1/servers", api.a.tokens["member"]).json()["servers"]}
-            last = listed[server.id]["last_backup"]
-            if last is not None:
-                break
-            assert time.monotonic() < deadline, "the volume-backed server's backup did not finish within 300 s"
-            time.sleep(2)
-
-        started = api.post("/v1/restores", api.a.tokens["member"], backup_id=last["backup_id"], name=name)
-        assert started.status_code == 202, started.text
-        done = _follow(api, started.json()["restore"]["id"], api.a.tokens["member"])
-        assert done["status"] == "active", done
-        restored = admin.compute.get_server(done["server_id"])
-        made.insert(0, restored)
-        assert restored.project_id == api.a.id
-        volumes = [admin.block_storage.get_volume(a.volume_id) for a in admin.compute.volume_attachments(restored)]
-        made.extend(volumes)
-        assert volumes and {v.project_id for v in volumes} == {api.a.id}  # handed over, not left in the proxy's
-        assert all(v.id != boot.id for v in volumes)
+        admin.block_storage.wait_for_status(volume, "available", failures=["error"], wait=120)
+        assert admin.block_storage.get_volume(volume.id).project_id == admin.current_project_id
+        hand_over_volume(admin, trust_connection(svc, trust.id), volume.id)
+        moved = admin.block_storage.get_volume(volume.id)
+        assert moved.project_id == api.a.id and moved.status == "available"
+        assert volume.id in {v.id for v in member.block_storage.volumes()}
+        assert volume.id not in {v.id for v in admin.block_storage.volumes()}  # the proxy's project has it no more
     finally:
-        for thing in made:
-            if isinstance(thing, openstack.compute.v2.server.Server):
-                admin.compute.delete_server(thing, ignore_missing=True)
-                admin.compute.wait_for_delete(thing, wait=120)
-            else:
-                admin.block_storage.wait_for_status(admin.block_storage.get_volume(thing.id), "available",
-                                                    failures=["error"], wait=120)
-                admin.block_storage.delete_volume(thing, ignore_missing=True)
+        admin.block_storage.delete_volume(volume.id, ignore_missing=True)
+        member.identity.delete_trust(trust, ignore_missing=True)

@@ -22,6 +22,8 @@ from ... import logs
 COOKIE = "stackvault_session"
 #: A session unused this long is forgotten (its token too), whatever the token's own expiry.
 IDLE_S = 8 * 3600
+#: A session that never logged in (a visit to the login page) is forgotten sooner: anyone can make one.
+ANONYMOUS_IDLE_S = 900
 #: The WSGI environ key the session of a request is put under.
 ENVIRON_KEY = "stackvault.dashboard.session"
 PREFIX = "/dashboard"
@@ -41,6 +43,9 @@ class DashboardSession:
     @property
     def logged_in(self) -> bool:
         return self.token is not None
+
+    def idle(self, now: float, logged_in_s: float) -> bool:
+        return now - self.seen > (logged_in_s if self.logged_in else min(logged_in_s, ANONYMOUS_IDLE_S))
 
     def csrf_matches(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(given or "", self.csrf)
@@ -65,7 +70,7 @@ class SessionStore:
     def get(self, session_id: str | None) -> DashboardSession | None:
         with self._lock:
             session = self._sessions.get(session_id or "")
-            if session is None or time.monotonic() - session.seen > self._idle_s:
+            if session is None or session.idle(time.monotonic(), self._idle_s):
                 self._sessions.pop(session_id or "", None)
                 return None
             session.seen = time.monotonic()
@@ -87,7 +92,7 @@ class SessionStore:
 
     def _forget_idle(self) -> None:
         now = time.monotonic()
-        for sid in [sid for sid, s in self._sessions.items() if now - s.seen > self._idle_s]:
+        for sid in [sid for sid, s in self._sessions.items() if s.idle(now, self._idle_s)]:
             del self._sessions[sid]
 
 
