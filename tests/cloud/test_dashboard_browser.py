@@ -65,6 +65,18 @@ class Browser:
     def text(self) -> str:
         return self.driver.find_element("tag name", "body").text
 
+    def click_and_wait(self, locator: tuple[str, str], expected: str, deadline_s: float = 60) -> str:
+        """Click, then wait for the next page to show `expected` (a click does not wait for navigation)."""
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver.find_element(*locator).click()
+        WebDriverWait(self.driver, deadline_s, ignored_exceptions=(NoSuchElementException,
+                                                                   StaleElementReferenceException)).until(
+            lambda driver: expected in driver.find_element("tag name", "body").text,
+            f"no {expected!r} after the click")
+        return self.text()
+
     def log_in(self, user: str, password: str, project: str) -> None:
         self.driver.delete_all_cookies()
         self.open("/dashboard/login")
@@ -72,8 +84,7 @@ class Browser:
             field = self.driver.find_element("name", name)
             field.clear()
             field.send_keys(value)
-        self.driver.find_element("css selector", "button.primary").click()
-        assert "Log out" in self.text(), self.text()
+        self.click_and_wait(("css selector", "button.primary"), "Log out")
 
     def _viewport(self, width: int, height: int, mobile: bool) -> None:
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
@@ -132,9 +143,7 @@ def test_a_member_sees_their_project_only_and_restores_a_backup(api: Api, browse
     assert "All projects" not in browser.text()  # a member has no such view
     browser.capture("overview")
 
-    browser.driver.find_element("link text", "sv-api-a").click()
-    timeline = browser.text()
-    assert api.a.backup_id in timeline
+    timeline = browser.click_and_wait(("link text", "sv-api-a"), api.a.backup_id)
     assert any(label in timeline for label in ("application (verified)", "application (claimed)", "unknown", "crash"))
     browser.capture("server")
 
@@ -152,8 +161,8 @@ def test_a_member_sees_their_project_only_and_restores_a_backup(api: Api, browse
     browser.capture("restore")
     server_name = f"sv-dash-restored-{api.a.id[:6]}"
     browser.driver.find_element("name", "name").send_keys(server_name)
-    browser.driver.find_element("css selector", "button.primary").click()
     try:
+        browser.click_and_wait(("css selector", "button.primary"), f"Restore of {server_name}")
         assert "/dashboard/restores/" in browser.driver.current_url
         browser.capture("restore-running")
         assert _wait_for(browser, "restore-status", {"active", "failed", "cancelled"}, 600) == "active", browser.text()
@@ -177,8 +186,7 @@ def test_a_form_without_its_csrf_token_is_refused(api: Api, browser: Browser, de
     browser.open(f"/dashboard/restore?backup={api.b.backup_id}")
     browser.driver.find_element("name", "name").send_keys("sv-dash-forged")
     browser.driver.execute_script("document.querySelector('main form input[name=csrf_token]').remove()")
-    browser.driver.find_element("css selector", "button.primary").click()
-    assert "Form refused" in browser.text()
+    browser.click_and_wait(("css selector", "button.primary"), "Form refused")
     browser.capture("form-refused")
     admin = devcloud.connect()
     assert not [s for s in admin.compute.servers(all_projects=True) if s.name == "sv-dash-forged"]
@@ -190,6 +198,6 @@ def test_the_admin_sees_both_projects(api: Api, browser: Browser, devcloud):
     browser.capture("overview-admin")
     browser.open("/dashboard/usage")
     assert api.a.id in browser.text() and api.b.id in browser.text()
-    browser.driver.find_element("link text", "All projects").click()  # to the admin's own project
+    browser.click_and_wait(("link text", "All projects"), "This project")  # to the admin's own project
     browser.open("/dashboard/")
     assert not {"sv-api-a", "sv-api-b"} & browser.servers() and "This project" in browser.text()
