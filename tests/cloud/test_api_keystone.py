@@ -7,6 +7,7 @@ file changes who may do what without a restart.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -114,6 +115,9 @@ def api(devcloud, tmp_path_factory) -> Api:
                      f'\n[policy.opt-in-a]\nproject = "{projects["a"].id}"\nserver_metadata = {{ backup = "yes" }}\n'
                      '\n[policy.admin-project]\nall = true\n')
     server_proc = user.popen("api")
+    # Its log (a line per request) is read as it comes: a full pipe would stop the API mid-test.
+    server_log: list[str] = []
+    threading.Thread(target=lambda: server_log.extend(server_proc.stderr or ()), daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -122,7 +126,7 @@ def api(devcloud, tmp_path_factory) -> Api:
                 break
         except requests.ConnectionError:
             pass
-        assert server_proc.poll() is None, server_proc.communicate()[1]
+        assert server_proc.poll() is None, "".join(server_log[-40:])
         assert time.monotonic() < deadline, "stackvault api did not answer /v1/health within 120 s"
         time.sleep(0.5)
     register_stackvault_api(devcloud.ctx, url)
@@ -134,7 +138,7 @@ def api(devcloud, tmp_path_factory) -> Api:
 
     server_proc.terminate()
     try:
-        server_proc.wait(timeout=30)
+        server_proc.wait(timeout=120)  # generous: a job under way in the API process may delay its exit
     finally:
         if server_proc.poll() is None:
             server_proc.kill()
