@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from demo_dashboard import start_dashboard  # noqa: E402 - beside this script
 from demo_files import show_file_restore  # noqa: E402 - beside this script
 
 from devcloud import cloud as devcloud_cloud  # noqa: E402 - after src/ is on sys.path
@@ -180,6 +181,8 @@ def main() -> int:
     failures += not run_as_service(config, env)
     say("file-level restore: a directory of demo-web's newest backup listed and one file extracted, read in place")
     failures += not show_file_restore(SV, hv, servers["demo-web"], env, OUT)
+    say("the web dashboard: the demo's servers, backups and jobs, and self-service restores")
+    failures += not start_dashboard(SV, config, env, conn, ctx, OUT)
     say("demo finished" + (": every byte read back from the restored guests is right" if not failures
                            else " WITH ERRORS"))
     print(f"the cloud is still up: `.venv/bin/devcloud --state-dir {STATE} down` stops it")

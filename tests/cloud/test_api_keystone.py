@@ -7,6 +7,7 @@ file changes who may do what without a restart.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class Project:
     server_id: str
     backup_id: str
     tokens: dict[str, str]  # role -> a token of a user holding it in this project
+    users: dict[str, str]  # role -> the name of that user
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Api:
     policy_file: Path
     auth_url: str
     new_token: object  # (user, password, project) -> a fresh token
+    password: str  # every project user's
 
     def get(self, path: str, token: str | None, **params: str) -> requests.Response:
         headers = {"X-Auth-Token": token} if token else {}
@@ -82,11 +85,12 @@ def api(devcloud, tmp_path_factory) -> Api:
     for letter in ("a", "b"):
         project = admin.identity.create_project(name=f"sv-api-{letter}-{suffix}", domain_id="default")
         made.append(project)
-        tokens = {}
+        tokens, users = {}, {}
         for role, role_obj in roles.items():
             person = admin.identity.create_user(name=f"sv-api-{letter}-{role}-{suffix}", password=password,
                                                 domain_id="default", default_project_id=project.id)
             made.append(person)
+            users[role] = person.name
             admin.identity.assign_project_role_to_user(project, person, role_obj)
             tokens[role] = _token(auth_url, person.name, password, project.id)
         member = openstack.connect(auth_url=auth_url, token=tokens["member"], auth_type="v3token",
@@ -97,7 +101,7 @@ def api(devcloud, tmp_path_factory) -> Api:
         made.insert(0, server)
         backup = user.run("backup", "--server", server.id, "--project", project.id, timeout=600).data
         backup_id = backup["servers"][0]["backup_id"]
-        projects[letter] = Project(project.id, project.name, server.id, backup_id, tokens)
+        projects[letter] = Project(project.id, project.name, server.id, backup_id, tokens, users)
 
     policy_file = root / "policy.yaml"
     policy_file.write_text("# the defaults\n")
@@ -111,6 +115,9 @@ def api(devcloud, tmp_path_factory) -> Api:
                      f'\n[policy.opt-in-a]\nproject = "{projects["a"].id}"\nserver_metadata = {{ backup = "yes" }}\n'
                      '\n[policy.admin-project]\nall = true\n')
     server_proc = user.popen("api")
+    # Its log (a line per request) is read as it comes: a full pipe would stop the API mid-test.
+    server_log: list[str] = []
+    threading.Thread(target=lambda: server_log.extend(server_proc.stderr or ()), daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -119,7 +126,7 @@ def api(devcloud, tmp_path_factory) -> Api:
                 break
         except requests.ConnectionError:
             pass
-        assert server_proc.poll() is None, server_proc.communicate()[1]
+        assert server_proc.poll() is None, "".join(server_log[-40:])
         assert time.monotonic() < deadline, "stackvault api did not answer /v1/health within 120 s"
         time.sleep(0.5)
     register_stackvault_api(devcloud.ctx, url)
@@ -127,11 +134,11 @@ def api(devcloud, tmp_path_factory) -> Api:
     def new_token(name: str, project_id: str) -> str:
         return _token(auth_url, name, password, project_id)
 
-    yield Api(url, projects["a"], projects["b"], admin.auth_token, policy_file, auth_url, new_token)
+    yield Api(url, projects["a"], projects["b"], admin.auth_token, policy_file, auth_url, new_token, password)
 
     server_proc.terminate()
     try:
-        server_proc.wait(timeout=30)
+        server_proc.wait(timeout=120)  # generous: a job under way in the API process may delay its exit
     finally:
         if server_proc.poll() is None:
             server_proc.kill()

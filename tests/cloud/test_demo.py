@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,12 @@ def test_demo_reads_guest_data_back_from_restored_servers(devcloud_ceph, tmp_pat
     env = {**os.environ, "DEMO_CLOUD": str(devcloud_ceph.state_dir), "DEMO_DIR": str(tmp_path / "demo")}
     out = subprocess.run([sys.executable, str(DEMO)], env=env, capture_output=True, text=True, timeout=1500)
     text = out.stdout + out.stderr
+    api_pid = tmp_path / "demo" / "api.pid"  # the API with the dashboard, left running for the demo's user
+    if api_pid.exists():
+        os.killpg(int(api_pid.read_text()), signal.SIGTERM)
     assert out.returncode == 0, text[-4000:]
+    assert re.search(r"^the dashboard: http://127\.0\.0\.1:\d+/dashboard/$", text, re.M), text[-4000:]
+    assert re.search(r"^  log in as user demo-viewer, password \S+, project admin ", text, re.M), text[-4000:]
     assert "every byte read back from the restored guests is right" in text
     reads = [line for line in text.splitlines() if "-restored reads " in line]
     assert len(reads) == 3 and all(line.endswith("' OK") for line in reads), reads  # two roots, one volume

@@ -13,11 +13,14 @@ from http import HTTPStatus
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import __version__
 from ..config import Settings
 from ..errors import StackvaultError
-from . import backups, jobs, policies, servers, usage
+from . import backups, jobs, policies, restores, servers, usage
+from .dashboard import views as dashboard_views
+from .dashboard.sessions import SessionStore, SessionTokens
 from .faults import error_response, from_error
 from .openapi import describe
 from .service import ApiService
@@ -39,8 +42,13 @@ def create_app(settings: Settings, *, authenticate: bool = True, passphrase_file
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep the documented order
     svc = ApiService(settings, passphrase_file)
     app.extensions["stackvault"] = svc
-    for module in (backups, jobs, policies, servers, usage):
+    for module in (backups, jobs, policies, restores, servers, usage):
         app.register_blueprint(module.blueprint)
+    sessions = SessionStore()
+    app.extensions["stackvault.dashboard"] = sessions
+    app.register_blueprint(dashboard_views.blueprint)
+    # Behind a TLS-terminating proxy: its X-Forwarded-Proto makes the dashboard's cookie Secure.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]  # WSGI middleware, Flask's way
 
     @app.get("/v1/health", endpoint="health")
     def health():
@@ -74,8 +82,8 @@ def create_app(settings: Settings, *, authenticate: bool = True, passphrase_file
 
     @app.before_request
     def require_token():
-        if request.endpoint in PUBLIC or request.endpoint is None:
-            return None
+        if request.endpoint in PUBLIC or request.endpoint is None or request.blueprint == "dashboard":
+            return None  # the dashboard refuses a request without a session itself, with a page
         if request.environ.get("HTTP_X_IDENTITY_STATUS") != "Confirmed":
             response = error_response(HTTPStatus.UNAUTHORIZED, "the request has no valid Keystone token",
                                       "send a token of the cloud's Keystone in X-Auth-Token "
@@ -98,6 +106,7 @@ def create_app(settings: Settings, *, authenticate: bool = True, passphrase_file
 
     if authenticate:
         app.wsgi_app = _auth_token(app.wsgi_app, svc)  # type: ignore[method-assign]  # WSGI middleware, Flask's way
+    app.wsgi_app = SessionTokens(app.wsgi_app, sessions)  # type: ignore[method-assign]  # outside auth_token
     return app
 
 

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 
 from .. import render
 from ..engine.repository import resolve_prefix
-from .scope import project_of, scope, server_of, service, visible_backups
+from .scope import Scope, project_of, scope, server_of, service, visible_backups
 
 blueprint = Blueprint("backups", __name__)
 
@@ -25,10 +25,16 @@ def list_backups():
         401: {description: no valid Keystone token}
         403: {description: the rules refuse the caller on that project}
     """
-    rows = visible_backups(scope("stackvault:backup:list"))
+    return jsonify({"backups": backup_list(scope("stackvault:backup:list"))})
+
+
+def backup_list(within: Scope) -> list[dict]:
+    """The backups `within` covers, as `stackvault list --json` gives them, with their project, server
+    and duration."""
+    rows = visible_backups(within)
     listed = render.list_result(rows, [], [], None, None)["backups"]
-    return jsonify({"backups": [{**entry, "project_id": project_of(row.source),
-                                 "server": server_of(row.source)} for entry, row in zip(listed, rows, strict=True)]})
+    return [{**entry, "project_id": project_of(row.source), "server": server_of(row.source),
+             "duration_s": row.duration_s} for entry, row in zip(listed, rows, strict=True)]
 
 
 @blueprint.get("/v1/backups/<backup_id>")
@@ -43,9 +49,13 @@ def show_backup(backup_id: str):
         200: {description: "{backup: {...}}"}
         404: {description: no such backup in the caller's project (another project's is not told apart)}
     """
+    return jsonify({"backup": backup_detail(scope("stackvault:backup:show"), backup_id)})
+
+
+def backup_detail(within: Scope, backup_id: str) -> dict:
+    """One backup `within` covers (else NotFoundError, as for one that does not exist), with its proof."""
     from ..jobs.quiesce_proof import with_proof
 
-    rows = visible_backups(scope("stackvault:backup:show"))
     repo = service().context().repo
-    record = repo.get_backup(resolve_prefix(backup_id, [r.backup_id for r in rows], repo.location))
-    return jsonify({"backup": with_proof(repo, render.record_dict(record))})
+    record = repo.get_backup(resolve_prefix(backup_id, [r.backup_id for r in visible_backups(within)], repo.location))
+    return with_proof(repo, render.record_dict(record))

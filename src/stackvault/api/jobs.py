@@ -9,15 +9,15 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..errors import NotFoundError
-from .scope import scope, service, visible_backups
+from .scope import Scope, scope, service, visible_backups
 
 blueprint = Blueprint("jobs", __name__)
 
 
-def _visible_jobs(rule: str) -> list:
+def visible_jobs(within: Scope) -> list:  # of JobEntry
+    """The jobs `within` covers, oldest first."""
     from ..jobs.history import JobFilter, job_history
 
-    within = scope(rule)
     entries = job_history(service().context(), JobFilter())
     if within.project_id is None:
         return entries
@@ -37,7 +37,7 @@ def list_jobs():
       responses:
         200: {description: "{jobs: [...]}, each as `stackvault jobs --json` gives it"}
     """
-    return jsonify({"jobs": [e.to_dict() for e in _visible_jobs("stackvault:job:list")]})
+    return jsonify({"jobs": [e.to_dict() for e in visible_jobs(scope("stackvault:job:list"))]})
 
 
 @blueprint.get("/v1/jobs/<job_id>")
@@ -52,7 +52,12 @@ def show_job(job_id: str):
         200: {description: "{job: {...}}"}
         404: {description: no such job in the caller's project (another project's is not told apart)}
     """
-    found = [e for e in _visible_jobs("stackvault:job:show") if e.job_id == job_id]
+    return jsonify({"job": job_detail(scope("stackvault:job:show"), job_id).to_dict(detailed=True)})
+
+
+def job_detail(within: Scope, job_id: str):  # a JobEntry
+    """One job `within` covers (another project's is not found, as one that does not exist)."""
+    found = [e for e in visible_jobs(within) if e.job_id == job_id]
     if not found:
         raise NotFoundError(f"no job {job_id!r}", "list the jobs with GET /v1/jobs")
-    return jsonify({"job": found[0].to_dict(detailed=True)})
+    return found[0]

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from flask import Blueprint, jsonify
 
 from ..config import Policy
-from .scope import scope, service
+from .scope import Scope, scope, service
 
 blueprint = Blueprint("policies", __name__)
 
@@ -37,8 +37,11 @@ def list_policies():
       responses:
         200: {description: "{policies: [{name, project_id, enabled, schedule, level, servers, retention, ...}]}"}
     """
-    within = scope("stackvault:policy:list")
+    return jsonify({"policies": policy_list(scope("stackvault:policy:list"))})
+
+
+def policy_list(within: Scope) -> list[dict]:
+    """The config's policies that back up a project `within` covers."""
     svc = service()
     projects = {policy.name: svc.policy_project(policy) for policy in svc.policies()}
-    return jsonify({"policies": [_shown(p, projects[p.name]) for p in svc.policies()
-                                 if within.covers(projects[p.name])]})
+    return [_shown(p, projects[p.name]) for p in svc.policies() if within.covers(projects[p.name])]

@@ -36,10 +36,15 @@ def caller() -> Caller:
     return Caller.from_environ(request.environ)
 
 
-def scope(rule: str) -> Scope:
-    """The project this request is about, once `rule` allows the caller on it (else 403)."""
+def asks_all_projects() -> bool:
+    return request.args.get("all_projects", "").lower() in ("1", "true", "yes")
+
+
+def scope(rule: str, *, every: bool | None = None) -> Scope:
+    """The project this request is about, once `rule` allows the caller on it (else 403). `every`
+    overrides `?all_projects=` (the dashboard's own choice of view)."""
     who, rules = caller(), service().rules
-    every = request.args.get("all_projects", "").lower() in ("1", "true", "yes")
+    every = asks_all_projects() if every is None else every
     project = request.args.get("project_id") or who.project_id
     if (every or project != who.project_id) and not rules.allows("stackvault:all_projects", who, project):
         raise ApiError(HTTPStatus.FORBIDDEN, f"only an admin may see {'every project' if every else 'another project'}",

@@ -26,7 +26,7 @@ blueprint = Blueprint("servers", __name__)
 log = logging.getLogger("stackvault.api")
 
 
-def _caller_connection(who: Caller):
+def caller_connection(who: Caller):
     """openstacksdk on the caller's token, scoped to the caller's project, in the service's region."""
     import openstack
 
@@ -50,7 +50,7 @@ def _protecting(server) -> list[str]:
 
 
 def _servers(within: Scope) -> list:
-    conn = _caller_connection(within.caller)
+    conn = caller_connection(within.caller)
     other = within.project_id != within.caller.project_id  # an admin asking about other projects
     return visible_servers(conn, all_projects=other, project_id=within.project_id if other else None)
 
@@ -67,7 +67,11 @@ def list_servers():
       responses:
         200: {description: "{servers: [{id, name, status, project_id, protected, policies, last_backup}]}"}
     """
-    within = scope("stackvault:server:list")
+    return jsonify({"servers": server_list(scope("stackvault:server:list"))})
+
+
+def server_list(within: Scope) -> list[dict]:
+    """The servers `within` covers (from Nova, with the caller's token), with protection and newest backup."""
     newest: dict[str, dict] = {}
     for row in visible_backups(within):  # oldest first: the last one seen is the newest
         server = server_of(row.source)
@@ -79,13 +83,13 @@ def list_servers():
         policies = _protecting(server)
         out.append({"id": server.id, "name": server.name, "status": server.status, "project_id": server.project_id,
                     "protected": bool(policies), "policies": policies, "last_backup": newest.get(server.id)})
-    return jsonify({"servers": out})
+    return out
 
 
 def _own_server(within: Scope, server_id: str, conn=None):  # an openstacksdk server
     """The caller's server: Nova, on the caller's own token, says whether it is theirs (another project's
     is not found, exactly as one that does not exist)."""
-    conn = conn or _caller_connection(within.caller)
+    conn = conn or caller_connection(within.caller)
     server = find_server(conn, server_id, all_projects=within.project_id != within.caller.project_id)
     if server is None or not within.covers(server.project_id):
         raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
@@ -116,7 +120,7 @@ def opt_in(server_id: str, name: str):
     if policy is None:
         raise NotFoundError(f"no enabled policy {name!r} backs up project {within.caller.project_id}",
                             "list the policies that do with GET /v1/policies")
-    conn = _caller_connection(within.caller)
+    conn = caller_connection(within.caller)
     server = _own_server(within, server_id, conn)
     opted = SimpleNamespace(id=server.id, name=server.name, tags=getattr(server, "tags", None) or [],
                             availability_zone=server.availability_zone,

@@ -10,6 +10,7 @@ from ..config import Policy, Settings
 from ..errors import UsageError
 from ..jobs.context import JobContext
 from .access import Rules
+from .restore_runs import RestoreRun
 
 
 class ApiService:
@@ -19,6 +20,8 @@ class ApiService:
         self._ctx = JobContext(settings, passphrase_file)
         self._opening = threading.Lock()
         self._projects: dict[str | None, str] = {}
+        #: The restores this process started, by job id: followed while they run (api/restore_runs.py).
+        self.restores: dict[str, RestoreRun] = {}
 
     def context(self) -> JobContext:
         """The job context, its repository opened (and checked against this proxy's trust) and its catalog
@@ -67,3 +70,10 @@ class ApiService:
             if os_cloud not in self._projects:
                 self._projects[os_cloud] = connect(os_cloud).current_project_id or ""
             return self._projects[os_cloud]
+
+    @cached_property
+    def service_user_id(self) -> str:
+        """The service user's Keystone id: the trustee of the trusts restores run with (api/delegation.py)."""
+        from ..cloud.connection import connect
+
+        return connect(self.settings.api.service_cloud).current_user_id or ""

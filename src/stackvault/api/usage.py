@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from flask import Blueprint, jsonify
 
-from .scope import project_of, scope, visible_backups
+from .scope import Scope, project_of, scope, visible_backups
 
 blueprint = Blueprint("usage", __name__)
 
@@ -27,7 +27,11 @@ def show_usage():
       responses:
         200: {description: "{usage: [{project_id, backups, size, bytes_stored}]}"}
     """
-    within = scope("stackvault:usage:show")
+    return jsonify({"usage": usage_of(scope("stackvault:usage:show"))})
+
+
+def usage_of(within: Scope) -> list[dict]:
+    """Per project `within` covers: backups, their size and the bytes they stored."""
     totals: dict[str | None, dict] = defaultdict(lambda: {"backups": 0, "size": 0, "bytes_stored": 0})
     if within.project_id is not None:
         totals[within.project_id].update()  # a project without backups is reported, with zeros
@@ -36,4 +40,4 @@ def show_usage():
         total["backups"] += 1
         total["size"] += row.size
         total["bytes_stored"] += row.bytes_stored
-    return jsonify({"usage": [{"project_id": p, **t} for p, t in sorted(totals.items(), key=lambda i: i[0] or "")]})
+    return [{"project_id": p, **t} for p, t in sorted(totals.items(), key=lambda i: i[0] or "")]

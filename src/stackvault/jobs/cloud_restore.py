@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..cloud.connection import CloudError
+from ..cloud.handover import hand_over_volume
 from ..cloud.images import image_exists, upload_image
 from ..cloud.servers import (
     ServerSpec,
@@ -97,7 +98,9 @@ def restore_to_image(ctx: JobContext, conn, record: BackupRecord, disk: DiskReco
 
 
 def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRecord, name: str, *,
-                      force: bool = False, volume_type: str | None = None, progress=None) -> dict:
+                      force: bool = False, volume_type: str | None = None, progress=None, handover=None) -> dict:
+    """The volume is made and written in `conn`'s project (attached to the proxy's server); `handover`,
+    a connection into another project, then receives it through a Cinder volume transfer."""
     cloud = ctx.settings.cloud
     if not cloud.proxy_server:
         raise UsageError("restoring to a volume attaches it to this proxy's server",
@@ -114,6 +117,8 @@ def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRec
         props = carried_properties(_disk_properties(record, disk))
         if props:
             make_bootable(conn, vol.id, props)
+        if handover is not None:
+            hand_over_volume(conn, handover, vol.id)
     except BaseException:
         delete_volume(conn, vol.id, cloud.timeout)
         raise
@@ -123,24 +128,27 @@ def restore_to_volume(ctx: JobContext, conn, record: BackupRecord, disk: DiskRec
 
 def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, flavor: str | None = None,
                    network: str | None = None, key_name: str | None = None, force: bool = False,
-                   progress=None) -> dict:
+                   progress=None, target=None) -> dict:
+    """`target`, a connection into another project, is where the server, its images and (handed over)
+    its volumes land; `conn` only writes volumes through the proxy. Without it, both are `conn`."""
+    into = target or conn
     definition = _definition(record)
     if definition is None:
         raise UsageError(f"backup {record.backup_id} is not of a server",
                          "restore its disk with --to volume:/image:/file:")
-    _refuse_existing(server_exists, conn, "server", name, force)
+    _refuse_existing(server_exists, into, "server", name, force)
     cloud = ctx.settings.cloud
-    flavor_id = find_flavor_id(conn, flavor or definition.flavor_name)
+    flavor_id = find_flavor_id(into, flavor or definition.flavor_name)
     if flavor_id is None:
         raise UsageError(f"flavor {flavor or definition.flavor_name!r} does not exist",
                          "pass --flavor NAME of an existing flavor")
     networks = [{"uuid": network}] if network else [{"uuid": n} for n in
                                                    dict.fromkeys(p["network_id"] for p in definition.ports)]
-    network_id = find_network_id(conn, network) if network else None
+    network_id = find_network_id(into, network) if network else None
     if network_id is not None:
         networks = [{"uuid": network_id}]
     boot_dev = definition.root_device
-    made: list[tuple[str, str]] = []  # (kind, id) to delete if the restore fails
+    made: list[tuple[str, str, Any]] = []  # (kind, id, connection) to delete if the restore fails
     restored = []
     try:
         boot_image = None
@@ -148,14 +156,15 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
         volumes_by_dev = {v.device_name: v for v in definition.volumes}
         for disk in record.disks:
             if disk.name == boot_dev and definition.boot == "image":
-                out = restore_to_image(ctx, conn, record, disk, f"{name}-{disk.name}", force=force, progress=progress)
-                made.append(("image", out["id"]))
+                out = restore_to_image(ctx, into, record, disk, f"{name}-{disk.name}", force=force, progress=progress)
+                made.append(("image", out["id"], into))
                 boot_image = out["id"]
             else:
                 vol = volumes_by_dev.get(disk.name)
                 out = restore_to_volume(ctx, conn, record, disk, f"{name}-{disk.name}", force=force,
-                                        volume_type=vol.volume_type if vol else None, progress=progress)
-                made.append(("volume", out["id"]))
+                                        volume_type=vol.volume_type if vol else None, progress=progress,
+                                        handover=target)
+                made.append(("volume", out["id"], into))
                 bdm.append({"uuid": out["id"], "source_type": "volume", "destination_type": "volume",
                             "boot_index": 0 if disk.name == boot_dev else -1, "delete_on_termination": False,
                             "device_name": vol.device if vol else None})
@@ -171,11 +180,11 @@ def restore_server(ctx: JobContext, conn, record: BackupRecord, name: str, *, fl
                           security_groups=list(definition.security_groups),
                           availability_zone=definition.availability_zone)
         try:
-            server = boot_server(conn, spec, cloud.timeout, created=lambda sid: made.append(("server", sid)))
+            server = boot_server(into, spec, cloud.timeout, created=lambda sid: made.append(("server", sid, into)))
         except CloudError as exc:
             raise CloudError(exc.message, "check flavor, network and quota; the restored disks were removed") from None
     except BaseException:
-        _undo(conn, made, cloud.timeout)
+        _undo(made, cloud.timeout)
         raise
     return {"kind": "server", "id": server.id, "name": name, "backup_id": record.backup_id, "disks": restored}
 
@@ -237,9 +246,9 @@ def restore_in_place(ctx: JobContext, conn, record: BackupRecord, name_or_id: st
             "in_place": True, "disks": [image], "kept_volumes": kept}
 
 
-def _undo(conn, made: list[tuple[str, str]], timeout_s: float) -> None:
+def _undo(made: list[tuple[str, str, Any]], timeout_s: float) -> None:
     """Remove what a failed restore made, newest first (the server before the disks it boots from)."""
-    for kind, obj_id in reversed(made):
+    for kind, obj_id, conn in reversed(made):
         if kind == "server":
             delete_server(conn, obj_id, timeout_s)
         elif kind == "volume":
