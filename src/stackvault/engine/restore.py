@@ -24,7 +24,7 @@ from .blockindex import BlockIndex
 from .fileio import Writeback, punch_hole, pwrite_all
 from .repository import Repository
 from .staging import StagingLedger
-from .window import map_bounded
+from .window import batched, map_bounded
 
 
 class RestoreTarget(abc.ABC):
@@ -253,6 +253,10 @@ class DeviceTarget(RestoreTarget):
 #: What BLKZEROOUT ranges are rounded to: the largest logical sector size of common devices.
 _SECTOR_ALIGN = 4096
 
+#: How many bytes of neighbouring blocks a worker restores together from a packed repository: their
+#: chunks mostly lie side by side in one pack, so they come with one ranged read instead of one each.
+PACKED_BATCH = 4 << 20
+
 #: The longest run of zero blocks zeroed with one call, so that progress moves on a huge empty disk.
 ZERO_RUN_MAX = 256 << 20
 
@@ -273,15 +277,15 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
     bs = index.block_size
     target.open(index.disk_size)
 
-    def one(block: tuple[int, bytes]) -> None:
-        i, digest = block
-        length = index.block_length(i)
-        target.write(i * bs, repo.load_block(digest, length))
-        with lock:
-            stats.bytes_written += length
-            stats.blocks_written += 1
-        if progress is not None:
-            progress(length)
+    def one(batch: list[tuple[int, bytes]]) -> None:
+        blocks = repo.load_blocks([(digest, index.block_length(i)) for i, digest in batch])
+        for (i, _), data in zip(batch, blocks, strict=True):
+            target.write(i * bs, data)
+            with lock:
+                stats.bytes_written += len(data)
+                stats.blocks_written += 1
+            if progress is not None:
+                progress(len(data))
 
     def zero_range(offset: int, end: int) -> None:
         """Bytes that read as zeros: a fresh target needs nothing (one progress report); a reused
@@ -310,7 +314,8 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
         threads = max(4, min(16, 4 * workers, (256 << 20) // (2 * bs)))
         pool = ThreadPoolExecutor(threads, thread_name_prefix="sv-restore")
         try:
-            for _ in map_bounded(pool, one, data_blocks(), 2 * threads):  # re-raises the first error
+            batches = batched(data_blocks(), max(1, PACKED_BATCH // bs) if repo.packed else 1)
+            for _ in map_bounded(pool, one, batches, 2 * threads):  # re-raises the first error
                 pass
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -110,6 +110,11 @@ class FaultyBackend(BackendWrapper):
             raise KeyError(key)
         return self.inner.get(key, max_size)
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if self._inject("get", key) == "missing":
+            raise KeyError(key)
+        return self.inner.get_range(key, offset, length)
+
     def exists(self, key: str) -> bool:
         if self._inject("exists", key) == "missing":
             return False

@@ -175,6 +175,18 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise self._fail(exc, key, writing=False) from None
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = self._open_object(key)
+            try:
+                return os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+        except _NotAnObject:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise self._fail(exc, key, writing=False) from None
+
     def exists(self, key: str) -> bool:
         try:
             os.close(self._open_object(key))

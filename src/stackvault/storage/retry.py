@@ -59,6 +59,9 @@ class RetryingBackend(BackendWrapper):
     def get(self, key: str, max_size: int | None = None) -> bytes:
         return self._call(f"get {key}", lambda: self.inner.get(key, max_size))
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._call(f"get {key}", lambda: self.inner.get_range(key, offset, length))
+
     def exists(self, key: str) -> bool:
         return self._call(f"exists {key}", lambda: self.inner.exists(key))
 
