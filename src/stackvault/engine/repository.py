@@ -491,6 +491,17 @@ class Repository:
                 bad[pack_id] = f"pack {key} is damaged: {exc.problem}"
         return bad
 
+    def chunks_in_damaged_packs(self, digests: Iterable[bytes]) -> dict[bytes, str]:
+        """Those of `digests` that the chunk index places in a missing or damaged pack, each with the
+        pack's problem (`verify --deep`: the backups needing them are then named)."""
+        bad = self.damaged_packs()
+        found: dict[bytes, str] = {}
+        for digest in digests:
+            loc = self.chunk_location(digest)
+            if loc is not None and loc.pack_id in bad:
+                found[digest] = bad[loc.pack_id]
+        return found
+
     def rebuild_chunk_index(self) -> int:
         """Write one chunk index from the headers of every stored pack, then delete the other index
         files (in that order: a crash between leaves both, which merge); returns the chunks indexed.
