@@ -220,3 +220,26 @@ def test_config_of_format_4_names_its_pack_size(sv: Stackvault) -> None:
     _init(sv, 4, pack_size="8MiB")
     doc = json.loads((sv.repo / "config").read_text())
     assert doc["version"] == 4 and doc["pack_size"] == 8 * MIB
+
+
+def test_gc_rewrites_packs_whose_live_share_fell_low(sv: Stackvault, rng: random.Random, tmp_path: Path) -> None:
+    """After the Full that shares 40% of its blocks with the next one is forgotten, its packs hold
+    40% live chunks: gc copies those into new packs and deletes the old ones (restic's prune)."""
+    _init(sv, 4)
+    blocks = 4 * MIB // BLOCK
+    src = make_random_image(tmp_path / "disk.img", 4 * MIB, rng)
+    first = sv.backup(src, level="full")["backup_id"]
+    first_packs = {p.name for p in _objects(sv, "packs")}
+    change_blocks(src, rng.sample(range(blocks), blocks * 3 // 5), rng)
+    second = sv.backup(src, level="full")["backup_id"]
+    sv.run("forget", first)
+    gc = sv.run("gc").data
+    assert gc["packs_repacked"] == len(first_packs) and gc["bytes_repacked"] > 0, gc
+    assert gc["chunks_deleted"] == blocks * 3 // 5, gc
+    assert not first_packs & {p.name for p in _objects(sv, "packs")}, "every rewritten pack is deleted"
+    stored = sum(p.stat().st_size for p in _objects(sv, "packs"))
+    assert stored <= blocks * BLOCK * 1.02, f"{stored} bytes of packs for {blocks} live chunks of {BLOCK}"
+    assert sha256_file(sv.restore(second, tmp_path / "out.img")) == sha256_file(src)
+    assert sv.run("verify", "--deep").data["ok"]
+    again = sv.run("gc").data
+    assert again["packs_deleted"] == 0 and again["packs_repacked"] == 0, "a second gc finds nothing to do"

@@ -61,6 +61,7 @@ from .packs import (
     MAX_PACK,
     MIN_PACK,
     ChunkIndex,
+    Entries,
     Location,
     PackFormatError,
     PackWriter,
@@ -90,6 +91,10 @@ DEFAULT_VERSION = SPARSE_VERSION
 MERGE_GAP = 256 << 10
 #: The longest single ranged read.
 MAX_READ = 16 << 20
+#: gc rewrites a pack whose live chunks are less than this share of its chunk bytes (restic's prune
+#: model): at most a fifth of a repository's pack bytes is then dead, each rewrite costing at most
+#: four fifths of a pack in copies.
+REPACK_BELOW = 0.8
 #: A config is a few hundred bytes, a tombstone less: anything far larger was not written by stackvault.
 MAX_CONFIG_BYTES = 1 << 20
 TOMBSTONE_FORMAT = "stackvault-forgotten"
@@ -142,10 +147,17 @@ class Garbage:
     dead_chunks: int = 0
     chunk_indexes: tuple[str, ...] = ()
     kept_index: ChunkIndex | None = None
+    #: Format 4: packs whose live share fell below REPACK_BELOW, with their live chunks to copy.
+    repack: tuple[tuple[ObjectInfo, Entries], ...] = ()
+
+    @property
+    def repacked_bytes(self) -> int:
+        return sum(n for _, live in self.repack for _, _, n in live)
 
     @property
     def chunk_bytes(self) -> int:
-        return sum(o.size for o in self.chunks)
+        """Bytes freed: dead chunk objects or packs, and what rewriting packs leaves behind."""
+        return sum(o.size for o in self.chunks) + sum(o.size for o, _ in self.repack) - self.repacked_bytes
 
     @property
     def chunks_deleted(self) -> int:
@@ -502,21 +514,6 @@ class Repository:
                 found[digest] = bad[loc.pack_id]
         return found
 
-    def rebuild_chunk_index(self) -> int:
-        """Write one chunk index from the headers of every stored pack, then delete the other index
-        files (in that order: a crash between leaves both, which merge); returns the chunks indexed.
-        Raises on a pack whose header cannot be read, before changing anything."""
-        old = [info.key for info in self.backend.list(CHUNK_INDEX)]
-        rebuilt = self._index_of_packs(self.pack_infos().items())
-        self._replace_chunk_index(rebuilt, old)
-        return len(rebuilt)
-
-    def _index_of_packs(self, packs: Iterable[tuple[bytes, ObjectInfo]]) -> ChunkIndex:
-        parts = [ChunkIndex.of_entries((d, Location(pack_id, o, n)) for d, o, n in
-                                       read_header(self.store, pack_id, info.size, self.cipher))
-                 for pack_id, info in packs]
-        return ChunkIndex.merged(parts) if parts else ChunkIndex([], b"")
-
     def _replace_chunk_index(self, index: ChunkIndex, old: list[str]) -> None:
         new_key = None
         if len(index):
@@ -589,10 +586,15 @@ class Repository:
         return Garbage(chunks, indexes, list(self.backend.temp_files()))
 
     def _pack_garbage(self, referenced: set[bytes], live_indexes: set[str], cutoff: float) -> Garbage:
+        """Dead packs, packs to rewrite, and the index of the packs kept whole. Newest packs first:
+        a chunk stored twice (two backups at once, or a repack a crash interrupted) is live in the
+        newest pack holding it only, so the older copy's pack can go."""
         dead: list[ObjectInfo] = []
         dead_chunks = 0
         kept: list[ChunkIndex] = []
-        for pack_id, info in self.pack_infos().items():
+        repack: list[tuple[ObjectInfo, Entries]] = []
+        claimed: set[bytes] = set()
+        for pack_id, info in sorted(self.pack_infos().items(), key=lambda item: -item[1].mtime):
             try:
                 entries = read_header(self.store, pack_id, info.size, self.cipher)
             except (PackFormatError, ObjectAuthError) as exc:
@@ -600,22 +602,52 @@ class Repository:
                                       "run `stackvault verify --deep` to name the backups it holds") from None
             except KeyError:
                 continue
-            if info.mtime > cutoff or any(d in referenced for d, _, _ in entries):
+            live = [e for e in entries if e[0] in referenced and e[0] not in claimed]
+            claimed.update(d for d, _, _ in live)
+            if info.mtime > cutoff:
                 kept.append(ChunkIndex.of_entries((d, Location(pack_id, o, n)) for d, o, n in entries))
-            else:
+            elif not live:
                 dead.append(info)
                 dead_chunks += len(entries)
+            elif sum(n for _, _, n in live) < REPACK_BELOW * sum(n for _, _, n in entries):
+                repack.append((info, live))
+                dead_chunks += len(entries) - len(live)
+            else:
+                kept.append(ChunkIndex.of_entries((d, Location(pack_id, o, n)) for d, o, n in entries))
         indexes = [o.key for o in self.backend.list(INDEXES) if o.key not in live_indexes]
         return Garbage(dead, indexes, list(self.backend.temp_files()), dead_chunks=dead_chunks,
                        chunk_indexes=tuple(o.key for o in self.backend.list(CHUNK_INDEX)),
-                       kept_index=ChunkIndex.merged(kept) if kept else ChunkIndex([], b""))
+                       kept_index=ChunkIndex.merged(kept) if kept else ChunkIndex([], b""), repack=tuple(repack))
+
+    def _repack(self, repack: Iterable[tuple[ObjectInfo, Entries]]) -> ChunkIndex:
+        """Copy the live chunks of `repack`'s packs into new packs (bytes unchanged: a sealed chunk
+        is bound to its id, not to its pack), durable on return; the new packs' index."""
+        writer = PackWriter(self.store, self.cipher, self.config.pack_size or DEFAULT_PACK_SIZE,
+                            max(2, min(4, self.parallel_calls)))
+        try:
+            for info, live in repack:
+                data = self.store.get(info.key)
+                for digest, offset, length in live:
+                    writer.add(digest, data[offset : offset + length])
+            written = writer.flush()
+        finally:
+            writer.close()
+        self.store.sync()
+        return ChunkIndex.of_entries(written)
 
     def delete_garbage(self, garbage: Garbage) -> None:
-        """Delete what `find_garbage` found. Packed: the index of the kept packs is written (and made
-        durable) first, then the old index files go, then the dead packs: at every step each index
-        names only stored packs, and a pack left behind by a crash is found again by the next gc."""
+        """Delete what `find_garbage` found. Packed: the live chunks of packs to rewrite are copied
+        into new packs (made durable), then the index of every kept and new pack is written (and made
+        durable), then the old index files go, then the dead and rewritten packs: at every step each
+        index names only stored packs, and a pack left behind by a crash is found again by the next
+        gc (a copy a crash left behind is a duplicate: the newest holder of a chunk wins)."""
         if garbage.kept_index is not None:
-            self._replace_chunk_index(garbage.kept_index, list(garbage.chunk_indexes))
+            index = garbage.kept_index
+            if garbage.repack:
+                index = ChunkIndex.merged([index, self._repack(garbage.repack)])
+            self._replace_chunk_index(index, list(garbage.chunk_indexes))
+        for info, _ in garbage.repack:
+            self.backend.delete(info.key)
         for obj in garbage.chunks:
             self.backend.delete(obj.key)
         for key in garbage.indexes:

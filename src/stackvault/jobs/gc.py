@@ -48,5 +48,6 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
         report.update(chunks_deleted=deleted, bytes_freed=freed, orphan_indexes_deleted=len(garbage.indexes),
                       temp_files_deleted=len(garbage.temp_files), chunks_kept=len(referenced), dry_run=dry_run)
         if repo.packed:
-            report.update(packs_deleted=len(garbage.chunks))
+            report.update(packs_deleted=len(garbage.chunks) + len(garbage.repack), packs_repacked=len(garbage.repack),
+                          bytes_repacked=garbage.repacked_bytes)
     return report

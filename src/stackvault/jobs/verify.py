@@ -120,8 +120,8 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
             needed = {d: n for d, n in needed.items() if sample_part(d, sample[1]) == sample[0] and
                       d.hex() not in result.bad_chunks}
         if deep and repo.packed:  # a pack read whole: its name, its header, then each chunk below
-            for digest, problem in repo.chunks_in_damaged_packs(needed).items():
-                result.bad_chunks[digest.hex()] = problem
+            for digest, in_pack in repo.chunks_in_damaged_packs(needed).items():
+                result.bad_chunks[digest.hex()] = in_pack
             needed = {d: n for d, n in needed.items() if d.hex() not in result.bad_chunks}
         if deep:
             result.chunks_read = len(needed)
@@ -146,8 +146,8 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
         else:
             for digest in repo.missing_chunks(needed):
                 result.bad_chunks[digest.hex()] = MISSING
-        result.warnings += [f"chunk index {key} is damaged ({problem}): `stackvault gc` rebuilds it from the packs"
-                            for key, problem in repo.damaged_chunk_indexes.items()]
+        result.warnings += [f"chunk index {key} is damaged ({why}): `stackvault gc` rebuilds it from the packs"
+                            for key, why in repo.damaged_chunk_indexes.items()]
         if result.bad_chunks:
             _name_affected(repo, ids, result)
     return result
