@@ -164,6 +164,7 @@ def test_verify_deep_names_the_backup_whose_pack_is_damaged_or_missing(sv: Stack
     assert res.data["ok"] is False
     assert _affected(res.data) == {second}, res.describe()
     assert all(victim.name in bad["problem"] for bad in res.data["bad_chunks"]), res.data["bad_chunks"]
+    assert res.data["set_aside"] == [], "a pack is never rewritten in place"
     if damage == "missing":  # a plain verify sees a missing pack too
         plain = sv.run("verify", expect=3).data
         assert _affected(plain) == {second}

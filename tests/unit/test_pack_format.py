@@ -46,7 +46,7 @@ def test_a_pack_whose_bytes_or_header_changed_is_refused() -> None:
     with pytest.raises(PackFormatError, match="do not match its name"):
         check_pack(bytes(flipped), pack_id, None)
     with pytest.raises(PackFormatError, match="no pack trailer"):
-        check_pack(data[:-1], pack_id, None)
+        check_pack(bytes(data[:-1]), pack_id, None)
     # a header entry pointing past the chunks
     tampered = bytearray(data)
     at = len(data) - 8 - 44  # last entry; its offset field follows the 32-byte id
@@ -61,7 +61,7 @@ def test_an_encrypted_header_moved_to_another_pack_fails_authentication() -> Non
     b_id, b, _ = build_pack(_chunks(2), cipher)
     a_header_len = int.from_bytes(a[-8:-4], "little")
     b_header_len = int.from_bytes(b[-8:-4], "little")
-    swapped = b[: len(b) - 8 - b_header_len] + a[len(a) - 8 - a_header_len :]
+    swapped = bytes(b[: len(b) - 8 - b_header_len]) + bytes(a[len(a) - 8 - a_header_len :])
     with pytest.raises(ObjectAuthError):
         check_pack(swapped, b_id, cipher)
 

@@ -69,8 +69,10 @@ class Location:
 Entries = list[tuple[bytes, int, int]]
 
 
-def build_pack(entries: list[tuple[bytes, bytes]], cipher: RepositoryCipher | None) -> tuple[bytes, bytes, Entries]:
-    """(pack id, pack bytes, [(chunk id, offset, length)]) of chunks given as (id, stored chunk bytes)."""
+def build_pack(entries: list[tuple[bytes, bytes]],
+               cipher: RepositoryCipher | None) -> tuple[bytes, memoryview, Entries]:
+    """(pack id, pack bytes, [(chunk id, offset, length)]) of chunks given as (id, stored chunk bytes).
+    The bytes are a view of the buffer they were built in: no second copy of the pack."""
     body = bytearray()
     listed: list[tuple[bytes, int, int]] = []
     for digest, blob in entries:
@@ -88,7 +90,7 @@ def build_pack(entries: list[tuple[bytes, bytes]], cipher: RepositoryCipher | No
         stored_header = cipher.seal(pack_key(pack_id), bytes(header))
     body += stored_header
     body += _TRAILER.pack(len(stored_header), PACK_MAGIC)
-    return pack_id, bytes(body), listed
+    return pack_id, memoryview(body), listed
 
 
 def header_span(pack_size: int, tail: bytes, key: str) -> tuple[int, int]:
@@ -295,6 +297,7 @@ class PackWriter:
 
     def _upload(self, entries: list[tuple[bytes, bytes]]) -> None:
         pack_id, data, listed = build_pack(entries, self.cipher)
+        entries.clear()  # the chunks are in the pack now: hold them once, not twice, during the upload
         self.store.put(pack_key(pack_id), data)
         with self._lock:
             self._written.extend((d, Location(pack_id, o, n)) for d, o, n in listed)

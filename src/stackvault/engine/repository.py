@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -87,10 +87,11 @@ SPARSE_VERSION = 3
 PACKED_VERSION = 4
 #: What `init` makes unless told otherwise: format 4 becomes the default once measured faster.
 DEFAULT_VERSION = SPARSE_VERSION
-#: A restore or deep verify reads the chunks of one pack lying at most this far apart with one request.
-MERGE_GAP = 256 << 10
-#: The longest single ranged read.
-MAX_READ = 16 << 20
+#: A restore reads the chunks of one pack lying at most this far apart with one request: a backup's
+#: workers append neighbouring blocks to a pack a few chunks apart, not always side by side.
+MERGE_GAP = 1 << 20
+#: The longest single ranged read (what one restore worker holds).
+MAX_READ = 8 << 20
 #: gc rewrites a pack whose live chunks are less than this share of its chunk bytes (restic's prune
 #: model): at most a fifth of a repository's pack bytes is then dead, each rewrite costing at most
 #: four fifths of a pack in copies.
@@ -358,15 +359,19 @@ class Repository:
     def load_block(self, digest: bytes, length: int) -> bytes:
         """A block's plain bytes, verified against its digest. A damaged chunk is set aside (as PBS
         does), so that it counts as absent and the next Full backup stores it again."""
-        return self.load_blocks([(digest, length)])[0]
+        return next(self.iter_blocks([(0, digest, length)]))[1]
 
-    def load_blocks(self, blocks: list[tuple[bytes, int]]) -> list[bytes]:
-        """The plain bytes of several blocks (id, length), each verified. In a packed repository the
-        chunks of one pack that lie near each other are read with one ranged request."""
+    def iter_blocks(self, blocks: list[tuple[int, bytes, int]]) -> Iterator[tuple[int, bytes]]:
+        """(position, plain bytes) of blocks given as (position, id, length), each verified, in no
+        particular order. In a packed repository the chunks of one pack that lie near each other are
+        read with one ranged request, and each range's blocks are given before the next is read, so
+        memory holds one range (at most MAX_READ) and one block."""
         if not self.packed:
-            return [self._decoded(digest, length, self._object_chunk(digest, length)) for digest, length in blocks]
-        stored = self._pack_chunks([digest for digest, _ in blocks])
-        return [self._decoded(digest, length, stored[digest]) for digest, length in blocks]
+            for at, digest, length in blocks:
+                yield at, self._decoded(digest, length, self._object_chunk(digest, length))
+            return
+        for at, digest, length, blob in self._pack_chunks(blocks):
+            yield at, self._decoded(digest, length, blob)
 
     def _object_chunk(self, digest: bytes, length: int) -> bytes:
         try:
@@ -384,33 +389,32 @@ class Repository:
             self.set_aside(digest, length)
             raise
 
-    def _pack_chunks(self, digests: list[bytes]) -> dict[bytes, bytes]:
-        """Chunks (unsealed) from their packs: neighbours in one pack (at most MERGE_GAP apart, at
-        most MAX_READ in all) come with one ranged read."""
-        located: list[tuple[Location, bytes]] = []
-        for digest in digests:
+    def _pack_chunks(self, blocks: list[tuple[int, bytes, int]]) -> Iterator[tuple[int, bytes, int, bytes]]:
+        """(position, id, length, chunk unsealed) from the packs: neighbours in one pack (at most
+        MERGE_GAP apart, at most MAX_READ in all) come with one ranged read."""
+        located: list[tuple[Location, int, bytes, int]] = []
+        for at, digest, length in blocks:
             loc = self.chunk_location(digest)
             if loc is None:
                 raise CorruptChunkError(digest.hex(), "missing from the repository")
-            located.append((loc, digest))
+            located.append((loc, at, digest, length))
         located.sort(key=lambda item: (item[0].pack_id, item[0].offset))
-        out: dict[bytes, bytes] = {}
         i = 0
         while i < len(located):
+            pack_id = located[i][0].pack_id
             start, end = read_span(located[i][0], self.encrypted)
             j = i + 1
-            while j < len(located) and located[j][0].pack_id == located[i][0].pack_id:
+            while j < len(located) and located[j][0].pack_id == pack_id:
                 s, e = read_span(located[j][0], self.encrypted)
                 if s - end > MERGE_GAP or max(e, end) - start > MAX_READ:
                     break
                 end = max(end, e)
                 j += 1
-            pack_id = located[i][0].pack_id
             try:
                 data = self.store.get_range(pack_key(pack_id), start, end - start)
             except KeyError:
                 data = b""
-            for loc, digest in located[i:j]:
+            for loc, at, digest, length in located[i:j]:
                 blob = data[loc.offset - start : loc.offset - start + loc.length]
                 if len(blob) != loc.length:
                     raise CorruptChunkError(digest.hex(), f"its pack {pack_key(pack_id)} is missing or too short")
@@ -419,9 +423,8 @@ class Repository:
                         blob = self.cipher.open(chunk_key(digest), blob)
                     except ObjectAuthError as exc:
                         raise CorruptChunkError(digest.hex(), f"in pack {pack_key(pack_id)}: {exc.problem}") from None
-                out[digest] = blob
+                yield at, digest, length, blob
             i = j
-        return out
 
     # -- packs and chunk indexes (format 4) --------------------------------------------------------
     def _pack_writer(self) -> PackWriter:
@@ -469,12 +472,6 @@ class Repository:
         current = self.chunk_index()
         with self._packs_lock:
             self._chunk_index = ChunkIndex.merged([current, added])
-
-    def close(self) -> None:
-        """Stop the pack uploaders (an unfinished pack is dropped: nothing refers to it)."""
-        if self._packer is not None:
-            self._packer.close()
-            self._packer = None
 
     def pack_infos(self) -> dict[bytes, ObjectInfo]:
         """Every pack stored, by id (objects under `packs/` that no pack id names are left alone)."""

@@ -255,7 +255,9 @@ _SECTOR_ALIGN = 4096
 
 #: How many bytes of neighbouring blocks a worker restores together from a packed repository: their
 #: chunks mostly lie side by side in one pack, so they come with one ranged read instead of one each.
-PACKED_BATCH = 4 << 20
+PACKED_BATCH = 16 << 20
+#: Restore workers on a packed repository: each holds up to MAX_READ (8 MiB) of one ranged read.
+PACKED_THREADS = 8
 
 #: The longest run of zero blocks zeroed with one call, so that progress moves on a huge empty disk.
 ZERO_RUN_MAX = 256 << 20
@@ -278,8 +280,7 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
     target.open(index.disk_size)
 
     def one(batch: list[tuple[int, bytes]]) -> None:
-        blocks = repo.load_blocks([(digest, index.block_length(i)) for i, digest in batch])
-        for (i, _), data in zip(batch, blocks, strict=True):
+        for i, data in repo.iter_blocks([(i, digest, index.block_length(i)) for i, digest in batch]):
             target.write(i * bs, data)
             with lock:
                 stats.bytes_written += len(data)
@@ -312,6 +313,8 @@ def restore_disk(repo: Repository, index: BlockIndex, target: RestoreTarget, *, 
         # Restoring waits on reading many small chunk files more than on the CPU: more workers keep
         # the disk's queue full (the bench's profile), as many as 256 MiB of blocks in flight allow.
         threads = max(4, min(16, 4 * workers, (256 << 20) // (2 * bs)))
+        if repo.packed:  # each worker makes few, large ranged reads: fewer of them keep the store busy
+            threads = min(threads, PACKED_THREADS)
         pool = ThreadPoolExecutor(threads, thread_name_prefix="sv-restore")
         try:
             batches = batched(data_blocks(), max(1, PACKED_BATCH // bs) if repo.packed else 1)

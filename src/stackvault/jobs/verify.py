@@ -30,6 +30,8 @@ MISSING = "missing from the repository"
 
 @dataclass
 class VerifyResult:
+    #: Chunks in pack files (format 4) are never set aside: a pack is not rewritten in place.
+    packed: bool = False
     backups_checked: int = 0
     chunks_checked: int = 0
     bad_chunks: dict[str, str] = field(default_factory=dict)
@@ -62,7 +64,8 @@ class VerifyResult:
             "bad_key_slots": self.bad_key_slots,
             "missing_backups": self.missing_backups,
             "unchecked_records": self.unchecked_records,
-            "set_aside": sorted(c + DAMAGED_SUFFIX for c, p in self.bad_chunks.items() if p != MISSING),
+            "set_aside": [] if self.packed else sorted(c + DAMAGED_SUFFIX for c, p in self.bad_chunks.items()
+                                                       if p != MISSING),
             "warnings": self.warnings,
             "status": "failed" if not self.ok else "warning" if self.warnings else "success",
         }
@@ -96,7 +99,7 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
            progress: Callable[[str, int], Callable[[int], None]] | None,
            sample: tuple[int, int] | None) -> VerifyResult:
     repo = ctx.repo
-    result = VerifyResult(sample=sample if deep else None)
+    result = VerifyResult(sample=sample if deep else None, packed=repo.packed)
     with ctx.lock("read", "verify") as lock:
         if lock.warning:
             result.warnings.append(lock.warning)
