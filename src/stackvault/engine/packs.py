@@ -259,6 +259,7 @@ class PackWriter:
         self.cipher = cipher
         self.pack_size = pack_size
         self._lock = threading.Lock()
+        self._cut = threading.Lock()
         self._open: list[tuple[bytes, bytes]] = []
         self._open_bytes = 0
         self._slots = threading.BoundedSemaphore(parallel)
@@ -270,26 +271,33 @@ class PackWriter:
         self.on_stored = on_stored
 
     def add(self, digest: bytes, blob: bytes) -> None:
-        """Append a chunk (`blob` as a format 3 repository would store it, sealed when encrypted)."""
-        full: list[tuple[bytes, bytes]] | None = None
+        """Append a chunk (`blob` as a format 3 repository would store it, sealed when encrypted).
+        A full pack is cut by one worker at a time, once an upload slot is free: the others wait
+        behind it, so the pack being filled outgrows `pack_size` by at most a chunk per worker."""
         with self._lock:
             if digest in self._pending:
                 return
             self._pending.add(digest)
             self._open.append((digest, blob))
             self._open_bytes += len(blob)
-            if self._open_bytes >= self.pack_size:
+            if self._open_bytes < self.pack_size:
+                return
+        with self._cut:
+            self._slots.acquire()
+            with self._lock:
                 full, self._open, self._open_bytes = self._open, [], 0
-        if full is not None:
-            self._submit(full)
+            if full:
+                self._upload_in_slot(full)
+            else:  # cut by the worker before this one
+                self._slots.release()
 
     def holds(self, digest: bytes) -> bool:
         """Whether this run already took the chunk (in a pack being filled, uploaded or stored)."""
         with self._lock:
             return digest in self._pending
 
-    def _submit(self, entries: list[tuple[bytes, bytes]]) -> None:
-        self._slots.acquire()
+    def _upload_in_slot(self, entries: list[tuple[bytes, bytes]]) -> None:
+        """Start uploading a pack; the caller holds an upload slot, given back when it is stored."""
         fut = self._pool.submit(self._upload, entries)
         fut.add_done_callback(lambda _: self._slots.release())
         with self._lock:
@@ -311,7 +319,8 @@ class PackWriter:
         with self._lock:
             rest, self._open, self._open_bytes = self._open, [], 0
         if rest:
-            self._submit(rest)
+            self._slots.acquire()
+            self._upload_in_slot(rest)
         with self._lock:
             uploads, self._uploads = self._uploads, []
         for fut in uploads:
