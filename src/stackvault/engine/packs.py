@@ -69,15 +69,9 @@ class Location:
 Entries = list[tuple[bytes, int, int]]
 
 
-def build_pack(entries: list[tuple[bytes, bytes]],
-               cipher: RepositoryCipher | None) -> tuple[bytes, memoryview, Entries]:
-    """(pack id, pack bytes, [(chunk id, offset, length)]) of chunks given as (id, stored chunk bytes).
-    The bytes are a view of the buffer they were built in: no second copy of the pack."""
-    body = bytearray()
-    listed: list[tuple[bytes, int, int]] = []
-    for digest, blob in entries:
-        listed.append((digest, len(body), len(blob)))
-        body += blob
+def seal_pack(body: bytearray, listed: Entries, cipher: RepositoryCipher | None) -> bytes:
+    """Finish a pack in place: `body` holds its chunks (as `listed`: id, offset, length); padding,
+    header and trailer are appended to it. Returns the pack id; `body` is then the pack."""
     if cipher is not None:
         body += bytes(-len(body) % PAD)
     pack_id = blake3(body).digest()
@@ -90,7 +84,7 @@ def build_pack(entries: list[tuple[bytes, bytes]],
         stored_header = cipher.seal(pack_key(pack_id), bytes(header))
     body += stored_header
     body += _TRAILER.pack(len(stored_header), PACK_MAGIC)
-    return pack_id, memoryview(body), listed
+    return pack_id
 
 
 def header_span(pack_size: int, tail: bytes, key: str) -> tuple[int, int]:
@@ -260,8 +254,8 @@ class PackWriter:
         self.pack_size = pack_size
         self._lock = threading.Lock()
         self._cut = threading.Lock()
-        self._open: list[tuple[bytes, bytes]] = []
-        self._open_bytes = 0
+        self._body = bytearray()  # the pack being filled: its chunks back to back, as they will be stored
+        self._listed: Entries = []
         self._slots = threading.BoundedSemaphore(parallel)
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="sv-pack")
         self._uploads: list[Future] = []
@@ -278,49 +272,57 @@ class PackWriter:
             if digest in self._pending:
                 return
             self._pending.add(digest)
-            self._open.append((digest, blob))
-            self._open_bytes += len(blob)
-            if self._open_bytes < self.pack_size:
+            self._listed.append((digest, len(self._body), len(blob)))
+            self._body += blob
+            if len(self._body) < self.pack_size:
                 return
         with self._cut:
             self._slots.acquire()
             with self._lock:
-                full, self._open, self._open_bytes = self._open, [], 0
-            if full:
+                full = self._take()
+            if full is not None:
                 self._upload_in_slot(full)
             else:  # cut by the worker before this one
                 self._slots.release()
+
+    def _take(self) -> tuple[bytearray, Entries] | None:
+        """The pack being filled, if it holds anything, and a new empty one in its place."""
+        if not self._listed:
+            return None
+        full = (self._body, self._listed)
+        self._body, self._listed = bytearray(), []
+        return full
 
     def holds(self, digest: bytes) -> bool:
         """Whether this run already took the chunk (in a pack being filled, uploaded or stored)."""
         with self._lock:
             return digest in self._pending
 
-    def _upload_in_slot(self, entries: list[tuple[bytes, bytes]]) -> None:
+    def _upload_in_slot(self, pack: tuple[bytearray, Entries]) -> None:
         """Start uploading a pack; the caller holds an upload slot, given back when it is stored."""
-        fut = self._pool.submit(self._upload, entries)
+        fut = self._pool.submit(self._upload, *pack)
         fut.add_done_callback(lambda _: self._slots.release())
         with self._lock:
             self._uploads.append(fut)
 
-    def _upload(self, entries: list[tuple[bytes, bytes]]) -> None:
-        pack_id, data, listed = build_pack(entries, self.cipher)
-        entries.clear()  # the chunks are in the pack now: hold them once, not twice, during the upload
-        self.store.put(pack_key(pack_id), data)
+    def _upload(self, body: bytearray, listed: Entries) -> None:
+        pack_id = seal_pack(body, listed, self.cipher)
+        self.store.put(pack_key(pack_id), body)
         with self._lock:
             self._written.extend((d, Location(pack_id, o, n)) for d, o, n in listed)
             self.packs_written += 1
         if self.on_stored is not None:
-            self.on_stored(len(data))
+            self.on_stored(len(body))
 
     def flush(self) -> list[tuple[bytes, Location]]:
         """Store the last pack, wait for every upload (re-raising the first failure); the locations
         of every chunk stored since the last flush."""
-        with self._lock:
-            rest, self._open, self._open_bytes = self._open, [], 0
-        if rest:
-            self._slots.acquire()
-            self._upload_in_slot(rest)
+        with self._cut:
+            with self._lock:
+                rest = self._take()
+            if rest is not None:
+                self._slots.acquire()
+                self._upload_in_slot(rest)
         with self._lock:
             uploads, self._uploads = self._uploads, []
         for fut in uploads:

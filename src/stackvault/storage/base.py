@@ -86,7 +86,7 @@ class Backend(abc.ABC):
         return self.location
 
     @abc.abstractmethod
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         """Store `data` under `key`, replacing any object there, atomically."""
 
     @abc.abstractmethod
@@ -147,7 +147,7 @@ class BackendWrapper(Backend):
     def identity(self) -> str:
         return self.inner.identity
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self.inner.put(key, data)
 
     def get(self, key: str, max_size: int | None = None) -> bytes:

@@ -101,7 +101,7 @@ class FaultyBackend(BackendWrapper):
                                   "this is a test fault")
         return chosen.kind
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self._inject("put", key)
         self.inner.put(key, data)
 

@@ -142,7 +142,7 @@ class LocalBackend(Backend):
             os.close(fd)
 
     # -- objects ---------------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         try:
             with self._parent(key, create=True) as (dir_fd, name):
                 write_atomic(name, data, durable=self._per_file, dir_fd=dir_fd)

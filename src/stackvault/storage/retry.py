@@ -53,7 +53,7 @@ class RetryingBackend(BackendWrapper):
                                     on_retry=self._counted)
         except TransientError as exc:
             raise TransientError(f"{exc.message} (gave up after {self.attempts} attempts)", exc.fix) from exc
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self._call(f"put {key}", lambda: self.inner.put(key, data))
 
     def get(self, key: str, max_size: int | None = None) -> bytes:

@@ -80,9 +80,11 @@ class S3Backend(Backend):
         return f"{self.location} at {self.endpoint} region {self._client.meta.region_name}"
 
     # ---- the interface ---------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         with self._translate(key):
-            self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=bytes(data))
+            # bytes and bytearray go as they are (a pack is a bytearray of tens of MiB: no copy)
+            body = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+            self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
 
     def get(self, key: str, max_size: int | None = None) -> bytes:
         with self._translate(key, missing_is_key_error=True):

@@ -106,7 +106,7 @@ class SwiftBackend(Backend):
         raise AssertionError("unreachable")
 
     # ---- the interface ---------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         body = bytes(data)
         self._call(key, lambda c: c.put_object(self.container, self.prefix + key, body,
                                                content_length=len(body)))
