@@ -77,14 +77,6 @@ def chunk_index_key(index_id: bytes) -> str:
     return f"{CHUNK_INDEX}{index_id.hex()}"
 
 
-def chunk_index_id_of(key: str) -> bytes | None:
-    try:
-        index_id = bytes.fromhex(key[len(CHUNK_INDEX):]) if key.startswith(CHUNK_INDEX) else b""
-    except ValueError:
-        return None
-    return index_id if len(index_id) == 32 else None
-
-
 def index_key(backup_id: str, position: int) -> str:
     return f"{INDEXES}{backup_id}/{position}{_INDEX}"
 

@@ -16,7 +16,7 @@ import bisect
 import heapq
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -247,8 +247,7 @@ class PackWriter:
     `flush` uploads what is left, waits for every upload, and returns where each chunk went: the
     caller writes the chunk index only then, so that no index ever names a pack not yet stored."""
 
-    def __init__(self, store: Backend, cipher: RepositoryCipher | None, pack_size: int, parallel: int,
-                 on_stored: Callable[[int], None] | None = None) -> None:
+    def __init__(self, store: Backend, cipher: RepositoryCipher | None, pack_size: int, parallel: int) -> None:
         self.store = store
         self.cipher = cipher
         self.pack_size = pack_size
@@ -261,8 +260,6 @@ class PackWriter:
         self._uploads: list[Future] = []
         self._written: list[tuple[bytes, Location]] = []
         self._pending: set[bytes] = set()
-        self.packs_written = 0
-        self.on_stored = on_stored
 
     def add(self, digest: bytes, blob: bytes) -> None:
         """Append a chunk (`blob` as a format 3 repository would store it, sealed when encrypted).
@@ -310,9 +307,6 @@ class PackWriter:
         self.store.put(pack_key(pack_id), body)
         with self._lock:
             self._written.extend((d, Location(pack_id, o, n)) for d, o, n in listed)
-            self.packs_written += 1
-        if self.on_stored is not None:
-            self.on_stored(len(body))
 
     def flush(self) -> list[tuple[bytes, Location]]:
         """Store the last pack, wait for every upload (re-raising the first failure); the locations
