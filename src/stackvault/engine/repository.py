@@ -482,33 +482,31 @@ class Repository:
                 found[pack_id] = info
         return found
 
-    def damaged_packs(self) -> dict[bytes, str]:
-        """Packs the chunk index names that are missing or damaged (read whole: their name matches
-        their bytes, their header parses and authenticates), each with its problem."""
-        present = self.pack_infos()
-        bad: dict[bytes, str] = {}
-        for pack_id in self.chunk_index().pack_ids():
-            key = pack_key(pack_id)
-            if pack_id not in present:
-                bad[pack_id] = f"pack {key} is missing"
-                continue
-            try:
-                check_pack(self.store.get(key), pack_id, self.cipher)
-            except KeyError:
-                bad[pack_id] = f"pack {key} is missing"
-            except (PackFormatError, ObjectAuthError) as exc:
-                bad[pack_id] = f"pack {key} is damaged: {exc.problem}"
-        return bad
-
     def chunks_in_damaged_packs(self, digests: Iterable[bytes]) -> dict[bytes, str]:
         """Those of `digests` that the chunk index places in a missing or damaged pack, each with the
-        pack's problem (`verify --deep`: the backups needing them are then named)."""
-        bad = self.damaged_packs()
-        found: dict[bytes, str] = {}
+        pack's problem (`verify --deep`: the backups needing them are then named). Only the packs
+        holding `digests` are read, each whole: its name must match its bytes, its header must parse
+        (and authenticate)."""
+        holding: dict[bytes, list[bytes]] = {}
         for digest in digests:
             loc = self.chunk_location(digest)
-            if loc is not None and loc.pack_id in bad:
-                found[digest] = bad[loc.pack_id]
+            if loc is not None:
+                holding.setdefault(loc.pack_id, []).append(digest)
+        present = self.pack_infos()
+        found: dict[bytes, str] = {}
+        for pack_id, held in holding.items():
+            key = pack_key(pack_id)
+            problem = None
+            try:
+                if pack_id not in present:
+                    raise KeyError(key)
+                check_pack(self.store.get(key), pack_id, self.cipher)
+            except KeyError:
+                problem = f"pack {key} is missing"
+            except (PackFormatError, ObjectAuthError) as exc:
+                problem = f"pack {key} is damaged: {exc.problem}"
+            if problem is not None:
+                found.update(dict.fromkeys(held, problem))
         return found
 
     def _replace_chunk_index(self, index: ChunkIndex, old: list[str]) -> None:
