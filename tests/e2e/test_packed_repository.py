@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -244,3 +246,16 @@ def test_gc_rewrites_packs_whose_live_share_fell_low(sv: Stackvault, rng: random
     assert sv.run("verify", "--deep").data["ok"]
     again = sv.run("gc").data
     assert again["packs_deleted"] == 0 and again["packs_repacked"] == 0, "a second gc finds nothing to do"
+
+
+def test_a_reader_of_format_3_says_upgrade_on_a_format_4_repository(sv: Stackvault, tmp_path: Path) -> None:
+    """What a stackvault from before pack files does with a packed repository: one line, no guessing."""
+    _init(sv, 4)
+    code = ("import sys; import stackvault.engine.repository as r; r.FORMAT_VERSION = 3; "
+            "from stackvault.cli import main; sys.exit(main(sys.argv[1:]))")
+    args = ["--repo", str(sv.repo), "--workdir", str(sv.workdir), "--catalog", sv.catalog_url, "list"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=sv.env(),
+                          timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("stackvault: error:")]
+    assert len(lines) == 1 and "version 4" in lines[0] and "upgrade stackvault" in lines[0], proc.stderr
