@@ -89,9 +89,9 @@ PACKED_VERSION = 4
 DEFAULT_VERSION = SPARSE_VERSION
 #: A restore reads the chunks of one pack lying at most this far apart with one request: a backup's
 #: workers append neighbouring blocks to a pack a few chunks apart, not always side by side.
-MERGE_GAP = 1 << 20
+MERGE_GAP = 2 << 20
 #: The longest single ranged read (what one restore worker holds).
-MAX_READ = 8 << 20
+MAX_READ = 16 << 20
 #: gc rewrites a pack whose live chunks are less than this share of its chunk bytes (restic's prune
 #: model): at most a fifth of a repository's pack bytes is then dead, each rewrite costing at most
 #: four fifths of a pack in copies.
