@@ -20,7 +20,8 @@ What one run does:
    `dir` (stackvault, a local directory), `s3` (stackvault, `s3://` through boto3's AWS_*
    variables), `swift` (stackvault, `swift://` with tempauth ST_* variables), `restic-s3`
    (restic, `s3:http://127.0.0.1:PORT/bucket`), and `s3@4M` (stackvault S3 with `init
-   --block-size 4MiB`: 8x fewer objects than the default 512 KiB);
+   --block-size 4MiB`: 8x fewer objects than the default 512 KiB); a stackvault target with `+packs`
+   (`dir+packs`, `s3+packs`, `swift+packs`) makes its repository with `init --format 4` (pack files);
 5. reads the Swift proxy's access log after each phase: the client's PUTs, HEADs and GETs, their
    bytes, mean latency, and how many were in flight (peak and mean), so the parallelism of every
    tool is seen from the server, restic's as well as stackvault's; and the CPU time the Swift
@@ -52,7 +53,7 @@ import imagegen
 import run
 import swiftlog
 from measure import CommandFailed, PhaseResult, dir_size
-from tools import Restic, Stackvault, Tool
+from tools import Command, Restic, Stackvault, Tool
 
 from devcloud import processes
 from devcloud.context import DevcloudError
@@ -60,7 +61,9 @@ from devcloud.swift import SwiftAllInOne
 
 TARGETS = ("dir", "s3", "swift", "restic-s3")
 # s3@4M: the same S3 run with 8x fewer, larger objects, to show what the number of calls costs.
-DEFAULT_TARGETS = "dir,s3,swift,restic-s3,s3@4M"
+DEFAULT_TARGETS = "dir,dir+packs,s3,s3+packs,swift,swift+packs,restic-s3"
+#: A stackvault target's suffix for a repository of pack files (`init --format 4`).
+PACKED = "+packs"
 LABELS = {"dir": "stackvault dir", "s3": "stackvault S3", "swift": "stackvault Swift",
           "restic-s3": "restic S3"}
 SEQ_PUTS = 48
@@ -90,9 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.target_list = [t.strip() for t in a.targets.split(",") if t.strip()]
     for target in a.target_list:
         kind, _, block = target.partition("@")
-        if kind not in TARGETS or (block and kind == "restic-s3"):
+        packed = kind.endswith(PACKED)
+        kind = kind.removesuffix(PACKED)
+        if kind not in TARGETS or ((block or packed) and kind == "restic-s3"):
             p.error(f"unknown target {target!r} (choose from {','.join(TARGETS)}, "
-                    "stackvault ones with @BLOCKSIZE)")
+                    f"stackvault ones with {PACKED} and/or @BLOCKSIZE)")
         if block:
             imagegen.parse_size(block)
     # The phases are run.Bench's, so it gets its own arguments (image, scratch, caches, keep).
@@ -153,6 +158,14 @@ def put_rates(location: str, count: int = SEQ_PUTS, threads: int = 8) -> dict[st
     return rates
 
 
+class PackedStackvault(Stackvault):
+    """stackvault with a repository of pack files (`init --format 4`)."""
+
+    def init(self) -> Command:
+        cmd = super().init()
+        return Command([*cmd.argv, "--format", "4"], cmd.env)
+
+
 class ObjectStoreBench(run.Bench):
     """`run.Bench`'s phases against object stores, with the proxy's view of every phase."""
 
@@ -168,17 +181,19 @@ class ObjectStoreBench(run.Bench):
     def make_target(self, target: str) -> tuple[Tool, str]:
         """The tool for a target (`s3`, `s3@4M`, ...) with its repository location, and its label."""
         kind, _, block = target.partition("@")
+        packed = kind.endswith(PACKED)
+        kind = kind.removesuffix(PACKED)
         root = os.path.join(self.scratch, "tools", target)
         block_size = imagegen.parse_size(block) if block else None
         tool: Tool = (Restic(root) if kind == "restic-s3" else
-                      Stackvault(root, self.args.stackvault, block_size))
-        prefix = f"repo-{block}" if block else "repo"
+                      (PackedStackvault if packed else Stackvault)(root, self.args.stackvault, block_size))
+        prefix = "repo" + (f"-{block}" if block else "") + ("-packs" if packed else "")
         location = {"s3": f"s3://sv-bench-s3/{prefix}", "swift": f"swift://sv-bench-swift/{prefix}",
                     "restic-s3": f"s3:{self.swift.s3_endpoint}/restic-bench"}.get(kind)
         if location:
             tool.repo = location
             self.stores[location] = "s3://restic-bench" if kind == "restic-s3" else location
-        return tool, LABELS[kind] + (f" @{block}" if block else "")
+        return tool, LABELS[kind] + (" packs" if packed else "") + (f" @{block}" if block else "")
 
     def measure(self, tool: str, phase: str, cmd, sink: list[PhaseResult]) -> tuple[PhaseResult, bytes]:
         self.proxy_log.take()  # whatever came before this phase
@@ -275,7 +290,9 @@ def render(bench: ObjectStoreBench, seq: dict[str, dict[str, float]]) -> str:
     wall = {(r.tool, r.phase): r.wall_s for r in bench.results}
     s3_runs = sorted({r.tool for r in bench.results if r.tool.startswith("stackvault S3")})
     pairs = [(a, "restic S3") for a in s3_runs] + [
-        ("stackvault S3", "stackvault dir"), ("stackvault Swift", "stackvault S3")]
+        ("stackvault S3", "stackvault dir"), ("stackvault Swift", "stackvault S3"),
+        ("stackvault dir packs", "stackvault dir"), ("stackvault S3 packs", "stackvault S3"),
+        ("stackvault Swift packs", "stackvault Swift")]
     for a, b in pairs:
         cells = [f"{wall[(a, p)] / wall[(b, p)]:.2f}x" if (a, p) in wall and (b, p) in wall else "-"
                  for p in run.PHASES]

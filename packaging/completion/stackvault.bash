@@ -7,7 +7,7 @@
 
 _shtab_stackvault_subparsers=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
 
-_shtab_stackvault_init_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --block-size --compression-level --encrypt)
+_shtab_stackvault_init_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --block-size --compression-level --encrypt --format --pack-size)
 _shtab_stackvault_key_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --new-passphrase-file)
 _shtab_stackvault_backup_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --source --server --volume --all --server-tag --server-metadata --exclude --project --job --level --name --tag --ceph-volume-backend --no-changed-blocks --require-consistency --availability-zone --shard)
 _shtab_stackvault_list_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --source --server --availability-zone --shard)
@@ -37,6 +37,7 @@ _shtab_stackvault_option_strings=(-h --help --version --config --repo --workdir 
 
 
 
+_shtab_stackvault_init___format_choices=(3 4)
 _shtab_stackvault_key_pos_0_choices=(add list remove)
 _shtab_stackvault_backup___level_choices=(full incremental differential)
 _shtab_stackvault_backup___require_consistency_choices=(application unknown crash)

@@ -25,6 +25,8 @@ MADE = {
     "config": (layout.CONFIG, "config"),
     "keys/<id>.json": (layout.slot_key("0123456789abcdef"), "keys/0123456789abcdef.json"),
     "chunks/<h2>/<h64>": (layout.chunk_key(DIGEST), f"chunks/{HEX[:2]}/{HEX}"),
+    "packs/<h2>/<h64>": (layout.pack_key(DIGEST), f"packs/{HEX[:2]}/{HEX}"),
+    "index/<h64>": (layout.chunk_index_key(DIGEST), f"index/{HEX}"),
     "chunks/<h2>/<h64>.bad": (layout.chunk_key(DIGEST) + layout.DAMAGED_SUFFIX, f"chunks/{HEX[:2]}/{HEX}.bad"),
     "indexes/<backup>/<n>.fidx": (layout.index_key(BACKUP, 3), f"indexes/{BACKUP}/3.fidx"),
     "backups/<backup>.json": (layout.backup_key(BACKUP), f"backups/{BACKUP}.json"),

@@ -18,11 +18,17 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
                    help="zstd level, 1 (fastest, the default) to 22 (smallest); fixed for the repository")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt everything stored (AES-256-GCM) under a passphrase; mandatory from then on")
+    p.add_argument("--format", type=int, default=3, choices=(3, 4), dest="repo_format",
+                   help="repository format: 3 stores one object per chunk (the default), 4 stores chunks in "
+                        "pack files (far fewer requests on an object store)")
+    p.add_argument("--pack-size", default=None,
+                   help="format 4: the size a pack file is cut at, 1MiB to 1GiB (default 16MiB)")
 
 
 @command("init", "create a repository", arguments=_init_arguments, renderer=render.init)
 def init(inv: Invocation) -> Outcome:
-    from ..engine.repository import check_block_size
+    from ..engine.packs import DEFAULT_PACK_SIZE
+    from ..engine.repository import check_block_size, check_pack_size
     from ..jobs.trust import remember
 
     args, settings = inv.args, inv.settings
@@ -36,10 +42,13 @@ def init(inv: Invocation) -> Outcome:
         from ..engine.keys import ENV, new_passphrase
 
         secret = partial(new_passphrase, inv.ctx.location, args.passphrase_file, ENV, "--passphrase-file")
-    repo = inv.ctx.init_repository(bs, level, passphrase=secret)
+    if args.pack_size is not None and args.repo_format < 4:
+        raise UsageError("--pack-size needs --format 4", "add --format 4, or leave --pack-size out")
+    pack_size = check_pack_size(parse_size(args.pack_size), args.pack_size) if args.pack_size else DEFAULT_PACK_SIZE
+    repo = inv.ctx.init_repository(bs, level, passphrase=secret, version=args.repo_format, pack_size=pack_size)
     remember(settings.workdir, repo, None)  # a repository this proxy made is the one it trusts there
     return Outcome({"repo": repo.location, "id": repo.id, "block_size": repo.config.block_size,
-                    "encrypted": repo.encrypted})
+                    "encrypted": repo.encrypted, "format": repo.config.version, "pack_size": repo.config.pack_size})
 
 
 def _key_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes | memoryview, *, durable: bool = True,
+def write_atomic(path: str | Path, data: bytes | bytearray | memoryview, *, durable: bool = True,
                  dir_fd: int | None = None, mode: int = 0o600) -> None:
     """Replace `path` with `data` atomically; with `durable`, also survive a power loss.
 

@@ -92,7 +92,7 @@ class RepositoryCipher:
         """A block's id: BLAKE3 keyed by the repository, so equal blocks dedup but cannot be fingerprinted."""
         return blake3.blake3(data, key=self._id_key).digest()
 
-    def seal(self, key: str, data: bytes | memoryview) -> bytes:
+    def seal(self, key: str, data: bytes | bytearray | memoryview) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
         return MAGIC + nonce + self._aead.encrypt(nonce, data, MAGIC + key.encode())
 
@@ -121,7 +121,7 @@ class EncryptedBackend(BackendWrapper):
         super().__init__(inner)
         self.cipher = cipher
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self.inner.put(key, data if is_plain(key) else self.cipher.seal(key, data))
 
     def get(self, key: str, max_size: int | None = None) -> bytes:

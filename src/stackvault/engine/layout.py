@@ -14,6 +14,10 @@ CONFIG = "config"
 KEY_SLOTS = "keys/"
 #: Chunks, `chunks/<h2>/<h64>`: one block's data, named by its id.
 CHUNKS = "chunks/"
+#: Pack files of a format 4 repository, `packs/<h2>/<h64>`: many chunks, named by a hash of their bytes.
+PACKS = "packs/"
+#: Chunk indexes of a format 4 repository, `index/<h64>`: chunk id -> pack, offset, length.
+CHUNK_INDEX = "index/"
 #: Block indexes, `indexes/<backup>/<position>.fidx`: one folder per backup.
 INDEXES = "indexes/"
 #: Backup records, `backups/<backup>.json`: the commit points.
@@ -53,6 +57,24 @@ def chunk_id_of(key: str) -> bytes | None:
 def chunk_folder(first_byte: int) -> str:
     """The prefix under which every chunk whose id starts with `first_byte` lies."""
     return f"{CHUNKS}{first_byte:02x}/"
+
+
+def pack_key(pack_id: bytes) -> str:
+    hexid = pack_id.hex()
+    return f"{PACKS}{hexid[:2]}/{hexid}"
+
+
+def pack_id_of(key: str) -> bytes | None:
+    """The id a key listed under `packs/` names; None for anything else there."""
+    try:
+        pack_id = bytes.fromhex(key.rsplit("/", 1)[-1])
+    except ValueError:
+        return None
+    return pack_id if len(pack_id) == 32 and pack_key(pack_id) == key else None
+
+
+def chunk_index_key(index_id: bytes) -> str:
+    return f"{CHUNK_INDEX}{index_id.hex()}"
 
 
 def index_key(backup_id: str, position: int) -> str:

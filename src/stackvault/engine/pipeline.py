@@ -106,7 +106,9 @@ class DiskBackup:
         self._lock = threading.Lock()
         self._claimed = RecentDigests(CLAIMED_MAX)  # chunks this run stored or decided not to store
         # On an object store (slow calls, many at once) a Full learns what exists by listing.
-        self._listed = ListedChunks(repo) if level == "full" and repo.backend.parallel_calls > 1 else None
+        # A packed repository answers from its chunk index, in memory: nothing to list.
+        self._listed = (ListedChunks(repo) if level == "full" and repo.backend.parallel_calls > 1 and not repo.packed
+                        else None)
         self._zero = bytes(self.block_size)
 
     def run(self) -> tuple[BlockIndex, ChangeBitmap]:

@@ -33,3 +33,16 @@ def map_bounded(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[
     finally:
         for fut in window:
             fut.cancel()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter), taken lazily: a worker's share of a run
+    of neighbouring blocks (itertools.batched is not in Python 3.11)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

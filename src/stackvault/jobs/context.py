@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..engine import keys
 from ..engine.locks import RepositoryLock
-from ..engine.repository import Repository
+from ..engine.packs import DEFAULT_PACK_SIZE
+from ..engine.repository import DEFAULT_VERSION, Repository
 from ..engine.state import WorkingState
 from ..errors import CatalogError, warn
 from ..storage import Backend, open_backend
@@ -52,9 +53,11 @@ class JobContext:
         return Repository.open(self._store, passphrase=passphrase)
 
     def init_repository(self, block_size: int, compression_level: int, *,
-                        passphrase: str | Callable[[], str] | None = None) -> Repository:
+                        passphrase: str | Callable[[], str] | None = None, version: int = DEFAULT_VERSION,
+                        pack_size: int = DEFAULT_PACK_SIZE) -> Repository:
         """A new repository at the configured location (`Repository.init`)."""
-        return Repository.init(self._store, block_size, compression_level, passphrase=passphrase)
+        return Repository.init(self._store, block_size, compression_level, passphrase=passphrase, version=version,
+                               pack_size=pack_size)
 
     def passphrase(self) -> str:
         """An encrypted repository's passphrase: --passphrase-file, STACKVAULT_PASSPHRASE, or a prompt."""

@@ -42,9 +42,12 @@ def gc(ctx: JobContext, grace_s: float = 0.0, dry_run: bool = False) -> dict:
         garbage = repo.find_garbage(referenced, live_indexes, cutoff=started - grace_s)
         if not dry_run:
             repo.delete_garbage(garbage)
-        deleted, freed = len(garbage.chunks), garbage.chunk_bytes
+        deleted, freed = garbage.chunks_deleted, garbage.chunk_bytes
         log.info("gc: %d unreferenced chunks (%d bytes) %s, %d chunks referenced", deleted, freed,
                  "to delete" if dry_run else "deleted", len(referenced))
         report.update(chunks_deleted=deleted, bytes_freed=freed, orphan_indexes_deleted=len(garbage.indexes),
                       temp_files_deleted=len(garbage.temp_files), chunks_kept=len(referenced), dry_run=dry_run)
+        if repo.packed:
+            report.update(packs_deleted=len(garbage.chunks) + len(garbage.repack), packs_repacked=len(garbage.repack),
+                          bytes_repacked=garbage.repacked_bytes)
     return report

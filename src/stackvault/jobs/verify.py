@@ -30,6 +30,8 @@ MISSING = "missing from the repository"
 
 @dataclass
 class VerifyResult:
+    #: Chunks in pack files (format 4) are never set aside: a pack is not rewritten in place.
+    packed: bool = False
     backups_checked: int = 0
     chunks_checked: int = 0
     bad_chunks: dict[str, str] = field(default_factory=dict)
@@ -62,7 +64,8 @@ class VerifyResult:
             "bad_key_slots": self.bad_key_slots,
             "missing_backups": self.missing_backups,
             "unchecked_records": self.unchecked_records,
-            "set_aside": sorted(c + DAMAGED_SUFFIX for c, p in self.bad_chunks.items() if p != MISSING),
+            "set_aside": [] if self.packed else sorted(c + DAMAGED_SUFFIX for c, p in self.bad_chunks.items()
+                                                       if p != MISSING),
             "warnings": self.warnings,
             "status": "failed" if not self.ok else "warning" if self.warnings else "success",
         }
@@ -96,7 +99,7 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
            progress: Callable[[str, int], Callable[[int], None]] | None,
            sample: tuple[int, int] | None) -> VerifyResult:
     repo = ctx.repo
-    result = VerifyResult(sample=sample if deep else None)
+    result = VerifyResult(sample=sample if deep else None, packed=repo.packed)
     with ctx.lock("read", "verify") as lock:
         if lock.warning:
             result.warnings.append(lock.warning)
@@ -119,6 +122,10 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
                 result.bad_chunks[digest.hex()] = MISSING
             needed = {d: n for d, n in needed.items() if sample_part(d, sample[1]) == sample[0] and
                       d.hex() not in result.bad_chunks}
+        if deep and repo.packed:  # a pack read whole: its name, its header, then each chunk below
+            for digest, in_pack in repo.chunks_in_damaged_packs(needed).items():
+                result.bad_chunks[digest.hex()] = in_pack
+            needed = {d: n for d, n in needed.items() if d.hex() not in result.bad_chunks}
         if deep:
             result.chunks_read = len(needed)
             cb = progress("verify", sum(needed.values())) if progress else None
@@ -142,6 +149,8 @@ def _check(ctx: JobContext, ref: str | None, deep: bool,
         else:
             for digest in repo.missing_chunks(needed):
                 result.bad_chunks[digest.hex()] = MISSING
+        result.warnings += [f"chunk index {key} is damaged ({why}): `stackvault gc` rebuilds it from the packs"
+                            for key, why in repo.damaged_chunk_indexes.items()]
         if result.bad_chunks:
             _name_affected(repo, ids, result)
     return result

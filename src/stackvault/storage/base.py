@@ -86,13 +86,19 @@ class Backend(abc.ABC):
         return self.location
 
     @abc.abstractmethod
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         """Store `data` under `key`, replacing any object there, atomically."""
 
     @abc.abstractmethod
     def get(self, key: str, max_size: int | None = None) -> bytes:
         """Return the object's bytes; raise `KeyError(key)` when it does not exist, and
         ObjectTooLargeError, having read at most `max_size` + 1 bytes, when it is larger."""
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length) of the object, fewer where it ends sooner; `KeyError(key)`
+        when it does not exist. Pack files are read this way: one request for a run of neighbouring
+        chunks instead of the whole pack. This default reads the whole object; stores override it."""
+        return self.get(key)[offset : offset + length]
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -141,11 +147,14 @@ class BackendWrapper(Backend):
     def identity(self) -> str:
         return self.inner.identity
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self.inner.put(key, data)
 
     def get(self, key: str, max_size: int | None = None) -> bytes:
         return self.inner.get(key, max_size)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(key, offset, length)
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)

@@ -101,7 +101,7 @@ class FaultyBackend(BackendWrapper):
                                   "this is a test fault")
         return chosen.kind
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self._inject("put", key)
         self.inner.put(key, data)
 
@@ -109,6 +109,11 @@ class FaultyBackend(BackendWrapper):
         if self._inject("get", key) == "missing":
             raise KeyError(key)
         return self.inner.get(key, max_size)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if self._inject("get", key) == "missing":
+            raise KeyError(key)
+        return self.inner.get_range(key, offset, length)
 
     def exists(self, key: str) -> bool:
         if self._inject("exists", key) == "missing":

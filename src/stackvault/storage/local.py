@@ -142,7 +142,7 @@ class LocalBackend(Backend):
             os.close(fd)
 
     # -- objects ---------------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         try:
             with self._parent(key, create=True) as (dir_fd, name):
                 write_atomic(name, data, durable=self._per_file, dir_fd=dir_fd)
@@ -170,6 +170,18 @@ class LocalBackend(Backend):
             fd = self._open_object(key)
             with os.fdopen(fd, "rb") as f:
                 return read_capped(f.read, key, max_size, os.fstat(fd).st_size)
+        except _NotAnObject:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise self._fail(exc, key, writing=False) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = self._open_object(key)
+            try:
+                return os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
         except _NotAnObject:
             raise KeyError(key) from None
         except OSError as exc:

@@ -15,7 +15,7 @@ class MemoryBackend(Backend):
         self._objects: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
 
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         with self._lock:
             self._objects[key] = (bytes(data), time.time())
 

@@ -53,11 +53,14 @@ class RetryingBackend(BackendWrapper):
                                     on_retry=self._counted)
         except TransientError as exc:
             raise TransientError(f"{exc.message} (gave up after {self.attempts} attempts)", exc.fix) from exc
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         self._call(f"put {key}", lambda: self.inner.put(key, data))
 
     def get(self, key: str, max_size: int | None = None) -> bytes:
         return self._call(f"get {key}", lambda: self.inner.get(key, max_size))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._call(f"get {key}", lambda: self.inner.get_range(key, offset, length))
 
     def exists(self, key: str) -> bool:
         return self._call(f"exists {key}", lambda: self.inner.exists(key))

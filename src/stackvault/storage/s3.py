@@ -80,15 +80,31 @@ class S3Backend(Backend):
         return f"{self.location} at {self.endpoint} region {self._client.meta.region_name}"
 
     # ---- the interface ---------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         with self._translate(key):
-            self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=bytes(data))
+            # bytes and bytearray go as they are (a pack is a bytearray of tens of MiB: no copy)
+            body = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+            self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body)
 
     def get(self, key: str, max_size: int | None = None) -> bytes:
         with self._translate(key, missing_is_key_error=True):
             resp = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             with closing(resp["Body"]) as body:
                 return read_capped(body.read, key, max_size, resp.get("ContentLength", 0))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        with self._translate(key, missing_is_key_error=True):
+            try:
+                resp = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key,
+                                               Range=f"bytes={offset}-{offset + length - 1}")
+            except ClientError as exc:  # a range starting past the end: nothing there
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""
+                raise
+            with closing(resp["Body"]) as body:
+                return body.read(length)
 
     def exists(self, key: str) -> bool:
         try:

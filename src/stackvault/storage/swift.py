@@ -106,7 +106,7 @@ class SwiftBackend(Backend):
         raise AssertionError("unreachable")
 
     # ---- the interface ---------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
         body = bytes(data)
         self._call(key, lambda c: c.put_object(self.container, self.prefix + key, body,
                                                content_length=len(body)))
@@ -125,6 +125,16 @@ class SwiftBackend(Backend):
                 body.close()
 
         return self._call(key, read, missing=gone)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        def gone() -> bytes:
+            raise KeyError(key)
+
+        if length <= 0:
+            return b""
+        wanted = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        return self._call(key, lambda c: c.get_object(self.container, self.prefix + key, headers=wanted)[1][:length],
+                          missing=gone)
 
     def exists(self, key: str) -> bool:
         return self._call(key, lambda c: c.head_object(self.container, self.prefix + key) is not None,
