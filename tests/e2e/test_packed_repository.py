@@ -226,19 +226,23 @@ def test_config_of_format_4_names_its_pack_size(sv: Stackvault) -> None:
 
 
 def test_gc_rewrites_packs_whose_live_share_fell_low(sv: Stackvault, rng: random.Random, tmp_path: Path) -> None:
-    """After the Full that shares 40% of its blocks with the next one is forgotten, its packs hold
-    40% live chunks: gc copies those into new packs and deletes the old ones (restic's prune)."""
+    """After the Full that shares 10% of its blocks with the next one is forgotten, its packs hold
+    about 10% live chunks: gc copies those into new packs and deletes the old ones (restic's prune).
+    Which chunk lands in which pack follows the upload workers' order: with 10% live overall, no pack
+    comes near the 80% above which it would be kept as it is."""
     _init(sv, 4)
     blocks = 4 * MIB // BLOCK
     src = make_random_image(tmp_path / "disk.img", 4 * MIB, rng)
     first = sv.backup(src, level="full")["backup_id"]
     first_packs = {p.name for p in _objects(sv, "packs")}
-    change_blocks(src, rng.sample(range(blocks), blocks * 3 // 5), rng)
+    change_blocks(src, rng.sample(range(blocks), blocks * 9 // 10), rng)
     second = sv.backup(src, level="full")["backup_id"]
     sv.run("forget", first)
     gc = sv.run("gc").data
-    assert gc["packs_repacked"] == len(first_packs) and gc["bytes_repacked"] > 0, gc
-    assert gc["chunks_deleted"] == blocks * 3 // 5, gc
+    # Every pack of the first Full goes: those with no live chunk at once, the others rewritten.
+    assert gc["packs_deleted"] == len(first_packs) and gc["packs_repacked"] >= 1, gc
+    assert gc["bytes_repacked"] > 0, gc
+    assert gc["chunks_deleted"] == blocks * 9 // 10, gc
     assert not first_packs & {p.name for p in _objects(sv, "packs")}, "every rewritten pack is deleted"
     stored = sum(p.stat().st_size for p in _objects(sv, "packs"))
     assert stored <= blocks * BLOCK * 1.02, f"{stored} bytes of packs for {blocks} live chunks of {BLOCK}"
