@@ -235,7 +235,7 @@ class Snapshots:
                 except QuiesceError as err:
                     _thaw(c, server["id"])
                     failure = quiesce_error(server, err)
-                    if requires and c.cfg.require_quiesce_image_backed == "fail":
+                    if requires and c.cfg.quiesce == "strict":
                         raise failure from err
                     LOG.info("Skipping quiescing instance: %s.", failure.message)
         try:
