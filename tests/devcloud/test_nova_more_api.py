@@ -173,3 +173,18 @@ def test_security_groups_are_removed_from_and_added_to_a_server(demo, server):
     demo("POST", path, {"addSecurityGroup": {"name": "default"}})
     assert demo("GET", f"/servers/{server}")["server"]["security_groups"] == [
         {"name": "default"}]
+
+
+def test_password_version_documents_and_what_nova_refuses(devcloud, demo, image_id, server):
+    assert demo("GET", f"/servers/{server}/os-server-password") == {"password": ""}
+    demo("DELETE", f"/servers/{server}/os-server-password")
+    from devcloud import rest
+    root = devcloud.ctx.public_url("nova")
+    v2 = rest.request("GET", f"{root}/v2/")[2]["version"]
+    assert v2["id"] == "v2.0" and v2["links"][0]["href"].endswith("/v2/")
+    assert demo.status("DELETE", "/images/", version="2.35")[0] == 404
+    bad_bdm = {"server": {"name": "bad-bdm", "flavorRef": "1", "imageRef": image_id,
+                          "networks": "auto", "block_device_mapping_v2": [
+                              {"source_type": "blank", "destination_type": "invalid",
+                               "volume_size": 1}]}}
+    assert demo.status("POST", "/servers", bad_bdm)[0] == 400

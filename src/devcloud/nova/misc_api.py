@@ -68,6 +68,15 @@ def versions_app(environ: dict, start_response: Any) -> list[bytes]:
         v21 = {k: v21[k] for k in ("id", "status", "version", "min_version", "updated")}
         v21["links"] = [{"rel": "self", "href": f"{base}/v2.1/"}]
         body: dict[str, Any] = {"versions": [v2, v21]}
+    elif path.endswith("/v2"):  # the v2.0-compatible API: its own document, no microversions
+        body = {"version": {
+            "id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+            "updated": "2011-01-21T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/v2/"},
+                      {"rel": "describedby", "type": "text/html",
+                       "href": "http://docs.openstack.org/"}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.compute+json;version=2"}]}}
     else:
         body = {"version": version_doc(base)}
     payload = json.dumps(body).encode()

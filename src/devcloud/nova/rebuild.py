@@ -151,7 +151,8 @@ class Rebuild:
             out["key_name"] = updated.get("key_name")
         if ctx.at_least("2.71") and not ctx.at_least("2.75"):  # show_server_groups
             out["server_groups"] = [updated["server_group"]] if updated.get("server_group") else []
-        if ctx.at_least("2.57"):
+        if ctx.at_least("2.57"):  # as `user_data`, not the view's OS-EXT-SRV-ATTR:user_data
+            out.pop("OS-EXT-SRV-ATTR:user_data", None)
             out["user_data"] = updated.get("user_data")
         out["adminPass"] = data.get("adminPass") or secrets.token_urlsafe(9)
         return Reply(202, {"server": out})

@@ -341,6 +341,9 @@ class ServersApi:
                            else "local")
             if src not in ("image", "volume", "snapshot", "blank"):
                 raise bad_request(f"Invalid input for field/attribute source_type. Value: {src}.")
+            if dst not in ("local", "volume"):  # the schema's enum
+                raise validation.invalid("destination_type", dst,
+                                         f"{dst!r} is not one of ['local', 'volume']")
             boot_index = item.get("boot_index")
             boot_index = int(boot_index) if boot_index not in (None, "", "none") else None
             if src == "image" and dst == "local":
@@ -800,6 +803,17 @@ class ServersApi:
             for p in ports]})
 
 
+    # ---- os-server-password ---------------------------------------------------------------------
+    def password_show(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        """The encrypted password a guest posted to the metadata service; the dev cloud has no
+        metadata service, so it is empty until then, as on a real cloud before the guest posts."""
+        return Reply(200, {"password": self.get_server(ctx, server_id).get("password") or ""})
+
+    def password_clear(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self.get_server(ctx, server_id)
+        self.compute.set_state(server_id, password="")
+        return Reply(204)
+
     # ---- os-server-external-events (Cinder tells Nova about volume changes) ------------------
     def external_events(self, ctx: RequestContext, req: webob.Request) -> Reply:
         """Accepted and acknowledged per event, as Nova answers Cinder's notifications."""
@@ -848,6 +862,8 @@ def add_routes(router: Router, api: ServersApi) -> None:
     r("GET", "/servers/{server_id}/ips", api.ips)
     r("GET", "/servers/{server_id}/ips/{network}", api.ips_of_network)
     r("GET", "/servers/{server_id}/os-interface", api.interfaces)
+    r("GET", "/servers/{server_id}/os-server-password", api.password_show)
+    r("DELETE", "/servers/{server_id}/os-server-password", api.password_clear)
     r("POST", "/os-server-external-events", api.external_events)
     att = api.attachments
     r("GET", "/servers/{server_id}/os-volume_attachments",
