@@ -28,10 +28,6 @@ IMAGE_ALT = "sv-noagent"
 #: Seeded flavors (nova/misc_api.py SEED_FLAVORS): m1.tiny and m1.nano, both fit the 256 MiB images.
 FLAVOR, FLAVOR_ALT = "1", "42"
 
-#: How often Tempest polls for a status (its default is 1 s): a fast-mode server or volume is
-#: ready well under a second, so the tier spends less time waiting.
-POLL_INTERVAL = "0.5"
-
 #: [compute-feature-enabled] options the emulated Nova does not offer, with the reason.
 FEATURES_OFF: dict[str, str] = {
     "live_migration": "one compute host: nowhere to migrate to",
@@ -59,7 +55,7 @@ FEATURES_OFF: dict[str, str] = {
     "config_drive": "not emulated: guests get no metadata drive",
     "metadata_service": "not emulated: no metadata service",
     "hostname_fqdn_sanitization": "follows no particular release's hostname rules",
-    "unified_limits": "quotas are not emulated",
+    "unified_limits": "Nova's own quota driver (os-quota-sets) is emulated, not Keystone's unified limits",
     "disk_config": "not emulated: OS-DCF is a Xen-era extension",
 }
 
@@ -96,7 +92,6 @@ def build(ctx: CloudContext, workspace: Path) -> dict[str, dict[str, str]]:
             "min_microversion": version_str(MIN_VERSION),
             "max_microversion": version_str(MAX_VERSION),
             "build_timeout": "120", "region": ctx.region,
-            "build_interval": POLL_INTERVAL,
         },
         "compute-feature-enabled": {
             **{name: "false" for name in FEATURES_OFF},
@@ -105,9 +100,7 @@ def build(ctx: CloudContext, workspace: Path) -> dict[str, dict[str, str]]:
         },
         "network-feature-enabled": {"floating_ips": "false", "ipv6": "false"},
         "image-feature-enabled": {"import_image": "false"},
-        "volume": {"catalog_type": "volumev3", "region": ctx.region, "build_timeout": "120",
-                   "build_interval": POLL_INTERVAL},
-        "image": {"build_interval": POLL_INTERVAL},
+        "volume": {"catalog_type": "volumev3", "region": ctx.region, "build_timeout": "120"},
         "volume-feature-enabled": {"backup": "false", "manage_volume": "false",
                                    "manage_snapshot": "false"},  # no cinder-backup process
         "validation": {"run_validation": "false"},  # fast-mode servers have no guest to SSH into

@@ -126,6 +126,14 @@ def test_quota_sets_are_shown_updated_and_enforced_on_create(admin, demo, image_
     finally:
         admin("DELETE", path)
     assert demo("GET", path)["quota_set"]["instances"] == 10
+    classes = "/os-quota-class-sets/default"
+    assert admin("GET", classes)["quota_class_set"]["instances"] == 10
+    assert demo.status("GET", classes)[0] == 403
+    admin("PUT", classes, {"quota_class_set": {"instances": 12}})
+    try:  # the default class is every project's default
+        assert demo("GET", path)["quota_set"]["instances"] == 12
+    finally:
+        admin("PUT", classes, {"quota_class_set": {"instances": 10}})
 
 
 def test_server_groups_and_their_members(demo, image_id):

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, int] = {
 PROXY_DEFAULTS = {"fixed_ips": -1, "floating_ips": 10, "security_groups": 10,
                   "security_group_rules": 20}
 PERSONALITY = ("injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
+#: Where the `default` quota class's changes live in the `quotas` collection (not a project id).
+DEFAULT_CLASS = "class:default"
 
 
 class QuotaExceeded(ApiError):
@@ -38,8 +40,12 @@ class Quotas:
     def __init__(self, store: Store):
         self.store = store
 
+    def default_limits(self) -> dict[str, int]:
+        """Nova's defaults as the `default` quota class (os-quota-class-sets) changed them."""
+        return {**DEFAULTS, **(self.store.get("quotas", DEFAULT_CLASS) or {})}
+
     def limits(self, project_id: str) -> dict[str, int]:
-        return {**DEFAULTS, **(self.store.get("quotas", project_id) or {})}
+        return {**self.default_limits(), **(self.store.get("quotas", project_id) or {})}
 
     def usage(self, project_id: str) -> dict[str, int]:
         servers = [s for s in self.store.values("servers") if s["project_id"] == project_id
@@ -74,10 +80,16 @@ class Quotas:
             raise QuotaExceeded("metadata_items", len(metadata), 0, limit)
 
     # ---- API --------------------------------------------------------------------------------
-    def _view(self, ctx: RequestContext, values: dict[str, Any]) -> dict[str, Any]:
-        out = dict(values)
-        if not ctx.at_least("2.36"):
-            out = {**PROXY_DEFAULTS, **out}
+    def _view(self, ctx: RequestContext, values: dict[str, Any],
+              network_until: str = "2.36") -> dict[str, Any]:
+        """The resources a microversion shows: network ones below 2.36 (2.50 for quota classes,
+        which also show server groups only from 2.50), no personality from 2.57."""
+        out = {k: v for k, v in values.items() if k not in PROXY_DEFAULTS}
+        if not ctx.at_least(network_until):
+            out = {**out, **{k: values.get(k, v) for k, v in PROXY_DEFAULTS.items()}}
+        if network_until == "2.50" and not ctx.at_least("2.50"):
+            out.pop("server_groups", None)
+            out.pop("server_group_members", None)
         if ctx.at_least("2.57"):
             for key in PERSONALITY:
                 out.pop(key, None)
@@ -102,7 +114,7 @@ class Quotas:
         return Reply(200, {"quota_set": {"id": project_id, **values}})
 
     def defaults(self, ctx: RequestContext, req: webob.Request, project_id: str) -> Reply:
-        return Reply(200, {"quota_set": {"id": project_id, **self._view(ctx, dict(DEFAULTS))}})
+        return Reply(200, {"quota_set": {"id": project_id, **self._view(ctx, self.default_limits())}})
 
     def update(self, ctx: RequestContext, req: webob.Request, project_id: str) -> Reply:
         if not ctx.is_admin:
@@ -112,7 +124,7 @@ class Quotas:
         if not isinstance(body, dict):
             raise bad_request("Invalid input for field/attribute quota_set. Value: None. None "
                               "is not of type 'object'")
-        known = set(self._view(ctx, dict(DEFAULTS))) | {"force"}
+        known = set(self._view(ctx, self.default_limits())) | {"force"}
         unknown = sorted(set(body) - known)
         if unknown:
             raise validation.invalid("quota_set", body, "Additional properties are not allowed "
@@ -121,7 +133,7 @@ class Quotas:
         used = self.usage(project_id)
         changes: dict[str, int] = {}
         for key, value in body.items():
-            if key == "force" or key in PROXY_DEFAULTS:
+            if key == "force":
                 continue
             if isinstance(value, bool) or not (isinstance(value, int) or (
                     isinstance(value, str) and value.lstrip("-").isdigit())) or int(value) < -1:
@@ -145,6 +157,42 @@ class Quotas:
         return Reply(202)
 
 
+    # ---- os-quota-class-sets: the `default` class is Nova's defaults --------------------------
+    def class_show(self, ctx: RequestContext, req: webob.Request, class_name: str) -> Reply:
+        self._admin(ctx, "os-quota-class-sets:show")
+        return Reply(200, {"quota_class_set": {
+            "id": class_name, **self._view(ctx, self._class(class_name), "2.50")}})
+
+    def class_update(self, ctx: RequestContext, req: webob.Request, class_name: str) -> Reply:
+        self._admin(ctx, "os-quota-class-sets:update")
+        body = json_body(req).get("quota_class_set")
+        if not isinstance(body, dict):
+            raise bad_request("Invalid input for field/attribute quota_class_set. Value: None. "
+                              "None is not of type 'object'")
+        known = set(self._view(ctx, self.default_limits(), "2.50"))
+        changes: dict[str, int] = {}
+        for key, value in body.items():
+            if key not in known or isinstance(value, bool) or not isinstance(value, int) \
+                    or value < -1:
+                raise validation.invalid(f"quota_class_set/{key}", value,
+                                         f"{value!r} is not a known resource's limit")
+            changes[key] = value
+        key = DEFAULT_CLASS if class_name == "default" else f"class:{class_name}"
+        with self.store.write() as db:
+            db["quotas"].setdefault(key, {}).update(changes)
+        return Reply(200, {"quota_class_set": self._view(ctx, self._class(class_name), "2.50")})
+
+    def _class(self, class_name: str) -> dict[str, int]:
+        if class_name == "default":
+            return self.default_limits()
+        return {**DEFAULTS, **(self.store.get("quotas", f"class:{class_name}") or {})}
+
+    @staticmethod
+    def _admin(ctx: RequestContext, rule: str) -> None:
+        if not ctx.is_admin:
+            raise ApiError(403, f"Policy doesn't allow os_compute_api:{rule} to be performed.")
+
+
 def add_routes(router: Router, api: Quotas) -> None:
     r = router.add
     r("GET", "/os-quota-sets/{project_id}", api.show)
@@ -152,3 +200,5 @@ def add_routes(router: Router, api: Quotas) -> None:
     r("GET", "/os-quota-sets/{project_id}/defaults", api.defaults)
     r("PUT", "/os-quota-sets/{project_id}", api.update)
     r("DELETE", "/os-quota-sets/{project_id}", api.delete)
+    r("GET", "/os-quota-class-sets/{class_name}", api.class_show)
+    r("PUT", "/os-quota-class-sets/{class_name}", api.class_update)
