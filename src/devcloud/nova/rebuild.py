@@ -41,9 +41,6 @@ REIMAGE_BOOT_VOLUME = "2.93"
 #: How long the compute side waits for Cinder's `volume-reimaged` event (Nova's
 #: reimage_timeout_per_gb is 20 s per GiB; the dev cloud's volumes are small).
 REIMAGE_TIMEOUT = 300.0
-#: oslo's bool_from_string spellings parameter_types.boolean accepts.
-BOOLEANS = (True, False, "True", "true", "False", "false", "1", "0", "on", "off", "yes", "no",
-            "ON", "OFF", "YES", "NO", "t", "f", "T", "F", "y", "n", "Y", "N")
 
 
 class ExternalEvents:
@@ -187,10 +184,8 @@ class Rebuild:
         if "adminPass" in arg and not isinstance(arg["adminPass"], str):
             raise validation.invalid("rebuild/adminPass", arg["adminPass"],
                                      f"{arg['adminPass']!r} is not of type 'string'")
-        if "preserve_ephemeral" in arg and arg["preserve_ephemeral"] not in BOOLEANS:
-            raise validation.invalid("rebuild/preserve_ephemeral", arg["preserve_ephemeral"],
-                                     f"{arg['preserve_ephemeral']!r} is not one of "
-                                     f"{list(BOOLEANS)}")
+        if "preserve_ephemeral" in arg:  # no ephemeral disks here: only checked
+            validation.boolean("rebuild/preserve_ephemeral", arg["preserve_ephemeral"])
         description = arg.get("description")
         if description is not None and (not isinstance(description, str)
                                         or len(description) > validation.MAX_LENGTH):

@@ -29,8 +29,6 @@ LOCK_CHECKED_ACTIONS = {"os-start", "os-stop", "reboot", "rebuild"}
 #: oslo.utils' bool_from_string(strict=True) spellings, which Nova's is_all_tenants uses.
 TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
 FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
-#: parameter_types.boolean's true spellings (return_reservation_id).
-BOOLEAN_TRUE = (True, "True", "true", "1", "on", "yes", "ON", "YES", "t", "T", "y", "Y")
 
 
 def _counts(data: dict[str, Any]) -> tuple[int, int]:
@@ -272,7 +270,8 @@ class ServersApi:
                                       access_ipv4, access_ipv6, sg_names, bdms, proxy,
                                       reservation_id, index, group_id)
             first = first or server
-        if data.get("return_reservation_id") in BOOLEAN_TRUE:
+        if validation.boolean("server/return_reservation_id",
+                              data.get("return_reservation_id", False)):
             return Reply(202, {"reservation_id": reservation_id})
         out: dict[str, Any] = {"id": first["id"], "links": views.links(ctx, "servers", first["id"]),
                                "OS-DCF:diskConfig": "MANUAL",
