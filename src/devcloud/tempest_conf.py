@@ -55,7 +55,7 @@ FEATURES_OFF: dict[str, str] = {
     "config_drive": "not emulated: guests get no metadata drive",
     "metadata_service": "not emulated: no metadata service",
     "hostname_fqdn_sanitization": "follows no particular release's hostname rules",
-    "unified_limits": "quotas are not emulated",
+    "unified_limits": "Nova's own quota driver (os-quota-sets) is emulated, not Keystone's unified limits",
     "disk_config": "not emulated: OS-DCF is a Xen-era extension",
 }
 

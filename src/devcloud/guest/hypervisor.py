@@ -608,9 +608,16 @@ def _hotplug(qmp: QMPClient, disk: DiskSpec) -> None:
 
 def _unplug(qmp: QMPClient, uuid: str, disk: DiskSpec, timeout: float) -> None:
     device = f"disk-{disk.target}"
+    gone = False
     try:
-        qmp.command("device_del", id=device)
-        qmp.wait_event("DEVICE_DELETED", timeout, lambda event: event.get("data", {}).get("device") == device)
+        try:
+            qmp.command("device_del", id=device)
+        except QMPError as exc:  # a re-sent unplug: still pending (wait again), or done meanwhile
+            gone = "not found" in exc.desc
+            if not gone and "already in the process of unplug" not in exc.desc:
+                raise
+        if not gone:
+            qmp.wait_event("DEVICE_DELETED", timeout, lambda event: event.get("data", {}).get("device") == device)
     except QMPError as exc:
         raise GuestError(f"detaching {disk.target} from server {uuid}: {exc.desc}") from exc
     except WireTimeout as exc:

@@ -17,7 +17,8 @@ from typing import Any
 import webob
 
 from devcloud.nova import clients
-from devcloud.nova.compute import Compute, GuestError, NovaError, volume_disk_spec
+from devcloud.nova.compute import Compute, volume_disk_spec
+from devcloud.nova.detach import unplug_with_retries
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, bad_request, conflict, json_body
 
 LOG = logging.getLogger(__name__)
@@ -152,11 +153,8 @@ class Attachments:
             if server.get("proxy"):
                 c.proxy_unlink(bdm)
             else:
-                try:
-                    c.hypervisor.detach_disk(server_id, bdm["device_name"].rsplit("/", 1)[-1])
-                except GuestError as exc:
-                    if c.hypervisor.is_running(server_id):
-                        raise NovaError(f"Failed to detach volume {bdm['volume_id']}: {exc}") from exc
+                unplug_with_retries(c.hypervisor, server_id, bdm["device_name"].rsplit("/", 1)[-1],
+                                    c.cfg.detach_attempts, c.cfg.detach_interval)
             c.detach_volume(server, bdm, token)
             with c.store.write() as db:
                 live = db["servers"].get(server_id)

@@ -94,10 +94,23 @@ class Glance(_Http):
 
     def update(self, image_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Set top-level fields and properties (JSON patch `add` replaces existing keys)."""
-        ops = [{"op": "add", "path": f"/{k}", "value": v} for k, v in changes.items()]
+        return self.patch(image_id, [{"op": "add", "path": f"/{k}", "value": v}
+                                     for k, v in changes.items()])
+
+    def patch(self, image_id: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         return self.call("PATCH", f"{self.url}/v2/images/{image_id}", data=json.dumps(ops),
                          headers={"Content-Type":
                                   "application/openstack-images-v2.1-json-patch"}).json()
+
+    def list_all(self) -> list[dict[str, Any]]:
+        """Every image the caller sees, following Glance's `next` links."""
+        images: list[dict[str, Any]] = []
+        path: str | None = "/v2/images?limit=1000"
+        while path:
+            page = self.call("GET", self.url + path).json()
+            images += page["images"]
+            path = page.get("next")
+        return images
 
     def upload(self, image_id: str, path: Path | None) -> None:
         """Upload the file (or zero bytes, as Nova's force-activate of volume-backed snapshots)."""

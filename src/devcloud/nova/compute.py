@@ -284,6 +284,8 @@ class Compute:
         if server is None or server.get("task_state") == "deleting":
             return
         try:
+            if server.get("no_valid_host"):  # the scheduler found no host (server group policy)
+                raise NovaError(server["no_valid_host"], 500)
             self.set_state(server_id, task_state="block_device_mapping")
             bdms = [self._prepare_bdm(server, bdm, token) for bdm in server["bdms"]]
             server = self.set_state(server_id, bdms=bdms, task_state="networking") or server

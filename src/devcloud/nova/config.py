@@ -10,6 +10,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+#: "current": since Xena (change I067382ec) the failed freeze is logged and the snapshot goes on
+#: unquiesced. "strict": the libvirt driver up to Wallaby, where the snapshot fails, its image is
+#: deleted and the reason is in the instance action's event.
+QUIESCE_MODES = ("current", "strict")
+
 
 @dataclass
 class NovaConfig:
@@ -32,11 +37,14 @@ class NovaConfig:
     #: the cephx key of the user Cinder names, as libvirt's secret does on a real compute host.
     #: Empty: no Ceph, and attaching an `rbd` volume fails as on a host without the secret.
     ceph_conf: str = ""
-    #: What an image-backed createImage does when os_require_quiesce=yes and the guest agent does
-    #: not answer. "fail": Nova's libvirt driver up to Wallaby (the snapshot fails, image deleted,
-    #: reason in instance actions). "skip": since Xena (change I067382ec) the failed freeze is only
-    #: logged and the snapshot goes on unquiesced.
-    require_quiesce_image_backed: str = "fail"
+    #: Which libvirt driver an image-backed createImage follows when the image has
+    #: os_require_quiesce=yes and the guest agent does not freeze (QUIESCE_MODES). Volume-backed
+    #: snapshots refuse such a server with 409 in both.
+    quiesce: str = "current"
+    #: How often and how far apart a detach re-sends the unplug to a guest that has not released
+    #: the disk yet (libvirt's device_detach_attempts / device_detach_timeout, 8 x 20 s).
+    detach_attempts: int = 8
+    detach_interval: float = 20.0
 
     @property
     def nova_dir(self) -> Path:

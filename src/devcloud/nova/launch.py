@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from devcloud import ceph, rest
-from devcloud.context import REPO_ROOT, CloudContext
-from devcloud.nova.config import NovaConfig
+from devcloud.context import REPO_ROOT, CloudContext, DevcloudError
+from devcloud.nova.config import QUIESCE_MODES, NovaConfig
 
 PROCESS_NAME = "nova"
 
@@ -28,10 +29,27 @@ def write_config(ctx: CloudContext) -> NovaConfig:
         proxy_project_id=token_body["project"]["id"], proxy_user_id=token_body["user"]["id"],
         proxy_device_root=str(ctx.proxy_device_root),
         guest_image_cache=os.environ.get("DEVCLOUD_GUEST_CACHE") or str(ctx.cache_dir / "guest"),
-        require_quiesce_image_backed=os.environ.get("DEVCLOUD_NOVA_REQUIRE_QUIESCE", "fail"),
+        quiesce=quiesce_mode(), **detach_retries(ctx),
         ceph_conf=str(ceph.conf_path(ctx.state_dir)) if ctx.ceph else "")
     cfg.save(config_path(ctx))
     return cfg
+
+
+def quiesce_mode() -> str:
+    """DEVCLOUD_NOVA_QUIESCE at `up` (default `current`), one of config.QUIESCE_MODES."""
+    mode = os.environ.get("DEVCLOUD_NOVA_QUIESCE", "current")
+    if mode not in QUIESCE_MODES:
+        raise DevcloudError(f"DEVCLOUD_NOVA_QUIESCE={mode} is not one of "
+                            f"{', '.join(QUIESCE_MODES)}")
+    return mode
+
+
+def detach_retries(ctx: CloudContext) -> dict[str, Any]:
+    """DEVCLOUD_NOVA_DETACH_ATTEMPTS / _INTERVAL at `up`: by default libvirt's 8 attempts 20 s
+    apart, or 3 quick ones in fast mode (no guest to wait for)."""
+    attempts, interval = ("3", "0.5") if ctx.fast else ("8", "20")
+    return {"detach_attempts": int(os.environ.get("DEVCLOUD_NOVA_DETACH_ATTEMPTS", attempts)),
+            "detach_interval": float(os.environ.get("DEVCLOUD_NOVA_DETACH_INTERVAL", interval))}
 
 
 def start(ctx: CloudContext, timeout: float = 60) -> None:

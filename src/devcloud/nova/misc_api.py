@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Any
 
 import webob
 
 from devcloud.nova import validation, views
 from devcloud.nova.compute import iso_us, now
+from devcloud.nova.quotas import Quotas
 from devcloud.nova.store import Store
 from devcloud.nova.wsgi import (
     MAX_VERSION,
     MIN_VERSION,
-    ApiError,
     Reply,
     RequestContext,
     Router,
@@ -67,6 +68,15 @@ def versions_app(environ: dict, start_response: Any) -> list[bytes]:
         v21 = {k: v21[k] for k in ("id", "status", "version", "min_version", "updated")}
         v21["links"] = [{"rel": "self", "href": f"{base}/v2.1/"}]
         body: dict[str, Any] = {"versions": [v2, v21]}
+    elif path.endswith("/v2"):  # the v2.0-compatible API: its own document, no microversions
+        body = {"version": {
+            "id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+            "updated": "2011-01-21T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/v2/"},
+                      {"rel": "describedby", "type": "text/html",
+                       "href": "http://docs.openstack.org/"}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.compute+json;version=2"}]}}
     else:
         body = {"version": version_doc(base)}
     payload = json.dumps(body).encode()
@@ -138,6 +148,7 @@ class MiscApi:
         if not isinstance(data, dict) or not data.get("name"):
             raise bad_request(f"Invalid input for field/attribute keypair. Value: {data}. "
                               "'name' is a required property")
+        _check_keypair_name(ctx, data["name"])
         key = f"{ctx.user_id}/{data['name']}"
         if self.store.get("keypairs", key) is not None:
             raise conflict(f"Key pair '{data['name']}' already exists.")
@@ -148,10 +159,7 @@ class MiscApi:
                 raise bad_request(f"Invalid input for field/attribute keypair. Value: {data}. "
                                   "'public_key' is a required property")
             private, public = _generate_keypair()
-        try:
-            blob = base64.b64decode(public.split()[1])
-        except Exception:
-            raise bad_request("Keypair data is invalid: failed to generate fingerprint") from None
+        blob = _public_key_blob(public)
         fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob, usedforsecurity=False).digest())
         with self.store.write() as db:
             counter = db["meta"].get("keypair_counter", 0) + 1
@@ -196,11 +204,15 @@ class MiscApi:
         project = req.GET.get("tenant_id") if ctx.is_admin and req.GET.get("tenant_id") \
             else ctx.project_id
         servers = [s for s in self.store.values("servers") if s["project_id"] == project]
+        q = Quotas(self.store).limits(project)
         absolute: dict[str, Any] = {
-            "maxServerMeta": 128, "maxTotalInstances": 10, "maxPersonality": 5,
-            "maxImageMeta": 128, "maxPersonalitySize": 10240, "maxTotalRAMSize": 51200,
-            "maxServerGroups": 10, "maxSecurityGroupRules": 20, "maxTotalKeypairs": 100,
-            "maxSecurityGroups": 10, "maxTotalCores": 20, "maxServerGroupMembers": 10,
+            "maxServerMeta": q["metadata_items"], "maxTotalInstances": q["instances"],
+            "maxPersonality": q["injected_files"], "maxImageMeta": q["metadata_items"],
+            "maxPersonalitySize": q["injected_file_content_bytes"],
+            "maxTotalRAMSize": q["ram"], "maxServerGroups": q["server_groups"],
+            "maxSecurityGroupRules": 20, "maxTotalKeypairs": q["key_pairs"],
+            "maxSecurityGroups": 10, "maxTotalCores": q["cores"],
+            "maxServerGroupMembers": q["server_group_members"],
             "maxTotalFloatingIps": 10, "totalCoresUsed": sum(s["flavor"]["vcpus"]
                                                              for s in servers),
             "totalRAMUsed": sum(s["flavor"]["ram"] for s in servers),
@@ -215,8 +227,28 @@ class MiscApi:
             absolute.pop("maxPersonalitySize")
         return Reply(200, {"limits": {"rate": [], "absolute": absolute}})
 
-    def quota_unsupported(self, ctx: RequestContext, req: webob.Request, **_: Any) -> Reply:
-        raise ApiError(404, "The resource could not be found.")
+#: compute.api._validate_new_key_pair's safe characters; from 2.92 the schema also allows `@`, `.`.
+KEYPAIR_NAME = re.compile(r"^[a-zA-Z0-9_\- ]+$")
+KEYPAIR_NAME_2_92 = re.compile(r"^[a-zA-Z0-9 @._-]+$")
+
+
+def _check_keypair_name(ctx: RequestContext, name: Any) -> None:
+    if not isinstance(name, str) or not 1 <= len(name) <= validation.MAX_LENGTH:
+        raise bad_request("Keypair data is invalid: Keypair name must be string and between 1 "
+                          "and 255 characters long")
+    if not (KEYPAIR_NAME_2_92 if ctx.at_least("2.92") else KEYPAIR_NAME).match(name):
+        raise bad_request("Keypair data is invalid: Keypair name contains unsafe characters")
+
+
+def _public_key_blob(public: Any) -> bytes:
+    """The key's wire bytes, once the key loads as an SSH public key (nova.crypto's
+    generate_fingerprint): junk, or an RSA key of more bits than OpenSSL takes, is a 400."""
+    from cryptography.hazmat.primitives import serialization
+    try:
+        serialization.load_ssh_public_key(public.encode())
+        return base64.b64decode(public.split()[1])
+    except Exception:
+        raise bad_request("Keypair data is invalid: failed to generate fingerprint") from None
 
 
 def _generate_keypair() -> tuple[str, str]:

@@ -197,6 +197,14 @@ class Networking:
                 else:
                     port.update(device_id="", device_owner="", status="DOWN")
 
+    def security_group_exists(self, ctx: RequestContext, name_or_id: str) -> bool:
+        """What Nova's security group lookup finds for a server: the project's group by name or
+        id (`default` is made on first use, as Neutron does)."""
+        if name_or_id == "default":
+            return True
+        return any(sg["project_id"] == ctx.project_id and name_or_id in (sg["name"], sg["id"])
+                   for sg in self.store.values("security_groups"))
+
     def visible(self, ctx: RequestContext, record: dict[str, Any]) -> bool:
         return ctx.is_admin or record.get("shared") or record["project_id"] == ctx.project_id
 

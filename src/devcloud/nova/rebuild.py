@@ -28,6 +28,7 @@ import webob
 from devcloud.nova import validation, views
 from devcloud.nova.compute import RUNNING, SHUTDOWN, Compute, NovaError, iso_us, now
 from devcloud.nova.image_meta import image_sysmeta
+from devcloud.nova.quotas import Quotas
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, bad_request, conflict
 
 LOG = logging.getLogger(__name__)
@@ -40,9 +41,6 @@ REIMAGE_BOOT_VOLUME = "2.93"
 #: How long the compute side waits for Cinder's `volume-reimaged` event (Nova's
 #: reimage_timeout_per_gb is 20 s per GiB; the dev cloud's volumes are small).
 REIMAGE_TIMEOUT = 300.0
-#: oslo's bool_from_string spellings parameter_types.boolean accepts.
-BOOLEANS = (True, False, "True", "true", "False", "false", "1", "0", "on", "off", "yes", "no",
-            "ON", "OFF", "YES", "NO", "t", "f", "T", "F", "y", "n", "Y", "N")
 
 
 class ExternalEvents:
@@ -87,8 +85,10 @@ class Rebuild:
     `addresses(server_id)` the server's addresses, both shared with create."""
 
     def __init__(self, compute: Compute, image_of: Callable[[Any, str], dict[str, Any]],
-                 addresses: Callable[[str], dict[str, Any]], events: ExternalEvents):
+                 addresses: Callable[[str], dict[str, Any]], events: ExternalEvents,
+                 quotas: Quotas):
         self.compute = compute
+        self.quotas = quotas
         self.image_of = image_of
         self.addresses = addresses
         self.events = events
@@ -144,8 +144,13 @@ class Rebuild:
         self.compute.spawn(self.run, server["id"], request_id, ctx.token, image, server["vm_state"],
                            reimage)
         out = views.server_update(ctx, updated, self.addresses(server["id"]))
-        if ctx.at_least("2.54") and not ctx.at_least("2.75"):
+        if ctx.at_least("2.54") and not ctx.at_least("2.75"):  # show_keypair
             out["key_name"] = updated.get("key_name")
+        if ctx.at_least("2.71") and not ctx.at_least("2.75"):  # show_server_groups
+            out["server_groups"] = [updated["server_group"]] if updated.get("server_group") else []
+        if ctx.at_least("2.57"):  # as `user_data`, not the view's OS-EXT-SRV-ATTR:user_data
+            out.pop("OS-EXT-SRV-ATTR:user_data", None)
+            out["user_data"] = updated.get("user_data")
         out["adminPass"] = data.get("adminPass") or secrets.token_urlsafe(9)
         return Reply(202, {"server": out})
 
@@ -179,10 +184,8 @@ class Rebuild:
         if "adminPass" in arg and not isinstance(arg["adminPass"], str):
             raise validation.invalid("rebuild/adminPass", arg["adminPass"],
                                      f"{arg['adminPass']!r} is not of type 'string'")
-        if "preserve_ephemeral" in arg and arg["preserve_ephemeral"] not in BOOLEANS:
-            raise validation.invalid("rebuild/preserve_ephemeral", arg["preserve_ephemeral"],
-                                     f"{arg['preserve_ephemeral']!r} is not one of "
-                                     f"{list(BOOLEANS)}")
+        if "preserve_ephemeral" in arg:  # no ephemeral disks here: only checked
+            validation.boolean("rebuild/preserve_ephemeral", arg["preserve_ephemeral"])
         description = arg.get("description")
         if description is not None and (not isinstance(description, str)
                                         or len(description) > validation.MAX_LENGTH):
@@ -197,11 +200,8 @@ class Rebuild:
         if "name" in data:
             changes["name"] = data["name"]
         if "metadata" in data:
-            metadata = dict(data["metadata"])
-            if len(metadata) > 128:
-                raise ApiError(403, f"Quota exceeded for metadata_items: Requested "
-                                    f"{len(metadata)}, but already used 0 of 128 metadata_items")
-            changes["metadata"] = metadata
+            self.quotas.check_metadata(server["project_id"], data["metadata"])
+            changes["metadata"] = dict(data["metadata"])
         if "accessIPv4" in data:
             changes["access_ipv4"] = validation.access_ip("accessIPv4", data["accessIPv4"], 4)
         if "accessIPv6" in data:

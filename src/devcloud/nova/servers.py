@@ -15,8 +15,10 @@ from devcloud.nova.attachments import Attachments
 from devcloud.nova.compute import HOST, Compute, NovaError, host_id, iso_z, new_uuid, now
 from devcloud.nova.image_meta import image_block_device_mapping, image_sysmeta
 from devcloud.nova.neutron import Networking
+from devcloud.nova.quotas import Quotas
 from devcloud.nova.rebuild import ExternalEvents, Rebuild
-from devcloud.nova.snapshots import Snapshots, check_state, is_volume_backed
+from devcloud.nova.server_groups import ServerGroups
+from devcloud.nova.snapshots import BackupRotation, Snapshots, check_state, is_volume_backed
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, Router, bad_request, conflict, json_body, not_found
 
 MAX_METADATA_ITEMS = 128
@@ -27,6 +29,24 @@ LOCK_CHECKED_ACTIONS = {"os-start", "os-stop", "reboot", "rebuild"}
 #: oslo.utils' bool_from_string(strict=True) spellings, which Nova's is_all_tenants uses.
 TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
 FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
+
+
+def _counts(data: dict[str, Any]) -> tuple[int, int]:
+    """min_count/max_count (parameter_types.positive_integer: >= 1, an integer or its digits)."""
+    counts = []
+    for key in ("min_count", "max_count"):
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not ((isinstance(value, int) and value >= 1) or (
+                isinstance(value, str) and value.isdigit() and int(value) >= 1)):
+            raise validation.invalid(f"server/{key}", value,
+                                     f"{value!r} is not a positive integer")
+        counts.append(int(value))
+    min_count, max_count = counts
+    if "max_count" not in data:
+        max_count = min_count
+    if min_count > max_count:
+        raise bad_request("min_count must be <= max_count")
+    return min_count, max_count
 
 
 def _all_tenants(query: webob.multidict.MultiDict) -> bool:
@@ -51,7 +71,9 @@ class ServersApi:
         self.snapshots = Snapshots(compute)
         self.attachments = Attachments(compute)
         self.events = ExternalEvents()
-        self.rebuild = Rebuild(compute, self._image, net.addresses, self.events)
+        self.quotas = Quotas(self.store)
+        self.server_groups = ServerGroups(self.store)
+        self.rebuild = Rebuild(compute, self._image, net.addresses, self.events, self.quotas)
 
     # ---- helpers -----------------------------------------------------------------------------
     def get_server(self, ctx: RequestContext, server_id: str) -> dict[str, Any]:
@@ -221,46 +243,83 @@ class ServersApi:
         metadata = validation.metadata("server/metadata", data.get("metadata") or {})
         access_ipv4 = validation.access_ip("accessIPv4", data.get("accessIPv4"), 4)
         access_ipv6 = validation.access_ip("accessIPv6", data.get("accessIPv6"), 6)
-        if len(metadata) > MAX_METADATA_ITEMS:
-            raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
-                                f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
+        self.quotas.check_metadata(ctx.project_id, metadata)
+        min_count, max_count = _counts(data)
+        if max_count > 1 and isinstance(networks, list) and any(
+                isinstance(n, dict) and (n.get("port") or n.get("fixed_ip")) for n in networks):
+            raise bad_request("Multiple instances cannot be created with a port or a fixed IP")
+        count = (max_count if proxy else
+                 self.quotas.instances_allowed(ctx.project_id, flavor, min_count, max_count))
+        hints = body.get("os:scheduler_hints") or {}
+        group_id = hints.get("group") if isinstance(hints, dict) else None
+        if group_id and self.store.get("server_groups", str(group_id)) is None:
+            raise bad_request(f"Instance group {group_id} could not be found.")
+        reservation_id = "r-" + secrets.token_hex(4)
+        sg_names = [g.get("name", "default") for g in data.get("security_groups") or
+                    [{"name": "default"}]]
+        missing = [g for g in sg_names if not self.net.security_group_exists(ctx, g)]
+        if missing:
+            raise bad_request(f"Security group {missing[0]} not found for project "
+                              f"{ctx.project_id}.")
+        first: dict[str, Any] = {}
+        for index in range(count):
+            # multi_instance_display_name_template '%(name)s-%(count)d' when more than one
+            instance_name = f"{name}-{index + 1}" if count > 1 else name
+            server = self._new_server(ctx, data, body, instance_name, flavor, networks,
+                                      image_ref_for_instance, key_name, metadata, sysmeta,
+                                      access_ipv4, access_ipv6, sg_names, bdms, proxy,
+                                      reservation_id, index, group_id)
+            first = first or server
+        if validation.boolean("server/return_reservation_id",
+                              data.get("return_reservation_id", False)):
+            return Reply(202, {"reservation_id": reservation_id})
+        out: dict[str, Any] = {"id": first["id"], "links": views.links(ctx, "servers", first["id"]),
+                               "OS-DCF:diskConfig": "MANUAL",
+                               "security_groups": [{"name": n} for n in sg_names]}
+        out["adminPass"] = data.get("adminPass") or secrets.token_urlsafe(9)
+        return Reply(202, {"server": out},
+                     {"Location": f"{ctx.host_url}/v2.1/servers/{first['id']}"})
+
+    def _new_server(self, ctx: RequestContext, data: dict[str, Any], body: dict[str, Any],
+                    name: str, flavor: dict[str, Any], networks: Any, image_ref: str,
+                    key_name: str | None, metadata: dict[str, Any], sysmeta: dict[str, Any],
+                    access_ipv4: str, access_ipv6: str, sg_names: builtins.list[str],
+                    bdms: builtins.list[dict[str, Any]], proxy: bool, reservation_id: str,
+                    launch_index: int, group_id: str | None) -> dict[str, Any]:
+        """One instance of a create request: recorded, its ports made, its build started."""
         server_id = new_uuid()
         with self.store.write() as db:
             counter = db["meta"].get("instance_counter", 0) + 1
             db["meta"]["instance_counter"] = counter
         ports = self._ports(ctx, server_id, networks)
         ts = now()
-        sg_names = [g.get("name", "default") for g in data.get("security_groups") or
-                    [{"name": "default"}]]
         server = {
             "id": server_id, "name": name, "project_id": ctx.project_id, "user_id": ctx.user_id,
             "created": iso_z(ts), "updated": iso_z(ts), "launched_at": None,
             "vm_state": "building", "task_state": "scheduling", "power_state": 0,
-            "flavor": flavor, "image_ref": image_ref_for_instance, "key_name": key_name,
+            "flavor": flavor, "image_ref": image_ref, "key_name": key_name,
             "metadata": {str(k): str(v) for k, v in metadata.items()},
             "tags": list(data.get("tags") or []) if ctx.at_least("2.52") else [],
-            "system_metadata": sysmeta, "description": data.get("description"),
+            "system_metadata": dict(sysmeta), "description": data.get("description"),
             "hostname": re.sub(r"[^a-z0-9-]", "-", name.lower())[:63].strip("-") or "server",
             "availability_zone": data.get("availability_zone") or "nova",
             "config_drive": "True" if data.get("config_drive") else "",
             "user_data": data.get("user_data"), "access_ipv4": access_ipv4,
             "access_ipv6": access_ipv6, "security_groups": sg_names,
-            "bdms": bdms, "ports": ports["created"], "root_device_name": "/dev/vda",
+            "bdms": [dict(b, uuid=new_uuid()) for b in bdms], "ports": ports["created"],
+            "root_device_name": "/dev/vda",
             "fault": None, "proxy": proxy, "locked": False, "locked_reason": None,
             "instance_name": f"instance-{counter:08x}",
-            "reservation_id": "r-" + secrets.token_hex(4),
+            "reservation_id": reservation_id, "launch_index": launch_index,
             "scheduler_hints": body.get("os:scheduler_hints") or {},
+            "server_group": group_id,
+            "no_valid_host": group_id and self.server_groups.join(ctx, group_id, server_id),
         }
         with self.store.write() as db:
             db["servers"][server_id] = server
         request_id = self.compute.action_start(server, "create", ctx)
         self.compute.spawn(self.compute.build, server_id, request_id, ctx.token)
-        out: dict[str, Any] = {"id": server_id, "links": views.links(ctx, "servers", server_id),
-                               "OS-DCF:diskConfig": "MANUAL",
-                               "security_groups": [{"name": n} for n in sg_names]}
-        out["adminPass"] = data.get("adminPass") or secrets.token_urlsafe(9)
-        return Reply(202, {"server": out},
-                     {"Location": f"{ctx.host_url}/v2.1/servers/{server_id}"})
+        return server
 
     def _image(self, glance: Any, image_id: str) -> dict[str, Any]:
         image = glance.get(image_id)
@@ -281,6 +340,9 @@ class ServersApi:
                            else "local")
             if src not in ("image", "volume", "snapshot", "blank"):
                 raise bad_request(f"Invalid input for field/attribute source_type. Value: {src}.")
+            if dst not in ("local", "volume"):  # the schema's enum
+                raise validation.invalid("destination_type", dst,
+                                         f"{dst!r} is not one of ['local', 'volume']")
             boot_index = item.get("boot_index")
             boot_index = int(boot_index) if boot_index not in (None, "", "none") else None
             if src == "image" and dst == "local":
@@ -359,6 +421,7 @@ class ServersApi:
         self.compute.set_state(server_id, task_state="deleting")
         request_id = self.compute.action_start(server, "delete", ctx)
         created = set(server.get("ports", []))
+        self.server_groups.leave(server_id)
         self.compute.spawn(self.compute.delete, server_id, request_id, ctx.token,
                            lambda sid: self.net.release_server_ports(sid, created))
         return Reply(204)
@@ -374,7 +437,11 @@ class ServersApi:
         handler = {"os-start": self._start, "os-stop": self._stop,
                    "createImage": self._create_image, "reboot": self._reboot,
                    "lock": self._lock, "unlock": self._unlock,
-                   "os-resetState": self._reset_state, "rebuild": self.rebuild.action}.get(name)
+                   "os-resetState": self._reset_state, "rebuild": self.rebuild.action,
+                   "createBackup": self._create_backup,
+                   "addSecurityGroup": self._add_security_group,
+                   "removeSecurityGroup": self._remove_security_group,
+                   "injectNetworkInfo": self._inject_network_info}.get(name)
         if handler is None:
             raise ApiError(400, f"There is no such action: {name}")
         if server.get("locked") and not ctx.is_admin and name in LOCK_CHECKED_ACTIONS:
@@ -392,6 +459,41 @@ class ServersApi:
         self.compute.set_state(
             server["id"], locked=True, locked_reason=reason,
             locked_by="owner" if server["project_id"] == ctx.project_id else "admin")
+        return Reply(202)
+
+    def _security_group_name(self, ctx: RequestContext, action: str, arg: Any) -> str:
+        name = arg.get("name") if isinstance(arg, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise validation.invalid(f"{action}/name", name, f"{name!r} is not a valid name")
+        if not self.net.security_group_exists(ctx, name):
+            raise not_found(f"Security group {name} not found for project {ctx.project_id}.")
+        return name
+
+    def _add_security_group(self, ctx: RequestContext, req: webob.Request, server: dict,
+                            arg: Any) -> Reply:
+        name = self._security_group_name(ctx, "addSecurityGroup", arg)
+        if name in server["security_groups"]:
+            raise bad_request(f"Security group {name} is already associated with the instance "
+                              f"{server['id']}")
+        self.compute.set_state(server["id"], security_groups=[*server["security_groups"], name])
+        return Reply(202)
+
+    def _remove_security_group(self, ctx: RequestContext, req: webob.Request, server: dict,
+                               arg: Any) -> Reply:
+        name = self._security_group_name(ctx, "removeSecurityGroup", arg)
+        if name not in server["security_groups"]:
+            raise bad_request(f"Security group {name} not associated with the instance "
+                              f"{server['id']}")
+        self.compute.set_state(server["id"], security_groups=[
+            g for g in server["security_groups"] if g != name])
+        return Reply(202)
+
+    def _inject_network_info(self, ctx: RequestContext, req: webob.Request, server: dict,
+                             arg: Any) -> Reply:
+        """An admin action with nothing to do here: guests take their addresses from DHCP."""
+        if not ctx.is_admin:
+            raise ApiError(403, "Policy doesn't allow os_compute_api:os-admin-actions:"
+                                "inject_network_info to be performed.")
         return Reply(202)
 
     def _reset_state(self, ctx: RequestContext, req: webob.Request, server: dict,
@@ -476,11 +578,52 @@ class ServersApi:
             return Reply(202, {"image_id": image_id})
         return Reply(202, None, {"Location": f"{self.compute.cfg.glance_url}/images/{image_id}"})
 
+    def _create_backup(self, ctx: RequestContext, req: webob.Request, server: dict,
+                       arg: Any) -> Reply:
+        """createBackup (create_backup.create_backup schema): an image-backed snapshot of
+        image_type `backup`, older backups of its `backup_type` rotated out; no image id in
+        the answer when `rotation` is 0, since that one is rotated out too."""
+        if not isinstance(arg, dict):
+            raise validation.invalid("createBackup", arg, f"{arg!r} is not of type 'object'")
+        for key in ("name", "backup_type", "rotation"):
+            if key not in arg:
+                raise validation.invalid("createBackup", arg, f"'{key}' is a required property")
+        extra = sorted(set(arg) - {"name", "backup_type", "rotation", "metadata"})
+        if extra:
+            raise validation.invalid("createBackup", arg, "Additional properties are not "
+                                     f"allowed ({', '.join(repr(k) for k in extra)} unexpected)")
+        name = validation.name("createBackup/name", arg["name"]).strip()
+        if not isinstance(arg["backup_type"], str):
+            raise validation.invalid("createBackup/backup_type", arg["backup_type"],
+                                     f"{arg['backup_type']!r} is not of type 'string'")
+        rotation = arg["rotation"]
+        if isinstance(rotation, bool) or not (
+                (isinstance(rotation, int) and rotation >= 0)
+                or (isinstance(rotation, str) and rotation.isdigit())):
+            raise validation.invalid("createBackup/rotation", rotation,
+                                     f"{rotation!r} is not a non-negative integer")
+        rotation = int(rotation)
+        extra_meta = validation.metadata("createBackup/metadata", arg.get("metadata") or {})
+        check_state(server, "createBackup")
+        if is_volume_backed(server):
+            raise bad_request("Backup is not supported for volume-backed instances.")
+        try:
+            image_id = self.snapshots.create_image_backed(
+                ctx, server, name, extra_meta, hang=False,
+                backup=BackupRotation(arg["backup_type"], rotation))
+        except NovaError as exc:
+            raise ApiError(exc.code, exc.message) from exc
+        if rotation == 0:
+            return Reply(202)
+        if ctx.at_least("2.45"):
+            return Reply(202, {"image_id": image_id})
+        return Reply(202, None, {"Location": f"{self.compute.cfg.glance_url}/images/{image_id}"})
+
     # ---- metadata ----------------------------------------------------------------------------
     def _set_metadata(self, server_id: str, metadata: dict[str, str]) -> None:
-        if len(metadata) > MAX_METADATA_ITEMS:
-            raise ApiError(403, f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
-                                f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items")
+        server = self.store.get("servers", server_id)
+        if server is not None:
+            self.quotas.check_metadata(server["project_id"], metadata)
         self.compute.set_state(server_id, metadata=metadata)
 
     def metadata_list(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
@@ -659,6 +802,17 @@ class ServersApi:
             for p in ports]})
 
 
+    # ---- os-server-password ---------------------------------------------------------------------
+    def password_show(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        """The encrypted password a guest posted to the metadata service; the dev cloud has no
+        metadata service, so it is empty until then, as on a real cloud before the guest posts."""
+        return Reply(200, {"password": self.get_server(ctx, server_id).get("password") or ""})
+
+    def password_clear(self, ctx: RequestContext, req: webob.Request, server_id: str) -> Reply:
+        self.get_server(ctx, server_id)
+        self.compute.set_state(server_id, password="")
+        return Reply(204)
+
     # ---- os-server-external-events (Cinder tells Nova about volume changes) ------------------
     def external_events(self, ctx: RequestContext, req: webob.Request) -> Reply:
         """Accepted and acknowledged per event, as Nova answers Cinder's notifications."""
@@ -707,6 +861,8 @@ def add_routes(router: Router, api: ServersApi) -> None:
     r("GET", "/servers/{server_id}/ips", api.ips)
     r("GET", "/servers/{server_id}/ips/{network}", api.ips_of_network)
     r("GET", "/servers/{server_id}/os-interface", api.interfaces)
+    r("GET", "/servers/{server_id}/os-server-password", api.password_show)
+    r("DELETE", "/servers/{server_id}/os-server-password", api.password_clear)
     r("POST", "/os-server-external-events", api.external_events)
     att = api.attachments
     r("GET", "/servers/{server_id}/os-volume_attachments",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from devcloud.nova import clients, misc_api, neutron, servers
+from devcloud.nova import clients, images_api, misc_api, neutron, quotas, server_groups, servers
 from devcloud.nova.compute import Compute, iso_z, now
 from devcloud.nova.config import NovaConfig
 from devcloud.nova.store import Store
@@ -136,8 +136,12 @@ def build(cfg: NovaConfig) -> tuple[Callable, Callable, Compute]:
                                  kinds=fault_rules.NOVA_KINDS)
 
     router = Router()
-    servers.add_routes(router, servers.ServersApi(compute, net, nova_faults))
+    servers_api = servers.ServersApi(compute, net, nova_faults)
+    servers.add_routes(router, servers_api)
+    quotas.add_routes(router, servers_api.quotas)
+    server_groups.add_routes(router, servers_api.server_groups)
     misc_api.add_routes(router, misc_api.MiscApi(store))
+    images_api.add_routes(router, images_api.ImagesApi(compute))
     nova = ApiApp(router, service="nova", prefix="/v2.1", microversions=True,
                   project_in_path=True)
     neutron_api = ApiApp(neutron.make_router(net), service="neutron")

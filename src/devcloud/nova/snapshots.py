@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,25 @@ NON_INHERITABLE = {"cinder_encryption_key_id", "cinder_encryption_key_deletion_p
 INHERITABLE_TOP = ("min_ram", "min_disk", "disk_format", "container_format")
 SKIP_KEYS = ("mappings", "block_device_mapping", "img_mappings", "img_block_device_mapping")
 SNAPSHOT_STATES = ("active", "stopped", "paused", "suspended")
+
+
+@dataclass(frozen=True)
+class BackupRotation:
+    """createBackup's `backup_type` and `rotation`: how many backups of that type to keep."""
+
+    backup_type: str
+    rotation: int
+
+    def rotate(self, glance: Any, server_id: str) -> None:
+        """ComputeManager._rotate_backups: the server's backups of this type, newest first;
+        those past `rotation` are deleted (all of them, the new one too, for rotation 0)."""
+        backups = [i for i in glance.list_all()
+                   if i.get("instance_uuid") == server_id and i.get("image_type") == "backup"
+                   and i.get("backup_type") == self.backup_type]
+        backups.sort(key=lambda i: i.get("created_at") or "", reverse=True)
+        for image in backups[self.rotation:]:
+            LOG.info("rotating out backup %s of %s", image["id"], server_id)
+            glance.delete(image["id"])
 
 
 class QemuGuestAgentNotEnabled(NovaError):
@@ -120,36 +140,45 @@ class Snapshots:
 
     # ---- image-backed ------------------------------------------------------------------------
     def create_image_backed(self, ctx: RequestContext, server: dict[str, Any], name: str,
-                            extra: dict[str, Any], hang: bool) -> str:
-        props = {"instance_uuid": server["id"], "user_id": ctx.user_id, "image_type": "snapshot"}
+                            extra: dict[str, Any], hang: bool,
+                            backup: BackupRotation | None = None) -> str:
+        """createImage, or createBackup when `backup` says which backups to keep: its image is
+        of image_type `backup` and older backups of the same type beyond `rotation` go."""
+        props = {"instance_uuid": server["id"], "user_id": ctx.user_id,
+                 "image_type": "backup" if backup else "snapshot"}
+        if backup:
+            props["backup_type"] = backup.backup_type
         props.update(extra)
         meta = snapshot_metadata(ctx, server, name, props)
         meta["top"].pop("disk_format", None)
         meta["top"].pop("container_format", None)
         image = self.compute.glance(ctx.token).create(glance_body(meta))
+        method = "createBackup" if backup else "createImage"
         with self.compute.store.write() as db:
             live = db["servers"].get(server["id"])
             if live is None or live.get("task_state") is not None:
                 self.compute.glance(ctx.token).delete(image["id"])
                 state = "deleting" if live is not None else "deleted"
-                raise ApiError(409, f"Cannot 'createImage' instance {server['id']} while it is "
+                raise ApiError(409, f"Cannot '{method}' instance {server['id']} while it is "
                                     f"in task_state {state}")
-            live["task_state"] = "image_snapshot_pending"
-        request_id = self.compute.action_start(server, "createImage", ctx)
+            live["task_state"] = "image_backup" if backup else "image_snapshot_pending"
+        request_id = self.compute.action_start(server, method, ctx)
         self.compute.spawn(self._snapshot_instance, server["id"], image["id"], request_id,
-                           ctx.token, hang)
+                           ctx.token, hang, backup)
         return image["id"]
 
     def _snapshot_instance(self, server_id: str, image_id: str, request_id: str, token: str,
-                           hang: bool) -> None:
-        """ComputeManager.snapshot_instance + LibvirtDriver.snapshot (live, or cold if off)."""
+                           hang: bool, backup: BackupRotation | None = None) -> None:
+        """ComputeManager.snapshot_instance / backup_instance + LibvirtDriver.snapshot (live, or
+        cold if off), then _rotate_backups for a backup."""
         c = self.compute
-        event = "compute_snapshot_instance"
+        event = "compute_backup_instance" if backup else "compute_snapshot_instance"
         c.event_start(server_id, request_id, event)
         glance = c.glance(token)
         out: Path | None = None
         try:
-            server = c.set_state(server_id, task_state="image_snapshot")
+            server = (c.store.get("servers", server_id) if backup else
+                      c.set_state(server_id, task_state="image_snapshot"))
             if server is None:
                 raise NovaError(f"Instance {server_id} could not be found.", 404)
             c.set_state(server_id, task_state="image_pending_upload")
@@ -170,6 +199,8 @@ class Snapshots:
             glance.update(image_id, update)
             glance.upload(image_id, out)
             c.set_state(server_id, task_state=None)
+            if backup:
+                backup.rotate(glance, server_id)
             c.event_finish(server_id, request_id, event)
         except Exception as exc:
             LOG.error("snapshot of %s into image %s failed: %s", server_id, image_id, exc)
@@ -204,7 +235,7 @@ class Snapshots:
                 except QuiesceError as err:
                     _thaw(c, server["id"])
                     failure = quiesce_error(server, err)
-                    if requires and c.cfg.require_quiesce_image_backed == "fail":
+                    if requires and c.cfg.quiesce == "strict":
                         raise failure from err
                     LOG.info("Skipping quiescing instance: %s.", failure.message)
         try:

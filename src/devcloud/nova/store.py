@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 #: `deleted_servers`: id -> {id, project_id} of every deleted server, whose instance actions
-#: Nova still shows from 2.21 on (it soft-deletes instances).
+#: Nova still shows from 2.21 on (it soft-deletes instances). `quotas`: project id -> the limits an
+#: admin set (os-quota-sets); `server_groups`: id -> os-server-groups record with its members.
 COLLECTIONS = ("servers", "actions", "keypairs", "flavors", "networks", "subnets", "ports",
-               "security_groups", "meta", "deleted_servers")
+               "security_groups", "meta", "deleted_servers", "quotas", "server_groups")
 
 
 class Store:

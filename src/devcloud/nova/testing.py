@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +100,43 @@ class NovaUser:
         server = {"name": name, "flavorRef": "1", "imageRef": image_id, "networks": "auto",
                   **extra}
         return str(self("POST", "/servers", {"server": server})["server"]["id"])
+
+
+def restart_nova(ctx: Any) -> None:
+    """Stop the cloud's Nova process and start it again (state and guests stay)."""
+    from devcloud.nova import launch
+    pid = ctx.pid("nova")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        wait_for("nova to stop", lambda: ctx.pid("nova") != pid, timeout=30, interval=0.2)
+    launch.start(ctx)
+
+
+@contextmanager
+def quiesce_mode(dc: Any, mode: str) -> Iterator[None]:
+    """Nova as DEVCLOUD_NOVA_QUIESCE=`mode` says (`current` or `strict`) for the block, and as it
+    was afterwards; restarted only when it runs in the other mode."""
+    from devcloud.nova import launch
+    from devcloud.nova.config import NovaConfig
+    before = NovaConfig.load(launch.config_path(dc.ctx)).quiesce
+    _run_nova_in_mode(dc.ctx, mode)
+    try:
+        yield
+    finally:
+        _run_nova_in_mode(dc.ctx, before)
+
+
+def _run_nova_in_mode(ctx: Any, mode: str) -> None:
+    from devcloud.nova import launch
+    from devcloud.nova.config import NovaConfig
+    if NovaConfig.load(launch.config_path(ctx)).quiesce == mode:
+        return
+    saved = os.environ.get("DEVCLOUD_NOVA_QUIESCE")
+    os.environ["DEVCLOUD_NOVA_QUIESCE"] = mode
+    try:
+        restart_nova(ctx)
+    finally:
+        if saved is None:
+            os.environ.pop("DEVCLOUD_NOVA_QUIESCE")
+        else:
+            os.environ["DEVCLOUD_NOVA_QUIESCE"] = saved

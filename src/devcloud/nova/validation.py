@@ -24,6 +24,13 @@ METADATA_KEY = re.compile(r"^[a-zA-Z0-9-_:. ]{1,255}$")
 MAX_LENGTH = 255
 
 
+#: parameter_types.boolean: JSON booleans and these spellings of them.
+BOOLEAN_TRUE = ("True", "true", "TRUE", "1", "on", "On", "ON", "yes", "Yes", "YES", "t", "T", "y",
+                "Y")
+BOOLEAN_FALSE = ("False", "false", "FALSE", "0", "off", "Off", "OFF", "no", "No", "NO", "f", "F",
+                 "n", "N")
+
+
 def invalid(field: str, value: Any, why: str) -> Exception:
     return bad_request(f"Invalid input for field/attribute {field}. Value: {value}. {why}")
 
@@ -52,6 +59,15 @@ def metadata(field: str, value: Any) -> dict[str, str]:
         if len(item) > MAX_LENGTH:
             raise invalid(f"{field}/{key}", item, f"{item!r} is too long")
     return dict(value)
+
+
+def boolean(field: str, value: Any) -> bool:
+    """A value of parameter_types.boolean (`preserve_ephemeral`, `return_reservation_id`)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in BOOLEAN_TRUE + BOOLEAN_FALSE:
+        return value in BOOLEAN_TRUE
+    raise invalid(field, value, f"{value!r} is not of type 'boolean'")
 
 
 def access_ip(field: str, value: Any, version: int) -> str:

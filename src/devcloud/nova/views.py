@@ -86,14 +86,15 @@ def server_detail(ctx: RequestContext, server: dict[str, Any], addresses: dict[s
     }
     if st in ("BUILD", "ACTIVE"):
         out["progress"] = 0
-    out["security_groups"] = [{"name": name} for name in server.get("security_groups", [])]
+    if server.get("security_groups"):  # Nova leaves the key out for a server without any
+        out["security_groups"] = [{"name": name} for name in server["security_groups"]]
     if ctx.is_admin:
         out["OS-EXT-SRV-ATTR:host"] = "devcloud"
         out["OS-EXT-SRV-ATTR:hypervisor_hostname"] = "devcloud"
         out["OS-EXT-SRV-ATTR:instance_name"] = server["instance_name"]
         if ctx.at_least("2.3"):
             out.update({"OS-EXT-SRV-ATTR:reservation_id": server["reservation_id"],
-                        "OS-EXT-SRV-ATTR:launch_index": 0,
+                        "OS-EXT-SRV-ATTR:launch_index": server.get("launch_index", 0),
                         "OS-EXT-SRV-ATTR:hostname": server["hostname"],
                         "OS-EXT-SRV-ATTR:kernel_id": "", "OS-EXT-SRV-ATTR:ramdisk_id": "",
                         "OS-EXT-SRV-ATTR:root_device_name": server["root_device_name"],
@@ -111,7 +112,7 @@ def server_detail(ctx: RequestContext, server: dict[str, Any], addresses: dict[s
     if ctx.at_least("2.63"):
         out["trusted_image_certificates"] = None
     if ctx.at_least("2.71") and show:
-        out["server_groups"] = []
+        out["server_groups"] = [server["server_group"]] if server.get("server_group") else []
     if ctx.at_least("2.73"):
         out["locked_reason"] = server.get("locked_reason")
     if ctx.at_least("2.96"):

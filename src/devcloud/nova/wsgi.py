@@ -198,10 +198,16 @@ class ApiApp:
                 path = path[len(self.prefix):] or "/"
             if self.project_in_path:
                 path = re.sub(r"^/[0-9a-f]{32}(?=/|$)", "", path) or "/"
+            blank_id = path.endswith("/") and path != "/"  # e.g. DELETE /images/: 404 in Nova
             path = path.rstrip("/") or "/"
             if path.endswith(".json"):
                 path = path[:-5]
-            handler, args = self.router.resolve(path, req.method)
+            try:
+                handler, args = self.router.resolve(path, req.method)
+            except ApiError as exc:
+                if exc.code == 405 and blank_id:
+                    raise ApiError(404, "The resource could not be found.") from exc
+                raise
             ctx = context_from_environ(req, version)
             reply = handler(ctx, req, **args)
         except ApiError as exc:
