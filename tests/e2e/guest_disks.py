@@ -18,10 +18,19 @@ RUN_TIMEOUT = 600
 
 class GuestStackvault(Stackvault):
     """A repository whose commands start libguestfs' appliance without KVM (the CI machine's /dev/kvm
-    cannot run nested guests)."""
+    cannot run nested guests), with a temporary directory of its own: what its commands leave there
+    is theirs alone, whatever other `files` commands run on the machine."""
+
+    @property
+    def tmpdir(self) -> Path:
+        path = self.root / "tmp"
+        path.mkdir(exist_ok=True)
+        return path
 
     def env(self) -> dict[str, str]:
-        return {**super().env(), "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
+        # the appliance cache stays shared: under a private TMPDIR libguestfs would rebuild it
+        return {**super().env(), "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg", "TMPDIR": str(self.tmpdir),
+                "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp")}
 
 
 def ext4_image(tree: Path, out: Path, size: int = 64 * MIB, *extra: str) -> Path:
@@ -53,8 +62,21 @@ def tmpfs(where: Path, size: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def leftovers() -> tuple[set[str], int]:
-    """What a files command could leave behind: its socket directories, and running QEMU appliances."""
-    dirs = {n for n in os.listdir("/tmp") if n.startswith("sv-files-")}
-    qemus = subprocess.run(["pgrep", "-c", "-f", "qemu-system.*guestfs"], capture_output=True, text=True)
-    return dirs, int(qemus.stdout.strip() or 0)
+def leftovers(sv: GuestStackvault) -> tuple[set[str], set[int]]:
+    """What `sv`'s files commands could leave behind: their socket and overlay directories, and
+    running appliances. An appliance's QEMU names its overlay (in the working directory) and
+    libguestfs' temporary directory (in `sv`'s TMPDIR) on its command line: QEMUs naming `sv`'s root
+    are its commands' own, whichever process they were left to."""
+    dirs = {str(p) for parent in (sv.tmpdir, sv.workdir / "tmp") if parent.exists()
+            for p in parent.glob("sv-files-*")}
+    mine = f"{sv.root}/".encode()
+    qemus = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # it ended meanwhile
+        if comm.startswith(b"qemu") and mine in cmdline:
+            qemus.add(int(pid))
+    return dirs, qemus

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MIB, Stackvault, measured, one_error
+from .guest_disks import RUN_TIMEOUT, GuestStackvault, leftovers
+from .helpers import MIB, measured, one_error
 
 pytestmark = pytest.mark.slow
 
-#: What each run may take at most on a loaded machine (the appliance alone takes ~15 s under TCG).
-RUN_TIMEOUT = 600
 PART1_START = 1 * MIB
 PART1_SIZE = 32 * MIB
 DISK_SIZE = 400 * MIB
@@ -89,23 +88,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
                    check=True, capture_output=True, timeout=RUN_TIMEOUT, env=_guestfs_env())
     guestfish_s = time.monotonic() - started
     _put_partition(disk, _ext4(_tree(tmp / "tree1", EXT4_FILES), tmp / "p1.ext4"))
-    sv = Stackvault(tmp / "sv")
+    sv = GuestStackvault(tmp / "sv")
     sv.init("64KiB")
     first = sv.backup(disk, level="full")["backup_id"]
     changed = {**EXT4_FILES, "home/alice/notes.txt": (b"wednesday's dump is better\n", 0o664, 1000, 1000)}
     _put_partition(disk, _ext4(_tree(tmp / "tree2", changed), tmp / "p1b.ext4"))
     second = sv.backup(disk)["backup_id"]
     print(f"guestfish built the LVM/xfs partition in {guestfish_s:.1f} s")
-    return {"sv": _Guest(sv.root), "tmp": tmp, "first": first, "second": second, "changed": changed}
+    return {"sv": sv, "tmp": tmp, "first": first, "second": second, "changed": changed}
 
 
 def _guestfs_env() -> dict[str, str]:
     return {**os.environ, "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
-
-
-class _Guest(Stackvault):
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
 
 
 def _files(world: dict, *args: str, expect: int | None = 0):
@@ -163,7 +157,7 @@ def test_each_backup_gives_its_own_version(world: dict, tmp_path: Path) -> None:
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(world: dict, tmp_path: Path) -> None:
-    before = _leftovers()
+    before = leftovers(world["sv"])
     one_error(_files(world, "nosuchbackup", "ls", "/", expect=None), "nosuchbackup", rc=2)
     one_error(_files(world, world["first"], "ls", "/sda1/nope", expect=None), "/sda1/nope", rc=2)
     one_error(_files(world, world["first"], "get", "/sda1/etc/hostname", "--to", str(tmp_path / "none"),
@@ -174,7 +168,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(world: dict, tmp_path: Path) -
     noise.write_bytes(os.urandom(4 * MIB))
     bid = sv.backup(noise)["backup_id"]
     one_error(_files(world, bid, "ls", "/", expect=None), "no file system", rc=2)
-    assert _leftovers() == before
+    assert leftovers(world["sv"]) == before
 
 
 def test_hostile_file_system_is_bounded(world: dict, tmp_path: Path) -> None:
@@ -188,7 +182,7 @@ def test_hostile_file_system_is_bounded(world: dict, tmp_path: Path) -> None:
             f.write(os.urandom(512))
     sv = world["sv"]
     bid = sv.backup(img)["backup_id"]
-    before = _leftovers()
+    before = leftovers(sv)
     started = time.monotonic()
     res, peak = measured(sv, "files", bid, "find", "/", "--timeout", "300")
     took = time.monotonic() - started
@@ -199,15 +193,7 @@ def test_hostile_file_system_is_bounded(world: dict, tmp_path: Path) -> None:
     # GNU time's peak covers the appliance's QEMU too (reaped by the command): its 512 MiB of guest
     # memory plus QEMU's own, and the proxy process; a file system parsed here could take far more
     assert peak < 1024 * MIB, f"memory stays within the appliance's bound: {peak >> 20} MiB"
-    assert _leftovers() == before
-
-
-def _leftovers() -> tuple[set[str], int]:
-    """What a files command could leave behind: its socket directories, and running QEMU appliances."""
-    dirs = {n for n in os.listdir("/tmp") if n.startswith("sv-files-")}
-    qemus = subprocess.run(["pgrep", "-c", "-f", "qemu-system.*guestfs"], capture_output=True, text=True)
-    return dirs, int(qemus.stdout.strip() or 0)
-
+    assert leftovers(sv) == before
 
 
 def test_the_timeout_stops_the_appliance(tmp_path: Path) -> None:
@@ -215,12 +201,12 @@ def test_the_timeout_stops_the_appliance(tmp_path: Path) -> None:
     line, and no QEMU is left running."""
     if os.geteuid() != 0:
         pytest.skip("the tree's owners are set by root")
-    sv = _Guest(tmp_path / "sv")
+    sv = GuestStackvault(tmp_path / "sv")
     sv.init("64KiB")
     bid = sv.backup(_ext4(_tree(tmp_path / "tree", EXT4_FILES), tmp_path / "small.raw"))["backup_id"]
-    before = _leftovers()
+    before = leftovers(sv)
     started = time.monotonic()
     res = sv.run("files", bid, "ls", "/", "--timeout", "2", expect=None, timeout=RUN_TIMEOUT)
     one_error(res, "longer than 2 s", rc=1)
     assert time.monotonic() - started < 120
-    assert _leftovers() == before
+    assert leftovers(sv) == before

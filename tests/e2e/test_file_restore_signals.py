@@ -46,9 +46,10 @@ def _wait_for(what: str, check, proc: subprocess.Popen[str], seconds: float) -> 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_extraction_leaves_nothing(world: dict, tmp_path: Path, signum: signal.Signals) -> None:
-    before = leftovers()
+    sv = world["sv"]
+    before = leftovers(sv)
     partial = tmp_path / "huge.img.partial"
-    proc = world["sv"].popen("files", world["backup"], "get", "/huge.img", "--to", str(tmp_path))
+    proc = sv.popen("files", world["backup"], "get", "/huge.img", "--to", str(tmp_path))
     try:
         _wait_for("data in the partial file", lambda: partial.exists() and partial.stat().st_blocks > 0, proc, 300)
         os.kill(proc.pid, signum)  # the command alone, as systemd or a terminal would
@@ -62,6 +63,6 @@ def test_a_signal_mid_extraction_leaves_nothing(world: dict, tmp_path: Path, sig
     assert "interrupted" in err
     assert os.listdir(tmp_path) == [], "the partial extraction is removed"
     deadline = time.monotonic() + 30  # the appliance's QEMU is reaped as the command ends
-    while leftovers() != before and time.monotonic() < deadline:
+    while leftovers(sv) != before and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert leftovers() == before, "no appliance or socket directory is left"
+    assert leftovers(sv) == before, "no appliance or socket directory is left"

@@ -20,8 +20,9 @@ META_PACKAGE = "linux-image-cloud-amd64"
 
 # What the guest needs beyond the built-in drivers: disks, the agent's virtio-serial port, the ext4
 # root (built in on Debian's cloud kernel, a module elsewhere) and the ACPI power button as an input
-# device, so QMP system_powerdown shuts the guest down cleanly.
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "ext4", "button", "evdev")
+# device, so QMP system_powerdown shuts the guest down cleanly; xfs and device-mapper, so a guest can
+# read an xfs file system and an LVM logical volume of its own.
+WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "ext4", "button", "evdev", "xfs", "dm_mod")
 
 
 class KernelError(RuntimeError):

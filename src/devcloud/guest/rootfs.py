@@ -1,4 +1,4 @@
-"""The guest root disk: busybox, qemu-ga with its libraries and the freeze hooks on an ext4 partition.
+"""The guest root disk: busybox, qemu-ga and lvm with their libraries and the freeze hooks on an ext4 partition.
 
 The disk is the guest's real root filesystem (partition 1 of an MBR disk, like a cloud image), so
 files the guest writes land on the disk a backup reads, and a restored server sees them again.
@@ -18,6 +18,7 @@ FILES = Path(__file__).parent / "files"
 SECTOR = 512
 PARTITION_START = 2048  # sectors: 1 MiB, where fdisk puts the first partition
 DISK_SIZE_MB = 256
+LVM = Path("/usr/sbin/lvm")  # Debian's lvm2, the file-restore tests' guests' volume manager
 
 
 class RootfsError(RuntimeError):
@@ -41,9 +42,11 @@ def populate_root(root: Path, *, busybox: Path, qemu_ga: Path, agent_enabled: bo
     _install(FILES / "guest-init", root / "sbin/init")
     _install(FILES / "block-hotplug", root / "sbin/block-hotplug")
 
-    _install(qemu_ga, root / "usr/sbin/qemu-ga")
-    for library in shared_libraries(qemu_ga):
-        _install(library, root / library.relative_to("/"), mode=0o755)
+    # qemu-ga, and lvm: a guest activates the LVM volume groups on its disks (`lvm vgchange -ay`)
+    for binary in (qemu_ga, LVM):
+        _install(binary, root / "usr/sbin" / binary.name)
+        for library in shared_libraries(binary):
+            _install(library, root / library.relative_to("/"), mode=0o755)
     _install(FILES / "fsfreeze-hook", root / "etc/qemu-ga/fsfreeze-hook")
     _install(FILES / "test_hook.sh", root / "etc/qemu-ga/fsfreeze-hook.d/test_hook.sh")
 

@@ -23,6 +23,7 @@ appliance every file system stays mounted at its device name; paths are translat
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import posixpath
 import resource
@@ -78,16 +79,50 @@ class Entry:
                 "size": self.size, "mtime": self.mtime, **({"target": self.target} if self.target else {})}
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What the appliance finds on a disk before mounting it: its file systems {device: type} and the
+    root file system's device of the one operating system inspection recognises.
+
+    Finding them takes seconds under QEMU TCG (LVM scans, and inspection mounts every file system),
+    and a backup never changes: `DiskFiles` keeps the layout of each backup's disk in the working
+    directory and later commands start mounting at once. A kept layout only names devices; the
+    appliance still mounts (and so checks) each of them."""
+
+    filesystems: dict[str, str]
+    os_root: str | None
+
+    @classmethod
+    def load(cls, path: str) -> Layout | None:
+        """The layout kept in `path`; None when there is none, or it is not one (it is found again)."""
+        try:
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
+            found, root = data["filesystems"], data["os_root"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not (isinstance(found, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in found.items())
+                and (root is None or (isinstance(root, str) and root in found))):
+            return None
+        return cls(found, root)
+
+    def save(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        write_atomic(path, json.dumps({"filesystems": self.filesystems, "os_root": self.os_root}).encode())
+
+
 class DiskFiles:
     """The file systems of one disk, mounted read-only inside a libguestfs appliance."""
 
     def __init__(self, nbd_socket: str, overlay: str, *, label: str, hv_dir: str, overlay_limit: int,
-                 memsize: int = MEMSIZE_MIB, timeout: float = TIMEOUT_S) -> None:
+                 layout_file: str | None = None, memsize: int = MEMSIZE_MIB, timeout: float = TIMEOUT_S) -> None:
         """`nbd_socket`: the Unix socket of the disk's NBD export; `overlay` a new file's path in a
         private directory, which may grow to `overlay_limit` bytes; `hv_dir` a private directory of
-        this proxy's for the QEMU wrapper; `label` names the disk in errors."""
+        this proxy's for the QEMU wrapper; `label` names the disk in errors; `layout_file` where this
+        disk's `Layout` is kept between commands."""
         guestfs = guestfs_module()
         self.label = label
+        self._layout_file = layout_file
         self._overlay = overlay
         self._overlay_limit = overlay_limit
         self._os_root: str | None = None  # where the inspected OS's root file system is mounted
@@ -175,9 +210,13 @@ class DiskFiles:
 
     def _mount_all(self) -> dict[str, str]:
         """Mount every file system the appliance can read; {mount point: device}."""
-        found = self._call(self._g.list_filesystems)
+        layout = Layout.load(self._layout_file) if self._layout_file else None
+        if layout is None:
+            found = self._call(self._g.list_filesystems)
+            readable = [d for d, kind in found.items() if kind not in ("swap", "unknown", "")]
+            layout = Layout(found, self._inspected_root() if len(readable) > 1 else None)
+        found, os_root = layout.filesystems, layout.os_root
         devices = sorted(d for d, kind in found.items() if kind not in ("swap", "unknown", ""))
-        os_root = self._inspected_root() if len(devices) > 1 else None
         if len(devices) == 1:
             places = {devices[0]: "/"}
         else:
@@ -209,6 +248,11 @@ class DiskFiles:
             seen = ", ".join(f"{d} {k or 'unknown'}" for d, k in sorted(found.items())) or "nothing"
             raise UsageError(f"{self.label} holds no file system that can be read (found: {seen})",
                              "restore the whole disk with `stackvault restore --to file:PATH` instead")
+        if self._layout_file:
+            try:
+                layout.save(self._layout_file)
+            except OSError:
+                pass  # found again next time: only slower
         return mounted
 
     def _inspected_root(self) -> str | None:

@@ -32,6 +32,7 @@ from typing import BinaryIO, TypeVar
 from ..engine import pids
 from ..engine.guestfiles import TIMEOUT_S, DiskFiles, Entry
 from ..engine.sparse_copy import ByteBudget, copy_sparse
+from ..engine.state import state_name
 from ..errors import ExtractionError, StackvaultError, UsageError, warn
 from ..progress import human_bytes
 from .context import JobContext
@@ -60,12 +61,33 @@ def browsing(ctx: JobContext, ref: str, disk: str | None,
             label = f"disk {opened.disk} of backup {opened.backup_id}"
             overlay = os.path.join(scratch, "overlay.qcow2")
             with serving(opened, sock), DiskFiles(sock, overlay, label=label, hv_dir=str(ctx.settings.workdir),
-                                                  overlay_limit=_overlay_limit(scratch), timeout=timeout) as files:
+                                                  overlay_limit=_overlay_limit(scratch),
+                                                  layout_file=_layout_file(ctx, opened), timeout=timeout) as files:
                 yield opened, files
         finally:
             shutil.rmtree(sockdir, ignore_errors=True)
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: How many disks' layouts (engine.guestfiles.Layout) the working directory keeps: the most recently used.
+LAYOUTS_KEPT = 256
+
+
+def _layout_file(ctx: JobContext, opened: OpenDisk) -> str:
+    """Where the layout of `opened` is kept (beside the repository's working state); the least
+    recently used beyond LAYOUTS_KEPT are removed, so layouts of pruned backups do not pile up."""
+    directory = os.path.join(str(ctx.settings.workdir), ctx.repo.id, "file-layouts")
+    try:
+        kept = sorted(os.scandir(directory), key=lambda e: e.stat().st_mtime, reverse=True)
+    except OSError:
+        kept = []  # none yet
+    for old in kept[LAYOUTS_KEPT - 1:]:
+        try:
+            os.unlink(old.path)
+        except OSError:
+            pass  # removed by a command beside this one
+    return os.path.join(directory, state_name(f"{opened.backup_id}/{opened.disk}") + ".json")
 
 
 #: The most the appliance's overlay may grow (a journal replay's writes): a tenant's file system
