@@ -350,8 +350,8 @@ class DiskFiles:
         self._call(self._g.download, self._inner(path), dest)
 
     def read(self, path: str, offset: int, size: int) -> bytes:
-        """At most `size` bytes of a regular file from `offset`, in one call (libguestfs' messages
-        carry 2 MiB at least: callers read in chunks up to READ_MAX), for a reader that pulls."""
+        """At most `size` bytes (and READ_MAX) of a regular file from `offset`, in one call: a
+        reader that pulls chunks, where `download` pushes the whole file to a path."""
         return self._call(self._g.pread, self._inner(path), min(size, READ_MAX), offset)
 
     def tar_out(self, path: str, dest: str) -> None:
