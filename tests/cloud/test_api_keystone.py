@@ -46,6 +46,7 @@ class Api:
     auth_url: str
     new_token: object  # (user, password, project) -> a fresh token
     password: str  # every project user's
+    cli: CloudUser  # the proxy's own `stackvault`, on the API's repository and catalog
 
     def get(self, path: str, token: str | None, **params: str) -> requests.Response:
         headers = {"X-Auth-Token": token} if token else {}
@@ -134,7 +135,7 @@ def api(devcloud, tmp_path_factory) -> Api:
     def new_token(name: str, project_id: str) -> str:
         return _token(auth_url, name, password, project_id)
 
-    yield Api(url, projects["a"], projects["b"], admin.auth_token, policy_file, auth_url, new_token, password)
+    yield Api(url, projects["a"], projects["b"], admin.auth_token, policy_file, auth_url, new_token, password, user)
 
     server_proc.terminate()
     try:

@@ -43,6 +43,8 @@ from .atomic import write_atomic
 MEMSIZE_MIB = 512
 #: The most entries `ls` and `find` return: bounds the command's memory and output.
 MAX_ENTRIES = 100_000
+#: The most bytes one `DiskFiles.read` returns: under libguestfs' message limit (2 to 4 MiB).
+READ_MAX = 1 << 20
 #: Default bound of one command's whole work in the appliance (launch included; QEMU TCG is slow).
 TIMEOUT_S = 600.0
 
@@ -346,6 +348,11 @@ class DiskFiles:
     def download(self, path: str, dest: str) -> None:
         """A regular file's bytes to `dest` (a path of this host, or /dev/fd/N)."""
         self._call(self._g.download, self._inner(path), dest)
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        """At most `size` bytes (and READ_MAX) of a regular file from `offset`, in one call: a
+        reader that pulls chunks, where `download` pushes the whole file to a path."""
+        return self._call(self._g.pread, self._inner(path), min(size, READ_MAX), offset)
 
     def tar_out(self, path: str, dest: str) -> None:
         """A directory tree as a tar stream (numeric owners, modes, times) to `dest`."""

@@ -164,12 +164,18 @@ def cat(ctx: JobContext, ref: str, disk: str | None, path: str, out: BinaryIO, t
     libguestfs opens a path it downloads to with O_TRUNC, so /dev/fd/1 would truncate the file a
     `cat >> log` appends to; "/dev/stdout" it recognises and writes to its own stdout as it is."""
     with browsing(ctx, ref, disk, timeout) as (opened, files):
-        entry = files.entry(path)
-        if not stat.S_ISREG(entry.mode):
-            raise UsageError(f"{entry.path} is not a regular file", "use `files BACKUP ls` for directories")
+        entry = regular_file(files, path)
         out.flush()
         files.download(entry.path, "/dev/stdout")
         return _report(opened, path=entry.path, size=entry.size)
+
+
+def regular_file(files: DiskFiles, path: str) -> Entry:
+    """The entry of `path`, which must be a regular file (what `cat` and a download send)."""
+    entry = files.entry(path)
+    if not stat.S_ISREG(entry.mode):
+        raise UsageError(f"{entry.path} is not a regular file", "use `files BACKUP ls` for directories")
+    return entry
 
 
 def get(ctx: JobContext, ref: str, disk: str | None, paths: list[str], to_dir: str,
