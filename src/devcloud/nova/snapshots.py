@@ -265,7 +265,9 @@ class Snapshots:
             props.pop(key, None)
         props["root_device_name"] = server["root_device_name"]
         volume_bdms = [b for b in server["bdms"] if b.get("volume_id")]
-        cinder = c.cinder(server["project_id"], ctx.token)
+        # Nova calls Cinder with the caller's context: the Cinder endpoint of the caller's token, so an
+        # admin's snapshots of another project's server are the admin project's (and its quota's).
+        cinder = c.cinder(ctx.project_id, ctx.token)
         if volume_bdms:
             limits = cinder.limits()
             used, maximum = limits["totalSnapshotsUsed"], limits["maxTotalSnapshots"]
