@@ -17,18 +17,20 @@ lint: bootstrap
 	@.venv/bin/mypy
 
 # Lint first, then the default suite against a fast-mode dev cloud (servers without VMs). Under CI (CI=true)
-# the slower tiers run too: the slow tests on a fast cloud, then everything that boots real QEMU guests.
+# the slower tiers run too: the slow tests on a fast cloud, everything that boots real QEMU guests, and
+# OpenStack's own API tests (Tempest) against the dev cloud.
 test: bootstrap lint
 	@DEVCLOUD_FAST=1 .venv/bin/pytest -m "not slow and not guest" $(PYTEST_ARGS)
 	@if [ "$${CI:-}" = "true" ]; then $(MAKE) --no-print-directory test-slow; fi
 
 test-slow: bootstrap
 	@DEVCLOUD_FAST=1 ./scripts/pytest-tier -m "slow and not guest" $(PYTEST_ARGS)
+	@TEMPEST_STOP_CLOUD=1 ./scripts/tempest
 	@./scripts/pytest-tier -m guest $(PYTEST_ARGS)
 
 test-all: test test-slow
 
-# OpenStack's API tests (Tempest, in its own venv) against a fast dev cloud of its own: not part of `make test`.
+# OpenStack's API tests (Tempest, in its own venv) against a fast dev cloud of its own (test-slow runs them too).
 test-tempest: bootstrap
 	@./scripts/tempest $(TEMPEST_ARGS)
 
