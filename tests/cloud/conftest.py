@@ -92,3 +92,21 @@ def faults(devcloud):
     devcloud.clear_faults()
     yield devcloud
     devcloud.clear_faults()
+
+
+class GuestShell:
+    """Commands in a real guest through its agent: how a test reads what the guest itself sees."""
+
+    def __init__(self, hv, server_id: str, timeout: float) -> None:
+        self.hv, self.server_id, self.timeout = hv, server_id, timeout
+
+    def sh(self, script: str) -> str:
+        code, out, err = self.hv.guest_exec(self.server_id, ["/bin/sh", "-c", script], timeout=self.timeout)
+        assert code == 0, (script, out, err)
+        return out.decode()
+
+    def file_facts(self, path: str) -> tuple[str, int, int]:
+        """sha256, mode and mtime of a file as the guest sees it."""
+        digest = self.sh(f"sha256sum {path}").split()[0]
+        mode, mtime = self.sh(f"stat -c '%a %Y' {path}").split()
+        return digest, int(mode, 8), int(mtime)

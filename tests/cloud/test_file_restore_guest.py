@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import GuestShell
 from .test_quiesce_proof import booted_guest
 from .test_server_backup import _leftovers
 
@@ -24,16 +25,8 @@ def test_files_of_a_real_guest_come_back_as_each_backup_held_them(user, devcloud
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     name, server, hv = booted_guest(devcloud, conn, cloud_objects, "files")
 
-    def sh(script: str) -> str:
-        code, out, err = hv.guest_exec(server.id, ["/bin/sh", "-c", script], timeout=60)
-        assert code == 0, (script, err)
-        return out.decode()
-
-    def in_guest(path: str) -> tuple[str, int, int]:
-        """sha256, mode and mtime of a file as the guest sees it."""
-        digest = sh(f"sha256sum {path}").split()[0]
-        mode, mtime = sh(f"stat -c '%a %Y' {path}").split()
-        return digest, int(mode, 8), int(mtime)
+    guest = GuestShell(hv, server.id, timeout=60)
+    sh, in_guest = guest.sh, guest.file_facts
 
     # libguestfs' appliance under TCG, as the dev cloud's guests (nested KVM hangs here)
     monkeypatch.setenv("LIBGUESTFS_BACKEND_SETTINGS", os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg"))

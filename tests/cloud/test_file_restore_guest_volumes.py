@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import GuestShell
 from .test_quiesce_proof import booted_guest
 from .test_server_backup import _leftovers
 
@@ -60,16 +61,8 @@ def test_xfs_and_lvm_files_of_a_real_guest_come_back_as_each_backup_held_them(
     conn.compute.create_volume_attachment(server, volume=vol.id)
     conn.block_storage.wait_for_status(vol, "in-use", wait=120)
 
-    def sh(script: str) -> str:
-        code, out, err = hv.guest_exec(server.id, ["/bin/sh", "-c", script], timeout=120)
-        assert code == 0, (script, out, err)
-        return out.decode()
-
-    def in_guest(path: str) -> tuple[str, int, int]:
-        """sha256, mode and mtime of a file as the guest sees it."""
-        digest = sh(f"sha256sum {path}").split()[0]
-        mode, mtime = sh(f"stat -c '%a %Y' {path}").split()
-        return digest, int(mode, 8), int(mtime)
+    guest = GuestShell(hv, server.id, timeout=120)
+    sh, in_guest = guest.sh, guest.file_facts
 
     monkeypatch.setenv("LIBGUESTFS_BACKEND_SETTINGS", os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg"))
     sh("n=0; until [ -b /dev/vdb2 ] || [ $n -ge 60 ]; do sleep 1; n=$((n+1)); done; "

@@ -8,33 +8,14 @@ from typing import Any
 
 import pytest
 
-from devcloud.nova.testing import IMAGE_AGENT, NovaUser, wait_for
+from devcloud.nova.testing import IMAGE_AGENT, NovaUser, wait_active, wait_for
 
 pytestmark = [pytest.mark.devcloud]
 
 
 @pytest.fixture(scope="module")
-def admin(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "admin", devcloud.ctx.admin_password)
-
-
-@pytest.fixture(scope="module")
-def demo(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "demo", devcloud.ctx.demo_password)
-
-
-@pytest.fixture(scope="module")
-def image_id(devcloud) -> str:
-    return next(i["id"] for i in devcloud.status()["images"] if i["name"] == IMAGE_AGENT)
-
-
-def active(nova: NovaUser, server_id: str) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        server = nova("GET", f"/servers/{server_id}")["server"]
-        assert server["status"] != "ERROR", server.get("fault")
-        return server if server["status"] == "ACTIVE" and not server[
-            "OS-EXT-STS:task_state"] else None
-    return wait_for(f"server {server_id} ACTIVE", reached, timeout=300)
+def image_id(images) -> str:
+    return images[IMAGE_AGENT]
 
 
 def delete_all(nova: NovaUser, ids: list[str]) -> None:
@@ -48,7 +29,7 @@ def delete_all(nova: NovaUser, ids: list[str]) -> None:
 @pytest.fixture(scope="module")
 def server(demo, image_id):
     server_id = demo.boot("more-api", image_id)
-    active(demo, server_id)
+    wait_active(demo, server_id)
     yield server_id
     delete_all(demo, [server_id])
 
@@ -65,7 +46,7 @@ def test_create_backup_keeps_the_newest_rotation_backups_of_its_type(demo, serve
         made.append(demo("POST", path, {"createBackup": {
             "name": f"daily-{n}", "backup_type": "daily", "rotation": 2}},
             version="2.45")["image_id"])
-        active(demo, server)
+        wait_active(demo, server)
         wait_for("backup ACTIVE", lambda: all(i["status"] == "ACTIVE"
                                               for i in backups(demo, server)), timeout=120)
     kept = backups(demo, server)
@@ -147,7 +128,7 @@ def test_server_groups_and_their_members(demo, image_id):
         body = {"server": {"name": "in-group", "flavorRef": "1", "imageRef": image_id,
                            "networks": "auto"}, "os:scheduler_hints": {"group": group["id"]}}
         member = demo("POST", "/servers", body)["server"]["id"]
-        active(demo, member)
+        wait_active(demo, member)
         shown = demo("GET", f"/os-server-groups/{group['id']}", version="2.64")["server_group"]
         assert shown["members"] == [member]
         assert demo("GET", f"/servers/{member}", version="2.71")["server"]["server_groups"] == [

@@ -9,28 +9,14 @@ from typing import Any
 
 import pytest
 
-from devcloud.nova.testing import IMAGE_AGENT_DEAD, NovaUser, quiesce_mode, wait_for
+from devcloud.nova.testing import IMAGE_AGENT_DEAD, NovaUser, quiesce_mode, wait_active, wait_for
 
 pytestmark = [pytest.mark.devcloud]
 
 
 @pytest.fixture(scope="module")
-def demo(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "demo", devcloud.ctx.demo_password)
-
-
-@pytest.fixture(scope="module")
-def dead_image(devcloud) -> str:
-    return next(i["id"] for i in devcloud.status()["images"] if i["name"] == IMAGE_AGENT_DEAD)
-
-
-def active(nova: NovaUser, server_id: str) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        server = nova("GET", f"/servers/{server_id}")["server"]
-        assert server["status"] != "ERROR", server.get("fault")
-        return server if server["status"] == "ACTIVE" and not server[
-            "OS-EXT-STS:task_state"] else None
-    return wait_for(f"server {server_id} ACTIVE", reached, timeout=300)
+def dead_image(images) -> str:
+    return images[IMAGE_AGENT_DEAD]
 
 
 def gone(nova: NovaUser, server_id: str) -> None:
@@ -68,7 +54,7 @@ def test_image_backed_snapshot_with_a_dead_agent(devcloud, demo, dead_image, mod
     with quiesce_mode(devcloud, mode):
         server_id = demo.boot(f"quiesce-{mode}", dead_image)
         try:
-            active(demo, server_id)
+            wait_active(demo, server_id)
             image_id = demo("POST", f"/servers/{server_id}/action",
                             {"createImage": {"name": f"snap-{mode}"}}, version="2.45")["image_id"]
             event = snapshot_event(demo, server_id)
@@ -82,7 +68,7 @@ def test_image_backed_snapshot_with_a_dead_agent(devcloud, demo, dead_image, mod
                 assert "Failed to quiesce instance" in event["details"]
                 wait_for("the image deleted", lambda: glance_status(devcloud, demo, image_id)
                          is None, timeout=120)
-            assert active(demo, server_id)["OS-EXT-STS:task_state"] is None
+            assert wait_active(demo, server_id)["OS-EXT-STS:task_state"] is None
         finally:
             gone(demo, server_id)
 
@@ -97,7 +83,7 @@ def test_volume_backed_snapshot_with_a_dead_agent_is_409(devcloud, demo, dead_im
                                          "volume_size": 1, "delete_on_termination": True}]}}
         )["server"]["id"]
         try:
-            active(demo, server_id)
+            wait_active(demo, server_id)
             status, message = demo.status("POST", f"/servers/{server_id}/action",
                                           {"createImage": {"name": f"snap-vol-{mode}"}})
             assert status == 409 and "Failed to quiesce instance" in message

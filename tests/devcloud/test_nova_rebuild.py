@@ -18,21 +18,6 @@ from devcloud.nova.testing import IMAGE_AGENT, IMAGE_AGENT_DEAD, NovaUser, wait_
 pytestmark = [pytest.mark.devcloud]
 
 
-@pytest.fixture(scope="module")
-def admin(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "admin", devcloud.ctx.admin_password)
-
-
-@pytest.fixture(scope="module")
-def demo(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "demo", devcloud.ctx.demo_password)
-
-
-@pytest.fixture(scope="module")
-def images(devcloud) -> dict[str, str]:
-    return {i["name"]: i["id"] for i in devcloud.status()["images"]}
-
-
 def wait_status(nova: NovaUser, server_id: str, want: str) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         server = nova("GET", f"/servers/{server_id}")["server"]

@@ -16,18 +16,8 @@ pytestmark = [pytest.mark.devcloud]
 
 
 @pytest.fixture(scope="module")
-def admin(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "admin", devcloud.ctx.admin_password)
-
-
-@pytest.fixture(scope="module")
-def demo(devcloud) -> NovaUser:
-    return NovaUser(devcloud, "demo", devcloud.ctx.demo_password)
-
-
-@pytest.fixture(scope="module")
-def image_id(devcloud) -> str:
-    return next(i["id"] for i in devcloud.status()["images"] if i["name"] == IMAGE_AGENT)
+def image_id(images) -> str:
+    return images[IMAGE_AGENT]
 
 
 @pytest.fixture(scope="module")

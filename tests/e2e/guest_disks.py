@@ -40,6 +40,21 @@ def ext4_image(tree: Path, out: Path, size: int = 64 * MIB, *extra: str) -> Path
     return out
 
 
+def partitioned_disk(out: Path, parts: list[Path], part_size: int) -> Path:
+    """A raw disk with an MBR holding `parts` (file system images of `part_size` each) one after the
+    other from 1 MiB on, as a partitioning tool lays out a guest's disk."""
+    starts = [MIB + n * part_size for n in range(len(parts))]
+    with open(out, "wb") as f:
+        f.truncate(starts[-1] + part_size + MIB)
+    table = "label: dos\n" + "".join(f"start={s // 512}, size={part_size // 512}, type=83\n" for s in starts)
+    subprocess.run(["sfdisk", "-q", str(out)], input=table.encode(), check=True, capture_output=True)
+    with open(out, "r+b") as d:
+        for start, part in zip(starts, parts, strict=True):
+            d.seek(start)
+            d.write(part.read_bytes())
+    return out
+
+
 def sparse_file(path: Path, size: int, data_at: dict[int, bytes]) -> Path:
     """A file of `size` bytes holding `data_at` {offset: bytes}, holes elsewhere."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,18 +9,16 @@ under QEMU TCG, and inspection reads the root.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .guest_disks import RUN_TIMEOUT, GuestStackvault, ext4_image
+from .guest_disks import RUN_TIMEOUT, GuestStackvault, ext4_image, partitioned_disk
 from .helpers import MIB
 
 pytestmark = pytest.mark.slow
 
 PART_SIZE = 24 * MIB
-STARTS = (1 * MIB, 1 * MIB + PART_SIZE)
 HOSTNAME = b"guest-with-an-os\n"
 
 
@@ -45,15 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (boot / "vmlinuz").write_bytes(b"not really a kernel\n")
     parts = [ext4_image(boot, tmp / "p1.ext4", PART_SIZE),
              ext4_image(_root_tree(tmp / "root"), tmp / "p2.ext4", PART_SIZE)]
-    disk = tmp / "disk.raw"
-    with open(disk, "wb") as f:
-        f.truncate(STARTS[1] + PART_SIZE + MIB)
-    table = "label: dos\n" + "".join(f"start={s // 512}, size={PART_SIZE // 512}, type=83\n" for s in STARTS)
-    subprocess.run(["sfdisk", "-q", str(disk)], input=table.encode(), check=True, capture_output=True)
-    with open(disk, "r+b") as d:
-        for start, part in zip(STARTS, parts, strict=True):
-            d.seek(start)
-            d.write(part.read_bytes())
+    disk = partitioned_disk(tmp / "disk.raw", parts, PART_SIZE)
     sv = GuestStackvault(tmp / "sv")
     sv.init("64KiB")
     return {"sv": sv, "backup": sv.backup(disk)["backup_id"]}

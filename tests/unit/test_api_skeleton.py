@@ -14,15 +14,6 @@ from stackvault.config import load_settings
 from stackvault.errors import UsageError
 
 
-@pytest.fixture
-def client(tmp_path: Path):
-    repo = tmp_path / "repo"
-    subprocess.run([sys.executable, "-m", "stackvault", "--repo", str(repo), "--workdir", str(tmp_path / "work"),
-                    "init", "--block-size", "64KiB"], check=True, capture_output=True)
-    settings = load_settings(None, repo=str(repo), workdir=str(tmp_path / "work"))
-    return create_app(settings, authenticate=False).test_client()
-
-
 def test_health_answers_without_a_token(client):
     reply = client.get("/v1/health")
     assert reply.status_code == 200

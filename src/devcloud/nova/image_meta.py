@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from devcloud.nova.wsgi import bad_request
+
 GLANCE_BASE_FIELDS = {"id", "name", "status", "visibility", "protected", "checksum", "owner",
                       "size", "virtual_size", "min_ram", "min_disk", "created_at", "updated_at",
                       "tags", "direct_url", "locations", "self", "file", "schema", "disk_format",
@@ -52,3 +54,20 @@ def image_block_device_mapping(image: dict[str, Any]) -> list[dict[str, Any]]:
                     "delete_on_termination": item.get("delete_on_termination", False),
                     "volume_type": item.get("volume_type"), "tag": item.get("tag")})
     return out
+
+
+def check_image_fits_flavor(image: dict[str, Any], flavor: dict[str, Any]) -> None:
+    """compute.api._validate_flavor_image_nostatus for a local root disk: the image's size and
+    min_disk within the flavor's disk (a flavor disk of 0 takes any), its min_ram within its RAM."""
+    size = int(image.get("virtual_size") or image.get("size") or 0)
+    if flavor["disk"] and size > flavor["disk"] * 1024**3:
+        raise bad_request(f"Flavor's disk is too small for requested image. Flavor disk "
+                          f"is {flavor['disk'] * 1024**3} bytes, image is {size} bytes.")
+    if int(image.get("min_disk") or 0) > flavor["disk"] > 0:
+        raise bad_request("Flavor's disk is too small for requested image.")
+    check_image_ram(image, flavor)
+
+
+def check_image_ram(image: dict[str, Any], flavor: dict[str, Any]) -> None:
+    if int(image.get("min_ram") or 0) > flavor["ram"]:
+        raise bad_request("Flavor's memory is too small for requested image.")

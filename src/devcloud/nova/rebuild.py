@@ -27,7 +27,7 @@ import webob
 
 from devcloud.nova import validation, views
 from devcloud.nova.compute import RUNNING, SHUTDOWN, Compute, NovaError, iso_us, now
-from devcloud.nova.image_meta import image_sysmeta
+from devcloud.nova.image_meta import check_image_fits_flavor, check_image_ram, image_sysmeta
 from devcloud.nova.quotas import Quotas
 from devcloud.nova.wsgi import ApiError, Reply, RequestContext, bad_request, conflict
 
@@ -122,15 +122,9 @@ class Rebuild:
                 if int(image.get("min_disk") or 0) > int(root.get("volume_size") or 0):
                     raise bad_request(f"Image {image_id} is unacceptable: Image min_disk is "
                                       "larger than the root volume.")
+            check_image_ram(image, flavor)
         else:
-            size = int(image.get("virtual_size") or image.get("size") or 0)
-            if flavor["disk"] and size > flavor["disk"] * 1024**3:
-                raise bad_request(f"Flavor's disk is too small for requested image. Flavor disk "
-                                  f"is {flavor['disk'] * 1024**3} bytes, image is {size} bytes.")
-            if int(image.get("min_disk") or 0) > flavor["disk"] > 0:
-                raise bad_request("Flavor's disk is too small for requested image.")
-        if int(image.get("min_ram") or 0) > flavor["ram"]:
-            raise bad_request("Flavor's memory is too small for requested image.")
+            check_image_fits_flavor(image, flavor)
         changes = self._changes(ctx, server, data)
 
         sysmeta = {k: v for k, v in server["system_metadata"].items()

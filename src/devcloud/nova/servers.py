@@ -13,7 +13,7 @@ import webob
 from devcloud.nova import validation, views
 from devcloud.nova.attachments import Attachments
 from devcloud.nova.compute import HOST, Compute, NovaError, host_id, iso_z, new_uuid, now
-from devcloud.nova.image_meta import image_block_device_mapping, image_sysmeta
+from devcloud.nova.image_meta import check_image_fits_flavor, image_block_device_mapping, image_sysmeta
 from devcloud.nova.neutron import Networking
 from devcloud.nova.quotas import Quotas
 from devcloud.nova.rebuild import ExternalEvents, Rebuild
@@ -223,14 +223,7 @@ class ServersApi:
             image = self._image(glance, image_ref)
             image_ref_for_instance = image_ref
             sysmeta = image_sysmeta(image, flavor)
-            size = int(image.get("virtual_size") or image.get("size") or 0)
-            if flavor["disk"] and size > flavor["disk"] * 1024**3:
-                raise bad_request(f"Flavor's disk is too small for requested image. Flavor disk "
-                                  f"is {flavor['disk'] * 1024**3} bytes, image is {size} bytes.")
-            if int(image.get("min_disk") or 0) > flavor["disk"] > 0:
-                raise bad_request("Flavor's disk is too small for requested image.")
-            if int(image.get("min_ram") or 0) > flavor["ram"]:
-                raise bad_request("Flavor's memory is too small for requested image.")
+            check_image_fits_flavor(image, flavor)
         elif proxy:
             image_ref_for_instance = ""
         else:

@@ -140,3 +140,12 @@ def _run_nova_in_mode(ctx: Any, mode: str) -> None:
             os.environ.pop("DEVCLOUD_NOVA_QUIESCE")
         else:
             os.environ["DEVCLOUD_NOVA_QUIESCE"] = saved
+
+
+def wait_active(nova: NovaUser, server_id: str) -> dict[str, Any]:
+    """The server once ACTIVE with no task running (an ERROR on the way fails with its fault)."""
+    def reached() -> dict[str, Any] | None:
+        server = nova("GET", f"/servers/{server_id}")["server"]
+        assert server["status"] != "ERROR", server.get("fault")
+        return server if server["status"] == "ACTIVE" and not server["OS-EXT-STS:task_state"] else None
+    return wait_for(f"server {server_id} ACTIVE", reached, timeout=300)
