@@ -21,7 +21,7 @@ import requests
 from devcloud.context import free_port
 from devcloud.keystone import STACKVAULT_API, register_stackvault_api
 
-from .conftest import CloudUser
+from .conftest import CloudUser, qemu_io_write
 
 pytestmark = [pytest.mark.devcloud, pytest.mark.slow]  # two servers booted and backed up first: ~1 min
 
@@ -100,6 +100,9 @@ def api(devcloud, tmp_path_factory) -> Api:
                                               networks=[{"uuid": network.id}])
         server = member.compute.wait_for_server(server, wait=300)
         made.insert(0, server)
+        if devcloud.ctx.fast:  # data of its own on its disk, written as its guest would: what a restore must bring back
+            disk = devcloud.state_dir / "nova" / "instances" / server.id / "disk"
+            qemu_io_write(disk, "qcow2", offset=200 << 20, pattern=ord(letter), length=1 << 20)
         backup = user.run("backup", "--server", server.id, "--project", project.id, timeout=600).data
         backup_id = backup["servers"][0]["backup_id"]
         projects[letter] = Project(project.id, project.name, server.id, backup_id, tokens, users)

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from .conftest import raw_copy, same_disk
+
 # The module's fixture of test_api_keystone: two projects with users, servers and backups, and the API.
 from .test_api_keystone import Api
 from .test_api_keystone import api as api  # a fixture, used by its name
@@ -44,7 +46,8 @@ def test_another_projects_backup_cannot_be_restored_and_is_not_told_apart(api: A
     assert api.get("/v1/restores/no-such-restore", api.a.tokens["member"]).status_code == 404
 
 
-def test_a_members_restore_becomes_an_active_server_in_their_project_only(api: Api, devcloud):
+def test_a_members_restore_becomes_an_active_server_in_their_project_only(api: Api, devcloud, fast_cloud,
+                                                                         tmp_path):
     admin = devcloud.connect()
     name = f"sv-restored-{api.a.id[:6]}"
     started = api.post("/v1/restores", api.a.tokens["member"], backup_id=api.a.backup_id, name=name)
@@ -62,6 +65,15 @@ def test_a_members_restore_becomes_an_active_server_in_their_project_only(api: A
 
         server = admin.compute.get_server(done["server_id"])
         assert server.project_id == api.a.id
+        # its root disk holds the backed-up bytes (the fixture wrote project a's own MiB into the original):
+        # those the proxy's own `restore --to file:` writes, and not project b's
+        original = devcloud.state_dir / "nova" / "instances" / api.a.server_id / "disk"
+        restored = raw_copy(devcloud.state_dir / "nova" / "instances" / server.id / "disk", "qcow2",
+                            tmp_path / "restored.raw")
+        assert same_disk(restored, raw_copy(original, "qcow2", tmp_path / "original.raw"))
+        with open(restored, "rb") as f:
+            f.seek(200 << 20)
+            assert f.read(1 << 20) == b"a" * (1 << 20)
         assert server.metadata["stackvault_backup"] == api.a.backup_id
         assert _servers_named(admin, name, api.b.id) == []
         listed = {s["id"] for s in api.get("/v1/servers", api.a.tokens["member"]).json()["servers"]}
