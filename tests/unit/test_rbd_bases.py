@@ -112,8 +112,9 @@ class Run:
         settings.ceph.volume_backends = {"ceph": "volumes"}
         self.ctx = SimpleNamespace(settings=settings, repo=self.repo)
         self.conn = SimpleNamespace(block_storage=cinder)
-        self.volume = SimpleNamespace(id="v1", name="data", size=1, volume_type="ceph", availability_zone="nova",
-                                      is_bootable=False, metadata={}, volume_image_metadata={})
+        self.volume = SimpleNamespace(id="v1", name="data", project_id="p1", size=1, volume_type="ceph",
+                                      availability_zone="nova", is_bootable=False, metadata={},
+                                      volume_image_metadata={})
         read: dict[str, str | None] = {}
 
         def from_volume(readers, volume, snapshot_id, *, name, key, meta):

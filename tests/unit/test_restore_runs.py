@@ -10,7 +10,7 @@ from stackvault.api.restore_runs import RestoreCancelled, RestorePhase, RestoreR
 
 def _run() -> RestoreRun:
     return RestoreRun(id="job1", project_id="p", user_id="u", backup_id="b", server_name="web-restored",
-                      flavor=None, network=None, size=3 << 20)
+                      flavor=None, network_ref=None, size=3 << 20)
 
 
 def test_progress_counts_bytes_and_moves_to_booting_after_the_last_disk():

@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .. import __version__
 from ..config import Settings
 from ..errors import StackvaultError
-from . import backup_files, backups, jobs, policies, restores, servers, usage
+from . import backup_files, backups, jobs, policies, restores, servers, usage, volumes
 from .dashboard import file_browser  # noqa: F401 - its pages join the dashboard's blueprint
 from .dashboard import views as dashboard_views
 from .dashboard.sessions import SessionStore, SessionTokens
@@ -43,7 +43,7 @@ def create_app(settings: Settings, *, authenticate: bool = True, passphrase_file
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep the documented order
     svc = ApiService(settings, passphrase_file)
     app.extensions["stackvault"] = svc
-    for module in (backups, backup_files, jobs, policies, restores, servers, usage):
+    for module in (backups, backup_files, jobs, policies, restores, servers, usage, volumes):
         app.register_blueprint(module.blueprint)
     sessions = SessionStore()
     app.extensions["stackvault.dashboard"] = sessions

@@ -19,6 +19,7 @@ import openstack
 from openstack import exceptions as os_exc
 
 from .. import logs
+from ..cloud.trusts import create_trust
 from ..retrying import first_line
 from .access import Caller
 from .faults import ApiError
@@ -39,16 +40,14 @@ def delegated_roles(caller: Caller) -> list[str]:
 
 def trust_from(svc: ApiService, caller: Caller, conn) -> str:
     """A trust from `caller` to the service user in the caller's project; `conn` is on the caller's token."""
-    expires = (datetime.now(UTC) + TRUST_LIFETIME).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        trust = conn.identity.create_trust(
-            trustor_user_id=caller.user_id, trustee_user_id=svc.service_user_id, project_id=caller.project_id,
-            impersonation=True, roles=[{"name": r} for r in delegated_roles(caller)], expires_at=expires)
+        return create_trust(conn, trustor_user_id=caller.user_id, trustee_user_id=svc.service_user_id,
+                            project_id=caller.project_id, roles=delegated_roles(caller),
+                            expires_at=datetime.now(UTC) + TRUST_LIFETIME)
     except os_exc.SDKException as exc:
         raise ApiError(HTTPStatus.FORBIDDEN, f"Keystone refused to delegate your role in project {caller.project_id} "
                        f"to the backup service: {first_line(exc)}",
                        "log in with a password, or with an application credential created --unrestricted") from None
-    return trust.id
 
 
 def trust_connection(svc: ApiService, trust_id: str):

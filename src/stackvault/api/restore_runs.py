@@ -54,7 +54,7 @@ class RestoreRun:
     backup_id: str
     server_name: str
     flavor: str | None
-    network: str | None
+    network_ref: str | None  # a network's name or id, as the caller gave it
     size: int  # bytes of the backup's disks
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     phase: RestorePhase = RestorePhase.RESTORING
@@ -77,7 +77,7 @@ class RestoreRun:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "status": self.phase.value, "project_id": self.project_id, "backup_id": self.backup_id,
-                "name": self.server_name, "flavor": self.flavor, "network": self.network, "started": self.started,
+                "name": self.server_name, "flavor": self.flavor, "network": self.network_ref, "started": self.started,
                 "finished": self.finished, "size": self.size, "bytes_written": self.bytes_written,
                 "server_id": self.server_id, "error": self.error, "fix": self.fix}
 
@@ -86,7 +86,7 @@ class RestoreRun:
         """A finished restore as its catalog job recorded it (after the API process restarted)."""
         run = cls(id=job_id, project_id=report["project_id"], user_id=report.get("user_id", ""),
                   backup_id=report["backup_id"], server_name=report["name"], flavor=report.get("flavor"),
-                  network=report.get("network"), size=report.get("size", 0), started=report.get("started", ""))
+                  network_ref=report.get("network"), size=report.get("size", 0), started=report.get("started", ""))
         run.phase, run.bytes_written = RestorePhase(report["status"]), report.get("bytes_written", 0)
         run.server_id, run.error, run.fix = report.get("server_id"), report.get("error"), report.get("fix")
         run.finished = report.get("finished")
@@ -105,7 +105,7 @@ def run_restore(svc: ApiService, run: RestoreRun, trust_id: str) -> None:
         with ctx.lock("read", f"restore {run.backup_id}"):
             record = ctx.repo.get_backup(run.backup_id)
             result = restore_server(ctx, connect(svc.settings.cloud.os_cloud), record, run.server_name,
-                                    flavor=run.flavor, network=run.network, progress=run.progress, target=target)
+                                    flavor=run.flavor, network=run.network_ref, progress=run.progress, target=target)
         run.server_id, run.phase = result["id"], RestorePhase.ACTIVE
     except RestoreCancelled as exc:
         run.phase, run.error, run.fix = RestorePhase.CANCELLED, exc.message, exc.fix

@@ -46,7 +46,7 @@ def start_restore(within: Scope, backup_ref: str, name: str, flavor: str | None 
     trust_id = trust_from(svc, who, caller_connection(who))
     job_id = ctx.start_reading_job("restore") or uuid.uuid4().hex
     run = RestoreRun(id=job_id, project_id=who.project_id, user_id=who.user_id, backup_id=row.backup_id,
-                     server_name=name, flavor=flavor or None, network=network or None, size=row.size)
+                     server_name=name, flavor=flavor or None, network_ref=network or None, size=row.size)
     svc.restores[job_id] = run
     threading.Thread(target=run_restore, args=(svc, run, trust_id), name=f"sv-api-restore-{job_id[:8]}",
                      daemon=True).start()

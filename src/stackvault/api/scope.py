@@ -56,8 +56,16 @@ def scope(rule: str, *, every: bool | None = None) -> Scope:
 
 
 def project_of(source: dict | None) -> str | None:
-    """The project a backup belongs to: its server's, from the definition stored with the backup."""
-    return ((source or {}).get("server") or {}).get("project_id")
+    """The project a backup belongs to: its server's or its volume's, as stored with the backup (a volume
+    backed up before volumes carried theirs belongs to no project: only an admin sees it)."""
+    source = source or {}
+    return (source.get("server") or source.get("volume") or {}).get("project_id")
+
+
+def volume_of(source: dict | None) -> dict | None:
+    """{"id", "name"} of the volume a backup is of, None for a server's or a disk's."""
+    volume = (source or {}).get("volume") or {}
+    return {"id": volume["id"], "name": volume.get("name") or ""} if volume.get("id") else None
 
 
 def server_of(source: dict | None) -> dict | None:

@@ -51,6 +51,16 @@ def cloud_call(what: str, fn: Callable[[], T]) -> T:
     return SERVICE.call(what, fn, transient_cloud, describe=cloud_reason)
 
 
+def listing_query(all_projects: bool, project_id: str | None) -> dict[str, object]:
+    """A detailed listing's query: the token's project, or (an admin's) every project's or one other's."""
+    query: dict[str, object] = {"details": True}
+    if all_projects:
+        query["all_projects"] = True
+        if project_id is not None:
+            query["project_id"] = project_id
+    return query
+
+
 def found(what: str, find: Callable[[], object]) -> bool:
     """Whether `find` (an SDK `find_*` call with `ignore_missing=True`) finds `what`, a name or an id:
     several of one name count as found, as a restore must not add one more of that name."""

@@ -78,6 +78,11 @@ def selects(sel: Selection, server) -> bool:
     return bool(_filtered([server], sel)) and sel.covers(server)
 
 
+def selects_volume(sel: Selection, volume) -> bool:
+    """Whether `sel` chooses `volume` (openstacksdk's) among its project's volumes, as `pick_volumes` does."""
+    return bool(sel.volumes) and _matches(volume, sel.volumes) and bool(_filtered([volume], sel)) and sel.covers(volume)
+
+
 def _matches(obj, patterns: list[str]) -> bool:  # an openstacksdk resource
     return any(p == obj.id or fnmatch.fnmatchcase(obj.name or "", p) for p in patterns)
 

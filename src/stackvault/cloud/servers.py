@@ -16,7 +16,7 @@ from openstack import exceptions as os_exc
 from openstack.compute.v2.server import Server
 
 from ..retrying import first_line
-from .connection import CloudError, cloud_call, found
+from .connection import CloudError, cloud_call, found, listing_query
 from .removal import remove
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,7 @@ def get_server(conn, server_id: str) -> Server:
 def visible_servers(conn, *, all_projects: bool = False, project_id: str | None = None) -> list[Server]:
     """The servers the connection's token may see: its project's, or (an admin's) every project's or
     one other project's."""
-    query: dict[str, object] = {"details": True}
-    if all_projects:
-        query["all_projects"] = True
-        if project_id is not None:
-            query["project_id"] = project_id
+    query = listing_query(all_projects, project_id)
     return cloud_call("list servers", lambda: list(conn.compute.servers(**query)))
 
 
@@ -93,6 +89,22 @@ def find_server_id(conn, name_or_id: str) -> str | None:
 def find_flavor_id(conn, name_or_id: str) -> str | None:
     flavor = cloud_call(f"find flavor {name_or_id}", lambda: conn.compute.find_flavor(name_or_id, ignore_missing=True))
     return flavor.id if flavor is not None else None
+
+
+def flavor_names(conn) -> list[str]:
+    """The names of the flavors the token may boot, sorted as a person reads them."""
+    return sorted((f.name for f in cloud_call("list flavors", lambda: list(conn.compute.flavors()))), key=str.lower)
+
+
+def network_names(conn) -> list[str]:
+    """The names of the networks the token may attach a server to, sorted as a person reads them."""
+    return sorted((n.name for n in cloud_call("list networks", lambda: list(conn.network.networks()))),
+                  key=str.lower)
+
+
+def image_id_of(server: Server) -> str | None:
+    """The id of the image an image-backed server was booted (or rebuilt) from; None when from a volume."""
+    return getattr(server.image, "id", None) or None
 
 
 def find_network_id(conn, name_or_id: str) -> str | None:

@@ -18,7 +18,7 @@ from openstack.block_storage.v3.volume import Volume
 from openstack.image.v2.image import Image
 
 from ..retrying import first_line
-from .connection import CloudError, cloud_call, found
+from .connection import CloudError, cloud_call, found, listing_query
 from .images import wait_image_active
 from .removal import remove
 from .servers import find_server_id
@@ -27,6 +27,13 @@ from .snapshots import TEMP_KEY, _poll
 
 def get_volume(conn, volume_id: str) -> Volume:
     return cloud_call(f"get volume {volume_id}", lambda: conn.block_storage.get_volume(volume_id))
+
+
+def visible_volumes(conn, *, all_projects: bool = False, project_id: str | None = None) -> list[Volume]:
+    """The volumes the connection's token may see: its project's, or (an admin's) every project's or
+    one other project's."""
+    query = listing_query(all_projects, project_id)
+    return cloud_call("list volumes", lambda: list(conn.block_storage.volumes(**query)))
 
 
 def volume_exists(conn, name: str) -> bool:

@@ -301,7 +301,8 @@ def back_up_volume(ctx: JobContext, conn, volume, level: BackupLevel, job_id: st
                 sources=[source], level=level, name=volume.name or volume.id,
                 tags={**(tags or {}), "volume_id": volume.id},
                 source_meta={"kind": "volume", "volume": {
-                    "id": volume.id, "name": volume.name, "size_gb": volume.size, "volume_type": volume.volume_type,
+                    "id": volume.id, "name": volume.name, "project_id": volume.project_id,
+                    "size_gb": volume.size, "volume_type": volume.volume_type,
                     "availability_zone": volume.availability_zone,
                     "bootable": str(volume.is_bootable).lower() == "true", "metadata": dict(volume.metadata or {}),
                     "volume_image_metadata": dict(volume.volume_image_metadata or {})}},

@@ -25,6 +25,7 @@ from ..cloud.servers import (
     find_network_id,
     find_server,
     get_server,
+    image_id_of,
     rebuild_server,
     server_exists,
 )
@@ -236,7 +237,7 @@ def restore_in_place(ctx: JobContext, conn, record: BackupRecord, name_or_id: st
     except CloudError as exc:
         after = get_server(conn, server.id)
         untouched = after.status == server.status and not after.task_state
-        if untouched and getattr(after.image, "id", None) != image["id"]:
+        if untouched and image_id_of(after) != image["id"]:
             delete_image(conn, image["id"])  # refused: the server is as it was, the image is of no use
             raise
         raise CloudError(exc.message, f"the server is {after.task_state or after.status}; image {image['id']} "

@@ -101,12 +101,12 @@ class SessionTokens:
 
     def __init__(self, app, store: SessionStore) -> None:
         self.app = app
-        self.store = store
+        self.sessions = store
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO", "").startswith(PREFIX):
             environ.pop("HTTP_X_AUTH_TOKEN", None)
-            session = self.store.get(parse_cookie(environ).get(COOKIE))
+            session = self.sessions.get(parse_cookie(environ).get(COOKIE))
             environ[ENVIRON_KEY] = session
             if session is not None and session.token:
                 environ["HTTP_X_AUTH_TOKEN"] = session.token

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, abort, current_app, g, redirect, render_t
 from werkzeug.exceptions import HTTPException
 
 from ... import __version__
+from ...cloud.servers import flavor_names, network_names
 from ...errors import StackvaultError
 from ...progress import human_bytes
 from ..backups import backup_list
@@ -213,8 +214,7 @@ def restore():
         else:
             return redirect(url_for("dashboard.restore_status", restore_id=run.id), code=HTTPStatus.SEE_OTHER)
     conn = caller_connection(caller())
-    flavors = sorted((f.name for f in conn.compute.flavors()), key=str.lower)
-    networks = sorted((n.name for n in conn.network.networks()), key=str.lower)
+    flavors, networks = flavor_names(conn), network_names(conn)
     chosen = request.form.get("backup_id") or request.args.get("backup") or ""
     return _page("restore.html", HTTPStatus.BAD_REQUEST if error else HTTPStatus.OK, title="Restore",
                  backups=backups, chosen=chosen, flavors=flavors, networks=networks, error=error, form=request.form)
