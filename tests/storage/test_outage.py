@@ -21,7 +21,9 @@ def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) 
     request.getfixturevalue("s3_env" if scheme == "s3" else "tempauth_env")
     backend = open_backend(f"{scheme}://{unique_name('outage')}/p")
     backend.create()
-    backend.attempts = 12  # type: ignore[attr-defined]  # the outage lasts longer than 6 quick tries
+    # The outage lasts longer than 6 quick tries; on a loaded machine the object server takes a while to
+    # come back, so the tries may span a minute or two (jittered backoff of at most 8 s each).
+    backend.attempts = 24  # type: ignore[attr-defined]
     body = os.urandom(1 << 20)
 
     swift_aio.stop_server("swift-object")
