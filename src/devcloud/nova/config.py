@@ -10,8 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: "current": since Xena (change I067382ec) the failed freeze is logged and the snapshot goes on
-#: unquiesced. "strict": the libvirt driver up to Wallaby, where the snapshot fails, its image is
+#: "current": since Xena (the freeze moved after the disk mirror) the failed freeze is logged and the
+#: snapshot goes on unquiesced. "strict": the libvirt driver up to Wallaby, where the snapshot fails, its image is
 #: deleted and the reason is in the instance action's event.
 QUIESCE_MODES = ("current", "strict")
 
