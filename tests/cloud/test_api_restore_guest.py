@@ -44,9 +44,10 @@ def test_a_members_restore_boots_and_reads_back_what_its_guest_wrote(api: Api, d
         got = hv.guest_read_file(restored.id, "/root/precious.bin")
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
     finally:
-        if done.get("server_id"):
-            admin.compute.delete_server(done["server_id"], ignore_missing=True)
-            admin.compute.wait_for_delete(admin.compute.get_server(done["server_id"]), wait=120)
+        restored_server = admin.compute.find_server(done.get("server_id") or "", ignore_missing=True)
+        if restored_server is not None:
+            admin.compute.delete_server(restored_server)
+            admin.compute.wait_for_delete(restored_server, wait=120)
         for image in admin.image.images(owner=api.a.id):
             if image.name.startswith(name):
                 admin.image.delete_image(image, ignore_missing=True)

@@ -273,11 +273,15 @@ class Hypervisor:
     def wait_agent(self, uuid: str, timeout: float = 120) -> float:
         """Wait until the guest agent answers; returns the seconds waited."""
         t0 = time.monotonic()
+        last = ""
         while time.monotonic() - t0 < timeout:
-            if self.agent_available(uuid, timeout=2):
-                return time.monotonic() - t0
+            try:
+                if self.agent_available(uuid, timeout=2):
+                    return time.monotonic() - t0
+            except GuestError as exc:  # not defined here yet: Nova may answer ACTIVE before the domain is
+                last = f" ({exc})"
             time.sleep(0.5)
-        raise GuestError(f"the guest agent of server {uuid} did not answer within {timeout:.0f} s")
+        raise GuestError(f"the guest agent of server {uuid} did not answer within {timeout:.0f} s{last}")
 
     def quiesce(self, uuid: str, timeout: float = 10) -> None:
         """guest-fsfreeze-freeze (the guest's fsfreeze-hook.d scripts run first); QuiesceError if not possible."""
