@@ -8,6 +8,7 @@ of (its record's source); a backup of a volume or of a disk names no project and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -78,3 +79,22 @@ def visible_backups(within: Scope) -> list[BackupRow]:
     """The catalog's backups of the repository that `within` covers, oldest first."""
     ctx = service().context()
     return [row for row in ctx.catalog.backups(ctx.repo.id) if within.covers(project_of(row.source))]
+
+
+def newest_backups(within: Scope, identify: Callable[[dict | None], dict | None]) -> dict[str, dict]:
+    """Per server or volume id (`identify`: server_of or volume_of), its newest backup `within` covers:
+    {backup_id, created, level, status, consistency}."""
+    newest: dict[str, dict] = {}
+    for row in visible_backups(within):  # oldest first: the last one seen is the newest
+        item = identify(row.source)
+        if item:
+            newest[item["id"]] = {"backup_id": row.backup_id, "created": row.created, "level": row.level,
+                                  "status": row.status, "consistency": row.consistency}
+    return newest
+
+
+def cross_project(within: Scope) -> dict:
+    """The facade's listing arguments for `within`: the caller's own project, or (an admin asking about
+    others) every project (`project_id` None) or one other project."""
+    other = within.project_id != within.caller.project_id
+    return {"all_projects": other, "project_id": within.project_id if other else None}

@@ -20,7 +20,7 @@ from ..errors import NotFoundError, StackvaultError, UsageError
 from ..service.policy_run import policy_selection
 from .access import Caller
 from .faults import ApiError
-from .scope import Scope, scope, server_of, service, visible_backups
+from .scope import Scope, cross_project, newest_backups, scope, server_of, service
 
 blueprint = Blueprint("servers", __name__)
 log = logging.getLogger("stackvault.api")
@@ -50,9 +50,7 @@ def _protecting(server) -> list[str]:
 
 
 def _servers(within: Scope) -> list:
-    conn = caller_connection(within.caller)
-    other = within.project_id != within.caller.project_id  # an admin asking about other projects
-    return visible_servers(conn, all_projects=other, project_id=within.project_id if other else None)
+    return visible_servers(caller_connection(within.caller), **cross_project(within))
 
 
 @blueprint.get("/v1/servers")
@@ -72,12 +70,7 @@ def list_servers():
 
 def server_list(within: Scope) -> list[dict]:
     """The servers `within` covers (from Nova, with the caller's token), with protection and newest backup."""
-    newest: dict[str, dict] = {}
-    for row in visible_backups(within):  # oldest first: the last one seen is the newest
-        server = server_of(row.source)
-        if server:
-            newest[server["id"]] = {"backup_id": row.backup_id, "created": row.created, "level": row.level,
-                                    "status": row.status, "consistency": row.consistency}
+    newest = newest_backups(within, server_of)
     out = []
     for server in _servers(within):
         policies = _protecting(server)
@@ -90,7 +83,7 @@ def _own_server(within: Scope, server_id: str, conn=None):  # an openstacksdk se
     """The caller's server: Nova, on the caller's own token, says whether it is theirs (another project's
     is not found, exactly as one that does not exist)."""
     conn = conn or caller_connection(within.caller)
-    server = find_server(conn, server_id, all_projects=within.project_id != within.caller.project_id)
+    server = find_server(conn, server_id, all_projects=cross_project(within)["all_projects"])
     if server is None or not within.covers(server.project_id):
         raise NotFoundError(f"no server {server_id!r} in project {within.caller.project_id}",
                             "list your servers with GET /v1/servers")

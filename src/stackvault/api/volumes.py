@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify
 from ..cloud.inventory import selects_volume
 from ..cloud.volumes import visible_volumes
 from ..service.policy_run import policy_selection
-from .scope import Scope, scope, service, visible_backups, volume_of
+from .scope import Scope, cross_project, newest_backups, scope, service, volume_of
 from .servers import caller_connection
 
 blueprint = Blueprint("volumes", __name__)
@@ -46,16 +46,9 @@ def list_volumes():
 def volume_list(within: Scope) -> list[dict]:
     """The volumes `within` covers (from Cinder, with the caller's token), with protection and newest backup.
     A volume attached to a server is also protected through that server's backups, which /v1/servers shows."""
-    newest: dict[str, dict] = {}
-    for row in visible_backups(within):  # oldest first: the last one seen is the newest
-        volume = volume_of(row.source)
-        if volume:
-            newest[volume["id"]] = {"backup_id": row.backup_id, "created": row.created, "level": row.level,
-                                    "status": row.status}
-    conn = caller_connection(within.caller)
-    other = within.project_id != within.caller.project_id  # an admin asking about other projects
+    newest = newest_backups(within, volume_of)
     out = []
-    for volume in visible_volumes(conn, all_projects=other, project_id=within.project_id if other else None):
+    for volume in visible_volumes(caller_connection(within.caller), **cross_project(within)):
         policies = _protecting(volume)
         out.append({"id": volume.id, "name": volume.name, "status": volume.status, "size_gb": volume.size,
                     "project_id": volume.project_id or within.caller.project_id,
