@@ -148,15 +148,22 @@ def _packs_of(sv: Stackvault, before: set[str]) -> list[Path]:
     return [p for p in _objects(sv, "packs") if p.name not in before]
 
 
-@pytest.mark.parametrize("damage", ["header", "missing"])
-def test_verify_deep_names_the_backup_whose_pack_is_damaged_or_missing(sv: Stackvault, rng: random.Random,
-                                                                      tmp_path: Path, damage: str) -> None:
+def _two_disks_backed_up(sv: Stackvault, rng: random.Random, tmp_path: Path) -> tuple:
+    """A format 4 repository with a Full of each of two unrelated disks: (disk a, its backup, the packs
+    that backup wrote, disk b, its backup)."""
     _init(sv, 4)
     a = make_random_image(tmp_path / "a.img", 4 * MIB, rng)
     first = sv.backup(a, level="full")["backup_id"]
     first_packs = {p.name for p in _objects(sv, "packs")}
     b = make_random_image(tmp_path / "b.img", 4 * MIB, rng)
     second = sv.backup(b, level="full")["backup_id"]
+    return a, first, first_packs, b, second
+
+
+@pytest.mark.parametrize("damage", ["header", "missing"])
+def test_verify_deep_names_the_backup_whose_pack_is_damaged_or_missing(sv: Stackvault, rng: random.Random,
+                                                                      tmp_path: Path, damage: str) -> None:
+    a, first, first_packs, _b, second = _two_disks_backed_up(sv, rng, tmp_path)
     victim = _packs_of(sv, first_packs)[0]
     if damage == "header":
         _damage_header(victim)
@@ -194,12 +201,7 @@ def test_gc_rebuilds_a_lost_chunk_index_from_the_packs(sv: Stackvault, rng: rand
 
 def test_gc_deletes_the_packs_of_a_forgotten_backup_and_keeps_the_rest(sv: Stackvault, rng: random.Random,
                                                                        tmp_path: Path) -> None:
-    _init(sv, 4)
-    a = make_random_image(tmp_path / "a.img", 4 * MIB, rng)
-    first = sv.backup(a, level="full")["backup_id"]
-    first_packs = {p.name for p in _objects(sv, "packs")}
-    b = make_random_image(tmp_path / "b.img", 4 * MIB, rng)
-    second = sv.backup(b, level="full")["backup_id"]
+    _a, first, first_packs, b, second = _two_disks_backed_up(sv, rng, tmp_path)
     sv.run("forget", first)
     dry = sv.run("gc", "--dry-run").data
     assert dry["packs_deleted"] == len(first_packs) and {p.name for p in _objects(sv, "packs")} >= first_packs
