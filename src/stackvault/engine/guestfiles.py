@@ -26,6 +26,7 @@ import fnmatch
 import json
 import os
 import posixpath
+import re
 import resource
 import shlex
 import signal
@@ -232,10 +233,12 @@ class DiskFiles:
                         self._call(self._g.mkmountpoint, point)
                         made.add(point)
         mounted: dict[str, str] = {}
+        refused: dict[str, str] = {}  # device -> why the appliance's kernel would not mount it
         for device, where in places.items():
             try:
                 self._g.mount_ro(device, where)
-            except RuntimeError:
+            except RuntimeError as exc:
+                refused[device] = _mount_refusal(exc)
                 if self._timed_out.is_set():
                     raise StackvaultError(f"reading the file systems of {self.label} took longer than "
                                           f"{self._timeout:.0f} s", "raise --timeout") from None
@@ -247,7 +250,8 @@ class DiskFiles:
             if device == os_root:
                 self._os_root = where
         if not mounted:
-            seen = ", ".join(f"{d} {k or 'unknown'}" for d, k in sorted(found.items())) or "nothing"
+            seen = ", ".join(f"{d} {k or 'unknown'}" + (f" ({refused[d]})" if d in refused else "")
+                             for d, k in sorted(found.items())) or "nothing"
             raise UsageError(f"{self.label} holds no file system that can be read (found: {seen})",
                              "restore the whole disk with `stackvault restore --to file:PATH` instead")
         if self._layout_file:
@@ -402,6 +406,16 @@ def _guestfs_error(exc: RuntimeError, label: str) -> StackvaultError:
         return UsageError(f"{text.split(': ', 1)[-1]} in {label}", "name a directory")
     return StackvaultError(f"reading the file systems of {label} failed: {text}",
                            "the disk may hold a damaged file system; restore the whole disk instead")
+
+
+def _mount_refusal(exc: RuntimeError) -> str:
+    """The kernel's reason in a failed mount's error ("can't read superblock", say): the one clue a
+    user has to a damaged file system or a journal that cannot be replayed. The appliance's own
+    device names are dropped: its disks are named in the order its kernel found them, which need
+    not be the order shown to the user."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = re.sub(r" on /dev/\w+", "", text.rsplit(": ", 1)[-1]).rstrip(".")
+    return reason[:160] or "the mount failed"
 
 
 def _qemu_children() -> list[int]:
