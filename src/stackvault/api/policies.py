@@ -144,7 +144,7 @@ def _create():
     body = request.get_json(silent=True)
     project = body.get("project") if isinstance(body, dict) else None
     _require("stackvault:policy:create", project if isinstance(project, str) and project else caller().project_id)
-    name = body.get("name") if isinstance(body, dict) else None
+    name = _body().get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise UsageError(f"bad policy name {name!r} in {BODY}",
                          "give `name`: letters, digits, `_`, `.` and `-`, up to 100, beginning with a letter or digit")
@@ -162,10 +162,7 @@ def _create():
 
 def _keys(name: str) -> dict:
     """The request's policy keys (its `name`, when given, is the policy's): a `[policy.NAME]` table's."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise UsageError(f"{BODY} is not a JSON object", "send the policy's keys as one object, with Content-Type: "
-                         "application/json")
+    body = _body()
     if body.get("name", name) != name:
         raise UsageError(f"{BODY} names policy {body['name']!r}, the path {name!r}", "a policy keeps its name: "
                          "write a new one with POST /v1/policies and delete this one")
@@ -174,6 +171,14 @@ def _keys(name: str) -> dict:
         raise UsageError(f"policy {name!r} in {BODY} names no project",
                          "give `project`: the id of the project whose servers and volumes it backs up")
     return keys
+
+
+def _body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise UsageError(f"{BODY} is not a JSON object", "send the policy's keys as one object, with Content-Type: "
+                         "application/json")
+    return body
 
 
 def _parsed(name: str, keys: dict) -> Policy:
