@@ -71,7 +71,7 @@ def find_policy(ctx: JobContext, name: str) -> Policy:
         return policy
     if name in found.left_out:
         raise UsageError(f"policy {name!r} in the catalog is not in force: {found.left_out[name]}",
-                         "replace it with PUT /v1/policies/NAME, or delete it")
+                         f"replace it with PUT /v1/policies/{name}, or delete it")
     if not found.stored:
         raise UsageError(f"no policy {name!r} in the config",
                          f"the config has: {', '.join(sorted(ctx.settings.policies))}")
