@@ -95,7 +95,8 @@ def test_a_config_policy_is_changed_in_the_config_only(api: Api):
                                                       "`stackvault server`, not through the API")
         assert refused.json()["error"]["fix"].startswith("change it in that config and reload the server (SIGHUP)")
     assert _call(api, "GET", "/v1/policies/nightly-a", api.admin_token).json()["policy"] == before
-    # Project b's member learns nothing of project a's config policy either.
+    # Project a's member may not write it either way; project b's learns nothing of it.
+    assert _call(api, "PUT", "/v1/policies/nightly-a", api.a.tokens["member"], body).status_code == 403
     assert _call(api, "PUT", "/v1/policies/nightly-a", api.b.tokens["member"], body).status_code == 404
 
 

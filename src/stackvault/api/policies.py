@@ -115,16 +115,15 @@ def one_policy(name: str):
     if request.method == "GET":
         policy, project = _visible(name)
         return jsonify({"policy": _shown(policy, project, _source(name))})
+    rule = "stackvault:policy:delete" if request.method == "DELETE" else "stackvault:policy:update"
     if name in service().settings.policies:
-        _visible(name)  # another project's config policy: 404, as one that does not exist
+        _require(rule, _visible(name)[1])  # another project's config policy: 404, as one that does not exist
         raise _written_in_config(name)
-    project = _stored_project(name)
+    _require(rule, _stored_project(name))
     if request.method == "DELETE":
-        _require("stackvault:policy:delete", project)
         if not service().stored_policies().remove(name):
             raise _no_policy(name)
         return Response(status=HTTPStatus.NO_CONTENT)
-    _require("stackvault:policy:update", project)
     keys = _keys(name)
     _require("stackvault:policy:update", keys["project"])  # moved to another project: allowed there too
     policy = _parsed(name, keys)
