@@ -351,7 +351,7 @@ def _apply_file(settings: Settings, path: Path) -> None:
             _set(settings, key, value, f"{key} in {path}")
         elif key == "policy" and isinstance(value, dict):
             for name, entry in value.items():
-                settings.policies[name] = _policy(name, entry, path)
+                settings.policies[name] = parse_policy(name, entry, path)
         elif key == "jobs" and isinstance(value, list):
             settings.jobs = [_cloud_job(entry, n, path) for n, entry in enumerate(value, 1)]
             names = [j.name for j in settings.jobs]
@@ -496,8 +496,9 @@ def time_zone(name: str, origin: str) -> None:
                          'write an IANA name, e.g. "Europe/Berlin" or "UTC" (see timedatectl list-timezones)') from None
 
 
-def _policy(name: str, entry: object, path: Path) -> Policy:
-    where = f"policy {name!r} in {path}"
+def parse_policy(name: str, entry: object, source: Path | str) -> Policy:
+    """One `[policy.NAME]` table of the config at `source`, or the same keys from another source (the catalog)."""
+    where = f"policy {name!r} in {source}"
     if not isinstance(entry, dict):
         raise UsageError(f"{where} is not a table", f"write it as [policy.{name}] with its keys below")
     valid = _BUILTIN_KEYS if name == PROXY_STATE_POLICY else _POLICY_KEYS

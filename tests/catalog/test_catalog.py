@@ -123,7 +123,7 @@ def test_an_empty_database_is_migrated_to_the_schema_of_the_models(catalog_url: 
         diff = compare_metadata(migration, Base.metadata)
         tables = set(inspect(conn).get_table_names())
     assert diff == [], f"the migrations do not build the models' schema: {diff}"
-    assert tables == {"jobs", "backups", "disks", "policy_runs", "policy_items", VERSION_TABLE}
+    assert tables == {"jobs", "backups", "disks", "policy_runs", "policy_items", "policies", VERSION_TABLE}
     Catalog(catalog_url)  # opening a current catalog again changes nothing
     assert current_revision(catalog.engine) == head_revision()
 

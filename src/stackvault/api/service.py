@@ -6,9 +6,13 @@ from __future__ import annotations
 import threading
 from functools import cached_property
 
+from flask import g, has_request_context
+
+from ..catalog.policies import StoredPolicies
 from ..config import Policy, Settings
 from ..errors import UsageError
 from ..jobs.context import JobContext
+from ..service.policies import PoliciesInForce, policies_in_force
 from .access import Rules
 from .restore_runs import RestoreRun
 
@@ -55,9 +59,23 @@ class ApiService:
     def auth_url(self) -> str:
         return self.settings.api.auth_url or self.service_auth["auth_url"]
 
+    def stored_policies(self) -> StoredPolicies:
+        """The policies written through the API, kept in the catalog for this repository."""
+        ctx = self.context()
+        return StoredPolicies(ctx.catalog, ctx.repo.id)
+
+    def policies_in_force(self) -> PoliciesInForce:
+        """The config's policies and the catalog's, read once per request (a listing asks for every server)."""
+        if has_request_context() and "policies_in_force" in g:
+            return g.policies_in_force
+        found = policies_in_force(self.settings, self.stored_policies())
+        if has_request_context():
+            g.policies_in_force = found
+        return found
+
     def policies(self) -> list[Policy]:
-        """The config's `[policy.NAME]` tables (the built-in proxy-state policy is the proxy's, no project's)."""
-        return [p for p in self.settings.policies.values() if not p.builtin]
+        """The policies in force (the built-in proxy-state policy is the proxy's, no project's)."""
+        return [p for p in self.policies_in_force().policies.values() if not p.builtin]
 
     def policy_project(self, policy: Policy) -> str:
         """The project a policy backs up: its `project`, else the one its cloud entry is scoped to."""

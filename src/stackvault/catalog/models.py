@@ -124,3 +124,17 @@ class PolicyItemRow(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat: Mapped[str | None] = mapped_column(String(40), nullable=True)
     lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PolicyRow(Base):
+    """A policy written through the API: the keys of a `[policy.NAME]` table, as JSON, parsed by the
+    config's own parser wherever it is read (service/policies.py). It backs up into the repository of
+    `repo_id`, as the config's policies back up into the repository of the config."""
+
+    __tablename__ = "policies"
+
+    repo_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created: Mapped[str] = mapped_column(String(40))
+    updated: Mapped[str] = mapped_column(String(40))

@@ -33,7 +33,7 @@ VERSION_TABLE = "stackvault_schema_version"
 
 #: The newest revision, written here so that opening a current catalog needs no alembic import (half
 #: a second per command on a busy proxy); tests/catalog checks it against the migration scripts.
-HEAD_REVISION = "0005_policy_runs_newest"
+HEAD_REVISION = "0006_policies"
 
 #: The revision a pre-migration catalog (made by `Base.metadata.create_all`) is identical to.
 FIRST_REVISION = "0001_initial"

@@ -46,6 +46,11 @@ class Catalog:
         """A session for changes: on SQLite its transaction takes the write lock when it begins."""
         return self._session()
 
+    def reader(self) -> Session:
+        """A session for reads only: on SQLite it takes no write lock, so a poll reading it every second
+        keeps no writer waiting."""
+        return self._reader()
+
     def advisory_lock(self, name: str, shared: bool = False, wait_s: float = 0.0) -> AbstractContextManager[None]:
         """A named lock between proxies sharing this catalog, released when the holder dies (see `locks`).
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ..catalog.policies import StoredPolicies
 from ..catalog.queue import FINISHING, Claim, PolicyQueue, QueueItem
 from ..cloud.inventory import Selection, pick_servers, pick_volumes
 from ..cloud.servers import get_server
@@ -31,6 +32,7 @@ from ..jobs.gc import gc
 from ..jobs.proxy_state import backup_state
 from ..jobs.prune import prune
 from ..jobs.verify import verify
+from .policies import policies_in_force
 from .schedule import plan_level, policy_zone, verify_part
 
 #: Called with each finished run's report (metrics and notifications subscribe here); a hook that
@@ -62,11 +64,20 @@ def full_verify_name(policy: Policy) -> str:
 
 
 def find_policy(ctx: JobContext, name: str) -> Policy:
-    policy = ctx.settings.policies.get(name)
-    if policy is None:
+    """A policy in force by name: the config's, or one written through the API into the catalog."""
+    found = policies_in_force(ctx.settings, StoredPolicies(ctx.catalog, ctx.repo.id))
+    policy = found.policies.get(name)
+    if policy is not None:
+        return policy
+    if name in found.left_out:
+        raise UsageError(f"policy {name!r} in the catalog is not in force: {found.left_out[name]}",
+                         f"replace it with PUT /v1/policies/{name}, or delete it")
+    if not found.stored:
         raise UsageError(f"no policy {name!r} in the config",
                          f"the config has: {', '.join(sorted(ctx.settings.policies))}")
-    return policy
+    raise UsageError(f"no policy {name!r} in the config or the catalog",
+                     f"the config has: {', '.join(sorted(ctx.settings.policies))}; "
+                     f"the catalog: {', '.join(sorted(found.stored))}")
 
 
 def enqueue(ctx: JobContext, queue: PolicyQueue, policy: Policy, slot: datetime, connect: Connect) -> str | None:

@@ -5,6 +5,10 @@ no server ran is caught up once), claims items of queued runs for its workers (`
 them, only in this proxy's availability zones), and finishes runs whose items are all done. Several
 servers sharing a PostgreSQL catalog share the queue; with SQLite one server runs the same code.
 
+The policies are the config's and those written through the API into the catalog (service/policies.py);
+the catalog's are read again every `STORED_POLICIES_EVERY_S`, so a policy written, replaced or deleted
+through the API is served, changed or dropped without a restart or a SIGHUP.
+
 SIGTERM (and SIGINT) stops claiming; the items being backed up finish, and so their cloud snapshots
 and volumes are removed as after any backup; what was not begun stays queued for the next start or
 another proxy. SIGHUP reads the config again: policies added, changed or removed take effect at the
@@ -16,19 +20,26 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
+from ..catalog.policies import StoredPolicies
 from ..catalog.queue import Claim, PolicyQueue
 from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
 from . import policy_run, systemd
+from .policies import policies_in_force
 from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name
 from .schedule import due_slot, policy_zone
 
 log = logging.getLogger("stackvault.server")
+
+#: Seconds between two reads of the catalog's policies: a policy written through the API waits at most
+#: this long to be served (a read of a few rows, cheap beside the queue's own reads at every poll).
+STORED_POLICIES_EVERY_S = 5.0
 
 
 class PolicyServer:
@@ -42,6 +53,10 @@ class PolicyServer:
         self.reload_asked = threading.Event()
         self.first_seen: dict[str, datetime] = {}
         self.runs_finished = 0
+        self.policies: dict[str, Policy] = {}
+        self.verifies: dict[str, Policy] = {}
+        self.left_out: dict[str, str] = {}  # stored policies not in force, and why: logged when it changes
+        self.policies_read = 0.0  # time.monotonic() of the last read of the catalog's policies
         self._use(load())
 
     def _use(self, settings: Settings) -> None:
@@ -62,8 +77,23 @@ class PolicyServer:
             if old is not None:
                 old.catalog.close()
         self.ctx = ctx
-        self.policies = {queue_name(p): p for p in settings.policies.values() if p.enabled}
-        self.verifies = {policy_run.full_verify_name(p): p for p in self.policies.values() if p.verify_full_schedule}
+        self.stored = StoredPolicies(ctx.catalog, ctx.repo.id)
+        self.read_policies()
+
+    def read_policies(self) -> bool:
+        """Take the policies in force now (the settings' and the catalog's); whether they changed."""
+        found = policies_in_force(self.ctx.settings, self.stored)
+        self.policies_read = time.monotonic()
+        for name, why in found.left_out.items():
+            if self.left_out.get(name) != why:
+                log.error("policy %s in the catalog is not in force: %s", name, why)
+        self.left_out = found.left_out
+        policies = {queue_name(p): p for p in found.policies.values() if p.enabled}
+        if policies == self.policies:
+            return False
+        self.policies = policies
+        self.verifies = {policy_run.full_verify_name(p): p for p in policies.values() if p.verify_full_schedule}
+        return True
 
     def reload(self) -> None:
         try:
@@ -94,6 +124,8 @@ class PolicyServer:
                     self.reload()
                     systemd.notify("READY=1")
                 try:
+                    if time.monotonic() - self.policies_read >= STORED_POLICIES_EVERY_S and self.read_policies():
+                        log.info("policies in force: %s", ", ".join(sorted(self.policies)) or "none")
                     self._tick(workers, finisher, running, finishing, parallel)
                     self._verify_tick(verifier, verifying)
                 except StackvaultError as exc:  # the catalog or cloud away a while: the next poll tries again
