@@ -228,13 +228,15 @@ def state(r: dict) -> str:
 
 def state_saved(r: dict) -> str:
     lines = [f"saved proxy state {r['state_id']} (full): {r['files']} state files"
-             f"{' and the config' if r['config_saved'] else ''}, {human_bytes(r['bytes'])}"]
+             f"{', the config' if r['config_saved'] else ''}"
+             f"{f', {n} policies written through the API' if (n := r['policies']) else ''}, {human_bytes(r['bytes'])}"]
     return "\n".join(lines + [f"warning: {w}" for w in r["warnings"]])
 
 
 def state_restored(r: dict) -> str:
     text = f"restored proxy state {r['state_id']}: {r['state_files']} state files"
-    return text + (f", config written to {r['config']}" if r["config"] else "")
+    text += f", config written to {r['config']}" if r["config"] else ""
+    return text + (f", policies put back in the catalog: {', '.join(r['policies'])}" if r["policies"] else "")
 
 
 def recovered(r: dict) -> str:
@@ -242,6 +244,8 @@ def recovered(r: dict) -> str:
              "disks rebuilt from their newest backups"]
     if r["config"]:
         lines.append(f"configuration of saved state {r['state_id']} written to {r['config']}: use it with --config")
+    if r["policies"]:
+        lines.append(f"policies written through the API put back in the catalog: {', '.join(r['policies'])}")
     if r.get("warning"):
         lines.append(f"warning: {r['warning']}")
     return "\n".join(lines)

@@ -4,7 +4,8 @@ The working state is only a cache (every `.sha`/`.bmp` can be rebuilt from the r
 saved copy makes a new proxy's first Incremental as fast as the old one's, and the saved
 configuration means a new proxy needs nothing but the repository's location and the credentials.
 `state backup` writes `proxy-state/<id>.tar.zst` (a checksummed, compressed tar of the working
-directory and the config file); `state restore` and `recover` bring them back.
+directory, the config file and the policies written through the API, which live in the catalog and
+nowhere else); `state restore` and `recover` bring them back.
 
 In an encrypted repository the object is sealed like every other (engine/crypto.py): the config is
 saved whole, secrets included, and what is read back is authenticated. A plain repository's store
@@ -18,6 +19,7 @@ its repository, somewhere else.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import secrets
@@ -54,6 +56,9 @@ URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@\"']*):[^\s/@\
 STATE_FILE = re.compile(r"state/(?P<name>[A-Za-z0-9._-]+\.(?:sha|bmp))")
 
 CONFIG_MEMBER = "config/stackvault.toml"
+
+#: The catalog's policies of the repository (those written through the API), as {name: keys} JSON.
+POLICIES_MEMBER = "catalog/policies.json"
 
 #: What the proxy does with a question (y/N): None when nobody can answer (no terminal, no --yes).
 Confirm = Callable[[str], bool] | None
@@ -156,13 +161,35 @@ def backup_state(ctx: JobContext) -> dict:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
                 config_saved = True
+        policies = _stored_policies(ctx, warnings)
+        if policies:
+            data = json.dumps(policies, sort_keys=True).encode()
+            info = tarfile.TarInfo(POLICIES_MEMBER)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     body = zstandard.ZstdCompressor(level=3).compress(buf.getvalue())
     blob = MAGIC + blake3.blake3(body).digest() + body
     state_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     with ctx.lock("shared", "state backup"):
         repo.proxy_states.save(state_id, blob)
-    return {"state_id": state_id, "files": files, "config_saved": config_saved,
+    return {"state_id": state_id, "files": files, "config_saved": config_saved, "policies": len(policies),
             "bytes": len(blob), "warnings": warnings, "level": "full"}
+
+
+def _stored_policies(ctx: JobContext, warnings: list[str]) -> dict[str, dict]:
+    """The catalog's policies of this repository; a catalog that cannot be read costs them a warning,
+    not the working state and config saved beside them."""
+    from ..catalog.policies import StoredPolicies
+
+    try:
+        return StoredPolicies(ctx.catalog, ctx.repo.id).all()
+    except Exception as exc:  # noqa: BLE001  # any catalog failure: the rest is still worth saving
+        warnings.append(f"the policies written through the API were not saved (the catalog: {_first_line(exc)})")
+        return {}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 #: Bounds on what a saved state may make a proxy read: the whole tar (the working state of many
@@ -227,8 +254,17 @@ class _Bounded(io.RawIOBase):
 
 
 def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path | None = None,
-                  force: bool = False, include_state: bool = True, confirm: Confirm = None) -> dict:
-    """Write a saved state's files into the working state and its config to `config_out`.
+                  force: bool = False, confirm: Confirm = None) -> dict:
+    """Write a saved state's files into the working state, its config to `config_out` and its
+    policies into the catalog (those the catalog lacks: a policy changed since is kept as it is now)."""
+    result, policies = _restore_state(ctx, state_id, config_out, force, True, confirm)
+    return {**result, "policies": put_back_policies(ctx, policies)}
+
+
+def _restore_state(ctx: JobContext, state_id: str | None, config_out: Path | None, force: bool,
+                   include_state: bool, confirm: Confirm) -> tuple[dict, dict[str, dict]]:
+    """Write a saved state's files and config as `restore_state` does; its policies are returned, for
+    the caller to write once the catalog is ready (`recover` rebuilds it first).
 
     Nothing is written before everything was checked: the config file to write does not exist (or
     `force`), the saved config loads, and the state is authenticated (an encrypted repository) or
@@ -237,17 +273,19 @@ def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path
     """
     _check_config_out(config_out, force)
     chosen, blob = _load(ctx, state_id)
-    names, config = [], None
+    names, config, policies = [], None, {}
     for name, stream in _members(chosen, blob):
         if include_state and STATE_FILE.fullmatch(name):
             names.append(name)
+        elif name == POLICIES_MEMBER:
+            policies = _saved_policies(chosen, stream.read(MAX_CONFIG_BYTES + 1))
         elif name == CONFIG_MEMBER and config_out is not None:
             config = stream.read(MAX_CONFIG_BYTES + 1)
             if len(config) > MAX_CONFIG_BYTES:
                 raise RepositoryError(f"the config in saved proxy state {chosen} is larger than 1 MiB",
                                       "it was not written by stackvault: write the config by hand")
     settings = _saved_settings(chosen, config)
-    if names or config is not None:
+    if names or config is not None or policies:
         _accept(ctx, chosen, settings, confirm)
     state_dir = ctx.state.dir
     if names:
@@ -260,7 +298,31 @@ def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path
         config_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(config_out, config)
         config_written = str(config_out)
-    return {"state_id": chosen, "state_files": len(names), "config": config_written}
+    return {"state_id": chosen, "state_files": len(names), "config": config_written}, policies
+
+
+def _saved_policies(state_id: str, data: bytes) -> dict[str, dict]:
+    """The saved policies, checked for shape only: what they say is checked by the config's parser
+    whenever they are read from the catalog, as for a policy written through the API."""
+    try:
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ValueError("larger than 1 MiB")
+        found = json.loads(data)
+        if not (isinstance(found, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in found.items())):
+            raise ValueError("not an object of policies")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RepositoryError(f"the policies in saved proxy state {state_id} are damaged: {exc}",
+                              "restore an older one with `stackvault state restore ID`, or write them again "
+                              "through the API") from None
+    return found
+
+
+def put_back_policies(ctx: JobContext, policies: dict[str, dict]) -> list[str]:
+    """Write saved policies the catalog lacks; the names written."""
+    from ..catalog.policies import StoredPolicies
+
+    stored = StoredPolicies(ctx.catalog, ctx.repo.id)
+    return [name for name, keys in sorted(policies.items()) if stored.add(name, keys)]
 
 
 def _write_stream(path: Path, stream: IO[bytes]) -> None:
@@ -337,13 +399,15 @@ def recover(ctx: JobContext, config_out: Path | None = None, force: bool = False
     The working state is rebuilt from the newest manifests rather than taken from the newest saved
     copy, which may be older than the newest backups: the repository is the truth.
     """
-    result: dict = {"config": None, "state_id": None}
+    result: dict = {"config": None, "state_id": None, "policies": []}
+    policies: dict[str, dict] = {}
     try:
-        saved = restore_state(ctx, None, config_out, force, include_state=False, confirm=confirm)
+        saved, policies = _restore_state(ctx, None, config_out, force, False, confirm)
         result.update(config=saved["config"], state_id=saved["state_id"])
     except NotFoundError:
         result["warning"] = "no saved proxy state in the repository: the configuration was not recovered"
     kept = ctx.set_damaged_catalog_aside()
     result["catalog"] = {**rebuild_catalog(ctx), **({"damaged_kept_as": kept} if kept else {})}
+    result["policies"] = put_back_policies(ctx, policies)
     result["state"] = rebuild_state(ctx)
     return result
