@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--change", type=float, default=0.01, help="share of the written bytes rewritten (default 0.01)")
     p.add_argument("--extent", default="64K", help="size of each rewritten extent (default 64K)")
     p.add_argument("--block-size", default=None, help="repository block size (default: stackvault's)")
+    p.add_argument("--format", default=None, help="repository format, 4 for pack files (default: stackvault's)")
     p.add_argument("--seed", type=int, default=20261207)
     p.add_argument("--scratch", default=os.path.join(ROOT, ".state", "bench-rbd"),
                    help="repositories (default .state/bench-rbd; about 2x --written per image size at a time)")
@@ -246,7 +247,8 @@ class Bench:
             pieces = self.write_image(rbd, ioctx, name, size)
             for repo in ("changed", "fullread"):
                 shutil.rmtree(self.scratch / repo, ignore_errors=True)
-                init = ["init", *(["--block-size", a.block_size] if a.block_size else [])]
+                init = ["init", *(["--block-size", a.block_size] if a.block_size else []),
+                        *(["--format", a.format] if a.format else [])]
                 run_measured("stackvault", "init", self.sv(repo, *init), log_path=self.log_path)
             spec = f"rbd:{ceph.POOL}/{name}@"
             for repo in ("changed", "fullread"):
@@ -312,7 +314,8 @@ class Bench:
             for factor in a.factors:
                 self.results.append(self.one_size(factor))
         return {"written_bytes": a.written_bytes, "change": a.change, "extent_bytes": a.extent_bytes,
-                "block_size": a.block_size or "default", "osd_restarted_per_phase": not a.no_restart,
+                "block_size": a.block_size or "default", "format": a.format or "default",
+                "osd_restarted_per_phase": not a.no_restart,
                 "seed": a.seed, "runs": self.results, "targets": evaluate(self.results),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "kernel": platform.release()},
@@ -352,7 +355,7 @@ def render(result: dict) -> str:
     osd = "restarted before each phase (cold cache)" if result["osd_restarted_per_phase"] else "kept running (warm)"
     out = [f"Written {result['written_bytes'] / MiB:,.0f} MiB of random data per image; changed "
            f"{result['change']:.1%} of it in {result['extent_bytes'] >> 10} KiB extents; repository block size "
-           f"{result['block_size']}; OSD {osd}.", ""]
+           f"{result['block_size']}, format {result.get('format', 'default')}; OSD {osd}.", ""]
     rows = []
     labels = [("full_changed", "Full (s1)"), ("changed_blocks", "(a) changed-block Incr"),
               ("full_read", "(b) full-read Incr"), ("floor", "(c) floor: list + read")]
