@@ -14,7 +14,7 @@ from .invocation import Invocation
 from .listing import listed_share, of_server
 from .parser import share_options
 
-TO_PASSPHRASE_OPTION = "--to-passphrase-file"
+TO_PASSPHRASE_OPTION = "--to-passphrase-file"  # noqa: S105 - the name of an option, not a passphrase
 
 
 def _copy_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 class JobContext:
     def __init__(self, settings: Settings, passphrase_file: str | None = None, *, passphrase_env: str = keys.ENV,
-                 passphrase_option: str = "--passphrase-file") -> None:
+                 passphrase_option: str = "--passphrase-file") -> None:  # noqa: S107 - an option's name
         self.settings = settings
         self.passphrase_file = passphrase_file
         #: Where an encrypted repository's passphrase comes from, by name (`copy` opens a second
