@@ -11,7 +11,8 @@ A copied backup keeps its id, times, level, consistency, source and every other 
 only its disks' index checksums change when the second repository keys its chunk ids otherwise
 (engine/copying.py). Every block index is a synthetic full, so a copied backup restores without the
 backups it was made relative to: a copy of an Incremental whose Full was not copied is in the second
-repository what an Incremental whose Full was pruned is in the first (its next Differential reads in full).
+repository what an Incremental whose Full was pruned is in the first (its next Differential stores every
+block).
 """
 
 from __future__ import annotations
