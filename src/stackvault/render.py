@@ -188,7 +188,7 @@ def verify(r: dict) -> str:
 
 def copy(r: dict) -> str:
     """`stackvault copy`: one row per backup selected, then what was sent."""
-    rows = [[b["backup_id"], b["level"], _to_second(b["created"]), b["result"], str(b["chunks_sent"]),
+    rows = [[b["backup_id"], b["level"], b["created"], b["result"], str(b["chunks_sent"]),
              human_bytes(b["bytes_sent"])] for b in r["backups"]]
     lines = table(["BACKUP", "LEVEL", "CREATED", "RESULT", "CHUNKS SENT", "SENT"], rows, frozenset({4, 5}))
     how = " (re-encrypted under its keys)" if r["reencrypted"] else ""

@@ -29,6 +29,7 @@ from .helpers import (
     sha256_file,
     tree_listing,
 )
+from .test_older_repository_formats import as_format_1
 
 SIZE = 4 * MIB
 
@@ -219,3 +220,17 @@ def test_a_second_repository_that_cannot_take_the_copy_is_refused(tmp_path: Path
     one_error(refused, "wrong passphrase", "--to-passphrase-file", rc=2)
     assert tree_listing(encrypted.repo) == before
     assert encrypted.run("list").data["backups"] == []
+
+
+@pytest.mark.parametrize("passphrase", [None, "second site"], ids=["plain", "encrypted"])
+def test_a_repository_of_format_1_is_copied(passphrase: str | None, tmp_path: Path, rng: random.Random) -> None:
+    """Its dense `SVFIDX01` indexes are written as the second repository's own (sparse) indexes."""
+    first = Site(tmp_path / "proxy", "site1").make()
+    disk = make_random_image(tmp_path / "disk.img", SIZE, rng)
+    backup_id = first.backup(disk, level="full")["backup_id"]
+    as_format_1(first, backup_id, SIZE)
+    first.run("catalog", "rebuild")
+    second = Site(tmp_path / "proxy", "site2", passphrase).make()
+    assert first.copy_to(second).data["backups_copied"] == 1
+    assert second.run("verify", "--deep").data["ok"]
+    _restores(second, {backup_id: sha256_file(disk)}, tmp_path)

@@ -73,12 +73,15 @@ class DiskCopy:
     """The chunks of one disk's index made present in `dst`; `run` returns the index as `dst` names them."""
 
     def __init__(self, src: Repository, dst: Repository, known: dict[bytes, bytes], workers: int,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], Callable[[int], None]] | None = None) -> None:
+        """`progress`, given the bytes of the disk's distinct chunks, returns the callback told of each
+        chunk's bytes as it is found in `dst` or sent there."""
         self.src, self.dst = src, dst
         self.same = same_chunk_ids(src, dst)
         self.known = {} if self.same else dict(known)
         self.workers = max(1, workers)
-        self.progress = progress
+        self._progress_for = progress
+        self.progress: Callable[[int], None] | None = None
         self.stats = CopyStats()
         self._lock = threading.Lock()
         # A format 3 repository answers "do you hold it" by listing (engine/presence.py); a packed
@@ -92,6 +95,8 @@ class DiskCopy:
         lengths: dict[bytes, int] = {}
         for i, digest in index.data_blocks():
             lengths.setdefault(digest, index.block_length(i))
+        if self._progress_for is not None:
+            self.progress = self._progress_for(sum(lengths.values()))
         to_read: list[tuple[bytes, int]] = []
         for digest, length in lengths.items():
             ours = digest if self.same else self.known.get(digest)
@@ -104,7 +109,7 @@ class DiskCopy:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="sv-copy") as pool:
             for _ in map_bounded(pool, self._send, batched(to_read, BATCH), 2 * self.workers):
                 pass
-        return index if self.same else index.with_digests(self.known.__getitem__)
+        return index.with_digests(None if self.same else self.known.__getitem__)
 
     def _send(self, batch: list[tuple[bytes, int]]) -> None:
         """Read a batch of chunks from `src`; store in `dst` those it lacks."""

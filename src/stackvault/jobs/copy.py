@@ -144,8 +144,8 @@ def _copy_disk(ctx: JobContext, src: Repository, dst: Repository, record: Backup
     index = src.get_index(disk)
     known = {} if same_chunk_ids(src, dst) else _earlier_copy(src, dst, record.backup_id, disk, held)
     workers = max(ctx.settings.workers, dst.parallel_calls)
-    cb = progress(disk.name, disk.size) if progress else None
-    run = DiskCopy(src, dst, known, workers, cb)
+    per_disk = (lambda total: progress(disk.name, total)) if progress else None
+    run = DiskCopy(src, dst, known, workers, per_disk)
     copied = run.run(index)
     stats.add(run.stats)
     dst.flush_packs()  # the chunks are stored before the index naming them, and a resumed copy finds them
