@@ -165,6 +165,9 @@ def test_copy_between_formats(source: tuple[int, str | None], target: tuple[int,
         taken[first.backup(disk, level=level)["backup_id"]] = sha256_file(disk)
     copied = first.copy_to(second).data
     assert copied["backups_copied"] == 2 and copied["chunks_sent"] > 0, copied
+    decrypted = source[1] is not None and target[1] is None
+    assert (copied["status"] == "warning") == decrypted, copied
+    assert any("stored there unencrypted" in w for w in copied["warnings"]) == decrypted, copied
     assert first.copy_to(second).data["chunks_sent"] == 0
     shutil.rmtree(first.repo)
     _restores(second, taken, tmp_path)

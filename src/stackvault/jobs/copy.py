@@ -31,6 +31,7 @@ from .context import JobContext
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class CopiedBackup:
     backup_id: str
@@ -108,6 +109,9 @@ def _copy(ctx: JobContext, target: JobContext, src: Repository, dst: Repository,
     with ctx.lock("read", "copy") as read_lock, target.locked("shared", f"copy from {src.location}"):
         if read_lock.warning:
             report.warnings.append(read_lock.warning)
+        if src.encrypted and not dst.encrypted:  # allowed (require_encryption refuses it), never silent
+            report.warnings.append(f"{src.location} is encrypted and {dst.location} is not: the copies are "
+                                   "stored there unencrypted")
         for record in _selected(src, refs, only, report):
             held = set(dst.backup_ids())
             if record.backup_id in held:
