@@ -224,6 +224,11 @@ def test_a_second_repository_that_cannot_take_the_copy_is_refused(tmp_path: Path
     assert tree_listing(encrypted.repo) == before
     assert encrypted.run("list").data["backups"] == []
 
+    nowhere = tmp_path / "no-repository-here"
+    one_error(first.run("copy", "--to", nowhere, expect=1), "no stackvault repository", "--to", rc=1)
+    assert not nowhere.exists()
+    one_error(first.run("copy", "--to", first.repo, expect=2), "the one copied from", rc=2)
+
 
 @pytest.mark.parametrize("passphrase", [None, "second site"], ids=["plain", "encrypted"])
 def test_a_repository_of_format_1_is_copied(passphrase: str | None, tmp_path: Path, rng: random.Random) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from ..engine.copying import CopyStats, DiskCopy, known_ids, same_chunk_ids
 from ..engine.keys import PassphraseError
 from ..engine.manifest import BackupRecord, DiskRecord
-from ..engine.repository import Repository
+from ..engine.repository import NoRepositoryError, Repository
 from ..errors import StackvaultError, UsageError
 from ..progress import ProgressFactory
 from .context import JobContext
@@ -70,12 +70,17 @@ class CopyReport:
 def open_target(target: JobContext, source: Repository) -> Repository:
     """The second repository, opened (and checked against what this proxy remembers of it) and
     refused when it cannot take the copy, before anything is written to it."""
+    # The errors of opening it name the second repository's own options, not the first's.
     try:
         dst = target.repo
-    except PassphraseError as exc:  # name the second repository's own options, not the first's
-        raise PassphraseError(exc.message, f"check {target.passphrase_env} or {target.passphrase_option}") from None
+    except PassphraseError as exc:
+        raise PassphraseError(exc.message, f"give its passphrase with {target.passphrase_option} PATH or "
+                                           f"{target.passphrase_env}, or run on a terminal to be asked") from None
+    except NoRepositoryError as exc:
+        raise NoRepositoryError(exc.message, f"make it with `stackvault --repo {target.location} init` and the "
+                                             "same --block-size, or pass the right --to") from None
     if dst.id == source.id:
-        raise UsageError(f"{dst.location} is the repository copied from ({source.location})",
+        raise UsageError(f"{dst.location} is repository {dst.id}, the one copied from",
                          "pass another repository to --to")
     if dst.config.block_size != source.config.block_size:
         ours, theirs = source.config.block_size >> 10, dst.config.block_size >> 10
