@@ -106,10 +106,16 @@ class DiskCopy:
                     self.progress(length)
             else:
                 to_read.append((digest, length))
+        if self.src.packed:  # in pack order: a batch's neighbours in one pack come with one ranged read
+            to_read.sort(key=self._place)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="sv-copy") as pool:
             for _ in map_bounded(pool, self._send, batched(to_read, BATCH), 2 * self.workers):
                 pass
         return index.with_digests(None if self.same else self.known.__getitem__)
+
+    def _place(self, item: tuple[bytes, int]) -> tuple[bytes, int]:
+        loc = self.src.chunk_location(item[0])
+        return (loc.pack_id, loc.offset) if loc is not None else (b"", 0)
 
     def _send(self, batch: list[tuple[bytes, int]]) -> None:
         """Read a batch of chunks from `src`; store in `dst` those it lacks."""
