@@ -5,7 +5,7 @@
 #    source ~/.local/share/bash_completion/stackvault
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_stackvault_subparsers=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
+_shtab_stackvault_subparsers=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc copy trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
 
 _shtab_stackvault_init_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --block-size --compression-level --encrypt --format --pack-size)
 _shtab_stackvault_key_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --new-passphrase-file)
@@ -21,6 +21,7 @@ _shtab_stackvault_verify_option_strings=(-h --help --config --repo --workdir --c
 _shtab_stackvault_forget_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring)
 _shtab_stackvault_prune_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --dry-run)
 _shtab_stackvault_gc_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --grace --dry-run)
+_shtab_stackvault_copy_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --to --to-passphrase-file --source --server --availability-zone --shard)
 _shtab_stackvault_trust_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring)
 _shtab_stackvault_state_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --source --config-out --force --yes)
 _shtab_stackvault_recover_option_strings=(-h --help --config --repo --workdir --catalog --json -q --quiet -v --verbose --debug --wait --progress-interval --os-cloud --passphrase-file --ceph-conf --ceph-client --ceph-keyring --config-out --force --yes)
@@ -43,14 +44,14 @@ _shtab_stackvault_backup___level_choices=(full incremental differential)
 _shtab_stackvault_backup___require_consistency_choices=(application unknown crash)
 _shtab_stackvault_jobs_pos_0_choices=(show)
 _shtab_stackvault_jobs___status_choices=(success warning partial failed running interrupted)
-_shtab_stackvault_jobs___kind_choices=(backup forget gc policy prune restore verify)
+_shtab_stackvault_jobs___kind_choices=(backup copy forget gc policy prune restore verify)
 _shtab_stackvault_restore___format_choices=(raw qcow2)
 _shtab_stackvault_doctor___require_consistency_choices=(application unknown crash)
 _shtab_stackvault_trust_pos_0_choices=(accept)
 _shtab_stackvault_state_pos_0_choices=(rebuild backup restore)
 _shtab_stackvault_catalog_pos_0_choices=(rebuild)
 _shtab_stackvault_files_pos_1_choices=(ls find cat get)
-_shtab_stackvault_pos_0_choices=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
+_shtab_stackvault_pos_0_choices=(init key backup list show jobs restore doctor guest-hook cleanup verify forget prune gc copy trust state recover catalog files mount serve-nbd run-policy server api metrics notify)
 
 _shtab_stackvault_init__h_nargs=0
 _shtab_stackvault_init___help_nargs=0
@@ -178,6 +179,15 @@ _shtab_stackvault_gc__v_nargs=0
 _shtab_stackvault_gc___verbose_nargs=0
 _shtab_stackvault_gc___debug_nargs=0
 _shtab_stackvault_gc___dry_run_nargs=0
+_shtab_stackvault_copy_pos_0_nargs='*'
+_shtab_stackvault_copy__h_nargs=0
+_shtab_stackvault_copy___help_nargs=0
+_shtab_stackvault_copy___json_nargs=0
+_shtab_stackvault_copy__q_nargs=0
+_shtab_stackvault_copy___quiet_nargs=0
+_shtab_stackvault_copy__v_nargs=0
+_shtab_stackvault_copy___verbose_nargs=0
+_shtab_stackvault_copy___debug_nargs=0
 _shtab_stackvault_trust__h_nargs=0
 _shtab_stackvault_trust___help_nargs=0
 _shtab_stackvault_trust___json_nargs=0

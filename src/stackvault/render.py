@@ -186,6 +186,24 @@ def verify(r: dict) -> str:
     return "\n".join(lines)
 
 
+def copy(r: dict) -> str:
+    """`stackvault copy`: one row per backup selected, then what was sent."""
+    rows = [[b["backup_id"], b["level"], b["created"], b["result"], str(b["chunks_sent"]),
+             human_bytes(b["bytes_sent"])] for b in r["backups"]]
+    lines = table(["BACKUP", "LEVEL", "CREATED", "RESULT", "CHUNKS SENT", "SENT"], rows, frozenset({4, 5}))
+    how = " (re-encrypted under its keys)" if r["reencrypted"] else ""
+    if not rows:
+        lines = ["no backup selected: nothing to copy"]
+    elif r["backups_copied"]:
+        lines.append(f"copied {r['backups_copied']} backups to {r['to']}{how}, skipped {r['backups_skipped']} "
+                     f"it held already: sent {r['chunks_sent']} chunks ({human_bytes(r['bytes_sent'])}), "
+                     f"{r['chunks_held']} were there")
+    else:
+        lines.append(f"nothing to send: {r['to']} holds every selected backup ({r['backups_skipped']} skipped)")
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines)
+
+
 def prune(r: dict) -> str:
     verb = "would remove" if r["dry_run"] else "removed"
     lines = [f"kept {len(r['kept'])} backups, {verb} {len(r['removed'])}"]

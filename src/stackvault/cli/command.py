@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_DAMAGED = 0, 1, 3  # the others are errors.py's, raised
 
 #: The modules holding commands, in the order `stackvault --help` lists their commands.
-FAMILIES = ("repository", "backup", "listing", "history", "restore", "consistency", "maintenance", "proxy",
+FAMILIES = ("repository", "backup", "listing", "history", "restore", "consistency", "maintenance", "copy", "proxy",
             "files", "service", "api", "observe")
 
 Renderer = Callable[[dict], str]

@@ -32,9 +32,8 @@ def list_backups(inv: Invocation) -> Outcome:
     except CatalogError as exc:  # the repository holds the truth: list its records, and say why
         rows, synced, unlisted = *_records(ctx, inv.disk_key(args.source)), exc
     if args.server:
-        rows = [r for r in rows if args.server in ((r.source or {}).get("server", {}).get("id"),
-                                                   (r.source or {}).get("server", {}).get("name"))]
-    share = _listed_share(args)
+        rows = [r for r in rows if of_server(r.source or {}, args.server)]
+    share = listed_share(args)
     if share is not None:
         rows = [r for r in rows if share.covers_backup(r.source or {})]
     result = render.list_result(rows, synced["missing"], synced["damaged"],
@@ -71,8 +70,13 @@ def _records(ctx: JobContext, disk_key: str | None) -> tuple[list, dict]:
                   "damaged": [{"backup_id": b, "problem": e.problem} for b, e in sorted(damaged.items())]}
 
 
-def _listed_share(args: argparse.Namespace):  # a cloud.inventory.Selection or None
-    """`list --availability-zone / --shard`: the backups of one proxy's share (only when asked for)."""
+def of_server(source: dict, server: str) -> bool:
+    """Whether a backup whose record's `source` is this was made of the server named (by name or id)."""
+    return server in (source.get("server", {}).get("id"), source.get("server", {}).get("name"))
+
+
+def listed_share(args: argparse.Namespace):  # a cloud.inventory.Selection or None
+    """`list` or `copy --availability-zone / --shard`: the backups of one proxy's share (only when asked for)."""
     if not (args.availability_zone or args.shard):
         return None
     from ..cloud.inventory import Selection

@@ -34,7 +34,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import blake3
 import zstandard
@@ -174,6 +174,18 @@ class BlockIndex:
         """The distinct non-zero digests: the chunks this disk needs."""
         view = memoryview(self._digests)
         return {bytes(view[k : k + DIGEST_SIZE]) for k in range(0, len(view), DIGEST_SIZE)}
+
+    def with_digests(self, renamed: Callable[[bytes], bytes] | None = None) -> BlockIndex:
+        """The same runs with each data block's digest replaced by `renamed(digest)` (kept without
+        it): the index of this disk as another repository stores it (`stackvault copy`). Its checksum
+        is that of the body `to_bytes` writes, also for an index read from `SVFIDX01`, which keeps
+        the checksum of its dense digests."""
+        digests: bytes | bytearray | memoryview = self._digests
+        if renamed is not None:
+            view, digests = memoryview(self._digests), bytearray()
+            for k in range(0, len(view), DIGEST_SIZE):
+                digests += renamed(bytes(view[k : k + DIGEST_SIZE]))
+        return BlockIndex(self.block_size, self.disk_size, self.backup_id, self._starts, self._counts, digests)
 
     def checksum(self) -> bytes:
         """What the backup record names as `index_checksum`: BLAKE3 of the body this index was read

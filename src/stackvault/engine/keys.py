@@ -52,6 +52,8 @@ MAX_SLOTS_TRIED = 16
 _UNLOCK_WORK = 4 * _MAX_WORK
 ENV = "STACKVAULT_PASSPHRASE"
 NEW_ENV = "STACKVAULT_NEW_PASSPHRASE"
+#: The passphrase of the repository `stackvault copy` copies to.
+TO_ENV = "STACKVAULT_TO_PASSPHRASE"
 
 
 class PassphraseError(UsageError):
@@ -298,16 +300,17 @@ def _interactive() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-def passphrase(location: str, file: str | None) -> str:
-    """The passphrase of an existing repository: --passphrase-file, else the environment, else a prompt."""
+def passphrase(location: str, file: str | None, env: str = ENV, option: str = "--passphrase-file") -> str:
+    """The passphrase of an existing repository: the file (`option`), else the environment variable
+    `env`, else a prompt. `copy` asks the same way for its second repository, under its own names."""
     if file:
         return _read_file(file)
-    if ENV in os.environ:
-        return os.environ[ENV]
+    if env in os.environ:
+        return os.environ[env]
     if _interactive():
         return getpass.getpass(f"passphrase for {location}: ")
     raise PassphraseError(f"repository {location} is encrypted and no passphrase was given",
-                          f"set {ENV}, pass --passphrase-file PATH, or run on a terminal to be asked")
+                          f"set {env}, pass {option} PATH, or run on a terminal to be asked")
 
 
 def new_passphrase(location: str, file: str | None, env: str, option: str) -> str:

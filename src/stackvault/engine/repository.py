@@ -165,6 +165,10 @@ class Garbage:
         return self.dead_chunks if self.kept_index is not None else len(self.chunks)
 
 
+class NoRepositoryError(RepositoryError):
+    """No repository at the location given (a command given two names the option in its fix)."""
+
+
 def resolve_prefix(ref: str, ids: list[str], where: str) -> str:
     """The one id of `ids` that `ref` is, or is a unique prefix of; `where` names the place in errors."""
     if ref in ids:
@@ -263,8 +267,8 @@ class Repository:
         try:
             raw = backend.get(CONFIG, MAX_CONFIG_BYTES)
         except KeyError:
-            raise RepositoryError(f"no stackvault repository at {backend.location}",
-                                  "create one with `stackvault init`, or pass the right --repo") from None
+            raise NoRepositoryError(f"no stackvault repository at {backend.location}",
+                                    "create one with `stackvault init`, or pass the right --repo") from None
         except ObjectTooLargeError as exc:
             raise DamagedObjectError(f"repository config at {backend.location} is damaged ({exc.problem})",
                                      _FIX_CONFIG) from None

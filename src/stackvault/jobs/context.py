@@ -23,9 +23,14 @@ if TYPE_CHECKING:
 
 
 class JobContext:
-    def __init__(self, settings: Settings, passphrase_file: str | None = None) -> None:
+    def __init__(self, settings: Settings, passphrase_file: str | None = None, *, passphrase_env: str = keys.ENV,
+                 passphrase_option: str = "--passphrase-file") -> None:  # noqa: S107 - an option's name
         self.settings = settings
         self.passphrase_file = passphrase_file
+        #: Where an encrypted repository's passphrase comes from, by name (`copy` opens a second
+        #: repository with a context of its own, its passphrase given under other names).
+        self.passphrase_env = passphrase_env
+        self.passphrase_option = passphrase_option
 
     @cached_property
     def _store(self) -> Backend:
@@ -61,7 +66,7 @@ class JobContext:
 
     def passphrase(self) -> str:
         """An encrypted repository's passphrase: --passphrase-file, STACKVAULT_PASSPHRASE, or a prompt."""
-        return keys.passphrase(self.location, self.passphrase_file)
+        return keys.passphrase(self.location, self.passphrase_file, self.passphrase_env, self.passphrase_option)
 
     @cached_property
     def catalog(self) -> Catalog:

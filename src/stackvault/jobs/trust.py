@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 import blake3
 
 from ..engine.atomic import write_atomic
-from ..engine.keys import ENV
 from ..engine.repository import Repository
 from ..errors import RepositoryError, warn
 
@@ -99,9 +98,9 @@ def remember(workdir: Path, repo: Repository, newest_backup: str | None) -> None
 def passphrase_given(ctx: JobContext) -> str | None:
     """How a passphrase was given without being asked for (a prompt is only made for encrypted ones)."""
     if ctx.passphrase_file:
-        return "--passphrase-file"
-    if ENV in os.environ:
-        return ENV
+        return ctx.passphrase_option
+    if ctx.passphrase_env in os.environ:
+        return ctx.passphrase_env
     return None
 
 

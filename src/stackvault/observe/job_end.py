@@ -16,7 +16,7 @@ from .notify import Item, JobEnd
 T = TypeVar("T")
 
 #: Commands that run a job whose end may be notified (with `state`, only `state backup`).
-JOB_COMMANDS = ("backup", "restore", "verify", "prune", "gc", "forget", "state", "run-policy")
+JOB_COMMANDS = ("backup", "restore", "verify", "prune", "gc", "forget", "copy", "state", "run-policy")
 
 
 def notified(run: Callable[[argparse.Namespace], T], result_of: Callable[[T], dict],
