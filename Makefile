@@ -20,13 +20,13 @@ lint: bootstrap
 # the slower tiers run too: the slow tests on a fast cloud, everything that boots real QEMU guests, and
 # OpenStack's own API tests (Tempest) against the dev cloud.
 test: bootstrap lint
-	@DEVCLOUD_FAST=1 .venv/bin/pytest -m "not slow and not guest" $(PYTEST_ARGS)
+	@DEVCLOUD_FAST=1 .venv/bin/pytest -m "not slow and not guest" --durations=15 $(PYTEST_ARGS)
 	@if [ "$${CI:-}" = "true" ]; then $(MAKE) --no-print-directory test-slow; fi
 
 test-slow: bootstrap
-	@DEVCLOUD_FAST=1 ./scripts/pytest-tier -m "slow and not guest" $(PYTEST_ARGS)
+	@DEVCLOUD_FAST=1 ./scripts/pytest-tier -m "slow and not guest" --durations=25 $(PYTEST_ARGS)
 	@TEMPEST_STOP_CLOUD=1 ./scripts/tempest
-	@./scripts/pytest-tier -m guest $(PYTEST_ARGS)
+	@./scripts/pytest-tier -m guest --durations=25 $(PYTEST_ARGS)
 
 test-all: test test-slow
 

@@ -176,6 +176,7 @@ def test_copy_between_formats(source: tuple[int, str | None], target: tuple[int,
     assert ("packs" in stored) == (target[0] == 4) and ("chunks" in stored) == (target[0] == 3), stored
 
 
+@pytest.mark.slow  # two kills and reruns with gc and deep verifies: ~15 s
 @pytest.mark.parametrize("fmt", [3, 4], ids=["format3", "format4"])
 def test_a_copy_killed_mid_way_finishes_when_run_again(fmt: int, tmp_path: Path, rng: random.Random) -> None:
     first = Site(tmp_path / "proxy", "site1").make()
@@ -232,6 +233,7 @@ def test_a_second_repository_that_cannot_take_the_copy_is_refused(tmp_path: Path
     one_error(first.run("copy", "--to", first.repo, expect=2), "the one copied from", rc=2)
 
 
+@pytest.mark.slow  # an old format, each way: ~7 s
 @pytest.mark.parametrize("passphrase", [None, "second site"], ids=["plain", "encrypted"])
 def test_a_repository_of_format_1_is_copied(passphrase: str | None, tmp_path: Path, rng: random.Random) -> None:
     """Its dense `SVFIDX01` indexes are written as the second repository's own (sparse) indexes."""
