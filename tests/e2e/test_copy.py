@@ -149,6 +149,24 @@ def test_a_backup_copied_without_its_full_restores(tmp_path: Path, rng: random.R
     assert second.run("verify", "--deep").data["ok"]
 
 
+def test_what_the_second_repository_forgot_stays_forgotten_unless_named(tmp_path: Path, rng: random.Random) -> None:
+    first = Site(tmp_path / "proxy", "site1").make()
+    second = Site(tmp_path / "proxy", "site2").make()
+    disk = make_random_image(tmp_path / "disk.img", SIZE, rng)
+    old = first.backup(disk, level="full")["backup_id"]
+    change_blocks(disk, [2, 6], rng)
+    new = first.backup(disk, level="incremental")["backup_id"]
+    first.copy_to(second)
+    second.run("forget", old)  # the second site keeps less than the first
+
+    again = first.copy_to(second).data
+    assert {b["backup_id"]: b["result"] for b in again["backups"]} == {old: "forgotten", new: "skipped"}, again
+    assert again["chunks_sent"] == 0 and old not in second.run("list").stdout
+    named = first.copy_to(second, old).data
+    assert named["backups_copied"] == 1 and old in second.run("list").stdout, named
+    assert second.run("verify", "--deep").data["ok"]
+
+
 @pytest.mark.parametrize(("source", "target"), [
     ((3, None), (4, "packs at the second site")),
     ((4, "packs at the first site"), (3, None)),

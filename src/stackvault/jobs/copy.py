@@ -37,12 +37,14 @@ class CopiedBackup:
     backup_id: str
     level: str
     created: str
-    copied: bool  # False: the second repository held it already
+    copied: bool  # False: the second repository held it already, or forgot it
     stats: CopyStats = field(default_factory=CopyStats)
+    forgotten: bool = False  # a prune or forget of the second repository removed it there
 
     def to_dict(self) -> dict:
+        result = "copied" if self.copied else "forgotten" if self.forgotten else "skipped"
         return {"backup_id": self.backup_id, "level": self.level, "created": self.created,
-                "result": "copied" if self.copied else "skipped", "chunks_sent": self.stats.chunks_sent,
+                "result": result, "chunks_sent": self.stats.chunks_sent,
                 "bytes_sent": self.stats.bytes_sent, "chunks_held": self.stats.chunks_held}
 
 
@@ -119,15 +121,18 @@ def _copy(ctx: JobContext, target: JobContext, src: Repository, dst: Repository,
                                    "stored there unencrypted")
         for record in _selected(src, refs, only, report):
             held = set(dst.backup_ids())
-            if record.backup_id in held:
-                report.backups.append(CopiedBackup(record.backup_id, record.level, record.created, copied=False))
+            # REPO2's own retention stands: what its prune or forget removed comes back only by name
+            forgotten = not refs and dst.was_forgotten(record.backup_id)
+            if record.backup_id in held or forgotten:
+                report.backups.append(CopiedBackup(record.backup_id, record.level, record.created, copied=False,
+                                                   forgotten=forgotten and record.backup_id not in held))
                 continue
             copied = CopiedBackup(record.backup_id, record.level, record.created, copied=True)
             disks = [_copy_disk(ctx, src, dst, record, disk, held, copied.stats, progress) for disk in record.disks]
-            dst.commit_backup(replace(record, disks=disks))  # last: the backup exists in the copy from here
             proof = src.proofs.load(record.backup_id)
-            if proof is not None:
-                dst.proofs.save(proof)
+            if proof is not None and (dst.encrypted <= src.encrypted):  # a plain store's proof is no proof
+                dst.proofs.save(proof)  # before the record: a copy killed in between still has it next time
+            dst.commit_backup(replace(record, disks=disks))  # last: the backup exists in the copy from here
             log.info("copy: backup %s committed in %s: %d chunks sent (%d bytes), %d already there",
                      record.backup_id, dst.location, copied.stats.chunks_sent, copied.stats.bytes_sent,
                      copied.stats.chunks_held)
