@@ -59,6 +59,9 @@ def listen_address(text: str, origin: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+#: The longest `full_every_days` a policy takes (a century).
+MAX_FULL_EVERY_DAYS = 36_500
+
 def whole_number(value: object, origin: str, minimum: int = 0) -> int:
     """A whole number >= `minimum` from TOML, the environment or the command line; `origin` names it.
 
@@ -520,6 +523,9 @@ def parse_policy(name: str, entry: object, source: Path | str) -> Policy:
             raise UsageError(f"{origin} must be a table of strings", 'write e.g. { backup = "yes" }')
         elif key == "full_every_days":
             value = whole_number(value, origin)
+            if value > MAX_FULL_EVERY_DAYS:  # a date that far out overflows: no schedule could run
+                raise UsageError(f"bad value {value} for {origin}: more than {MAX_FULL_EVERY_DAYS} days",
+                                 "write 0 for no Full forced by age")
         elif key == "verify_sample_percent":
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100):
                 raise UsageError(f"bad value {value!r} for {origin}: not a percentage from 0 to 100",

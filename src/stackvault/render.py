@@ -253,8 +253,7 @@ def state_saved(r: dict) -> str:
 
 def state_restored(r: dict) -> str:
     text = f"restored proxy state {r['state_id']}: {r['state_files']} state files"
-    text += f", config written to {r['config']}" if r["config"] else ""
-    return text + (f", policies put back in the catalog: {', '.join(r['policies'])}" if r["policies"] else "")
+    return text + (f", config written to {r['config']}" if r["config"] else "")
 
 
 def recovered(r: dict) -> str:
@@ -266,6 +265,7 @@ def recovered(r: dict) -> str:
         lines.append(f"policies written through the API put back in the catalog: {', '.join(r['policies'])}")
     if r.get("warning"):
         lines.append(f"warning: {r['warning']}")
+    lines += [f"warning: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -112,6 +112,11 @@ def test_a_config_policy_is_changed_in_the_config_only(api: Api):
     ({"all": True, "level": "full"},
      "level of policy '{name}' in the request body must be incremental or differential",
      "Fulls come from full_on and full_every_days; level is what runs between them"),
+    ({"all": True, "full_every_days": 10**9},
+     "bad value 1000000000 for full_every_days of policy '{name}' in the request body: more than 36500 days",
+     "write 0 for no Full forced by age"),
+    ({"all": True, "os_cloud": "another-cloud-admin"},
+     "policy '{name}' in the request body names os_cloud, the proxy's own clouds.yaml entry", None),
 ])
 def test_a_body_the_configs_parser_refuses_is_400_with_its_words(api: Api, body: dict, message: str, fix: str | None):
     name = _name()
@@ -134,6 +139,9 @@ def test_a_policy_needs_a_project_and_a_name(api: Api):
                              timeout=60)
     assert not_json.status_code == 400, not_json.text
     assert not_json.json()["error"]["message"] == "the request body is not a JSON object"
+    huge = _call(api, "POST", "/v1/policies", api.a.tokens["reader"],
+                 {"name": _name(), "project": api.a.id, "servers": ["x" * 1000] * 1000})
+    assert huge.status_code == 413, "a body of a MiB is refused before it is read, whoever sends it"
 
 
 def test_a_server_a_written_policy_selects_is_protected_and_run_policy_backs_it_up(api: Api):

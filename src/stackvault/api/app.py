@@ -36,10 +36,16 @@ _AUTH_KEYS = ("auth_url", "username", "password", "user_id", "project_name", "pr
               "user_domain_id", "project_domain_name", "project_domain_id")
 
 
+#: The largest request body the API reads.
+MAX_BODY_BYTES = 256 * 1024
+
 def create_app(settings: Settings, *, authenticate: bool = True, passphrase_file: str | None = None) -> Flask:
     """The API's Flask application; `authenticate=False` leaves out keystonemiddleware (the OpenAPI
     document and the routes' tests without a cloud: every protected route then answers 401)."""
     app = Flask("stackvault.api")
+    # Every body the API takes (a policy, a restore, a login form) is a few KiB: a larger one is a 413
+    # before anything parses it, whoever sends it.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider's; keep the documented order
     svc = ApiService(settings, passphrase_file)
     app.extensions["stackvault"] = svc

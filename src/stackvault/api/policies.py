@@ -9,21 +9,19 @@ answered as one that does not exist.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from http import HTTPStatus
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..catalog.policies import POLICY_NAME
 from ..config import Policy, parse_policy
 from ..errors import NotFoundError, UsageError
 from .faults import ApiError
-from .scope import Scope, caller, scope, service
+from .scope import Scope, caller, json_object, scope, service
 
 blueprint = Blueprint("policies", __name__)
 
-#: A written policy's name: one URL path segment, and a queue name to which `/full-verify` is appended.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: Where a written policy's errors say it is.
 BODY = "the request body"
 
@@ -140,11 +138,13 @@ def policy_list(within: Scope) -> list[dict]:
 
 
 def _create():
-    body = request.get_json(silent=True)
-    project = body.get("project") if isinstance(body, dict) else None
+    # the rule first, for the caller's own project: a project-scoped body is parsed only for one who
+    # may create policies at all (an admin), then the rule again for the project it names
+    _require("stackvault:policy:create", caller().project_id)
+    project = json_object().get("project")
     _require("stackvault:policy:create", project if isinstance(project, str) and project else caller().project_id)
-    name = _body().get("name")
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+    name = json_object().get("name")
+    if not isinstance(name, str) or not POLICY_NAME.fullmatch(name):
         raise UsageError(f"bad policy name {name!r} in {BODY}",
                          "give `name`: letters, digits, `_`, `.` and `-`, up to 100, beginning with a letter or digit")
     if name in service().settings.policies:
@@ -161,23 +161,21 @@ def _create():
 
 def _keys(name: str) -> dict:
     """The request's policy keys (its `name`, when given, is the policy's): a `[policy.NAME]` table's."""
-    body = _body()
+    body = json_object()
     if body.get("name", name) != name:
         raise UsageError(f"{BODY} names policy {body['name']!r}, the path {name!r}", "a policy keeps its name: "
                          "write a new one with POST /v1/policies and delete this one")
     keys = {key: value for key, value in body.items() if key != "name"}
+    if "os_cloud" in keys:
+        raise UsageError(f"policy {name!r} in {BODY} names os_cloud, the proxy's own clouds.yaml entry",
+                         "leave os_cloud out: a policy written through the API backs up with the clouds.yaml "
+                         "entry of `stackvault server`'s config; a policy of another cloud is written there")
     if not isinstance(keys.get("project"), str) or not keys["project"]:
         raise UsageError(f"policy {name!r} in {BODY} names no project",
                          "give `project`: the id of the project whose servers and volumes it backs up")
     return keys
 
 
-def _body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise UsageError(f"{BODY} is not a JSON object", "send the policy's keys as one object, with Content-Type: "
-                         "application/json")
-    return body
 
 
 def _parsed(name: str, keys: dict) -> Policy:

@@ -12,14 +12,14 @@ import threading
 import uuid
 from http import HTTPStatus
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from ..engine.repository import resolve_prefix
 from ..errors import NotFoundError, UsageError
 from .delegation import trust_from
 from .faults import ApiError
 from .restore_runs import RestorePhase, RestoreRun, run_restore
-from .scope import Scope, scope, server_of, service, visible_backups
+from .scope import Scope, json_object, scope, server_of, service, visible_backups
 from .servers import caller_connection
 
 blueprint = Blueprint("restores", __name__)
@@ -113,7 +113,7 @@ def create_restore():
         404: {description: no such backup in the caller's project (another project's is not told apart)}
     """
     within = scope("stackvault:restore:create")
-    body = request.get_json(silent=True) or {}
+    body = json_object(required=False)
     run = start_restore(within, str(body.get("backup_id") or ""), str(body.get("name") or ""),
                         body.get("flavor"), body.get("network"))
     response = jsonify({"restore": run.to_dict()})

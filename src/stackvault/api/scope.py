@@ -15,6 +15,7 @@ from http import HTTPStatus
 from flask import current_app, request
 
 from ..catalog.models import BackupRow
+from ..errors import UsageError
 from .access import Caller
 from .faults import ApiError
 from .service import ApiService
@@ -35,6 +36,18 @@ def service() -> ApiService:
 
 def caller() -> Caller:
     return Caller.from_environ(request.environ)
+
+
+def json_object(*, required: bool = True) -> dict:
+    """The request's JSON body, which must be one object (`{}` for no body when not `required`): a
+    list or a string in its place is a 400 naming it, never a 500."""
+    body = request.get_json(silent=True)
+    if body is None and not required and not request.get_data(cache=True):
+        return {}
+    if not isinstance(body, dict):
+        raise UsageError("the request body is not a JSON object", "send the keys as one object, with "
+                         "Content-Type: application/json")
+    return body
 
 
 def asks_all_projects() -> bool:

@@ -11,7 +11,7 @@ import threading
 from http import HTTPStatus
 from types import SimpleNamespace
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from ..cloud.inventory import Selection, selects
 from ..cloud.servers import find_server, set_server_metadata, visible_servers
@@ -20,7 +20,7 @@ from ..errors import NotFoundError, StackvaultError, UsageError
 from ..service.policy_run import policy_selection
 from .access import Caller
 from .faults import ApiError
-from .scope import Scope, cross_project, newest_backups, scope, server_of, service
+from .scope import Scope, cross_project, json_object, newest_backups, scope, server_of, service
 
 blueprint = Blueprint("servers", __name__)
 log = logging.getLogger("stackvault.api")
@@ -147,7 +147,7 @@ def back_up_server(server_id: str):
     from ..jobs.cloud_backup import back_up_cloud
 
     within = scope("stackvault:server:backup")
-    body = request.get_json(silent=True) or {}
+    body = json_object(required=False)
     try:
         level = BackupLevel(body.get("level", BackupLevel.INCREMENTAL))
     except ValueError:

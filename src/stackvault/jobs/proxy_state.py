@@ -5,7 +5,7 @@ saved copy makes a new proxy's first Incremental as fast as the old one's, and t
 configuration means a new proxy needs nothing but the repository's location and the credentials.
 `state backup` writes `proxy-state/<id>.tar.zst` (a checksummed, compressed tar of the working
 directory, the config file and the policies written through the API, which live in the catalog and
-nowhere else); `state restore` and `recover` bring them back.
+nowhere else); `state restore` brings back the first two, `recover` all three.
 
 In an encrypted repository the object is sealed like every other (engine/crypto.py): the config is
 saved whole, secrets included, and what is read back is authenticated. A plain repository's store
@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 import blake3
 import zstandard
 
+from ..config import parse_policy
 from ..engine.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from ..errors import NotFoundError, RepositoryError, UsageError
 from ..storage.base import ObjectTooLargeError
@@ -161,7 +162,7 @@ def backup_state(ctx: JobContext) -> dict:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
                 config_saved = True
-        policies = _stored_policies(ctx, warnings)
+        policies = _stored_policies(ctx)
         if policies:
             data = json.dumps(policies, sort_keys=True).encode()
             info = tarfile.TarInfo(POLICIES_MEMBER)
@@ -176,26 +177,19 @@ def backup_state(ctx: JobContext) -> dict:
             "bytes": len(blob), "warnings": warnings, "level": "full"}
 
 
-def _stored_policies(ctx: JobContext, warnings: list[str]) -> dict[str, dict]:
-    """The catalog's policies of this repository; a catalog that cannot be read costs them a warning,
-    not the working state and config saved beside them."""
+def _stored_policies(ctx: JobContext) -> dict[str, dict]:
+    """The catalog's policies of this repository. A catalog that cannot be read fails the state backup:
+    saved without them, the newest state would be the one `recover` takes, and they would be lost."""
     from ..catalog.policies import StoredPolicies
 
-    try:
-        return StoredPolicies(ctx.catalog, ctx.repo.id).all()
-    except Exception as exc:  # noqa: BLE001  # any catalog failure: the rest is still worth saving
-        warnings.append(f"the policies written through the API were not saved (the catalog: {_first_line(exc)})")
-        return {}
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return StoredPolicies(ctx.catalog, ctx.repo.id).all()
 
 
 #: Bounds on what a saved state may make a proxy read: the whole tar (the working state of many
 #: large disks fits), and the config (a page of settings), so a crafted object cannot exhaust memory.
 MAX_STATE_BYTES = 1 << 36
 MAX_CONFIG_BYTES = 1 << 20
+MAX_POLICIES_BYTES = 1 << 28  # thousands of policies of a few KiB each (the API takes 256 KiB bodies)
 MAX_SAVED_BYTES = MAX_STATE_BYTES + (MAX_STATE_BYTES >> 7) + (1 << 20)
 _COPY = 1 << 20
 
@@ -255,16 +249,18 @@ class _Bounded(io.RawIOBase):
 
 def restore_state(ctx: JobContext, state_id: str | None = None, config_out: Path | None = None,
                   force: bool = False, confirm: Confirm = None) -> dict:
-    """Write a saved state's files into the working state, its config to `config_out` and its
-    policies into the catalog (those the catalog lacks: a policy changed since is kept as it is now)."""
-    result, policies = _restore_state(ctx, state_id, config_out, force, True, confirm)
-    return {**result, "policies": put_back_policies(ctx, policies)}
+    """Write a saved state's files into the working state and its config to `config_out`. Its
+    policies are left in the saved state: the catalog's are newer (a policy deleted through the API
+    since stays deleted); `recover`, whose catalog starts empty, puts them back."""
+    return _restore_state(ctx, state_id, config_out, force, include_state=True, confirm=confirm)[0]
 
 
-def _restore_state(ctx: JobContext, state_id: str | None, config_out: Path | None, force: bool,
-                   include_state: bool, confirm: Confirm) -> tuple[dict, dict[str, dict]]:
-    """Write a saved state's files and config as `restore_state` does; its policies are returned, for
-    the caller to write once the catalog is ready (`recover` rebuilds it first).
+def _restore_state(ctx: JobContext, state_id: str | None, config_out: Path | None, force: bool, *,
+                   include_state: bool, confirm: Confirm,
+                   policies_problems: list[str] | None = None) -> tuple[dict, dict[str, dict]]:
+    """Write a saved state's files and config as `restore_state` does. With `policies_problems` (a
+    list for what is wrong with them), its policies are read too and returned, for the caller to write
+    once the catalog is ready; they are shown with the rest when the operator is asked.
 
     Nothing is written before everything was checked: the config file to write does not exist (or
     `force`), the saved config loads, and the state is authenticated (an encrypted repository) or
@@ -277,8 +273,11 @@ def _restore_state(ctx: JobContext, state_id: str | None, config_out: Path | Non
     for name, stream in _members(chosen, blob):
         if include_state and STATE_FILE.fullmatch(name):
             names.append(name)
-        elif name == POLICIES_MEMBER:
-            policies = _saved_policies(chosen, stream.read(MAX_CONFIG_BYTES + 1))
+        elif name == POLICIES_MEMBER and policies_problems is not None:
+            try:
+                policies = _saved_policies(chosen, stream.read(MAX_POLICIES_BYTES + 1))
+            except RepositoryError as exc:  # the config and working state are still worth having
+                policies_problems.append(str(exc))
         elif name == CONFIG_MEMBER and config_out is not None:
             config = stream.read(MAX_CONFIG_BYTES + 1)
             if len(config) > MAX_CONFIG_BYTES:
@@ -286,7 +285,7 @@ def _restore_state(ctx: JobContext, state_id: str | None, config_out: Path | Non
                                       "it was not written by stackvault: write the config by hand")
     settings = _saved_settings(chosen, config)
     if names or config is not None or policies:
-        _accept(ctx, chosen, settings, confirm)
+        _accept(ctx, chosen, settings, confirm, policies)
     state_dir = ctx.state.dir
     if names:
         os.makedirs(state_dir, exist_ok=True)
@@ -305,24 +304,34 @@ def _saved_policies(state_id: str, data: bytes) -> dict[str, dict]:
     """The saved policies, checked for shape only: what they say is checked by the config's parser
     whenever they are read from the catalog, as for a policy written through the API."""
     try:
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ValueError("larger than 1 MiB")
+        if len(data) > MAX_POLICIES_BYTES:
+            raise ValueError(f"larger than {MAX_POLICIES_BYTES >> 20} MiB")
         found = json.loads(data)
         if not (isinstance(found, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in found.items())):
             raise ValueError("not an object of policies")
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RepositoryError(f"the policies in saved proxy state {state_id} are damaged: {exc}",
-                              "restore an older one with `stackvault state restore ID`, or write them again "
-                              "through the API") from None
+        raise RepositoryError(f"the policies in saved proxy state {state_id} are damaged ({exc}) and were "
+                              "not put back", "write them again through the API") from None
     return found
 
 
-def put_back_policies(ctx: JobContext, policies: dict[str, dict]) -> list[str]:
-    """Write saved policies the catalog lacks; the names written."""
-    from ..catalog.policies import StoredPolicies
+def _put_back_policies(ctx: JobContext, policies: dict[str, dict], problems: list[str]) -> list[str]:
+    """Write saved policies the catalog lacks; the names written. One that the API would not take (a
+    name that is no URL segment, keys the config's parser refuses) is left out and said in `problems`."""
+    from ..catalog.policies import POLICY_NAME, StoredPolicies
 
-    stored = StoredPolicies(ctx.catalog, ctx.repo.id)
-    return [name for name, keys in sorted(policies.items()) if stored.add(name, keys)]
+    stored, written = StoredPolicies(ctx.catalog, ctx.repo.id), []
+    for name, keys in sorted(policies.items()):
+        try:
+            if not POLICY_NAME.fullmatch(name) or name in ctx.settings.policies:
+                raise UsageError(f"policy {name!r} is no name the API writes, or is the config's", None)
+            parse_policy(name, keys, "the saved proxy state")
+        except UsageError as exc:
+            problems.append(f"a saved policy was not put back: {exc}")
+            continue
+        if stored.add(name, keys):
+            written.append(name)
+    return written
 
 
 def _write_stream(path: Path, stream: IO[bytes]) -> None:
@@ -362,12 +371,14 @@ def _saved_settings(state_id: str, config: bytes | None) -> dict:
             from None
 
 
-def _accept(ctx: JobContext, state_id: str, settings: dict, confirm: Confirm) -> None:
+def _accept(ctx: JobContext, state_id: str, settings: dict, confirm: Confirm,
+            policies: dict[str, dict] | None = None) -> None:
     """Take saved state only when it is authenticated and points to this repository, or the operator says so.
 
     An encrypted repository authenticates what it holds; a plain one's store could have written the
     saved state, and a config whose `repo` is another repository would quietly move the new proxy
-    elsewhere: both are shown (id, location, what the config points to) and need a yes.
+    elsewhere: both are shown (id, location, what the config points to, the policies it would put in
+    the catalog and the projects they back up) and need a yes.
     """
     repo = ctx.repo
     doubts = []
@@ -380,6 +391,9 @@ def _accept(ctx: JobContext, state_id: str, settings: dict, confirm: Confirm) ->
         return
     points_to = ", ".join(f"{key} = {without_password(str(settings[key])) if key in settings else '(not set)'}"
                           for key in ("repo", "catalog", "workdir")) if settings else "no config"
+    if policies:
+        points_to += "; policies " + ", ".join(f"{name} (project {keys.get('project', '(none)')})"
+                                               for name, keys in sorted(policies.items()))
     what = (f"saved proxy state {state_id} of repository {repo.id} at {repo.location} ({points_to}): "
             + "; ".join(doubts))
     if confirm is None:
@@ -401,13 +415,17 @@ def recover(ctx: JobContext, config_out: Path | None = None, force: bool = False
     """
     result: dict = {"config": None, "state_id": None, "policies": []}
     policies: dict[str, dict] = {}
+    problems: list[str] = []
     try:
-        saved, policies = _restore_state(ctx, None, config_out, force, False, confirm)
+        saved, policies = _restore_state(ctx, None, config_out, force, include_state=False, confirm=confirm,
+                                         policies_problems=problems)
         result.update(config=saved["config"], state_id=saved["state_id"])
     except NotFoundError:
         result["warning"] = "no saved proxy state in the repository: the configuration was not recovered"
     kept = ctx.set_damaged_catalog_aside()
     result["catalog"] = {**rebuild_catalog(ctx), **({"damaged_kept_as": kept} if kept else {})}
-    result["policies"] = put_back_policies(ctx, policies)
+    result["policies"] = _put_back_policies(ctx, policies, problems)
+    if problems:
+        result["warnings"] = problems
     result["state"] = rebuild_state(ctx)
     return result

@@ -68,8 +68,17 @@ class PolicyServer:
         """
         ctx = JobContext(settings, self.passphrase_file)
         old: JobContext | None = getattr(self, "ctx", None)
-        if old is not None and old.settings.catalog_url == settings.catalog_url:
-            ctx.catalog = old.catalog
+        same_catalog = old is not None and old.settings.catalog_url == settings.catalog_url
+        if same_catalog:
+            ctx.catalog = old.catalog  # type: ignore[union-attr]  # not None when same_catalog
+        stored = StoredPolicies(ctx.catalog, ctx.repo.id)
+        try:  # read before anything is swapped: a catalog that does not answer keeps the running setup
+            policies_in_force(settings, stored)
+        except StackvaultError:
+            if not same_catalog:
+                ctx.catalog.close()
+            raise
+        if same_catalog:
             if self.queue.repo_id != ctx.repo.id:
                 self.queue = PolicyQueue(ctx.catalog, ctx.repo.id)
         else:
@@ -77,7 +86,7 @@ class PolicyServer:
             if old is not None:
                 old.catalog.close()
         self.ctx = ctx
-        self.stored = StoredPolicies(ctx.catalog, ctx.repo.id)
+        self.stored = stored
         self.read_policies()
 
     def read_policies(self) -> bool:
