@@ -100,6 +100,7 @@ def test_a_damaged_catalog_stops_no_restore(two_backups, tmp_path: Path, rng: ra
     assert kept.parent == sv.catalog_file.parent and kept.name.startswith("catalog.db.damaged-"), rebuilt
     assert kept.read_bytes() == damaged, "the damaged catalog must be kept as it was"
     assert rebuilt["backups"] == 2
+    assert "stackvault recover" in rebuilt["warning"], "the policies written through the API are not in backups"
     listing = sv.run("list").data
     assert "warning" not in listing and [b["backup_id"] for b in listing["backups"]] == [b for b, _ in taken]
     assert sv.backup(tmp_path / "disk.img")["level"] == "incremental"

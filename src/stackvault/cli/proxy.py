@@ -79,4 +79,9 @@ def catalog(inv: Invocation) -> Outcome:
 
     inv.ctx.repo  # noqa: B018 - open (and unlock) the repository before the catalog is touched
     kept = inv.ctx.set_damaged_catalog_aside()
-    return Outcome({**rebuild_catalog(inv.ctx), **({"damaged_kept_as": kept} if kept else {})})
+    result = {**rebuild_catalog(inv.ctx), **({"damaged_kept_as": kept} if kept else {})}
+    if kept:  # backups come back from the repository; the policies written through the API do not
+        lost = ("the policies written through the API stayed in the damaged catalog: `stackvault recover` "
+                "puts back those of the newest saved proxy state")
+        result["warning"] = f"{result['warning']}; {lost}" if "warning" in result else lost
+    return Outcome(result)
