@@ -139,9 +139,10 @@ def test_a_policy_needs_a_project_and_a_name(api: Api):
                              timeout=60)
     assert not_json.status_code == 400, not_json.text
     assert not_json.json()["error"]["message"] == "the request body is not a JSON object"
-    huge = _call(api, "POST", "/v1/policies", api.a.tokens["reader"],
-                 {"name": _name(), "project": api.a.id, "servers": ["x" * 1000] * 1000})
-    assert huge.status_code == 413, "a body of a MiB is refused before it is read, whoever sends it"
+    huge = {"name": _name(), "project": api.a.id, "servers": ["x" * 1000] * 1000}
+    assert _call(api, "POST", "/v1/policies", api.admin_token, huge).status_code == 413, "a MiB is not read"
+    assert _call(api, "POST", "/v1/policies", api.a.tokens["reader"], huge).status_code == 403, \
+        "one who may not write is refused before the body is read"
 
 
 def test_a_server_a_written_policy_selects_is_protected_and_run_policy_backs_it_up(api: Api):
