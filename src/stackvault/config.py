@@ -456,6 +456,12 @@ class Policy(CloudSelection):
     #: Seconds (or 30m, 6h, 1d) after which a run's servers and volumes in an availability zone of
     #: which no proxy took any item fail, naming the zone: no proxy serves it, and the run would stay open.
     unserved_zone_wait: float = 21600.0
+    #: A second repository (a directory, s3://, swift://, as --repo takes it) that gets a copy of the
+    #: policy's backups after each run (`stackvault copy`): those it lacks, so a run that could not copy
+    #: is caught up by the next; empty: no copy.
+    copy_to: str = ""
+    #: The file holding `copy_to`'s passphrase when it is encrypted; empty: STACKVAULT_TO_PASSPHRASE.
+    copy_to_passphrase_file: str = ""
 
     @property
     def builtin(self) -> bool:
@@ -472,7 +478,10 @@ def proxy_state_policy() -> Policy:
 
 _POLICY_LISTS = ("servers", "volumes", "server_tags", "exclude", "availability_zones", "full_on")
 _POLICY_STRINGS = ("os_cloud", "project", "schedule", "level", "require_consistency", "verify_full_schedule",
-                   "timezone")
+                   "timezone", "copy_to", "copy_to_passphrase_file")
+#: The keys that name the proxy's own credentials or stores: a policy written through the API may not
+#: set them (an API admin could otherwise point a policy at another cloud, or copy backups anywhere).
+PROXY_POLICY_KEYS = ("os_cloud", "copy_to", "copy_to_passphrase_file")
 _POLICY_KEYS = {f.name for f in fields(Policy)} - {"name"}
 #: What the built-in policy takes: it backs up this proxy's state, not servers.
 _BUILTIN_KEYS = {"schedule", "enabled", "timezone"}

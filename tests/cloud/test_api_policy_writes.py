@@ -116,7 +116,9 @@ def test_a_config_policy_is_changed_in_the_config_only(api: Api):
      "bad value 1000000000 for full_every_days of policy '{name}' in the request body: more than 36500 days",
      "write 0 for no Full forced by age"),
     ({"all": True, "os_cloud": "another-cloud-admin"},
-     "policy '{name}' in the request body names os_cloud, the proxy's own clouds.yaml entry", None),
+     "policy '{name}' in the request body sets os_cloud, the proxy's own credentials or stores", None),
+    ({"all": True, "copy_to": "s3://elsewhere/bucket"},
+     "policy '{name}' in the request body sets copy_to, the proxy's own credentials or stores", None),
 ])
 def test_a_body_the_configs_parser_refuses_is_400_with_its_words(api: Api, body: dict, message: str, fix: str | None):
     name = _name()

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from flask import Blueprint, Response, jsonify, request
 
 from ..catalog.policies import POLICY_NAME
-from ..config import Policy, parse_policy
+from ..config import PROXY_POLICY_KEYS, Policy, parse_policy
 from ..errors import NotFoundError, UsageError
 from .faults import ApiError
 from .scope import Scope, caller, json_object, scope, service
@@ -166,10 +166,12 @@ def _keys(name: str) -> dict:
         raise UsageError(f"{BODY} names policy {body['name']!r}, the path {name!r}", "a policy keeps its name: "
                          "write a new one with POST /v1/policies and delete this one")
     keys = {key: value for key, value in body.items() if key != "name"}
-    if "os_cloud" in keys:
-        raise UsageError(f"policy {name!r} in {BODY} names os_cloud, the proxy's own clouds.yaml entry",
-                         "leave os_cloud out: a policy written through the API backs up with the clouds.yaml "
-                         "entry of `stackvault server`'s config; a policy of another cloud is written there")
+    proxy_keys = [key for key in PROXY_POLICY_KEYS if key in keys]
+    if proxy_keys:
+        raise UsageError(f"policy {name!r} in {BODY} sets {', '.join(proxy_keys)}, the proxy's own credentials "
+                         "or stores", f"leave {', '.join(proxy_keys)} out: a policy written through the API backs "
+                         "up with the clouds.yaml entry of `stackvault server`'s config, into its repository; a "
+                         "policy of another cloud, or one copied to a second site, is written there")
     if not isinstance(keys.get("project"), str) or not keys["project"]:
         raise UsageError(f"policy {name!r} in {BODY} names no project",
                          "give `project`: the id of the project whose servers and volumes it backs up")

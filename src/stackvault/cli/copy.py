@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from .. import render
 from ..engine.keys import TO_ENV
 from ..engine.manifest import BackupRecord
-from ..jobs.context import JobContext
 from .command import Outcome, command
 from .invocation import Invocation
 from .listing import listed_share, of_server
@@ -32,11 +30,10 @@ def _copy_arguments(p: argparse.ArgumentParser) -> None:
          renderer=render.copy, recorded_as="copy")
 def copy(inv: Invocation) -> Outcome:
     from ..jobs.copy import copy as copy_backups
+    from ..jobs.copy import second_site
 
     args = inv.args
-    # The second repository is opened as the first is, from its own location and passphrase options.
-    target = JobContext(dataclasses.replace(inv.settings, repo=args.to), args.to_passphrase_file,
-                        passphrase_env=TO_ENV, passphrase_option=TO_PASSPHRASE_OPTION)
+    target = second_site(inv.ctx, args.to, args.to_passphrase_file, TO_PASSPHRASE_OPTION)
     disk_key, share = inv.disk_key(args.source), listed_share(args)
 
     def selected(record: BackupRecord) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..engine.copying import CopyStats, DiskCopy, known_ids, same_chunk_ids
-from ..engine.keys import PassphraseError
+from ..engine.keys import TO_ENV, PassphraseError
 from ..engine.manifest import BackupRecord, DiskRecord
 from ..engine.repository import NoRepositoryError, Repository
 from ..errors import StackvaultError, UsageError
@@ -67,6 +67,15 @@ class CopyReport:
                 "chunks_sent": total.chunks_sent, "bytes_sent": total.bytes_sent,
                 "chunks_held": total.chunks_held, "chunks_read": total.chunks_read,
                 "warnings": self.warnings, "status": "warning" if self.warnings else "success"}
+
+
+def second_site(ctx: JobContext, location: str, passphrase_file: str | None, passphrase_option: str) -> JobContext:
+    """The context of the repository at `location`, opened as the first one is (its own passphrase from
+    `passphrase_file`, else STACKVAULT_TO_PASSPHRASE, else a terminal), sharing the first's catalog."""
+    target = JobContext(replace(ctx.settings, repo=location), passphrase_file, passphrase_env=TO_ENV,
+                        passphrase_option=passphrase_option)
+    target.catalog = ctx.catalog  # one engine for one database
+    return target
 
 
 def open_target(target: JobContext, source: Repository) -> Repository:

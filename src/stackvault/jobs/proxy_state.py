@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 import blake3
 import zstandard
 
-from ..config import parse_policy
+from ..config import PROXY_POLICY_KEYS, parse_policy
 from ..engine.atomic import TEMP_PREFIX, fsync_dir, write_atomic
 from ..errors import NotFoundError, RepositoryError, UsageError
 from ..storage.base import ObjectTooLargeError
@@ -325,6 +325,8 @@ def _put_back_policies(ctx: JobContext, policies: dict[str, dict], problems: lis
         try:
             if not POLICY_NAME.fullmatch(name) or name in ctx.settings.policies:
                 raise UsageError(f"policy {name!r} is no name the API writes, or is the config's", None)
+            if proxy_keys := [key for key in PROXY_POLICY_KEYS if key in keys]:
+                raise UsageError(f"policy {name!r} sets {', '.join(proxy_keys)}, which the API never writes", None)
             parse_policy(name, keys, "the saved proxy state")
         except UsageError as exc:
             problems.append(f"a saved policy was not put back: {exc}")

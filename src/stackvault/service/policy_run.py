@@ -28,6 +28,8 @@ from ..engine.repository import hostname
 from ..errors import LockedError, StackvaultError, UsageError
 from ..jobs.cloud_backup import back_up_server, back_up_volume, overall_status, record_failure_before_backup
 from ..jobs.context import JobContext
+from ..jobs.copy import copy as copy_backups
+from ..jobs.copy import second_site
 from ..jobs.gc import gc
 from ..jobs.proxy_state import backup_state
 from ..jobs.prune import prune
@@ -170,7 +172,8 @@ def finish_run(ctx: JobContext, queue: PolicyQueue, policy: Policy, run_id: str)
             report[step] = {"status": "failed", "error": str(exc)}
             problems.append({"status": "warning"})
     report["status"] = overall_status(items + problems) if items or problems else "success"
-    message = report.get("error") or "; ".join(f"{s}: {report[s]['error']}" for s in ("state", "prune", "gc", "verify")
+    message = report.get("error") or "; ".join(f"{s}: {report[s]['error']}" for s in ("state", "prune", "gc", "verify",
+                                                                                     "copy")
                                                if isinstance(report.get(s), dict) and report[s].get("error"))
     if run.job_id:
         ctx.catalog.finish_job(run.job_id, report["status"], message, report=report)
@@ -253,7 +256,18 @@ def _maintenance(ctx: JobContext, queue: PolicyQueue, policy: Policy,
         runs = [r for r in queue.runs(queue_name(policy)) if r.id != run_id]
         return verify(ctx, deep=True, sample=verify_part(len(runs), policy.verify_sample_percent)).to_dict()
 
-    return [("prune", prune_step), ("gc", gc_step), ("verify", verify_step)]
+    def copy_step() -> dict | None:
+        """Every backup of this policy the second repository lacks (this run's, and any an earlier
+        run could not copy), after the prune: what it forgot is not sent."""
+        if not policy.copy_to:
+            return None
+        target = second_site(ctx, policy.copy_to, policy.copy_to_passphrase_file or None, "copy_to_passphrase_file")
+        done = copy_backups(ctx, target, only=lambda record: (record.tags or {}).get(POLICY_TAG) == policy.name)
+        if done["warnings"]:
+            raise StackvaultError(f"copy to {policy.copy_to}: " + "; ".join(done["warnings"]))
+        return {k: done[k] for k in ("to", "backups_copied", "backups_skipped", "chunks_sent", "bytes_sent")}
+
+    return [("prune", prune_step), ("gc", gc_step), ("verify", verify_step), ("copy", copy_step)]
 
 
 def _item_of(record: BackupRecord) -> str | None:
