@@ -121,6 +121,7 @@ def one_policy(name: str):
     if request.method == "DELETE":
         if not service().stored_policies().remove(name):
             raise _no_policy(name)
+        service().end_policy_runs(name, f"policy {name} was deleted through the API while this run was unfinished")
         return Response(status=HTTPStatus.NO_CONTENT)
     keys = _keys(name)
     _require("stackvault:policy:update", keys["project"])  # moved to another project: allowed there too

@@ -64,6 +64,14 @@ class ApiService:
         ctx = self.context()
         return StoredPolicies(ctx.catalog, ctx.repo.id)
 
+    def end_policy_runs(self, name: str, why: str) -> list[str]:
+        """End the unfinished runs (backups and full verify) of a policy that is no longer in force."""
+        from ..catalog.queue import PolicyQueue
+        from ..service.policy_run import FULL_VERIFY_SUFFIX
+
+        ctx = self.context()
+        return PolicyQueue(ctx.catalog, ctx.repo.id).end_runs([name, f"{name}{FULL_VERIFY_SUFFIX}"], why)
+
     def policies_in_force(self) -> PoliciesInForce:
         """The config's policies and the catalog's, read once per request (a listing asks for every server)."""
         if has_request_context() and "policies_in_force" in g:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from ..domain import BackupLevel
 from ..engine.repository import hostname
 from . import leases
-from .models import PolicyItemRow, PolicyRunRow
+from .models import JobRow, PolicyItemRow, PolicyRunRow
 from .store import Catalog
 
 QUEUED, CLAIMED, DONE = "queued", "claimed", "done"
@@ -239,6 +239,30 @@ class PolicyQueue:
                     if done.rowcount:  # type: ignore[attr-defined]  # a CursorResult
                         ended.add(zone)
         return sorted(ended)
+
+    def end_runs(self, policies: list[str], why: str) -> list[str]:
+        """End, as failed, the unfinished runs of `policies` (their queued items and their job rows):
+        a policy deleted during a run would otherwise keep it open for ever, since only the policies
+        in force are claimed and finished, and a new policy of that name could never start a run.
+        An item being backed up finishes on its own. Returns the ids of the runs ended."""
+        ended = []
+        with self.catalog.session() as s, s.begin():
+            runs = s.scalars(select(PolicyRunRow).where(PolicyRunRow.repo_id == self.repo_id,
+                                                        PolicyRunRow.policy.in_(policies),
+                                                        PolicyRunRow.status != DONE)).all()
+            for run in runs:
+                for item in s.scalars(select(PolicyItemRow).where(PolicyItemRow.run_id == run.id,
+                                                                  PolicyItemRow.status == QUEUED)):
+                    item.status, item.result = DONE, "failed"
+                    item.report = {f"{item.kind}_id": item.item_id, "name": item.name, "status": "failed",
+                                   "error": why}
+                run.status, run.finished, run.lease_expires = DONE, _now(), None
+                run.report = {**(run.report or {}), "error": why}
+                job = s.get(JobRow, run.job_id) if run.job_id else None
+                if job is not None and job.status == "running":
+                    job.finished, job.status, job.message = _now(), "failed", why
+                ended.append(run.id)
+        return ended
 
     def depth(self) -> int:
         """Items waiting in queued runs (for the server's log, and for metrics)."""
