@@ -23,7 +23,7 @@ def test_a_short_outage_costs_retries_not_data(request, swift_aio, scheme: str) 
     backend.create()
     # The outage lasts longer than 6 quick tries; on a loaded machine the object server takes a while to
     # come back, so the tries may span a minute or two (jittered backoff of at most 8 s each).
-    backend.attempts = 24  # type: ignore[attr-defined]
+    backend.attempts = 24  # type: ignore[attr-defined]  # open_backend gives the retrying wrapper
     body = os.urandom(1 << 20)
 
     swift_aio.stop_server("swift-object")

@@ -44,6 +44,14 @@ def test_a_fault_that_stays_gives_up_with_the_count() -> None:
     assert len(slept) == 3 and not faulty.inner.exists("chunks/aa/x")
 
 
+def test_attempts_changed_after_opening_are_the_ones_tried() -> None:
+    backend, _, slept = stack("put:transient:count=*", attempts=4)
+    backend.attempts = 7  # as a test of a longer outage sets it on the store open_backend made
+    with pytest.raises(TransientError, match=r"gave up after 7 attempts"):
+        backend.put("chunks/aa/x", b"data")
+    assert len(slept) == 6
+
+
 def test_permanent_errors_and_missing_objects_are_not_retried() -> None:
     backend, _, slept = stack("put:permanent;get:missing")
     with pytest.raises(RepositoryError, match="refused"):

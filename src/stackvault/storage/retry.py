@@ -36,13 +36,21 @@ class RetryingBackend(BackendWrapper):
                  rng: Callable[[], float] = random.random) -> None:
         """Each of `attempts`, `base_delay` and `max_delay` left out is the policy's for every service."""
         super().__init__(inner)
-        self.attempts = max(1, attempts if attempts is not None else SERVICE.attempts or 1)
-        self.policy = replace(SERVICE, attempts=self.attempts,
+        self.policy = replace(SERVICE, attempts=max(1, attempts if attempts is not None else SERVICE.attempts or 1),
                               first_delay_s=SERVICE.first_delay_s if base_delay is None else base_delay,
                               max_delay_s=SERVICE.max_delay_s if max_delay is None else max_delay)
         self._sleep = sleep
         self._rng = rng
         self.retries = 0  # calls repeated so far, for tests and metrics
+
+    @property
+    def attempts(self) -> int:
+        return self.policy.attempts or 1  # set in __init__: never None here
+
+    @attempts.setter
+    def attempts(self, attempts: int) -> None:
+        """More or fewer tries for this backend from now on (the policy is what `_call` obeys)."""
+        self.policy = replace(self.policy, attempts=max(1, attempts))
 
     def _counted(self) -> None:
         self.retries += 1
