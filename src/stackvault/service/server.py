@@ -51,6 +51,11 @@ class PolicyServer:
         self.load, self.passphrase_file, self.connect, self.poll_s = load, passphrase_file, connect, poll_s
         self.stopping = threading.Event()
         self.reload_asked = threading.Event()
+        # Before the repository, catalog and policies are opened (seconds), since the metrics endpoint
+        # may already be up: a SIGTERM meanwhile stops the server cleanly rather than killing it.
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
         self.first_seen: dict[str, datetime] = {}
         self.runs_finished = 0
         self.policies: dict[str, Policy] = {}
@@ -114,9 +119,6 @@ class PolicyServer:
 
     def serve(self) -> dict:
         """Run until SIGTERM or SIGINT; returns what it did."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_asked.set())
         parallel = max(1, self.ctx.settings.cloud.parallel)
         running: dict[Future, Claim] = {}
         finishing: set[Future] = set()
