@@ -31,7 +31,7 @@ from ..config import Policy, Settings
 from ..errors import StackvaultError
 from ..jobs.context import JobContext
 from . import policy_run, systemd
-from .policies import policies_in_force
+from .policies import PoliciesInForce, policies_in_force
 from .policy_run import Connect, call_hooks, enqueue, finish_run, queue_name
 from .schedule import due_slot, policy_zone
 
@@ -78,7 +78,7 @@ class PolicyServer:
             ctx.catalog = old.catalog  # type: ignore[union-attr]  # not None when same_catalog
         stored = StoredPolicies(ctx.catalog, ctx.repo.id)
         try:  # read before anything is swapped: a catalog that does not answer keeps the running setup
-            policies_in_force(settings, stored)
+            found = policies_in_force(settings, stored)
         except StackvaultError:
             if not same_catalog:
                 ctx.catalog.close()
@@ -92,11 +92,13 @@ class PolicyServer:
                 old.catalog.close()
         self.ctx = ctx
         self.stored = stored
-        self.read_policies()
+        self.read_policies(found)
 
-    def read_policies(self) -> bool:
-        """Take the policies in force now (the settings' and the catalog's); whether they changed."""
-        found = policies_in_force(self.ctx.settings, self.stored)
+    def read_policies(self, found: PoliciesInForce | None = None) -> bool:
+        """Take the policies in force now (the settings' and the catalog's, or `found`, just read from
+        them); whether they changed."""
+        if found is None:
+            found = policies_in_force(self.ctx.settings, self.stored)
         self.policies_read = time.monotonic()
         for name, why in found.left_out.items():
             if self.left_out.get(name) != why:
